@@ -1,0 +1,285 @@
+package ad
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+	"github.com/go-ldap/ldap/v3/gssapi"
+	"github.com/jcmturner/gokrb5/v8/client"
+)
+
+// Config says how to reach and bind to a domain controller.
+type Config struct {
+	// URL of the DC: "ldaps://dc1.corp.example.com" (port 636) or
+	// "ldap://dc1.corp.example.com" (port 389, upgraded with StartTLS).
+	URL string
+	// GCURL is the global catalog, used for forest-wide SPN duplicate checks.
+	// Empty means the same host on 3269 (ldaps) or 3268 (ldap + StartTLS).
+	GCURL string
+	// TLSConfig verifies the DC's certificate. Nil means the system roots and
+	// the URL's host name. For a lab, set RootCAs to the DC's CA (or, only
+	// there, InsecureSkipVerify). When the URL holds an IP address, set
+	// ServerName to the name in the DC's certificate.
+	TLSConfig *tls.Config
+	// Bind authenticates the connection: SimpleBind or KerberosBind. Nil
+	// leaves it anonymous, which AD allows for the rootDSE only.
+	Bind Binder
+	// Timeout bounds each request (default 30s); DialTimeout the connect and
+	// TLS handshake (default 10s). A context deadline cuts both shorter.
+	Timeout     time.Duration
+	DialTimeout time.Duration
+	// BaseDN is where searches for accounts start; empty means the domain's
+	// defaultNamingContext.
+	BaseDN string
+	// AllowPlaintext keeps an ldap:// connection unencrypted instead of
+	// using StartTLS. For tests only: AD refuses simple binds in clear by
+	// default, and segkcd refuses every password write without TLS anyway.
+	AllowPlaintext bool
+}
+
+// Binder authenticates a new connection. SimpleBind and KerberosBind implement it.
+type Binder interface {
+	bind(ctx context.Context, c *ldap.Conn, host string) error
+}
+
+// SimpleBind is an LDAP simple bind, which AD accepts only over TLS.
+type SimpleBind struct {
+	Username string // `CORP\admin`, admin@corp.example.com, or a DN
+	Password string
+}
+
+func (b SimpleBind) bind(_ context.Context, c *ldap.Conn, _ string) error {
+	if b.Password == "" {
+		return invalid("bind", b.Username, "empty password (an unauthenticated bind would silently succeed)")
+	}
+	return c.Bind(b.Username, b.Password)
+}
+
+// KerberosBind is a SASL GSSAPI bind with a gokrb5 client (from a password,
+// keytab or ccache). It runs over the TLS connection: go-ldap does not sign
+// or seal, so it is never used in clear.
+type KerberosBind struct {
+	Client *client.Client
+	// SPN of the DC; empty means "ldap/<host of the URL>".
+	SPN string
+}
+
+func (b KerberosBind) bind(_ context.Context, c *ldap.Conn, host string) error {
+	if b.Client == nil {
+		return invalid("bind", "", "KerberosBind without a client")
+	}
+	if err := b.Client.AffirmLogin(); err != nil {
+		return fmt.Errorf("kerberos login: %w", err)
+	}
+	spn := b.SPN
+	if spn == "" {
+		spn = "ldap/" + host
+	}
+	return c.GSSAPIBind(&gssapi.Client{Client: b.Client}, spn, "")
+}
+
+// Conn is a bound connection to a DC. Its methods are safe for concurrent
+// use. Cancelling the context of a request in flight aborts it and closes
+// the connection (LDAP has no way to take one request back): Dial again.
+type Conn struct {
+	cfg    Config
+	l      *ldap.Conn
+	tls    bool
+	host   string
+	info   DomainInfo
+	baseDN string
+
+	mu          sync.Mutex
+	gc          *ldap.Conn
+	spnMappings map[string]string // alias service class -> "host"
+}
+
+// Dial connects, secures (LDAPS or StartTLS), binds, and reads the rootDSE.
+func Dial(ctx context.Context, cfg Config) (*Conn, error) {
+	l, isTLS, host, err := connect(ctx, cfg, cfg.URL)
+	if err != nil {
+		return nil, wrap("dial", cfg.URL, err)
+	}
+	c := &Conn{cfg: cfg, l: l, tls: isTLS, host: host}
+	if err := c.readRootDSE(ctx); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// connect dials one URL, applies TLS and binds.
+func connect(ctx context.Context, cfg Config, rawURL string) (*ldap.Conn, bool, string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" {
+		return nil, false, "", invalid("dial", rawURL, "not an ldap:// or ldaps:// URL")
+	}
+	host, port := u.Hostname(), u.Port()
+	var useTLS bool
+	switch strings.ToLower(u.Scheme) {
+	case "ldaps":
+		useTLS = true
+		if port == "" {
+			port = "636"
+		}
+	case "ldap":
+		if port == "" {
+			port = "389"
+		}
+	default:
+		return nil, false, "", invalid("dial", rawURL, "scheme must be ldap or ldaps")
+	}
+	dialTimeout := cfg.DialTimeout
+	if dialTimeout <= 0 {
+		dialTimeout = 10 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	raw, err := (&net.Dialer{}).DialContext(dctx, "tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, false, "", err
+	}
+	tlsCfg := tlsConfig(cfg.TLSConfig, host)
+	var conn net.Conn = raw
+	if useTLS {
+		tc := tls.Client(raw, tlsCfg)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			raw.Close()
+			return nil, false, "", fmt.Errorf("TLS handshake: %w", err)
+		}
+		conn = tc
+	}
+	l := ldap.NewConn(conn, useTLS)
+	l.Start()
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	l.SetTimeout(timeout)
+	if !useTLS && !cfg.AllowPlaintext {
+		err := guard(dctx, l, func() error { return l.StartTLS(tlsCfg) })
+		if err != nil {
+			l.Close()
+			return nil, false, "", fmt.Errorf("StartTLS: %w", err)
+		}
+		useTLS = true
+	}
+	if cfg.Bind != nil {
+		if err := guard(ctx, l, func() error { return cfg.Bind.bind(ctx, l, tlsCfg.ServerName) }); err != nil {
+			l.Close()
+			return nil, false, "", err
+		}
+	}
+	return l, useTLS, host, nil
+}
+
+func tlsConfig(base *tls.Config, host string) *tls.Config {
+	var c *tls.Config
+	if base != nil {
+		c = base.Clone()
+	} else {
+		c = &tls.Config{}
+	}
+	if c.ServerName == "" {
+		c.ServerName = host
+	}
+	if c.MinVersion == 0 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	return c
+}
+
+// guard runs one blocking go-ldap call so that cancelling ctx aborts it.
+func guard(ctx context.Context, l *ldap.Conn, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	err := fn()
+	if !stop() {
+		// ctx fired and closed the connection: that, not the
+		// "connection closed" error it caused, is the reason.
+		return ctx.Err()
+	}
+	return err
+}
+
+// do runs fn on the connection and wraps any error as an *Error.
+func (c *Conn) do(ctx context.Context, op, object string, fn func(l *ldap.Conn) error) error {
+	return wrap(op, object, guard(ctx, c.l, func() error { return fn(c.l) }))
+}
+
+// Close unbinds and closes the connections.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.gc != nil {
+		c.gc.Close()
+		c.gc = nil
+	}
+	c.mu.Unlock()
+	return c.l.Close()
+}
+
+// TLS reports whether the connection is encrypted.
+func (c *Conn) TLS() bool { return c.tls }
+
+// DomainInfo describes the domain, read from the rootDSE when dialing.
+func (c *Conn) DomainInfo() DomainInfo { return c.info }
+
+// requireTLS refuses an operation on an unencrypted connection.
+func (c *Conn) requireTLS(op, object string) error {
+	if c.tls {
+		return nil
+	}
+	return &Error{Op: op, Object: object, Kind: ErrTLSRequired,
+		Err: errors.New("refused to send a password over an unencrypted connection")}
+}
+
+// search runs a search with paging (AD returns at most 1000 entries per page otherwise).
+func (c *Conn) search(ctx context.Context, op string, req *ldap.SearchRequest) ([]*ldap.Entry, error) {
+	var res *ldap.SearchResult
+	err := c.do(ctx, op, req.BaseDN, func(l *ldap.Conn) error {
+		var err error
+		if req.Scope == ldap.ScopeBaseObject {
+			res, err = l.Search(req)
+		} else {
+			res, err = l.SearchWithPaging(req, 500)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res.Entries, nil
+}
+
+// globalCatalog returns a bound connection to the GC, dialing it once.
+func (c *Conn) globalCatalog(ctx context.Context) (*ldap.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gc != nil && !c.gc.IsClosing() {
+		return c.gc, nil
+	}
+	gcURL := c.cfg.GCURL
+	if gcURL == "" {
+		port, scheme := "3269", "ldaps"
+		if u, _ := url.Parse(c.cfg.URL); u != nil && strings.EqualFold(u.Scheme, "ldap") {
+			port, scheme = "3268", "ldap"
+		}
+		gcURL = scheme + "://" + net.JoinHostPort(c.host, port)
+	}
+	gc, _, _, err := connect(ctx, c.cfg, gcURL)
+	if err != nil {
+		return nil, wrap("connect to the global catalog (set Config.GCURL if it is elsewhere)", gcURL, err)
+	}
+	c.gc = gc
+	return gc, nil
+}

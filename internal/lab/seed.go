@@ -1,0 +1,79 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/segkcd/segkcd/ad"
+)
+
+// UserPassword is the password of every seeded user. It is a lab fixture.
+const UserPassword = "Lab-Us3r-Passw0rd!"
+
+// Fixture is a seeded user.
+type Fixture struct {
+	Name string
+	Mail string
+	Set  ad.UAC // flags set after creation
+}
+
+// Fixtures are the users every lab has: alice and bob are ordinary, carol
+// is sensitive (NOT_DELEGATED), dave is disabled.
+var Fixtures = []Fixture{
+	{Name: "alice", Mail: "alice@%s"},
+	{Name: "bob", Mail: "bob@%s"},
+	{Name: "carol", Mail: "carol@%s", Set: ad.UACNotDelegated},
+	{Name: "dave", Mail: "dave@%s", Set: ad.UACAccountDisable},
+}
+
+// Dial binds to the lab as Administrator over LDAPS.
+func (l *Lab) Dial(ctx context.Context) (*ad.Conn, error) {
+	cfg, err := l.ADConfig()
+	if err != nil {
+		return nil, err
+	}
+	return ad.Dial(ctx, cfg)
+}
+
+// ADConfig is the ad.Config for the lab's administrator over LDAPS.
+func (l *Lab) ADConfig() (ad.Config, error) {
+	tc, err := l.TLSConfig()
+	if err != nil {
+		return ad.Config{}, err
+	}
+	return ad.Config{
+		URL:       l.LDAPSURL(),
+		GCURL:     l.GCURL(),
+		TLSConfig: tc,
+		Bind:      ad.SimpleBind{Username: l.AdminBindName(), Password: l.AdminPassword},
+	}, nil
+}
+
+// Seed creates the fixture users through the ad package (so every lab start
+// exercises it). It is idempotent: a kept lab is seeded again unchanged.
+func (l *Lab) Seed(ctx context.Context) error {
+	c, err := l.Dial(ctx)
+	if err != nil {
+		return fmt.Errorf("lab: seed: %w", err)
+	}
+	defer c.Close()
+	for _, f := range Fixtures {
+		_, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{
+			Name:     f.Name,
+			Password: UserPassword,
+			Mail:     fmt.Sprintf(f.Mail, l.DNSDomain),
+			// UPN in the mail domain, as Exchange users usually have.
+			UserPrincipalName:    f.Name + "@" + l.DNSDomain,
+			PasswordNeverExpires: true,
+		})
+		if err != nil {
+			return fmt.Errorf("lab: seed %s: %w", f.Name, err)
+		}
+		if f.Set != 0 {
+			if _, err := c.SetAccountFlags(ctx, f.Name, f.Set, 0); err != nil {
+				return fmt.Errorf("lab: seed %s: %w", f.Name, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Shared is one lab per test binary, started on first use and closed by Run.
+// Declare it in a test file and call Run from TestMain:
+//
+//	var theLab lab.Shared
+//	func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
+//	func TestX(t *testing.T) { l := theLab.Get(t) ... }
+type Shared struct {
+	once sync.Once
+	lab  *Lab
+	err  error
+}
+
+// Run runs the tests and then stops the lab if one was started.
+func (s *Shared) Run(m *testing.M) int {
+	code := m.Run()
+	if s.lab != nil {
+		s.lab.Close()
+	}
+	return code
+}
+
+// Get returns the running, seeded lab. When the lab cannot start, the test
+// fails if CI=true (CI must never pass by skipping) and is skipped otherwise,
+// with the reason and how to get a lab.
+func (s *Shared) Get(t testing.TB) *Lab {
+	t.Helper()
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		var log *os.File
+		if testing.Verbose() {
+			log = os.Stderr
+		}
+		opt := Options{InstallPackages: os.Getenv("CI") == "true"}
+		if log != nil {
+			opt.Log = log
+		}
+		s.lab, s.err = Start(ctx, opt)
+		if s.err == nil {
+			if s.err = s.lab.Seed(ctx); s.err != nil {
+				s.lab.Close()
+				s.lab = nil
+			}
+		}
+	})
+	if s.err != nil {
+		msg := fmt.Sprintf("AD lab unavailable: %v\n(the lab needs root and Samba: run `scripts/lab deps` as root, or `make test`)", s.err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return s.lab
+}

@@ -104,13 +104,47 @@ func accountFrom(e *ldap.Entry) *Account {
 	return a
 }
 
-// isDN tells a distinguished name from an account name.
+// isDN tells a distinguished name from an account name: it must parse, and
+// every attribute type must be a descriptor or an OID, so that text such
+// as "alice)(cn=*" is taken for a (non-existent) account name.
 func isDN(name string) bool {
 	if !strings.Contains(name, "=") {
 		return false
 	}
-	_, err := ldap.ParseDN(name)
-	return err == nil
+	dn, err := ldap.ParseDN(name)
+	if err != nil || len(dn.RDNs) == 0 {
+		return false
+	}
+	for _, rdn := range dn.RDNs {
+		for _, a := range rdn.Attributes {
+			if !isAttrType(a.Type) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isAttrType reports whether s is an attribute descriptor (RFC 4512 keystring) or a numeric OID.
+func isAttrType(s string) bool {
+	if s == "" {
+		return false
+	}
+	if '0' <= s[0] && s[0] <= '9' {
+		for _, r := range s {
+			if r != '.' && (r < '0' || r > '9') {
+				return false
+			}
+		}
+		return true
+	}
+	for i, r := range s {
+		letter := 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z'
+		if !letter && (i == 0 || r != '-' && (r < '0' || r > '9')) {
+			return false
+		}
+	}
+	return true
 }
 
 // FindAccount finds a user, computer or group by sAMAccountName (a

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-	"github.com/go-ldap/ldap/v3/gssapi"
 	"github.com/jcmturner/gokrb5/v8/client"
 )
 
@@ -83,7 +82,14 @@ func (b KerberosBind) bind(_ context.Context, c *ldap.Conn, host string) error {
 	if spn == "" {
 		spn = "ldap/" + host
 	}
-	return c.GSSAPIBind(&gssapi.Client{Client: b.Client}, spn, "")
+	err := c.GSSAPIBind(&saslGSSAPI{cl: b.Client}, spn, "")
+	var le *ldap.Error
+	if errors.As(err, &le) && le.ResultCode == ldap.LDAPResultStrongAuthRequired {
+		e := wrap("bind", spn, err).(*Error)
+		e.Kind = ErrSigningRequired
+		return e
+	}
+	return err
 }
 
 // Conn is a bound connection to a DC. Its methods are safe for concurrent

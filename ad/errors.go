@@ -37,6 +37,9 @@ var (
 	// ErrTLSRequired: the operation needs TLS and the connection has none
 	// (refused by us before sending, or LDAP 8 strongerAuthRequired from the DC).
 	ErrTLSRequired = errors.New("TLS required")
+	// ErrSigningRequired: the DC wants SASL signing or sealing even inside TLS
+	// (Samba's default), which go-ldap cannot do.
+	ErrSigningRequired = errors.New("the DC requires SASL signing or sealing")
 	// ErrUnconstrainedDelegation: segkcd refuses to set TRUSTED_FOR_DELEGATION.
 	ErrUnconstrainedDelegation = errors.New("unconstrained delegation refused")
 	// ErrInvalidArgument: a name, SPN or option is malformed; nothing was sent.
@@ -55,6 +58,7 @@ var hints = map[error]string{
 	ErrMachineAccountQuota: "bind as a Domain Admin or pre-create the computer account",
 	ErrInvalidCredentials:  "check the bind user and password",
 	ErrTLSRequired:         "connect with ldaps:// or let Dial use StartTLS",
+	ErrSigningRequired:     "use SimpleBind over TLS, or on a Samba DC set 'ldap server require strong auth = allow_sasl_over_tls' (Windows DCs accept GSSAPI inside TLS)",
 }
 
 // Error is an Active Directory operation that failed. It keeps the LDAP
@@ -237,6 +241,8 @@ func classify(ldapCode uint16, code uint32) error {
 	switch ldapCode {
 	case ldap.LDAPResultNoSuchObject:
 		return ErrNotFound
+	case ldap.LDAPResultInvalidDNSyntax:
+		return ErrInvalidArgument
 	case ldap.LDAPResultEntryAlreadyExists:
 		return ErrExists
 	case ldap.LDAPResultInsufficientAccessRights:

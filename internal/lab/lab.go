@@ -40,7 +40,7 @@ import (
 var Packages = []string{"samba", "samba-ad-dc", "krb5-user", "ldb-tools", "winbind", "smbclient"}
 
 // tools are the commands whose absence means the packages must be installed.
-var tools = []string{"samba", "samba-tool", "ldbsearch", "kinit", "kvno", "klist"}
+var tools = []string{"samba", "samba-tool", "samba_spnupdate", "ldbsearch", "kinit", "kvno", "klist"}
 
 // Options configure Start. The zero value gives a fresh domain
 // CORP.EXAMPLE.TEST in a temporary directory that Close removes.
@@ -249,6 +249,11 @@ func Start(ctx context.Context, opt Options) (*Lab, error) {
 	if err := l.start(ctx); err != nil {
 		return nil, err
 	}
+	// The DC's own SPNs (ldap/dc1..., GC/...) come from samba_spnupdate, which
+	// the trimmed-away dnsupdate service would run: run it here, once.
+	if out, err := run(ctx, nil, "samba_spnupdate", "-s", l.SmbConf); err != nil {
+		return nil, fmt.Errorf("lab: %w\n%s", err, tail(out, 2000))
+	}
 	ok = true
 	return l, nil
 }
@@ -308,9 +313,12 @@ func (l *Lab) configure() error {
 		"ncalrpc dir":               filepath.Join(l.Dir, "ncalrpc"),
 		"winbindd socket directory": filepath.Join(l.Dir, "winbindd"),
 		"tls enabled":               "yes",
-		"tls keyfile":               filepath.Join(l.Dir, "tls", "key.pem"),
-		"tls certfile":              filepath.Join(l.Dir, "tls", "cert.pem"),
-		"tls cafile":                filepath.Join(l.Dir, "tls", "ca.pem"),
+		// Windows DCs accept a GSSAPI bind without SASL signing inside TLS;
+		// Samba's default ("yes") refuses it. Behave like Windows.
+		"ldap server require strong auth": "allow_sasl_over_tls",
+		"tls keyfile":                     filepath.Join(l.Dir, "tls", "key.pem"),
+		"tls certfile":                    filepath.Join(l.Dir, "tls", "cert.pem"),
+		"tls cafile":                      filepath.Join(l.Dir, "tls", "ca.pem"),
 	}
 	if err := l.writeTLS(); err != nil {
 		return fmt.Errorf("lab: TLS: %w", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/big"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/go-ldap/ldap/v3"
 	"golang.org/x/text/encoding/unicode"
@@ -16,6 +17,11 @@ import (
 func encodePassword(pw string) (string, error) {
 	if strings.ContainsRune(pw, 0) {
 		return "", errors.New("password holds a NUL character")
+	}
+	// The encoder would silently replace invalid bytes with U+FFFD and so
+	// set a different password than the caller holds.
+	if !utf8.ValidString(pw) {
+		return "", errors.New("password is not valid UTF-8")
 	}
 	enc := unicode.UTF16(unicode.LittleEndian, unicode.IgnoreBOM).NewEncoder()
 	out, err := enc.String(`"` + pw + `"`)

@@ -55,11 +55,18 @@ func (s *Shared) Get(t testing.TB) *Lab {
 		}
 	})
 	if s.err != nil {
-		msg := fmt.Sprintf("AD lab unavailable: %v\n(the lab needs root and Samba: run `scripts/lab deps` as root, or `make test`)", s.err)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		unavailable(t, s.err, os.Getenv("CI") == "true")
 	}
 	return s.lab
+}
+
+// unavailable ends a test that needs the lab: a failure in CI, a skip elsewhere.
+func unavailable(t testing.TB, err error, ci bool) {
+	t.Helper()
+	msg := fmt.Sprintf("AD lab unavailable: %v\n(the lab needs root and Samba: run `scripts/lab deps` as root, or `make test`)", err)
+	if ci {
+		t.Fatal(msg)
+	} else {
+		t.Skip(msg)
+	}
 }

@@ -1,0 +1,61 @@
+package ad_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/segkcd/segkcd/ad"
+)
+
+// Single operations on an open LDAPS connection to the lab DC.
+// bench/run prints them next to the peer comparison.
+
+func BenchmarkFindAccount(b *testing.B) {
+	l := theLab.Get(b)
+	ctx := context.Background()
+	c, err := l.Dial(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.FindAccount(ctx, "alice"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// The idempotent path of SetSPN when the SPN is already there: one search.
+func BenchmarkSetSPNUnchanged(b *testing.B) {
+	l := theLab.Get(b)
+	ctx := context.Background()
+	c, err := l.Dial(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.SetSPN(ctx, "bob", "HTTP/bench.spn"); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ch, err := c.SetSPN(ctx, "bob", "HTTP/bench.spn")
+		if err != nil || ch.Action != ad.Unchanged {
+			b.Fatal(ch, err)
+		}
+	}
+}
+
+// Dial: TCP, TLS handshake, simple bind, rootDSE and domain reads.
+func BenchmarkDial(b *testing.B) {
+	l := theLab.Get(b)
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		c, err := l.Dial(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}

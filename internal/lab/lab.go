@@ -36,8 +36,10 @@ import (
 	"time"
 )
 
-// Packages are the Debian packages the lab needs.
-var Packages = []string{"samba", "samba-ad-dc", "krb5-user", "ldb-tools", "winbind", "smbclient"}
+// Packages are the Debian packages the lab needs. samba-ad-provision (the
+// schema files) is only a Recommends of samba-ad-dc, and installs here run
+// without recommends.
+var Packages = []string{"samba", "samba-ad-dc", "samba-ad-provision", "krb5-user", "ldb-tools", "winbind", "smbclient"}
 
 // tools are the commands whose absence means the packages must be installed.
 var tools = []string{"samba", "samba-tool", "samba_spnupdate", "ldbsearch", "kinit", "kvno", "klist"}
@@ -126,13 +128,19 @@ func (l *Lab) Env() []string {
 	return []string{"KRB5_CONFIG=" + l.Krb5Conf}
 }
 
-// Missing reports which of the lab's tools are not installed.
+// schemaDir holds the AD schema files from samba-ad-provision.
+const schemaDir = "/usr/share/samba/setup/ad-schema"
+
+// Missing reports which of the lab's tools (and schema files) are not installed.
 func Missing() []string {
 	var m []string
 	for _, t := range tools {
 		if _, err := exec.LookPath(t); err != nil {
 			m = append(m, t)
 		}
+	}
+	if _, err := os.Stat(schemaDir); err != nil {
+		m = append(m, schemaDir)
 	}
 	return m
 }

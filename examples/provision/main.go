@@ -23,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -46,19 +47,25 @@ func main() {
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	if err := run(ctx, config{*url, *gcURL, *caFile, *serverName, *bindUser, *asa, *mail, *short, *svc}); err != nil {
+	cfg := config{url: *url, gcURL: *gcURL, caFile: *caFile, serverName: *serverName, bindUser: *bindUser,
+		bindPassword: os.Getenv("SEGKCD_BIND_PASSWORD"), asa: *asa, mail: *mail, short: *short,
+		svc: *svc, svcPassword: os.Getenv("SEGKCD_SVC_PASSWORD")}
+	if err := run(ctx, os.Stdout, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "provision:", err)
 		os.Exit(1)
 	}
 }
 
 type config struct {
-	url, gcURL, caFile, serverName, bindUser, asa, mail string
-	short                                               bool
-	svc                                                 string
+	url, gcURL, caFile, serverName string
+	bindUser, bindPassword         string
+	asa, mail                      string
+	short                          bool
+	svc, svcPassword               string
 }
 
-func run(ctx context.Context, cfg config) error {
+// run does the steps and reports each on out.
+func run(ctx context.Context, out io.Writer, cfg config) error {
 	if cfg.url == "" || cfg.bindUser == "" {
 		return errors.New("-url and -bind are required (or SEGKCD_LDAP_URL and SEGKCD_BIND_USER)")
 	}
@@ -75,14 +82,14 @@ func run(ctx context.Context, cfg config) error {
 	}
 	c, err := ad.Dial(ctx, ad.Config{
 		URL: cfg.url, GCURL: cfg.gcURL, TLSConfig: tc,
-		Bind: ad.SimpleBind{Username: cfg.bindUser, Password: os.Getenv("SEGKCD_BIND_PASSWORD")},
+		Bind: ad.SimpleBind{Username: cfg.bindUser, Password: cfg.bindPassword},
 	})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	info := c.DomainInfo()
-	fmt.Printf("domain %s (%s), DC %s, bound as %s over TLS\n", info.DNSDomain, info.NetBIOSName, info.DCHostName, cfg.bindUser)
+	fmt.Fprintf(out, "domain %s (%s), DC %s, bound as %s over TLS\n", info.DNSDomain, info.NetBIOSName, info.DCHostName, cfg.bindUser)
 
 	mail := cfg.mail
 	if mail == "" {
@@ -102,14 +109,14 @@ func run(ctx context.Context, cfg config) error {
 		if ch.Changed() {
 			changed++
 		}
-		fmt.Printf("  %-10s %s\n", ch.Action, name)
+		fmt.Fprintf(out, "  %-10s %s\n", ch.Action, name)
 		for _, d := range ch.Details {
-			fmt.Printf("  %-10s   %s\n", "", d)
+			fmt.Fprintf(out, "  %-10s   %s\n", "", d)
 		}
 		return nil
 	}
 
-	fmt.Println("1. Alternate Service Account")
+	fmt.Fprintln(out, "1. Alternate Service Account")
 	ch, err := c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{
 		Name:        cfg.asa,
 		Description: "Exchange Alternate Service Account (Kerberos for the mail namespace)",
@@ -117,8 +124,8 @@ func run(ctx context.Context, cfg config) error {
 	if err := step("computer "+asaSAM+", AES only, Domain Computers", ch, err); err != nil {
 		return err
 	}
-	fmt.Println("2. Exchange servers: give every CAS the ASA credential (not yet automated; the lab ASA has a random password)")
-	fmt.Println("3. Mail SPNs on the ASA")
+	fmt.Fprintln(out, "2. Exchange servers: give every CAS the ASA credential (not yet automated; the lab ASA has a random password)")
+	fmt.Fprintln(out, "3. Mail SPNs on the ASA")
 	for _, spn := range spns {
 		ch, err := c.SetSPN(ctx, asaSAM, spn)
 		var dup *ad.DuplicateSPNError
@@ -129,9 +136,9 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 	}
-	fmt.Println("4. Gateway service account with constrained delegation")
+	fmt.Fprintln(out, "4. Gateway service account with constrained delegation")
 	ch, err = c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{
-		Name: cfg.svc, Password: os.Getenv("SEGKCD_SVC_PASSWORD"), PasswordNeverExpires: true,
+		Name: cfg.svc, Password: cfg.svcPassword, PasswordNeverExpires: true,
 		Description: "Secure Email Gateway: KCD to Exchange",
 	})
 	if err := step("user "+cfg.svc, ch, err); err != nil {
@@ -153,11 +160,11 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s: %s to %s\n", d.SAMAccountName, d.Kind(), strings.Join(d.AllowedToDelegateTo, ", "))
+	fmt.Fprintf(out, "%s: %s to %s\n", d.SAMAccountName, d.Kind(), strings.Join(d.AllowedToDelegateTo, ", "))
 	if changed == 0 {
-		fmt.Println("all steps unchanged")
+		fmt.Fprintln(out, "all steps unchanged")
 	} else {
-		fmt.Printf("%d steps changed the directory\n", changed)
+		fmt.Fprintf(out, "%d steps changed the directory\n", changed)
 	}
 	return nil
 }

@@ -10,14 +10,20 @@ import (
 // Single operations on an open LDAPS connection to the lab DC.
 // bench/run prints them next to the peer comparison.
 
-func BenchmarkFindAccount(b *testing.B) {
+// benchConn is an administrator connection to the lab, closed after the benchmark.
+func benchConn(b *testing.B) (*ad.Conn, context.Context) {
 	l := theLab.Get(b)
 	ctx := context.Background()
 	c, err := l.Dial(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
+	b.Cleanup(func() { c.Close() })
+	return c, ctx
+}
+
+func BenchmarkFindAccount(b *testing.B) {
+	c, ctx := benchConn(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := c.FindAccount(ctx, "alice"); err != nil {
@@ -28,13 +34,7 @@ func BenchmarkFindAccount(b *testing.B) {
 
 // The idempotent path of SetSPN when the SPN is already there: one search.
 func BenchmarkSetSPNUnchanged(b *testing.B) {
-	l := theLab.Get(b)
-	ctx := context.Background()
-	c, err := l.Dial(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c, ctx := benchConn(b)
 	if _, err := c.SetSPN(ctx, "bob", "HTTP/bench.spn"); err != nil {
 		b.Fatal(err)
 	}

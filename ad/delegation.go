@@ -155,11 +155,18 @@ func (c *Conn) editDelegateTo(ctx context.Context, op, account string, add, remo
 	return c.apply(ctx, op, mod, details)
 }
 
-func containsFold(list []string, s string) bool {
+// findFold finds s in list case-insensitively (SPNs compare that way) and
+// returns the value as stored.
+func findFold(list []string, s string) (string, bool) {
 	for _, v := range list {
 		if strings.EqualFold(v, s) {
-			return true
+			return v, true
 		}
 	}
-	return false
+	return "", false
+}
+
+func containsFold(list []string, s string) bool {
+	_, ok := findFold(list, s)
+	return ok
 }

@@ -43,10 +43,8 @@ func (c *Conn) SetSPN(ctx context.Context, account, spn string) (Change, error) 
 	if err != nil {
 		return Change{}, err
 	}
-	for _, have := range acct.SPNs {
-		if strings.EqualFold(have, spn) {
-			return Change{Action: Unchanged, Object: acct.DN, Details: []string{"servicePrincipalName " + have}}, nil
-		}
+	if have, ok := findFold(acct.SPNs, spn); ok {
+		return Change{Action: Unchanged, Object: acct.DN, Details: []string{"servicePrincipalName " + have}}, nil
 	}
 	candidates := []string{spn}
 	if !strings.EqualFold(class, "host") {
@@ -170,15 +168,15 @@ func (c *Conn) RemoveSPN(ctx context.Context, account, spn string) (Change, erro
 	if err != nil {
 		return Change{}, err
 	}
-	for _, have := range acct.SPNs {
-		if strings.EqualFold(have, spn) {
-			mod := ldap.NewModifyRequest(acct.DN, nil)
-			mod.Delete("servicePrincipalName", []string{have})
-			if err := c.do(ctx, op, acct.DN, func(l *ldap.Conn) error { return l.Modify(mod) }); err != nil {
-				return Change{}, err
-			}
-			return Change{Action: Modified, Object: acct.DN, Details: []string{"servicePrincipalName -= " + have}}, nil
-		}
+	have, ok := findFold(acct.SPNs, spn)
+	if !ok {
+		return Change{Action: Unchanged, Object: acct.DN}, nil
 	}
-	return Change{Action: Unchanged, Object: acct.DN}, nil
+	// Delete the value as stored: the DC matches it exactly.
+	mod := ldap.NewModifyRequest(acct.DN, nil)
+	mod.Delete("servicePrincipalName", []string{have})
+	if err := c.do(ctx, op, acct.DN, func(l *ldap.Conn) error { return l.Modify(mod) }); err != nil {
+		return Change{}, err
+	}
+	return Change{Action: Modified, Object: acct.DN, Details: []string{"servicePrincipalName -= " + have}}, nil
 }

@@ -30,7 +30,6 @@ const (
 	UACPasswordExpired            UAC = 0x800000
 	UACTrustedToAuthForDelegation UAC = 0x1000000 // protocol transition (S4U2Self evidence is forwardable)
 	UACPartialSecretsAccount      UAC = 0x4000000
-	uacKnownMask                  UAC = 0x5FF3BFB
 )
 
 var uacNames = []struct {

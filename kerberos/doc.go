@@ -1,7 +1,25 @@
-// Package kerberos will hold S4U2Self and S4U2Proxy on gokrb5 v8 (which has
-// no S4U), a per-user ticket cache shaped like x/oauth2's ReuseTokenSource,
-// SPNEGO Negotiate headers, and keytabs from passwords with AD's salt rules.
+// Package kerberos gets a service account tickets on behalf of users with
+// Kerberos Constrained Delegation: S4U2Self for an evidence ticket from the
+// user to the service, then S4U2Proxy to trade it for a ticket from the
+// user to Exchange ([MS-SFU]).
 //
-// Not implemented yet: it is planned in issue 3. The package exists so
-// the module's layout is visible from the start; it exports nothing.
+// It is built on gokrb5 v8's exported types, because gokrb5 has no S4U and
+// its client does not fit: it checksums a TGS-REQ body when the request is
+// built (S4U2Proxy must add the evidence ticket first), insists that a
+// reply's client name equal the request's (S4U replies name the user),
+// caches service tickets by SPN alone (one user's ticket could reach
+// another), and drops the KDC's error code. So this package builds its own
+// TGS-REQs (PA-TGS-REQ with a checksum over the final body, PA-FOR-USER,
+// additional tickets, PA-PAC-OPTIONS), sends them through its own Transport
+// (every KDC of the realm, UDP/TCP fallback, timeouts, contexts), and
+// verifies replies itself (decryption, nonce, server and client names).
+//
+// Errors from the KDC are *KDCError values that keep the code and e-text;
+// errors.Is matches them against ErrNotDelegable, ErrPolicy,
+// ErrClientUnknown and the other sentinels. A non-forwardable evidence
+// ticket is reported as ErrEvidenceNotForwardable before S4U2Proxy is sent.
+// No error or log holds a password, key or ticket.
+//
+// The service account needs TRUSTED_TO_AUTH_FOR_DELEGATION and the target
+// SPNs in msDS-AllowedToDelegateTo (see package ad).
 package kerberos

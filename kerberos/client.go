@@ -1,0 +1,315 @@
+package kerberos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jcmturner/gofork/encoding/asn1"
+	"github.com/jcmturner/gokrb5/v8/client"
+	"github.com/jcmturner/gokrb5/v8/config"
+	"github.com/jcmturner/gokrb5/v8/credentials"
+	"github.com/jcmturner/gokrb5/v8/crypto"
+	"github.com/jcmturner/gokrb5/v8/iana/flags"
+	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
+	"github.com/jcmturner/gokrb5/v8/iana/nametype"
+	"github.com/jcmturner/gokrb5/v8/iana/patype"
+	"github.com/jcmturner/gokrb5/v8/keytab"
+	"github.com/jcmturner/gokrb5/v8/messages"
+	"github.com/jcmturner/gokrb5/v8/types"
+)
+
+// Ticket is a service ticket with its session key and the facts from the
+// KDC reply's encrypted part. Client is whom the ticket speaks for: for S4U
+// tickets, the impersonated user.
+type Ticket struct {
+	Ticket      messages.Ticket
+	SessionKey  types.EncryptionKey
+	Client      types.PrincipalName
+	ClientRealm string
+	Server      types.PrincipalName
+	ServerRealm string
+	Flags       asn1.BitString
+	AuthTime    time.Time
+	StartTime   time.Time
+	EndTime     time.Time
+	RenewTill   time.Time
+}
+
+// Forwardable reports the FORWARDABLE flag, which S4U2Proxy needs on the evidence.
+func (t *Ticket) Forwardable() bool { return types.IsFlagSet(&t.Flags, flags.Forwardable) }
+
+// ClientName is user@REALM.
+func (t *Ticket) ClientName() string {
+	return t.Client.PrincipalNameString() + "@" + t.ClientRealm
+}
+
+// ServerName is service/host@REALM.
+func (t *Ticket) ServerName() string {
+	return t.Server.PrincipalNameString() + "@" + t.ServerRealm
+}
+
+// String names the ticket without any secret.
+func (t *Ticket) String() string {
+	return fmt.Sprintf("%s for %s, until %s", t.ServerName(), t.ClientName(), t.EndTime.Format(time.RFC3339))
+}
+
+func ticketFrom(rep messages.KDCRepFields) *Ticket {
+	p := rep.DecryptedEncPart
+	return &Ticket{
+		Ticket: rep.Ticket, SessionKey: p.Key,
+		Client: rep.CName, ClientRealm: rep.CRealm,
+		Server: p.SName, ServerRealm: p.SRealm,
+		Flags: p.Flags, AuthTime: p.AuthTime, StartTime: p.StartTime, EndTime: p.EndTime, RenewTill: p.RenewTill,
+	}
+}
+
+// Client is a service account that asks the KDC for tickets on behalf of
+// users (S4U). It holds a forwardable TGT for itself and renews it before it
+// expires. Methods are safe for concurrent use.
+type Client struct {
+	cfg       *config.Config
+	realm     string
+	cname     types.PrincipalName
+	creds     *credentials.Credentials // password or keytab; nil for a ccache client
+	transport *Transport
+	renewSkew time.Duration
+	now       func() time.Time
+
+	mu  sync.Mutex
+	tgt *Ticket
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithTransport sets the KDC transport (timeouts, dialer).
+func WithTransport(t *Transport) Option { return func(c *Client) { c.transport = t } }
+
+// WithRenewBefore sets how long before its end the service TGT is renewed (default 5 minutes).
+func WithRenewBefore(d time.Duration) Option { return func(c *Client) { c.renewSkew = d } }
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
+
+func newClient(user, realm string, cfg *config.Config, opts []Option) *Client {
+	if realm == "" {
+		realm = cfg.LibDefaults.DefaultRealm
+	}
+	c := &Client{cfg: cfg, realm: realm, cname: types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, user),
+		renewSkew: 5 * time.Minute, now: time.Now}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.transport == nil {
+		c.transport = &Transport{Config: cfg}
+	}
+	return c
+}
+
+// NewWithPassword is a service account client that logs in with a password.
+func NewWithPassword(user, realm, password string, cfg *config.Config, opts ...Option) *Client {
+	c := newClient(user, realm, cfg, opts)
+	c.creds = credentials.New(user, c.realm).WithPassword(password)
+	return c
+}
+
+// NewWithKeytab is a service account client that logs in with a keytab.
+func NewWithKeytab(user, realm string, kt *keytab.Keytab, cfg *config.Config, opts ...Option) *Client {
+	c := newClient(user, realm, cfg, opts)
+	c.creds = credentials.New(user, c.realm).WithKeytab(kt)
+	return c
+}
+
+// NewFromCCache is a service account client whose TGT comes from an MIT
+// credential cache (e.g. after kinit -f). It cannot log in again: when the
+// TGT expires, calls fail until a new ccache is loaded.
+func NewFromCCache(cc *credentials.CCache, cfg *config.Config, opts ...Option) (*Client, error) {
+	c := newClient("", cc.GetClientRealm(), cfg, opts)
+	c.cname = cc.GetClientPrincipalName()
+	tgs := types.NewPrincipalName(nametype.KRB_NT_SRV_INST, "krbtgt/"+c.realm)
+	e, ok := cc.GetEntry(tgs)
+	if !ok {
+		return nil, fail("load ccache", "", fmt.Errorf("no TGT for %s in the ccache", c.realm))
+	}
+	var tkt messages.Ticket
+	if err := tkt.Unmarshal(e.Ticket); err != nil {
+		return nil, fail("load ccache", "", err)
+	}
+	c.tgt = &Ticket{Ticket: tkt, SessionKey: e.Key, Client: e.Client.PrincipalName, ClientRealm: e.Client.Realm,
+		Server: e.Server.PrincipalName, ServerRealm: e.Server.Realm, AuthTime: e.AuthTime,
+		StartTime: e.StartTime, EndTime: e.EndTime, RenewTill: e.RenewTill,
+		Flags: asn1.BitString{Bytes: flagBytes(e.TicketFlags), BitLength: 32}}
+	return c, nil
+}
+
+func flagBytes(f asn1.BitString) []byte {
+	b := make([]byte, 4)
+	copy(b, f.Bytes)
+	return b
+}
+
+// Realm is the service account's realm.
+func (c *Client) Realm() string { return c.realm }
+
+// Principal is the service account's name (without realm).
+func (c *Client) Principal() types.PrincipalName { return c.cname }
+
+// TGT returns the service account's forwardable TGT, logging in (AS
+// exchange) when there is none or it ends within the renewal margin.
+func (c *Client) TGT(ctx context.Context) (*Ticket, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tgt != nil && c.now().Add(c.renewSkew).Before(c.tgt.EndTime) {
+		return c.tgt, nil
+	}
+	if c.creds == nil {
+		if c.tgt == nil {
+			return nil, fail("TGT", "", errors.New("no credentials"))
+		}
+		return nil, fail("TGT", "", fmt.Errorf("the ccache TGT expires at %s and there is no password or keytab to log in again", c.tgt.EndTime.Format(time.RFC3339)))
+	}
+	t, err := c.login(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.tgt = t
+	return t, nil
+}
+
+// login runs the AS exchange with PA-ENC-TIMESTAMP (AD requires
+// pre-authentication) and asks for a forwardable TGT: without FORWARDABLE
+// on the TGT, S4U2Self evidence is not forwardable either.
+func (c *Client) login(ctx context.Context) (*Ticket, error) {
+	const op = "AS exchange"
+	target := c.cname.PrincipalNameString() + "@" + c.realm
+	req, err := messages.NewASReqForTGT(c.realm, c.cfg, c.cname)
+	if err != nil {
+		return nil, fail(op, target, err)
+	}
+	types.SetFlag(&req.ReqBody.KDCOptions, flags.Forwardable)
+	types.SetFlag(&req.ReqBody.KDCOptions, flags.Renewable)
+	if req.ReqBody.RTime.IsZero() {
+		req.ReqBody.RTime = c.now().Add(7 * 24 * time.Hour).UTC()
+	}
+	// gokrb5's key derivation, not its network code.
+	keys := &client.Client{Credentials: c.creds, Config: c.cfg}
+	var rep messages.ASRep
+	for attempt := 0; ; attempt++ {
+		b, err := req.Marshal()
+		if err != nil {
+			return nil, fail(op, target, err)
+		}
+		raw, err := c.transport.Send(ctx, c.realm, b)
+		if err != nil {
+			return nil, fail(op, target, err)
+		}
+		if kerr, ok := asKRBError(raw); ok {
+			if kerr.ErrorCode == CodePreauthRequired && attempt == 0 {
+				pa, err := encTimestamp(keys, &kerr, c.cfg, c.now())
+				if err != nil {
+					return nil, fail(op, target, err)
+				}
+				req.PAData = append(req.PAData, pa)
+				continue
+			}
+			return nil, kdcError(op, target, kerr)
+		}
+		if err := rep.Unmarshal(raw); err != nil {
+			return nil, fail(op, target, fmt.Errorf("%w: %v", ErrBadReply, err))
+		}
+		break
+	}
+	if _, err := rep.DecryptEncPart(c.creds); err != nil {
+		return nil, fail(op, target, fmt.Errorf("%w: %v (wrong password or key?)", ErrBadReply, err))
+	}
+	if ok, err := rep.Verify(c.cfg, c.creds, req); !ok {
+		return nil, fail(op, target, fmt.Errorf("%w: %v", ErrBadReply, err))
+	}
+	return ticketFrom(rep.KDCRepFields), nil
+}
+
+// encTimestamp builds PA-ENC-TIMESTAMP with the strongest etype the KDC
+// offered in its PREAUTH_REQUIRED error.
+func encTimestamp(keys *client.Client, kerr *messages.KRBError, cfg *config.Config, now time.Time) (types.PAData, error) {
+	var offered types.PADataSequence
+	if err := offered.Unmarshal(kerr.EData); err != nil {
+		return types.PAData{}, fmt.Errorf("PREAUTH_REQUIRED e-data: %w", err)
+	}
+	etypeID := int32(0)
+	for _, pa := range offered {
+		if pa.PADataType != patype.PA_ETYPE_INFO2 {
+			continue
+		}
+		var info types.ETypeInfo2
+		if err := info.Unmarshal(pa.PADataValue); err != nil {
+			return types.PAData{}, fmt.Errorf("ETYPE-INFO2: %w", err)
+		}
+		for _, e := range info {
+			for _, want := range cfg.LibDefaults.DefaultTktEnctypeIDs {
+				if e.EType == want {
+					etypeID = e.EType
+					break
+				}
+			}
+			if etypeID != 0 {
+				break
+			}
+		}
+	}
+	if etypeID == 0 {
+		etypeID = cfg.LibDefaults.DefaultTktEnctypeIDs[0]
+	}
+	et, err := crypto.GetEtype(etypeID)
+	if err != nil {
+		return types.PAData{}, err
+	}
+	key, kvno, err := keys.Key(et, 0, kerr)
+	if err != nil {
+		return types.PAData{}, err
+	}
+	ts, err := asn1.Marshal(types.PAEncTSEnc{PATimestamp: now.UTC().Truncate(time.Second),
+		PAUSec: int((now.UnixNano() / 1000) % 1000000)})
+	if err != nil {
+		return types.PAData{}, err
+	}
+	ed, err := crypto.GetEncryptedData(ts, key, keyusage.AS_REQ_PA_ENC_TIMESTAMP, kvno)
+	if err != nil {
+		return types.PAData{}, err
+	}
+	b, err := asn1.Marshal(ed)
+	if err != nil {
+		return types.PAData{}, err
+	}
+	return types.PAData{PADataType: patype.PA_ENC_TIMESTAMP, PADataValue: b}, nil
+}
+
+// LoadConfig reads a krb5.conf.
+func LoadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, fail("load krb5.conf", path, err)
+	}
+	return cfg, nil
+}
+
+// NewConfig is a krb5 configuration for one realm and its KDCs
+// ("host" or "host:port"), with DNS lookups off.
+func NewConfig(realm string, kdcs ...string) (*config.Config, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[libdefaults]\n default_realm = %s\n dns_lookup_kdc = false\n dns_lookup_realm = false\n", realm)
+	b.WriteString(" forwardable = true\n noaddresses = true\n udp_preference_limit = 1465\n")
+	fmt.Fprintf(&b, "[realms]\n %s = {\n", realm)
+	for _, k := range kdcs {
+		fmt.Fprintf(&b, "  kdc = %s\n", k)
+	}
+	b.WriteString(" }\n")
+	cfg, err := config.NewFromString(b.String())
+	if err != nil {
+		return nil, fail("build krb5 config", realm, err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,160 @@
+package kerberos
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/jcmturner/gokrb5/v8/iana/errorcode"
+	"github.com/jcmturner/gokrb5/v8/messages"
+)
+
+// KDC error codes (RFC 4120 7.5.9) that callers branch on.
+const (
+	CodeCPrincipalUnknown int32 = 6
+	CodeSPrincipalUnknown int32 = 7
+	CodePolicy            int32 = 12
+	CodeBadOption         int32 = 13
+	CodeETypeNoSupp       int32 = 14
+	CodePADataTypeNoSupp  int32 = 16
+	CodeClientRevoked     int32 = 18
+	CodePreauthFailed     int32 = 24
+	CodePreauthRequired   int32 = 25
+	CodeSkew              int32 = 37
+	CodeResponseTooBig    int32 = 52
+	CodeWrongRealm        int32 = 68
+	codeKeyExpired        int32 = 23
+	codeClientNotTrusted  int32 = 62
+	codeBadIntegrity      int32 = 31
+	codeTicketExpired     int32 = 32
+	codeServiceNotFound   int32 = 7
+	codeModified          int32 = 41
+)
+
+// Sentinels for errors.Is. A *KDCError matches the sentinel of its code.
+var (
+	// ErrClientUnknown: the user (S4U2Self) or the service account (AS) is not in the directory (6).
+	ErrClientUnknown = errors.New("client principal unknown")
+	// ErrServerUnknown: no account holds the SPN (7).
+	ErrServerUnknown = errors.New("server principal unknown: no account holds the SPN")
+	// ErrPolicy: the KDC's policy refuses, e.g. a disabled or locked account
+	// (12 KDC_ERR_POLICY on Samba, 18 KDC_ERR_CLIENT_REVOKED on Windows).
+	ErrPolicy = errors.New("refused by KDC policy (account disabled, locked or expired?)")
+	// ErrNotDelegable: S4U2Proxy refused (13 KDC_ERR_BADOPTION): the SPN is not
+	// in msDS-AllowedToDelegateTo, or the evidence ticket is not forwardable.
+	ErrNotDelegable = errors.New("delegation refused")
+	// ErrETypeNotSupported: no common encryption type; for S4U2Proxy also an
+	// SPN on an account without keys (14).
+	ErrETypeNotSupported = errors.New("no supported encryption type (or the target account has no keys)")
+	// ErrPreauthFailed: wrong password or key (24).
+	ErrPreauthFailed = errors.New("pre-authentication failed: wrong password or key")
+	// ErrClockSkew: clocks differ by more than the KDC allows (37).
+	ErrClockSkew = errors.New("clock skew too great")
+	// ErrPADataTypeNotSupported: the KDC does not know a padata type we sent (16).
+	ErrPADataTypeNotSupported = errors.New("padata type not supported")
+	// ErrEvidenceNotForwardable: the S4U2Self ticket is not forwardable, so
+	// S4U2Proxy would fail. Found before asking the KDC: the service account
+	// lacks TRUSTED_TO_AUTH_FOR_DELEGATION, its TGT is not forwardable, or the
+	// user is sensitive (NOT_DELEGATED).
+	ErrEvidenceNotForwardable = errors.New("evidence ticket not forwardable")
+	// ErrNoKDC: no KDC answered.
+	ErrNoKDC = errors.New("no KDC answered")
+	// ErrBadReply: a KDC reply failed verification (nonce, names, decryption).
+	ErrBadReply = errors.New("KDC reply failed verification")
+)
+
+var sentinelOf = map[int32]error{
+	CodeCPrincipalUnknown: ErrClientUnknown,
+	CodeSPrincipalUnknown: ErrServerUnknown,
+	CodePolicy:            ErrPolicy,
+	CodeClientRevoked:     ErrPolicy,
+	CodeBadOption:         ErrNotDelegable,
+	CodeETypeNoSupp:       ErrETypeNotSupported,
+	CodePreauthFailed:     ErrPreauthFailed,
+	CodeSkew:              ErrClockSkew,
+	CodePADataTypeNoSupp:  ErrPADataTypeNotSupported,
+}
+
+// KDCError is a KRB-ERROR from the KDC. It keeps the code, its name and the
+// KDC's e-text; errors.Is matches it against the sentinels above.
+type KDCError struct {
+	Op     string // "AS exchange", "S4U2Self", "S4U2Proxy"
+	Code   int32
+	Name   string // e.g. KDC_ERR_BADOPTION
+	EText  string
+	Realm  string
+	Server string // the sname of the error
+	Target string // what we asked for: the user (S4U2Self) or the SPN (S4U2Proxy)
+}
+
+func (e *KDCError) Error() string {
+	s := fmt.Sprintf("kerberos: %s", e.Op)
+	if e.Target != "" {
+		s += " " + e.Target
+	}
+	s += fmt.Sprintf(": KDC error %d %s", e.Code, e.Name)
+	if e.EText != "" {
+		s += ": " + e.EText
+	}
+	if sent := sentinelOf[e.Code]; sent != nil {
+		s += " (" + sent.Error() + ")"
+	}
+	return s
+}
+
+// Is matches the sentinel of the code.
+func (e *KDCError) Is(target error) bool {
+	return target != nil && sentinelOf[e.Code] == target
+}
+
+func kdcError(op, target string, k messages.KRBError) *KDCError {
+	// Lookup gives "(13) KDC_ERR_BADOPTION KDC cannot accommodate requested option".
+	name := errorcode.Lookup(k.ErrorCode)
+	if i := indexByte(name, ' '); i > 0 && name[0] == '(' {
+		name = name[i+1:]
+	}
+	if i := indexByte(name, ' '); i > 0 {
+		name = name[:i]
+	}
+	return &KDCError{Op: op, Code: k.ErrorCode, Name: name, EText: k.EText, Realm: k.Realm,
+		Server: k.SName.PrincipalNameString(), Target: target}
+}
+
+func indexByte(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// Error is a failure that is not a KDC answer: transport, encoding,
+// verification or configuration. It wraps the cause.
+type Error struct {
+	Op     string
+	Target string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	s := "kerberos: " + e.Op
+	if e.Target != "" {
+		s += " " + e.Target
+	}
+	return s + ": " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+func fail(op, target string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ke *KDCError
+	var e *Error
+	if errors.As(err, &ke) || errors.As(err, &e) {
+		return err
+	}
+	return &Error{Op: op, Target: target, Err: err}
+}

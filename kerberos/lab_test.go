@@ -1,0 +1,103 @@
+package kerberos_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/config"
+
+	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+var theLab lab.Shared
+
+func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
+
+// The KCD setup every test here shares, made with the ad package.
+const (
+	svcName     = "svc_awseg"
+	svcPassword = "Krb-Svc-Passw0rd!"
+	noPTName    = "svc_nopt" // constrained delegation without protocol transition
+	asaName     = "EXCHASA"
+	keylessName = "NOKEYS" // a computer made by samba-tool: no keys
+)
+
+var (
+	setupOnce sync.Once
+	setupErr  error
+)
+
+type env struct {
+	lab        *lab.Lab
+	cfg        *config.Config
+	mailSPN    string
+	otherSPN   string // on the ASA, not in msDS-AllowedToDelegateTo
+	keylessSPN string
+	unknownSPN string
+}
+
+func setup(t testing.TB) env {
+	t.Helper()
+	l := theLab.Get(t)
+	e := env{lab: l, mailSPN: "http/mail." + l.DNSDomain, otherSPN: "http/other." + l.DNSDomain,
+		keylessSPN: "http/nokeys." + l.DNSDomain, unknownSPN: "http/nobody." + l.DNSDomain}
+	setupOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c, err := l.Dial(ctx)
+		if err != nil {
+			setupErr = err
+			return
+		}
+		defer c.Close()
+		if _, err := l.SambaTool(ctx, "computer", "create", keylessName); err != nil {
+			setupErr = err
+			return
+		}
+		steps := []func() (ad.Change, error){
+			func() (ad.Change, error) {
+				return c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: asaName})
+			},
+			func() (ad.Change, error) { return c.SetSPN(ctx, asaName, e.mailSPN) },
+			func() (ad.Change, error) { return c.SetSPN(ctx, asaName, e.otherSPN) },
+			func() (ad.Change, error) { return c.SetSPN(ctx, keylessName, e.keylessSPN) },
+			func() (ad.Change, error) {
+				return c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: svcName, Password: svcPassword, PasswordNeverExpires: true})
+			},
+			func() (ad.Change, error) { return c.SetSPN(ctx, svcName, "HTTP/"+svcName) },
+			func() (ad.Change, error) { return c.SetProtocolTransition(ctx, svcName, true) },
+			func() (ad.Change, error) {
+				return c.AddAllowedToDelegateTo(ctx, svcName, e.mailSPN, e.keylessSPN, e.unknownSPN)
+			},
+			func() (ad.Change, error) {
+				return c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: noPTName, Password: svcPassword, PasswordNeverExpires: true})
+			},
+			func() (ad.Change, error) { return c.SetSPN(ctx, noPTName, "HTTP/"+noPTName) },
+			func() (ad.Change, error) { return c.AddAllowedToDelegateTo(ctx, noPTName, e.mailSPN) },
+		}
+		for _, s := range steps {
+			if _, err := s(); err != nil {
+				setupErr = err
+				return
+			}
+		}
+	})
+	if setupErr != nil {
+		t.Fatalf("KCD setup: %v", setupErr)
+	}
+	cfg, err := kerberos.LoadConfig(l.Krb5Conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg = cfg
+	return e
+}
+
+func (e env) client(opts ...kerberos.Option) *kerberos.Client {
+	return kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, e.cfg, opts...)
+}

@@ -1,0 +1,332 @@
+package kerberos
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/jcmturner/gofork/encoding/asn1"
+	"github.com/jcmturner/gokrb5/v8/crypto"
+	"github.com/jcmturner/gokrb5/v8/crypto/rfc4757"
+	"github.com/jcmturner/gokrb5/v8/iana"
+	"github.com/jcmturner/gokrb5/v8/iana/chksumtype"
+	"github.com/jcmturner/gokrb5/v8/iana/flags"
+	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
+	"github.com/jcmturner/gokrb5/v8/iana/msgtype"
+	"github.com/jcmturner/gokrb5/v8/iana/nametype"
+	"github.com/jcmturner/gokrb5/v8/iana/patype"
+	"github.com/jcmturner/gokrb5/v8/messages"
+	"github.com/jcmturner/gokrb5/v8/types"
+)
+
+// Protocol constants gokrb5 does not name.
+const (
+	flagCNameInAddlTkt = 14  // KDC option for S4U2Proxy (MS-SFU 2.2.3)
+	paPACOptions       = 167 // PA-PAC-OPTIONS (MS-KILE 2.2.10)
+	pacOptionRBCD      = 3   // resource-based-constrained-delegation bit of PA-PAC-OPTIONS
+	keyUsagePAForUser  = 17  // MS-SFU 2.2.1: the PA-FOR-USER checksum
+	authPackage        = "Kerberos"
+)
+
+// PAForUser is the PA-FOR-USER padata of S4U2Self (MS-SFU 2.2.1).
+type PAForUser struct {
+	UserName    types.PrincipalName `asn1:"explicit,tag:0"`
+	UserRealm   string              `asn1:"generalstring,explicit,tag:1"`
+	Cksum       types.Checksum      `asn1:"explicit,tag:2"`
+	AuthPackage string              `asn1:"generalstring,explicit,tag:3"`
+}
+
+// NewPAForUser builds PA-FOR-USER for a user, its checksum keyed with the
+// TGT session key: HMAC-MD5 (KERB_CHECKSUM_HMAC_MD5, key usage 17) over the
+// name type (4 bytes, little-endian), the name components, the realm and
+// "Kerberos", whatever the session key's type.
+func NewPAForUser(user types.PrincipalName, realm string, sessionKey types.EncryptionKey) (PAForUser, error) {
+	data := make([]byte, 4, 64)
+	binary.LittleEndian.PutUint32(data, uint32(user.NameType))
+	for _, s := range user.NameString {
+		data = append(data, s...)
+	}
+	data = append(data, realm...)
+	data = append(data, authPackage...)
+	sum, err := rfc4757.Checksum(sessionKey.KeyValue, keyUsagePAForUser, data)
+	if err != nil {
+		return PAForUser{}, err
+	}
+	return PAForUser{
+		UserName:    user,
+		UserRealm:   realm,
+		Cksum:       types.Checksum{CksumType: chksumtype.KERB_CHECKSUM_HMAC_MD5, Checksum: sum},
+		AuthPackage: authPackage,
+	}, nil
+}
+
+// Marshal encodes PA-FOR-USER in DER.
+func (p PAForUser) Marshal() ([]byte, error) { return asn1.Marshal(p) }
+
+// Unmarshal decodes PA-FOR-USER.
+func (p *PAForUser) Unmarshal(b []byte) error {
+	rest, err := asn1.Unmarshal(b, p)
+	if err == nil && len(rest) > 0 {
+		err = errors.New("trailing data after PA-FOR-USER")
+	}
+	return err
+}
+
+// paPACOptions is PA-PAC-OPTIONS ::= SEQUENCE { options [0] KerberosFlags }.
+type paPACOptionsValue struct {
+	Options asn1.BitString `asn1:"explicit,tag:0"`
+}
+
+// ParseUser turns the user of an S4U2Self request into a principal name:
+// "alice" and "alice@REALM" (the realm exactly as configured) are
+// NT_PRINCIPAL names in the service's realm; any other "x@y", such as a UPN
+// "alice@corp.example.com", is an NT_ENTERPRISE name the KDC resolves.
+// The client name in the resulting tickets is whatever the KDC puts there:
+// Samba 4.17 keeps the enterprise form.
+func ParseUser(user, realm string) (types.PrincipalName, error) {
+	user = strings.TrimSpace(user)
+	if user == "" || strings.ContainsAny(user, "\x00\r\n") {
+		return types.PrincipalName{}, fmt.Errorf("invalid user name %q", user)
+	}
+	name, suffix, hasAt := strings.Cut(user, "@")
+	switch {
+	case !hasAt:
+		return types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: []string{user}}, nil
+	case suffix == realm && name != "":
+		return types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: []string{name}}, nil
+	case name != "" && suffix != "":
+		return types.PrincipalName{NameType: nametype.KRB_NT_ENTERPRISE, NameString: []string{user}}, nil
+	}
+	return types.PrincipalName{}, fmt.Errorf("invalid user name %q", user)
+}
+
+// S4U2Self asks the KDC for a ticket from user to the service account
+// itself (the evidence ticket). user is a sAMAccountName, user@REALM or a
+// UPN. The evidence is forwardable only when the service account has
+// TRUSTED_TO_AUTH_FOR_DELEGATION and the user is not sensitive.
+func (c *Client) S4U2Self(ctx context.Context, user string) (*Ticket, error) {
+	const op = "S4U2Self"
+	uname, err := ParseUser(user, c.realm)
+	if err != nil {
+		return nil, fail(op, user, err)
+	}
+	tgt, err := c.TGT(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pfu, err := NewPAForUser(uname, c.realm, tgt.SessionKey)
+	if err != nil {
+		return nil, fail(op, user, err)
+	}
+	pfuBytes, err := pfu.Marshal()
+	if err != nil {
+		return nil, fail(op, user, err)
+	}
+	body, err := c.body(c.cname, flags.Forwardable, flags.Renewable, flags.Canonicalize)
+	if err != nil {
+		return nil, fail(op, user, err)
+	}
+	t, err := c.tgsExchange(ctx, op, user, tgt, body, []types.PAData{{PADataType: patype.PA_FOR_USER, PADataValue: pfuBytes}})
+	if err != nil {
+		return nil, err
+	}
+	// The reply names the user (canonicalized); an NT_PRINCIPAL request must get that user back.
+	if uname.NameType == nametype.KRB_NT_PRINCIPAL && !equalFold(t.Client, uname) {
+		return nil, fail(op, user, fmt.Errorf("%w: ticket is for %s, not %s", ErrBadReply, t.ClientName(), user))
+	}
+	return t, nil
+}
+
+// S4U2Proxy trades an evidence ticket (from S4U2Self) for a ticket from the
+// same user to spn ("http/mail.corp.example.com"). It refuses before
+// sending when the evidence is not forwardable (ErrEvidenceNotForwardable).
+func (c *Client) S4U2Proxy(ctx context.Context, evidence *Ticket, spn string) (*Ticket, error) {
+	const op = "S4U2Proxy"
+	if evidence == nil {
+		return nil, fail(op, spn, errors.New("no evidence ticket"))
+	}
+	if !evidence.Forwardable() {
+		return nil, fail(op, spn, fmt.Errorf("%w: the ticket of %s to %s lacks FORWARDABLE (service account without TRUSTED_TO_AUTH_FOR_DELEGATION, a TGT that is not forwardable, or a sensitive user)",
+			ErrEvidenceNotForwardable, evidence.ClientName(), evidence.ServerName()))
+	}
+	sname, err := parseSPN(spn)
+	if err != nil {
+		return nil, fail(op, spn, err)
+	}
+	tgt, err := c.TGT(ctx)
+	if err != nil {
+		return nil, err
+	}
+	body, err := c.body(sname, flags.Forwardable, flagCNameInAddlTkt)
+	if err != nil {
+		return nil, fail(op, spn, err)
+	}
+	// The evidence goes in additional-tickets before the body checksum is computed.
+	body.AdditionalTickets = []messages.Ticket{evidence.Ticket}
+	opts := types.NewKrbFlags()
+	types.SetFlag(&opts, pacOptionRBCD)
+	pacOpts, err := asn1.Marshal(paPACOptionsValue{Options: opts})
+	if err != nil {
+		return nil, fail(op, spn, err)
+	}
+	t, err := c.tgsExchange(ctx, op, spn, tgt, body, []types.PAData{{PADataType: paPACOptions, PADataValue: pacOpts}})
+	if err != nil {
+		return nil, err
+	}
+	if !equalFold(t.Client, evidence.Client) || !strings.EqualFold(t.ClientRealm, evidence.ClientRealm) {
+		return nil, fail(op, spn, fmt.Errorf("%w: ticket is for %s, evidence was for %s", ErrBadReply, t.ClientName(), evidence.ClientName()))
+	}
+	return t, nil
+}
+
+// Impersonate does S4U2Self for user, then S4U2Proxy to spn.
+func (c *Client) Impersonate(ctx context.Context, user, spn string) (*Ticket, error) {
+	ev, err := c.S4U2Self(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return c.S4U2Proxy(ctx, ev, spn)
+}
+
+// parseSPN turns "http/mail.corp" into an NT_SRV_INST principal name.
+func parseSPN(spn string) (types.PrincipalName, error) {
+	if at := strings.IndexByte(spn, '@'); at >= 0 {
+		spn = spn[:at]
+	}
+	parts := strings.Split(spn, "/")
+	if len(parts) < 2 {
+		return types.PrincipalName{}, fmt.Errorf("SPN %q is not service/host", spn)
+	}
+	for _, p := range parts {
+		if p == "" {
+			return types.PrincipalName{}, fmt.Errorf("SPN %q has an empty part", spn)
+		}
+	}
+	return types.PrincipalName{NameType: nametype.KRB_NT_SRV_INST, NameString: parts}, nil
+}
+
+// body is a TGS-REQ body for sname with the given KDC options.
+func (c *Client) body(sname types.PrincipalName, options ...int) (messages.KDCReqBody, error) {
+	n, err := rand.Int(rand.Reader, big.NewInt(math.MaxInt32))
+	if err != nil {
+		return messages.KDCReqBody{}, err
+	}
+	now := c.now().UTC()
+	life := c.cfg.LibDefaults.TicketLifetime
+	if life <= 0 {
+		life = 24 * time.Hour
+	}
+	b := messages.KDCReqBody{
+		KDCOptions: types.NewKrbFlags(),
+		Realm:      c.realm,
+		SName:      sname,
+		Till:       now.Add(life).Truncate(time.Second),
+		Nonce:      int(n.Int64()),
+		EType:      c.cfg.LibDefaults.DefaultTGSEnctypeIDs,
+	}
+	for _, o := range options {
+		types.SetFlag(&b.KDCOptions, o)
+		if o == flags.Renewable {
+			b.RTime = now.Add(7 * 24 * time.Hour).Truncate(time.Second)
+		}
+	}
+	return b, nil
+}
+
+// tgsRequest builds the TGS-REQ: the authenticator's checksum covers the
+// final body (key usage 6), so every body field must be set before this.
+func (c *Client) tgsRequest(tgt *Ticket, body messages.KDCReqBody, extra []types.PAData) (messages.TGSReq, error) {
+	bodyBytes, err := body.Marshal()
+	if err != nil {
+		return messages.TGSReq{}, err
+	}
+	et, err := crypto.GetEtype(tgt.SessionKey.KeyType)
+	if err != nil {
+		return messages.TGSReq{}, err
+	}
+	sum, err := et.GetChecksumHash(tgt.SessionKey.KeyValue, bodyBytes, keyusage.TGS_REQ_PA_TGS_REQ_AP_REQ_AUTHENTICATOR_CHKSUM)
+	if err != nil {
+		return messages.TGSReq{}, err
+	}
+	auth, err := types.NewAuthenticator(c.realm, c.cname)
+	if err != nil {
+		return messages.TGSReq{}, err
+	}
+	auth.CTime = c.now().UTC()
+	auth.Cusec = int((c.now().UnixNano() / 1000) % 1000000)
+	auth.Cksum = types.Checksum{CksumType: et.GetHashID(), Checksum: sum}
+	ap, err := messages.NewAPReq(tgt.Ticket, tgt.SessionKey, auth) // key usage 7 for a krbtgt ticket
+	if err != nil {
+		return messages.TGSReq{}, err
+	}
+	apBytes, err := ap.Marshal()
+	if err != nil {
+		return messages.TGSReq{}, err
+	}
+	pa := append([]types.PAData{{PADataType: patype.PA_TGS_REQ, PADataValue: apBytes}}, extra...)
+	return messages.TGSReq{KDCReqFields: messages.KDCReqFields{
+		PVNO: iana.PVNO, MsgType: msgtype.KRB_TGS_REQ, PAData: pa, ReqBody: body}}, nil
+}
+
+// tgsExchange sends a TGS-REQ and verifies the reply: decryption with the
+// TGT session key (usage 8), the nonce, and the server name.
+func (c *Client) tgsExchange(ctx context.Context, op, target string, tgt *Ticket, body messages.KDCReqBody, extra []types.PAData) (*Ticket, error) {
+	req, err := c.tgsRequest(tgt, body, extra)
+	if err != nil {
+		return nil, fail(op, target, err)
+	}
+	b, err := req.Marshal()
+	if err != nil {
+		return nil, fail(op, target, err)
+	}
+	raw, err := c.transport.Send(ctx, c.realm, b)
+	if err != nil {
+		return nil, fail(op, target, err)
+	}
+	if kerr, ok := asKRBError(raw); ok {
+		return nil, kdcError(op, target, kerr)
+	}
+	return verifyTGSRep(raw, tgt.SessionKey, body, c.now(), op, target)
+}
+
+func verifyTGSRep(raw []byte, key types.EncryptionKey, body messages.KDCReqBody, now time.Time, op, target string) (*Ticket, error) {
+	var rep messages.TGSRep
+	if err := rep.Unmarshal(raw); err != nil {
+		return nil, fail(op, target, fmt.Errorf("%w: %v", ErrBadReply, err))
+	}
+	if err := rep.DecryptEncPart(key); err != nil {
+		return nil, fail(op, target, fmt.Errorf("%w: %v", ErrBadReply, err))
+	}
+	p := rep.DecryptedEncPart
+	switch {
+	case p.Nonce != body.Nonce:
+		return nil, fail(op, target, fmt.Errorf("%w: nonce mismatch", ErrBadReply))
+	case !equalFold(p.SName, body.SName) || !equalFold(rep.Ticket.SName, p.SName):
+		return nil, fail(op, target, fmt.Errorf("%w: ticket is for %s, asked for %s", ErrBadReply,
+			p.SName.PrincipalNameString(), body.SName.PrincipalNameString()))
+	case !strings.EqualFold(p.SRealm, body.Realm):
+		return nil, fail(op, target, fmt.Errorf("%w: ticket realm %s, asked for %s", ErrBadReply, p.SRealm, body.Realm))
+	case !p.EndTime.After(now):
+		return nil, fail(op, target, fmt.Errorf("%w: ticket already expired", ErrBadReply))
+	}
+	return ticketFrom(rep.KDCRepFields), nil
+}
+
+// equalFold compares principal names case-insensitively, as AD does.
+func equalFold(a, b types.PrincipalName) bool {
+	if len(a.NameString) != len(b.NameString) {
+		return false
+	}
+	for i := range a.NameString {
+		if !strings.EqualFold(a.NameString[i], b.NameString[i]) {
+			return false
+		}
+	}
+	return true
+}

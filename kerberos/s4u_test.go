@@ -1,0 +1,106 @@
+package kerberos_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+func TestImpersonate(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := e.client()
+
+	tgt, err := c.TGT(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tgt.Forwardable() {
+		t.Fatal("service TGT not forwardable")
+	}
+	ev, err := c.S4U2Self(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ev.Forwardable() || !strings.EqualFold(ev.ClientName(), "alice@"+e.lab.Realm) ||
+		!strings.EqualFold(ev.Server.PrincipalNameString(), svcName) {
+		t.Fatalf("evidence: %v forwardable=%v", ev, ev.Forwardable())
+	}
+	tk, err := c.S4U2Proxy(ctx, ev, e.mailSPN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.ClientName() != ev.ClientName() || !strings.EqualFold(tk.ServerName(), e.mailSPN+"@"+e.lab.Realm) {
+		t.Fatalf("proxy ticket: %v", tk)
+	}
+	// The user by user@REALM, and by UPN (an enterprise name, which Samba
+	// 4.17 keeps in enterprise form in the ticket's client name).
+	for u, want := range map[string]string{"bob@" + e.lab.Realm: "bob", "bob@" + e.lab.DNSDomain: "bob@" + e.lab.DNSDomain} {
+		tk, err := c.Impersonate(ctx, u, e.mailSPN)
+		if err != nil || !strings.EqualFold(tk.Client.PrincipalNameString(), want) {
+			t.Fatalf("Impersonate(%s): %v %v", u, tk, err)
+		}
+	}
+}
+
+// The outcome table of DESIGN.md section 3, each row asserting the typed error.
+func TestOutcomes(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := e.client()
+	for _, tc := range []struct {
+		name, user, spn string
+		want            error
+		code            int32 // 0: not a KDC error
+	}{
+		{"SPN not in msDS-AllowedToDelegateTo", "alice", e.otherSPN, kerberos.ErrNotDelegable, kerberos.CodeBadOption},
+		{"sensitive user (NOT_DELEGATED)", "carol", e.mailSPN, kerberos.ErrEvidenceNotForwardable, 0},
+		{"unknown user", "nosuchuser", e.mailSPN, kerberos.ErrClientUnknown, kerberos.CodeCPrincipalUnknown},
+		{"unknown target SPN", "alice", e.unknownSPN, kerberos.ErrServerUnknown, kerberos.CodeSPrincipalUnknown},
+		{"disabled user", "dave", e.mailSPN, kerberos.ErrPolicy, kerberos.CodePolicy},
+		{"target account without keys", "alice", e.keylessSPN, kerberos.ErrETypeNotSupported, kerberos.CodeETypeNoSupp},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.Impersonate(ctx, tc.user, tc.spn)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("want %v, got %v", tc.want, err)
+			}
+			var ke *kerberos.KDCError
+			if tc.code != 0 && (!errors.As(err, &ke) || ke.Code != tc.code) {
+				t.Fatalf("want KDC code %d, got %#v", tc.code, err)
+			}
+			if tc.code == 0 && errors.As(err, &ke) {
+				t.Fatalf("sent to the KDC: %v", err)
+			}
+		})
+	}
+
+	t.Run("service account without protocol transition", func(t *testing.T) {
+		noPT := kerberos.NewWithPassword(noPTName, e.lab.Realm, svcPassword, e.cfg)
+		ev, err := noPT.S4U2Self(ctx, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Forwardable() {
+			t.Fatal("evidence forwardable without TRUSTED_TO_AUTH_FOR_DELEGATION")
+		}
+		_, err = noPT.S4U2Proxy(ctx, ev, e.mailSPN)
+		if !errors.Is(err, kerberos.ErrEvidenceNotForwardable) {
+			t.Fatalf("got %v", err)
+		}
+	})
+
+	t.Run("wrong service password", func(t *testing.T) {
+		bad := kerberos.NewWithPassword(svcName, e.lab.Realm, "wrong-password", e.cfg)
+		_, err := bad.TGT(ctx)
+		if !errors.Is(err, kerberos.ErrPreauthFailed) || strings.Contains(err.Error(), "wrong-password") {
+			t.Fatalf("got %v", err)
+		}
+	})
+}

@@ -3,7 +3,10 @@ package kerberos_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,4 +106,62 @@ func TestOutcomes(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
+}
+
+// countingDialer counts connections to the KDC: one per exchange.
+type countingDialer struct{ n atomic.Int64 }
+
+func (d *countingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	d.n.Add(1)
+	return (&net.Dialer{}).DialContext(ctx, network, addr)
+}
+
+// 1,000 concurrent cold requests for one (user, SPN) cost the KDC exactly
+// one S4U2Self and one S4U2Proxy.
+func TestCacheAgainstKDC(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	d := &countingDialer{}
+	c := e.client(kerberos.WithTransport(&kerberos.Transport{Config: e.cfg, Dialer: d}))
+	if _, err := c.TGT(ctx); err != nil { // the service TGT first: AS exchanges are not S4U
+		t.Fatal(err)
+	}
+	d.n.Store(0)
+	cache := &kerberos.Cache{Source: c}
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tk, err := cache.Ticket(ctx, "alice", e.mailSPN)
+			if err == nil && tk.Client.PrincipalNameString() != "alice" {
+				err = errors.New("wrong ticket")
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := d.n.Load(); n != 2 {
+		t.Fatalf("%d KDC exchanges, want 2 (S4U2Self + S4U2Proxy)", n)
+	}
+	if s := cache.Stats(); s.Exchanges != 1 || s.Hits+s.Misses != 1000 {
+		t.Fatalf("stats %+v", s)
+	}
+	// A refusal is remembered: carol twice costs one S4U2Self (the proxy step never goes out).
+	d.n.Store(0)
+	for i := 0; i < 2; i++ {
+		if _, err := cache.Ticket(ctx, "carol", e.mailSPN); !errors.Is(err, kerberos.ErrEvidenceNotForwardable) {
+			t.Fatal(err)
+		}
+	}
+	if n := d.n.Load(); n != 1 {
+		t.Fatalf("%d KDC exchanges for two refused requests, want 1", n)
+	}
 }

@@ -1,0 +1,232 @@
+package kerberos
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Impersonator gets a ticket from user to spn. *Client is one.
+type Impersonator interface {
+	Impersonate(ctx context.Context, user, spn string) (*Ticket, error)
+}
+
+// TicketSource supplies a ticket for one fixed user and SPN, like
+// oauth2.TokenSource supplies tokens.
+type TicketSource interface {
+	Ticket(ctx context.Context) (*Ticket, error)
+}
+
+// Cache keeps S4U2Proxy tickets per (user, SPN) until they are about to
+// expire, like oauth2.ReuseTokenSource does for one token. Concurrent misses
+// for the same key share one KDC exchange; KDC refusals are remembered for
+// a short while so a misconfigured user cannot make every request hit the
+// KDC; the number of entries is bounded (least recently used go first).
+//
+// Keys are case-insensitive, as AD names are. Set the fields before first
+// use; the zero value of each means its default. Methods are safe for
+// concurrent use.
+type Cache struct {
+	// Source performs the exchange on a miss (typically a *Client).
+	Source Impersonator
+	// Skew: a ticket is not served once less than Skew remains (default 5m),
+	// so it does not expire on its way to Exchange.
+	Skew time.Duration
+	// NegativeTTL: how long a KDC refusal is served from the cache (default
+	// 15s). Transport failures and cancellations are never cached.
+	NegativeTTL time.Duration
+	// MaxEntries bounds the cache (default 10000).
+	MaxEntries int
+	// FetchTimeout bounds one shared exchange, which outlives the request
+	// that started it so that other waiters are not failed by its
+	// cancellation (default 30s).
+	FetchTimeout time.Duration
+	// Now replaces time.Now (tests).
+	Now func() time.Time
+
+	mu       sync.Mutex
+	entries  map[cacheKey]*list.Element
+	lru      list.List // front = most recent; values are *cacheEntry
+	inflight map[cacheKey]*fetch
+
+	hits, misses, negativeHits, exchanges, errs, evictions atomic.Int64
+}
+
+type cacheKey struct{ user, spn string }
+
+type cacheEntry struct {
+	key     cacheKey
+	ticket  *Ticket
+	err     error     // a remembered KDC refusal
+	expires time.Time // for err entries
+}
+
+type fetch struct {
+	done   chan struct{}
+	ticket *Ticket
+	err    error
+}
+
+// CacheStats are counters a caller can export.
+type CacheStats struct {
+	Hits         int64 // served a cached ticket
+	NegativeHits int64 // served a remembered refusal
+	Misses       int64 // had to wait for an exchange (own or shared)
+	Exchanges    int64 // exchanges with the KDC (each S4U2Self + S4U2Proxy)
+	Errors       int64 // exchanges that failed
+	Evictions    int64 // entries dropped for MaxEntries
+	Entries      int   // entries now
+}
+
+func (c *Cache) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Cache) skew() time.Duration {
+	if c.Skew > 0 {
+		return c.Skew
+	}
+	return 5 * time.Minute
+}
+
+func key(user, spn string) cacheKey {
+	return cacheKey{strings.ToLower(user), strings.ToLower(spn)}
+}
+
+// Ticket returns a valid ticket from user to spn, from the cache or from
+// one shared exchange with the KDC.
+func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
+	k := key(user, spn)
+	c.mu.Lock()
+	if c.entries == nil {
+		c.entries = map[cacheKey]*list.Element{}
+		c.inflight = map[cacheKey]*fetch{}
+	}
+	now := c.now()
+	if el, ok := c.entries[k]; ok {
+		e := el.Value.(*cacheEntry)
+		switch {
+		case e.ticket != nil && now.Add(c.skew()).Before(e.ticket.EndTime):
+			c.lru.MoveToFront(el)
+			c.mu.Unlock()
+			c.hits.Add(1)
+			return e.ticket, nil
+		case e.err != nil && now.Before(e.expires):
+			c.mu.Unlock()
+			c.negativeHits.Add(1)
+			return nil, e.err
+		}
+		c.removeLocked(el)
+	}
+	c.misses.Add(1)
+	f, ok := c.inflight[k]
+	if !ok {
+		f = &fetch{done: make(chan struct{})}
+		c.inflight[k] = f
+		go c.run(ctx, k, user, spn, f)
+	}
+	c.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.ticket, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// run performs one exchange for all waiters of a key.
+func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch) {
+	timeout := c.FetchTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	c.exchanges.Add(1)
+	t, err := c.Source.Impersonate(fctx, user, spn)
+	if err != nil {
+		c.errs.Add(1)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.inflight, k)
+	f.ticket, f.err = t, err
+	close(f.done)
+	switch {
+	case err == nil:
+		c.storeLocked(&cacheEntry{key: k, ticket: t})
+	case refusal(err):
+		ttl := c.NegativeTTL
+		if ttl <= 0 {
+			ttl = 15 * time.Second
+		}
+		c.storeLocked(&cacheEntry{key: k, err: err, expires: c.now().Add(ttl)})
+	}
+}
+
+// refusal reports whether err is the KDC's (or our pre-flight) answer about
+// this user or SPN, which asking again soon would not change.
+func refusal(err error) bool {
+	var ke *KDCError
+	return errors.As(err, &ke) || errors.Is(err, ErrEvidenceNotForwardable)
+}
+
+func (c *Cache) storeLocked(e *cacheEntry) {
+	if el, ok := c.entries[e.key]; ok {
+		c.removeLocked(el)
+	}
+	c.entries[e.key] = c.lru.PushFront(e)
+	max := c.MaxEntries
+	if max <= 0 {
+		max = 10000
+	}
+	for c.lru.Len() > max {
+		c.removeLocked(c.lru.Back())
+		c.evictions.Add(1)
+	}
+}
+
+func (c *Cache) removeLocked(el *list.Element) {
+	delete(c.entries, el.Value.(*cacheEntry).key)
+	c.lru.Remove(el)
+}
+
+// Invalidate drops the ticket (or refusal) for user and spn, e.g. after
+// Exchange answered 401 to it.
+func (c *Cache) Invalidate(user, spn string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.entries[key(user, spn)]; ok {
+		c.removeLocked(el)
+	}
+}
+
+// Stats returns the counters.
+func (c *Cache) Stats() CacheStats {
+	c.mu.Lock()
+	n := c.lru.Len()
+	c.mu.Unlock()
+	return CacheStats{Hits: c.hits.Load(), NegativeHits: c.negativeHits.Load(), Misses: c.misses.Load(),
+		Exchanges: c.exchanges.Load(), Errors: c.errs.Load(), Evictions: c.evictions.Load(), Entries: n}
+}
+
+// TicketSource returns a source of tickets from user to spn backed by the cache.
+func (c *Cache) TicketSource(user, spn string) TicketSource {
+	return cacheSource{c: c, user: user, spn: spn}
+}
+
+type cacheSource struct {
+	c         *Cache
+	user, spn string
+}
+
+func (s cacheSource) Ticket(ctx context.Context) (*Ticket, error) {
+	return s.c.Ticket(ctx, s.user, s.spn)
+}

@@ -1,0 +1,165 @@
+package kerberos
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/types"
+)
+
+// fakeSource counts calls and returns tickets valid for life, or err.
+type fakeSource struct {
+	calls atomic.Int64
+	now   func() time.Time
+	life  time.Duration
+	err   error
+	gate  chan struct{} // when set, each call waits for it
+}
+
+func (f *fakeSource) Impersonate(ctx context.Context, user, spn string) (*Ticket, error) {
+	f.calls.Add(1)
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &Ticket{Client: types.PrincipalName{NameString: []string{user}}, EndTime: f.now().Add(f.life)}, nil
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestCacheReuseAndExpiry(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	src := &fakeSource{now: clk.Now, life: time.Hour}
+	c := &Cache{Source: src, Now: clk.Now, Skew: 5 * time.Minute}
+	ctx := context.Background()
+	t1, err := c.Ticket(ctx, "alice", "http/mail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, _ := c.Ticket(ctx, "ALICE", "HTTP/mail") // keys are case-insensitive
+	if t1 != t2 || src.calls.Load() != 1 {
+		t.Fatalf("not reused: calls=%d", src.calls.Load())
+	}
+	if _, err := c.Ticket(ctx, "bob", "http/mail"); err != nil || src.calls.Load() != 2 {
+		t.Fatal("bob shares alice's ticket")
+	}
+	clk.Add(54 * time.Minute) // 6 minutes left: still served
+	if t3, _ := c.Ticket(ctx, "alice", "http/mail"); t3 != t1 {
+		t.Fatal("refetched too early")
+	}
+	clk.Add(2 * time.Minute) // 4 minutes left, inside the skew: refetch
+	if t4, _ := c.Ticket(ctx, "alice", "http/mail"); t4 == t1 || src.calls.Load() != 3 {
+		t.Fatalf("not refetched: calls=%d", src.calls.Load())
+	}
+	c.Invalidate("alice", "http/mail")
+	c.Ticket(ctx, "alice", "http/mail")
+	if src.calls.Load() != 4 {
+		t.Fatal("Invalidate did not refetch")
+	}
+	s := c.Stats()
+	if s.Hits != 2 || s.Misses != 4 || s.Exchanges != 4 || s.Entries != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestCacheNegative(t *testing.T) {
+	clk := &clock{t: time.Unix(1e9, 0)}
+	refusal := &KDCError{Op: "S4U2Proxy", Code: CodeBadOption}
+	src := &fakeSource{now: clk.Now, life: time.Hour, err: refusal}
+	c := &Cache{Source: src, Now: clk.Now, NegativeTTL: 10 * time.Second}
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if _, err := c.Ticket(ctx, "carol", "http/mail"); !errors.Is(err, ErrNotDelegable) {
+			t.Fatal(err)
+		}
+	}
+	if src.calls.Load() != 1 || c.Stats().NegativeHits != 2 {
+		t.Fatalf("refusal not remembered: calls=%d %+v", src.calls.Load(), c.Stats())
+	}
+	clk.Add(11 * time.Second)
+	c.Ticket(ctx, "carol", "http/mail")
+	if src.calls.Load() != 2 {
+		t.Fatal("refusal remembered past NegativeTTL")
+	}
+	// Transport failures are not remembered.
+	src.err = ErrNoKDC
+	c.Invalidate("carol", "http/mail")
+	c.Ticket(ctx, "carol", "http/mail")
+	c.Ticket(ctx, "carol", "http/mail")
+	if src.calls.Load() != 4 {
+		t.Fatalf("transport error cached: calls=%d", src.calls.Load())
+	}
+}
+
+func TestCacheCollapseAndCancel(t *testing.T) {
+	src := &fakeSource{now: time.Now, life: time.Hour, gate: make(chan struct{})}
+	c := &Cache{Source: src}
+	// The first caller gives up; the others still get the ticket.
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() { _, err := c.Ticket(ctx, "alice", "http/mail"); first <- err }()
+	for src.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Ticket(context.Background(), "alice", "http/mail"); err == nil {
+				ok.Add(1)
+			}
+		}()
+	}
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first caller: %v", err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	close(src.gate)
+	wg.Wait()
+	if ok.Load() != 100 || src.calls.Load() != 1 {
+		t.Fatalf("ok=%d calls=%d", ok.Load(), src.calls.Load())
+	}
+}
+
+func TestCacheBounded(t *testing.T) {
+	src := &fakeSource{now: time.Now, life: time.Hour}
+	c := &Cache{Source: src, MaxEntries: 3}
+	ctx := context.Background()
+	for _, u := range []string{"a", "b", "c"} {
+		c.Ticket(ctx, u, "s")
+	}
+	c.Ticket(ctx, "a", "s") // a is now the most recent
+	c.Ticket(ctx, "d", "s") // evicts b
+	if s := c.Stats(); s.Entries != 3 || s.Evictions != 1 {
+		t.Fatalf("%+v", s)
+	}
+	calls := src.calls.Load()
+	c.Ticket(ctx, "a", "s")
+	c.Ticket(ctx, "b", "s")
+	if src.calls.Load() != calls+1 {
+		t.Fatal("evicted the wrong entry")
+	}
+}

@@ -22,7 +22,8 @@ func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
 const (
 	svcName     = "svc_awseg"
 	svcPassword = "Krb-Svc-Passw0rd!"
-	noPTName    = "svc_nopt" // constrained delegation without protocol transition
+	asaPassword = "Asa-Rolled-Passw0rd-1234567890!" // what an ASA roll would set
+	noPTName    = "svc_nopt"                        // constrained delegation without protocol transition
 	asaName     = "EXCHASA"
 	keylessName = "NOKEYS" // a computer made by samba-tool: no keys
 )
@@ -63,6 +64,7 @@ func setup(t testing.TB) env {
 			func() (ad.Change, error) {
 				return c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: asaName})
 			},
+			func() (ad.Change, error) { return ad.Change{}, c.ResetPassword(ctx, asaName+"$", asaPassword) },
 			func() (ad.Change, error) { return c.SetSPN(ctx, asaName, e.mailSPN) },
 			func() (ad.Change, error) { return c.SetSPN(ctx, asaName, e.otherSPN) },
 			func() (ad.Change, error) { return c.SetSPN(ctx, keylessName, e.keylessSPN) },

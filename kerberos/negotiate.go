@@ -1,0 +1,189 @@
+package kerberos
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jcmturner/gofork/encoding/asn1"
+	"github.com/jcmturner/gokrb5/v8/crypto"
+	"github.com/jcmturner/gokrb5/v8/gssapi"
+	"github.com/jcmturner/gokrb5/v8/iana/flags"
+	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
+	"github.com/jcmturner/gokrb5/v8/messages"
+	"github.com/jcmturner/gokrb5/v8/spnego"
+	"github.com/jcmturner/gokrb5/v8/types"
+)
+
+// GSS-API constants (RFC 4121).
+var (
+	tokAPReq = []byte{0x01, 0x00}
+	tokAPRep = []byte{0x02, 0x00}
+)
+
+const (
+	gssChecksumType = 0x8003 // the authenticator checksum of RFC 4121 4.1.1
+	gssFlagMutual   = 2
+	gssFlagConf     = 16
+	gssFlagInteg    = 32
+)
+
+// Negotiation is one SPNEGO initiation with a service ticket: the
+// Authorization header to send, and for mutual authentication the check of
+// the server's reply. Make a new one for every request: each carries a
+// fresh authenticator, which a server's replay cache requires.
+type Negotiation struct {
+	// Header is the value of the Authorization header: "Negotiate <base64>".
+	Header string
+
+	key    types.EncryptionKey
+	ctime  time.Time
+	cusec  int
+	mutual bool
+}
+
+// NegotiateHeader returns "Negotiate <base64 SPNEGO NegTokenInit>" for the
+// ticket, with a fresh AP-REQ authenticator in the name of the ticket's
+// client (for S4U tickets, the user).
+func NegotiateHeader(t *Ticket) (string, error) {
+	n, err := NewNegotiation(t, false)
+	if err != nil {
+		return "", err
+	}
+	return n.Header, nil
+}
+
+// NewNegotiation builds the header; with mutual it asks the server to
+// prove it holds the service key, which VerifyReply then checks.
+func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
+	const op = "Negotiate"
+	if t == nil {
+		return nil, fail(op, "", errors.New("no ticket"))
+	}
+	auth, err := types.NewAuthenticator(t.ClientRealm, t.Client)
+	if err != nil {
+		return nil, fail(op, t.ServerName(), err)
+	}
+	gssFlags := uint32(gssFlagInteg | gssFlagConf)
+	if mutual {
+		gssFlags |= gssFlagMutual
+	}
+	// Channel bindings length 16, no bindings, then the GSS flags.
+	sum := make([]byte, 24)
+	binary.LittleEndian.PutUint32(sum[0:], 16)
+	binary.LittleEndian.PutUint32(sum[20:], gssFlags)
+	auth.Cksum = types.Checksum{CksumType: gssChecksumType, Checksum: sum}
+	ap, err := messages.NewAPReq(t.Ticket, t.SessionKey, auth) // key usage 11
+	if err != nil {
+		return nil, fail(op, t.ServerName(), err)
+	}
+	if mutual {
+		types.SetFlag(&ap.APOptions, flags.APOptionMutualRequired)
+	}
+	apBytes, err := ap.Marshal()
+	if err != nil {
+		return nil, fail(op, t.ServerName(), err)
+	}
+	mech, err := gssWrap(tokAPReq, apBytes)
+	if err != nil {
+		return nil, fail(op, t.ServerName(), err)
+	}
+	init := spnego.NegTokenInit{
+		MechTypes:      []asn1.ObjectIdentifier{gssapi.OIDKRB5.OID(), gssapi.OIDMSLegacyKRB5.OID()},
+		MechTokenBytes: mech,
+	}
+	tok := spnego.SPNEGOToken{Init: true, NegTokenInit: init}
+	b, err := tok.Marshal()
+	if err != nil {
+		return nil, fail(op, t.ServerName(), err)
+	}
+	return &Negotiation{Header: "Negotiate " + base64.StdEncoding.EncodeToString(b),
+		key: t.SessionKey, ctime: auth.CTime, cusec: auth.Cusec, mutual: mutual}, nil
+}
+
+// VerifyReply checks the server's "WWW-Authenticate: Negotiate <token>"
+// answer: an accepted SPNEGO response whose AP-REP, decrypted with the
+// ticket's session key, echoes our authenticator's time.
+func (n *Negotiation) VerifyReply(wwwAuthenticate string) error {
+	const op = "verify Negotiate reply"
+	b64, ok := cutNegotiate(wwwAuthenticate)
+	if !ok {
+		return fail(op, "", errors.New("not a Negotiate header with a token"))
+	}
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return fail(op, "", err)
+	}
+	var tok spnego.SPNEGOToken
+	if err := tok.Unmarshal(raw); err != nil || !tok.Resp {
+		return fail(op, "", fmt.Errorf("not an SPNEGO response: %v", err))
+	}
+	if tok.NegTokenResp.State() != spnego.NegStateAcceptCompleted {
+		return fail(op, "", fmt.Errorf("server did not accept (state %d)", tok.NegTokenResp.State()))
+	}
+	if !n.mutual {
+		return nil
+	}
+	body, err := gssUnwrap(tokAPRep, tok.NegTokenResp.ResponseToken)
+	if err != nil {
+		return fail(op, "", err)
+	}
+	var rep messages.APRep
+	if err := rep.Unmarshal(body); err != nil {
+		return fail(op, "", err)
+	}
+	plain, err := crypto.DecryptEncPart(rep.EncPart, n.key, keyusage.AP_REP_ENCPART)
+	if err != nil {
+		return fail(op, "", fmt.Errorf("AP-REP does not decrypt with the session key: %w", err))
+	}
+	var part messages.EncAPRepPart
+	if err := part.Unmarshal(plain); err != nil {
+		return fail(op, "", err)
+	}
+	// KerberosTime has whole seconds; the microseconds travel in cusec.
+	if !part.CTime.Equal(n.ctime.Truncate(time.Second)) || part.Cusec != n.cusec {
+		return fail(op, "", errors.New("AP-REP does not echo our authenticator: not from the service"))
+	}
+	return nil
+}
+
+// cutNegotiate takes the token out of "Negotiate <token>".
+func cutNegotiate(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Negotiate") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// krb5OID is the DER of 1.2.840.113554.1.2.2.
+var krb5OID = []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02}
+
+// gssWrap frames a Kerberos message as a GSS-API initial context token
+// (RFC 2743 3.1): [APPLICATION 0] { mech OID, token id, message }.
+func gssWrap(tokID, msg []byte) ([]byte, error) {
+	inner := append(append(append([]byte{}, krb5OID...), tokID...), msg...)
+	return asn1.Marshal(asn1.RawValue{Class: asn1.ClassApplication, Tag: 0, IsCompound: true, Bytes: inner})
+}
+
+// gssUnwrap checks the framing and token id and returns the message.
+func gssUnwrap(tokID, b []byte) ([]byte, error) {
+	var rv asn1.RawValue
+	rest, err := asn1.Unmarshal(b, &rv)
+	if err != nil || len(rest) > 0 || rv.Class != asn1.ClassApplication || rv.Tag != 0 {
+		return nil, errors.New("not a GSS-API token")
+	}
+	in := rv.Bytes
+	if len(in) < len(krb5OID)+2 || string(in[:len(krb5OID)]) != string(krb5OID) {
+		return nil, errors.New("GSS-API token is not Kerberos 5")
+	}
+	in = in[len(krb5OID):]
+	if in[0] != tokID[0] || in[1] != tokID[1] {
+		return nil, fmt.Errorf("GSS-API token id %x, want %x", in[:2], tokID)
+	}
+	return in[2:], nil
+}

@@ -1,0 +1,165 @@
+package kerberos_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
+	"github.com/jcmturner/gokrb5/v8/keytab"
+
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+// exportKeytab asks samba-tool for an account's keys.
+func exportKeytab(t *testing.T, e env, principal string) *keytab.Keytab {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "exported.keytab")
+	if out, err := e.lab.SambaTool(context.Background(), "domain", "exportkeytab", path, "--principal="+principal); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	kt, err := keytab.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kt
+}
+
+// keysByEtype maps etype to key bytes, taking the highest kvno.
+func keysByEtype(kt *keytab.Keytab) map[int32]string {
+	m := map[int32]string{}
+	best := map[int32]uint32{}
+	for _, en := range kt.Entries {
+		if en.KVNO >= best[en.Key.KeyType] {
+			best[en.Key.KeyType] = en.KVNO
+			m[en.Key.KeyType] = string(en.Key.KeyValue)
+		}
+	}
+	return m
+}
+
+func TestKeytabFromPasswordMatchesSamba(t *testing.T) {
+	e := setup(t)
+	for _, tc := range []struct{ sam, password string }{
+		{asaName + "$", asaPassword}, // computer salt: REALM host name . domain
+		{svcName, svcPassword},       // user salt: REALM sAMAccountName
+	} {
+		ours, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: e.lab.Realm, SAMAccountName: tc.sam, Password: tc.password})
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs := keysByEtype(exportKeytab(t, e, tc.sam))
+		mine := keysByEtype(ours)
+		for _, et := range []int32{etypeID.AES256_CTS_HMAC_SHA1_96, etypeID.AES128_CTS_HMAC_SHA1_96, etypeID.RC4_HMAC} {
+			if theirs[et] == "" || mine[et] != theirs[et] {
+				t.Errorf("%s etype %d: our key differs from samba-tool exportkeytab's (salt %q)", tc.sam, et,
+					kerberos.ADSalt(e.lab.Realm, tc.sam, ""))
+			}
+		}
+	}
+	// MIT klist reads what we write.
+	kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: e.lab.Realm, SAMAccountName: asaName + "$",
+		Password: asaPassword, Principals: []string{asaName + "$", e.mailSPN}, KVNO: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := kt.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ours.keytab")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.lab.Command(context.Background(), "unused", "klist", "-k", "-e", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("klist -k: %v\n%s", err, out)
+	}
+	for _, want := range []string{"   2 " + e.mailSPN + "@" + e.lab.Realm + " (aes256-cts-hmac-sha1-96)",
+		"   2 " + asaName + "$@" + e.lab.Realm + " (DEPRECATED:arcfour-hmac)"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("klist -k lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestNegotiateAccepted(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	tk, err := e.client().Impersonate(ctx, "alice", e.mailSPN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	samba := &kerberos.Acceptor{Keytab: exportKeytab(t, e, asaName+"$"), Principal: asaName + "$"}
+	ourKT, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: e.lab.Realm, SAMAccountName: asaName + "$",
+		Password: asaPassword, Principals: []string{e.mailSPN}, KVNO: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := &kerberos.Acceptor{Keytab: ourKT} // found by the ticket's server name
+	for name, acc := range map[string]*kerberos.Acceptor{"samba-tool keytab": samba, "KeytabFromPassword": ours} {
+		h, err := kerberos.NegotiateHeader(tk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(h, "Negotiate ") {
+			t.Fatal(h)
+		}
+		id, err := acc.Accept(h)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if id.User != "alice" || id.Realm != e.lab.Realm || id.ReplyHeader != "" {
+			t.Fatalf("%s: %+v", name, id)
+		}
+		// The same header again is a replay.
+		if _, err := acc.Accept(h); err == nil {
+			t.Fatalf("%s: replayed header accepted", name)
+		}
+	}
+	// Each header carries a fresh authenticator.
+	h1, _ := kerberos.NegotiateHeader(tk)
+	h2, _ := kerberos.NegotiateHeader(tk)
+	if h1 == h2 {
+		t.Fatal("two headers are identical")
+	}
+	// Garbage is refused.
+	if _, err := samba.Accept("Negotiate AAAA"); err == nil {
+		t.Fatal("garbage accepted")
+	}
+}
+
+func TestNegotiateMutual(t *testing.T) {
+	e := setup(t)
+	tk, err := e.client().Impersonate(context.Background(), "bob", e.mailSPN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := &kerberos.Acceptor{Keytab: exportKeytab(t, e, asaName+"$"), Principal: asaName + "$"}
+	n, err := kerberos.NewNegotiation(tk, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := acc.Accept(n.Header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.User != "bob" || id.ReplyHeader == "" {
+		t.Fatalf("%+v", id)
+	}
+	if err := n.VerifyReply(id.ReplyHeader); err != nil {
+		t.Fatalf("VerifyReply: %v", err)
+	}
+	// A reply made for another negotiation does not verify.
+	other, _ := kerberos.NewNegotiation(tk, true)
+	if err := other.VerifyReply(id.ReplyHeader); err == nil {
+		t.Fatal("foreign AP-REP verified")
+	}
+	var ke *kerberos.Error
+	if err := n.VerifyReply("Basic realm=x"); !errors.As(err, &ke) {
+		t.Fatalf("want *kerberos.Error, got %v", err)
+	}
+}

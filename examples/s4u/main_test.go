@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/internal/lab"
+)
+
+var theLab lab.Shared
+
+func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
+
+const svcPassword = "S4u-Svc-Passw0rd!"
+
+func provision(t *testing.T, l *lab.Lab) string {
+	t.Helper()
+	ctx := context.Background()
+	c, err := l.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	spn := "http/mail." + l.DNSDomain
+	for _, step := range []func() (ad.Change, error){
+		func() (ad.Change, error) {
+			return c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "EXCHASA"})
+		},
+		func() (ad.Change, error) { return c.SetSPN(ctx, "EXCHASA", spn) },
+		func() (ad.Change, error) {
+			return c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: "svc_awseg", Password: svcPassword})
+		},
+		func() (ad.Change, error) { return c.SetSPN(ctx, "svc_awseg", "HTTP/svc_awseg") },
+		func() (ad.Change, error) { return c.SetProtocolTransition(ctx, "svc_awseg", true) },
+		func() (ad.Change, error) { return c.AddAllowedToDelegateTo(ctx, "svc_awseg", spn) },
+	} {
+		if _, err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return spn
+}
+
+// The ccache s4u writes is read by MIT klist, and kvno can use its ticket.
+func TestS4UWritesCCacheKlistReads(t *testing.T) {
+	l := theLab.Get(t)
+	spn := provision(t, l)
+	out := filepath.Join(t.TempDir(), "alice.ccache")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), options{user: "svc_awseg", password: svcPassword, krb5conf: l.Krb5Conf,
+		impersonate: "alice", spn: spn, out: out, timeout: 30 * time.Second}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "for alice@"+l.Realm) {
+		t.Fatal(stdout.String())
+	}
+	if st, _ := os.Stat(out); st.Mode().Perm() != 0o600 {
+		t.Fatalf("ccache mode %v", st.Mode())
+	}
+	klist, err := l.Command(context.Background(), "unused", "klist", "-f", "-c", out).CombinedOutput()
+	if err != nil {
+		t.Fatalf("klist -c: %v\n%s", err, klist)
+	}
+	for _, want := range []string{"Default principal: alice@" + l.Realm, spn + "@" + l.Realm, "svc_awseg@" + l.Realm} {
+		if !strings.Contains(string(klist), want) {
+			t.Fatalf("klist lacks %q:\n%s", want, klist)
+		}
+	}
+}
+
+func TestS4UFromKinitCCacheAndExitCodes(t *testing.T) {
+	l := theLab.Get(t)
+	spn := provision(t, l)
+	ctx := context.Background()
+	cmd := l.Command(ctx, "svc.cc", "kinit", "-f", "svc_awseg")
+	cmd.Stdin = strings.NewReader(svcPassword + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kinit: %s", out)
+	}
+	var stdout, stderr bytes.Buffer
+	o := options{ccache: filepath.Join(l.Dir, "svc.cc"), krb5conf: l.Krb5Conf, impersonate: "bob", spn: spn, timeout: 30 * time.Second}
+	if code := run(ctx, o, &stdout, &stderr); code != 0 {
+		t.Fatalf("from kinit's ccache: exit %d: %s", code, stderr.String())
+	}
+	// A sensitive user: refused (2) before S4U2Proxy is sent.
+	o.impersonate = "carol"
+	stderr.Reset()
+	if code := run(ctx, o, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "not forwardable") {
+		t.Fatalf("carol: exit %d: %s", code, stderr.String())
+	}
+	// Usage.
+	if code := run(ctx, options{}, &stdout, &stderr); code != 1 {
+		t.Fatalf("usage: exit %d", code)
+	}
+	// No KDC: 3.
+	conf := filepath.Join(t.TempDir(), "krb5.conf")
+	os.WriteFile(conf, []byte("[libdefaults]\n default_realm = "+l.Realm+"\n[realms]\n "+l.Realm+" = {\n  kdc = 127.0.0.1:1\n }\n"), 0o644)
+	o = options{user: "svc_awseg", password: svcPassword, krb5conf: conf, impersonate: "alice", spn: spn, timeout: 5 * time.Second}
+	if code := run(ctx, o, &stdout, &stderr); code != 3 {
+		t.Fatalf("no KDC: exit %d: %s", code, stderr.String())
+	}
+}

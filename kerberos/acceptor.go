@@ -124,10 +124,7 @@ func mutualReply(ap messages.APReq) (string, error) {
 		return "", err
 	}
 	rb = asn1tools.AddASNAppTag(rb, asnAppTag.APREP)
-	mech, err := gssWrap(tokAPRep, rb)
-	if err != nil {
-		return "", err
-	}
+	mech := gssInitDER(tokAPRep, rb)
 	resp := spnego.SPNEGOToken{Resp: true, NegTokenResp: spnego.NegTokenResp{
 		NegState: asn1.Enumerated(spnego.NegStateAcceptCompleted), SupportedMech: gssapi.OIDKRB5.OID(), ResponseToken: mech}}
 	b, err := resp.Marshal()

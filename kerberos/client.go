@@ -37,6 +37,16 @@ type Ticket struct {
 	StartTime   time.Time
 	EndTime     time.Time
 	RenewTill   time.Time
+
+	der []byte // Ticket in DER, kept from issue so headers need not re-marshal it
+}
+
+// ticketDER is the ticket's DER encoding.
+func (t *Ticket) ticketDER() ([]byte, error) {
+	if t.der != nil {
+		return t.der, nil
+	}
+	return t.Ticket.Marshal()
 }
 
 // Forwardable reports the FORWARDABLE flag, which S4U2Proxy needs on the evidence.
@@ -59,7 +69,8 @@ func (t *Ticket) String() string {
 
 func ticketFrom(rep messages.KDCRepFields) *Ticket {
 	p := rep.DecryptedEncPart
-	return &Ticket{
+	der, _ := rep.Ticket.Marshal() // nil on failure: ticketDER marshals again and reports it
+	return &Ticket{der: der,
 		Ticket: rep.Ticket, SessionKey: p.Key,
 		Client: rep.CName, ClientRealm: rep.CRealm,
 		Server: p.SName, ServerRealm: p.SRealm,

@@ -10,7 +10,6 @@ import (
 
 	"github.com/jcmturner/gofork/encoding/asn1"
 	"github.com/jcmturner/gokrb5/v8/crypto"
-	"github.com/jcmturner/gokrb5/v8/gssapi"
 	"github.com/jcmturner/gokrb5/v8/iana/flags"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
 	"github.com/jcmturner/gokrb5/v8/messages"
@@ -76,30 +75,11 @@ func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
 	binary.LittleEndian.PutUint32(sum[0:], 16)
 	binary.LittleEndian.PutUint32(sum[20:], gssFlags)
 	auth.Cksum = types.Checksum{CksumType: gssChecksumType, Checksum: sum}
-	ap, err := messages.NewAPReq(t.Ticket, t.SessionKey, auth) // key usage 11
+	apBytes, err := apReqDER(t, auth, mutual)
 	if err != nil {
 		return nil, fail(op, t.ServerName(), err)
 	}
-	if mutual {
-		types.SetFlag(&ap.APOptions, flags.APOptionMutualRequired)
-	}
-	apBytes, err := ap.Marshal()
-	if err != nil {
-		return nil, fail(op, t.ServerName(), err)
-	}
-	mech, err := gssWrap(tokAPReq, apBytes)
-	if err != nil {
-		return nil, fail(op, t.ServerName(), err)
-	}
-	init := spnego.NegTokenInit{
-		MechTypes:      []asn1.ObjectIdentifier{gssapi.OIDKRB5.OID(), gssapi.OIDMSLegacyKRB5.OID()},
-		MechTokenBytes: mech,
-	}
-	tok := spnego.SPNEGOToken{Init: true, NegTokenInit: init}
-	b, err := tok.Marshal()
-	if err != nil {
-		return nil, fail(op, t.ServerName(), err)
-	}
+	b := negTokenInitDER(gssInitDER(tokAPReq, apBytes))
 	return &Negotiation{Header: "Negotiate " + base64.StdEncoding.EncodeToString(b),
 		key: t.SessionKey, ctime: auth.CTime, cusec: auth.Cusec, mutual: mutual}, nil
 }
@@ -160,14 +140,85 @@ func cutNegotiate(h string) (string, bool) {
 	return tok, tok != ""
 }
 
-// krb5OID is the DER of 1.2.840.113554.1.2.2.
-var krb5OID = []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02}
+// DER of the OIDs: Kerberos 5 (1.2.840.113554.1.2.2), Microsoft's legacy
+// Kerberos 5 (1.2.840.48018.1.2.2) and SPNEGO (1.3.6.1.5.5.2).
+var (
+	krb5OID   = []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02}
+	msKrb5OID = []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x82, 0xf7, 0x12, 0x01, 0x02, 0x02}
+	spnegoOID = []byte{0x06, 0x06, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x02}
+)
 
-// gssWrap frames a Kerberos message as a GSS-API initial context token
-// (RFC 2743 3.1): [APPLICATION 0] { mech OID, token id, message }.
-func gssWrap(tokID, msg []byte) ([]byte, error) {
-	inner := append(append(append([]byte{}, krb5OID...), tokID...), msg...)
-	return asn1.Marshal(asn1.RawValue{Class: asn1.ClassApplication, Tag: 0, IsCompound: true, Bytes: inner})
+// The header is built on every request, so it is assembled in DER here
+// rather than through reflection; the ticket's DER is kept from its issue.
+
+// tlv encodes one DER element.
+func tlv(tag byte, parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	out := make([]byte, 0, n+6)
+	out = append(out, tag)
+	switch {
+	case n < 0x80:
+		out = append(out, byte(n))
+	case n < 0x100:
+		out = append(out, 0x81, byte(n))
+	case n < 0x10000:
+		out = append(out, 0x82, byte(n>>8), byte(n))
+	case n < 0x1000000:
+		out = append(out, 0x83, byte(n>>16), byte(n>>8), byte(n))
+	default:
+		out = append(out, 0x84, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// apReqDER is AP-REQ ::= [APPLICATION 14] SEQUENCE { pvno [0] 5, msg-type
+// [1] 14, ap-options [2] BIT STRING, ticket [3], authenticator [4] } with
+// the authenticator encrypted in the session key (key usage 11).
+func apReqDER(t *Ticket, auth types.Authenticator, mutual bool) ([]byte, error) {
+	tkt, err := t.ticketDER()
+	if err != nil {
+		return nil, err
+	}
+	ab, err := auth.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	ed, err := crypto.GetEncryptedData(ab, t.SessionKey, keyusage.AP_REQ_AUTHENTICATOR, 0)
+	if err != nil {
+		return nil, err
+	}
+	edb, err := asn1.Marshal(ed)
+	if err != nil {
+		return nil, err
+	}
+	opts := []byte{0x03, 0x05, 0x00, 0, 0, 0, 0}
+	if mutual {
+		opts[3] = 0x80 >> flags.APOptionMutualRequired
+	}
+	seq := tlv(0x30,
+		tlv(0xa0, []byte{0x02, 0x01, 0x05}),
+		tlv(0xa1, []byte{0x02, 0x01, 0x0e}),
+		tlv(0xa2, opts),
+		tlv(0xa3, tkt),
+		tlv(0xa4, edb))
+	return tlv(0x6e, seq), nil
+}
+
+// gssInitDER frames a Kerberos message as a GSS-API token (RFC 2743 3.1).
+func gssInitDER(tokID, msg []byte) []byte { return tlv(0x60, krb5OID, tokID, msg) }
+
+// negTokenInitDER is the SPNEGO initial token (RFC 4178) offering Kerberos
+// (and Microsoft's OID for it) with the mech token.
+func negTokenInitDER(mech []byte) []byte {
+	types := tlv(0xa0, tlv(0x30, krb5OID, msKrb5OID))
+	token := tlv(0xa2, tlv(0x04, mech))
+	return tlv(0x60, spnegoOID, tlv(0xa0, tlv(0x30, types, token)))
 }
 
 // gssUnwrap checks the framing and token id and returns the message.

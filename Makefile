@@ -1,4 +1,4 @@
-# make demo: provision AD for KCD on a local Samba AD lab and prove the chain.
+# make demo: provision AD for KCD on a local Samba AD lab and prove the chain with our own S4U.
 # make test: every test, against a real Samba AD DC that the tests start themselves.
 SHELL := /bin/bash
 GO ?= go

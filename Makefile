@@ -33,6 +33,8 @@ test: deps check compat
 # Longer fuzzing than the seed corpus run in `make test`.
 fuzz:
 	$(GO) test ./ad -run '^$$' -fuzz FuzzParseDiagnostic -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKDCReply -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s
 
 bench: deps
 	bench/run

@@ -17,7 +17,7 @@
 //     with setspn -S duplicate checks, constrained delegation with protocol
 //     transition, passwords and encryption types, over LDAP.
 //   - kerberos: S4U2Self and S4U2Proxy on gokrb5, a per-user ticket cache,
-//     SPNEGO Negotiate headers, keytabs. (Not yet implemented.)
+//     SPNEGO Negotiate headers, keytabs from passwords, an acceptor.
 //   - exchange: the ASA credential on every Exchange server, over WinRM.
 //     (Not yet implemented.)
 //   - iis: Windows authentication on the ActiveSync and EWS virtual
@@ -30,7 +30,7 @@
 // the service account with TRUSTED_TO_AUTH_FOR_DELEGATION and
 // msDS-AllowedToDelegateTo set to the mail SPNs. Last, set IIS to Negotiate
 // with kernel mode and app-pool credentials. examples/provision runs the AD
-// steps.
+// steps; examples/s4u gets a ticket as a user, like kvno -U.
 //
 // This package holds documentation only; import the subpackages.
 package segkcd

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jcmturner/gofork/encoding/asn1"
@@ -90,6 +91,11 @@ type Client struct {
 	renewSkew time.Duration
 	now       func() time.Time
 
+	// send delivers a request; tests replace it.
+	send func(ctx context.Context, realm string, req []byte) ([]byte, error)
+	// noX509: the KDC refused PA-S4U-X509-USER once; send PA-FOR-USER alone.
+	noX509 atomic.Bool
+
 	mu  sync.Mutex
 	tgt *Ticket
 }
@@ -118,6 +124,7 @@ func newClient(user, realm string, cfg *config.Config, opts []Option) *Client {
 	if c.transport == nil {
 		c.transport = &Transport{Config: cfg}
 	}
+	c.send = c.transport.Send
 	return c
 }
 
@@ -214,7 +221,7 @@ func (c *Client) login(ctx context.Context) (*Ticket, error) {
 		if err != nil {
 			return nil, fail(op, target, err)
 		}
-		raw, err := c.transport.Send(ctx, c.realm, b)
+		raw, err := c.send(ctx, c.realm, b)
 		if err != nil {
 			return nil, fail(op, target, err)
 		}

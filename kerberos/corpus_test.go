@@ -10,13 +10,16 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jcmturner/gokrb5/v8/messages"
+
 	"github.com/segkcd/segkcd/kerberos"
 )
 
 // recordingDialer keeps every KDC reply (TCP framing removed).
 type recordingDialer struct {
-	mu      sync.Mutex
-	replies [][]byte
+	mu       sync.Mutex
+	replies  [][]byte
+	requests [][]byte
 }
 
 func (d *recordingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -40,6 +43,17 @@ func (c *recConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+func (c *recConn) Write(p []byte) (int, error) {
+	req := p
+	if c.tcp && len(req) > 4 {
+		req = req[4:]
+	}
+	c.d.mu.Lock()
+	c.d.requests = append(c.d.requests, append([]byte(nil), req...))
+	c.d.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
 func (c *recConn) Close() error {
 	b := c.buf.Bytes()
 	if c.tcp && len(b) > 4 {
@@ -51,6 +65,25 @@ func (c *recConn) Close() error {
 		c.d.mu.Unlock()
 	}
 	return c.Conn.Close()
+}
+
+// With the lab's AES session keys, S4U2Self carries PA-FOR-USER and
+// PA-S4U-X509-USER; Samba 4.17 ignores the latter and answers.
+func TestS4USendsBothUserPAData(t *testing.T) {
+	e := setup(t)
+	d := &recordingDialer{}
+	c := e.client(kerberos.WithTransport(&kerberos.Transport{Config: e.cfg, Dialer: d}))
+	if _, err := c.S4U2Self(context.Background(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	last := d.requests[len(d.requests)-1]
+	var req messages.TGSReq
+	if err := req.Unmarshal(last); err != nil {
+		t.Fatal(err)
+	}
+	if !req.PAData.Contains(129) || !req.PAData.Contains(130) {
+		t.Fatalf("padata %+v", req.PAData)
+	}
 }
 
 // TestWriteFuzzCorpus refreshes the fuzz seed corpora from the lab when

@@ -29,7 +29,11 @@ func FuzzKDCReply(f *testing.F) {
 			return
 		}
 		krbErrorCode(b)
-		tk, err := verifyTGSRep(b, key, body, time.Unix(0, 0), "S4U2Proxy", "http/mail")
+		var rep messages.TGSRep
+		tk, err := verifyTGSRep(b, &rep, key, body, time.Unix(0, 0), "S4U2Proxy", "http/mail")
+		if err == nil {
+			checkS4UEcho(rep.PAData, body.Nonce, key)
+		}
 		if err == nil && tk == nil {
 			t.Fatal("nil ticket without error")
 		}

@@ -3,6 +3,7 @@ package kerberos
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/crypto/rfc4757"
 	"github.com/jcmturner/gokrb5/v8/iana"
 	"github.com/jcmturner/gokrb5/v8/iana/chksumtype"
+	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
 	"github.com/jcmturner/gokrb5/v8/iana/flags"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
 	"github.com/jcmturner/gokrb5/v8/iana/msgtype"
@@ -31,6 +33,10 @@ const (
 	paPACOptions       = 167 // PA-PAC-OPTIONS (MS-KILE 2.2.10)
 	pacOptionRBCD      = 3   // resource-based-constrained-delegation bit of PA-PAC-OPTIONS
 	keyUsagePAForUser  = 17  // MS-SFU 2.2.1: the PA-FOR-USER checksum
+	paS4UX509User      = 130 // PA-S4U-X509-USER (MS-SFU 2.2.2)
+	keyUsageS4UReq     = 26  // its checksum in the request
+	keyUsageS4URep     = 27  // its checksum in the reply (with the option below)
+	s4uUseReplyKeyUse  = 0x20000000
 	authPackage        = "Kerberos"
 )
 
@@ -77,6 +83,94 @@ func (p *PAForUser) Unmarshal(b []byte) error {
 	}
 	return err
 }
+
+// S4UUserID is the user-id of PA-S4U-X509-USER (MS-SFU 2.2.2).
+type S4UUserID struct {
+	Nonce   int                 `asn1:"explicit,tag:0"` // the nonce of the request body
+	CName   types.PrincipalName `asn1:"explicit,optional,tag:1"`
+	CRealm  string              `asn1:"generalstring,explicit,tag:2"`
+	Options asn1.BitString      `asn1:"explicit,optional,tag:4"`
+}
+
+// PAS4UX509User is PA-S4U-X509-USER: the user-id and a checksum over its
+// DER, keyed with the TGT session key. Windows DCs patched for
+// CVE-2026-20849 prefer it to PA-FOR-USER, whose HMAC-MD5 checksum is weak.
+type PAS4UX509User struct {
+	UserID S4UUserID      `asn1:"explicit,tag:0"`
+	Cksum  types.Checksum `asn1:"explicit,tag:1"`
+}
+
+// NewPAS4UX509User builds PA-S4U-X509-USER for the request nonce. It asks
+// the KDC to sign its echo with key usage 27 (USE_REPLY_KEY_USAGE).
+func NewPAS4UX509User(user types.PrincipalName, realm string, nonce int, sessionKey types.EncryptionKey) (PAS4UX509User, error) {
+	opts := asn1.BitString{Bytes: make([]byte, 4), BitLength: 32}
+	binary.BigEndian.PutUint32(opts.Bytes, s4uUseReplyKeyUse)
+	uid := S4UUserID{Nonce: nonce, CName: user, CRealm: realm, Options: opts}
+	sum, err := s4uChecksum(uid, sessionKey, keyUsageS4UReq)
+	if err != nil {
+		return PAS4UX509User{}, err
+	}
+	return PAS4UX509User{UserID: uid, Cksum: sum}, nil
+}
+
+func s4uChecksum(uid S4UUserID, key types.EncryptionKey, usage uint32) (types.Checksum, error) {
+	b, err := asn1.Marshal(uid)
+	if err != nil {
+		return types.Checksum{}, err
+	}
+	et, err := crypto.GetEtype(key.KeyType)
+	if err != nil {
+		return types.Checksum{}, err
+	}
+	sum, err := et.GetChecksumHash(key.KeyValue, b, usage)
+	if err != nil {
+		return types.Checksum{}, err
+	}
+	return types.Checksum{CksumType: et.GetHashID(), Checksum: sum}, nil
+}
+
+// Marshal encodes PA-S4U-X509-USER in DER.
+func (p PAS4UX509User) Marshal() ([]byte, error) { return asn1.Marshal(p) }
+
+// Unmarshal decodes PA-S4U-X509-USER.
+func (p *PAS4UX509User) Unmarshal(b []byte) error {
+	rest, err := asn1.Unmarshal(b, p)
+	if err == nil && len(rest) > 0 {
+		err = errors.New("trailing data after PA-S4U-X509-USER")
+	}
+	return err
+}
+
+// isAES reports whether a key type is AES (the condition for PA-S4U-X509-USER).
+func isAES(keyType int32) bool {
+	return keyType == etypeID.AES128_CTS_HMAC_SHA1_96 || keyType == etypeID.AES256_CTS_HMAC_SHA1_96 ||
+		keyType == etypeID.AES128_CTS_HMAC_SHA256_128 || keyType == etypeID.AES256_CTS_HMAC_SHA384_192
+}
+
+// checkS4UEcho verifies the PA-S4U-X509-USER a KDC may return in an
+// S4U2Self reply: same nonce, checksum with key usage 27. Samba 4.17 and
+// older DCs return none, which is accepted.
+func checkS4UEcho(padata []types.PAData, nonce int, key types.EncryptionKey) error {
+	for _, pa := range padata {
+		if pa.PADataType != paS4UX509User {
+			continue
+		}
+		var echo PAS4UX509User
+		if err := echo.Unmarshal(pa.PADataValue); err != nil {
+			return fmt.Errorf("%w: PA-S4U-X509-USER in reply: %v", ErrBadReply, err)
+		}
+		if echo.UserID.Nonce != nonce {
+			return fmt.Errorf("%w: PA-S4U-X509-USER nonce mismatch", ErrBadReply)
+		}
+		want, err := s4uChecksum(echo.UserID, key, keyUsageS4URep)
+		if err != nil || !hmacEqual(want.Checksum, echo.Cksum.Checksum) {
+			return fmt.Errorf("%w: PA-S4U-X509-USER checksum does not verify", ErrBadReply)
+		}
+	}
+	return nil
+}
+
+func hmacEqual(a, b []byte) bool { return len(a) == len(b) && subtle.ConstantTimeCompare(a, b) == 1 }
 
 // paPACOptions is PA-PAC-OPTIONS ::= SEQUENCE { options [0] KerberosFlags }.
 type paPACOptionsValue struct {
@@ -132,9 +226,30 @@ func (c *Client) S4U2Self(ctx context.Context, user string) (*Ticket, error) {
 	if err != nil {
 		return nil, fail(op, user, err)
 	}
-	t, err := c.tgsExchange(ctx, op, user, tgt, body, []types.PAData{{PADataType: patype.PA_FOR_USER, PADataValue: pfuBytes}})
+	padata := []types.PAData{{PADataType: patype.PA_FOR_USER, PADataValue: pfuBytes}}
+	withX509 := isAES(tgt.SessionKey.KeyType) && !c.noX509.Load()
+	if withX509 {
+		x, err := NewPAS4UX509User(uname, c.realm, body.Nonce, tgt.SessionKey)
+		if err != nil {
+			return nil, fail(op, user, err)
+		}
+		xb, err := x.Marshal()
+		if err != nil {
+			return nil, fail(op, user, err)
+		}
+		padata = append(padata, types.PAData{PADataType: paS4UX509User, PADataValue: xb})
+	}
+	t, rep, err := c.tgsExchange(ctx, op, user, tgt, body, padata)
+	if withX509 && errors.Is(err, ErrPADataTypeNotSupported) {
+		// An older KDC: PA-FOR-USER alone, and remember not to try again.
+		c.noX509.Store(true)
+		t, rep, err = c.tgsExchange(ctx, op, user, tgt, body, padata[:1])
+	}
 	if err != nil {
 		return nil, err
+	}
+	if err := checkS4UEcho(rep.PAData, body.Nonce, tgt.SessionKey); err != nil {
+		return nil, fail(op, user, err)
 	}
 	// The reply names the user (canonicalized); an NT_PRINCIPAL request must get that user back.
 	if uname.NameType == nametype.KRB_NT_PRINCIPAL && !equalFold(t.Client, uname) {
@@ -175,7 +290,7 @@ func (c *Client) S4U2Proxy(ctx context.Context, evidence *Ticket, spn string) (*
 	if err != nil {
 		return nil, fail(op, spn, err)
 	}
-	t, err := c.tgsExchange(ctx, op, spn, tgt, body, []types.PAData{{PADataType: paPACOptions, PADataValue: pacOpts}})
+	t, _, err := c.tgsExchange(ctx, op, spn, tgt, body, []types.PAData{{PADataType: paPACOptions, PADataValue: pacOpts}})
 	if err != nil {
 		return nil, err
 	}
@@ -276,27 +391,28 @@ func (c *Client) tgsRequest(tgt *Ticket, body messages.KDCReqBody, extra []types
 
 // tgsExchange sends a TGS-REQ and verifies the reply: decryption with the
 // TGT session key (usage 8), the nonce, and the server name.
-func (c *Client) tgsExchange(ctx context.Context, op, target string, tgt *Ticket, body messages.KDCReqBody, extra []types.PAData) (*Ticket, error) {
+func (c *Client) tgsExchange(ctx context.Context, op, target string, tgt *Ticket, body messages.KDCReqBody, extra []types.PAData) (*Ticket, *messages.TGSRep, error) {
 	req, err := c.tgsRequest(tgt, body, extra)
 	if err != nil {
-		return nil, fail(op, target, err)
+		return nil, nil, fail(op, target, err)
 	}
 	b, err := req.Marshal()
 	if err != nil {
-		return nil, fail(op, target, err)
+		return nil, nil, fail(op, target, err)
 	}
-	raw, err := c.transport.Send(ctx, c.realm, b)
+	raw, err := c.send(ctx, c.realm, b)
 	if err != nil {
-		return nil, fail(op, target, err)
+		return nil, nil, fail(op, target, err)
 	}
 	if kerr, ok := asKRBError(raw); ok {
-		return nil, kdcError(op, target, kerr)
+		return nil, nil, kdcError(op, target, kerr)
 	}
-	return verifyTGSRep(raw, tgt.SessionKey, body, c.now(), op, target)
+	var rep messages.TGSRep
+	t, err := verifyTGSRep(raw, &rep, tgt.SessionKey, body, c.now(), op, target)
+	return t, &rep, err
 }
 
-func verifyTGSRep(raw []byte, key types.EncryptionKey, body messages.KDCReqBody, now time.Time, op, target string) (*Ticket, error) {
-	var rep messages.TGSRep
+func verifyTGSRep(raw []byte, rep *messages.TGSRep, key types.EncryptionKey, body messages.KDCReqBody, now time.Time, op, target string) (*Ticket, error) {
 	if err := rep.Unmarshal(raw); err != nil {
 		return nil, fail(op, target, fmt.Errorf("%w: %v", ErrBadReply, err))
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/keytab"
+
 	"github.com/segkcd/segkcd/kerberos"
 )
 
@@ -163,5 +165,71 @@ func TestCacheAgainstKDC(t *testing.T) {
 	}
 	if n := d.n.Load(); n != 1 {
 		t.Fatalf("%d KDC exchanges for two refused requests, want 1", n)
+	}
+}
+
+// The service account from a keytab: ours (KeytabFromPassword) and samba-tool's.
+func TestKeytabClient(t *testing.T) {
+	e := setup(t)
+	ours, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: e.lab.Realm, SAMAccountName: svcName, Password: svcPassword})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, kt := range map[string]*keytab.Keytab{"ours": ours, "samba-tool": exportKeytab(t, e, svcName)} {
+		c := kerberos.NewWithKeytab(svcName, e.lab.Realm, kt, e.cfg)
+		if tk, err := c.Impersonate(context.Background(), "alice", e.mailSPN); err != nil || tk.Client.PrincipalNameString() != "alice" {
+			t.Fatalf("%s keytab: %v %v", name, tk, err)
+		}
+	}
+}
+
+// The service TGT is reused while it has more than the renewal margin left,
+// and fetched again inside it.
+func TestTGTRenewal(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	c := e.client()
+	t1, err := c.TGT(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t2, _ := c.TGT(ctx); t2 != t1 {
+		t.Fatal("TGT not reused")
+	}
+	// A margin longer than the TGT's life: every call is inside it.
+	r := e.client(kerberos.WithRenewBefore(48 * time.Hour))
+	a, err := r.TGT(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.TGT(ctx)
+	if err != nil || a == b {
+		t.Fatalf("TGT not renewed inside the margin: %v", err)
+	}
+}
+
+// KRB_AP_ERR_SKEW: our clock an hour ahead of the KDC's.
+func TestClockSkew(t *testing.T) {
+	e := setup(t)
+	var mu sync.Mutex
+	offset := time.Duration(0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(offset) }
+	c := e.client(kerberos.WithClock(clock))
+	ctx := context.Background()
+	if _, err := c.TGT(ctx); err != nil { // in step: fine
+		t.Fatal(err)
+	}
+	mu.Lock()
+	offset = time.Hour
+	mu.Unlock()
+	_, err := c.S4U2Self(ctx, "alice") // the TGS authenticator is an hour off
+	var ke *kerberos.KDCError
+	if !errors.Is(err, kerberos.ErrClockSkew) || !errors.As(err, &ke) || ke.Code != kerberos.CodeSkew {
+		t.Fatalf("want KRB_AP_ERR_SKEW, got %v", err)
+	}
+	// Pre-authentication an hour off is refused too.
+	skewed := e.client(kerberos.WithClock(clock))
+	if _, err := skewed.TGT(ctx); !errors.Is(err, kerberos.ErrClockSkew) {
+		t.Fatalf("AS with a skewed clock: %v", err)
 	}
 }

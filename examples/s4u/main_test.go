@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/internal/lab"
 )
 
@@ -21,28 +20,10 @@ const svcPassword = "S4u-Svc-Passw0rd!"
 
 func provision(t *testing.T, l *lab.Lab) string {
 	t.Helper()
-	ctx := context.Background()
-	c, err := l.Dial(ctx)
+	spn := "http/mail." + l.DNSDomain
+	err := l.ProvisionKCD(context.Background(), lab.KCD{ASA: "EXCHASA", Service: "svc_awseg", Password: svcPassword, SPNs: []string{spn}})
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer c.Close()
-	spn := "http/mail." + l.DNSDomain
-	for _, step := range []func() (ad.Change, error){
-		func() (ad.Change, error) {
-			return c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "EXCHASA"})
-		},
-		func() (ad.Change, error) { return c.SetSPN(ctx, "EXCHASA", spn) },
-		func() (ad.Change, error) {
-			return c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: "svc_awseg", Password: svcPassword})
-		},
-		func() (ad.Change, error) { return c.SetSPN(ctx, "svc_awseg", "HTTP/svc_awseg") },
-		func() (ad.Change, error) { return c.SetProtocolTransition(ctx, "svc_awseg", true) },
-		func() (ad.Change, error) { return c.AddAllowedToDelegateTo(ctx, "svc_awseg", spn) },
-	} {
-		if _, err := step(); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return spn
 }

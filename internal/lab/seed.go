@@ -77,3 +77,45 @@ func (l *Lab) Seed(ctx context.Context) error {
 	}
 	return nil
 }
+
+// KCD is a standard delegation setup: the ASA computer with the mail SPNs,
+// and a service account with its own SPN, protocol transition and
+// constrained delegation to the mail SPNs (the seed procedure's AD steps).
+type KCD struct {
+	ASA         string   // computer name, e.g. EXCHASA
+	ASAPassword string   // set with ResetPassword when not empty (as an ASA roll would)
+	Service     string   // e.g. svc_awseg
+	Password    string   // the service account's
+	SPNs        []string // mail SPNs, on the ASA and delegated to
+}
+
+// ProvisionKCD makes k through the ad package; it is idempotent.
+func (l *Lab) ProvisionKCD(ctx context.Context, k KCD) error {
+	c, err := l.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	steps := []func() (ad.Change, error){
+		func() (ad.Change, error) { return c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: k.ASA}) },
+		func() (ad.Change, error) {
+			return c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: k.Service, Password: k.Password, PasswordNeverExpires: true})
+		},
+		func() (ad.Change, error) { return c.SetSPN(ctx, k.Service, "HTTP/"+k.Service) },
+		func() (ad.Change, error) { return c.SetProtocolTransition(ctx, k.Service, true) },
+		func() (ad.Change, error) { return c.AddAllowedToDelegateTo(ctx, k.Service, k.SPNs...) },
+	}
+	if k.ASAPassword != "" {
+		steps = append(steps, func() (ad.Change, error) { return ad.Change{}, c.ResetPassword(ctx, k.ASA+"$", k.ASAPassword) })
+	}
+	for _, spn := range k.SPNs {
+		spn := spn
+		steps = append(steps, func() (ad.Change, error) { return c.SetSPN(ctx, k.ASA, spn) })
+	}
+	for _, step := range steps {
+		if _, err := step(); err != nil {
+			return fmt.Errorf("lab: provision KCD: %w", err)
+		}
+	}
+	return nil
+}

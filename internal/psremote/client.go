@@ -1,0 +1,183 @@
+package psremote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/masterzen/winrm"
+)
+
+// Auth methods for Config.Auth.
+const (
+	AuthBasic = "basic" // over HTTPS; over HTTP only with AllowUnencrypted
+	AuthNTLM  = "ntlm"  // this masterzen/winrm version does not encrypt messages: HTTPS, or AllowUnencrypted
+	AuthCert  = "certificate"
+)
+
+// Config says how to reach a host's WinRM service.
+type Config struct {
+	Host  string
+	Port  int  // default 5986 with HTTPS, 5985 without
+	HTTPS bool // recommended; the test host speaks HTTP
+	// CACert (PEM) verifies the host's certificate; Insecure skips that (labs only).
+	CACert   []byte
+	Insecure bool
+	// Auth is AuthBasic, AuthNTLM or AuthCert; User and Password for the
+	// first two, CertPEM and KeyPEM for the last.
+	Auth             string
+	User, Password   string
+	CertPEM, KeyPEM  []byte
+	AllowUnencrypted bool // send credentials and scripts over plain HTTP (test hosts only)
+	// Timeout bounds each HTTP request (default 60s). A context bounds a whole run.
+	Timeout time.Duration
+}
+
+// Client runs PowerShell on one host. It is safe for concurrent use.
+type Client struct {
+	host string
+	wc   *winrm.Client
+}
+
+// New checks the configuration and builds a client; nothing is sent yet.
+func New(cfg Config) (*Client, error) {
+	if cfg.Host == "" {
+		return nil, errors.New("psremote: no host")
+	}
+	if !cfg.HTTPS && !cfg.AllowUnencrypted && cfg.Auth != AuthCert {
+		return nil, fmt.Errorf("psremote: %s: WinRM over HTTP would send credentials and scripts in clear; use HTTPS (or AllowUnencrypted for a test host)", cfg.Host)
+	}
+	port := cfg.Port
+	if port == 0 {
+		port = 5985
+		if cfg.HTTPS {
+			port = 5986
+		}
+	}
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	var cert, key []byte
+	if cfg.Auth == AuthCert {
+		if !cfg.HTTPS {
+			return nil, errors.New("psremote: certificate authentication needs HTTPS")
+		}
+		cert, key = cfg.CertPEM, cfg.KeyPEM
+	}
+	ep := winrm.NewEndpoint(cfg.Host, port, cfg.HTTPS, cfg.Insecure, cfg.CACert, cert, key, timeout)
+	params := winrm.NewParameters("PT60S", "en-US", 153600)
+	switch cfg.Auth {
+	case AuthBasic, "":
+	case AuthNTLM:
+		params.TransportDecorator = func() winrm.Transporter { return &winrm.ClientNTLM{} }
+	case AuthCert:
+		params.TransportDecorator = func() winrm.Transporter { return &winrm.ClientAuthRequest{} }
+	default:
+		return nil, fmt.Errorf("psremote: unknown auth %q", cfg.Auth)
+	}
+	wc, err := winrm.NewClientWithParameters(ep, cfg.User, cfg.Password, params)
+	if err != nil {
+		return nil, fmt.Errorf("psremote: %s: %w", cfg.Host, err)
+	}
+	return &Client{host: cfg.Host, wc: wc}, nil
+}
+
+// Host names the host in errors.
+func (c *Client) Host() string { return c.host }
+
+// RunPowerShell runs a script and returns its stdout. A non-zero exit is a
+// *ScriptError with the CLIXML stderr made readable. Cancelling ctx stops
+// the remote command (Signal terminate) and closes the shell.
+func (c *Client) RunPowerShell(ctx context.Context, script string) (string, error) {
+	cmds, err := Stage(script)
+	if err != nil {
+		return "", err
+	}
+	shell, err := runCtx(ctx, func() (*winrm.Shell, error) { return c.wc.CreateShell() })
+	if err != nil {
+		return "", c.transportErr(ctx, "open shell", err)
+	}
+	defer shell.Close()
+	if len(cmds) == 1 {
+		return c.run(ctx, shell, cmds[0])
+	}
+	// Staged: append the pieces, run the file, and remove it whatever happened.
+	cleanup := cmds[len(cmds)-1]
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		c.run(cctx, shell, cleanup)
+	}()
+	for _, line := range cmds[:len(cmds)-2] {
+		if _, err := c.run(ctx, shell, line); err != nil {
+			return "", err
+		}
+	}
+	return c.run(ctx, shell, cmds[len(cmds)-2])
+}
+
+// run executes one command line and turns a failure into an error.
+func (c *Client) run(ctx context.Context, shell *winrm.Shell, line string) (string, error) {
+	stdout, stderr, code, err := c.exec(ctx, shell, line)
+	if err != nil {
+		return "", c.transportErr(ctx, "run", err)
+	}
+	if code != 0 {
+		return "", &ScriptError{Host: c.host, ExitCode: code, Message: ParseCLIXML(stderr)}
+	}
+	return stdout, nil
+}
+
+func (c *Client) transportErr(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("psremote: %s on %s: %w", op, c.host, ctx.Err())
+	}
+	return fmt.Errorf("psremote: %s on %s: %w", op, c.host, err)
+}
+
+// exec runs one command line in the shell, stopping it when ctx is done.
+func (c *Client) exec(ctx context.Context, shell *winrm.Shell, line string) (string, string, int, error) {
+	cmd, err := runCtx(ctx, func() (*winrm.Command, error) { return shell.Execute(line) })
+	if err != nil {
+		return "", "", 0, err
+	}
+	var stdout, stderr bytes.Buffer
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); io.Copy(&stdout, cmd.Stdout) }()
+	go func() { defer wg.Done(); io.Copy(&stderr, cmd.Stderr) }()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		cmd.Close() // Signal terminate
+		<-done
+		return "", "", 0, ctx.Err()
+	}
+	cmd.Close()
+	return stdout.String(), stderr.String(), cmd.ExitCode(), nil
+}
+
+// runCtx runs a blocking call, returning early when ctx is done (the
+// call's HTTP request ends by the endpoint timeout).
+func runCtx[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { v, err := f(); ch <- result{v, err} }()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}

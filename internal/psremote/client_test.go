@@ -1,0 +1,95 @@
+package psremote_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd/internal/psremote"
+	"github.com/segkcd/segkcd/internal/wsmantest"
+)
+
+func testClient(t *testing.T) (*psremote.Client, *wsmantest.Server) {
+	t.Helper()
+	srv, err := wsmantest.Start(wsmantest.NewHost("cas1"), "CORP\\admin", "Adm1n-pw!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c, err := psremote.New(psremote.Config{Host: "127.0.0.1", Port: srv.Port(), Auth: psremote.AuthBasic,
+		User: "CORP\\admin", Password: "Adm1n-pw!", AllowUnencrypted: true, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, srv
+}
+
+func TestRunOverWinRM(t *testing.T) {
+	c, srv := testClient(t)
+	ctx := context.Background()
+	out, err := c.RunPowerShell(ctx, "$ErrorActionPreference = 'Stop'\nGet-LocalGroupMember -Group 'IIS_IUSRS' | ForEach-Object -MemberName Name | ConvertTo-Json -Compress")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != `"NT AUTHORITY\\IUSR"` {
+		t.Fatalf("stdout %q", out)
+	}
+	// A failing cmdlet: exit 1, the CLIXML error made readable.
+	_, err = c.RunPowerShell(ctx, "$ErrorActionPreference = 'Stop'\nAdd-LocalGroupMember -Group 'IIS_IUSRS' -Member 'NT AUTHORITY\\IUSR'")
+	var se *psremote.ScriptError
+	if !errors.As(err, &se) || se.ExitCode != 1 || !strings.Contains(se.Message, "already a member") || strings.Contains(se.Message, "_x000D_") {
+		t.Fatalf("want a readable ScriptError, got %#v", err)
+	}
+	// Unknown cmdlets are refused loudly.
+	_, err = c.RunPowerShell(ctx, "$ErrorActionPreference = 'Stop'\nInvoke-Expression 'calc'")
+	if !errors.As(err, &se) || !strings.Contains(se.Message, "not recognized") {
+		t.Fatalf("unknown cmdlet: %v", err)
+	}
+	if srv.Requests("Command") != 3 {
+		t.Fatalf("commands %d", srv.Requests("Command"))
+	}
+}
+
+// A script past cmd.exe's 8191-character limit is staged through a file,
+// run, and the file removed.
+func TestStagedScript(t *testing.T) {
+	c, srv := testClient(t)
+	var b strings.Builder
+	b.WriteString("$ErrorActionPreference = 'Stop'\n")
+	for i := 0; i < 300; i++ {
+		b.WriteString("$x = 'a value with a quote '' and a unicode quote \u2019\u2019 in it, padding padding'\n")
+	}
+	b.WriteString("@($x) | ConvertTo-Json -Compress\n")
+	script := b.String()
+	if len(psremote.CommandLine(script)) <= psremote.MaxCommandLine {
+		t.Fatal("test script too short to need staging")
+	}
+	out, err := c.RunPowerShell(context.Background(), script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "a value with a quote ' and a unicode quote \u2019 in it") {
+		t.Fatalf("stdout %q", out)
+	}
+	if n := srv.Requests("Command"); n < 4 {
+		t.Fatalf("only %d commands: not staged", n)
+	}
+	if f := srv.Host.Files(); len(f) != 0 {
+		t.Fatalf("staged file left behind: %v", f)
+	}
+}
+
+func TestRefusesCleartextAndCancels(t *testing.T) {
+	_, err := psremote.New(psremote.Config{Host: "h", Auth: psremote.AuthBasic, User: "u", Password: "p"})
+	if err == nil || !strings.Contains(err.Error(), "HTTPS") {
+		t.Fatalf("HTTP without AllowUnencrypted: %v", err)
+	}
+	c, _ := testClient(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.RunPowerShell(ctx, "$ErrorActionPreference = 'Stop'"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("want context.Canceled, got %v", err)
+	}
+}

@@ -91,21 +91,34 @@ type runner struct {
 
 func (r *runner) exec(sts []statement) error {
 	for _, st := range sts {
+		if st.assign != "" && len(st.pipe) == 1 && st.pipe[0].expr != nil {
+			// $x = <expression> keeps the value as it is (an @() stays an
+			// array); only pipeline output is collected and unrolled.
+			v, err := r.eval(st.pipe[0].expr)
+			if err != nil {
+				return err
+			}
+			r.assign(st.assign, v)
+			continue
+		}
 		vals, err := r.pipeline(st.pipe)
 		if err != nil {
 			return err
 		}
 		if st.assign != "" {
-			v := collapse(vals)
-			if strings.EqualFold(st.assign, "ErrorActionPreference") {
-				r.stopSet = v == "Stop"
-			}
-			r.vars[strings.ToLower(st.assign)] = v
+			r.assign(st.assign, collapse(vals))
 			continue
 		}
 		r.out = append(r.out, vals...)
 	}
 	return nil
+}
+
+func (r *runner) assign(name string, v any) {
+	if strings.EqualFold(name, "ErrorActionPreference") {
+		r.stopSet = v == "Stop"
+	}
+	r.vars[strings.ToLower(name)] = v
 }
 
 // collapse is what PowerShell assigns: nothing -> $null, one -> it, more -> array.

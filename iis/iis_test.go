@@ -1,0 +1,168 @@
+package iis_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd/iis"
+	"github.com/segkcd/segkcd/internal/wsmantest"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden scripts in testdata")
+
+// server is the iis package over real WinRM (masterzen, HTTP) against the
+// WS-Man test host.
+func server(t *testing.T) (*iis.Server, *wsmantest.Server) {
+	t.Helper()
+	ts, err := wsmantest.Start(wsmantest.NewHost("cas1"), `CORP\admin`, "Adm1n-pw!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ts.Close() })
+	sh, err := iis.NewWinRMShell(iis.WinRMConfig{Host: "127.0.0.1", Port: ts.Port(), Auth: iis.AuthBasic,
+		User: `CORP\admin`, Password: "Adm1n-pw!", AllowUnencrypted: true, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &iis.Server{Shell: sh}, ts
+}
+
+func TestConfigureWindowsAuth(t *testing.T) {
+	s, ts := server(t)
+	ctx := context.Background()
+	before, err := s.WindowsAuth(ctx, "", iis.ActiveSync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !before.BasicEnabled || before.WindowsEnabled {
+		t.Fatalf("model default: %+v", before)
+	}
+	ch, err := s.ConfigureWindowsAuth(ctx, iis.DefaultSite, iis.ActiveSync, iis.WindowsAuthOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ch.Changed || len(ch.Details) != 4 {
+		t.Fatalf("first run: %v", ch)
+	}
+	got := ts.Host.IIS("Default Web Site/Microsoft-Server-ActiveSync")
+	if got.Basic || !got.Windows || !got.KernelMode || !got.AppPoolCredentials || strings.Join(got.Providers, ",") != "Negotiate" {
+		t.Fatalf("host state: %+v", got)
+	}
+	ch, err = s.ConfigureWindowsAuth(ctx, "", iis.ActiveSync, iis.WindowsAuthOptions{})
+	if err != nil || ch.Changed {
+		t.Fatalf("second run: %v %v", ch, err)
+	}
+	// EWS keeping NTLM after Negotiate.
+	ch, err = s.ConfigureWindowsAuth(ctx, "", iis.EWS, iis.WindowsAuthOptions{KeepNTLM: true})
+	if err != nil || !ch.Changed {
+		t.Fatalf("EWS: %v %v", ch, err)
+	}
+	if p := ts.Host.IIS("Default Web Site/EWS").Providers; strings.Join(p, ",") != "Negotiate,NTLM" {
+		t.Fatalf("EWS providers %v", p)
+	}
+}
+
+// A failure half-way (providers cleared, Negotiate not yet added) is
+// reported, and the next run finishes the job.
+func TestConfigureResumesAfterFailure(t *testing.T) {
+	s, ts := server(t)
+	ctx := context.Background()
+	ts.Host.FailOn("add-webconfigurationproperty", errors.New("Add-WebConfigurationProperty: Filename: applicationHost.config is locked"))
+	_, err := s.ConfigureWindowsAuth(ctx, "", iis.ActiveSync, iis.WindowsAuthOptions{})
+	var se *iis.ScriptError
+	if !errors.As(err, &se) || se.ExitCode != 1 || !strings.Contains(se.Message, "locked") {
+		t.Fatalf("want the ScriptError, got %v", err)
+	}
+	if p := ts.Host.IIS("Default Web Site/Microsoft-Server-ActiveSync").Providers; len(p) != 0 {
+		t.Fatalf("expected the half-way state (no providers), got %v", p)
+	}
+	ch, err := s.ConfigureWindowsAuth(ctx, "", iis.ActiveSync, iis.WindowsAuthOptions{})
+	if err != nil || !ch.Changed {
+		t.Fatalf("resume: %v %v", ch, err)
+	}
+	if p := ts.Host.IIS("Default Web Site/Microsoft-Server-ActiveSync").Providers; strings.Join(p, ",") != "Negotiate" {
+		t.Fatalf("after resume: %v", p)
+	}
+}
+
+func TestLocalGroup(t *testing.T) {
+	s, ts := server(t)
+	ctx := context.Background()
+	ch, err := s.AddLocalGroupMember(ctx, iis.IISUsers, `CORP\svc_awseg`)
+	if err != nil || !ch.Changed {
+		t.Fatalf("%v %v", ch, err)
+	}
+	ch, err = s.AddLocalGroupMember(ctx, iis.IISUsers, `corp\SVC_AWSEG`)
+	if err != nil || ch.Changed {
+		t.Fatalf("second add: %v %v", ch, err)
+	}
+	m, err := s.LocalGroupMembers(ctx, iis.IISUsers)
+	if err != nil || len(m) != 2 || m[1] != `CORP\svc_awseg` {
+		t.Fatalf("%v %v", m, err)
+	}
+	if got := ts.Host.Members(iis.IISUsers); len(got) != 2 {
+		t.Fatalf("host: %v", got)
+	}
+	// A one-member group is still a list (the -InputObject @() form).
+	if m, err := s.LocalGroupMembers(ctx, "Administrators"); err != nil || len(m) != 1 {
+		t.Fatalf("one member: %v %v", m, err)
+	}
+	if _, err := s.LocalGroupMembers(ctx, "NoSuchGroup"); err == nil {
+		t.Fatal("missing group accepted")
+	}
+}
+
+// Values with quotes cannot leave their literal: a hostile virtual
+// directory name is only ever a (non-existent) location.
+func TestHostileNames(t *testing.T) {
+	s, ts := server(t)
+	ctx := context.Background()
+	_, err := s.WindowsAuth(ctx, "", "EWS'; Add-LocalGroupMember -Group 'Administrators' -Member 'evil'; '")
+	if err == nil || !strings.Contains(err.Error(), "Unrecognized configuration path") {
+		t.Fatalf("got %v", err)
+	}
+	_, err = s.AddLocalGroupMember(ctx, iis.IISUsers, "x\u2019; Remove-LocalGroupMember -Group 'Administrators' -Member 'CORP\\Administrator'; \u2019")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := ts.Host.Members("Administrators"); len(m) != 1 {
+		t.Fatalf("injection reached the host: %v", m)
+	}
+}
+
+// Golden tests: the PowerShell the package sends, word for word.
+func TestGoldenScripts(t *testing.T) {
+	s, ts := server(t)
+	ctx := context.Background()
+	if _, err := s.ConfigureWindowsAuth(ctx, "", iis.ActiveSync, iis.WindowsAuthOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddLocalGroupMember(ctx, iis.IISUsers, `CORP\svc_awseg`); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"read-activesync", "configure-activesync", "reread-activesync", "list-iis_iusrs", "add-iis_iusrs"}
+	scripts := ts.Host.Scripts()
+	if len(scripts) != len(names) {
+		t.Fatalf("%d scripts", len(scripts))
+	}
+	for i, name := range names {
+		path := filepath.Join("testdata", name+".ps1")
+		if *update {
+			os.WriteFile(path, []byte(scripts[i]), 0o644)
+			continue
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (run go test ./iis -run Golden -update)", err)
+		}
+		if string(want) != scripts[i] {
+			t.Errorf("%s differs:\n--- want\n%s\n--- got\n%s", name, want, scripts[i])
+		}
+	}
+}

@@ -1,0 +1,2 @@
+$ErrorActionPreference = 'Stop'
+ConvertTo-Json -Compress -InputObject @(Get-LocalGroupMember -Group 'IIS_IUSRS' | ForEach-Object -MemberName Name)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,9 +95,44 @@ func (c *Client) Host() string { return c.host }
 // *ScriptError with the CLIXML stderr made readable. Cancelling ctx stops
 // the remote command (Signal terminate) and closes the shell.
 func (c *Client) RunPowerShell(ctx context.Context, script string) (string, error) {
+	return c.RunPowerShellSecret(ctx, script)
+}
+
+// RunPowerShellSecret runs a script that carries secrets (a password in a
+// quoted literal). PowerShell error records quote the failing line, so
+// every secret, raw or quoted, is replaced by [REDACTED] in the error. Such
+// a script is never staged through a file on the host: it must fit in one
+// command line.
+func (c *Client) RunPowerShellSecret(ctx context.Context, script string, secrets ...string) (string, error) {
+	out, err := c.runScript(ctx, script, len(secrets) > 0)
+	var se *ScriptError
+	if errors.As(err, &se) {
+		se.Message = Redact(se.Message, secrets...)
+	}
+	return out, err
+}
+
+// Redact replaces each secret, and its PowerShell-quoted form, with [REDACTED].
+func Redact(s string, secrets ...string) string {
+	for _, sec := range secrets {
+		if sec == "" {
+			continue
+		}
+		if q, err := Quote(sec); err == nil {
+			s = strings.ReplaceAll(s, q[1:len(q)-1], "[REDACTED]")
+		}
+		s = strings.ReplaceAll(s, sec, "[REDACTED]")
+	}
+	return s
+}
+
+func (c *Client) runScript(ctx context.Context, script string, secret bool) (string, error) {
 	cmds, err := Stage(script)
 	if err != nil {
 		return "", err
+	}
+	if secret && len(cmds) > 1 {
+		return "", fmt.Errorf("psremote: a script with secrets must fit one command line (%d characters); it is not written to a file on %s", MaxCommandLine, c.host)
 	}
 	shell, err := runCtx(ctx, func() (*winrm.Shell, error) { return c.wc.CreateShell() })
 	if err != nil {

@@ -93,3 +93,19 @@ func TestRefusesCleartextAndCancels(t *testing.T) {
 		t.Fatalf("want context.Canceled, got %v", err)
 	}
 }
+
+// A script carrying a password: an error quoting the line shows no password.
+func TestSecretRedacted(t *testing.T) {
+	c, srv := testClient(t)
+	const pw = "S3cret'pw\u2019x"
+	srv.Host.FailOn("add-localgroupmember", errors.New("At line:2 char:1\n+ Add-LocalGroupMember -Group 'IIS_IUSRS' -Member "+psremote.MustQuote(pw)))
+	_, err := c.RunPowerShellSecret(context.Background(),
+		"$ErrorActionPreference = 'Stop'\nAdd-LocalGroupMember -Group 'IIS_IUSRS' -Member "+psremote.MustQuote(pw), pw)
+	if err == nil || strings.Contains(err.Error(), "S3cret") || !strings.Contains(err.Error(), "[REDACTED]") {
+		t.Fatalf("error: %v", err)
+	}
+	long := "$ErrorActionPreference = 'Stop'\n$x = " + psremote.MustQuote(strings.Repeat("p", 9000))
+	if _, err := c.RunPowerShellSecret(context.Background(), long, "p"); err == nil || !strings.Contains(err.Error(), "one command line") {
+		t.Fatalf("long secret script: %v", err)
+	}
+}

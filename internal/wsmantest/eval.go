@@ -281,6 +281,16 @@ func (r *runner) eval(e expr) (any, error) {
 		return o, nil
 	case objEx:
 		return r.eval(hashEx(e))
+	case listEx:
+		out := make([]any, len(e))
+		for i, x := range e {
+			v, err := r.eval(x)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = v
+		}
+		return out, nil
 	}
 	return nil, errorf("test host: cannot evaluate %T", e)
 }

@@ -39,6 +39,7 @@ const (
 	tWord    // command names, barewords, numbers
 	tType    // [pscustomobject], value inside brackets
 	tAmp     // &
+	tComma   // ,
 )
 
 type token struct {
@@ -76,6 +77,9 @@ func tokenize(src string) ([]token, error) {
 			i++
 		case r == '&':
 			toks = append(toks, token{tAmp, ""})
+			i++
+		case r == ',':
+			toks = append(toks, token{tComma, ""})
 			i++
 		case r == '(':
 			toks = append(toks, token{tLParen, ""})
@@ -190,7 +194,8 @@ type (
 		key   string
 		value expr
 	}
-	objEx hashEx // [pscustomobject]@{...}
+	objEx  hashEx // [pscustomobject]@{...}
+	listEx []expr // a, b (an argument list)
 )
 
 type parser struct {
@@ -295,7 +300,7 @@ func (p *parser) command() (*command, error) {
 			p.next()
 			a := arg{param: t.val}
 			if k := p.peek().kind; k != tParam && k != tPipe && k != tSep && k != tEOF && k != tRParen && k != tRBrace {
-				e, err := p.expr()
+				e, err := p.listOrExpr()
 				if err != nil {
 					return nil, err
 				}
@@ -312,6 +317,24 @@ func (p *parser) command() (*command, error) {
 			return c, nil
 		}
 	}
+}
+
+// listOrExpr reads an argument that may be a comma list: -ArgumentList $a, $b.
+func (p *parser) listOrExpr() (expr, error) {
+	e, err := p.expr()
+	if err != nil || p.peek().kind != tComma {
+		return e, err
+	}
+	list := listEx{e}
+	for p.peek().kind == tComma {
+		p.next()
+		e, err := p.expr()
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, e)
+	}
+	return list, nil
 }
 
 func isNumber(s string) bool {

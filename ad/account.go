@@ -59,6 +59,7 @@ type Account struct {
 	PrimaryGroupID          int
 	MemberOf                []string
 	PasswordLastSet         int64 // pwdLastSet (100 ns intervals since 1601; 0 = must change)
+	KeyVersion              int   // msDS-KeyVersionNumber: the kvno of the account's current keys
 }
 
 // IsComputer reports whether the account is a computer.
@@ -79,7 +80,7 @@ func (a *Account) hasClass(c string) bool {
 var accountAttrs = []string{"objectClass", "sAMAccountName", "userPrincipalName", "dNSHostName",
 	"mail", "objectSid", "userAccountControl", "msDS-SupportedEncryptionTypes",
 	"servicePrincipalName", "msDS-AllowedToDelegateTo", "msDS-AllowedToActOnBehalfOfOtherIdentity",
-	"primaryGroupID", "memberOf", "pwdLastSet"}
+	"primaryGroupID", "memberOf", "pwdLastSet", "msDS-KeyVersionNumber"}
 
 func accountFrom(e *ldap.Entry) *Account {
 	a := &Account{
@@ -101,6 +102,7 @@ func accountFrom(e *ldap.Entry) *Account {
 	a.SupportedEncryptionTypes = EncType(enc)
 	a.PrimaryGroupID, _ = strconv.Atoi(e.GetAttributeValue("primaryGroupID"))
 	a.PasswordLastSet, _ = strconv.ParseInt(e.GetAttributeValue("pwdLastSet"), 10, 64)
+	a.KeyVersion, _ = strconv.Atoi(e.GetAttributeValue("msDS-KeyVersionNumber"))
 	return a
 }
 

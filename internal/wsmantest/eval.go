@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // object is a PSCustomObject: keys keep their order, as PowerShell's do.
@@ -321,6 +322,12 @@ func toJSON(v any) string {
 			parts[i] = toJSON(x)
 		}
 		return "[" + strings.Join(parts, ",") + "]"
+	case time.Time:
+		return `"\/Date(` + strconv.FormatInt(v.UnixMilli(), 10) + `)\/"` // as PowerShell 5.1 writes a DateTime
+	case *psCredential:
+		return `{"UserName":` + toJSON(v.user) + `,"Password":"System.Security.SecureString"}`
+	case *secureString:
+		return `"System.Security.SecureString"`
 	case *object:
 		parts := make([]string, len(v.keys))
 		for i, k := range v.keys {

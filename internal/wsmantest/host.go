@@ -26,6 +26,7 @@ type Host struct {
 	scripts []string // every script run, for golden tests
 	failOn  map[string]error
 	cmdlets map[string]cmdlet
+	exch    map[string]*exchangeServer // the Exchange organisation, when modeled
 }
 
 const (
@@ -187,7 +188,13 @@ func (h *Host) commonCmdlets() map[string]cmdlet {
 			}
 			return []any{toJSON(v)}, nil
 		}},
-		"select-object": {params: params("ExpandProperty"), run: func(r *runner, c *call) ([]any, error) {
+		"select-object": {params: params("ExpandProperty", "First"), run: func(r *runner, c *call) ([]any, error) {
+			if n, ok := c.named["first"].(float64); ok {
+				if int(n) < len(c.input) {
+					return c.input[:int(n)], nil
+				}
+				return c.input, nil
+			}
 			p, err := c.mustStr("expandproperty")
 			if err != nil {
 				return nil, err
@@ -312,6 +319,10 @@ func (h *Host) group(c *call) (string, error) {
 func memberOf(in []any, prop, cmd string) ([]any, error) {
 	var out []any
 	for _, v := range in {
+		if pc, ok := v.(*psCredential); ok && strings.EqualFold(prop, "UserName") {
+			out = append(out, pc.user)
+			continue
+		}
 		o, ok := v.(*object)
 		if !ok {
 			return nil, errorf("%s: property '%s' cannot be found on this object (%T)", cmd, prop, v)
@@ -320,7 +331,7 @@ func memberOf(in []any, prop, cmd string) ([]any, error) {
 		if !ok {
 			return nil, errorf("%s: Property \"%s\" cannot be found.", cmd, prop)
 		}
-		out = append(out, pv)
+		out = append(out, unroll(pv)...) // a $null property emits nothing; a list emits its items
 	}
 	return out, nil
 }

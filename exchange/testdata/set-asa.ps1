@@ -1,0 +1,5 @@
+$ErrorActionPreference = 'Stop'
+Add-PSSnapin -Name 'Microsoft.Exchange.Management.PowerShell.SnapIn'
+$secure = ConvertTo-SecureString -String '<password>' -AsPlainText -Force
+$cred = New-Object -TypeName 'System.Management.Automation.PSCredential' -ArgumentList 'CORP\EXCHASA$', $secure
+Set-ClientAccessService -Identity 'CAS1' -AlternateServiceAccountCredential $cred

@@ -1,0 +1,3 @@
+$ErrorActionPreference = 'Stop'
+Add-PSSnapin -Name 'Microsoft.Exchange.Management.PowerShell.SnapIn'
+Get-ExchangeServer -Identity 'CAS1' | Select-Object -ExpandProperty AdminDisplayVersion

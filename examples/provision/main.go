@@ -1,11 +1,18 @@
-// Command provision does the Active Directory steps of a SEG KCD deployment
-// with the ad package, in the order of the seed procedure:
+// Command provision does the seed procedure of a SEG KCD deployment, in
+// its order:
 //
-//  1. the Exchange Alternate Service Account (a computer account, AES only)
-//  2. (Exchange: push the ASA credential to every server — not yet in segkcd)
-//  3. http/<mail host> on the ASA, with setspn -S duplicate checks
-//  4. the gateway's service account, HTTP/<name> on it, protocol transition,
-//     and constrained delegation to the mail SPNs
+//  1. AD: the Exchange Alternate Service Account (a computer account, AES only)
+//  2. Exchange: roll the ASA password onto every server, then AD (skipped
+//     when every server already holds the ASA credential)
+//  3. AD: http/<mail host> on the ASA, with setspn -S duplicate checks
+//  4. AD: the gateway's service account, HTTP/<name> on it, protocol
+//     transition, and constrained delegation to the mail SPNs
+//  5. IIS: Windows authentication (Negotiate, kernel mode, app-pool
+//     credentials) on ActiveSync and EWS; the service account in IIS_IUSRS
+//
+// Steps 2 and 5 run over WinRM when -winrm is given (the password in
+// $SEGKCD_WINRM_PASSWORD); -winrm-test-host marks a WS-Man test host (a model
+// of Windows, reached over plain HTTP) and says so in every line.
 //
 // Every step prints whether it created, modified or left things unchanged,
 // so running it twice shows an untouched directory.
@@ -24,11 +31,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/exchange"
+	"github.com/segkcd/segkcd/iis"
 )
 
 func main() {
@@ -43,13 +54,19 @@ func main() {
 		short      = flag.Bool("short-spn", true, "also register and delegate to http/<first label of -mail>, as ADUC does")
 		svc        = flag.String("svc", "svc_awseg", "the gateway's service account (password: $SEGKCD_SVC_PASSWORD)")
 		timeout    = flag.Duration("timeout", 2*time.Minute, "for the whole run")
+		winrmAddr  = flag.String("winrm", "", "host:port of the WinRM listener of an Exchange server (steps 2 and 5)")
+		winrmUser  = flag.String("winrm-user", "", `WinRM user, DOMAIN\user (default: -bind)`)
+		testHost   = flag.Bool("winrm-test-host", false, "the WinRM target is segkcd's WS-Man test host (HTTP, labelled output)")
+		servers    = flag.String("exchange-servers", "CAS1,CAS2", "Exchange servers that share the ASA credential")
 	)
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	cfg := config{url: *url, gcURL: *gcURL, caFile: *caFile, serverName: *serverName, bindUser: *bindUser,
 		bindPassword: os.Getenv("SEGKCD_BIND_PASSWORD"), asa: *asa, mail: *mail, short: *short,
-		svc: *svc, svcPassword: os.Getenv("SEGKCD_SVC_PASSWORD")}
+		svc: *svc, svcPassword: os.Getenv("SEGKCD_SVC_PASSWORD"),
+		winrmAddr: *winrmAddr, winrmUser: *winrmUser, winrmPassword: os.Getenv("SEGKCD_WINRM_PASSWORD"),
+		testHost: *testHost, servers: strings.Split(*servers, ",")}
 	if err := run(ctx, os.Stdout, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "provision:", err)
 		os.Exit(1)
@@ -62,6 +79,42 @@ type config struct {
 	asa, mail                      string
 	short                          bool
 	svc, svcPassword               string
+	winrmAddr, winrmUser           string
+	winrmPassword                  string
+	testHost                       bool
+	servers                        []string
+}
+
+// rollIfNeeded rolls the ASA password unless every server already holds the
+// ASA credential as Latest.
+func rollIfNeeded(ctx context.Context, org *exchange.Org, servers []string, user string, c *ad.Conn) (ad.Change, error) {
+	missing := 0
+	for _, s := range servers {
+		st, err := org.ASAStatus(ctx, s)
+		if err != nil {
+			return ad.Change{}, err
+		}
+		if st.Latest == nil || !strings.EqualFold(st.Latest.UserName, user) {
+			missing++
+		}
+	}
+	if missing == 0 {
+		return ad.Change{Action: ad.Unchanged, Object: user}, nil
+	}
+	res, err := org.RollASAPassword(ctx, exchange.Roll{Servers: servers, User: user, AD: c})
+	if err != nil {
+		return ad.Change{}, err
+	}
+	return ad.Change{Action: ad.Modified, Object: user, Details: []string{
+		fmt.Sprintf("new password on %s, then reset in AD", strings.Join(res.Pushed, ", "))}}, nil
+}
+
+// iisChange reports an iis change in the same form as AD's.
+func iisChange(ch iis.Change) ad.Change {
+	if !ch.Changed {
+		return ad.Change{Action: ad.Unchanged, Object: ch.Target}
+	}
+	return ad.Change{Action: ad.Modified, Object: ch.Target, Details: ch.Details}
 }
 
 // run does the steps and reports each on out.
@@ -124,7 +177,40 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 	if err := step("computer "+asaSAM+", AES only, Domain Computers", ch, err); err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "2. Exchange servers: give every CAS the ASA credential (not yet automated; the lab ASA has a random password)")
+	var exShell exchange.Shell
+	var iisShell iis.Shell
+	label := ""
+	if cfg.winrmAddr != "" {
+		host, port, err := net.SplitHostPort(cfg.winrmAddr)
+		if err != nil {
+			return fmt.Errorf("-winrm: %w", err)
+		}
+		p, _ := strconv.Atoi(port)
+		user := cfg.winrmUser
+		if user == "" {
+			user = cfg.bindUser
+		}
+		wc := exchange.WinRMConfig{Host: host, Port: p, HTTPS: !cfg.testHost, AllowUnencrypted: cfg.testHost,
+			Auth: exchange.AuthBasic, User: user, Password: cfg.winrmPassword}
+		if exShell, err = exchange.NewWinRMShell(wc); err != nil {
+			return err
+		}
+		if iisShell, err = iis.NewWinRMShell(wc); err != nil {
+			return err
+		}
+		if cfg.testHost {
+			label = " [TEST HOST: modeled Windows, not a real Exchange]"
+		}
+	}
+	fmt.Fprintln(out, "2. Exchange: the ASA credential on every server, then in AD"+label)
+	if exShell == nil {
+		fmt.Fprintln(out, "  skipped    no -winrm given (the ASA keeps its random initial password)")
+	} else {
+		ch, err := rollIfNeeded(ctx, &exchange.Org{Shell: exShell}, cfg.servers, info.NetBIOSName+`\`+asaSAM, c)
+		if err := step("ASA credential on "+strings.Join(cfg.servers, ", ")+label, ch, err); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintln(out, "3. Mail SPNs on the ASA")
 	for _, spn := range spns {
 		ch, err := c.SetSPN(ctx, asaSAM, spn)
@@ -156,6 +242,22 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 	if err := step("msDS-AllowedToDelegateTo "+strings.Join(spns, ", "), ch, err); err != nil {
 		return err
 	}
+	fmt.Fprintln(out, "5. IIS: Windows authentication for Kerberos, service account in IIS_IUSRS"+label)
+	if iisShell == nil {
+		fmt.Fprintln(out, "  skipped    no -winrm given")
+	} else {
+		srv := &iis.Server{Shell: iisShell}
+		for _, vdir := range []string{iis.ActiveSync, iis.EWS} {
+			ich, err := srv.ConfigureWindowsAuth(ctx, iis.DefaultSite, vdir, iis.WindowsAuthOptions{})
+			if err := step("Windows authentication on "+iis.DefaultSite+"/"+vdir+label, iisChange(ich), err); err != nil {
+				return err
+			}
+		}
+		ich, err := srv.AddLocalGroupMember(ctx, iis.IISUsers, info.NetBIOSName+`\`+cfg.svc)
+		if err := step(info.NetBIOSName+`\`+cfg.svc+" in "+iis.IISUsers+label, iisChange(ich), err); err != nil {
+			return err
+		}
+	}
 	d, err := c.DelegationInfo(ctx, cfg.svc)
 	if err != nil {
 		return err
@@ -164,7 +266,7 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 	if changed == 0 {
 		fmt.Fprintln(out, "all steps unchanged")
 	} else {
-		fmt.Fprintf(out, "%d steps changed the directory\n", changed)
+		fmt.Fprintf(out, "%d steps made changes\n", changed)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/wsmantest"
 )
 
 var theLab lab.Shared
@@ -28,7 +29,7 @@ func TestProvisionTwice(t *testing.T) {
 	if err := run(ctx, &first, cfg); err != nil {
 		t.Fatalf("%v\n%s", err, first.String())
 	}
-	if !strings.Contains(first.String(), "7 steps changed the directory") {
+	if !strings.Contains(first.String(), "7 steps made changes") {
 		t.Fatalf("first run:\n%s", first.String())
 	}
 	var second bytes.Buffer
@@ -61,5 +62,53 @@ func TestProvisionTwice(t *testing.T) {
 	err := run(ctx, &out, bad)
 	if err == nil || !strings.Contains(err.Error(), "CN=EXCHASA,") {
 		t.Fatalf("duplicate SPN: %v\n%s", err, out.String())
+	}
+}
+
+// With a WinRM target (the WS-Man test host): the Exchange roll and the IIS
+// steps run between the AD steps, and a second run changes nothing.
+func TestProvisionWithTestHost(t *testing.T) {
+	l := theLab.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h := wsmantest.NewHost("cas1")
+	h.AddExchangeServer("CAS1", wsmantest.Exchange2019)
+	h.AddExchangeServer("CAS2", wsmantest.Exchange2013)
+	ts, err := wsmantest.Start(h, l.AdminBindName(), "Winrm-Passw0rd!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	cfg := config{url: l.LDAPSURL(), caFile: l.CAFile, serverName: l.HostName, bindUser: l.AdminBindName(),
+		bindPassword: l.AdminPassword, asa: "EXCHASB", mail: "mailb." + l.DNSDomain, short: false, svc: "svc_awsegb",
+		svcPassword: "Test-Svc-Passw0rd!", winrmAddr: ts.Addr(), winrmPassword: "Winrm-Passw0rd!", testHost: true,
+		servers: []string{"CAS1", "CAS2"}}
+	var first bytes.Buffer
+	if err := run(ctx, &first, cfg); err != nil {
+		t.Fatalf("%v\n%s", err, first.String())
+	}
+	out := first.String()
+	for _, want := range []string{"modified   ASA credential on CAS1, CAS2 [TEST HOST", "TEST HOST: modeled Windows, not a real Exchange",
+		"modified   Windows authentication on Default Web Site/Microsoft-Server-ActiveSync", "modified   " + l.Domain + `\svc_awsegb in IIS_IUSRS`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("first run lacks %q:\n%s", want, out)
+		}
+	}
+	// Order of DESIGN section 1: Exchange before the mail SPN, IIS last.
+	if strings.Index(out, "2. Exchange") > strings.Index(out, "3. Mail SPNs") || strings.Index(out, "5. IIS") < strings.Index(out, "4. Gateway") {
+		t.Fatalf("steps out of order:\n%s", out)
+	}
+	if len(h.ASA("CAS2")) != 1 || h.IIS("Default Web Site/EWS").Providers[0] != "Negotiate" {
+		t.Fatal("host state not changed")
+	}
+	var second bytes.Buffer
+	if err := run(ctx, &second, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(second.String(), "all steps unchanged") {
+		t.Fatalf("second run:\n%s", second.String())
+	}
+	if strings.Contains(out+second.String(), "Winrm-Passw0rd!") {
+		t.Fatal("WinRM password in the output")
 	}
 }

@@ -27,6 +27,8 @@ type Host struct {
 	failOn  map[string]error
 	cmdlets map[string]cmdlet
 	exch    map[string]*exchangeServer // the Exchange organisation, when modeled
+	// AfterRun, when set, is called after every script (outside the lock).
+	AfterRun func()
 }
 
 const (
@@ -120,6 +122,9 @@ func (h *Host) readFile(path string) (string, bool) {
 // Run executes a script as powershell.exe would: stdout, CLIXML stderr,
 // exit code 0 or 1.
 func (h *Host) Run(script string) (stdout, stderr string, code int) {
+	if h.AfterRun != nil {
+		defer h.AfterRun()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.scripts = append(h.scripts, script)

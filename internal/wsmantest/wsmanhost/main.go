@@ -1,0 +1,54 @@
+// Command wsmanhost runs the WS-Man test host (a model of a Windows server
+// with IIS and an Exchange organisation, not Windows) for the demo.
+//
+//	wsmanhost -state FILE -exchange CAS1=2019,CAS2=2016 -addr-file FILE
+//
+// The password for Basic authentication comes from $SEGKCD_WINRM_PASSWORD.
+// It prints its address, keeps its state in FILE after every script, and
+// runs until it is signalled.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/segkcd/segkcd/internal/wsmantest"
+)
+
+func main() {
+	statePath := flag.String("state", "", "file that keeps the host's state between runs")
+	exch := flag.String("exchange", "CAS1=2019,CAS2=2016", "Exchange servers NAME=2013|2016|2019")
+	user := flag.String("user", `CORP\Administrator`, "Basic authentication user")
+	addrFile := flag.String("addr-file", "", "write host:port here once listening")
+	flag.Parse()
+	h := wsmantest.NewHost("cas1")
+	versions := map[string]string{"2013": wsmantest.Exchange2013, "2016": wsmantest.Exchange2016, "2019": wsmantest.Exchange2019}
+	for _, kv := range strings.Split(*exch, ",") {
+		name, ver, _ := strings.Cut(kv, "=")
+		h.AddExchangeServer(name, versions[ver])
+	}
+	if *statePath != "" {
+		if err := h.LoadState(*statePath); err != nil && !os.IsNotExist(err) {
+			fmt.Fprintln(os.Stderr, "wsmanhost:", err)
+			os.Exit(1)
+		}
+		h.AfterRun = func() { h.SaveState(*statePath) }
+	}
+	srv, err := wsmantest.Start(h, *user, os.Getenv("SEGKCD_WINRM_PASSWORD"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wsmanhost:", err)
+		os.Exit(1)
+	}
+	if *addrFile != "" {
+		os.WriteFile(*addrFile, []byte(srv.Addr()), 0o644)
+	}
+	fmt.Println("wsmanhost: test host (a model of Windows, not a real Exchange) on", srv.Addr())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	<-sig
+	srv.Close()
+}

@@ -44,6 +44,7 @@ const (
 	AuthBasic       = psremote.AuthBasic
 	AuthNTLM        = psremote.AuthNTLM
 	AuthCertificate = psremote.AuthCert
+	AuthKerberos    = psremote.AuthKerberos // Config.Kerberos: a gokrb5 client
 )
 
 // NewWinRMShell is a Shell over WinRM (masterzen/winrm).

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/masterzen/winrm"
 )
 
@@ -34,6 +35,11 @@ type Config struct {
 	User, Password   string
 	CertPEM, KeyPEM  []byte
 	AllowUnencrypted bool // send credentials and scripts over plain HTTP (test hosts only)
+	// Kerberos is the client for AuthKerberos (e.g. gokrb5's client.NewWithPassword
+	// or NewWithKeytab on the config kerberos.LoadConfig returns); SPN is the
+	// host's service name, default HTTP/<Host>.
+	Kerberos *client.Client
+	SPN      string
 	// Timeout bounds each HTTP request (default 60s). A context bounds a whole run.
 	Timeout time.Duration
 }
@@ -78,6 +84,16 @@ func New(cfg Config) (*Client, error) {
 		params.TransportDecorator = func() winrm.Transporter { return &winrm.ClientNTLM{} }
 	case AuthCert:
 		params.TransportDecorator = func() winrm.Transporter { return &winrm.ClientAuthRequest{} }
+	case AuthKerberos:
+		if cfg.Kerberos == nil {
+			return nil, errors.New("psremote: AuthKerberos needs Config.Kerberos")
+		}
+		spn := cfg.SPN
+		if spn == "" {
+			spn = "HTTP/" + cfg.Host
+		}
+		t := newKrbTransport(cfg.Kerberos, spn)
+		params.TransportDecorator = func() winrm.Transporter { return t }
 	default:
 		return nil, fmt.Errorf("psremote: unknown auth %q", cfg.Auth)
 	}

@@ -24,6 +24,7 @@ import (
 	"sync"
 
 	"github.com/segkcd/segkcd/internal/psremote"
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 const (
@@ -46,6 +47,43 @@ type Server struct {
 	cmds map[string]*result // command id -> output
 	// Requests counts SOAP requests by action (the last path segment).
 	requests map[string]int
+	acceptor *kerberos.Acceptor
+	krbUsers []string
+}
+
+// AcceptKerberos makes the server accept "Authorization: Negotiate" with
+// Kerberos tickets validated by a (keytab holding the host's HTTP/ key).
+func (s *Server) AcceptKerberos(a *kerberos.Acceptor) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.acceptor = a
+}
+
+// KerberosUsers lists who authenticated with Kerberos, in order.
+func (s *Server) KerberosUsers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.krbUsers...)
+}
+
+// authorized checks Basic credentials or, when enabled, a Kerberos ticket.
+func (s *Server) authorized(r *http.Request) bool {
+	s.mu.Lock()
+	acc := s.acceptor
+	s.mu.Unlock()
+	if h := r.Header.Get("Authorization"); acc != nil && strings.HasPrefix(h, "Negotiate ") {
+		id, err := acc.Accept(h)
+		if err != nil {
+			return false
+		}
+		s.mu.Lock()
+		s.krbUsers = append(s.krbUsers, id.User+"@"+id.Realm)
+		s.mu.Unlock()
+		return true
+	}
+	user, pw, ok := r.BasicAuth()
+	return ok && subtle.ConstantTimeCompare([]byte(user), []byte(s.User)) == 1 &&
+		subtle.ConstantTimeCompare([]byte(pw), []byte(s.Password)) == 1
 }
 
 type result struct {
@@ -53,7 +91,7 @@ type result struct {
 	code           int
 }
 
-// Start listens on a free loopback port.
+// Start listens on a free loopback port and accepts Basic authentication.
 func Start(host *Host, user, password string) (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -82,10 +120,9 @@ func (s *Server) Requests(action string) int {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	user, pw, ok := r.BasicAuth()
-	if !ok || subtle.ConstantTimeCompare([]byte(user), []byte(s.User)) != 1 ||
-		subtle.ConstantTimeCompare([]byte(pw), []byte(s.Password)) != 1 {
-		w.Header().Set("WWW-Authenticate", `Basic realm="WSMAN"`)
+	if !s.authorized(r) {
+		w.Header().Add("WWW-Authenticate", "Negotiate")
+		w.Header().Add("WWW-Authenticate", `Basic realm="WSMAN"`)
 		http.Error(w, "", http.StatusUnauthorized)
 		return
 	}

@@ -18,10 +18,10 @@
 //     transition, passwords and encryption types, over LDAP.
 //   - kerberos: S4U2Self and S4U2Proxy on gokrb5, a per-user ticket cache,
 //     SPNEGO Negotiate headers, keytabs from passwords, an acceptor.
-//   - exchange: the ASA credential on every Exchange server, over WinRM.
-//     (Not yet implemented.)
+//   - exchange: the ASA credential on every Exchange server (roll, copy,
+//     status, removal), over WinRM.
 //   - iis: Windows authentication on the ActiveSync and EWS virtual
-//     directories, over WinRM. (Not yet implemented.)
+//     directories, and IIS_IUSRS membership, over WinRM.
 //   - seg: the gateway itself, an http.Handler. (Not yet implemented.)
 //
 // The order matters. Create the ASA (AES only). Give every Exchange server
@@ -29,8 +29,10 @@
 // SPN on the ASA only once Exchange can decrypt tickets for it. Then create
 // the service account with TRUSTED_TO_AUTH_FOR_DELEGATION and
 // msDS-AllowedToDelegateTo set to the mail SPNs. Last, set IIS to Negotiate
-// with kernel mode and app-pool credentials. examples/provision runs the AD
-// steps; examples/s4u gets a ticket as a user, like kvno -U.
+// with kernel mode and app-pool credentials. examples/provision runs the
+// whole procedure; examples/s4u gets a ticket as a user, like kvno -U. The
+// Exchange and IIS packages are tested against a WS-Management test host
+// that models Windows; no real Windows host is reachable where segkcd is built.
 //
 // This package holds documentation only; import the subpackages.
 package segkcd

@@ -40,8 +40,7 @@ func org(t *testing.T) (*exchange.Org, *wsmantest.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ts.Close() })
-	sh, err := exchange.NewWinRMShell(exchange.WinRMConfig{Host: "127.0.0.1", Port: ts.Port(), Auth: exchange.AuthBasic,
-		User: `CORP\admin`, Password: "Adm1n-pw!", AllowUnencrypted: true, Timeout: 10 * time.Second})
+	sh, err := exchange.NewWinRMShell(ts.ClientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

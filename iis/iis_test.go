@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/segkcd/segkcd/iis"
 	"github.com/segkcd/segkcd/internal/wsmantest"
@@ -25,8 +24,7 @@ func server(t *testing.T) (*iis.Server, *wsmantest.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ts.Close() })
-	sh, err := iis.NewWinRMShell(iis.WinRMConfig{Host: "127.0.0.1", Port: ts.Port(), Auth: iis.AuthBasic,
-		User: `CORP\admin`, Password: "Adm1n-pw!", AllowUnencrypted: true, Timeout: 10 * time.Second})
+	sh, err := iis.NewWinRMShell(ts.ClientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

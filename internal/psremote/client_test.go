@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/segkcd/segkcd/internal/psremote"
 	"github.com/segkcd/segkcd/internal/wsmantest"
@@ -18,8 +17,7 @@ func testClient(t *testing.T) (*psremote.Client, *wsmantest.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	c, err := psremote.New(psremote.Config{Host: "127.0.0.1", Port: srv.Port(), Auth: psremote.AuthBasic,
-		User: "CORP\\admin", Password: "Adm1n-pw!", AllowUnencrypted: true, Timeout: 10 * time.Second})
+	c, err := psremote.New(srv.ClientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -266,11 +266,7 @@ func (h *Host) commonCmdlets() map[string]cmdlet {
 			return out, nil
 		}},
 		"add-localgroupmember": {params: params("Group", "Member"), run: func(r *runner, c *call) ([]any, error) {
-			g, err := h.group(c)
-			if err != nil {
-				return nil, err
-			}
-			m, err := c.mustStr("member")
+			g, m, err := h.groupMember(c)
 			if err != nil {
 				return nil, err
 			}
@@ -283,11 +279,7 @@ func (h *Host) commonCmdlets() map[string]cmdlet {
 			return nil, nil
 		}},
 		"remove-localgroupmember": {params: params("Group", "Member"), run: func(r *runner, c *call) ([]any, error) {
-			g, err := h.group(c)
-			if err != nil {
-				return nil, err
-			}
-			m, err := c.mustStr("member")
+			g, m, err := h.groupMember(c)
 			if err != nil {
 				return nil, err
 			}
@@ -318,6 +310,15 @@ func (h *Host) group(c *call) (string, error) {
 		}
 	}
 	return "", errorf("%s: Group %s was not found.", c.name, g)
+}
+
+// groupMember reads -Group (an existing group) and -Member.
+func (h *Host) groupMember(c *call) (group, member string, err error) {
+	if group, err = h.group(c); err != nil {
+		return "", "", err
+	}
+	member, err = c.mustStr("member")
+	return group, member, err
 }
 
 // memberOf reads a property of each input object.

@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/segkcd/segkcd/internal/psremote"
 	"github.com/segkcd/segkcd/kerberos"
@@ -101,6 +102,13 @@ func Start(host *Host, user, password string) (*Server, error) {
 	s.srv = &http.Server{Handler: s}
 	go s.srv.Serve(ln)
 	return s, nil
+}
+
+// ClientConfig is how psremote reaches this server: Basic over plain HTTP
+// (AllowUnencrypted, which only a test host warrants).
+func (s *Server) ClientConfig() psremote.Config {
+	return psremote.Config{Host: "127.0.0.1", Port: s.Port(), Auth: psremote.AuthBasic, User: s.User,
+		Password: s.Password, AllowUnencrypted: true, Timeout: 10 * time.Second}
 }
 
 // Addr is host:port of the listener.

@@ -28,6 +28,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/segkcd/segkcd/internal/psremote"
@@ -58,8 +59,12 @@ const (
 func NewWinRMShell(cfg WinRMConfig) (Shell, error) { return psremote.New(cfg) }
 
 // Org is an Exchange organisation reached through one management shell.
+// Use it by pointer; it remembers each server's version.
 type Org struct {
 	Shell Shell
+
+	mu       sync.Mutex
+	versions map[string]Version // lower-case server -> version, read once
 }
 
 const preamble = "$ErrorActionPreference = 'Stop'\nAdd-PSSnapin -Name 'Microsoft.Exchange.Management.PowerShell.SnapIn'\n"
@@ -114,8 +119,30 @@ func (o *Org) run(ctx context.Context, op, server, script string, secrets ...str
 	return out, nil
 }
 
-// Version reads a server's version, which decides the cmdlet names.
+// Version reads a server's version, which decides the cmdlet names. It is
+// read once per server: a roll names each server in several scripts.
 func (o *Org) Version(ctx context.Context, server string) (Version, error) {
+	key := strings.ToLower(server)
+	o.mu.Lock()
+	v, ok := o.versions[key]
+	o.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	v, err := o.readVersion(ctx, server)
+	if err != nil {
+		return Version{}, err
+	}
+	o.mu.Lock()
+	if o.versions == nil {
+		o.versions = map[string]Version{}
+	}
+	o.versions[key] = v
+	o.mu.Unlock()
+	return v, nil
+}
+
+func (o *Org) readVersion(ctx context.Context, server string) (Version, error) {
 	qs, err := psremote.Quote(server)
 	if err != nil {
 		return Version{}, err

@@ -35,11 +35,7 @@ func org(t *testing.T) (*exchange.Org, *wsmantest.Server) {
 	h.AddExchangeServer("CAS1", wsmantest.Exchange2019)
 	h.AddExchangeServer("CAS2", wsmantest.Exchange2016)
 	h.AddExchangeServer("CAS3", wsmantest.Exchange2013)
-	ts, err := wsmantest.Start(h, `CORP\admin`, "Adm1n-pw!")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ts.Close() })
+	ts := wsmantest.StartTest(t, h)
 	sh, err := exchange.NewWinRMShell(ts.ClientConfig())
 	if err != nil {
 		t.Fatal(err)

@@ -19,11 +19,7 @@ var update = flag.Bool("update", false, "rewrite the golden scripts in testdata"
 // WS-Man test host.
 func server(t *testing.T) (*iis.Server, *wsmantest.Server) {
 	t.Helper()
-	ts, err := wsmantest.Start(wsmantest.NewHost("cas1"), `CORP\admin`, "Adm1n-pw!")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ts.Close() })
+	ts := wsmantest.StartTest(t, wsmantest.NewHost("cas1"))
 	sh, err := iis.NewWinRMShell(ts.ClientConfig())
 	if err != nil {
 		t.Fatal(err)

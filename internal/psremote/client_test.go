@@ -12,11 +12,7 @@ import (
 
 func testClient(t *testing.T) (*psremote.Client, *wsmantest.Server) {
 	t.Helper()
-	srv, err := wsmantest.Start(wsmantest.NewHost("cas1"), "CORP\\admin", "Adm1n-pw!")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := wsmantest.StartTest(t, wsmantest.NewHost("cas1"))
 	c, err := psremote.New(srv.ClientConfig())
 	if err != nil {
 		t.Fatal(err)

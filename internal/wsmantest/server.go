@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/segkcd/segkcd/internal/psremote"
@@ -292,4 +293,16 @@ func xmlEscape(s string) string {
 	var b strings.Builder
 	xml.EscapeText(&b, []byte(s))
 	return b.String()
+}
+
+// StartTest starts a test host with a fixed Basic login for a test and
+// closes it when the test ends.
+func StartTest(t testing.TB, h *Host) *Server {
+	t.Helper()
+	s, err := Start(h, `CORP\admin`, "Adm1n-pw!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

@@ -37,6 +37,10 @@ fuzz:
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s
 	$(GO) test ./internal/wsmantest -run '^$$' -fuzz FuzzQuote -fuzztime 60s
 	$(GO) test ./internal/wsmantest -run '^$$' -fuzz FuzzCLIXML -fuzztime 60s
+	$(GO) test ./internal/psremote -run '^$$' -fuzz FuzzUnseal -fuzztime 60s
+	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzChallenge -fuzztime 60s
+	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzAuthenticate -fuzztime 60s
+	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s
 
 bench: deps
 	bench/run

@@ -29,6 +29,7 @@ import (
 // Negotiate flags (MS-NLMP 2.2.2.5) that this package sets or checks.
 const (
 	FlagUnicode          uint32 = 0x00000001
+	FlagOEM              uint32 = 0x00000002
 	FlagRequestTarget    uint32 = 0x00000004
 	FlagSign             uint32 = 0x00000010
 	FlagSeal             uint32 = 0x00000020

@@ -55,8 +55,17 @@ func (s *Server) Challenge(negotiate []byte) (*Pending, []byte, error) {
 		return nil, nil, malformed(op, "message too short")
 	}
 	want := binary.LittleEndian.Uint32(negotiate[12:])
-	if want&FlagUnicode == 0 || want&FlagExtendedSecurity == 0 {
-		return nil, nil, &Error{Op: op, Reason: "client wants OEM or NTLMv1 session security (refused)", Kind: ErrAuth}
+	if want&FlagExtendedSecurity == 0 {
+		return nil, nil, &Error{Op: op, Reason: "client wants NTLMv1 session security (refused)", Kind: ErrAuth}
+	}
+	// Unicode when the client offers it, else OEM (MS-NLMP 3.2.5.1.1):
+	// ntlm-auth, which pywinrm uses, offers only OEM.
+	charset := want & FlagUnicode
+	if charset == 0 {
+		if want&FlagOEM == 0 {
+			return nil, nil, malformed(op, "client offers neither Unicode nor OEM")
+		}
+		charset = FlagOEM
 	}
 	rnd := s.Rand
 	if rnd == nil {
@@ -79,9 +88,9 @@ func (s *Server) Challenge(negotiate []byte) (*Pending, []byte, error) {
 	}
 	pairs = append(pairs, avPair{avTimestamp, binary.LittleEndian.AppendUint64(nil, fileTime(now()))})
 
-	flags := want&clientFlags | FlagTargetInfo | FlagTargetTypeDomain
+	flags := want&clientFlags&^FlagUnicode | charset | FlagTargetInfo | FlagTargetTypeDomain
 	b := newBuilder(2, 56)
-	b.put(12, utf16le(s.DomainName))
+	b.put(12, encodeString(s.DomainName, flags))
 	binary.LittleEndian.PutUint32(b.head[20:], flags)
 	copy(b.head[24:], sc)
 	b.put(40, marshalAVPairs(pairs))
@@ -166,9 +175,6 @@ func parseAuthenticate(msg []byte) (*authenticate, error) {
 		return nil, malformed(op, "message too short")
 	}
 	a := &authenticate{flags: binary.LittleEndian.Uint32(msg[60:])}
-	if a.flags&FlagUnicode == 0 {
-		return nil, malformed(op, "OEM strings are not supported")
-	}
 	var err error
 	var dom, user, ws []byte
 	for _, f := range []struct {
@@ -184,6 +190,33 @@ func parseAuthenticate(msg []byte) (*authenticate, error) {
 	if len(a.nt) != 24 && len(a.nt) < 16+28+4 {
 		return nil, malformed(op, "NT response of %d bytes", len(a.nt))
 	}
-	a.user, a.domain, a.workstation = fromUTF16le(user), fromUTF16le(dom), fromUTF16le(ws)
+	a.user, a.domain, a.workstation = decodeString(user, a.flags), decodeString(dom, a.flags), decodeString(ws, a.flags)
 	return a, nil
+}
+
+// encodeString and decodeString are the message's string fields: UTF-16LE
+// under FlagUnicode, else the OEM code page, taken here as Latin-1.
+func encodeString(v string, flags uint32) []byte {
+	if flags&FlagUnicode != 0 {
+		return utf16le(v)
+	}
+	b := make([]byte, 0, len(v))
+	for _, r := range v {
+		if r > 0xff {
+			r = '?'
+		}
+		b = append(b, byte(r))
+	}
+	return b
+}
+
+func decodeString(b []byte, flags uint32) string {
+	if flags&FlagUnicode != 0 {
+		return fromUTF16le(b)
+	}
+	r := make([]rune, len(b))
+	for i, c := range b {
+		r[i] = rune(c)
+	}
+	return string(r)
 }

@@ -3,6 +3,7 @@ package psremote
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,9 +17,19 @@ import (
 
 // Auth methods for Config.Auth.
 const (
-	AuthBasic = "basic" // over HTTPS; over HTTP only with AllowUnencrypted
-	AuthNTLM  = "ntlm"  // this masterzen/winrm version does not encrypt messages: HTTPS, or AllowUnencrypted
-	AuthCert  = "certificate"
+	// AuthBasic sends the password with every request: HTTPS only, or
+	// AllowUnencrypted for a test host.
+	AuthBasic = "basic"
+	// AuthNTLM is NTLMv2. On HTTP every message is sealed with the NTLM
+	// session (MS-WSMV message encryption), so it needs no
+	// AllowUnencrypted; on HTTPS the logon is bound to the server's
+	// certificate (channel binding).
+	AuthNTLM = "ntlm"
+	// AuthCert logs on with a TLS client certificate that the host maps to
+	// a local account (winrm/config/service/certmapping): HTTPS only. The
+	// certificate needs Client Authentication in its extended key usage and
+	// the account's UPN in its subject alternative name.
+	AuthCert = "certificate"
 )
 
 // Config says how to reach a host's WinRM service.
@@ -55,8 +66,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Host == "" {
 		return nil, errors.New("psremote: no host")
 	}
-	if !cfg.HTTPS && !cfg.AllowUnencrypted && cfg.Auth != AuthCert {
-		return nil, fmt.Errorf("psremote: %s: WinRM over HTTP would send credentials and scripts in clear; use HTTPS (or AllowUnencrypted for a test host)", cfg.Host)
+	if !cfg.HTTPS && !cfg.AllowUnencrypted && cfg.Auth != AuthCert && cfg.Auth != AuthNTLM {
+		return nil, fmt.Errorf("psremote: %s: WinRM over HTTP with %s auth would send credentials or scripts in clear; use HTTPS, NTLM (which seals every message), or AllowUnencrypted for a test host", cfg.Host, authName(cfg.Auth))
 	}
 	port := cfg.Port
 	if port == 0 {
@@ -69,28 +80,33 @@ func New(cfg Config) (*Client, error) {
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
-	var cert, key []byte
-	if cfg.Auth == AuthCert {
-		if !cfg.HTTPS {
-			return nil, errors.New("psremote: certificate authentication needs HTTPS")
-		}
-		cert, key = cfg.CertPEM, cfg.KeyPEM
-	}
-	ep := winrm.NewEndpoint(cfg.Host, port, cfg.HTTPS, cfg.Insecure, cfg.CACert, cert, key, timeout)
+	ep := winrm.NewEndpoint(cfg.Host, port, cfg.HTTPS, cfg.Insecure, cfg.CACert, nil, nil, timeout)
 	params := winrm.NewParameters("PT60S", "en-US", 153600)
+	spn := cfg.SPN
+	if spn == "" {
+		spn = "HTTP/" + cfg.Host
+	}
 	switch cfg.Auth {
 	case AuthBasic, "":
 	case AuthNTLM:
-		params.TransportDecorator = func() winrm.Transporter { return &winrm.ClientNTLM{} }
+		if cfg.User == "" {
+			return nil, errors.New("psremote: AuthNTLM needs Config.User")
+		}
+		t := newNTLMTransport(cfg.User, cfg.Password, spn)
+		params.TransportDecorator = func() winrm.Transporter { return t }
 	case AuthCert:
-		params.TransportDecorator = func() winrm.Transporter { return &winrm.ClientAuthRequest{} }
+		if !cfg.HTTPS {
+			return nil, errors.New("psremote: certificate authentication needs HTTPS")
+		}
+		cert, err := tls.X509KeyPair(cfg.CertPEM, cfg.KeyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("psremote: client certificate: %w", err)
+		}
+		t := &certTransport{cert: cert}
+		params.TransportDecorator = func() winrm.Transporter { return t }
 	case AuthKerberos:
 		if cfg.Kerberos == nil {
 			return nil, errors.New("psremote: AuthKerberos needs Config.Kerberos")
-		}
-		spn := cfg.SPN
-		if spn == "" {
-			spn = "HTTP/" + cfg.Host
 		}
 		t := newKrbTransport(cfg.Kerberos, spn)
 		params.TransportDecorator = func() winrm.Transporter { return t }
@@ -102,6 +118,13 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("psremote: %s: %w", cfg.Host, err)
 	}
 	return &Client{host: cfg.Host, wc: wc}, nil
+}
+
+func authName(a string) string {
+	if a == "" {
+		return AuthBasic
+	}
+	return a
 }
 
 // Host names the host in errors.

@@ -1,15 +1,8 @@
 package psremote
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/spnego"
@@ -17,9 +10,11 @@ import (
 	"github.com/masterzen/winrm/soap"
 )
 
+type soapMessage = soap.SoapMessage
+
 // AuthKerberos authenticates with a Kerberos ticket (SPNEGO Negotiate),
-// from Config.Kerberos. This masterzen/winrm version has no Kerberos
-// message encryption: HTTPS, or AllowUnencrypted on a test host.
+// from Config.Kerberos. Kerberos message encryption is not implemented:
+// HTTPS, or AllowUnencrypted on a test host.
 const AuthKerberos = "kerberos"
 
 // krbTransport posts SOAP requests with an SPNEGO header from one gokrb5
@@ -37,33 +32,16 @@ func newKrbTransport(cl *client.Client, spn string) *krbTransport {
 	return &krbTransport{cl: cl, spn: spn}
 }
 
-func (k *krbTransport) Transport(ep *winrm.Endpoint) error {
-	scheme := "http"
-	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, ResponseHeaderTimeout: ep.Timeout,
-		DialContext: (&net.Dialer{Timeout: 30 * time.Second}).DialContext}
-	if ep.HTTPS {
-		scheme = "https"
-		cfg := &tls.Config{InsecureSkipVerify: ep.Insecure, MinVersion: tls.VersionTLS12}
-		if len(ep.CACert) > 0 {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(ep.CACert) {
-				return fmt.Errorf("psremote: no certificate in CACert")
-			}
-			cfg.RootCAs = pool
-		}
-		tr.TLSClientConfig = cfg
-	}
-	k.url = scheme + "://" + net.JoinHostPort(ep.Host, strconv.Itoa(ep.Port)) + "/wsman"
-	k.http = &http.Client{Transport: tr, Timeout: ep.Timeout}
-	return nil
+func (k *krbTransport) Transport(ep *winrm.Endpoint) (err error) {
+	k.http, k.url, err = newHTTPClient(ep, nil, false)
+	return err
 }
 
 func (k *krbTransport) Post(_ *winrm.Client, request *soap.SoapMessage) (string, error) {
-	req, err := http.NewRequest(http.MethodPost, k.url, strings.NewReader(request.String()))
+	req, err := soapRequest(k.url, request.String())
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Content-Type", "application/soap+xml;charset=UTF-8")
 	if err := spnego.SetSPNEGOHeader(k.cl, req, k.spn); err != nil {
 		return "", fmt.Errorf("kerberos: %w", err)
 	}
@@ -72,12 +50,9 @@ func (k *krbTransport) Post(_ *winrm.Client, request *soap.SoapMessage) (string,
 		return "", err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	body, err := readAll(resp.Body)
 	if err != nil {
 		return "", err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("http error %d", resp.StatusCode)
-	}
-	return string(body), nil
+	return replyBody(resp.StatusCode, body)
 }

@@ -1,6 +1,8 @@
 // Package wsmantest is a WS-Management (WinRM) server for tests. It speaks
 // the real SOAP protocol of the Windows Remote Shell (create shell,
-// command, receive, signal, delete) with Basic authentication, decodes
+// command, receive, signal, delete) over HTTP or HTTPS, with Basic, NTLM
+// (with MS-WSMV message encryption on HTTP), Kerberos and client
+// certificate logons, decodes
 // the PowerShell that comes in as -EncodedCommand, and runs it against a
 // model of a Windows host (Host).
 //
@@ -11,11 +13,15 @@
 package wsmantest
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segkcd/segkcd/internal/ntlm"
 	"github.com/segkcd/segkcd/internal/psremote"
 	"github.com/segkcd/segkcd/kerberos"
 )
@@ -38,19 +45,44 @@ const (
 	stateDone     = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
 )
 
-// Server is one modeled Windows host behind a WinRM HTTP listener.
+// Server is one modeled Windows host behind a WinRM listener.
 type Server struct {
 	Host           *Host
-	User, Password string
+	User, Password string // the local administrator, for Basic and NTLM
 
+	opts Options
 	ln   net.Listener
 	srv  *http.Server
+	cert *x509.Certificate // the listener's own, for NTLM channel binding
 	mu   sync.Mutex
 	cmds map[string]*result // command id -> output
 	// Requests counts SOAP requests by action (the last path segment).
 	requests map[string]int
 	acceptor *kerberos.Acceptor
-	krbUsers []string
+	logons   []string
+	sealed   int
+	conns    map[net.Conn]bool
+}
+
+// Options configure StartWith.
+type Options struct {
+	// User ("DOMAIN\\name") and Password log on with Basic or NTLM.
+	User, Password string
+	// TLS makes the listener HTTPS with these certificates. For
+	// certificate logons, set ClientCAs and ClientAuth
+	// (VerifyClientCertIfGiven), and CertificateUsers.
+	TLS *tls.Config
+	// AllowUnencrypted is the WinRM service setting of that name. Without
+	// it, plain HTTP takes only sealed NTLM messages: Basic is refused,
+	// and so is an NTLM or Kerberos message in clear.
+	AllowUnencrypted bool
+	// CertificateUsers maps the UPN in a client certificate's subject
+	// alternative name to the account it logs on as (the certmapping).
+	CertificateUsers map[string]string
+	// RequireChannelBindings refuses an NTLM logon over HTTPS that is not
+	// bound to the TLS channel (CbtHardeningLevel Strict; the default,
+	// Relaxed, refuses only a wrong binding).
+	RequireChannelBindings bool
 }
 
 // AcceptKerberos makes the server accept "Authorization: Negotiate" with
@@ -63,29 +95,35 @@ func (s *Server) AcceptKerberos(a *kerberos.Acceptor) {
 
 // KerberosUsers lists who authenticated with Kerberos, in order.
 func (s *Server) KerberosUsers() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.krbUsers...)
+	var out []string
+	for _, l := range s.Logons() {
+		if u, ok := strings.CutPrefix(l, "kerberos:"); ok {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
-// authorized checks Basic credentials or, when enabled, a Kerberos ticket.
-func (s *Server) authorized(r *http.Request) bool {
+// Logons lists every successful logon in order, as "method:user" with
+// method basic, ntlm, kerberos or certificate. NTLM logs on once per
+// connection; the others once per request.
+func (s *Server) Logons() []string {
 	s.mu.Lock()
-	acc := s.acceptor
-	s.mu.Unlock()
-	if h := r.Header.Get("Authorization"); acc != nil && strings.HasPrefix(h, "Negotiate ") {
-		id, err := acc.Accept(h)
-		if err != nil {
-			return false
-		}
-		s.mu.Lock()
-		s.krbUsers = append(s.krbUsers, id.User+"@"+id.Realm)
-		s.mu.Unlock()
-		return true
-	}
-	user, pw, ok := r.BasicAuth()
-	return ok && subtle.ConstantTimeCompare([]byte(user), []byte(s.User)) == 1 &&
-		subtle.ConstantTimeCompare([]byte(pw), []byte(s.Password)) == 1
+	defer s.mu.Unlock()
+	return append([]string(nil), s.logons...)
+}
+
+// Sealed counts the requests that came sealed (NTLM message encryption).
+func (s *Server) Sealed() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sealed
+}
+
+func (s *Server) logon(method, user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.logons = append(s.logons, method+":"+user)
 }
 
 type result struct {
@@ -93,16 +131,59 @@ type result struct {
 	code           int
 }
 
-// Start listens on a free loopback port and accepts Basic authentication.
+// Start listens on a free loopback port with plain HTTP and
+// AllowUnencrypted (Basic works), as a lab host is often set up.
 func Start(host *Host, user, password string) (*Server, error) {
+	return StartWith(host, Options{User: user, Password: password, AllowUnencrypted: true})
+}
+
+// StartWith listens on a free loopback port as the options say.
+func StartWith(host *Host, o Options) (*Server, error) {
+	s := &Server{Host: host, User: o.User, Password: o.Password, opts: o, cmds: map[string]*result{}, requests: map[string]int{}}
+	if o.TLS != nil {
+		if len(o.TLS.Certificates) == 0 {
+			return nil, errors.New("wsmantest: TLS without a certificate")
+		}
+		c, err := x509.ParseCertificate(o.TLS.Certificates[0].Certificate[0])
+		if err != nil {
+			return nil, err
+		}
+		s.cert = c
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Host: host, User: user, Password: password, ln: ln, cmds: map[string]*result{}, requests: map[string]int{}}
-	s.srv = &http.Server{Handler: s}
+	s.ln = ln
+	s.conns = map[net.Conn]bool{}
+	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(c net.Conn, st http.ConnState) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if st == http.StateClosed || st == http.StateHijacked {
+				delete(s.conns, c)
+			} else {
+				s.conns[c] = true
+			}
+		},
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, &connState{})
+		}}
+	if o.TLS != nil {
+		ln = tls.NewListener(ln, o.TLS)
+	}
 	go s.srv.Serve(ln)
 	return s, nil
+}
+
+// connKey finds a connection's NTLM state: NTLM authenticates the TCP
+// connection, and net/http serves one connection's requests in order on
+// one goroutine, so the state needs no lock.
+type connKey struct{}
+
+type connState struct {
+	pending *ntlm.Pending
+	sess    *ntlm.Session
 }
 
 // ClientConfig is how psremote reaches this server: Basic over plain HTTP
@@ -118,6 +199,16 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Port is the listener's port.
 func (s *Server) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
 
+// DropConnections closes every open connection, as a host does on an idle
+// timeout or a restart; the NTLM logons bound to them are gone.
+func (s *Server) DropConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Close()
+	}
+}
+
 // Close stops the listener.
 func (s *Server) Close() error { return s.srv.Close() }
 
@@ -128,48 +219,192 @@ func (s *Server) Requests(action string) int {
 	return s.requests[action]
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(r) {
-		w.Header().Add("WWW-Authenticate", "Negotiate")
+const certAuthHeader = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
+
+func (s *Server) unauthorized(w http.ResponseWriter) {
+	w.Header().Add("WWW-Authenticate", "Negotiate")
+	if s.opts.AllowUnencrypted || s.cert != nil {
 		w.Header().Add("WWW-Authenticate", `Basic realm="WSMAN"`)
-		http.Error(w, "", http.StatusUnauthorized)
-		return
 	}
-	if r.Method != http.MethodPost || r.URL.Path != "/wsman" {
-		http.Error(w, "", http.StatusNotFound)
-		return
+	w.WriteHeader(http.StatusUnauthorized)
+}
+
+// ntlmServer is the NTLM acceptor for the administrator account.
+func (s *Server) ntlmServer(r *http.Request) *ntlm.Server {
+	wantUser, wantDomain := ntlm.SplitUser(s.User)
+	n := &ntlm.Server{DomainName: strings.ToUpper(wantDomain), ComputerName: strings.ToUpper(s.Host.Name),
+		RequireChannelBindings: s.opts.RequireChannelBindings,
+		NTHash: func(user, domain string) ([]byte, bool) {
+			if strings.EqualFold(user, wantUser) && (domain == "" || strings.EqualFold(domain, wantDomain)) {
+				return ntlm.NTHash(s.Password), true
+			}
+			return nil, false
+		}}
+	if r.TLS != nil && s.cert != nil {
+		n.ChannelBindings = psremote.TLSServerEndPoint(s.cert)
+	}
+	return n
+}
+
+// authenticate checks the request's credential, or the connection's NTLM
+// logon. It writes the reply itself and returns false when the request
+// goes no further (a 401, or an NTLM leg).
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, st *connState) bool {
+	h := r.Header.Get("Authorization")
+	scheme, tok, _ := strings.Cut(h, " ")
+	if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(tok)); err == nil && len(raw) > 12 &&
+		string(raw[:8]) == "NTLMSSP\x00" && (strings.EqualFold(scheme, "Negotiate") || strings.EqualFold(scheme, "NTLM")) {
+		st.sess = nil
+		switch raw[8] {
+		case 1:
+			p, ch, err := s.ntlmServer(r).Challenge(raw)
+			if err != nil {
+				s.unauthorized(w)
+				return false
+			}
+			st.pending = p
+			w.Header().Set("WWW-Authenticate", scheme+" "+base64.StdEncoding.EncodeToString(ch))
+			w.WriteHeader(http.StatusUnauthorized)
+			return false
+		case 3:
+			if st.pending == nil {
+				s.unauthorized(w)
+				return false
+			}
+			id, sess, err := st.pending.Accept(raw)
+			st.pending = nil
+			if err != nil {
+				s.unauthorized(w)
+				return false
+			}
+			st.sess = sess
+			who := id.User
+			if id.Domain != "" {
+				who = id.Domain + `\` + id.User
+			}
+			s.logon("ntlm", who)
+			return true
+		}
+		s.unauthorized(w)
+		return false
+	}
+	s.mu.Lock()
+	acc := s.acceptor
+	s.mu.Unlock()
+	switch {
+	case acc != nil && strings.EqualFold(scheme, "Negotiate"):
+		id, err := acc.Accept(h)
+		if err != nil {
+			break
+		}
+		s.logon("kerberos", id.User+"@"+id.Realm)
+		return true
+	case h == certAuthHeader && r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
+		upn := certUPN(r.TLS.VerifiedChains[0][0])
+		if user, ok := s.opts.CertificateUsers[strings.ToLower(upn)]; ok && upn != "" {
+			s.logon("certificate", user)
+			return true
+		}
+	case strings.EqualFold(scheme, "Basic"):
+		if r.TLS == nil && !s.opts.AllowUnencrypted {
+			break
+		}
+		user, pw, ok := r.BasicAuth()
+		if ok && subtle.ConstantTimeCompare([]byte(user), []byte(s.User)) == 1 &&
+			subtle.ConstantTimeCompare([]byte(pw), []byte(s.Password)) == 1 {
+			s.logon("basic", user)
+			return true
+		}
+	case h == "" && st.sess != nil:
+		return true // the connection's NTLM logon
+	}
+	s.unauthorized(w)
+	return false
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st, _ := r.Context().Value(connKey{}).(*connState)
+	if st == nil {
+		st = &connState{}
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
 		http.Error(w, "", http.StatusBadRequest)
 		return
 	}
+	if !s.authenticate(w, r, st) {
+		return
+	}
+	if r.Method != http.MethodPost || r.URL.Path != "/wsman" {
+		http.Error(w, "", http.StatusNotFound)
+		return
+	}
+	sealed := psremote.IsEncrypted(r.Header.Get("Content-Type"))
+	switch {
+	case sealed && st.sess == nil:
+		http.Error(w, "", http.StatusBadRequest)
+		return
+	case sealed:
+		if body, err = psremote.UnsealMessage(st.sess, body); err != nil {
+			// The session's RC4 stream is now out of step: drop it.
+			st.sess = nil
+			http.Error(w, "", http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.sealed++
+		s.mu.Unlock()
+	case len(body) == 0:
+		w.WriteHeader(http.StatusOK) // an authentication leg without a message
+		return
+	case r.TLS == nil && !s.opts.AllowUnencrypted:
+		// As WinRM with AllowUnencrypted=false: a message in clear on HTTP.
+		s.write(w, st, false, http.StatusBadRequest, faultXML("the WinRM service refused an unencrypted message (AllowUnencrypted is false)"))
+		return
+	}
+	status, reply := s.handle(r, body)
+	s.write(w, st, sealed, status, reply)
+}
+
+// write sends a SOAP reply, sealed when the request was.
+func (s *Server) write(w http.ResponseWriter, st *connState, sealed bool, status int, reply string) {
+	if sealed {
+		w.Header().Set("Content-Type", psremote.EncryptedContentType)
+		w.WriteHeader(status)
+		w.Write(psremote.SealMessage(st.sess, []byte(reply)))
+		return
+	}
+	w.Header().Set("Content-Type", "application/soap+xml;charset=UTF-8")
+	w.WriteHeader(status)
+	io.WriteString(w, reply)
+}
+
+// handle runs one SOAP request and returns the status and reply envelope.
+func (s *Server) handle(r *http.Request, body []byte) (int, string) {
 	req, err := parseEnvelope(body)
 	if err != nil {
-		s.fault(w, err.Error())
-		return
+		return http.StatusInternalServerError, faultXML(err.Error())
 	}
 	s.mu.Lock()
 	s.requests[req.action[strings.LastIndex(req.action, "/")+1:]]++
 	s.mu.Unlock()
 	switch req.action {
 	case actionCreate:
-		s.reply(w, `<x:ResourceCreated><a:Address>http://`+xmlEscape(r.Host)+`/wsman</a:Address><a:ReferenceParameters><w:ResourceURI>http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd</w:ResourceURI><w:SelectorSet><w:Selector Name="ShellId">`+newID()+`</w:Selector></w:SelectorSet></a:ReferenceParameters></x:ResourceCreated>`)
+		return http.StatusOK, replyXML(req, `<x:ResourceCreated><a:Address>http://`+xmlEscape(r.Host)+`/wsman</a:Address><a:ReferenceParameters><w:ResourceURI>http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd</w:ResourceURI><w:SelectorSet><w:Selector Name="ShellId">`+newID()+`</w:Selector></w:SelectorSet></a:ReferenceParameters></x:ResourceCreated>`)
 	case actionCommand:
 		id := newID()
 		res := s.run(req.command)
 		s.mu.Lock()
 		s.cmds[id] = res
 		s.mu.Unlock()
-		s.reply(w, `<rsp:CommandResponse><rsp:CommandId>`+id+`</rsp:CommandId></rsp:CommandResponse>`)
+		return http.StatusOK, replyXML(req, `<rsp:CommandResponse><rsp:CommandId>`+id+`</rsp:CommandId></rsp:CommandResponse>`)
 	case actionReceive:
 		s.mu.Lock()
 		res, ok := s.cmds[req.commandID]
 		delete(s.cmds, req.commandID)
 		s.mu.Unlock()
 		if !ok {
-			s.fault(w, "unknown command id")
-			return
+			return http.StatusInternalServerError, faultXML("unknown command id")
 		}
 		var b strings.Builder
 		b.WriteString(`<rsp:ReceiveResponse>`)
@@ -180,20 +415,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(&b, `<rsp:Stream Name="%s" CommandId="%s" End="true"></rsp:Stream>`, st.name, req.commandID)
 		}
 		fmt.Fprintf(&b, `<rsp:CommandState CommandId="%s" State="%s"><rsp:ExitCode>%d</rsp:ExitCode></rsp:CommandState></rsp:ReceiveResponse>`, req.commandID, stateDone, res.code)
-		s.reply(w, b.String())
+		return http.StatusOK, replyXML(req, b.String())
 	case actionSignal:
-		s.reply(w, `<rsp:SignalResponse/>`)
+		return http.StatusOK, replyXML(req, `<rsp:SignalResponse/>`)
 	case actionDelete:
-		s.reply(w, ``)
+		return http.StatusOK, replyXML(req, ``)
 	default:
-		s.fault(w, "the test host does not model action "+req.action)
+		return http.StatusInternalServerError, faultXML("the test host does not model action " + req.action)
 	}
 }
 
 // run executes one command line: powershell.exe ... -EncodedCommand <b64>.
 func (s *Server) run(line string) *result {
 	fields := strings.Fields(line)
-	if len(fields) < 2 || !strings.EqualFold(fields[0], "powershell.exe") {
+	if len(fields) < 2 || !(strings.EqualFold(fields[0], "powershell.exe") || strings.EqualFold(fields[0], "powershell")) {
 		return &result{stderr: "test host: only powershell.exe command lines are modeled: " + line, code: 1}
 	}
 	if len(line) > psremote.MaxCommandLine {
@@ -213,19 +448,21 @@ func (s *Server) run(line string) *result {
 	return &result{stderr: "test host: no -EncodedCommand in " + line, code: 1}
 }
 
-func (s *Server) reply(w http.ResponseWriter, body string) {
-	w.Header().Set("Content-Type", "application/soap+xml;charset=UTF-8")
-	fmt.Fprint(w, `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:x="http://schemas.xmlsoap.org/ws/2004/09/transfer" xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell"><s:Header><a:MessageID>uuid:`+newID()+`</a:MessageID></s:Header><s:Body>`+body+`</s:Body></s:Envelope>`)
+// replyXML wraps a response body in an envelope whose header answers req:
+// the response Action and RelatesTo with the request's MessageID (pywinrm
+// checks it; Windows always sends it).
+func replyXML(req envelope, body string) string {
+	return `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" xmlns:x="http://schemas.xmlsoap.org/ws/2004/09/transfer" xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell"><s:Header><a:Action>` +
+		xmlEscape(req.action) + `Response</a:Action><a:MessageID>uuid:` + newID() + `</a:MessageID><a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To><a:RelatesTo>` +
+		xmlEscape(req.messageID) + `</a:RelatesTo></s:Header><s:Body>` + body + `</s:Body></s:Envelope>`
 }
 
-func (s *Server) fault(w http.ResponseWriter, reason string) {
-	w.Header().Set("Content-Type", "application/soap+xml;charset=UTF-8")
-	w.WriteHeader(http.StatusInternalServerError)
-	fmt.Fprint(w, `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value></s:Code><s:Reason><s:Text xml:lang="en-US">`+xmlEscape(reason)+`</s:Text></s:Reason></s:Fault></s:Body></s:Envelope>`)
+func faultXML(reason string) string {
+	return `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value></s:Code><s:Reason><s:Text xml:lang="en-US">` + xmlEscape(reason) + `</s:Text></s:Reason></s:Fault></s:Body></s:Envelope>`
 }
 
 type envelope struct {
-	action, shellID, commandID, command string
+	action, messageID, shellID, commandID, command string
 }
 
 // parseEnvelope reads the fields the shell protocol needs from a request.
@@ -267,6 +504,8 @@ func parseEnvelope(b []byte) (envelope, error) {
 			switch path[len(path)-1] {
 			case "Action":
 				e.action = text
+			case "MessageID":
+				e.messageID = text
 			case "Selector":
 				if selector == "ShellId" {
 					e.shellID = text

@@ -1,0 +1,154 @@
+package wsmantest_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/segkcd/segkcd/internal/wsmantest"
+)
+
+// pywinrm (Debian's python3-winrm, with requests-ntlm and ntlm-auth) is an
+// independent WinRM client. These tests hold the test host's NTLM,
+// MS-WSMV message encryption, channel binding and certificate logons to
+// it, so that psremote's tests against the host are not our code
+// agreeing with itself.
+
+// debianPython is the interpreter python3-winrm installs for; a python3
+// earlier on PATH (pyenv, a venv) would not see it.
+const debianPython = "/usr/bin/python3"
+
+type pyResult struct {
+	Status  int    `json:"status"`
+	Stdout  string `json:"stdout"`
+	Stderr  string `json:"stderr"`
+	Error   string `json:"error"`
+	Message string `json:"message"`
+	Trace   string `json:"-"` // pywinrm's traceback, when it failed
+}
+
+func pywinrm(t *testing.T, args map[string]string) pyResult {
+	t.Helper()
+	if exec.Command(debianPython, "-c", "import winrm").Run() != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("python3-winrm is missing (make deps installs it)")
+		}
+		t.Skip("python3-winrm is missing; make deps installs it")
+	}
+	in, _ := json.Marshal(args)
+	cmd := exec.Command(debianPython, "testdata/pywinrm_run.py")
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pywinrm: %v\n%s", err, stderr.String())
+	}
+	var r pyResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("pywinrm output %q: %v", out, err)
+	}
+	r.Trace = stderr.String()
+	return r
+}
+
+const (
+	pyUser     = `CORP\admin`
+	pyPassword = "Adm1n-pw!"
+	pyScript   = "$ErrorActionPreference = 'Stop'\nGet-LocalGroupMember -Group 'IIS_IUSRS' | ForEach-Object -MemberName Name | ConvertTo-Json -Compress"
+	pyOutput   = `"NT AUTHORITY\\IUSR"`
+)
+
+func TestPywinrmNTLMEncrypted(t *testing.T) {
+	srv, err := wsmantest.StartWith(wsmantest.NewHost("cas1"), wsmantest.Options{User: pyUser, Password: pyPassword})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	url := fmt.Sprintf("http://%s/wsman", srv.Addr())
+	r := pywinrm(t, map[string]string{"url": url, "transport": "ntlm", "encryption": "always",
+		"user": pyUser, "password": pyPassword, "script": pyScript})
+	if r.Error != "" || r.Status != 0 || strings.TrimSpace(r.Stdout) != pyOutput {
+		t.Fatalf("pywinrm with NTLM sealing: %+v", r)
+	}
+	if srv.Sealed() < 4 || len(srv.Logons()) != 1 || srv.Logons()[0] != "ntlm:"+pyUser {
+		t.Fatalf("sealed %d, logons %v", srv.Sealed(), srv.Logons())
+	}
+	// A failing script comes back as pywinrm's error stream, sealed too.
+	r = pywinrm(t, map[string]string{"url": url, "transport": "ntlm", "encryption": "always",
+		"user": pyUser, "password": pyPassword, "script": "$ErrorActionPreference = 'Stop'\nInvoke-Expression 'calc'"})
+	if r.Status != 1 || !strings.Contains(r.Stderr, "not recognized") {
+		t.Fatalf("failing script: %+v", r)
+	}
+	// In clear, the host refuses (AllowUnencrypted is false) ...
+	r = pywinrm(t, map[string]string{"url": url, "transport": "ntlm", "encryption": "never",
+		"user": pyUser, "password": pyPassword, "script": pyScript})
+	if r.Error == "" || !strings.Contains(r.Message, "Code 400") {
+		t.Fatalf("unencrypted message: %+v", r)
+	}
+	// ... and a wrong password is refused.
+	r = pywinrm(t, map[string]string{"url": url, "transport": "ntlm", "encryption": "always",
+		"user": pyUser, "password": "wrong", "script": pyScript})
+	if r.Error != "InvalidCredentialsError" {
+		t.Fatalf("wrong password: %+v", r)
+	}
+}
+
+func startTLS(t *testing.T, o wsmantest.Options) (*wsmantest.Server, *wsmantest.PKI, string) {
+	t.Helper()
+	pki, err := wsmantest.NewPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.TLS, err = pki.ServerTLS(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := wsmantest.StartWith(wsmantest.NewHost("cas1"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pki.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return srv, pki, ca
+}
+
+// pywinrm's requests-ntlm binds the logon to the TLS certificate; the host
+// requires that binding, so this passes only if both compute it alike.
+func TestPywinrmNTLMChannelBinding(t *testing.T) {
+	srv, _, ca := startTLS(t, wsmantest.Options{User: pyUser, Password: pyPassword, RequireChannelBindings: true})
+	r := pywinrm(t, map[string]string{"url": fmt.Sprintf("https://127.0.0.1:%d/wsman", srv.Port()), "transport": "ntlm",
+		"ca": ca, "user": pyUser, "password": pyPassword, "script": pyScript})
+	if r.Error != "" || strings.TrimSpace(r.Stdout) != pyOutput {
+		t.Fatalf("pywinrm NTLM over HTTPS: %+v", r)
+	}
+	if srv.Sealed() != 0 || len(srv.Logons()) != 1 {
+		t.Fatalf("sealed %d logons %v", srv.Sealed(), srv.Logons())
+	}
+}
+
+func TestPywinrmCertificate(t *testing.T) {
+	srv, pki, ca := startTLS(t, wsmantest.Options{CertificateUsers: map[string]string{"admin@corp.example": pyUser}})
+	dir := t.TempDir()
+	cert, key, err := pki.ClientCert("admin@corp.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "c.pem"), cert, 0o600)
+	os.WriteFile(filepath.Join(dir, "k.pem"), key, 0o600)
+	r := pywinrm(t, map[string]string{"url": fmt.Sprintf("https://127.0.0.1:%d/wsman", srv.Port()), "transport": "certificate",
+		"ca": ca, "cert": filepath.Join(dir, "c.pem"), "key": filepath.Join(dir, "k.pem"), "script": pyScript})
+	if r.Error != "" || strings.TrimSpace(r.Stdout) != pyOutput {
+		t.Fatalf("pywinrm certificate logon: %+v", r)
+	}
+	if l := srv.Logons(); len(l) == 0 || l[0] != "certificate:"+pyUser {
+		t.Fatalf("logons %v", l)
+	}
+}

@@ -56,6 +56,7 @@ func main() {
 		timeout    = flag.Duration("timeout", 2*time.Minute, "for the whole run")
 		winrmAddr  = flag.String("winrm", "", "host:port of the WinRM listener of an Exchange server (steps 2 and 5)")
 		winrmUser  = flag.String("winrm-user", "", `WinRM user, DOMAIN\user (default: -bind)`)
+		winrmAuth  = flag.String("winrm-auth", "ntlm", "WinRM logon: ntlm (sealed on HTTP, channel-bound on HTTPS) or basic (HTTPS only)")
 		testHost   = flag.Bool("winrm-test-host", false, "the WinRM target is segkcd's WS-Man test host (HTTP, labelled output)")
 		servers    = flag.String("exchange-servers", "CAS1,CAS2", "Exchange servers that share the ASA credential")
 	)
@@ -65,7 +66,7 @@ func main() {
 	cfg := config{url: *url, gcURL: *gcURL, caFile: *caFile, serverName: *serverName, bindUser: *bindUser,
 		bindPassword: os.Getenv("SEGKCD_BIND_PASSWORD"), asa: *asa, mail: *mail, short: *short,
 		svc: *svc, svcPassword: os.Getenv("SEGKCD_SVC_PASSWORD"),
-		winrmAddr: *winrmAddr, winrmUser: *winrmUser, winrmPassword: os.Getenv("SEGKCD_WINRM_PASSWORD"),
+		winrmAddr: *winrmAddr, winrmUser: *winrmUser, winrmAuth: *winrmAuth, winrmPassword: os.Getenv("SEGKCD_WINRM_PASSWORD"),
 		testHost: *testHost, servers: strings.Split(*servers, ",")}
 	if err := run(ctx, os.Stdout, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "provision:", err)
@@ -80,6 +81,7 @@ type config struct {
 	short                          bool
 	svc, svcPassword               string
 	winrmAddr, winrmUser           string
+	winrmAuth                      string // default ntlm
 	winrmPassword                  string
 	testHost                       bool
 	servers                        []string
@@ -190,8 +192,14 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 		if user == "" {
 			user = cfg.bindUser
 		}
-		wc := exchange.WinRMConfig{Host: host, Port: p, HTTPS: !cfg.testHost, AllowUnencrypted: cfg.testHost,
-			Auth: exchange.AuthBasic, User: user, Password: cfg.winrmPassword}
+		auth := cfg.winrmAuth
+		if auth == "" {
+			auth = exchange.AuthNTLM
+		}
+		// The test host speaks plain HTTP: NTLM seals every message there,
+		// so nothing travels in clear and AllowUnencrypted stays off.
+		wc := exchange.WinRMConfig{Host: host, Port: p, HTTPS: !cfg.testHost,
+			Auth: auth, User: user, Password: cfg.winrmPassword}
 		if exShell, err = exchange.NewWinRMShell(wc); err != nil {
 			return err
 		}

@@ -74,7 +74,8 @@ func TestProvisionWithTestHost(t *testing.T) {
 	h := wsmantest.NewHost("cas1")
 	h.AddExchangeServer("CAS1", wsmantest.Exchange2019)
 	h.AddExchangeServer("CAS2", wsmantest.Exchange2013)
-	ts, err := wsmantest.Start(h, l.AdminBindName(), "Winrm-Passw0rd!")
+	// As the demo's host: only sealed NTLM on plain HTTP.
+	ts, err := wsmantest.StartWith(h, wsmantest.Options{User: l.AdminBindName(), Password: "Winrm-Passw0rd!"})
 	if err != nil {
 		t.Fatal(err)
 	}

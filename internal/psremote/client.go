@@ -36,12 +36,13 @@ const (
 type Config struct {
 	Host  string
 	Port  int  // default 5986 with HTTPS, 5985 without
-	HTTPS bool // recommended; the test host speaks HTTP
+	HTTPS bool // recommended; on HTTP only NTLM keeps messages private (it seals them)
 	// CACert (PEM) verifies the host's certificate; Insecure skips that (labs only).
 	CACert   []byte
 	Insecure bool
-	// Auth is AuthBasic, AuthNTLM or AuthCert; User and Password for the
-	// first two, CertPEM and KeyPEM for the last.
+	// Auth is AuthBasic (the default), AuthNTLM, AuthCert or AuthKerberos.
+	// User ("DOMAIN\\user" or a UPN) and Password for Basic and NTLM;
+	// CertPEM and KeyPEM for AuthCert.
 	Auth             string
 	User, Password   string
 	CertPEM, KeyPEM  []byte

@@ -231,6 +231,10 @@ func (t *ntlmTransport) get() *ntlmConn {
 	return &ntlmConn{hc: hc}
 }
 
+// maxIdleSessions bounds the authenticated connections kept for reuse; a
+// caller running more scripts at once than this logs on again for each.
+const maxIdleSessions = 16
+
 func (t *ntlmTransport) dropIdle() {
 	t.mu.Lock()
 	idle := t.idle
@@ -244,7 +248,7 @@ func (t *ntlmTransport) dropIdle() {
 func (t *ntlmTransport) put(c *ntlmConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.idle) < 4 {
+	if len(t.idle) < maxIdleSessions {
 		t.idle = append(t.idle, c)
 		return
 	}

@@ -1,6 +1,9 @@
 // Package psremote runs PowerShell on Windows hosts over WinRM
-// (masterzen/winrm) for the exchange and iis packages: quoting, encoded
-// commands, staging of long scripts, CLIXML errors, contexts.
+// (masterzen/winrm's shell protocol) for the exchange and iis packages:
+// quoting, encoded commands, staging of long scripts, CLIXML errors,
+// contexts, and the HTTP transports under masterzen: NTLMv2 with message
+// sealing on HTTP and channel binding on HTTPS, Kerberos, client
+// certificates, Basic.
 package psremote
 
 import (

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"strings"
@@ -157,6 +158,7 @@ func StartWith(host *Host, o Options) (*Server, error) {
 	s.ln = ln
 	s.conns = map[net.Conn]bool{}
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0), // refused TLS handshakes are what some tests want
 		ConnState: func(c net.Conn, st http.ConnState) {
 			s.mu.Lock()
 			defer s.mu.Unlock()

@@ -3,7 +3,10 @@
 //
 //	wsmanhost -state FILE -exchange CAS1=2019,CAS2=2016 -addr-file FILE
 //
-// The password for Basic authentication comes from $SEGKCD_WINRM_PASSWORD.
+// The password of -user comes from $SEGKCD_WINRM_PASSWORD. Like a Windows
+// host with WinRM's defaults on its HTTP listener, it takes NTLM with every
+// message sealed and refuses anything in clear; -allow-unencrypted also
+// takes Basic and unsealed messages (AllowUnencrypted=true).
 // It prints its address, keeps its state in FILE after every script, and
 // runs until it is signalled.
 package main
@@ -22,7 +25,8 @@ import (
 func main() {
 	statePath := flag.String("state", "", "file that keeps the host's state between runs")
 	exch := flag.String("exchange", "CAS1=2019,CAS2=2016", "Exchange servers NAME=2013|2016|2019")
-	user := flag.String("user", `CORP\Administrator`, "Basic authentication user")
+	user := flag.String("user", `CORP\Administrator`, "the administrator that logs on (NTLM, or Basic with -allow-unencrypted)")
+	allow := flag.Bool("allow-unencrypted", false, "also accept Basic and unsealed messages on plain HTTP")
 	addrFile := flag.String("addr-file", "", "write host:port here once listening")
 	flag.Parse()
 	h := wsmantest.NewHost("cas1")
@@ -38,7 +42,7 @@ func main() {
 		}
 		h.AfterRun = func() { h.SaveState(*statePath) }
 	}
-	srv, err := wsmantest.Start(h, *user, os.Getenv("SEGKCD_WINRM_PASSWORD"))
+	srv, err := wsmantest.StartWith(h, wsmantest.Options{User: *user, Password: os.Getenv("SEGKCD_WINRM_PASSWORD"), AllowUnencrypted: *allow})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "wsmanhost:", err)
 		os.Exit(1)
@@ -46,7 +50,7 @@ func main() {
 	if *addrFile != "" {
 		os.WriteFile(*addrFile, []byte(srv.Addr()), 0o644)
 	}
-	fmt.Println("wsmanhost: test host (a model of Windows, not a real Exchange) on", srv.Addr())
+	fmt.Println("wsmanhost: test host (a model of Windows, not a real Exchange) on", srv.Addr(), "(HTTP; NTLM with sealed messages)")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig

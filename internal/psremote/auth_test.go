@@ -168,20 +168,7 @@ func TestNTLMRefusals(t *testing.T) {
 }
 
 func startTLS(t *testing.T, o wsmantest.Options) (*wsmantest.Server, *wsmantest.PKI) {
-	t.Helper()
-	pki, err := wsmantest.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.TLS, err = pki.ServerTLS(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := wsmantest.StartWith(wsmantest.NewHost("cas1"), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv, pki
+	return wsmantest.StartTLSTest(t, wsmantest.NewHost("cas1"), o)
 }
 
 // NTLM on HTTPS: no sealing, and the logon is bound to the TLS channel;

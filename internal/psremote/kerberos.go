@@ -45,14 +45,5 @@ func (k *krbTransport) Post(_ *winrm.Client, request *soap.SoapMessage) (string,
 	if err := spnego.SetSPNEGOHeader(k.cl, req, k.spn); err != nil {
 		return "", fmt.Errorf("kerberos: %w", err)
 	}
-	resp, err := k.http.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := readAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	return replyBody(resp.StatusCode, body)
+	return doPost(k.http, req)
 }

@@ -80,6 +80,21 @@ func replyBody(status int, body []byte) (string, error) {
 
 func readAll(r io.Reader) ([]byte, error) { return io.ReadAll(io.LimitReader(r, 16<<20)) }
 
+// doPost sends a request whose credential travels in it (certificate,
+// Kerberos, Basic) and reads the reply.
+func doPost(hc *http.Client, req *http.Request) (string, error) {
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := readAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	return replyBody(resp.StatusCode, body)
+}
+
 // faultReason pulls the text of a SOAP fault's Reason (or WSManFault
 // Message) out of a body; empty when there is none.
 func faultReason(body []byte) string {
@@ -127,14 +142,5 @@ func (c *certTransport) Post(_ *winrm.Client, request *soapMessage) (string, err
 		return "", err
 	}
 	req.Header.Set("Authorization", certAuthHeader)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := readAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	return replyBody(resp.StatusCode, body)
+	return doPost(c.hc, req)
 }

@@ -101,18 +101,7 @@ func TestPywinrmNTLMEncrypted(t *testing.T) {
 
 func startTLS(t *testing.T, o wsmantest.Options) (*wsmantest.Server, *wsmantest.PKI, string) {
 	t.Helper()
-	pki, err := wsmantest.NewPKI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.TLS, err = pki.ServerTLS(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := wsmantest.StartWith(wsmantest.NewHost("cas1"), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv, pki := wsmantest.StartTLSTest(t, wsmantest.NewHost("cas1"), o)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, pki.CAPEM, 0o600); err != nil {
 		t.Fatal(err)

@@ -547,3 +547,23 @@ func StartTest(t testing.TB, h *Host) *Server {
 	t.Cleanup(func() { s.Close() })
 	return s
 }
+
+// StartTLSTest starts an HTTPS test host with a new PKI (whose ServerTLS
+// also asks for client certificates) for a test, and closes it when the
+// test ends.
+func StartTLSTest(t testing.TB, h *Host, o Options) (*Server, *PKI) {
+	t.Helper()
+	pki, err := NewPKI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.TLS, err = pki.ServerTLS(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := StartWith(h, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, pki
+}

@@ -35,6 +35,8 @@ fuzz:
 	$(GO) test ./ad -run '^$$' -fuzz FuzzParseDiagnostic -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKDCReply -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzUnseal -fuzztime 60s
+	$(GO) test ./ad -run '^$$' -fuzz FuzzUnwrapToken -fuzztime 60s
 	$(GO) test ./internal/wsmantest -run '^$$' -fuzz FuzzQuote -fuzztime 60s
 	$(GO) test ./internal/wsmantest -run '^$$' -fuzz FuzzCLIXML -fuzztime 60s
 	$(GO) test ./internal/psremote -run '^$$' -fuzz FuzzUnseal -fuzztime 60s

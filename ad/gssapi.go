@@ -137,6 +137,14 @@ func unwrapToken(b []byte, key, subkey types.EncryptionKey) (byte, []byte, error
 		data = append(data[r:], data[:r]...)
 	}
 	if flags&wrapSealed != 0 {
+		// gokrb5's DecryptMessage panics on input shorter than its checksum.
+		et, err := crypto.GetEtype(key.KeyType)
+		if err != nil {
+			return 0, nil, err
+		}
+		if len(data) < et.GetConfounderByteSize()+et.GetHMACBitLength()/8 {
+			return 0, nil, errors.New("sealed wrap token too short")
+		}
 		plain, err := crypto.DecryptMessage(data, key, keyusage.GSSAPI_ACCEPTOR_SEAL)
 		if err != nil {
 			return 0, nil, err

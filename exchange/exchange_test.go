@@ -13,7 +13,6 @@ import (
 	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/config"
 
-	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/exchange"
 	"github.com/segkcd/segkcd/internal/lab"
 	"github.com/segkcd/segkcd/internal/wsmantest"
@@ -220,45 +219,30 @@ func TestKerberosWinRM(t *testing.T) {
 	l := theLab.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := l.Dial(ctx)
+	spn, kt, err := l.HTTPHost(ctx, "CAS1", "Cas1-Host-Passw0rd-0123456789!")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	const hostPW = "Cas1-Host-Passw0rd-0123456789!"
-	spn := "HTTP/cas1." + l.DNSDomain
-	if _, err := c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "CAS1", Password: hostPW}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.SetSPN(ctx, "CAS1", spn); err != nil {
-		t.Fatal(err)
-	}
-	acct, err := c.FindAccount(ctx, "CAS1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: l.Realm, SAMAccountName: "CAS1$", Password: hostPW,
-		Principals: []string{spn}, KVNO: uint8(acct.KeyVersion)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := wsmantest.NewHost("cas1")
-	h.AddExchangeServer("CAS1", wsmantest.Exchange2019)
-	ts, err := wsmantest.Start(h, "unused", "unused-Passw0rd!")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ts.Close()
-	ts.AcceptKerberos(&kerberos.Acceptor{Keytab: kt})
-
 	kcfg, err := config.Load(l.Krb5Conf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	alice := client.NewWithPassword("alice", l.Realm, lab.UserPassword, kcfg, client.DisablePAFXFAST(true))
 	defer alice.Destroy()
+
+	// Plain HTTP, as WinRM's default listener: one mutual logon per
+	// connection, then every message sealed with the Kerberos context; the
+	// host takes nothing in clear.
+	h := wsmantest.NewHost("cas1")
+	h.AddExchangeServer("CAS1", wsmantest.Exchange2019)
+	ts, err := wsmantest.StartWith(h, wsmantest.Options{User: "unused", Password: "unused-Passw0rd!"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ts.Close()
+	ts.AcceptKerberos(&kerberos.Acceptor{Keytab: kt})
 	sh, err := exchange.NewWinRMShell(exchange.WinRMConfig{Host: "127.0.0.1", Port: ts.Port(), Auth: exchange.AuthKerberos,
-		Kerberos: alice, SPN: spn, AllowUnencrypted: true, Timeout: 10 * time.Second})
+		Kerberos: alice, SPN: spn, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,14 +250,29 @@ func TestKerberosWinRM(t *testing.T) {
 	if _, err := o.ASAStatus(ctx, "CAS1"); err != nil {
 		t.Fatal(err)
 	}
-	users := ts.KerberosUsers()
-	if len(users) < 4 || users[0] != "alice@"+l.Realm {
-		t.Fatalf("kerberos users %v", users)
+	if users := ts.KerberosUsers(); len(users) != 1 || users[0] != "alice@"+l.Realm || ts.Sealed() < 5 {
+		t.Fatalf("kerberos users %v, sealed %d", users, ts.Sealed())
 	}
+
+	// HTTPS: no sealing, a fresh authenticator with every request.
+	ts2, pki := wsmantest.StartTLSTest(t, h, wsmantest.Options{})
+	ts2.AcceptKerberos(&kerberos.Acceptor{Keytab: kt})
+	shTLS, err := exchange.NewWinRMShell(exchange.WinRMConfig{Host: "127.0.0.1", Port: ts2.Port(), HTTPS: true, CACert: pki.CAPEM,
+		Auth: exchange.AuthKerberos, Kerberos: alice, SPN: spn, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&exchange.Org{Shell: shTLS}).ASAStatus(ctx, "CAS1"); err != nil {
+		t.Fatal(err)
+	}
+	if users := ts2.KerberosUsers(); len(users) < 4 || ts2.Sealed() != 0 {
+		t.Fatalf("HTTPS: kerberos users %v, sealed %d", users, ts2.Sealed())
+	}
+
 	// Without a valid ticket (bob's password is wrong): refused.
 	bad := client.NewWithPassword("bob", l.Realm, "wrong", kcfg, client.DisablePAFXFAST(true))
 	sh2, _ := exchange.NewWinRMShell(exchange.WinRMConfig{Host: "127.0.0.1", Port: ts.Port(), Auth: exchange.AuthKerberos,
-		Kerberos: bad, SPN: spn, AllowUnencrypted: true, Timeout: 10 * time.Second})
+		Kerberos: bad, SPN: spn, Timeout: 10 * time.Second})
 	if _, err := (&exchange.Org{Shell: sh2}).ASAStatus(ctx, "CAS1"); err == nil {
 		t.Fatal("a client without a ticket got in")
 	}

@@ -1,9 +1,11 @@
 package kerberos
 
 import (
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/big"
 	"time"
 
 	"github.com/jcmturner/gofork/encoding/asn1"
@@ -50,26 +52,75 @@ type Identity struct {
 
 // Accept validates an Authorization header value.
 func (a *Acceptor) Accept(authorization string) (*Identity, error) {
-	const op = "accept"
+	id, _, err := a.accept("accept", authorization, false)
+	return id, err
+}
+
+// AcceptContext validates an Authorization header and, when the client
+// asked for mutual authentication, sets up a security context to seal
+// messages with: the AP-REP in Identity.ReplyHeader then carries a fresh
+// acceptor subkey and sequence number, as Windows' does. Without mutual
+// authentication the context is nil.
+func (a *Acceptor) AcceptContext(authorization string) (*Identity, *SecurityContext, error) {
+	return a.accept("accept context", authorization, true)
+}
+
+func (a *Acceptor) accept(op, authorization string, withContext bool) (*Identity, *SecurityContext, error) {
+	id, ap, err := a.verify(op, authorization)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !mutualRequested(ap) {
+		return id, nil, nil
+	}
+	part := messages.EncAPRepPart{CTime: ap.Authenticator.CTime, Cusec: ap.Authenticator.Cusec}
+	if withContext {
+		sk := ap.Ticket.DecryptedEncPart.Key
+		sub := make([]byte, len(sk.KeyValue))
+		if _, err := rand.Read(sub); err != nil {
+			return nil, nil, fail(op, id.User, err)
+		}
+		seq, err := rand.Int(rand.Reader, big.NewInt(1<<30))
+		if err != nil {
+			return nil, nil, fail(op, id.User, err)
+		}
+		part.Subkey = types.EncryptionKey{KeyType: sk.KeyType, KeyValue: sub}
+		part.SequenceNumber = seq.Int64()
+	}
+	if id.ReplyHeader, err = mutualReply(ap, part); err != nil {
+		return nil, nil, fail(op, id.User, err)
+	}
+	if !withContext {
+		return id, nil, nil
+	}
+	ctx, err := newSecurityContext(false, ap.Ticket.DecryptedEncPart.Key, ap.Authenticator.SubKey, part.Subkey, part.SequenceNumber)
+	if err != nil {
+		return nil, nil, fail(op, id.User, err)
+	}
+	return id, ctx, nil
+}
+
+// verify checks the AP-REQ in an Authorization header.
+func (a *Acceptor) verify(op, authorization string) (*Identity, messages.APReq, error) {
+	var ap messages.APReq
 	b64, ok := cutNegotiate(authorization)
 	if !ok {
-		return nil, fail(op, "", errors.New("not a Negotiate header with a token"))
+		return nil, ap, fail(op, "", errors.New("not a Negotiate header with a token"))
 	}
 	raw, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
-		return nil, fail(op, "", err)
+		return nil, ap, fail(op, "", err)
 	}
 	var tok spnego.SPNEGOToken
 	if err := tok.Unmarshal(raw); err != nil || !tok.Init {
-		return nil, fail(op, "", fmt.Errorf("not an SPNEGO NegTokenInit: %v", err))
+		return nil, ap, fail(op, "", fmt.Errorf("not an SPNEGO NegTokenInit: %v", err))
 	}
 	body, err := gssUnwrap(tokAPReq, tok.NegTokenInit.MechTokenBytes)
 	if err != nil {
-		return nil, fail(op, "", err)
+		return nil, ap, fail(op, "", err)
 	}
-	var ap messages.APReq
 	if err := ap.Unmarshal(body); err != nil {
-		return nil, fail(op, "", err)
+		return nil, ap, fail(op, "", err)
 	}
 	skew := a.MaxClockSkew
 	if skew <= 0 {
@@ -83,33 +134,24 @@ func (a *Acceptor) Accept(authorization string) (*Identity, error) {
 	if err != nil || !ok {
 		var kerr messages.KRBError
 		if errors.As(err, &kerr) {
-			return nil, kdcError(op, "", kerr)
+			return nil, ap, kdcError(op, "", kerr)
 		}
 		if err == nil {
 			err = errors.New("AP-REQ not valid")
 		}
-		return nil, fail(op, "", err)
+		return nil, ap, fail(op, "", err)
 	}
-	id := &Identity{User: creds.CName().PrincipalNameString(), Realm: creds.Domain(),
-		Groups: creds.GetADCredentials().GroupMembershipSIDs}
-	if mutualRequested(ap) {
-		h, err := mutualReply(ap)
-		if err != nil {
-			return nil, fail(op, id.User, err)
-		}
-		id.ReplyHeader = h
-	}
-	return id, nil
+	return &Identity{User: creds.CName().PrincipalNameString(), Realm: creds.Domain(),
+		Groups: creds.GetADCredentials().GroupMembershipSIDs}, ap, nil
 }
 
 func mutualRequested(ap messages.APReq) bool {
 	return types.IsFlagSet(&ap.APOptions, flags.APOptionMutualRequired)
 }
 
-// mutualReply builds the AP-REP echoing the authenticator's time, sealed
-// with the ticket's session key, inside an accepted SPNEGO response.
-func mutualReply(ap messages.APReq) (string, error) {
-	part := messages.EncAPRepPart{CTime: ap.Authenticator.CTime, Cusec: ap.Authenticator.Cusec}
+// mutualReply builds the AP-REP (part echoes the authenticator's time),
+// sealed with the ticket's session key, inside an accepted SPNEGO response.
+func mutualReply(ap messages.APReq, part messages.EncAPRepPart) (string, error) {
 	pb, err := asn1.Marshal(part)
 	if err != nil {
 		return "", err

@@ -42,6 +42,10 @@ type Negotiation struct {
 	ctime  time.Time
 	cusec  int
 	mutual bool
+	subkey types.EncryptionKey // the authenticator's, with mutual
+	seq    int64
+	ctx    *SecurityContext
+	ctxErr error
 }
 
 // NegotiateHeader returns "Negotiate <base64 SPNEGO NegTokenInit>" for the
@@ -69,6 +73,11 @@ func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
 	gssFlags := uint32(gssFlagInteg | gssFlagConf)
 	if mutual {
 		gssFlags |= gssFlagMutual
+		// A context that may seal messages gets its own subkey and
+		// sequence number, as Windows clients send.
+		if err := auth.GenerateSeqNumberAndSubKey(t.SessionKey.KeyType, len(t.SessionKey.KeyValue)); err != nil {
+			return nil, fail(op, t.ServerName(), err)
+		}
 	}
 	// Channel bindings length 16, no bindings, then the GSS flags.
 	sum := make([]byte, 24)
@@ -81,7 +90,19 @@ func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
 	}
 	b := negTokenInitDER(gssInitDER(tokAPReq, apBytes))
 	return &Negotiation{Header: "Negotiate " + base64.StdEncoding.EncodeToString(b),
-		key: t.SessionKey, ctime: auth.CTime, cusec: auth.Cusec, mutual: mutual}, nil
+		key: t.SessionKey, ctime: auth.CTime, cusec: auth.Cusec, mutual: mutual,
+		subkey: auth.SubKey, seq: auth.SeqNumber}, nil
+}
+
+// Context returns the security context that a successful VerifyReply of a
+// mutual negotiation set up, to seal messages with (WinRM on plain HTTP).
+// It fails before VerifyReply, without mutual authentication, and for
+// keys that cannot seal (RC4).
+func (n *Negotiation) Context() (*SecurityContext, error) {
+	if n.ctx == nil && n.ctxErr == nil {
+		return nil, errors.New("kerberos: no security context: VerifyReply has not accepted a mutual reply")
+	}
+	return n.ctx, n.ctxErr
 }
 
 // VerifyReply checks the server's "WWW-Authenticate: Negotiate <token>"
@@ -127,6 +148,7 @@ func (n *Negotiation) VerifyReply(wwwAuthenticate string) error {
 	if !part.CTime.Equal(n.ctime.Truncate(time.Second)) || part.Cusec != n.cusec {
 		return fail(op, "", errors.New("AP-REP does not echo our authenticator: not from the service"))
 	}
+	n.ctx, n.ctxErr = newSecurityContext(true, n.key, n.subkey, part.Subkey, n.seq)
 	return nil
 }
 

@@ -163,3 +163,61 @@ func TestNegotiateMutual(t *testing.T) {
 		t.Fatalf("want *kerberos.Error, got %v", err)
 	}
 }
+
+// A mutual negotiation sets up security contexts on both sides that seal
+// messages for each other, with the acceptor's subkey, and refuse
+// reflected or altered tokens.
+func TestSecurityContextSeal(t *testing.T) {
+	e := setup(t)
+	tk, err := e.client().Impersonate(context.Background(), "bob", e.mailSPN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := &kerberos.Acceptor{Keytab: exportKeytab(t, e, asaName+"$"), Principal: asaName + "$"}
+	n, _ := kerberos.NewNegotiation(tk, true)
+	if _, err := n.Context(); err == nil {
+		t.Fatal("a context before VerifyReply")
+	}
+	id, server, err := acc.AcceptContext(n.Header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.VerifyReply(id.ReplyHeader); err != nil {
+		t.Fatal(err)
+	}
+	client, err := n.Context()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, msg := range []string{"<s:Envelope/>", "", strings.Repeat("x", 5000)} {
+		data, hdr, err := client.Seal([]byte(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hdr) != 60 || len(data) != len(msg) {
+			t.Fatalf("header %d data %d for %d bytes (want 60 and the message's length)", len(hdr), len(data), len(msg))
+		}
+		got, err := server.Unseal(data, hdr)
+		if err != nil || string(got) != msg {
+			t.Fatalf("%d: server unseal %q %v", i, got, err)
+		}
+		data, hdr, _ = server.Seal([]byte(msg + " reply"))
+		if got, err := client.Unseal(data, hdr); err != nil || string(got) != msg+" reply" {
+			t.Fatalf("%d: client unseal %q %v", i, got, err)
+		}
+		// Reflected back to its sender: refused.
+		if _, err := server.Unseal(data, hdr); !errors.Is(err, kerberos.ErrUnseal) {
+			t.Fatalf("reflected token: %v", err)
+		}
+	}
+	data, hdr, _ := client.Seal([]byte("<s:Envelope/>"))
+	data[0] ^= 1
+	if _, err := server.Unseal(data, hdr); !errors.Is(err, kerberos.ErrUnseal) {
+		t.Fatalf("altered token: %v", err)
+	}
+	// Without mutual authentication there is no context.
+	plain, _ := kerberos.NewNegotiation(tk, false)
+	if id, ctx, err := acc.AcceptContext(plain.Header); err != nil || ctx != nil || id.ReplyHeader != "" {
+		t.Fatalf("without mutual: %v %v %+v", ctx, err, id)
+	}
+}

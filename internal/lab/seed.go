@@ -3,8 +3,12 @@ package lab
 import (
 	"context"
 	"fmt"
+	"strings"
+
+	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 // UserPassword is the password of every seeded user. It is a lab fixture.
@@ -118,4 +122,30 @@ func (l *Lab) ProvisionKCD(ctx context.Context, k KCD) error {
 		}
 	}
 	return nil
+}
+
+// HTTPHost makes a computer account NAME$ with a known password and the
+// SPN HTTP/<name>.<dns domain>, as a Windows host running WinRM or IIS has,
+// and returns the SPN and a keytab for it (what the host's acceptor uses).
+// It is idempotent for one name and password.
+func (l *Lab) HTTPHost(ctx context.Context, name, password string) (string, *keytab.Keytab, error) {
+	c, err := l.Dial(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	defer c.Close()
+	spn := "HTTP/" + strings.ToLower(name) + "." + l.DNSDomain
+	if _, err := c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: name, Password: password}); err != nil {
+		return "", nil, err
+	}
+	if _, err := c.SetSPN(ctx, name, spn); err != nil {
+		return "", nil, err
+	}
+	acct, err := c.FindAccount(ctx, name)
+	if err != nil {
+		return "", nil, err
+	}
+	kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: l.Realm, SAMAccountName: strings.ToUpper(name) + "$",
+		Password: password, Principals: []string{spn}, KVNO: uint8(acct.KeyVersion)})
+	return spn, kt, err
 }

@@ -46,7 +46,7 @@ type Config struct {
 	Auth             string
 	User, Password   string
 	CertPEM, KeyPEM  []byte
-	AllowUnencrypted bool // send credentials and scripts over plain HTTP (test hosts only)
+	AllowUnencrypted bool // lets Basic run over plain HTTP, in clear (test hosts only); NTLM and Kerberos seal there anyway
 	// Kerberos is the client for AuthKerberos (e.g. gokrb5's client.NewWithPassword
 	// or NewWithKeytab on the config kerberos.LoadConfig returns); SPN is the
 	// host's service name, default HTTP/<Host>.
@@ -67,8 +67,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Host == "" {
 		return nil, errors.New("psremote: no host")
 	}
-	if !cfg.HTTPS && !cfg.AllowUnencrypted && cfg.Auth != AuthCert && cfg.Auth != AuthNTLM {
-		return nil, fmt.Errorf("psremote: %s: WinRM over HTTP with %s auth would send credentials or scripts in clear; use HTTPS, NTLM (which seals every message), or AllowUnencrypted for a test host", cfg.Host, authName(cfg.Auth))
+	if !cfg.HTTPS && !cfg.AllowUnencrypted && (cfg.Auth == AuthBasic || cfg.Auth == "") {
+		return nil, fmt.Errorf("psremote: %s: WinRM over HTTP with Basic auth would send the password and scripts in clear; use HTTPS, NTLM or Kerberos (which seal every message), or AllowUnencrypted for a test host", cfg.Host)
 	}
 	port := cfg.Port
 	if port == 0 {
@@ -109,7 +109,10 @@ func New(cfg Config) (*Client, error) {
 		if cfg.Kerberos == nil {
 			return nil, errors.New("psremote: AuthKerberos needs Config.Kerberos")
 		}
-		t := newKrbTransport(cfg.Kerberos, spn)
+		var t winrm.Transporter = newKrbTransport(cfg.Kerberos, spn)
+		if !cfg.HTTPS {
+			t = newKrbSessionTransport(cfg.Kerberos, spn)
+		}
 		params.TransportDecorator = func() winrm.Transporter { return t }
 	default:
 		return nil, fmt.Errorf("psremote: unknown auth %q", cfg.Auth)
@@ -119,13 +122,6 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("psremote: %s: %w", cfg.Host, err)
 	}
 	return &Client{host: cfg.Host, wc: wc}, nil
-}
-
-func authName(a string) string {
-	if a == "" {
-		return AuthBasic
-	}
-	return a
 }
 
 // Host names the host in errors.

@@ -28,9 +28,12 @@ const (
 // a length that does not match, or a signature that does not verify.
 var ErrEncryption = errors.New("psremote: encrypted message")
 
-// SealMessage seals a SOAP message with an NTLM session for the wire.
-func SealMessage(s *ntlm.Session, msg []byte) []byte {
-	sealed, sig := s.Seal(msg)
+// SealMessage seals a SOAP message for the wire.
+func SealMessage(s Sealer, msg []byte) ([]byte, error) {
+	sealed, sig, err := s.Seal(msg)
+	if err != nil {
+		return nil, err
+	}
 	var b bytes.Buffer
 	b.WriteString(mimeBoundary + "\r\n")
 	b.WriteString("\tContent-Type: " + mimeProtocol + "\r\n")
@@ -41,7 +44,7 @@ func SealMessage(s *ntlm.Session, msg []byte) []byte {
 	b.Write(sig)
 	b.Write(sealed)
 	b.WriteString(mimeEnd)
-	return b.Bytes()
+	return b.Bytes(), nil
 }
 
 // IsEncrypted says whether a Content-Type is that of a sealed message.
@@ -54,7 +57,7 @@ func IsEncrypted(contentType string) bool {
 // exactly as long as the original (RC4 is a stream cipher), so it is cut
 // by the declared Length, not by searching for the boundary, which could
 // occur in ciphertext.
-func UnsealMessage(s *ntlm.Session, body []byte) ([]byte, error) {
+func UnsealMessage(s Sealer, body []byte) ([]byte, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrEncryption, fmt.Sprintf(format, a...))
 	}
@@ -92,7 +95,8 @@ func UnsealMessage(s *ntlm.Session, body []byte) ([]byte, error) {
 	}
 	sigLen := int(binary.LittleEndian.Uint32(rest))
 	rest = rest[4:]
-	if sigLen != ntlm.SignatureSize || len(rest) < sigLen+length {
+	// 16 bytes for NTLM, 60 for Kerberos AES; never more than a few hundred.
+	if sigLen < ntlm.SignatureSize || sigLen > 1024 || len(rest) < sigLen || len(rest)-sigLen < length {
 		return nil, bad("signature of %d bytes, or the body is shorter than its Length", sigLen)
 	}
 	sig, sealed, trailer := rest[:sigLen], rest[sigLen:sigLen+length], rest[sigLen+length:]

@@ -185,7 +185,7 @@ type connKey struct{}
 
 type connState struct {
 	pending *ntlm.Pending
-	sess    *ntlm.Session
+	sealer  psremote.Sealer // the connection's NTLM or Kerberos context
 }
 
 // ClientConfig is how psremote reaches this server: Basic over plain HTTP
@@ -256,7 +256,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, st *connSt
 	scheme, tok, _ := strings.Cut(h, " ")
 	if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(tok)); err == nil && len(raw) > 12 &&
 		string(raw[:8]) == "NTLMSSP\x00" && (strings.EqualFold(scheme, "Negotiate") || strings.EqualFold(scheme, "NTLM")) {
-		st.sess = nil
+		st.sealer = nil
 		switch raw[8] {
 		case 1:
 			p, ch, err := s.ntlmServer(r).Challenge(raw)
@@ -279,7 +279,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, st *connSt
 				s.unauthorized(w)
 				return false
 			}
-			st.sess = sess
+			st.sealer = psremote.NTLMSealer(sess)
 			who := id.User
 			if id.Domain != "" {
 				who = id.Domain + `\` + id.User
@@ -295,9 +295,18 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, st *connSt
 	s.mu.Unlock()
 	switch {
 	case acc != nil && strings.EqualFold(scheme, "Negotiate"):
-		id, err := acc.Accept(h)
+		// With mutual authentication the connection keeps the context, to
+		// unseal what follows on plain HTTP.
+		id, ctx, err := acc.AcceptContext(h)
 		if err != nil {
 			break
+		}
+		if id.ReplyHeader != "" {
+			w.Header().Set("WWW-Authenticate", id.ReplyHeader)
+		}
+		st.sealer = nil
+		if ctx != nil {
+			st.sealer = ctx
 		}
 		s.logon("kerberos", id.User+"@"+id.Realm)
 		return true
@@ -317,8 +326,8 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, st *connSt
 			s.logon("basic", user)
 			return true
 		}
-	case h == "" && st.sess != nil:
-		return true // the connection's NTLM logon
+	case h == "" && st.sealer != nil:
+		return true // the connection's NTLM or Kerberos logon
 	}
 	s.unauthorized(w)
 	return false
@@ -343,13 +352,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sealed := psremote.IsEncrypted(r.Header.Get("Content-Type"))
 	switch {
-	case sealed && st.sess == nil:
+	case sealed && st.sealer == nil:
 		http.Error(w, "", http.StatusBadRequest)
 		return
 	case sealed:
-		if body, err = psremote.UnsealMessage(st.sess, body); err != nil {
-			// The session's RC4 stream is now out of step: drop it.
-			st.sess = nil
+		if body, err = psremote.UnsealMessage(st.sealer, body); err != nil {
+			// An NTLM session's RC4 stream is now out of step: drop it.
+			st.sealer = nil
 			http.Error(w, "", http.StatusBadRequest)
 			return
 		}
@@ -371,9 +380,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // write sends a SOAP reply, sealed when the request was.
 func (s *Server) write(w http.ResponseWriter, st *connState, sealed bool, status int, reply string) {
 	if sealed {
+		b, err := psremote.SealMessage(st.sealer, []byte(reply))
+		if err != nil {
+			http.Error(w, "", http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", psremote.EncryptedContentType)
 		w.WriteHeader(status)
-		w.Write(psremote.SealMessage(st.sess, []byte(reply)))
+		w.Write(b)
 		return
 	}
 	w.Header().Set("Content-Type", "application/soap+xml;charset=UTF-8")

@@ -1,0 +1,83 @@
+package wsmantest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/wsmantest"
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+var theLab lab.Shared
+
+func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
+
+// MIT krb5's GSS-API (python3-gssapi) seals and unseals WinRM messages
+// with the test host, which uses the kerberos package's SecurityContext:
+// MIT's initiator tokens must unseal here, and our acceptor tokens there.
+// psremote's initiator is tested against the same host in package exchange.
+func TestMITKerberosSealedWinRM(t *testing.T) {
+	if exec.Command(debianPython, "-c", "import gssapi, winrm").Run() != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("python3-gssapi or python3-winrm is missing (make deps installs them)")
+		}
+		t.Skip("python3-gssapi or python3-winrm is missing; make deps installs them")
+	}
+	l := theLab.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	spn, kt, err := l.HTTPHost(ctx, "WINRM1", "Winrm1-Host-Passw0rd-0123456789!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := wsmantest.StartWith(wsmantest.NewHost("winrm1"), wsmantest.Options{User: "unused", Password: "unused-Passw0rd!"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.AcceptKerberos(&kerberos.Acceptor{Keytab: kt})
+
+	kinit := l.Command(ctx, "alice-mit.cc", "kinit", "alice")
+	kinit.Stdin = strings.NewReader(lab.UserPassword + "\n")
+	if out, err := kinit.CombinedOutput(); err != nil {
+		t.Fatalf("kinit: %v %s", err, out)
+	}
+	ccache := filepath.Join(l.Dir, "alice-mit.cc")
+	in, _ := json.Marshal(map[string]string{"url": fmt.Sprintf("http://%s/wsman", srv.Addr()), "spn": spn,
+		"realm": l.Realm, "script": pyScript})
+	cmd := exec.CommandContext(ctx, debianPython, "testdata/mit_kerberos_run.py")
+	cmd.Env = append(os.Environ(), "KRB5_CONFIG="+l.Krb5Conf, "KRB5CCNAME=FILE:"+ccache)
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	var r struct {
+		pyResult
+		SignatureLength int `json:"signature_length"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("%q: %v", out, err)
+	}
+	if r.Error != "" || r.Status != 0 || strings.TrimSpace(r.Stdout) != pyOutput {
+		t.Fatalf("MIT GSS-API client: %+v\n%s", r, stderr.String())
+	}
+	if users := srv.KerberosUsers(); len(users) != 1 || users[0] != "alice@"+l.Realm || srv.Sealed() < 4 {
+		t.Fatalf("logons %v, sealed %d", users, srv.Sealed())
+	}
+	// MIT's gss_wrap_iov header for AES is 60 bytes, as our Seal makes it.
+	if r.SignatureLength != 60 {
+		t.Fatalf("MIT's header is %d bytes", r.SignatureLength)
+	}
+}

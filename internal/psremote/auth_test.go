@@ -228,3 +228,25 @@ func TestCertificateLogon(t *testing.T) {
 		t.Fatal("certificate auth over HTTP")
 	}
 }
+
+// Basic works where the host allows unencrypted traffic and the client
+// says so too (a lab host), and only there.
+func TestBasicOnAHostThatAllowsIt(t *testing.T) {
+	srv, err := wsmantest.Start(wsmantest.NewHost("cas1"), adminUser, adminPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c, err := psremote.New(psremote.Config{Host: "127.0.0.1", Port: srv.Port(), Auth: psremote.AuthBasic,
+		User: adminUser, Password: adminPassword, AllowUnencrypted: true, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.RunPowerShell(context.Background(), groupScript)
+	if err != nil || strings.TrimSpace(out) != groupOutput {
+		t.Fatalf("%q %v", out, err)
+	}
+	if l := srv.Logons(); len(l) != 5 || l[0] != "basic:"+adminUser || srv.Sealed() != 0 {
+		t.Fatalf("logons %v sealed %d", l, srv.Sealed())
+	}
+}

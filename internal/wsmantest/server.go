@@ -188,11 +188,12 @@ type connState struct {
 	sealer  psremote.Sealer // the connection's NTLM or Kerberos context
 }
 
-// ClientConfig is how psremote reaches this server: Basic over plain HTTP
-// (AllowUnencrypted, which only a test host warrants).
+// ClientConfig is how psremote reaches this server over plain HTTP: NTLM
+// with every message sealed, which works whatever AllowUnencrypted says,
+// as on a Windows host with WinRM's defaults.
 func (s *Server) ClientConfig() psremote.Config {
-	return psremote.Config{Host: "127.0.0.1", Port: s.Port(), Auth: psremote.AuthBasic, User: s.User,
-		Password: s.Password, AllowUnencrypted: true, Timeout: 10 * time.Second}
+	return psremote.Config{Host: "127.0.0.1", Port: s.Port(), Auth: psremote.AuthNTLM, User: s.User,
+		Password: s.Password, Timeout: 10 * time.Second}
 }
 
 // Addr is host:port of the listener.
@@ -550,11 +551,12 @@ func xmlEscape(s string) string {
 	return b.String()
 }
 
-// StartTest starts a test host with a fixed Basic login for a test and
-// closes it when the test ends.
+// StartTest starts a test host for a test, with a fixed administrator
+// login and WinRM's defaults (AllowUnencrypted false: only sealed
+// messages on plain HTTP), and closes it when the test ends.
 func StartTest(t testing.TB, h *Host) *Server {
 	t.Helper()
-	s, err := Start(h, `CORP\admin`, "Adm1n-pw!")
+	s, err := StartWith(h, Options{User: `CORP\admin`, Password: "Adm1n-pw!"})
 	if err != nil {
 		t.Fatal(err)
 	}

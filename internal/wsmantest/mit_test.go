@@ -26,12 +26,7 @@ func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
 // MIT's initiator tokens must unseal here, and our acceptor tokens there.
 // psremote's initiator is tested against the same host in package exchange.
 func TestMITKerberosSealedWinRM(t *testing.T) {
-	if exec.Command(debianPython, "-c", "import gssapi, winrm").Run() != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("python3-gssapi or python3-winrm is missing (make deps installs them)")
-		}
-		t.Skip("python3-gssapi or python3-winrm is missing; make deps installs them")
-	}
+	needPython(t, "gssapi, winrm")
 	l := theLab.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

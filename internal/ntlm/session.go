@@ -56,6 +56,9 @@ func newSession(flags uint32, exportedKey []byte, client bool) *Session {
 	return s
 }
 
+// Flags are the negotiated flags the session was set up with.
+func (s *Session) Flags() uint32 { return s.flags }
+
 // SignatureSize is the length of an NTLM message signature.
 const SignatureSize = 16
 

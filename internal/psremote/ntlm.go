@@ -49,6 +49,9 @@ func newNTLMTransport(user, password, spn string) *sessionTransport {
 		if err != nil {
 			return "", false, err
 		}
+		if t.encrypt() && sess.Flags()&(ntlm.FlagSeal|ntlm.FlagSign|ntlm.Flag128) != ntlm.FlagSeal|ntlm.FlagSign|ntlm.Flag128 {
+			return "", false, fmt.Errorf("%w: the host did not agree to 128-bit NTLM sealing (flags %#x), which plain HTTP needs", ErrEncryption, sess.Flags())
+		}
 		var first []byte // on HTTP the last leg is empty: the message must be sealed
 		if !t.encrypt() {
 			first = body

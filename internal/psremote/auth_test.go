@@ -3,14 +3,19 @@ package psremote_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/segkcd/segkcd/internal/ntlm"
 	"github.com/segkcd/segkcd/internal/psremote"
 	"github.com/segkcd/segkcd/internal/wsmantest"
 )
@@ -248,5 +253,31 @@ func TestBasicOnAHostThatAllowsIt(t *testing.T) {
 	}
 	if l := srv.Logons(); len(l) != 5 || l[0] != "basic:"+adminUser || srv.Sealed() != 0 {
 		t.Fatalf("logons %v sealed %d", l, srv.Sealed())
+	}
+}
+
+// A host whose NTLM challenge leaves out sealing cannot take sealed
+// messages: the client stops before it sends its AUTHENTICATE.
+func TestNTLMWithoutSealingRefused(t *testing.T) {
+	var legs int
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		legs++
+		tok, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(r.Header.Get("Authorization"), "Negotiate "))
+		_, ch, err := (&ntlm.Server{DomainName: "CORP", ComputerName: "CAS1",
+			NTHash: func(string, string) ([]byte, bool) { return nil, false }}).Challenge(tok)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		binary.LittleEndian.PutUint32(ch[20:], binary.LittleEndian.Uint32(ch[20:])&^ntlm.FlagSeal)
+		w.Header().Set("WWW-Authenticate", "Negotiate "+base64.StdEncoding.EncodeToString(ch))
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer hs.Close()
+	port := hs.Listener.Addr().(*net.TCPAddr).Port
+	c, _ := psremote.New(psremote.Config{Host: "127.0.0.1", Port: port, Auth: psremote.AuthNTLM, User: adminUser, Password: adminPassword})
+	_, err := c.RunPowerShell(context.Background(), groupScript)
+	if !errors.Is(err, psremote.ErrEncryption) || legs != 1 {
+		t.Fatalf("after %d legs: %v", legs, err)
 	}
 }

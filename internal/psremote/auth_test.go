@@ -163,8 +163,9 @@ func TestNTLMRefusals(t *testing.T) {
 	// Basic on plain HTTP is refused by a host without AllowUnencrypted.
 	c, _ = psremote.New(psremote.Config{Host: "127.0.0.1", Port: srv.Port(), Auth: psremote.AuthBasic,
 		User: adminUser, Password: adminPassword, AllowUnencrypted: true, Timeout: 10 * time.Second})
-	if _, err := c.RunPowerShell(ctx, groupScript); err == nil {
-		t.Fatal("Basic over HTTP accepted by a host that refuses unencrypted traffic")
+	var he *psremote.HTTPError
+	if _, err := c.RunPowerShell(ctx, groupScript); !errors.As(err, &he) || he.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("Basic over HTTP on a host that refuses unencrypted traffic: %v", err)
 	}
 	// And psremote itself won't send Basic in clear unless told to.
 	if _, err := psremote.New(psremote.Config{Host: "h", Auth: psremote.AuthBasic, User: "u", Password: "p"}); err == nil {

@@ -36,7 +36,7 @@ const (
 type Config struct {
 	Host  string
 	Port  int  // default 5986 with HTTPS, 5985 without
-	HTTPS bool // recommended; on HTTP only NTLM keeps messages private (it seals them)
+	HTTPS bool // recommended; on HTTP, NTLM and Kerberos keep messages private by sealing them
 	// CACert (PEM) verifies the host's certificate; Insecure skips that (labs only).
 	CACert   []byte
 	Insecure bool
@@ -89,6 +89,8 @@ func New(cfg Config) (*Client, error) {
 	}
 	switch cfg.Auth {
 	case AuthBasic, "":
+		t := &basicTransport{user: cfg.User, password: cfg.Password}
+		params.TransportDecorator = func() winrm.Transporter { return t }
 	case AuthNTLM:
 		if cfg.User == "" {
 			return nil, errors.New("psremote: AuthNTLM needs Config.User")

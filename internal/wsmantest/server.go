@@ -74,8 +74,8 @@ type Options struct {
 	// (VerifyClientCertIfGiven), and CertificateUsers.
 	TLS *tls.Config
 	// AllowUnencrypted is the WinRM service setting of that name. Without
-	// it, plain HTTP takes only sealed NTLM messages: Basic is refused,
-	// and so is an NTLM or Kerberos message in clear.
+	// it, plain HTTP takes only messages sealed with an NTLM or Kerberos
+	// context: Basic is refused, and so is any message in clear.
 	AllowUnencrypted bool
 	// CertificateUsers maps the UPN in a client certificate's subject
 	// alternative name to the account it logs on as (the certmapping).
@@ -106,15 +106,17 @@ func (s *Server) KerberosUsers() []string {
 }
 
 // Logons lists every successful logon in order, as "method:user" with
-// method basic, ntlm, kerberos or certificate. NTLM logs on once per
-// connection; the others once per request.
+// method basic, ntlm, kerberos or certificate. NTLM, and Kerberos with
+// mutual authentication on plain HTTP, log on once per connection; the
+// others once per request.
 func (s *Server) Logons() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.logons...)
 }
 
-// Sealed counts the requests that came sealed (NTLM message encryption).
+// Sealed counts the requests that came sealed (MS-WSMV message
+// encryption with NTLM or Kerberos).
 func (s *Server) Sealed() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -178,9 +180,10 @@ func StartWith(host *Host, o Options) (*Server, error) {
 	return s, nil
 }
 
-// connKey finds a connection's NTLM state: NTLM authenticates the TCP
-// connection, and net/http serves one connection's requests in order on
-// one goroutine, so the state needs no lock.
+// connKey finds a connection's logon state: NTLM, and Kerberos for
+// sealing, authenticate the TCP connection, and net/http serves one
+// connection's requests in order on one goroutine, so the state needs no
+// lock.
 type connKey struct{}
 
 type connState struct {
@@ -203,7 +206,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
 
 // DropConnections closes every open connection, as a host does on an idle
-// timeout or a restart; the NTLM logons bound to them are gone.
+// timeout or a restart; the logons bound to them are gone.
 func (s *Server) DropConnections() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -221,8 +224,6 @@ func (s *Server) Requests(action string) int {
 	defer s.mu.Unlock()
 	return s.requests[action]
 }
-
-const certAuthHeader = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
 
 func (s *Server) unauthorized(w http.ResponseWriter) {
 	w.Header().Add("WWW-Authenticate", "Negotiate")
@@ -311,7 +312,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, st *connSt
 		}
 		s.logon("kerberos", id.User+"@"+id.Realm)
 		return true
-	case h == certAuthHeader && r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
+	case h == psremote.CertAuthHeader && r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
 		upn := certUPN(r.TLS.VerifiedChains[0][0])
 		if user, ok := s.opts.CertificateUsers[strings.ToLower(upn)]; ok && upn != "" {
 			s.logon("certificate", user)

@@ -1,12 +1,9 @@
 package wsmantest_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,26 +44,14 @@ func TestMITKerberosSealedWinRM(t *testing.T) {
 		t.Fatalf("kinit: %v %s", err, out)
 	}
 	ccache := filepath.Join(l.Dir, "alice-mit.cc")
-	in, _ := json.Marshal(map[string]string{"url": fmt.Sprintf("http://%s/wsman", srv.Addr()), "spn": spn,
-		"realm": l.Realm, "script": pyScript})
-	cmd := exec.CommandContext(ctx, debianPython, "testdata/mit_kerberos_run.py")
-	cmd.Env = append(os.Environ(), "KRB5_CONFIG="+l.Krb5Conf, "KRB5CCNAME=FILE:"+ccache)
-	cmd.Stdin = bytes.NewReader(in)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
-	}
 	var r struct {
 		pyResult
 		SignatureLength int `json:"signature_length"`
 	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("%q: %v", out, err)
-	}
+	trace := runPeer(t, "testdata/mit_kerberos_run.py", map[string]string{"url": fmt.Sprintf("http://%s/wsman", srv.Addr()),
+		"spn": spn, "realm": l.Realm, "script": pyScript}, []string{"KRB5_CONFIG=" + l.Krb5Conf, "KRB5CCNAME=FILE:" + ccache}, &r)
 	if r.Error != "" || r.Status != 0 || strings.TrimSpace(r.Stdout) != pyOutput {
-		t.Fatalf("MIT GSS-API client: %+v\n%s", r, stderr.String())
+		t.Fatalf("MIT GSS-API client: %+v\n%s", r, trace)
 	}
 	if users := srv.KerberosUsers(); len(users) != 1 || users[0] != "alice@"+l.Realm || srv.Sealed() < 4 {
 		t.Fatalf("logons %v, sealed %d", users, srv.Sealed())

@@ -44,23 +44,32 @@ func needPython(t *testing.T, modules string) {
 	}
 }
 
-func pywinrm(t *testing.T, args map[string]string) pyResult {
+// runPeer runs a Python peer script with JSON arguments on stdin and
+// decodes the JSON it prints into out; env adds to the environment. It
+// returns the script's stderr (a traceback, when it failed).
+func runPeer(t *testing.T, script string, args map[string]string, env []string, out any) string {
 	t.Helper()
-	needPython(t, "winrm")
 	in, _ := json.Marshal(args)
-	cmd := exec.Command(debianPython, "testdata/pywinrm_run.py")
+	cmd := exec.Command(debianPython, script)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	b, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("pywinrm: %v\n%s", err, stderr.String())
+		t.Fatalf("%s: %v\n%s", script, err, stderr.String())
 	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("%s printed %q: %v", script, b, err)
+	}
+	return stderr.String()
+}
+
+func pywinrm(t *testing.T, args map[string]string) pyResult {
+	t.Helper()
+	needPython(t, "winrm")
 	var r pyResult
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("pywinrm output %q: %v", out, err)
-	}
-	r.Trace = stderr.String()
+	r.Trace = runPeer(t, "testdata/pywinrm_run.py", args, nil, &r)
 	return r
 }
 

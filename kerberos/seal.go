@@ -30,10 +30,10 @@ var ErrUnseal = errors.New("kerberos: cannot unseal")
 // the peer's, as WinRM's message encryption on plain HTTP needs (MS-WSMV
 // 2.2.9.1). It uses the acceptor's subkey when the AP-REP carried one,
 // else the initiator's, else the ticket's session key; AES keys only (RC4
-// uses another token format). Safe for concurrent use; messages must be
-// unsealed in the order they were sealed only in the sense that each
-// carries its own sequence number, which is authenticated but not
-// enforced (the context does not ask for GSS sequencing).
+// uses another token format). It is safe for concurrent use. Each sealed
+// message carries a sequence number that its checksum covers; Unseal does
+// not enforce their order, as the context does not ask for GSS
+// sequencing.
 type SecurityContext struct {
 	mu             sync.Mutex
 	key            types.EncryptionKey

@@ -282,3 +282,22 @@ func TestNTLMWithoutSealingRefused(t *testing.T) {
 		t.Fatalf("after %d legs: %v", legs, err)
 	}
 }
+
+// A long command: the host answers Receive with TimedOut faults until
+// there is output, and the run still ends with it (over sealed NTLM, so the
+// fault's text has to survive our transport's error).
+func TestReceiveTimedOut(t *testing.T) {
+	srv, err := wsmantest.StartWith(wsmantest.NewHost("cas1"), wsmantest.Options{User: adminUser, Password: adminPassword, ReceiveTimeouts: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c, _ := psremote.New(srv.ClientConfig())
+	out, err := c.RunPowerShell(context.Background(), groupScript)
+	if err != nil || strings.TrimSpace(out) != groupOutput {
+		t.Fatalf("%q %v", out, err)
+	}
+	if n := srv.Requests("Receive"); n != 4 {
+		t.Fatalf("%d Receive requests, want 3 timed out and 1 answered", n)
+	}
+}

@@ -82,7 +82,14 @@ func New(cfg Config) (*Client, error) {
 		timeout = 60 * time.Second
 	}
 	ep := winrm.NewEndpoint(cfg.Host, port, cfg.HTTPS, cfg.Insecure, cfg.CACert, nil, nil, timeout)
-	params := winrm.NewParameters("PT60S", "en-US", 153600)
+	// The host answers a Receive with a TimedOut fault when a command has
+	// written nothing for OperationTimeout, and masterzen asks again. That
+	// must happen before the HTTP request itself times out.
+	op := timeout - 10*time.Second
+	if op < timeout/2 {
+		op = timeout / 2
+	}
+	params := winrm.NewParameters(fmt.Sprintf("PT%dS", max(1, int(op/time.Second))), "en-US", 153600)
 	spn := cfg.SPN
 	if spn == "" {
 		spn = "HTTP/" + cfg.Host

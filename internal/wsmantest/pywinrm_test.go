@@ -81,7 +81,9 @@ const (
 )
 
 func TestPywinrmNTLMEncrypted(t *testing.T) {
-	srv, err := wsmantest.StartWith(wsmantest.NewHost("cas1"), wsmantest.Options{User: pyUser, Password: pyPassword})
+	// Two TimedOut faults per command first: pywinrm must read them as
+	// Windows' OperationTimeout (fault code 2150858793) and ask again.
+	srv, err := wsmantest.StartWith(wsmantest.NewHost("cas1"), wsmantest.Options{User: pyUser, Password: pyPassword, ReceiveTimeouts: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +94,8 @@ func TestPywinrmNTLMEncrypted(t *testing.T) {
 	if r.Error != "" || r.Status != 0 || strings.TrimSpace(r.Stdout) != pyOutput {
 		t.Fatalf("pywinrm with NTLM sealing: %+v", r)
 	}
-	if srv.Sealed() < 4 || len(srv.Logons()) != 1 || srv.Logons()[0] != "ntlm:"+pyUser {
-		t.Fatalf("sealed %d, logons %v", srv.Sealed(), srv.Logons())
+	if srv.Sealed() < 4 || len(srv.Logons()) != 1 || srv.Logons()[0] != "ntlm:"+pyUser || srv.Requests("Receive") != 3 {
+		t.Fatalf("sealed %d, logons %v, receives %d", srv.Sealed(), srv.Logons(), srv.Requests("Receive"))
 	}
 	// A failing script comes back as pywinrm's error stream, sealed too.
 	r = pywinrm(t, map[string]string{"url": url, "transport": "ntlm", "encryption": "always",

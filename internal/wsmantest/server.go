@@ -51,12 +51,13 @@ type Server struct {
 	Host           *Host
 	User, Password string // the local administrator, for Basic and NTLM
 
-	opts Options
-	ln   net.Listener
-	srv  *http.Server
-	cert *x509.Certificate // the listener's own, for NTLM channel binding
-	mu   sync.Mutex
-	cmds map[string]*result // command id -> output
+	opts  Options
+	ln    net.Listener
+	srv   *http.Server
+	cert  *x509.Certificate // the listener's own, for NTLM channel binding
+	mu    sync.Mutex
+	cmds  map[string]*result // command id -> output
+	waits map[string]int     // command id -> TimedOut faults sent
 	// Requests counts SOAP requests by action (the last path segment).
 	requests map[string]int
 	acceptor *kerberos.Acceptor
@@ -84,6 +85,10 @@ type Options struct {
 	// bound to the TLS channel (CbtHardeningLevel Strict; the default,
 	// Relaxed, refuses only a wrong binding).
 	RequireChannelBindings bool
+	// ReceiveTimeouts makes the first n Receive requests of every command
+	// answer with WS-Management's TimedOut fault, as Windows does when a
+	// command writes nothing for the request's OperationTimeout.
+	ReceiveTimeouts int
 }
 
 // AcceptKerberos makes the server accept "Authorization: Negotiate" with
@@ -142,7 +147,8 @@ func Start(host *Host, user, password string) (*Server, error) {
 
 // StartWith listens on a free loopback port as the options say.
 func StartWith(host *Host, o Options) (*Server, error) {
-	s := &Server{Host: host, User: o.User, Password: o.Password, opts: o, cmds: map[string]*result{}, requests: map[string]int{}}
+	s := &Server{Host: host, User: o.User, Password: o.Password, opts: o, cmds: map[string]*result{}, waits: map[string]int{},
+		requests: map[string]int{}}
 	if o.TLS != nil {
 		if len(o.TLS.Certificates) == 0 {
 			return nil, errors.New("wsmantest: TLS without a certificate")
@@ -418,6 +424,12 @@ func (s *Server) handle(r *http.Request, body []byte) (int, string) {
 		return http.StatusOK, replyXML(req, `<rsp:CommandResponse><rsp:CommandId>`+id+`</rsp:CommandId></rsp:CommandResponse>`)
 	case actionReceive:
 		s.mu.Lock()
+		if _, ok := s.cmds[req.commandID]; ok && s.waits[req.commandID] < s.opts.ReceiveTimeouts {
+			s.waits[req.commandID]++
+			s.mu.Unlock()
+			return http.StatusInternalServerError, timedOutXML
+		}
+		delete(s.waits, req.commandID)
 		res, ok := s.cmds[req.commandID]
 		delete(s.cmds, req.commandID)
 		s.mu.Unlock()
@@ -474,6 +486,10 @@ func replyXML(req envelope, body string) string {
 		xmlEscape(req.action) + `Response</a:Action><a:MessageID>uuid:` + newID() + `</a:MessageID><a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To><a:RelatesTo>` +
 		xmlEscape(req.messageID) + `</a:RelatesTo></s:Header><s:Body>` + body + `</s:Body></s:Envelope>`
 }
+
+// timedOutXML is Windows' fault for a Receive that waited OperationTimeout
+// without output.
+const timedOutXML = `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>w:TimedOut</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="">The WS-Management service cannot complete the operation within the time specified in OperationTimeout.  </s:Text></s:Reason><s:Detail><f:WSManFault Code="2150858793" Machine="localhost"><f:Message>The WS-Management service cannot complete the operation within the time specified in OperationTimeout.  </f:Message></f:WSManFault></s:Detail></s:Fault></s:Body></s:Envelope>`
 
 func faultXML(reason string) string {
 	return `<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value></s:Code><s:Reason><s:Text xml:lang="en-US">` + xmlEscape(reason) + `</s:Text></s:Reason></s:Fault></s:Body></s:Envelope>`

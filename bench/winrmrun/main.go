@@ -1,7 +1,8 @@
 // Command winrmrun times psremote running one PowerShell script N times on
-// a WinRM host with NTLM (sealed on HTTP), for bench/winrm.sh. It prints
-// the mean milliseconds per run. The password comes from
-// $SEGKCD_WINRM_PASSWORD.
+// a WinRM host with NTLM or Kerberos (sealed on HTTP), for bench/winrm.sh
+// and bench/winrm-kerberos.sh. It prints the mean milliseconds per run.
+// The password comes from $SEGKCD_WINRM_PASSWORD; Kerberos reads
+// $KRB5_CONFIG and takes -realm and -spn.
 package main
 
 import (
@@ -13,6 +14,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/client"
+	"github.com/jcmturner/gokrb5/v8/config"
+
 	"github.com/segkcd/segkcd/internal/psremote"
 )
 
@@ -21,6 +25,9 @@ func main() {
 	user := flag.String("user", `CORP\Administrator`, "NTLM user")
 	n := flag.Int("n", 200, "runs")
 	script := flag.String("script", "", "PowerShell script")
+	auth := flag.String("auth", psremote.AuthNTLM, "ntlm or kerberos")
+	realm := flag.String("realm", "", "Kerberos realm (with -auth kerberos)")
+	spn := flag.String("spn", "", "the host's service principal, HTTP/host (with -auth kerberos)")
 	flag.Parse()
 	host, port, err := net.SplitHostPort(*addr)
 	if err != nil {
@@ -28,8 +35,16 @@ func main() {
 		os.Exit(2)
 	}
 	p, _ := strconv.Atoi(port)
-	c, err := psremote.New(psremote.Config{Host: host, Port: p, Auth: psremote.AuthNTLM, User: *user,
-		Password: os.Getenv("SEGKCD_WINRM_PASSWORD")})
+	cfg := psremote.Config{Host: host, Port: p, Auth: *auth, User: *user, Password: os.Getenv("SEGKCD_WINRM_PASSWORD"), SPN: *spn}
+	if *auth == psremote.AuthKerberos {
+		kcfg, err := config.Load(os.Getenv("KRB5_CONFIG"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		cfg.Kerberos = client.NewWithPassword(*user, *realm, cfg.Password, kcfg, client.DisablePAFXFAST(true))
+	}
+	c, err := psremote.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -19,7 +19,10 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/jcmturner/gokrb5/v8/keytab"
+
 	"github.com/segkcd/segkcd/internal/wsmantest"
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 func main() {
@@ -28,6 +31,7 @@ func main() {
 	user := flag.String("user", `CORP\Administrator`, "the administrator that logs on (NTLM, or Basic with -allow-unencrypted)")
 	allow := flag.Bool("allow-unencrypted", false, "also accept Basic and unsealed messages on plain HTTP")
 	addrFile := flag.String("addr-file", "", "write host:port here once listening")
+	keytabPath := flag.String("keytab", "", "also accept Kerberos (sealed on HTTP) for the HTTP/ service keys in this keytab")
 	flag.Parse()
 	h := wsmantest.NewHost("cas1")
 	versions := map[string]string{"2013": wsmantest.Exchange2013, "2016": wsmantest.Exchange2016, "2019": wsmantest.Exchange2019}
@@ -46,6 +50,14 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "wsmanhost:", err)
 		os.Exit(1)
+	}
+	if *keytabPath != "" {
+		kt, err := keytab.Load(*keytabPath)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "wsmanhost:", err)
+			os.Exit(1)
+		}
+		srv.AcceptKerberos(&kerberos.Acceptor{Keytab: kt})
 	}
 	if *addrFile != "" {
 		os.WriteFile(*addrFile, []byte(srv.Addr()), 0o644)

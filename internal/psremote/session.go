@@ -51,9 +51,14 @@ const maxIdleSessions = 16
 
 func (t *sessionTransport) Transport(ep *winrm.Endpoint) error {
 	t.ep = ep
-	_, url, err := newHTTPClient(ep, nil, true)
+	// Building the first session's client also checks the endpoint (CACert).
+	hc, url, err := newHTTPClient(ep, nil, true)
+	if err != nil {
+		return err
+	}
 	t.url = url
-	return err
+	t.idle = append(t.idle, &sessionConn{hc: hc})
+	return nil
 }
 
 func (t *sessionTransport) encrypt() bool { return !t.ep.HTTPS }

@@ -134,7 +134,7 @@ func (a *Acceptor) verify(op, authorization string) (*Identity, messages.APReq, 
 	if err != nil || !ok {
 		var kerr messages.KRBError
 		if errors.As(err, &kerr) {
-			return nil, ap, kdcError(op, "", kerr)
+			return nil, ap, kdcError(op, "", "", kerr, time.Now())
 		}
 		if err == nil {
 			err = errors.New("AP-REQ not valid")

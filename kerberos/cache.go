@@ -4,7 +4,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
-	"strings"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,9 +27,22 @@ type TicketSource interface {
 // a short while so a misconfigured user cannot make every request hit the
 // KDC; the number of entries is bounded (least recently used go first).
 //
-// Keys are case-insensitive, as AD names are. Set the fields before first
-// use; the zero value of each means its default. Methods are safe for
-// concurrent use.
+// Keys are the user and SPN exactly as given: no case folding, because
+// folding can join two names that AD keeps apart (strings.ToLower takes the
+// Kelvin sign U+212A for "k", and AD has "kelly" and "\u212aelly" as two
+// accounts). "Alice" and "alice" then cost one exchange each; callers that
+// want one entry per account pass canonical names. Every ticket served,
+// from the cache or fresh, is checked to speak for the user asked for
+// (Ticket.IsFor).
+//
+// A ticket is refreshed ahead of its end: once 80-90% (chosen at random per
+// entry) of its usable life has passed, a hit still serves it and starts
+// one background exchange for a new one. Together with the Client's early
+// TGT renewal this means that tickets of many users, which all end with the
+// service TGT, are not all missing in the same second.
+//
+// Set the fields before first use; the zero value of each means its
+// default. Methods are safe for concurrent use.
 type Cache struct {
 	// Source performs the exchange on a miss (typically a *Client).
 	Source Impersonator
@@ -53,16 +66,17 @@ type Cache struct {
 	lru      list.List // front = most recent; values are *cacheEntry
 	inflight map[cacheKey]*fetch
 
-	hits, misses, negativeHits, exchanges, errs, evictions atomic.Int64
+	hits, misses, negativeHits, exchanges, errs, evictions, refreshes, mismatches atomic.Int64
 }
 
 type cacheKey struct{ user, spn string }
 
 type cacheEntry struct {
-	key     cacheKey
-	ticket  *Ticket
-	err     error     // a remembered KDC refusal
-	expires time.Time // for err entries
+	key       cacheKey
+	ticket    *Ticket
+	refreshAt time.Time // when a hit starts a background refresh
+	err       error     // a remembered KDC refusal
+	expires   time.Time // for err entries
 }
 
 type fetch struct {
@@ -79,6 +93,8 @@ type CacheStats struct {
 	Exchanges    int64 // exchanges with the KDC (each S4U2Self + S4U2Proxy)
 	Errors       int64 // exchanges that failed
 	Evictions    int64 // entries dropped for MaxEntries
+	Refreshes    int64 // background refreshes started ahead of a ticket's end
+	Mismatches   int64 // tickets refused because they did not speak for the user asked for
 	Entries      int   // entries now
 }
 
@@ -96,9 +112,7 @@ func (c *Cache) skew() time.Duration {
 	return 5 * time.Minute
 }
 
-func key(user, spn string) cacheKey {
-	return cacheKey{strings.ToLower(user), strings.ToLower(spn)}
-}
+func key(user, spn string) cacheKey { return cacheKey{user, spn} }
 
 // Ticket returns a valid ticket from user to spn, from the cache or from
 // one shared exchange with the KDC.
@@ -113,8 +127,19 @@ func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
 	if el, ok := c.entries[k]; ok {
 		e := el.Value.(*cacheEntry)
 		switch {
+		case e.ticket != nil && !e.ticket.IsFor(user):
+			// Never expected with exact keys; a ticket for someone else is never served.
+			c.mismatches.Add(1)
 		case e.ticket != nil && now.Add(c.skew()).Before(e.ticket.EndTime):
 			c.lru.MoveToFront(el)
+			if !now.Before(e.refreshAt) {
+				if _, busy := c.inflight[k]; !busy {
+					f := &fetch{done: make(chan struct{})}
+					c.inflight[k] = f
+					c.refreshes.Add(1)
+					go c.run(ctx, k, user, spn, f)
+				}
+			}
 			c.mu.Unlock()
 			c.hits.Add(1)
 			return e.ticket, nil
@@ -151,6 +176,15 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch)
 	defer cancel()
 	c.exchanges.Add(1)
 	t, err := c.Source.Impersonate(fctx, user, spn)
+	if err == nil && (t == nil || !t.IsFor(user)) {
+		c.mismatches.Add(1)
+		name := "no ticket"
+		if t != nil {
+			name = "a ticket for " + t.ClientName()
+		}
+		err = &Error{Op: "cache", Target: user, Err: fmt.Errorf("%w: the source returned %s", ErrBadReply, name)}
+		t = nil
+	}
 	if err != nil {
 		c.errs.Add(1)
 	}
@@ -161,14 +195,33 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch)
 	close(f.done)
 	switch {
 	case err == nil:
-		c.storeLocked(&cacheEntry{key: k, ticket: t})
+		c.storeLocked(&cacheEntry{key: k, ticket: t, refreshAt: c.refreshPoint(t)})
 	case refusal(err):
 		ttl := c.NegativeTTL
 		if ttl <= 0 {
 			ttl = 15 * time.Second
 		}
+		if el, ok := c.entries[k]; ok {
+			if e := el.Value.(*cacheEntry); e.ticket != nil && c.now().Add(c.skew()).Before(e.ticket.EndTime) {
+				// A refresh ahead was refused: keep serving the ticket we
+				// have, and ask again after the negative TTL.
+				e.refreshAt = c.now().Add(ttl)
+				return
+			}
+		}
 		c.storeLocked(&cacheEntry{key: k, err: err, expires: c.now().Add(ttl)})
 	}
+}
+
+// refreshPoint is when a hit on t starts a background refresh: at a random
+// point between 80% and 90% of the time from now to the end of its use.
+func (c *Cache) refreshPoint(t *Ticket) time.Time {
+	now := c.now()
+	usable := t.EndTime.Add(-c.skew()).Sub(now)
+	if usable <= 0 {
+		return now
+	}
+	return now.Add(time.Duration(float64(usable) * (0.8 + 0.1*randFloat())))
 }
 
 // refusal reports whether err is the KDC's (or our pre-flight) answer about
@@ -214,7 +267,8 @@ func (c *Cache) Stats() CacheStats {
 	n := c.lru.Len()
 	c.mu.Unlock()
 	return CacheStats{Hits: c.hits.Load(), NegativeHits: c.negativeHits.Load(), Misses: c.misses.Load(),
-		Exchanges: c.exchanges.Load(), Errors: c.errs.Load(), Evictions: c.evictions.Load(), Entries: n}
+		Exchanges: c.exchanges.Load(), Errors: c.errs.Load(), Evictions: c.evictions.Load(),
+		Refreshes: c.refreshes.Load(), Mismatches: c.mismatches.Load(), Entries: n}
 }
 
 // TicketSource returns a source of tickets from user to spn backed by the cache.

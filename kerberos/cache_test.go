@@ -56,29 +56,145 @@ func TestCacheReuseAndExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t2, _ := c.Ticket(ctx, "ALICE", "HTTP/mail") // keys are case-insensitive
+	t2, _ := c.Ticket(ctx, "alice", "http/mail")
 	if t1 != t2 || src.calls.Load() != 1 {
 		t.Fatalf("not reused: calls=%d", src.calls.Load())
 	}
-	if _, err := c.Ticket(ctx, "bob", "http/mail"); err != nil || src.calls.Load() != 2 {
+	// Keys are exact: another spelling is another entry, never another's ticket.
+	if t3, _ := c.Ticket(ctx, "ALICE", "http/mail"); t3 == t1 || src.calls.Load() != 2 {
+		t.Fatalf("ALICE shares alice's entry: calls=%d", src.calls.Load())
+	}
+	if _, err := c.Ticket(ctx, "bob", "http/mail"); err != nil || src.calls.Load() != 3 {
 		t.Fatal("bob shares alice's ticket")
 	}
-	clk.Add(54 * time.Minute) // 6 minutes left: still served
-	if t3, _ := c.Ticket(ctx, "alice", "http/mail"); t3 != t1 {
+	clk.Add(30 * time.Minute) // half-way: served, no refresh yet
+	if t3, _ := c.Ticket(ctx, "alice", "http/mail"); t3 != t1 || c.Stats().Refreshes != 0 {
 		t.Fatal("refetched too early")
 	}
-	clk.Add(2 * time.Minute) // 4 minutes left, inside the skew: refetch
-	if t4, _ := c.Ticket(ctx, "alice", "http/mail"); t4 == t1 || src.calls.Load() != 3 {
+	clk.Add(26 * time.Minute) // 4 minutes left, inside the skew: refetch
+	if t4, _ := c.Ticket(ctx, "alice", "http/mail"); t4 == t1 || src.calls.Load() != 4 {
 		t.Fatalf("not refetched: calls=%d", src.calls.Load())
 	}
 	c.Invalidate("alice", "http/mail")
 	c.Ticket(ctx, "alice", "http/mail")
-	if src.calls.Load() != 4 {
+	if src.calls.Load() != 5 {
 		t.Fatal("Invalidate did not refetch")
 	}
 	s := c.Stats()
-	if s.Hits != 2 || s.Misses != 4 || s.Exchanges != 4 || s.Entries != 2 {
+	if s.Hits != 2 || s.Misses != 5 || s.Exchanges != 5 || s.Entries != 3 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// Tickets that all end with the service TGT are refreshed ahead, each at
+// its own point, while the cached one is still served: no window without
+// a ticket, and no stampede at the end.
+func TestCacheRefreshAhead(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	src := &fakeSource{now: clk.Now, life: time.Hour}
+	c := &Cache{Source: src, Now: clk.Now, Skew: 5 * time.Minute}
+	ctx := context.Background()
+	users := []string{"u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"}
+	first := map[string]*Ticket{}
+	for _, u := range users {
+		first[u], _ = c.Ticket(ctx, u, "http/mail")
+	}
+	// Walk through the refresh window (80-90% of 55 usable minutes) a minute at a time.
+	refreshedAt := map[string]int{}
+	for m := 1; m <= 54; m++ {
+		clk.Add(time.Minute)
+		for _, u := range users {
+			tk, err := c.Ticket(ctx, u, "http/mail")
+			if err != nil || tk == nil {
+				t.Fatalf("minute %d: %s got no ticket: %v", m, u, err)
+			}
+			if _, done := refreshedAt[u]; !done && tk != first[u] {
+				refreshedAt[u] = m
+			}
+		}
+		waitIdle(t, c)
+	}
+	if len(refreshedAt) != len(users) {
+		t.Fatalf("refreshed %v", refreshedAt)
+	}
+	distinct := map[int]bool{}
+	for u, m := range refreshedAt {
+		if m < 44 || m > 51 {
+			t.Fatalf("%s refreshed at minute %d, outside 80-90%% of its life", u, m)
+		}
+		distinct[m] = true
+	}
+	if len(distinct) < 2 {
+		t.Fatalf("every refresh in one minute: %v", refreshedAt)
+	}
+	if s := c.Stats(); s.Refreshes != int64(len(users)) || s.Misses != int64(len(users)) {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// waitIdle waits for background refreshes to finish.
+func waitIdle(t *testing.T, c *Cache) {
+	t.Helper()
+	for i := 0; i < 1000; i++ {
+		c.mu.Lock()
+		n := len(c.inflight)
+		c.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("refresh still running")
+}
+
+// A refusal while refreshing ahead keeps the ticket being served.
+func TestCacheRefreshRefused(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	src := &fakeSource{now: clk.Now, life: time.Hour}
+	c := &Cache{Source: src, Now: clk.Now}
+	ctx := context.Background()
+	t1, _ := c.Ticket(ctx, "alice", "http/mail")
+	src.err = &KDCError{Op: "S4U2Self", Code: CodePolicy}
+	clk.Add(52 * time.Minute)
+	for i := 0; i < 3; i++ {
+		if tk, err := c.Ticket(ctx, "alice", "http/mail"); tk != t1 || err != nil {
+			t.Fatalf("refusal replaced a valid ticket: %v", err)
+		}
+		waitIdle(t, c)
+	}
+	if src.calls.Load() != 2 {
+		t.Fatalf("refresh retried on every hit: %d calls", src.calls.Load())
+	}
+}
+
+// confusedSource answers every user with the ticket of one account, as a
+// case-folding cache in front of the KDC would.
+type confusedSource struct{ name string }
+
+func (s confusedSource) Impersonate(ctx context.Context, user, spn string) (*Ticket, error) {
+	return &Ticket{Client: types.PrincipalName{NameType: 1, NameString: []string{s.name}}, ClientRealm: "CORP.EXAMPLE.TEST",
+		EndTime: time.Now().Add(time.Hour)}, nil
+}
+
+func TestCacheRefusesAnotherUsersTicket(t *testing.T) {
+	c := &Cache{Source: confusedSource{name: "kelly"}}
+	ctx := context.Background()
+	if _, err := c.Ticket(ctx, "kelly", "http/mail"); err != nil {
+		t.Fatal(err)
+	}
+	// U+212A KELVIN SIGN: ToLower and EqualFold make it "k"; AD does not.
+	_, err := c.Ticket(ctx, "\u212aelly", "http/mail")
+	if !errors.Is(err, ErrBadReply) || c.Stats().Mismatches != 1 {
+		t.Fatalf("served kelly's ticket to Kelvin-kelly: %v %+v", err, c.Stats())
+	}
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{{"kelly", "KELLY", true}, {"kelly", "\u212aelly", false}, {"\u212aelly", "\u212aELLY", true},
+		{"stra\u00dfe", "STRA\u00dfE", true}, {"a", "\u0430", false}, {"x", "xy", false}} {
+		if got := upperEqual(tc.a, tc.b); got != tc.same {
+			t.Errorf("upperEqual(%q, %q) = %v", tc.a, tc.b, got)
+		}
 	}
 }
 

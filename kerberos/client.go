@@ -2,6 +2,8 @@ package kerberos
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -91,13 +93,14 @@ type Client struct {
 	renewSkew time.Duration
 	now       func() time.Time
 
-	// send delivers a request; tests replace it.
-	send func(ctx context.Context, realm string, req []byte) ([]byte, error)
+	// send delivers a request and names the KDC that answered; tests replace it.
+	send func(ctx context.Context, realm string, req []byte) ([]byte, string, error)
 	// noX509: the KDC refused PA-S4U-X509-USER once; send PA-FOR-USER alone.
 	noX509 atomic.Bool
 
-	mu  sync.Mutex
-	tgt *Ticket
+	mu      sync.Mutex
+	tgt     *Ticket
+	renewAt time.Time // when to log in again, ahead of tgt's end with jitter
 }
 
 // Option configures a Client.
@@ -106,7 +109,11 @@ type Option func(*Client)
 // WithTransport sets the KDC transport (timeouts, dialer).
 func WithTransport(t *Transport) Option { return func(c *Client) { c.transport = t } }
 
-// WithRenewBefore sets how long before its end the service TGT is renewed (default 5 minutes).
+// WithRenewBefore sets the least time before its end at which the service
+// TGT is renewed (default 5 minutes). The client renews it earlier, at a
+// random point between 75% and 85% of its lifetime, so that tickets issued
+// from it do not all end in the same second and a Cache can refresh them
+// from the new TGT before they run out.
 func WithRenewBefore(d time.Duration) Option { return func(c *Client) { c.renewSkew = d } }
 
 // WithClock replaces time.Now (tests).
@@ -124,7 +131,7 @@ func newClient(user, realm string, cfg *config.Config, opts []Option) *Client {
 	if c.transport == nil {
 		c.transport = &Transport{Config: cfg}
 	}
-	c.send = c.transport.Send
+	c.send = c.transport.send
 	return c
 }
 
@@ -164,6 +171,15 @@ func NewFromCCache(cc *credentials.CCache, cfg *config.Config, opts ...Option) (
 	return c, nil
 }
 
+// randFloat is a uniform float64 in [0, 1) from crypto/rand (no global state to seed).
+func randFloat() float64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0.5
+	}
+	return float64(binary.BigEndian.Uint64(b[:])>>11) / (1 << 53)
+}
+
 func flagBytes(f asn1.BitString) []byte {
 	b := make([]byte, 4)
 	copy(b, f.Bytes)
@@ -181,7 +197,9 @@ func (c *Client) Principal() types.PrincipalName { return c.cname }
 func (c *Client) TGT(ctx context.Context) (*Ticket, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.tgt != nil && c.now().Add(c.renewSkew).Before(c.tgt.EndTime) {
+	now := c.now()
+	valid := c.tgt != nil && now.Add(c.renewSkew).Before(c.tgt.EndTime)
+	if valid && (c.creds == nil || now.Before(c.renewAt)) {
 		return c.tgt, nil
 	}
 	if c.creds == nil {
@@ -192,10 +210,42 @@ func (c *Client) TGT(ctx context.Context) (*Ticket, error) {
 	}
 	t, err := c.login(ctx)
 	if err != nil {
+		if valid && ctx.Err() == nil {
+			// Renewing ahead failed (KDC down?); the TGT we have is good for a
+			// while yet. Try again in half a minute, not on every call.
+			c.renewAt = now.Add(30 * time.Second)
+			return c.tgt, nil
+		}
 		return nil, err
 	}
 	c.tgt = t
+	c.renewAt = renewPoint(t, now, c.renewSkew)
 	return t, nil
+}
+
+// renewPoint is when to renew a TGT: at a random point between 75% and
+// 85% of its lifetime, and at least renewSkew before its end.
+func renewPoint(t *Ticket, now time.Time, renewSkew time.Duration) time.Time {
+	start := t.StartTime
+	if start.IsZero() || start.After(now) {
+		start = now
+	}
+	life := t.EndTime.Sub(start)
+	at := start.Add(time.Duration(float64(life) * (0.75 + 0.1*randFloat())))
+	if latest := t.EndTime.Add(-renewSkew); at.After(latest) {
+		at = latest
+	}
+	return at
+}
+
+// dropTGT forgets the TGT a KDC rejected, unless another caller already
+// replaced it.
+func (c *Client) dropTGT(rejected *Ticket) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tgt == rejected && c.creds != nil {
+		c.tgt = nil
+	}
 }
 
 // login runs the AS exchange with PA-ENC-TIMESTAMP (AD requires
@@ -216,36 +266,39 @@ func (c *Client) login(ctx context.Context) (*Ticket, error) {
 	// gokrb5's key derivation, not its network code.
 	keys := &client.Client{Credentials: c.creds, Config: c.cfg}
 	var rep messages.ASRep
+	var kdc string
 	for attempt := 0; ; attempt++ {
 		b, err := req.Marshal()
 		if err != nil {
 			return nil, fail(op, target, err)
 		}
-		raw, err := c.send(ctx, c.realm, b)
+		raw, from, err := c.send(ctx, c.realm, b)
 		if err != nil {
 			return nil, fail(op, target, err)
 		}
+		kdc = from
 		if kerr, ok := asKRBError(raw); ok {
 			if kerr.ErrorCode == CodePreauthRequired && attempt == 0 {
 				pa, err := encTimestamp(keys, &kerr, c.cfg, c.now())
 				if err != nil {
-					return nil, fail(op, target, err)
+					return nil, failKDC(op, target, kdc, err)
 				}
 				req.PAData = append(req.PAData, pa)
 				continue
 			}
-			return nil, kdcError(op, target, kerr)
+			return nil, kdcError(op, target, kdc, kerr, c.now())
 		}
-		if err := rep.Unmarshal(raw); err != nil {
-			return nil, fail(op, target, fmt.Errorf("%w: %v", ErrBadReply, err))
+		if err := safely(func() error { return rep.Unmarshal(raw) }); err != nil {
+			return nil, failKDC(op, target, kdc, fmt.Errorf("%w: %v", ErrBadReply, err))
 		}
 		break
 	}
-	if _, err := rep.DecryptEncPart(c.creds); err != nil {
-		return nil, fail(op, target, fmt.Errorf("%w: %v (wrong password or key?)", ErrBadReply, err))
+	if err := safely(func() error { _, err := rep.DecryptEncPart(c.creds); return err }); err != nil {
+		return nil, failKDC(op, target, kdc, fmt.Errorf("%w: %v (wrong password or key?)", ErrBadReply, err))
 	}
-	if ok, err := rep.Verify(c.cfg, c.creds, req); !ok {
-		return nil, fail(op, target, fmt.Errorf("%w: %v", ErrBadReply, err))
+	var ok bool
+	if err := safely(func() (err error) { ok, err = rep.Verify(c.cfg, c.creds, req); return err }); !ok || err != nil {
+		return nil, failKDC(op, target, kdc, fmt.Errorf("%w: %v", ErrBadReply, err))
 	}
 	return ticketFrom(rep.KDCRepFields), nil
 }
@@ -253,8 +306,11 @@ func (c *Client) login(ctx context.Context) (*Ticket, error) {
 // encTimestamp builds PA-ENC-TIMESTAMP with the strongest etype the KDC
 // offered in its PREAUTH_REQUIRED error.
 func encTimestamp(keys *client.Client, kerr *messages.KRBError, cfg *config.Config, now time.Time) (types.PAData, error) {
+	if len(cfg.LibDefaults.DefaultTktEnctypeIDs) == 0 {
+		return types.PAData{}, errors.New("no supported encryption type in default_tkt_enctypes (gokrb5 knows aes128/256-cts-hmac-sha1-96, aes128-cts-hmac-sha256-128, aes256-cts-hmac-sha384-192, rc4-hmac, des3-cbc-sha1-kd)")
+	}
 	var offered types.PADataSequence
-	if err := offered.Unmarshal(kerr.EData); err != nil {
+	if err := safely(func() error { return offered.Unmarshal(kerr.EData) }); err != nil {
 		return types.PAData{}, fmt.Errorf("PREAUTH_REQUIRED e-data: %w", err)
 	}
 	etypeID := int32(0)
@@ -263,7 +319,7 @@ func encTimestamp(keys *client.Client, kerr *messages.KRBError, cfg *config.Conf
 			continue
 		}
 		var info types.ETypeInfo2
-		if err := info.Unmarshal(pa.PADataValue); err != nil {
+		if err := safely(func() error { return info.Unmarshal(pa.PADataValue) }); err != nil {
 			return types.PAData{}, fmt.Errorf("ETYPE-INFO2: %w", err)
 		}
 		for _, e := range info {
@@ -285,8 +341,9 @@ func encTimestamp(keys *client.Client, kerr *messages.KRBError, cfg *config.Conf
 	if err != nil {
 		return types.PAData{}, err
 	}
-	key, kvno, err := keys.Key(et, 0, kerr)
-	if err != nil {
+	var key types.EncryptionKey
+	var kvno int
+	if err := safely(func() (err error) { key, kvno, err = keys.Key(et, 0, kerr); return err }); err != nil {
 		return types.PAData{}, err
 	}
 	ts, err := asn1.Marshal(types.PAEncTSEnc{PATimestamp: now.UTC().Truncate(time.Second),
@@ -307,7 +364,8 @@ func encTimestamp(keys *client.Client, kerr *messages.KRBError, cfg *config.Conf
 
 // LoadConfig reads a krb5.conf.
 func LoadConfig(path string) (*config.Config, error) {
-	cfg, err := config.Load(path)
+	var cfg *config.Config
+	err := safely(func() (err error) { cfg, err = config.Load(path); return err })
 	if err != nil {
 		return nil, fail("load krb5.conf", path, err)
 	}
@@ -325,7 +383,8 @@ func NewConfig(realm string, kdcs ...string) (*config.Config, error) {
 		fmt.Fprintf(&b, "  kdc = %s\n", k)
 	}
 	b.WriteString(" }\n")
-	cfg, err := config.NewFromString(b.String())
+	var cfg *config.Config
+	err := safely(func() (err error) { cfg, err = config.NewFromString(b.String()); return err })
 	if err != nil {
 		return nil, fail("build krb5 config", realm, err)
 	}

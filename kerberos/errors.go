@@ -3,6 +3,7 @@ package kerberos
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jcmturner/gokrb5/v8/iana/errorcode"
 	"github.com/jcmturner/gokrb5/v8/messages"
@@ -22,13 +23,24 @@ const (
 	CodeSkew              int32 = 37
 	CodeResponseTooBig    int32 = 52
 	CodeWrongRealm        int32 = 68
-	codeKeyExpired        int32 = 23
-	codeClientNotTrusted  int32 = 62
-	codeBadIntegrity      int32 = 31
-	codeTicketExpired     int32 = 32
-	codeServiceNotFound   int32 = 7
-	codeModified          int32 = 41
+	// Codes with which a KDC rejects the service TGT itself, e.g. after the
+	// krbtgt key changed twice: the client drops the TGT, logs in again
+	// once and retries the request once.
+	CodeTGTRevoked   int32 = 20 // KDC_ERR_TGT_REVOKED
+	CodeBadIntegrity int32 = 31 // KRB_AP_ERR_BAD_INTEGRITY
+	CodeTktExpired   int32 = 32 // KRB_AP_ERR_TKT_EXPIRED
+	CodeModified     int32 = 41 // KRB_AP_ERR_MODIFIED
+	CodeBadKeyVer    int32 = 44 // KRB_AP_ERR_BADKEYVER
 )
+
+// rejectsTGT reports whether a TGS error code says the TGT itself is no good.
+func rejectsTGT(code int32) bool {
+	switch code {
+	case CodeTGTRevoked, CodeBadIntegrity, CodeTktExpired, CodeModified, CodeBadKeyVer:
+		return true
+	}
+	return false
+}
 
 // Sentinels for errors.Is. A *KDCError matches the sentinel of its code.
 var (
@@ -84,6 +96,11 @@ type KDCError struct {
 	Realm  string
 	Server string // the sname of the error
 	Target string // what we asked for: the user (S4U2Self) or the SPN (S4U2Proxy)
+	KDC    string // host:port of the KDC that answered
+	// KDCTime is the KDC's clock from the error (zero when it sent none);
+	// with KRB_AP_ERR_SKEW, Offset is how far ours is from it.
+	KDCTime time.Time
+	Offset  time.Duration
 }
 
 func (e *KDCError) Error() string {
@@ -98,6 +115,12 @@ func (e *KDCError) Error() string {
 	if sent := sentinelOf[e.Code]; sent != nil {
 		s += " (" + sent.Error() + ")"
 	}
+	if e.Code == CodeSkew && !e.KDCTime.IsZero() {
+		s += fmt.Sprintf(" (our clock is %s %s the KDC's)", e.Offset.Abs().Round(time.Second), map[bool]string{true: "ahead of", false: "behind"}[e.Offset > 0])
+	}
+	if e.KDC != "" {
+		s += " [KDC " + e.KDC + "]"
+	}
 	return s
 }
 
@@ -106,7 +129,7 @@ func (e *KDCError) Is(target error) bool {
 	return target != nil && sentinelOf[e.Code] == target
 }
 
-func kdcError(op, target string, k messages.KRBError) *KDCError {
+func kdcError(op, target, kdc string, k messages.KRBError, now time.Time) *KDCError {
 	// Lookup gives "(13) KDC_ERR_BADOPTION KDC cannot accommodate requested option".
 	name := errorcode.Lookup(k.ErrorCode)
 	if i := indexByte(name, ' '); i > 0 && name[0] == '(' {
@@ -115,8 +138,13 @@ func kdcError(op, target string, k messages.KRBError) *KDCError {
 	if i := indexByte(name, ' '); i > 0 {
 		name = name[:i]
 	}
-	return &KDCError{Op: op, Code: k.ErrorCode, Name: name, EText: k.EText, Realm: k.Realm,
-		Server: k.SName.PrincipalNameString(), Target: target}
+	e := &KDCError{Op: op, Code: k.ErrorCode, Name: name, EText: k.EText, Realm: k.Realm,
+		Server: k.SName.PrincipalNameString(), Target: target, KDC: kdc}
+	if !k.STime.IsZero() {
+		e.KDCTime = k.STime.Add(time.Duration(k.Susec) * time.Microsecond)
+		e.Offset = now.Sub(e.KDCTime)
+	}
+	return e
 }
 
 func indexByte(s string, c byte) int {
@@ -133,6 +161,7 @@ func indexByte(s string, c byte) int {
 type Error struct {
 	Op     string
 	Target string
+	KDC    string // host:port of the KDC whose reply failed, when one did
 	Err    error
 }
 
@@ -141,7 +170,11 @@ func (e *Error) Error() string {
 	if e.Target != "" {
 		s += " " + e.Target
 	}
-	return s + ": " + e.Err.Error()
+	s += ": " + e.Err.Error()
+	if e.KDC != "" {
+		s += " [KDC " + e.KDC + "]"
+	}
+	return s
 }
 
 // Unwrap returns the cause.
@@ -157,4 +190,14 @@ func fail(op, target string, err error) error {
 		return err
 	}
 	return &Error{Op: op, Target: target, Err: err}
+}
+
+// failKDC is fail for a reply from a named KDC.
+func failKDC(op, target, kdc string, err error) error {
+	err = fail(op, target, err)
+	var e *Error
+	if errors.As(err, &e) && e.KDC == "" {
+		e.KDC = kdc
+	}
+	return err
 }

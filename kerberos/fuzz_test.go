@@ -24,7 +24,7 @@ func FuzzKDCReply(f *testing.F) {
 	f.Add([]byte{0x6d, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if k, ok := asKRBError(b); ok {
-			e := kdcError("S4U2Proxy", "http/mail", k)
+			e := kdcError("S4U2Proxy", "http/mail", "127.0.0.1:88", k, time.Unix(0, 0))
 			_ = e.Error()
 			return
 		}

@@ -11,6 +11,8 @@ import (
 	"math/big"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jcmturner/gofork/encoding/asn1"
 	"github.com/jcmturner/gokrb5/v8/crypto"
@@ -210,10 +212,32 @@ func (c *Client) S4U2Self(ctx context.Context, user string) (*Ticket, error) {
 	if err != nil {
 		return nil, fail(op, user, err)
 	}
+	return c.withTGT(ctx, func(tgt *Ticket) (*Ticket, error) { return c.s4u2Self(ctx, tgt, user, uname) })
+}
+
+// withTGT runs a TGS exchange with the service TGT. When the KDC rejects
+// the TGT itself (its krbtgt key changed, it was revoked), the TGT is
+// dropped, the client logs in again once and the exchange runs once more:
+// otherwise every request would fail until the TGT's own end.
+func (c *Client) withTGT(ctx context.Context, exchange func(tgt *Ticket) (*Ticket, error)) (*Ticket, error) {
 	tgt, err := c.TGT(ctx)
 	if err != nil {
 		return nil, err
 	}
+	t, err := exchange(tgt)
+	var ke *KDCError
+	if err == nil || !errors.As(err, &ke) || !rejectsTGT(ke.Code) || c.creds == nil {
+		return t, err
+	}
+	c.dropTGT(tgt)
+	if tgt, err = c.TGT(ctx); err != nil {
+		return nil, err
+	}
+	return exchange(tgt)
+}
+
+func (c *Client) s4u2Self(ctx context.Context, tgt *Ticket, user string, uname types.PrincipalName) (*Ticket, error) {
+	const op = "S4U2Self"
 	pfu, err := NewPAForUser(uname, c.realm, tgt.SessionKey)
 	if err != nil {
 		return nil, fail(op, user, err)
@@ -251,8 +275,8 @@ func (c *Client) S4U2Self(ctx context.Context, user string) (*Ticket, error) {
 	if err := checkS4UEcho(rep.PAData, body.Nonce, tgt.SessionKey); err != nil {
 		return nil, fail(op, user, err)
 	}
-	// The reply names the user (canonicalized); an NT_PRINCIPAL request must get that user back.
-	if uname.NameType == nametype.KRB_NT_PRINCIPAL && !equalFold(t.Client, uname) {
+	// The reply names the user (canonicalized): it must be the user asked for.
+	if !t.IsFor(user) {
 		return nil, fail(op, user, fmt.Errorf("%w: ticket is for %s, not %s", ErrBadReply, t.ClientName(), user))
 	}
 	return t, nil
@@ -274,10 +298,11 @@ func (c *Client) S4U2Proxy(ctx context.Context, evidence *Ticket, spn string) (*
 	if err != nil {
 		return nil, fail(op, spn, err)
 	}
-	tgt, err := c.TGT(ctx)
-	if err != nil {
-		return nil, err
-	}
+	return c.withTGT(ctx, func(tgt *Ticket) (*Ticket, error) { return c.s4u2Proxy(ctx, tgt, evidence, spn, sname) })
+}
+
+func (c *Client) s4u2Proxy(ctx context.Context, tgt, evidence *Ticket, spn string, sname types.PrincipalName) (*Ticket, error) {
+	const op = "S4U2Proxy"
 	body, err := c.body(sname, flags.Forwardable, flagCNameInAddlTkt)
 	if err != nil {
 		return nil, fail(op, spn, err)
@@ -294,7 +319,8 @@ func (c *Client) S4U2Proxy(ctx context.Context, evidence *Ticket, spn string) (*
 	if err != nil {
 		return nil, err
 	}
-	if !equalFold(t.Client, evidence.Client) || !strings.EqualFold(t.ClientRealm, evidence.ClientRealm) {
+	// The KDC copies the client from the evidence: it must be the same, to the byte.
+	if !samePrincipal(t.Client, evidence.Client) || t.ClientRealm != evidence.ClientRealm {
 		return nil, fail(op, spn, fmt.Errorf("%w: ticket is for %s, evidence was for %s", ErrBadReply, t.ClientName(), evidence.ClientName()))
 	}
 	return t, nil
@@ -400,33 +426,36 @@ func (c *Client) tgsExchange(ctx context.Context, op, target string, tgt *Ticket
 	if err != nil {
 		return nil, nil, fail(op, target, err)
 	}
-	raw, err := c.send(ctx, c.realm, b)
+	raw, kdc, err := c.send(ctx, c.realm, b)
 	if err != nil {
 		return nil, nil, fail(op, target, err)
 	}
 	if kerr, ok := asKRBError(raw); ok {
-		return nil, nil, kdcError(op, target, kerr)
+		return nil, nil, kdcError(op, target, kdc, kerr, c.now())
 	}
 	var rep messages.TGSRep
 	t, err := verifyTGSRep(raw, &rep, tgt.SessionKey, body, c.now(), op, target)
-	return t, &rep, err
+	if err != nil {
+		return nil, nil, failKDC(op, target, kdc, err)
+	}
+	return t, &rep, nil
 }
 
 func verifyTGSRep(raw []byte, rep *messages.TGSRep, key types.EncryptionKey, body messages.KDCReqBody, now time.Time, op, target string) (*Ticket, error) {
-	if err := rep.Unmarshal(raw); err != nil {
+	if err := safely(func() error { return rep.Unmarshal(raw) }); err != nil {
 		return nil, fail(op, target, fmt.Errorf("%w: %v", ErrBadReply, err))
 	}
-	if err := rep.DecryptEncPart(key); err != nil {
+	if err := safely(func() error { return rep.DecryptEncPart(key) }); err != nil {
 		return nil, fail(op, target, fmt.Errorf("%w: %v", ErrBadReply, err))
 	}
 	p := rep.DecryptedEncPart
 	switch {
 	case p.Nonce != body.Nonce:
 		return nil, fail(op, target, fmt.Errorf("%w: nonce mismatch", ErrBadReply))
-	case !equalFold(p.SName, body.SName) || !equalFold(rep.Ticket.SName, p.SName):
+	case !sameName(p.SName, body.SName) || !sameName(rep.Ticket.SName, p.SName):
 		return nil, fail(op, target, fmt.Errorf("%w: ticket is for %s, asked for %s", ErrBadReply,
 			p.SName.PrincipalNameString(), body.SName.PrincipalNameString()))
-	case !strings.EqualFold(p.SRealm, body.Realm):
+	case !upperEqual(p.SRealm, body.Realm):
 		return nil, fail(op, target, fmt.Errorf("%w: ticket realm %s, asked for %s", ErrBadReply, p.SRealm, body.Realm))
 	case !p.EndTime.After(now):
 		return nil, fail(op, target, fmt.Errorf("%w: ticket already expired", ErrBadReply))
@@ -434,15 +463,68 @@ func verifyTGSRep(raw []byte, rep *messages.TGSRep, key types.EncryptionKey, bod
 	return ticketFrom(rep.KDCRepFields), nil
 }
 
-// equalFold compares principal names case-insensitively, as AD does.
-func equalFold(a, b types.PrincipalName) bool {
+// upperEqual compares names as AD does: both upper-cased rune by rune
+// (Windows' RtlUpcaseUnicodeString; Samba's casefold), not case-folded.
+// The difference matters: strings.EqualFold and strings.ToLower take the
+// Kelvin sign U+212A for "k", so "kelly" and "Kelly" would be one name,
+// while AD keeps them as two accounts, each with its own tickets.
+func upperEqual(a, b string) bool {
+	for a != "" && b != "" {
+		ra, na := utf8.DecodeRuneInString(a)
+		rb, nb := utf8.DecodeRuneInString(b)
+		if ra != rb && unicode.ToUpper(ra) != unicode.ToUpper(rb) {
+			return false
+		}
+		a, b = a[na:], b[nb:]
+	}
+	return a == "" && b == ""
+}
+
+// sameName compares principal names component by component with upperEqual.
+func sameName(a, b types.PrincipalName) bool {
 	if len(a.NameString) != len(b.NameString) {
 		return false
 	}
 	for i := range a.NameString {
-		if !strings.EqualFold(a.NameString[i], b.NameString[i]) {
+		if !upperEqual(a.NameString[i], b.NameString[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// samePrincipal compares principal names exactly.
+func samePrincipal(a, b types.PrincipalName) bool {
+	if len(a.NameString) != len(b.NameString) {
+		return false
+	}
+	for i := range a.NameString {
+		if a.NameString[i] != b.NameString[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// IsFor reports whether the ticket speaks for user, given as S4U2Self
+// takes it: "alice" or "alice@REALM" must be the ticket's client name in
+// the ticket's realm; a UPN must be the ticket's enterprise name (Samba
+// keeps it). A UPN that the KDC resolved to an account name (Windows
+// canonicalizes) cannot be checked by name: the KDC's mapping is taken.
+// Names compare as AD compares them (upper-cased, never case-folded).
+func (t *Ticket) IsFor(user string) bool {
+	if len(t.Client.NameString) != 1 {
+		return false
+	}
+	cname := t.Client.NameString[0]
+	name, suffix, hasAt := strings.Cut(user, "@")
+	switch {
+	case !hasAt:
+		return upperEqual(cname, user)
+	case upperEqual(cname, user):
+		return true // the enterprise name itself
+	case upperEqual(suffix, t.ClientRealm):
+		return upperEqual(cname, name)
+	}
+	return t.Client.NameType != nametype.KRB_NT_ENTERPRISE && !strings.Contains(cname, "@")
 }

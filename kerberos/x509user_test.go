@@ -68,7 +68,7 @@ func TestS4UX509Fallback(t *testing.T) {
 	c.cfg, _ = NewConfig("CORP.EXAMPLE.TEST", "127.0.0.1")
 	var mu sync.Mutex
 	var sent [][]int32
-	c.send = func(ctx context.Context, realm string, b []byte) ([]byte, error) {
+	c.send = func(ctx context.Context, realm string, b []byte) ([]byte, string, error) {
 		var req messages.TGSReq
 		if err := req.Unmarshal(b); err != nil {
 			t.Fatal(err)
@@ -85,7 +85,8 @@ func TestS4UX509Fallback(t *testing.T) {
 			code = CodePADataTypeNoSupp
 		}
 		k := messages.NewKRBError(req.ReqBody.SName, realm, code, "")
-		return k.Marshal()
+		rep, err := k.Marshal()
+		return rep, "stub", err
 	}
 	for i := 0; i < 2; i++ {
 		if _, err := c.S4U2Self(context.Background(), "alice"); !errors.Is(err, ErrClientUnknown) {

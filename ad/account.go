@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/segkcd/segkcd/internal/redact"
 )
 
 // Action is what an operation did.
@@ -190,7 +192,7 @@ func (c *Conn) FindAccount(ctx context.Context, name string) (*Account, error) {
 	if filter == "" {
 		filter = samFilter(sam)
 	}
-	ents, err := c.search(ctx, op, ldap.NewSearchRequest(c.baseDN, ldap.ScopeWholeSubtree,
+	ents, err := c.searchFor(ctx, op, name, ldap.NewSearchRequest(c.baseDN, ldap.ScopeWholeSubtree,
 		ldap.NeverDerefAliases, 0, 0, false, filter, accountAttrs, nil))
 	if err != nil {
 		return nil, err
@@ -217,7 +219,7 @@ func (c *Conn) FindAccount(ctx context.Context, name string) (*Account, error) {
 
 // findSAM finds the object with exactly this sAMAccountName.
 func (c *Conn) findSAM(ctx context.Context, op, sam string) (*Account, error) {
-	ents, err := c.search(ctx, op, ldap.NewSearchRequest(c.baseDN, ldap.ScopeWholeSubtree,
+	ents, err := c.searchFor(ctx, op, sam, ldap.NewSearchRequest(c.baseDN, ldap.ScopeWholeSubtree,
 		ldap.NeverDerefAliases, 0, 0, false, "(sAMAccountName="+ldap.EscapeFilter(sam)+")", accountAttrs, nil))
 	if err != nil {
 		return nil, err
@@ -347,12 +349,34 @@ type ServiceAccountRequest struct {
 	UserPrincipalName string
 	// Password is required when the account is created, and ignored after.
 	Password string
+	// EncryptionTypes is msDS-SupportedEncryptionTypes; zero means EncAES
+	// (24). Without it AD issues RC4 tickets to the account's SPNs, which
+	// any domain user can request and crack offline (Kerberoasting); the
+	// gateway's service account opens every mailbox it delegates to. Set on
+	// creation and brought in line on an existing account.
+	EncryptionTypes EncType
 	// PasswordNeverExpires sets DONT_EXPIRE_PASSWORD (on creation and on an
 	// existing account; false never clears it).
 	PasswordNeverExpires bool
 	Mail                 string
 	DisplayName          string
 	Description          string
+}
+
+// Format prints the request without its password, for every verb.
+func (r ServiceAccountRequest) Format(f fmt.State, verb rune) {
+	type plain ServiceAccountRequest
+	m := plain(r)
+	m.Password = redact.String(m.Password)
+	redact.Format(f, verb, "ad.ServiceAccountRequest", m)
+}
+
+// Format prints the request without its password, for every verb.
+func (r ComputerAccountRequest) Format(f fmt.State, verb rune) {
+	type plain ComputerAccountRequest
+	m := plain(r)
+	m.Password = redact.String(m.Password)
+	redact.Format(f, verb, "ad.ComputerAccountRequest", m)
 }
 
 // CreateServiceAccount creates an enabled user account with a password. If
@@ -366,6 +390,10 @@ func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountReque
 	upn := req.UserPrincipalName
 	if upn == "" {
 		upn = name + "@" + c.info.DNSDomain
+	}
+	enc := req.EncryptionTypes
+	if enc == 0 {
+		enc = EncAES
 	}
 	acct, err := c.findSAM(ctx, op, name)
 	if err == nil {
@@ -387,6 +415,10 @@ func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountReque
 			next := acct.UserAccountControl | UACDontExpirePassword
 			mod.Replace("userAccountControl", []string{strconv.FormatUint(uint64(next), 10)})
 			details = append(details, fmt.Sprintf("userAccountControl: %v -> %v", acct.UserAccountControl, next))
+		}
+		if acct.SupportedEncryptionTypes != enc {
+			mod.Replace("msDS-SupportedEncryptionTypes", []string{strconv.FormatUint(uint64(enc), 10)})
+			details = append(details, fmt.Sprintf("msDS-SupportedEncryptionTypes: %v -> %v", acct.SupportedEncryptionTypes, enc))
 		}
 		return c.apply(ctx, op, mod, details)
 	}
@@ -418,6 +450,7 @@ func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountReque
 	add.Attribute("sAMAccountName", []string{name})
 	add.Attribute("userPrincipalName", []string{upn})
 	add.Attribute("userAccountControl", []string{strconv.FormatUint(uint64(uac), 10)})
+	add.Attribute("msDS-SupportedEncryptionTypes", []string{strconv.FormatUint(uint64(enc), 10)})
 	add.Attribute("unicodePwd", []string{encoded})
 	for attr, v := range map[string]string{"mail": req.Mail, "displayName": req.DisplayName, "description": req.Description} {
 		if v != "" {

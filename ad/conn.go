@@ -13,6 +13,8 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 	"github.com/jcmturner/gokrb5/v8/client"
+
+	"github.com/segkcd/segkcd/internal/redact"
 )
 
 // Config says how to reach and bind to a domain controller.
@@ -38,28 +40,44 @@ type Config struct {
 	// BaseDN is where searches for accounts start; empty means the domain's
 	// defaultNamingContext.
 	BaseDN string
-	// AllowPlaintext keeps an ldap:// connection unencrypted instead of
-	// using StartTLS. For tests only: AD refuses simple binds in clear by
-	// default, and segkcd refuses every password write without TLS anyway.
-	AllowPlaintext bool
+	// PlaintextKerberosBind keeps an ldap:// connection without TLS
+	// instead of using StartTLS, for a DC that offers none. Only a
+	// KerberosBind (whose SASL layer signs and seals) or no bind at all may
+	// run on such a connection: a SimpleBind is refused before its password
+	// is sent, and so is every password write.
+	PlaintextKerberosBind bool
 }
 
 // Binder authenticates a new connection. SimpleBind and KerberosBind implement it.
 type Binder interface {
-	bind(ctx context.Context, c *ldap.Conn, host string) error
+	bind(ctx context.Context, c *ldap.Conn, host string, isTLS bool) error
 }
 
-// SimpleBind is an LDAP simple bind, which AD accepts only over TLS.
+// SimpleBind is an LDAP simple bind. Its password goes as it is, so it is
+// only ever sent over TLS (LDAPS or StartTLS): on any other connection the
+// bind is refused before anything is sent. It formats without the password.
 type SimpleBind struct {
 	Username string // `CORP\admin`, admin@corp.example.com, or a DN
 	Password string
 }
 
-func (b SimpleBind) bind(_ context.Context, c *ldap.Conn, _ string) error {
+func (b SimpleBind) bind(_ context.Context, c *ldap.Conn, _ string, isTLS bool) error {
 	if b.Password == "" {
 		return invalid("bind", b.Username, "empty password (an unauthenticated bind would silently succeed)")
 	}
+	if !isTLS {
+		return &Error{Op: "bind", Object: b.Username, Kind: ErrTLSRequired,
+			Err: errors.New("refused to send a simple bind's password over a connection without TLS")}
+	}
 	return c.Bind(b.Username, b.Password)
+}
+
+// Format prints the bind without its password, for every verb.
+func (b SimpleBind) Format(f fmt.State, verb rune) {
+	type plain SimpleBind
+	m := plain(b)
+	m.Password = redact.String(m.Password)
+	redact.Format(f, verb, "ad.SimpleBind", m)
 }
 
 // KerberosBind is a SASL GSSAPI bind with a gokrb5 client (from a password,
@@ -71,7 +89,7 @@ type KerberosBind struct {
 	SPN string
 }
 
-func (b KerberosBind) bind(_ context.Context, c *ldap.Conn, host string) error {
+func (b KerberosBind) bind(_ context.Context, c *ldap.Conn, host string, _ bool) error {
 	if b.Client == nil {
 		return invalid("bind", "", "KerberosBind without a client")
 	}
@@ -170,7 +188,7 @@ func connect(ctx context.Context, cfg Config, rawURL string) (*ldap.Conn, bool, 
 		timeout = 30 * time.Second
 	}
 	l.SetTimeout(timeout)
-	if !useTLS && !cfg.AllowPlaintext {
+	if !useTLS && !cfg.PlaintextKerberosBind {
 		err := guard(dctx, l, func() error { return l.StartTLS(tlsCfg) })
 		if err != nil {
 			l.Close()
@@ -179,7 +197,7 @@ func connect(ctx context.Context, cfg Config, rawURL string) (*ldap.Conn, bool, 
 		useTLS = true
 	}
 	if cfg.Bind != nil {
-		if err := guard(ctx, l, func() error { return cfg.Bind.bind(ctx, l, tlsCfg.ServerName) }); err != nil {
+		if err := guard(ctx, l, func() error { return cfg.Bind.bind(ctx, l, tlsCfg.ServerName, useTLS) }); err != nil {
 			l.Close()
 			return nil, false, "", err
 		}
@@ -251,8 +269,14 @@ func (c *Conn) requireTLS(op, object string) error {
 
 // search runs a search with paging (AD returns at most 1000 entries per page otherwise).
 func (c *Conn) search(ctx context.Context, op string, req *ldap.SearchRequest) ([]*ldap.Entry, error) {
+	return c.searchFor(ctx, op, req.BaseDN, req)
+}
+
+// searchFor is search whose errors name object (the account looked up)
+// rather than the base DN.
+func (c *Conn) searchFor(ctx context.Context, op, object string, req *ldap.SearchRequest) ([]*ldap.Entry, error) {
 	var res *ldap.SearchResult
-	err := c.do(ctx, op, req.BaseDN, func(l *ldap.Conn) error {
+	err := c.do(ctx, op, object, func(l *ldap.Conn) error {
 		var err error
 		if req.Scope == ldap.ScopeBaseObject {
 			res, err = l.Search(req)

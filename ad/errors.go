@@ -87,7 +87,17 @@ func (e *Error) Error() string {
 	b.WriteString(": ")
 	switch {
 	case e.Kind != nil:
+		if ctx := context_(e.Err); ctx != "" {
+			b.WriteString(ctx + ": ")
+		}
 		b.WriteString(e.Kind.Error())
+	case e.Err != nil && e.Diagnostic != "":
+		// The DC's text follows once, below.
+		if ctx := context_(e.Err); ctx != "" {
+			b.WriteString(ctx)
+		} else {
+			b.WriteString("failed")
+		}
 	case e.Err != nil:
 		b.WriteString(errText(e.Err))
 	default:
@@ -98,7 +108,11 @@ func (e *Error) Error() string {
 		codes = append(codes, fmt.Sprintf("LDAP %d %s", e.LDAPCode, ldap.LDAPResultCodeMap[e.LDAPCode]))
 	}
 	if e.Code != 0 {
-		codes = append(codes, fmt.Sprintf("AD %08X", e.Code))
+		label := "AD"
+		if e.Code&0xFFFF0000 == 0x80090000 {
+			label = "SSPI" // a security-package status (SEC_E_...), not a directory error
+		}
+		codes = append(codes, fmt.Sprintf("%s %08X", label, e.Code))
 	}
 	if len(codes) > 0 {
 		b.WriteString(" (" + strings.Join(codes, ", ") + ")")
@@ -114,13 +128,25 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// errText is an error's text without go-ldap's "LDAP Result Code N" prefix.
+// errText is an error's text without go-ldap's "LDAP Result Code N" prefix,
+// keeping what wraps it ("StartTLS: ...").
 func errText(err error) string {
 	var le *ldap.Error
 	if errors.As(err, &le) && le.Err != nil {
-		return le.Err.Error()
+		return strings.Replace(err.Error(), le.Error(), le.Err.Error(), 1)
 	}
 	return err.Error()
+}
+
+// context_ is what wraps an LDAP error in err ("StartTLS" of "StartTLS:
+// LDAP Result Code ..."), or "" when nothing does.
+func context_(err error) string {
+	var le *ldap.Error
+	if err == nil || !errors.As(err, &le) {
+		return ""
+	}
+	s := strings.Replace(err.Error(), le.Error(), "", 1)
+	return strings.TrimRight(strings.TrimSpace(s), ":")
 }
 
 // Unwrap gives errors.Is and errors.As both the sentinel and the cause.

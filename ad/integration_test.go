@@ -426,7 +426,7 @@ func TestPasswords(t *testing.T) {
 
 	// Without TLS, password writes are refused before anything is sent.
 	before := ldbAttr(t, l, "svc_pw", "pwdLastSet")
-	plain, err := ad.Dial(ctx, ad.Config{URL: l.LDAPURL(), AllowPlaintext: true})
+	plain, err := ad.Dial(ctx, ad.Config{URL: l.LDAPURL(), PlaintextKerberosBind: true})
 	if err != nil {
 		t.Fatal(err)
 	}

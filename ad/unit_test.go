@@ -312,3 +312,44 @@ func TestErrorNeverHoldsPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Error texts: the wrapping step stays ("StartTLS"), the DC's text appears
+// once, an SSPI status is labelled as such.
+func TestErrorText(t *testing.T) {
+	diag := "00002077: Operation unavailable without authentication"
+	err := wrap("dial", "ldap://dc1", fmt.Errorf("StartTLS: %w", ldap.NewError(ldap.LDAPResultUnwillingToPerform, errors.New(diag))))
+	s := err.Error()
+	if !strings.Contains(s, "StartTLS") || strings.Count(s, "Operation unavailable") != 1 {
+		t.Fatalf("%s", s)
+	}
+	err = wrap("bind", "CORP\\admin", ldap.NewError(ldap.LDAPResultInvalidCredentials,
+		errors.New("80090308: LdapErr: DSID-0C09041C, comment: AcceptSecurityContext error, data 52e, v4563")))
+	if s := err.Error(); !strings.Contains(s, "SSPI 80090308") || strings.Contains(s, "AD 80090308") {
+		t.Fatalf("%s", s)
+	}
+	err = wrap("find account", "alice", ldap.NewError(ldap.LDAPResultOther, errors.New("something odd")))
+	if s := err.Error(); strings.Count(s, "something odd") != 1 {
+		t.Fatalf("%s", s)
+	}
+}
+
+// Secret-holding values format without the secret, whatever the verb.
+func TestFormatHidesPasswords(t *testing.T) {
+	const secret = "Sekr1t-Passw0rd!"
+	for _, v := range []any{
+		SimpleBind{Username: "admin", Password: secret},
+		&SimpleBind{Username: "admin", Password: secret},
+		Config{URL: "ldaps://dc1", Bind: SimpleBind{Username: "admin", Password: secret}},
+		ServiceAccountRequest{Name: "svc", Password: secret},
+		ComputerAccountRequest{Name: "EXCHASA", Password: secret},
+	} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+			if out := fmt.Sprintf(verb, v); strings.Contains(out, secret) || strings.Contains(out, "Sekr1t") {
+				t.Errorf("%s of %T: %s", verb, v, out)
+			}
+		}
+	}
+	if out := fmt.Sprintf("%#v", SimpleBind{Username: "admin", Password: secret}); !strings.HasPrefix(out, "ad.SimpleBind{") {
+		t.Errorf("%%#v: %s", out)
+	}
+}

@@ -150,7 +150,7 @@ func (o *Org) resume(ctx context.Context, res *RollResult) error {
 			return fmt.Errorf("roll keytab: %w", err)
 		}
 		kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: r.KeytabRealm, SAMAccountName: acct.SAMAccountName,
-			Principals: append([]string{acct.SAMAccountName}, acct.SPNs...), Password: res.password, KVNO: uint8(acct.KeyVersion)})
+			Principals: append([]string{acct.SAMAccountName}, acct.SPNs...), Password: res.password, KVNO: uint32(acct.KeyVersion)})
 		if err != nil {
 			return fmt.Errorf("roll keytab: %w", err)
 		}

@@ -70,6 +70,21 @@ func (t *Ticket) String() string {
 	return fmt.Sprintf("%s for %s, until %s", t.ServerName(), t.ClientName(), t.EndTime.Format(time.RFC3339))
 }
 
+// Format prints String for every verb: a ticket holds its session key,
+// which must never reach a log.
+func (t Ticket) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		fmt.Fprintf(f, "kerberos.Ticket{%q}", t.String())
+		return
+	}
+	fmt.Fprint(f, t.String())
+}
+
+// String names the client without its credentials.
+func (c *Client) String() string {
+	return "kerberos.Client{" + c.cname.PrincipalNameString() + "@" + c.realm + "}"
+}
+
 func ticketFrom(rep messages.KDCRepFields) *Ticket {
 	p := rep.DecryptedEncPart
 	der, _ := rep.Ticket.Marshal() // nil on failure: ticketDER marshals again and reports it
@@ -153,16 +168,28 @@ func NewWithKeytab(user, realm string, kt *keytab.Keytab, cfg *config.Config, op
 // credential cache (e.g. after kinit -f). It cannot log in again: when the
 // TGT expires, calls fail until a new ccache is loaded.
 func NewFromCCache(cc *credentials.CCache, cfg *config.Config, opts ...Option) (*Client, error) {
+	var c *Client
+	err := safely(func() (err error) { c, err = newFromCCache(cc, cfg, opts); return err })
+	if err != nil {
+		return nil, fail("load ccache", "", err)
+	}
+	return c, nil
+}
+
+func newFromCCache(cc *credentials.CCache, cfg *config.Config, opts []Option) (*Client, error) {
+	if cc == nil || len(cc.DefaultPrincipal.PrincipalName.NameString) == 0 {
+		return nil, errors.New("the ccache has no default principal")
+	}
 	c := newClient("", cc.GetClientRealm(), cfg, opts)
 	c.cname = cc.GetClientPrincipalName()
 	tgs := types.NewPrincipalName(nametype.KRB_NT_SRV_INST, "krbtgt/"+c.realm)
 	e, ok := cc.GetEntry(tgs)
 	if !ok {
-		return nil, fail("load ccache", "", fmt.Errorf("no TGT for %s in the ccache", c.realm))
+		return nil, fmt.Errorf("no TGT for %s in the ccache", c.realm)
 	}
 	var tkt messages.Ticket
 	if err := tkt.Unmarshal(e.Ticket); err != nil {
-		return nil, fail("load ccache", "", err)
+		return nil, err
 	}
 	c.tgt = &Ticket{Ticket: tkt, SessionKey: e.Key, Client: e.Client.PrincipalName, ClientRealm: e.Client.Realm,
 		Server: e.Server.PrincipalName, ServerRealm: e.Server.Realm, AuthTime: e.AuthTime,

@@ -9,6 +9,8 @@ import (
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
 	"github.com/jcmturner/gokrb5/v8/keytab"
+
+	"github.com/segkcd/segkcd/internal/redact"
 )
 
 // KeytabSpec describes the account whose keys a keytab holds.
@@ -24,11 +26,21 @@ type KeytabSpec struct {
 	// the key by the ticket's server name.
 	Principals []string
 	Password   string
-	// KVNO is the key version (msDS-KeyVersionNumber; default 1).
-	KVNO uint8
+	// KVNO is the key version (msDS-KeyVersionNumber; default 1). Keytab
+	// entries keep all 32 bits (the 8-bit field holds the low byte, as MIT
+	// writes it), so an account whose key version passed 255 still matches.
+	KVNO uint32
 	// ETypes default to AES256, AES128 and RC4 (RC4 for accounts without
 	// msDS-SupportedEncryptionTypes, which Samba and older DCs serve in RC4).
 	ETypes []int32
+}
+
+// Format prints the spec without its password, for every verb.
+func (s KeytabSpec) Format(f fmt.State, verb rune) {
+	type plain KeytabSpec
+	m := plain(s)
+	m.Password = redact.String(m.Password)
+	redact.Format(f, verb, "kerberos.KeytabSpec", m)
 }
 
 // ADSalt is the salt AD uses for an account's AES keys: REALM followed by
@@ -79,10 +91,11 @@ func KeytabFromPassword(spec KeytabSpec) (*keytab.Keytab, error) {
 		}
 		for _, p := range principals {
 			// AddEntry derives with the default salt; the AD-salted key replaces it.
-			if err := kt.AddEntry(p, spec.Realm, spec.Password, now, kvno, et); err != nil {
+			if err := kt.AddEntry(p, spec.Realm, spec.Password, now, uint8(kvno), et); err != nil {
 				return nil, fail(op, p, errors.New("cannot add keytab entry"))
 			}
 			kt.Entries[len(kt.Entries)-1].Key.KeyValue = key
+			kt.Entries[len(kt.Entries)-1].KVNO = kvno
 		}
 	}
 	return kt, nil

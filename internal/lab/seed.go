@@ -146,6 +146,6 @@ func (l *Lab) HTTPHost(ctx context.Context, name, password string) (string, *key
 		return "", nil, err
 	}
 	kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: l.Realm, SAMAccountName: strings.ToUpper(name) + "$",
-		Password: password, Principals: []string{spn}, KVNO: uint8(acct.KeyVersion)})
+		Password: password, Principals: []string{spn}, KVNO: uint32(acct.KeyVersion)})
 	return spn, kt, err
 }

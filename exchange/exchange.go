@@ -213,24 +213,32 @@ func (o *Org) ASAStatus(ctx context.Context, server string) (*Status, error) {
 }
 
 // SetASA gives a server a new ASA credential (user as DOMAIN\NAME$); the
-// one it had becomes Previous. The password travels in the script and is
-// redacted from any error.
+// one it had becomes Previous. The password travels on the remote
+// command's standard input, never in the script or on its command line,
+// and is redacted from any error.
 func (o *Org) SetASA(ctx context.Context, server, user, password string) error {
 	if password == "" || !strings.Contains(user, `\`) {
 		return errors.New(`exchange: SetASA needs a password and the user as DOMAIN\NAME$`)
+	}
+	qu, err := psremote.Quote(user)
+	if err != nil {
+		return fmt.Errorf("exchange: SetASA: the user name %w", err)
+	}
+	qs, err := psremote.Quote(server)
+	if err != nil {
+		return fmt.Errorf("exchange: SetASA: the server name %w", err)
+	}
+	if strings.ContainsAny(password, "\r\n\x00") {
+		return errors.New("exchange: SetASA: the password holds a line break or a NUL")
 	}
 	v, err := o.Version(ctx, server)
 	if err != nil {
 		return err
 	}
-	qp, err := psremote.Quote(password)
-	if err != nil {
-		return errors.New("exchange: the password holds a NUL or invalid UTF-8")
-	}
 	script := preamble +
-		"$secure = ConvertTo-SecureString -String " + qp + " -AsPlainText -Force\n" +
-		"$cred = New-Object -TypeName 'System.Management.Automation.PSCredential' -ArgumentList " + psremote.MustQuote(user) + ", $secure\n" +
-		"Set-" + v.casNoun() + " -Identity " + psremote.MustQuote(server) + " -AlternateServiceAccountCredential $cred\n"
+		"$secure = ConvertTo-SecureString -String $secret0 -AsPlainText -Force\n" +
+		"$cred = New-Object -TypeName 'System.Management.Automation.PSCredential' -ArgumentList " + qu + ", $secure\n" +
+		"Set-" + v.casNoun() + " -Identity " + qs + " -AlternateServiceAccountCredential $cred\n"
 	_, err = o.run(ctx, "set ASA credential", server, script, password)
 	return err
 }

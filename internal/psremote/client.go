@@ -6,10 +6,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
+	"net"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/masterzen/winrm"
@@ -57,10 +58,23 @@ type Config struct {
 }
 
 // Client runs PowerShell on one host. It is safe for concurrent use.
+//
+// masterzen/winrm builds the WS-Management messages and this package's
+// transports carry them, but the command loop (Execute, Send, Receive,
+// Signal, Delete) is ours: masterzen's stops on cancel without closing its
+// output pipes, so a cancelled run waited forever and left its shell open
+// on the host, and it has no way to give a command its input.
 type Client struct {
-	host string
-	wc   *winrm.Client
+	host   string
+	wc     *winrm.Client
+	tr     winrm.Transporter
+	url    string
+	params *winrm.Parameters
 }
+
+// cleanupTimeout bounds the Signal and shell deletion after a cancelled
+// or failed run: they go out even though the caller's context is done.
+const cleanupTimeout = 10 * time.Second
 
 // New checks the configuration and builds a client; nothing is sent yet.
 func New(cfg Config) (*Client, error) {
@@ -94,16 +108,15 @@ func New(cfg Config) (*Client, error) {
 	if spn == "" {
 		spn = "HTTP/" + cfg.Host
 	}
+	var tr winrm.Transporter
 	switch cfg.Auth {
 	case AuthBasic, "":
-		t := &basicTransport{user: cfg.User, password: cfg.Password}
-		params.TransportDecorator = func() winrm.Transporter { return t }
+		tr = &basicTransport{user: cfg.User, password: cfg.Password}
 	case AuthNTLM:
 		if cfg.User == "" {
 			return nil, errors.New("psremote: AuthNTLM needs Config.User")
 		}
-		t := newNTLMTransport(cfg.User, cfg.Password, spn)
-		params.TransportDecorator = func() winrm.Transporter { return t }
+		tr = newNTLMTransport(cfg.User, cfg.Password, spn)
 	case AuthCert:
 		if !cfg.HTTPS {
 			return nil, errors.New("psremote: certificate authentication needs HTTPS")
@@ -112,25 +125,29 @@ func New(cfg Config) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("psremote: client certificate: %w", err)
 		}
-		t := &certTransport{cert: cert}
-		params.TransportDecorator = func() winrm.Transporter { return t }
+		tr = &certTransport{cert: cert}
 	case AuthKerberos:
 		if cfg.Kerberos == nil {
 			return nil, errors.New("psremote: AuthKerberos needs Config.Kerberos")
 		}
-		var t winrm.Transporter = newKrbTransport(cfg.Kerberos, spn)
+		tr = newKrbTransport(cfg.Kerberos, spn)
 		if !cfg.HTTPS {
-			t = newKrbSessionTransport(cfg.Kerberos, spn)
+			tr = newKrbSessionTransport(cfg.Kerberos, spn)
 		}
-		params.TransportDecorator = func() winrm.Transporter { return t }
 	default:
 		return nil, fmt.Errorf("psremote: unknown auth %q", cfg.Auth)
 	}
+	params.TransportDecorator = func() winrm.Transporter { return tr }
 	wc, err := winrm.NewClientWithParameters(ep, cfg.User, cfg.Password, params)
 	if err != nil {
 		return nil, fmt.Errorf("psremote: %s: %w", cfg.Host, err)
 	}
-	return &Client{host: cfg.Host, wc: wc}, nil
+	scheme := "http"
+	if cfg.HTTPS {
+		scheme = "https"
+	}
+	url := scheme + "://" + net.JoinHostPort(cfg.Host, strconv.Itoa(port)) + "/wsman"
+	return &Client{host: cfg.Host, wc: wc, tr: tr, url: url, params: params}, nil
 }
 
 // Host names the host in errors.
@@ -138,18 +155,31 @@ func (c *Client) Host() string { return c.host }
 
 // RunPowerShell runs a script and returns its stdout. A non-zero exit is a
 // *ScriptError with the CLIXML stderr made readable. Cancelling ctx stops
-// the remote command (Signal terminate) and closes the shell.
+// the remote command (Signal terminate) and deletes the shell, then
+// returns ctx's error.
 func (c *Client) RunPowerShell(ctx context.Context, script string) (string, error) {
 	return c.RunPowerShellSecret(ctx, script)
 }
 
-// RunPowerShellSecret runs a script that carries secrets (a password in a
-// quoted literal). PowerShell error records quote the failing line, so
-// every secret, raw or quoted, is replaced by [REDACTED] in the error. Such
-// a script is never staged through a file on the host: it must fit in one
-// command line.
+// RunPowerShellSecret runs a script that needs secrets (a password). They
+// travel on the command's standard input (WinRS Send), one line each,
+// never in the script or on the command line, which process-creation
+// auditing records (event 4688, Sysmon 1): the script reads them as
+// $secret0, $secret1, ..., set by lines this function puts before it
+// ("$secret0 = [Console]::In.ReadLine()"). A secret holding a line break
+// or NUL is refused. Errors carry no secret: every secret, raw or quoted,
+// is replaced by [REDACTED] in the script's error text.
 func (c *Client) RunPowerShellSecret(ctx context.Context, script string, secrets ...string) (string, error) {
-	out, err := c.runScript(ctx, script, len(secrets) > 0)
+	var stdin strings.Builder
+	var pre strings.Builder
+	for i, sec := range secrets {
+		if strings.ContainsAny(sec, "\r\n\x00") || !utf8.ValidString(sec) {
+			return "", fmt.Errorf("psremote: secret %d holds a line break, a NUL or invalid UTF-8: it cannot go as a line of standard input", i)
+		}
+		fmt.Fprintf(&pre, "$secret%d = [Console]::In.ReadLine()\n", i)
+		stdin.WriteString(sec + "\r\n")
+	}
+	out, err := c.runScript(ctx, pre.String()+script, stdin.String())
 	var se *ScriptError
 	if errors.As(err, &se) {
 		se.Message = Redact(se.Message, secrets...)
@@ -171,40 +201,55 @@ func Redact(s string, secrets ...string) string {
 	return s
 }
 
-func (c *Client) runScript(ctx context.Context, script string, secret bool) (string, error) {
+func (c *Client) runScript(ctx context.Context, script, stdin string) (string, error) {
 	cmds, err := Stage(script)
 	if err != nil {
 		return "", err
 	}
-	if secret && len(cmds) > 1 {
-		return "", fmt.Errorf("psremote: a script with secrets must fit one command line (%d characters); it is not written to a file on %s", MaxCommandLine, c.host)
+	if err := ctx.Err(); err != nil {
+		return "", c.transportErr(ctx, "open shell", err)
 	}
-	shell, err := runCtx(ctx, func() (*winrm.Shell, error) { return c.wc.CreateShell() })
+	resp, err := c.post(ctx, winrm.NewOpenShellRequest(c.url, c.params))
 	if err != nil {
 		return "", c.transportErr(ctx, "open shell", err)
 	}
-	defer shell.Close()
+	shell, err := winrm.ParseOpenShellResponse(resp)
+	if err != nil {
+		return "", c.transportErr(ctx, "open shell", err)
+	}
+	defer c.cleanup(ctx, shell, "")
 	if len(cmds) == 1 {
-		return c.run(ctx, shell, cmds[0])
+		return c.run(ctx, shell, cmds[0], stdin)
 	}
 	// Staged: append the pieces, run the file, and remove it whatever happened.
-	cleanup := cmds[len(cmds)-1]
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		c.run(cctx, shell, cleanup)
+		c.run(cctx, shell, cmds[len(cmds)-1], "")
 	}()
 	for _, line := range cmds[:len(cmds)-2] {
-		if _, err := c.run(ctx, shell, line); err != nil {
+		if _, err := c.run(ctx, shell, line, ""); err != nil {
 			return "", err
 		}
 	}
-	return c.run(ctx, shell, cmds[len(cmds)-2])
+	return c.run(ctx, shell, cmds[len(cmds)-2], stdin)
+}
+
+// cleanup stops a command (when id is set) or deletes a shell, even when
+// ctx is done, within cleanupTimeout.
+func (c *Client) cleanup(ctx context.Context, shell, id string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if id != "" {
+		c.post(cctx, winrm.NewSignalRequest(c.url, shell, id, c.params))
+		return
+	}
+	c.post(cctx, winrm.NewDeleteShellRequest(c.url, shell, c.params))
 }
 
 // run executes one command line and turns a failure into an error.
-func (c *Client) run(ctx context.Context, shell *winrm.Shell, line string) (string, error) {
-	stdout, stderr, code, err := c.exec(ctx, shell, line)
+func (c *Client) run(ctx context.Context, shell, line, stdin string) (string, error) {
+	stdout, stderr, code, err := c.exec(ctx, shell, line, stdin)
 	if err != nil {
 		return "", c.transportErr(ctx, "run", err)
 	}
@@ -221,44 +266,71 @@ func (c *Client) transportErr(ctx context.Context, op string, err error) error {
 	return fmt.Errorf("psremote: %s on %s: %w", op, c.host, err)
 }
 
-// exec runs one command line in the shell, stopping it when ctx is done.
-func (c *Client) exec(ctx context.Context, shell *winrm.Shell, line string) (string, string, int, error) {
-	cmd, err := runCtx(ctx, func() (*winrm.Command, error) { return shell.Execute(line) })
+// exec runs one command line in the shell: Execute, its input (Send, with
+// end of stream), then Receive until the command is done. When ctx ends
+// first, the command is stopped (Signal terminate) and ctx's error returned
+// at once; a Receive still in flight finishes on its own.
+func (c *Client) exec(ctx context.Context, shell, line, stdin string) (string, string, int, error) {
+	resp, err := c.post(ctx, winrm.NewExecuteCommandRequest(c.url, shell, line, nil, c.params))
 	if err != nil {
 		return "", "", 0, err
 	}
-	var stdout, stderr bytes.Buffer
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); io.Copy(&stdout, cmd.Stdout) }()
-	go func() { defer wg.Done(); io.Copy(&stderr, cmd.Stderr) }()
-	done := make(chan struct{})
-	go func() { cmd.Wait(); wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		cmd.Close() // Signal terminate
-		<-done
-		return "", "", 0, ctx.Err()
+	id, err := winrm.ParseExecuteCommandResponse(resp)
+	if err != nil {
+		return "", "", 0, err
 	}
-	cmd.Close()
-	return stdout.String(), stderr.String(), cmd.ExitCode(), nil
+	done := false
+	defer func() {
+		if !done {
+			c.cleanup(ctx, shell, id)
+		}
+	}()
+	if stdin != "" {
+		if _, err := c.post(ctx, winrm.NewSendInputRequest(c.url, shell, id, []byte(stdin), true, c.params)); err != nil {
+			return "", "", 0, err
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	for {
+		resp, err := c.post(ctx, winrm.NewGetOutputRequest(c.url, shell, id, "stdout stderr", c.params))
+		if err != nil {
+			if ctx.Err() == nil && strings.Contains(err.Error(), "OperationTimeout") {
+				continue // the command wrote nothing for OperationTimeout: ask again
+			}
+			return "", "", 0, err
+		}
+		finished, code, err := winrm.ParseSlurpOutputErrResponse(resp, &stdout, &stderr)
+		if err != nil {
+			return "", "", 0, err
+		}
+		if finished {
+			done = true
+			return stdout.String(), stderr.String(), code, nil
+		}
+	}
 }
 
-// runCtx runs a blocking call, returning early when ctx is done (the
-// call's HTTP request ends by the endpoint timeout).
-func runCtx[T any](ctx context.Context, f func() (T, error)) (T, error) {
+// post sends one message, returning early when ctx is done (the request
+// itself then ends by the endpoint's timeout, on its own goroutine).
+func (c *Client) post(ctx context.Context, msg *soapMessage) (string, error) {
+	if err := ctx.Err(); err != nil {
+		msg.Free()
+		return "", err
+	}
 	type result struct {
-		v   T
-		err error
+		resp string
+		err  error
 	}
 	ch := make(chan result, 1)
-	go func() { v, err := f(); ch <- result{v, err} }()
+	go func() {
+		defer msg.Free()
+		resp, err := c.tr.Post(c.wc, msg)
+		ch <- result{resp, err}
+	}()
 	select {
 	case r := <-ch:
-		return r.v, r.err
+		return r.resp, r.err
 	case <-ctx.Done():
-		var zero T
-		return zero, ctx.Err()
+		return "", ctx.Err()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segkcd/segkcd/internal/psremote"
 	"github.com/segkcd/segkcd/internal/wsmantest"
@@ -98,8 +99,59 @@ func TestSecretRedacted(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "S3cret") || !strings.Contains(err.Error(), "[REDACTED]") {
 		t.Fatalf("error: %v", err)
 	}
-	long := "$ErrorActionPreference = 'Stop'\n$x = " + psremote.MustQuote(strings.Repeat("p", 9000))
-	if _, err := c.RunPowerShellSecret(context.Background(), long, "p"); err == nil || !strings.Contains(err.Error(), "one command line") {
-		t.Fatalf("long secret script: %v", err)
+}
+
+// Secrets travel on the command's standard input: no process command line
+// (what Windows' process-creation auditing records) and no script holds
+// them, staged scripts included.
+func TestSecretsOnStdin(t *testing.T) {
+	c, srv := testClient(t)
+	const pw = "Pw-On-Stdin-4711'x"
+	long := "$ErrorActionPreference = 'Stop'\n$pad = " + psremote.MustQuote(strings.Repeat("p", 9000)) + "\n"
+	for _, script := range []string{"$ErrorActionPreference = 'Stop'\n", long} {
+		out, err := c.RunPowerShellSecret(context.Background(), script+"ConvertTo-Json -Compress -InputObject $secret0\n", pw, "second")
+		if err != nil || !strings.Contains(out, `Pw-On-Stdin-4711'x`) {
+			t.Fatalf("%q %v", out, err)
+		}
+	}
+	for _, line := range srv.CommandLines() {
+		script, _ := psremote.DecodeCommand(line[strings.LastIndex(line, " ")+1:])
+		if strings.Contains(line, "4711") || strings.Contains(script, "4711") {
+			t.Fatalf("the secret is on a command line: %s", script)
+		}
+	}
+	for _, s := range srv.Host.Scripts() {
+		if strings.Contains(s, "4711") {
+			t.Fatalf("the secret is in a script: %s", s)
+		}
+	}
+	if _, err := c.RunPowerShellSecret(context.Background(), "$x = 1", "two\nlines"); err == nil {
+		t.Fatal("a secret with a line break went out")
+	}
+}
+
+// A cancelled run returns at once, stops the command and deletes its shell
+// on the host (masterzen's loop waited forever and left both behind).
+func TestCancelStopsAndCleansUp(t *testing.T) {
+	c, srv := testClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.RunPowerShell(ctx, "$ErrorActionPreference = 'Stop'\nStart-Sleep -Seconds 30\n")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want DeadlineExceeded, got %v", err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("returned after %v", d)
+	}
+	if n, r := srv.Shells(), srv.Running(); n != 0 || r != 0 {
+		t.Fatalf("left on the host: %d shells, %d running commands", n, r)
+	}
+	if srv.Requests("Signal") != 1 || srv.Requests("Delete") != 1 {
+		t.Fatalf("signal %d, delete %d", srv.Requests("Signal"), srv.Requests("Delete"))
+	}
+	// A finished run leaves nothing either.
+	if _, err := c.RunPowerShell(context.Background(), "$ErrorActionPreference = 'Stop'\n"); err != nil || srv.Shells() != 0 {
+		t.Fatalf("%v, %d shells", err, srv.Shells())
 	}
 }

@@ -31,5 +31,5 @@ func Example() {
 	fmt.Println("sealed requests:", srv.Sealed())
 	// Output:
 	// "NT AUTHORITY\\IUSR" <nil>
-	// sealed requests: 5
+	// sealed requests: 4
 }

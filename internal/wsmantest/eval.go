@@ -83,9 +83,13 @@ type cmdlet struct {
 }
 
 type runner struct {
-	h    *Host
-	vars map[string]any
-	out  []any
+	h     *Host
+	vars  map[string]any
+	out   []any
+	stdin []string // the command's standard input, by line
+	// stop ends a running command (WinRS Signal terminate); nil when the
+	// script runs outside a command.
+	stop <-chan struct{}
 	// stopSet: the script set $ErrorActionPreference = 'Stop' before any command.
 	stopSet bool
 }
@@ -178,7 +182,8 @@ func (r *runner) command(c *command, input []any, piped bool) ([]any, error) {
 		if err != nil {
 			return nil, errorf("ParserError: %v", err)
 		}
-		sub := &runner{h: r.h, vars: map[string]any{}, stopSet: r.stopSet}
+		sub := &runner{h: r.h, vars: map[string]any{}, stopSet: r.stopSet, stdin: r.stdin, stop: r.stop}
+		defer func() { r.stdin = sub.stdin }()
 		err = sub.exec(sts)
 		r.out = append(r.out, sub.out...)
 		return nil, err
@@ -229,6 +234,13 @@ func (r *runner) command(c *command, input []any, piped bool) ([]any, error) {
 
 func (r *runner) eval(e expr) (any, error) {
 	switch e := e.(type) {
+	case stdinEx:
+		if len(r.stdin) == 0 {
+			return nil, nil // end of input: ReadLine gives $null
+		}
+		line := r.stdin[0]
+		r.stdin = r.stdin[1:]
+		return line, nil
 	case strLit:
 		return string(e), nil
 	case numLit:
@@ -255,7 +267,8 @@ func (r *runner) eval(e expr) (any, error) {
 		}
 		return v, nil
 	case arrayEx:
-		sub := &runner{h: r.h, vars: r.vars, stopSet: r.stopSet}
+		sub := &runner{h: r.h, vars: r.vars, stopSet: r.stopSet, stdin: r.stdin, stop: r.stop}
+		defer func() { r.stdin = sub.stdin }()
 		if err := sub.exec([]statement(e)); err != nil {
 			return nil, err
 		}

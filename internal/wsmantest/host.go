@@ -3,6 +3,7 @@ package wsmantest
 import (
 	"strings"
 	"sync"
+	"time"
 )
 
 // IISAuth is one location's authentication sections, as IIS keeps them in
@@ -122,6 +123,11 @@ func (h *Host) readFile(path string) (string, bool) {
 // Run executes a script as powershell.exe would: stdout, CLIXML stderr,
 // exit code 0 or 1.
 func (h *Host) Run(script string) (stdout, stderr string, code int) {
+	return h.run(script, nil, nil)
+}
+
+// run is Run with the command's standard input lines and its stop signal.
+func (h *Host) run(script string, stdin []string, stop <-chan struct{}) (stdout, stderr string, code int) {
 	if h.AfterRun != nil {
 		defer h.AfterRun()
 	}
@@ -132,7 +138,7 @@ func (h *Host) Run(script string) (stdout, stderr string, code int) {
 	if err != nil {
 		return "", clixml("ParserError: " + err.Error()), 1
 	}
-	r := &runner{h: h, vars: map[string]any{}}
+	r := &runner{h: h, vars: map[string]any{}, stdin: stdin, stop: stop}
 	err = r.exec(sts)
 	var b strings.Builder
 	for _, v := range r.out {
@@ -180,6 +186,19 @@ func (h *Host) commonCmdlets() map[string]cmdlet {
 				return nil, errorf("Import-Module: The specified module '%s' was not loaded because no valid module file was found.", name)
 			}
 			return nil, nil
+		}},
+		"start-sleep": {params: params("Seconds"), run: func(r *runner, c *call) ([]any, error) {
+			// A command that runs a while: it ends early when WinRS stops it.
+			n, ok := c.named["seconds"].(float64)
+			if !ok || n < 0 {
+				return nil, errorf("Start-Sleep: -Seconds takes a number")
+			}
+			select {
+			case <-time.After(time.Duration(n * float64(time.Second))):
+				return nil, nil
+			case <-r.stop:
+				return nil, errorf("The pipeline has been stopped.")
+			}
 		}},
 		"convertto-json": {params: params("InputObject", "Depth", "!Compress"), run: func(r *runner, c *call) ([]any, error) {
 			var v any

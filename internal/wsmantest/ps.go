@@ -19,7 +19,7 @@ import (
 //	arg        := '-'param [expr] | expr
 //	expr       := 'single-quoted' | $var | $env:VAR | number
 //	            | '@(' statements ')' | '(' pipeline ')' | '@{' key '=' expr (';' key '=' expr)* '}'
-//	            | '[pscustomobject]' hashtable
+//	            | '[pscustomobject]' hashtable | '[Console]::In.ReadLine()'
 
 type tokKind int
 
@@ -40,7 +40,11 @@ const (
 	tType    // [pscustomobject], value inside brackets
 	tAmp     // &
 	tComma   // ,
+	tStdin   // [Console]::In.ReadLine()
 )
+
+// stdinCall follows [Console] in the one static member call the model knows.
+const stdinCall = "::In.ReadLine()"
 
 type token struct {
 	kind tokKind
@@ -138,6 +142,13 @@ func tokenize(src string) ([]token, error) {
 			if j == len(rs) {
 				return nil, fmt.Errorf("unterminated type literal")
 			}
+			// [Console]::In.ReadLine() reads a line of the command's standard
+			// input (how secrets arrive); no other static member is modeled.
+			if rest := string(rs[j+1:]); strings.EqualFold(string(rs[i+1:j]), "console") && strings.HasPrefix(rest, stdinCall) {
+				toks = append(toks, token{tStdin, stdinCall})
+				i = j + 1 + len([]rune(stdinCall))
+				break
+			}
 			toks = append(toks, token{tType, strings.ToLower(string(rs[i+1 : j]))})
 			i = j + 1
 		case r == '-' && i+1 < len(rs) && unicode.IsLetter(rs[i+1]):
@@ -194,7 +205,8 @@ type (
 		key   string
 		value expr
 	}
-	objEx  hashEx // [pscustomobject]@{...}
+	objEx   hashEx // [pscustomobject]@{...}
+	stdinEx struct{} // [Console]::In.ReadLine()
 	listEx []expr // a, b (an argument list)
 )
 
@@ -374,6 +386,8 @@ func (p *parser) expr() (expr, error) {
 		return subEx(pl), nil
 	case tAtBrace:
 		return p.hashtable()
+	case tStdin:
+		return stdinEx{}, nil
 	case tType:
 		if t.val != "pscustomobject" {
 			return nil, fmt.Errorf("the test host does not model the type [%s]", t.val)

@@ -43,6 +43,7 @@ const (
 	actionCommand = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command"
 	actionReceive = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive"
 	actionSignal  = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Signal"
+	actionSend    = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Send"
 	stateDone     = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandState/Done"
 )
 
@@ -56,8 +57,10 @@ type Server struct {
 	srv   *http.Server
 	cert  *x509.Certificate // the listener's own, for NTLM channel binding
 	mu    sync.Mutex
-	cmds  map[string]*result // command id -> output
-	waits map[string]int     // command id -> TimedOut faults sent
+	cmds   map[string]*winrsCommand // command id -> command
+	waits  map[string]int      // command id -> TimedOut faults sent
+	shells map[string]bool     // open shells
+	audit  []string            // every process command line
 	// Requests counts SOAP requests by action (the last path segment).
 	requests map[string]int
 	acceptor *kerberos.Acceptor
@@ -147,7 +150,7 @@ func Start(host *Host, user, password string) (*Server, error) {
 
 // StartWith listens on a free loopback port as the options say.
 func StartWith(host *Host, o Options) (*Server, error) {
-	s := &Server{Host: host, User: o.User, Password: o.Password, opts: o, cmds: map[string]*result{}, waits: map[string]int{},
+	s := &Server{Host: host, User: o.User, Password: o.Password, opts: o, cmds: map[string]*winrsCommand{}, waits: map[string]int{}, shells: map[string]bool{},
 		requests: map[string]int{}}
 	if o.TLS != nil {
 		if len(o.TLS.Certificates) == 0 {
@@ -414,14 +417,28 @@ func (s *Server) handle(r *http.Request, body []byte) (int, string) {
 	s.mu.Unlock()
 	switch req.action {
 	case actionCreate:
-		return http.StatusOK, replyXML(req, `<x:ResourceCreated><a:Address>http://`+xmlEscape(r.Host)+`/wsman</a:Address><a:ReferenceParameters><w:ResourceURI>http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd</w:ResourceURI><w:SelectorSet><w:Selector Name="ShellId">`+newID()+`</w:Selector></w:SelectorSet></a:ReferenceParameters></x:ResourceCreated>`)
+		id := newID()
+		s.mu.Lock()
+		s.shells[id] = true
+		s.mu.Unlock()
+		return http.StatusOK, replyXML(req, `<x:ResourceCreated><a:Address>http://`+xmlEscape(r.Host)+`/wsman</a:Address><a:ReferenceParameters><w:ResourceURI>http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd</w:ResourceURI><w:SelectorSet><w:Selector Name="ShellId">`+id+`</w:Selector></w:SelectorSet></a:ReferenceParameters></x:ResourceCreated>`)
 	case actionCommand:
 		id := newID()
-		res := s.run(req.command)
 		s.mu.Lock()
-		s.cmds[id] = res
+		if !s.shells[req.shellID] {
+			s.mu.Unlock()
+			return http.StatusInternalServerError, faultXML("unknown shell")
+		}
+		// The process starts now: auditing records its command line.
+		s.audit = append(s.audit, req.command)
+		s.cmds[id] = &winrsCommand{shell: req.shellID, line: req.command, stop: make(chan struct{}), done: make(chan struct{})}
 		s.mu.Unlock()
 		return http.StatusOK, replyXML(req, `<rsp:CommandResponse><rsp:CommandId>`+id+`</rsp:CommandId></rsp:CommandResponse>`)
+	case actionSend:
+		if msg, ok := s.send(req); !ok {
+			return http.StatusInternalServerError, faultXML(msg)
+		}
+		return http.StatusOK, replyXML(req, `<rsp:SendResponse/>`)
 	case actionReceive:
 		s.mu.Lock()
 		if _, ok := s.cmds[req.commandID]; ok && s.waits[req.commandID] < s.opts.ReceiveTimeouts {
@@ -429,13 +446,17 @@ func (s *Server) handle(r *http.Request, body []byte) (int, string) {
 			s.mu.Unlock()
 			return http.StatusInternalServerError, timedOutXML
 		}
-		delete(s.waits, req.commandID)
-		res, ok := s.cmds[req.commandID]
-		delete(s.cmds, req.commandID)
 		s.mu.Unlock()
+		res, ok := s.receive(req.commandID)
 		if !ok {
 			return http.StatusInternalServerError, faultXML("unknown command id")
 		}
+		if res == nil {
+			return http.StatusInternalServerError, timedOutXML
+		}
+		s.mu.Lock()
+		delete(s.waits, req.commandID)
+		s.mu.Unlock()
 		var b strings.Builder
 		b.WriteString(`<rsp:ReceiveResponse>`)
 		for _, st := range []struct{ name, data string }{{"stdout", res.stdout}, {"stderr", res.stderr}} {
@@ -447,16 +468,24 @@ func (s *Server) handle(r *http.Request, body []byte) (int, string) {
 		fmt.Fprintf(&b, `<rsp:CommandState CommandId="%s" State="%s"><rsp:ExitCode>%d</rsp:ExitCode></rsp:CommandState></rsp:ReceiveResponse>`, req.commandID, stateDone, res.code)
 		return http.StatusOK, replyXML(req, b.String())
 	case actionSignal:
+		s.mu.Lock()
+		if c, ok := s.cmds[req.commandID]; ok {
+			s.stopLocked(c)
+			delete(s.cmds, req.commandID)
+		}
+		s.mu.Unlock()
 		return http.StatusOK, replyXML(req, `<rsp:SignalResponse/>`)
 	case actionDelete:
+		s.deleteShell(req.shellID)
 		return http.StatusOK, replyXML(req, ``)
 	default:
 		return http.StatusInternalServerError, faultXML("the test host does not model action " + req.action)
 	}
 }
 
-// run executes one command line: powershell.exe ... -EncodedCommand <b64>.
-func (s *Server) run(line string) *result {
+// run executes one command line: powershell.exe ... -EncodedCommand <b64>,
+// with the lines of its standard input.
+func (s *Server) run(line string, stdin []string, stop <-chan struct{}) *result {
 	fields := strings.Fields(line)
 	if len(fields) < 2 || !(strings.EqualFold(fields[0], "powershell.exe") || strings.EqualFold(fields[0], "powershell")) {
 		return &result{stderr: "test host: only powershell.exe command lines are modeled: " + line, code: 1}
@@ -471,7 +500,7 @@ func (s *Server) run(line string) *result {
 			if err != nil {
 				return &result{stderr: "test host: bad -EncodedCommand: " + err.Error(), code: 1}
 			}
-			out, errOut, code := s.Host.Run(script)
+			out, errOut, code := s.Host.run(script, stdin, stop)
 			return &result{stdout: out, stderr: errOut, code: code}
 		}
 	}
@@ -497,6 +526,8 @@ func faultXML(reason string) string {
 
 type envelope struct {
 	action, messageID, shellID, commandID, command string
+	stdin                                          string // base64 of a Send's stdin stream
+	stdinEnd                                       bool
 }
 
 // parseEnvelope reads the fields the shell protocol needs from a request.
@@ -524,8 +555,11 @@ func parseEnvelope(b []byte) (envelope, error) {
 				if t.Name.Local == "DesiredStream" && a.Name.Local == "CommandId" {
 					e.commandID = a.Value
 				}
-				if t.Name.Local == "Signal" && a.Name.Local == "CommandId" {
+				if (t.Name.Local == "Signal" || t.Name.Local == "Stream") && a.Name.Local == "CommandId" {
 					e.commandID = a.Value
+				}
+				if t.Name.Local == "Stream" && a.Name.Local == "End" && a.Value == "true" {
+					e.stdinEnd = true
 				}
 			}
 		case xml.EndElement:
@@ -546,6 +580,8 @@ func parseEnvelope(b []byte) (envelope, error) {
 				}
 			case "Command":
 				e.command += string(t)
+			case "Stream":
+				e.stdin += string(t)
 			}
 		}
 	}

@@ -199,7 +199,7 @@ func FuzzKDCReplyPlain(f *testing.F) {
 			return
 		}
 		r := messages.TGSRep{KDCRepFields: messages.KDCRepFields{PVNO: 5, MsgType: msgtype.KRB_TGS_REP, CRealm: fuzzRealm,
-			CName: types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, "alice"),
+			CName:  types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, "alice"),
 			Ticket: messages.Ticket{TktVNO: 5, Realm: fuzzRealm, SName: sname, EncPart: ed}, EncPart: ed}}
 		raw, err := r.Marshal()
 		if err != nil {

@@ -205,9 +205,9 @@ type (
 		key   string
 		value expr
 	}
-	objEx   hashEx // [pscustomobject]@{...}
+	objEx   hashEx   // [pscustomobject]@{...}
 	stdinEx struct{} // [Console]::In.ReadLine()
-	listEx []expr // a, b (an argument list)
+	listEx  []expr   // a, b (an argument list)
 )
 
 type parser struct {

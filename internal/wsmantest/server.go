@@ -52,15 +52,15 @@ type Server struct {
 	Host           *Host
 	User, Password string // the local administrator, for Basic and NTLM
 
-	opts  Options
-	ln    net.Listener
-	srv   *http.Server
-	cert  *x509.Certificate // the listener's own, for NTLM channel binding
-	mu    sync.Mutex
+	opts   Options
+	ln     net.Listener
+	srv    *http.Server
+	cert   *x509.Certificate // the listener's own, for NTLM channel binding
+	mu     sync.Mutex
 	cmds   map[string]*winrsCommand // command id -> command
-	waits  map[string]int      // command id -> TimedOut faults sent
-	shells map[string]bool     // open shells
-	audit  []string            // every process command line
+	waits  map[string]int           // command id -> TimedOut faults sent
+	shells map[string]bool          // open shells
+	audit  []string                 // every process command line
 	// Requests counts SOAP requests by action (the last path segment).
 	requests map[string]int
 	acceptor *kerberos.Acceptor

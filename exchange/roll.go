@@ -2,27 +2,35 @@ package exchange
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/internal/psremote"
+	"github.com/segkcd/segkcd/internal/redact"
 	"github.com/segkcd/segkcd/kerberos"
 )
 
 // Roll describes a roll of the ASA password: a new password on every
 // server, then in AD.
 type Roll struct {
-	// Servers to roll, e.g. every Client Access server of the namespace. The
-	// first gets the new password; the others copy it from the first.
+	// Servers to roll, e.g. every Client Access server of the namespace.
 	Servers []string
 	// User is the credential as Exchange holds it: `CORP\EXCHASA$`.
 	User string
 	// AD resets the ASA's password once every server has it.
 	AD *ad.Conn
+	// Kerberos is any account of the ASA's realm (the gateway's service
+	// account, an administrator). The roll asks the KDC for a ticket to the
+	// ASA and opens it with each password the servers hold: that is how it
+	// knows, without a logon as the ASA, which of them AD holds now.
+	Kerberos *kerberos.Client
 	// PasswordLength of the generated password (default 120, the length
 	// computers use for their own passwords).
 	PasswordLength int
@@ -32,125 +40,434 @@ type Roll struct {
 	KeytabRealm string
 }
 
+// RollJournal is what a caller persists to finish a roll in another
+// process (after a crash, on another replica). It holds no password: the
+// roll's password is read back from the server that got it first, as
+// RollAlternateServiceAccountPassword.ps1 -CopyFrom reads it.
+type RollJournal struct {
+	User    string
+	Servers []string
+	// Source is the server that got the new password first; SourceAdded
+	// the WhenAdded of that credential, which identifies it.
+	Source      string
+	SourceAdded time.Time
+	ADReset     bool // the AD password was reset to the roll's
+	Done        bool
+	Started     time.Time
+}
+
 // RollResult is what a roll did. After a failure, Resume finishes it with
-// the same password, which the result keeps (unexported) and never shows.
+// the same password, which the result keeps (unexported, never formatted);
+// in another process, ResumeJournal does the same from the Journal.
 type RollResult struct {
-	Pushed  []string       // servers that hold the new password as Latest
-	ADReset bool           // the AD password was reset
+	Journal RollJournal
 	Status  []Status       // every server after the roll
 	Keytab  *keytab.Keytab // when Roll.KeytabRealm was set
-	Started time.Time
 
 	roll     Roll
 	password string
 }
 
-// RollASAPassword rolls the ASA password, in the order of
-// RollAlternateServiceAccountPassword.ps1 -ToSpecificServers
-// -GenerateNewPasswordFor, which never leaves a server unable to decrypt
-// tickets:
-//
-//  1. Set the new password on the first server. On failure nothing changed.
-//  2. Copy it to the other servers. On failure some servers hold it as
-//     Latest, with the old one as Previous; AD still has the old key, which
-//     every server still holds: tickets keep working. Resume copies to the
-//     rest, skipping servers that already have it.
-//  3. Reset the ASA's password in AD. On failure every server holds both
-//     passwords and AD the old one: tickets keep working. Resume retries.
-//  4. Verify that every server's Latest credential is the rolled one.
-//
-// If the process dies before step 3, the new password is lost; the servers
-// that got it still hold the old one as Previous. A new roll then pushes the
-// old one out before AD changes: expect a few seconds of failed tickets on
-// those servers, until step 3 of the new roll.
-func (o *Org) RollASAPassword(ctx context.Context, r Roll) (*RollResult, error) {
-	if len(r.Servers) == 0 || r.AD == nil || !strings.Contains(r.User, `\`) {
-		return nil, errors.New(`exchange: a roll needs servers, an AD connection and the user as DOMAIN\NAME$`)
+// Format prints the result without the password, for every verb.
+func (r RollResult) Format(f fmt.State, verb rune) {
+	type plain struct {
+		Journal RollJournal
+		Status  []Status
+		Keytab  string
 	}
-	n := r.PasswordLength
-	if n == 0 {
-		n = 120
+	m := plain{Journal: r.Journal, Status: r.Status}
+	if r.Keytab != nil {
+		m.Keytab = fmt.Sprintf("%d keys", len(r.Keytab.Entries))
 	}
-	sam := r.User[strings.LastIndex(r.User, `\`)+1:]
-	pw, err := ad.GeneratePassword(n, sam)
+	redact.Format(f, verb, "exchange.RollResult", m)
+}
+
+// ServerState says whether a server can decrypt tickets now: whether the
+// password AD holds for the ASA is its Latest or its Previous credential.
+type ServerState struct {
+	Server            string
+	LatestIsCurrent   bool
+	PreviousIsCurrent bool
+	Err               error // the state could not be read
+}
+
+// Decrypts reports whether the server holds AD's current key.
+func (s ServerState) Decrypts() bool { return s.LatestIsCurrent || s.PreviousIsCurrent }
+
+func (s ServerState) String() string {
+	switch {
+	case s.Err != nil:
+		return s.Server + ": state unknown (" + s.Err.Error() + ")"
+	case s.LatestIsCurrent:
+		return s.Server + ": decrypts (AD's password is its Latest)"
+	case s.PreviousIsCurrent:
+		return s.Server + ": decrypts (AD's password is its Previous)"
+	}
+	return s.Server + ": CANNOT decrypt (holds no credential with AD's password)"
+}
+
+// RollError is a roll that stopped. State is what every server holds
+// afterwards, read again after the failure, so that what the error says
+// about tickets is what is true.
+type RollError struct {
+	Step  string // "read", "push to CAS2", "reset AD", "verify", ...
+	State []ServerState
+	Err   error
+}
+
+func (e *RollError) Error() string {
+	var parts []string
+	for _, s := range e.State {
+		parts = append(parts, s.String())
+	}
+	return fmt.Sprintf("exchange: roll stopped at %s: %v; now %s", e.Step, e.Err, strings.Join(parts, "; "))
+}
+
+// Unwrap returns the cause.
+func (e *RollError) Unwrap() error { return e.Err }
+
+// stored is a server's credential with its password (read back).
+type stored struct {
+	user     string
+	password string
+	added    time.Time
+}
+
+// credentials reads a server's credentials with their passwords, Latest
+// first.
+func (o *Org) credentials(ctx context.Context, server string) ([]stored, error) {
+	v, err := o.Version(ctx, server)
 	if err != nil {
 		return nil, err
 	}
-	res := &RollResult{roll: r, password: pw, Started: time.Now().UTC()}
+	qs, err := psremote.Quote(server)
+	if err != nil {
+		return nil, fmt.Errorf("exchange: server name %w", err)
+	}
+	script := preamble +
+		"$cfg = Get-" + v.casNoun() + " -Identity " + qs + " -IncludeAlternateServiceAccountCredentialPassword | Select-Object -ExpandProperty AlternateServiceAccountConfiguration\n" +
+		"$creds = @($cfg | Select-Object -ExpandProperty EffectiveCredentials)\n" +
+		"$users = @($creds | Select-Object -ExpandProperty Credential | Select-Object -ExpandProperty UserName)\n" +
+		"$added = @($creds | Select-Object -ExpandProperty WhenAddedUTC | Get-Date -Format 'o')\n" +
+		"$pws = @($creds | Select-Object -ExpandProperty Credential | ForEach-Object -MemberName GetNetworkCredential | Select-Object -ExpandProperty Password)\n" +
+		"ConvertTo-Json -Compress -InputObject ([pscustomobject]@{ users = $users; added = $added; passwords = $pws })\n"
+	out, err := o.run(ctx, "read ASA credentials", server, script)
+	if err != nil {
+		return nil, err
+	}
+	var raw struct {
+		Users     []string `json:"users"`
+		Added     []string `json:"added"`
+		Passwords []string `json:"passwords"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &raw); err != nil || len(raw.Users) != len(raw.Added) || len(raw.Users) != len(raw.Passwords) {
+		return nil, fmt.Errorf("exchange: read ASA credentials on %s: unexpected output", server)
+	}
+	var cs []stored
+	for i := range raw.Users {
+		t, err := time.Parse(time.RFC3339Nano, raw.Added[i])
+		if err != nil {
+			return nil, fmt.Errorf("exchange: read ASA credentials on %s: date %q: %w", server, raw.Added[i], err)
+		}
+		cs = append(cs, stored{user: raw.Users[i], password: raw.Passwords[i], added: t})
+	}
+	return cs, nil
+}
+
+// checker tells whether a password is the one AD holds for the ASA now,
+// by opening a fresh ticket to the ASA with keys derived from it.
+type checker struct {
+	r      Roll
+	sam    string
+	realm  string
+	domain string
+	ticket *kerberos.Ticket
+	memo   map[string]bool
+}
+
+func newChecker(r Roll) (*checker, error) {
+	if r.Kerberos == nil {
+		return nil, errors.New("exchange: a roll needs Roll.Kerberos to tell which password AD holds")
+	}
+	return &checker{r: r, sam: r.User[strings.LastIndex(r.User, `\`)+1:], realm: r.Kerberos.Realm(),
+		domain: r.AD.DomainInfo().DNSDomain}, nil
+}
+
+// refresh gets a new ticket (after AD's password may have changed).
+func (c *checker) refresh(ctx context.Context) error {
+	t, err := c.r.Kerberos.ServiceTicket(ctx, c.sam)
+	if err != nil {
+		return fmt.Errorf("a ticket to %s: %w", c.sam, err)
+	}
+	c.ticket, c.memo = t, map[string]bool{}
+	return nil
+}
+
+func (c *checker) current(pw string) bool {
+	if pw == "" || c.ticket == nil {
+		return false
+	}
+	if v, ok := c.memo[pw]; ok {
+		return v
+	}
+	kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: c.realm, SAMAccountName: c.sam, DNSDomain: c.domain,
+		Password: pw, ETypes: []int32{c.ticket.Ticket.EncPart.EType}})
+	ok := err == nil && c.ticket.OpensWith(kt)
+	c.memo[pw] = ok
+	return ok
+}
+
+// CheckASA reads every server's credentials and says which of them hold
+// the password AD has for the ASA now (a roll check: a server whose Latest
+// is not current is mid-roll or stale; one that holds it nowhere cannot
+// decrypt tickets).
+func (o *Org) CheckASA(ctx context.Context, r Roll) ([]ServerState, error) {
+	ck, err := newChecker(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := ck.refresh(ctx); err != nil {
+		return nil, fmt.Errorf("exchange: check ASA: %w", err)
+	}
+	return o.states(ctx, r, ck), nil
+}
+
+func (o *Org) states(ctx context.Context, r Roll, ck *checker) []ServerState {
+	var out []ServerState
+	for _, s := range r.Servers {
+		st := ServerState{Server: s}
+		cs, err := o.credentials(ctx, s)
+		switch {
+		case err != nil:
+			st.Err = err
+		default:
+			st.LatestIsCurrent = len(cs) > 0 && strings.EqualFold(cs[0].user, r.User) && ck.current(cs[0].password)
+			st.PreviousIsCurrent = len(cs) > 1 && strings.EqualFold(cs[1].user, r.User) && ck.current(cs[1].password)
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// RollASAPassword rolls the ASA password so that no failure, retry or
+// process death at any point leaves a server without AD's current key:
+//
+//  1. Read every server's credentials (with their passwords) and find out
+//     which password AD holds now (a ticket to the ASA opens with it).
+//  2. Push the new password to each server whose Latest is not already it.
+//     A server is pushed only when, afterwards, it still holds AD's
+//     password (its Latest was AD's, so it becomes Previous); a server left
+//     by an earlier failure is given AD's password back first.
+//  3. Reset the ASA's password in AD, once every server holds the new one.
+//  4. Verify that every server's Latest is AD's password.
+//
+// A roll finds an unfinished one by itself: when a server's Latest is a
+// password AD does not hold, the roll adopts it instead of making another,
+// which would push AD's password out of that server's Previous. A failed
+// roll is a *RollError that says what each server holds afterwards; run the
+// roll again, Resume it, or ResumeJournal in a new process.
+func (o *Org) RollASAPassword(ctx context.Context, r Roll) (*RollResult, error) {
+	if err := checkRoll(r); err != nil {
+		return nil, err
+	}
+	res := &RollResult{roll: r, Journal: RollJournal{User: r.User, Servers: r.Servers, Started: time.Now().UTC()}}
 	return res, o.resume(ctx, res)
+}
+
+func checkRoll(r Roll) error {
+	if len(r.Servers) == 0 || r.AD == nil || r.Kerberos == nil || !strings.Contains(r.User, `\`) {
+		return errors.New(`exchange: a roll needs servers, an AD connection, a Kerberos client and the user as DOMAIN\NAME$`)
+	}
+	if _, err := psremote.Quote(r.User); err != nil {
+		return fmt.Errorf("exchange: roll: the user name %w", err)
+	}
+	return nil
 }
 
 // Resume finishes a roll that failed, with the same password.
 func (o *Org) Resume(ctx context.Context, res *RollResult) error {
-	if res == nil || res.password == "" {
+	if res == nil {
 		return errors.New("exchange: nothing to resume")
 	}
 	return o.resume(ctx, res)
 }
 
+// ResumeJournal finishes a roll from its journal, in any process: r gives
+// a fresh AD connection and Kerberos client, and may correct the server
+// list (its User must be the journal's).
+func (o *Org) ResumeJournal(ctx context.Context, j RollJournal, r Roll) (*RollResult, error) {
+	if len(r.Servers) == 0 {
+		r.Servers = j.Servers
+	}
+	if r.User == "" {
+		r.User = j.User
+	}
+	if !strings.EqualFold(r.User, j.User) {
+		return nil, fmt.Errorf("exchange: the journal is a roll of %s, not %s", j.User, r.User)
+	}
+	if err := checkRoll(r); err != nil {
+		return nil, err
+	}
+	j.Servers = r.Servers
+	res := &RollResult{roll: r, Journal: j}
+	return res, o.resume(ctx, res)
+}
+
 func (o *Org) resume(ctx context.Context, res *RollResult) error {
 	r := res.roll
-	first := r.Servers[0]
-	if !contains(res.Pushed, first) {
-		if err := o.SetASA(ctx, first, r.User, res.password); err != nil {
-			return fmt.Errorf("roll step 1 (nothing changed): %w", err)
-		}
-		res.Pushed = append(res.Pushed, first)
-	}
-	src, err := o.ASAStatus(ctx, first)
+	ck, err := newChecker(r)
 	if err != nil {
-		return fmt.Errorf("roll step 2: %w", err)
+		return err
 	}
-	if src.Latest == nil {
-		return fmt.Errorf("roll step 2: %s holds no credential", first)
-	}
-	var todo []string
-	for _, s := range r.Servers[1:] {
-		if contains(res.Pushed, s) {
-			continue
+	step := "read"
+	failed := func(err error) error {
+		// Read the state again, whatever happened, so the error says what is true.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if ck.refresh(sctx) != nil {
+			ck.ticket = nil
 		}
-		// A server that copied it already has a Latest added after the first server's.
-		st, err := o.ASAStatus(ctx, s)
+		st := o.states(sctx, r, ck)
+		if ck.ticket == nil {
+			for i := range st {
+				st[i].Err = errors.New("no ticket to the ASA to check against")
+			}
+		}
+		return &RollError{Step: step, State: st, Err: err}
+	}
+	if err := ck.refresh(ctx); err != nil {
+		return failed(err)
+	}
+	creds := map[string][]stored{}
+	for _, s := range r.Servers {
+		cs, err := o.credentials(ctx, s)
 		if err != nil {
-			return fmt.Errorf("roll step 2 (AD unchanged; tickets still work; Resume): %w", err)
+			return failed(err)
 		}
-		if st.Latest != nil && strings.EqualFold(st.Latest.UserName, r.User) && !st.Latest.WhenAdded.Before(src.Latest.WhenAdded) {
-			res.Pushed = append(res.Pushed, s)
+		creds[strings.ToLower(s)] = cs
+	}
+	mine := func(c stored) bool { return strings.EqualFold(c.user, r.User) }
+	// AD's current password, when a server holds it.
+	var current string
+	for _, s := range r.Servers {
+		for _, c := range creds[strings.ToLower(s)] {
+			if current == "" && mine(c) && ck.current(c.password) {
+				current = c.password
+			}
+		}
+	}
+	// The roll's password: in memory, from the journal's source, an
+	// unfinished roll's (a Latest AD does not hold), or a new one.
+	if res.password == "" && res.Journal.Source != "" {
+		if cs := creds[strings.ToLower(res.Journal.Source)]; len(cs) > 0 && cs[0].added.Equal(res.Journal.SourceAdded) && mine(cs[0]) {
+			res.password = cs[0].password
+		}
+	}
+	if res.password == "" {
+		for _, s := range r.Servers {
+			if cs := creds[strings.ToLower(s)]; len(cs) > 0 && mine(cs[0]) && !ck.current(cs[0].password) && cs[0].password != "" {
+				res.password = cs[0].password
+				res.Journal.Source, res.Journal.SourceAdded = s, cs[0].added
+				break
+			}
+		}
+	}
+	if res.password == "" {
+		n := r.PasswordLength
+		if n == 0 {
+			n = 120
+		}
+		if res.password, err = ad.GeneratePassword(n, ck.sam); err != nil {
+			return err
+		}
+	}
+	next := res.password
+	// What AD holds decides, not what the journal says.
+	res.Journal.ADReset = ck.current(next)
+	if res.Journal.ADReset {
+		current = next // the reset went through before
+	}
+	push := func(s, pw string) error {
+		step = "push to " + s
+		if err := o.SetASA(ctx, s, r.User, pw); err != nil {
+			return err
+		}
+		cs, err := o.credentials(ctx, s)
+		if err != nil {
+			return err
+		}
+		creds[strings.ToLower(s)] = cs
+		if len(cs) == 0 || cs[0].password != pw {
+			return fmt.Errorf("%s does not hold the password just set", s)
+		}
+		if pw == next && res.Journal.Source == "" {
+			res.Journal.Source, res.Journal.SourceAdded = s, cs[0].added
+		}
+		return nil
+	}
+	for _, s := range r.Servers {
+		cs := creds[strings.ToLower(s)]
+		var latest, previous string
+		if len(cs) > 0 && mine(cs[0]) {
+			latest = cs[0].password
+		}
+		if len(cs) > 1 && mine(cs[1]) {
+			previous = cs[1].password
+		}
+		if latest == next && (current == "" || current == next || previous == current) {
+			if res.Journal.Source == "" {
+				res.Journal.Source, res.Journal.SourceAdded = s, cs[0].added
+			}
 			continue
 		}
-		todo = append(todo, s)
-	}
-	if len(todo) > 0 {
-		if err := o.CopyASA(ctx, first, todo...); err != nil {
-			return fmt.Errorf("roll step 2 (AD unchanged; tickets still work; Resume): %w", err)
+		// Pushing next makes latest the Previous: that must be AD's password.
+		if current != "" && latest != current && current != next {
+			if err := push(s, current); err != nil {
+				return failed(err)
+			}
 		}
-		res.Pushed = append(res.Pushed, todo...)
-	}
-	sam := r.User[strings.LastIndex(r.User, `\`)+1:]
-	if !res.ADReset {
-		if err := r.AD.ResetPassword(ctx, sam, res.password); err != nil {
-			return fmt.Errorf("roll step 3 (servers hold old and new passwords; tickets still work; Resume): %w", err)
+		if err := push(s, next); err != nil {
+			return failed(err)
 		}
-		res.ADReset = true
+	}
+	if !res.Journal.ADReset {
+		step = "reset AD"
+		if err := r.AD.ResetPassword(ctx, ck.sam, next); err != nil {
+			return failed(err)
+		}
+		res.Journal.ADReset = true
+	}
+	step = "verify"
+	if err := ck.refresh(ctx); err != nil {
+		return failed(err)
+	}
+	if !ck.current(next) {
+		return failed(errors.New("AD does not hold the rolled password"))
 	}
 	res.Status = res.Status[:0]
 	for _, s := range r.Servers {
 		st, err := o.ASAStatus(ctx, s)
 		if err != nil {
-			return fmt.Errorf("roll step 4: %w", err)
+			return failed(err)
 		}
-		if st.Latest == nil || !strings.EqualFold(st.Latest.UserName, r.User) || st.Latest.WhenAdded.Before(src.Latest.WhenAdded) {
-			return fmt.Errorf("roll step 4: %s does not hold the rolled credential as Latest", s)
+		cs, err := o.credentials(ctx, s)
+		if err != nil {
+			return failed(err)
+		}
+		if len(cs) == 0 || cs[0].password != next {
+			return failed(fmt.Errorf("%s does not hold the rolled password as Latest", s))
 		}
 		res.Status = append(res.Status, *st)
 	}
+	res.Journal.Done = true
 	if r.KeytabRealm != "" {
-		acct, err := r.AD.FindAccount(ctx, sam)
+		acct, err := r.AD.FindAccount(ctx, ck.sam)
 		if err != nil {
 			return fmt.Errorf("roll keytab: %w", err)
 		}
 		kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: r.KeytabRealm, SAMAccountName: acct.SAMAccountName,
-			Principals: append([]string{acct.SAMAccountName}, acct.SPNs...), Password: res.password, KVNO: uint32(acct.KeyVersion)})
+			DNSDomain: ck.domain, Principals: append([]string{acct.SAMAccountName}, acct.SPNs...), Password: next,
+			KVNO: uint32(acct.KeyVersion), ETypes: etypesFor(acct.SupportedEncryptionTypes)})
 		if err != nil {
 			return fmt.Errorf("roll keytab: %w", err)
 		}
@@ -159,11 +476,22 @@ func (o *Org) resume(ctx context.Context, res *RollResult) error {
 	return nil
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if strings.EqualFold(v, s) {
-			return true
-		}
+// etypesFor lists the keytab's encryption types for an account's
+// msDS-SupportedEncryptionTypes: no RC4 key for an AES-only account (zero,
+// unset, means the DC's default, which still includes RC4).
+func etypesFor(enc ad.EncType) []int32 {
+	if enc == 0 {
+		return nil
 	}
-	return false
+	var out []int32
+	if enc&ad.EncAES256 != 0 {
+		out = append(out, etypeID.AES256_CTS_HMAC_SHA1_96)
+	}
+	if enc&ad.EncAES128 != 0 {
+		out = append(out, etypeID.AES128_CTS_HMAC_SHA1_96)
+	}
+	if enc&ad.EncRC4HMAC != 0 {
+		out = append(out, etypeID.RC4_HMAC)
+	}
+	return out
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/iana/msgtype"
 	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/iana/patype"
+	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
 )
@@ -527,4 +528,48 @@ func (t *Ticket) IsFor(user string) bool {
 		return upperEqual(cname, name)
 	}
 	return t.Client.NameType != nametype.KRB_NT_ENTERPRISE && !strings.Contains(cname, "@")
+}
+
+// ServiceTicket asks the KDC for an ordinary ticket from the service
+// account itself to principal: an SPN ("http/mail.corp.example.com") or an
+// account name ("EXCHASA$"). Whoever holds the target's current key can
+// open it, which is how a caller proves which password AD holds for an
+// account (OpensWith) without a logon attempt as that account.
+func (c *Client) ServiceTicket(ctx context.Context, principal string) (*Ticket, error) {
+	const op = "TGS exchange"
+	sname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: []string{principal}}
+	if strings.Contains(principal, "/") {
+		var err error
+		if sname, err = parseSPN(principal); err != nil {
+			return nil, fail(op, principal, err)
+		}
+	}
+	return c.withTGT(ctx, func(tgt *Ticket) (*Ticket, error) {
+		body, err := c.body(sname, flags.Canonicalize)
+		if err != nil {
+			return nil, fail(op, principal, err)
+		}
+		t, _, err := c.tgsExchange(ctx, op, principal, tgt, body, nil)
+		return t, err
+	})
+}
+
+// OpensWith reports whether a key of kt opens the ticket's encrypted part:
+// the keytab holds the key the KDC used, the target account's current one.
+func (t *Ticket) OpensWith(kt *keytab.Keytab) bool {
+	if kt == nil {
+		return false
+	}
+	for _, e := range kt.Entries {
+		if e.Key.KeyType != t.Ticket.EncPart.EType {
+			continue
+		}
+		if err := safely(func() error {
+			_, err := crypto.DecryptEncPart(t.Ticket.EncPart, e.Key, keyusage.KDC_REP_TICKET)
+			return err
+		}); err == nil {
+			return true
+		}
+	}
+	return false
 }

@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	neturl "net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -40,6 +41,7 @@ import (
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/exchange"
 	"github.com/segkcd/segkcd/iis"
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 func main() {
@@ -59,6 +61,7 @@ func main() {
 		winrmAuth  = flag.String("winrm-auth", "ntlm", "WinRM logon: ntlm (sealed on HTTP, channel-bound on HTTPS) or basic (HTTPS only)")
 		testHost   = flag.Bool("winrm-test-host", false, "the WinRM target is segkcd's WS-Man test host (HTTP, labelled output)")
 		servers    = flag.String("exchange-servers", "CAS1,CAS2", "Exchange servers that share the ASA credential")
+		kdc        = flag.String("kdc", os.Getenv("SEGKCD_KDC"), "host[:port] of a KDC of the domain (default: the host of -url)")
 	)
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -67,7 +70,7 @@ func main() {
 		bindPassword: os.Getenv("SEGKCD_BIND_PASSWORD"), asa: *asa, mail: *mail, short: *short,
 		svc: *svc, svcPassword: os.Getenv("SEGKCD_SVC_PASSWORD"),
 		winrmAddr: *winrmAddr, winrmUser: *winrmUser, winrmAuth: *winrmAuth, winrmPassword: os.Getenv("SEGKCD_WINRM_PASSWORD"),
-		testHost: *testHost, servers: strings.Split(*servers, ",")}
+		testHost: *testHost, servers: strings.Split(*servers, ","), kdc: *kdc}
 	if err := run(ctx, os.Stdout, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "provision:", err)
 		os.Exit(1)
@@ -85,30 +88,58 @@ type config struct {
 	winrmPassword                  string
 	testHost                       bool
 	servers                        []string
+	kdc                            string
 }
 
-// rollIfNeeded rolls the ASA password unless every server already holds the
-// ASA credential as Latest.
-func rollIfNeeded(ctx context.Context, org *exchange.Org, servers []string, user string, c *ad.Conn) (ad.Change, error) {
-	missing := 0
-	for _, s := range servers {
-		st, err := org.ASAStatus(ctx, s)
-		if err != nil {
-			return ad.Change{}, err
-		}
-		if st.Latest == nil || !strings.EqualFold(st.Latest.UserName, user) {
-			missing++
-		}
-	}
-	if missing == 0 {
-		return ad.Change{Action: ad.Unchanged, Object: user}, nil
-	}
-	res, err := org.RollASAPassword(ctx, exchange.Roll{Servers: servers, User: user, AD: c})
+// rollIfNeeded rolls the ASA password unless every server already holds
+// the password AD has for the ASA as its Latest credential (a ticket to
+// the ASA, opened with each server's password, tells). A server left
+// mid-roll, or holding a stale credential, gets the roll.
+func rollIfNeeded(ctx context.Context, org *exchange.Org, roll exchange.Roll) (ad.Change, error) {
+	states, err := org.CheckASA(ctx, roll)
 	if err != nil {
 		return ad.Change{}, err
 	}
-	return ad.Change{Action: ad.Modified, Object: user, Details: []string{
-		fmt.Sprintf("new password on %s, then reset in AD", strings.Join(res.Pushed, ", "))}}, nil
+	var stale []string
+	for _, st := range states {
+		if st.Err != nil {
+			return ad.Change{}, st.Err
+		}
+		if !st.LatestIsCurrent {
+			stale = append(stale, st.String())
+		}
+	}
+	if len(stale) == 0 {
+		return ad.Change{Action: ad.Unchanged, Object: roll.User}, nil
+	}
+	if _, err := org.RollASAPassword(ctx, roll); err != nil {
+		return ad.Change{}, err
+	}
+	return ad.Change{Action: ad.Modified, Object: roll.User, Details: append(stale,
+		fmt.Sprintf("new password on %s, then reset in AD", strings.Join(roll.Servers, ", ")))}, nil
+}
+
+// kerberosClient logs in as the bind account, for the roll's check of
+// which password AD holds (a ticket to the ASA).
+func kerberosClient(ctx context.Context, c *ad.Conn, cfg config) (*kerberos.Client, error) {
+	acct, err := c.FindAccount(ctx, cfg.bindUser)
+	if err != nil {
+		return nil, err
+	}
+	kdc := cfg.kdc
+	if kdc == "" {
+		u, err := neturl.Parse(cfg.url)
+		if err != nil {
+			return nil, err
+		}
+		kdc = net.JoinHostPort(u.Hostname(), "88")
+	}
+	realm := strings.ToUpper(c.DomainInfo().DNSDomain)
+	kcfg, err := kerberos.NewConfig(realm, kdc)
+	if err != nil {
+		return nil, err
+	}
+	return kerberos.NewWithPassword(acct.SAMAccountName, realm, cfg.bindPassword, kcfg), nil
 }
 
 // iisChange reports an iis change in the same form as AD's.
@@ -214,7 +245,12 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 	if exShell == nil {
 		fmt.Fprintln(out, "  skipped    no -winrm given (the ASA keeps its random initial password)")
 	} else {
-		ch, err := rollIfNeeded(ctx, &exchange.Org{Shell: exShell}, cfg.servers, info.NetBIOSName+`\`+asaSAM, c)
+		krb, err := kerberosClient(ctx, c, cfg)
+		if err != nil {
+			return err
+		}
+		ch, err := rollIfNeeded(ctx, &exchange.Org{Shell: exShell},
+			exchange.Roll{Servers: cfg.servers, User: info.NetBIOSName + `\` + asaSAM, AD: c, Kerberos: krb})
 		if err := step("ASA credential on "+strings.Join(cfg.servers, ", ")+label, ch, err); err != nil {
 			return err
 		}

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segkcd/segkcd/exchange"
 	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/psremote"
 	"github.com/segkcd/segkcd/internal/wsmantest"
 )
 
@@ -111,5 +113,24 @@ func TestProvisionWithTestHost(t *testing.T) {
 	}
 	if strings.Contains(out+second.String(), "Winrm-Passw0rd!") {
 		t.Fatal("WinRM password in the output")
+	}
+	// A server whose credential is not AD's (here: someone set another
+	// password on CAS2, the same user name) is noticed, and rolled.
+	sh, err := psremote.New(ts.ClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&exchange.Org{Shell: sh}).SetASA(ctx, "CAS2", h.ASA("CAS2")[0].UserName, "Stale-Passw0rd-123!"); err != nil {
+		t.Fatal(err)
+	}
+	var third bytes.Buffer
+	if err := run(ctx, &third, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(third.String(), "CAS2: decrypts (AD's password is its Previous)") || strings.Contains(third.String(), "all steps unchanged") {
+		t.Fatalf("third run did not notice CAS2:\n%s", third.String())
+	}
+	if h.ASA("CAS2")[0].Password != h.ASA("CAS1")[0].Password {
+		t.Fatal("CAS2 not rolled")
 	}
 }

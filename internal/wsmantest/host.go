@@ -348,6 +348,14 @@ func memberOf(in []any, prop, cmd string) ([]any, error) {
 			out = append(out, pc.user)
 			continue
 		}
+		if pc, ok := v.(*psCredential); ok && strings.EqualFold(prop, "GetNetworkCredential") {
+			// The method: a NetworkCredential with the password in clear.
+			if pc.pw == nil {
+				return nil, errorf("%s: the credential of %s was read without its password", cmd, pc.user)
+			}
+			out = append(out, newObject("UserName", pc.user, "Password", pc.pw.s))
+			continue
+		}
 		o, ok := v.(*object)
 		if !ok {
 			return nil, errorf("%s: property '%s' cannot be found on this object (%T)", cmd, prop, v)

@@ -36,6 +36,12 @@ fuzz:
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKDCReply -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzUnseal -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKDCReplyPlain -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzASRep -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzPreauthEData -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzCCache -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKrb5Conf -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKeytab -fuzztime 60s
 	$(GO) test ./ad -run '^$$' -fuzz FuzzUnwrapToken -fuzztime 60s
 	$(GO) test ./internal/wsmantest -run '^$$' -fuzz FuzzQuote -fuzztime 60s
 	$(GO) test ./internal/wsmantest -run '^$$' -fuzz FuzzCLIXML -fuzztime 60s

@@ -3,6 +3,7 @@ package kerberos
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,23 @@ func TestTLVLengths(t *testing.T) {
 		}
 		if hdr != want {
 			t.Errorf("length %d: header %d bytes, want %d", n, hdr, want)
+		}
+	}
+}
+
+// Values holding secrets format without them, whatever the verb.
+func TestFormatHidesSecrets(t *testing.T) {
+	tk := testTicket(t)
+	key := fmt.Sprintf("%x", tk.SessionKey.KeyValue)
+	spec := KeytabSpec{Realm: "R", SAMAccountName: "svc", Password: "Sekr1t-Passw0rd!"}
+	cfg, _ := NewConfig("CORP.EXAMPLE.TEST", "127.0.0.1")
+	c := NewWithPassword("svc", "CORP.EXAMPLE.TEST", "Sekr1t-Passw0rd!", cfg)
+	for _, v := range []any{tk, *tk, spec, &spec, c} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+			out := fmt.Sprintf(verb, v)
+			if strings.Contains(out, "Sekr1t") || strings.Contains(out, key) || strings.Contains(out, fmt.Sprint(tk.SessionKey.KeyValue)) {
+				t.Errorf("%s of %T: %s", verb, v, out)
+			}
 		}
 	}
 }

@@ -20,11 +20,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/jcmturner/gokrb5/v8/credentials"
-	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/segkcd/segkcd/kerberos"
 )
@@ -70,7 +69,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) int {
 	var c *kerberos.Client
 	switch {
 	case o.ccache != "":
-		cc, err := credentials.LoadCCache(o.ccache)
+		cc, err := kerberos.LoadCCache(o.ccache)
 		if err == nil {
 			c, err = kerberos.NewFromCCache(cc, cfg)
 		}
@@ -79,7 +78,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) int {
 			return 1
 		}
 	case o.keytab != "":
-		kt, err := keytab.Load(o.keytab)
+		kt, err := kerberos.LoadKeytab(o.keytab)
 		if err != nil {
 			fmt.Fprintln(stderr, "s4u: keytab:", err)
 			return 1
@@ -120,18 +119,34 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) int {
 			t.EndTime.Local().Format("2006-01-02 15:04:05"), fwd)
 	}
 	if o.out != "" {
-		path := strings.TrimPrefix(o.out, "FILE:")
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err == nil {
-			err = kerberos.WriteCCache(f, tickets...)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-		}
-		if err != nil {
+		if err := writeCCache(strings.TrimPrefix(o.out, "FILE:"), tickets); err != nil {
 			fmt.Fprintln(stderr, "s4u: write ccache:", err)
 			return 1
 		}
 	}
 	return 0
+}
+
+// writeCCache writes the tickets through a new file of mode 0600 in the
+// target's directory, renamed over the target: an existing file's mode is
+// not kept and a symlink at the path is replaced, not followed.
+func writeCCache(path string, tickets []*kerberos.Ticket) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".s4u-ccache-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after a successful rename there is nothing to remove
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	err = kerberos.WriteCCache(f, tickets...)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

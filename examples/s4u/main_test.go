@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 var theLab lab.Shared
@@ -86,5 +87,34 @@ func TestS4UFromKinitCCacheAndExitCodes(t *testing.T) {
 	o = options{user: "svc_awseg", password: svcPassword, krb5conf: conf, impersonate: "alice", spn: spn, timeout: 5 * time.Second}
 	if code := run(ctx, o, &stdout, &stderr); code != 3 {
 		t.Fatalf("no KDC: exit %d: %s", code, stderr.String())
+	}
+}
+
+// -out replaces what is at the path with a new 0600 file: an existing
+// world-readable file does not keep its mode, and a symlink is replaced,
+// not followed to its target.
+func TestWriteCCacheReplaces(t *testing.T) {
+	dir := t.TempDir()
+	tk := &kerberos.Ticket{}
+	existing := filepath.Join(dir, "existing")
+	os.WriteFile(existing, []byte("old"), 0o644)
+	victim := filepath.Join(dir, "victim")
+	os.WriteFile(victim, []byte("keep me"), 0o644)
+	link := filepath.Join(dir, "link")
+	os.Symlink(victim, link)
+	for _, p := range []string{existing, link} {
+		if err := writeCCache(p, []*kerberos.Ticket{tk}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Lstat(p)
+		if err != nil || st.Mode() != 0o600 {
+			t.Fatalf("%s: mode %v %v", p, st.Mode(), err)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep me" {
+		t.Fatal("the symlink's target was written")
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".s4u-ccache-*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
 	}
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/masterzen/winrm"
+
+	"github.com/segkcd/segkcd/internal/redact"
 )
 
 // Auth methods for Config.Auth.
@@ -55,6 +57,16 @@ type Config struct {
 	SPN      string
 	// Timeout bounds each HTTP request (default 60s). A context bounds a whole run.
 	Timeout time.Duration
+}
+
+// Format prints the configuration without its password and private key,
+// for every verb.
+func (c Config) Format(f fmt.State, verb rune) {
+	type plain Config
+	m := plain(c)
+	m.Password = redact.String(m.Password)
+	m.KeyPEM = redact.Bytes(m.KeyPEM)
+	redact.Format(f, verb, "psremote.Config", m)
 }
 
 // Client runs PowerShell on one host. It is safe for concurrent use.

@@ -3,6 +3,7 @@ package psremote_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +154,15 @@ func TestCancelStopsAndCleansUp(t *testing.T) {
 	// A finished run leaves nothing either.
 	if _, err := c.RunPowerShell(context.Background(), "$ErrorActionPreference = 'Stop'\n"); err != nil || srv.Shells() != 0 {
 		t.Fatalf("%v, %d shells", err, srv.Shells())
+	}
+}
+
+// A configuration formats without its password or key.
+func TestConfigFormat(t *testing.T) {
+	c := psremote.Config{Host: "h", User: "u", Password: "Sekr1t-Passw0rd!", KeyPEM: []byte("-----BEGIN PRIVATE KEY-----")}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		if out := fmt.Sprintf(verb, c); strings.Contains(out, "Sekr1t") || strings.Contains(out, "PRIVATE") {
+			t.Errorf("%s: %s", verb, out)
+		}
 	}
 }

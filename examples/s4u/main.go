@@ -24,7 +24,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/segkcd/segkcd/kerberos"
 )
 

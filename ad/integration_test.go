@@ -366,6 +366,12 @@ func TestAccountFlagsAndEncryptionTypes(t *testing.T) {
 	_, err = c.SetAccountFlags(ctx, "svc_flags", ad.UACNotDelegated, ad.UACNotDelegated)
 	wantKind(t, err, ad.ErrInvalidArgument)
 
+	// Created AES-only (no Kerberoastable RC4 tickets to its SPNs).
+	if got := ldbAttr(t, l, "svc_flags", "msDS-SupportedEncryptionTypes"); got[0] != "24" {
+		t.Fatalf("created with enctypes %v, want 24", got)
+	}
+	ch, err = c.SetSupportedEncryptionTypes(ctx, "svc_flags", ad.EncAES|ad.EncRC4HMAC)
+	wantAction(t, ch, err, ad.Modified)
 	ch, err = c.SetSupportedEncryptionTypes(ctx, "svc_flags", ad.EncAES)
 	wantAction(t, ch, err, ad.Modified)
 	ch, err = c.SetSupportedEncryptionTypes(ctx, "svc_flags", ad.EncAES)

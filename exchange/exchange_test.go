@@ -195,3 +195,16 @@ func TestKerberosWinRM(t *testing.T) {
 		t.Fatal("a client without a ticket got in")
 	}
 }
+
+// Hostile names give errors, never a panic.
+func TestSetASAHostileNames(t *testing.T) {
+	o, _ := org(t)
+	ctx := context.Background()
+	for _, c := range []struct{ server, user, pw string }{
+		{"CAS1", "CORP\\EX\x00ASA$", "Passw0rd!"}, {"CA\x00S1", `CORP\EXCHASA$`, "Passw0rd!"}, {"CAS1", `CORP\EXCHASA$`, "two\nlines"},
+	} {
+		if err := o.SetASA(ctx, c.server, c.user, c.pw); err == nil {
+			t.Fatalf("%q %q accepted", c.server, c.user)
+		}
+	}
+}

@@ -174,6 +174,21 @@ func (o *Org) credentials(ctx context.Context, server string) ([]stored, error) 
 	return cs, nil
 }
 
+// statusOf is the Status (no passwords) of credentials read back.
+func statusOf(server string, cs []stored) Status {
+	st := Status{Server: server}
+	for i, c := range cs {
+		cred := &Credential{UserName: c.user, WhenAdded: c.added}
+		switch i {
+		case 0:
+			st.Latest = cred
+		case 1:
+			st.Previous = cred
+		}
+	}
+	return st
+}
+
 // checker tells whether a password is the one AD holds for the ASA now,
 // by opening a fresh ticket to the ASA with keys derived from it.
 type checker struct {
@@ -446,10 +461,6 @@ func (o *Org) resume(ctx context.Context, res *RollResult) error {
 	}
 	res.Status = res.Status[:0]
 	for _, s := range r.Servers {
-		st, err := o.ASAStatus(ctx, s)
-		if err != nil {
-			return failed(err)
-		}
 		cs, err := o.credentials(ctx, s)
 		if err != nil {
 			return failed(err)
@@ -457,7 +468,7 @@ func (o *Org) resume(ctx context.Context, res *RollResult) error {
 		if len(cs) == 0 || cs[0].password != next {
 			return failed(fmt.Errorf("%s does not hold the rolled password as Latest", s))
 		}
-		res.Status = append(res.Status, *st)
+		res.Status = append(res.Status, statusOf(s, cs))
 	}
 	res.Journal.Done = true
 	if r.KeytabRealm != "" {

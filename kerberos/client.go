@@ -41,7 +41,40 @@ type Ticket struct {
 	EndTime     time.Time
 	RenewTill   time.Time
 
-	der []byte // Ticket in DER, kept from issue so headers need not re-marshal it
+	der   []byte       // Ticket in DER, kept from issue so headers need not re-marshal it
+	clock *uniqueClock // authenticator times; nil for a Ticket built by a caller
+}
+
+// uniqueClock hands out authenticator timestamps that never repeat for one
+// ticket. An acceptor's replay cache (RFC 4120 3.2.3; gokrb5's, IIS's)
+// refuses a second authenticator with the same client, ctime and cusec, so
+// two requests of one user in the same microsecond, which a busy gateway
+// makes, would see the second refused as a replay. MIT's krb5 does the same
+// (krb5_us_timeofday never returns a time twice).
+type uniqueClock struct{ last atomic.Int64 }
+
+// next returns now in microseconds, or one more than the last time given.
+func (u *uniqueClock) next(now time.Time) (time.Time, int) {
+	us := now.UnixMicro()
+	for {
+		last := u.last.Load()
+		t := us
+		if t <= last {
+			t = last + 1
+		}
+		if u.last.CompareAndSwap(last, t) {
+			return time.UnixMicro(t).UTC(), int(t % 1e6)
+		}
+	}
+}
+
+// authTime is the ctime and cusec for a new authenticator under t.
+func (t *Ticket) authTime(now time.Time) (time.Time, int) {
+	if t.clock == nil {
+		now = now.UTC()
+		return now, now.Nanosecond() / 1000
+	}
+	return t.clock.next(now)
 }
 
 // ticketDER is the ticket's DER encoding.
@@ -88,7 +121,7 @@ func (c *Client) String() string {
 func ticketFrom(rep messages.KDCRepFields) *Ticket {
 	p := rep.DecryptedEncPart
 	der, _ := rep.Ticket.Marshal() // nil on failure: ticketDER marshals again and reports it
-	return &Ticket{der: der,
+	return &Ticket{der: der, clock: &uniqueClock{},
 		Ticket: rep.Ticket, SessionKey: p.Key,
 		Client: rep.CName, ClientRealm: rep.CRealm,
 		Server: p.SName, ServerRealm: p.SRealm,
@@ -191,7 +224,7 @@ func newFromCCache(cc *credentials.CCache, cfg *config.Config, opts []Option) (*
 	if err := tkt.Unmarshal(e.Ticket); err != nil {
 		return nil, err
 	}
-	c.tgt = &Ticket{Ticket: tkt, SessionKey: e.Key, Client: e.Client.PrincipalName, ClientRealm: e.Client.Realm,
+	c.tgt = &Ticket{clock: &uniqueClock{}, Ticket: tkt, SessionKey: e.Key, Client: e.Client.PrincipalName, ClientRealm: e.Client.Realm,
 		Server: e.Server.PrincipalName, ServerRealm: e.Server.Realm, AuthTime: e.AuthTime,
 		StartTime: e.StartTime, EndTime: e.EndTime, RenewTill: e.RenewTill,
 		Flags: asn1.BitString{Bytes: flagBytes(e.TicketFlags), BitLength: 32}}

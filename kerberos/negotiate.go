@@ -70,6 +70,7 @@ func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
 	if err != nil {
 		return nil, fail(op, t.ServerName(), err)
 	}
+	auth.CTime, auth.Cusec = t.authTime(time.Now())
 	gssFlags := uint32(gssFlagInteg | gssFlagConf)
 	if mutual {
 		gssFlags |= gssFlagMutual

@@ -400,8 +400,7 @@ func (c *Client) tgsRequest(tgt *Ticket, body messages.KDCReqBody, extra []types
 	if err != nil {
 		return messages.TGSReq{}, err
 	}
-	auth.CTime = c.now().UTC()
-	auth.Cusec = int((c.now().UnixNano() / 1000) % 1000000)
+	auth.CTime, auth.Cusec = tgt.authTime(c.now())
 	auth.Cksum = types.Checksum{CksumType: et.GetHashID(), Checksum: sum}
 	ap, err := messages.NewAPReq(tgt.Ticket, tgt.SessionKey, auth) // key usage 7 for a krbtgt ticket
 	if err != nil {
@@ -469,7 +468,12 @@ func verifyTGSRep(raw []byte, rep *messages.TGSRep, key types.EncryptionKey, bod
 // The difference matters: strings.EqualFold and strings.ToLower take the
 // Kelvin sign U+212A for "k", so "kelly" and "Kelly" would be one name,
 // while AD keeps them as two accounts, each with its own tickets.
-func upperEqual(a, b string) bool {
+func upperEqual(a, b string) bool { return EqualNames(a, b) }
+
+// EqualNames compares two account names as AD does: rune by rune after
+// upper-casing, never case-folding. strings.EqualFold would take the Kelvin
+// sign U+212A for "k", and AD keeps "kelly" and "\u212aelly" apart.
+func EqualNames(a, b string) bool {
 	for a != "" && b != "" {
 		ra, na := utf8.DecodeRuneInString(a)
 		rb, nb := utf8.DecodeRuneInString(b)

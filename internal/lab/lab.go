@@ -508,6 +508,22 @@ func (l *Lab) Close() error {
 	return nil
 }
 
+// Pause stops every samba process of the lab (SIGSTOP): the KDC and LDAP
+// hang, as a DC does that is overloaded or cut off. The kernel still
+// completes TCP handshakes to a stopped process, so clients see timeouts,
+// not refusals. Resume lets it go on.
+func (l *Lab) Pause() error { return l.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused lab (SIGCONT).
+func (l *Lab) Resume() error { return l.signal(syscall.SIGCONT) }
+
+func (l *Lab) signal(sig syscall.Signal) error {
+	if l.cmd == nil || l.cmd.Process == nil {
+		return errors.New("lab: samba is not running")
+	}
+	return syscall.Kill(-l.cmd.Process.Pid, sig)
+}
+
 // SambaTool runs samba-tool against this DC's database and returns its output.
 func (l *Lab) SambaTool(ctx context.Context, args ...string) (string, error) {
 	args = append(args, "--configfile="+l.SmbConf)

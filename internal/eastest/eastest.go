@@ -1,0 +1,205 @@
+// Package eastest is an Exchange ActiveSync stand-in for tests and
+// benchmarks of the gateway: an HTTPS server that accepts "Authorization:
+// Negotiate" with the ASA's keytab (kerberos.Acceptor) and answers with the
+// user it authenticated. It is not Exchange: it speaks no WBXML and keeps no
+// mailbox. What it does model is the part of IIS the gateway must get right:
+// Kerberos authentication is bound to the TCP connection, so a later request
+// on an authenticated connection, even one without an Authorization header,
+// is served as that connection's user.
+//
+// Users must not import this package: it is test plumbing.
+package eastest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+// Headers of the stand-in's answers and of requests that steer it.
+const (
+	// UserHeader carries the user the request was served as.
+	UserHeader = "X-Eastest-User"
+	// HowHeader says how: "ticket" (a Negotiate header on this request) or
+	// "connection" (the connection's earlier authentication, as IIS does).
+	HowHeader = "X-Eastest-How"
+	// HoldHeader, on a request, makes the stand-in answer its headers at
+	// once and then hold the body open for this long (a Go duration): a
+	// long poll.
+	HoldHeader = "X-Eastest-Hold"
+)
+
+// Server is the stand-in. Its handler answers 200 with "user\n" in the body
+// (and, for a request with a body, the body's length and SHA-256), or 401
+// with "WWW-Authenticate: Negotiate" when the request has no valid ticket
+// and its connection is not authenticated.
+type Server struct {
+	*httptest.Server
+	Acceptor *kerberos.Acceptor
+
+	requests  atomic.Int64
+	accepted  atomic.Int64
+	cancelled atomic.Int64
+	mixed     atomic.Int64
+	reject    atomic.Int64
+	held      chan string
+	tokens    []string
+	mu        sync.Mutex
+	conns     map[*connState]struct{}
+}
+
+type connState struct {
+	mu    sync.Mutex
+	user  string
+	users map[string]bool
+}
+
+type connKey struct{}
+
+// NewServer starts a TLS stand-in (httptest's certificate for 127.0.0.1).
+func NewServer(acc *kerberos.Acceptor) *Server {
+	s := &Server{Acceptor: acc, held: make(chan string, 1024), conns: map[*connState]struct{}{}}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.Server.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		st := &connState{users: map[string]bool{}}
+		s.mu.Lock()
+		s.conns[st] = struct{}{}
+		s.mu.Unlock()
+		return context.WithValue(ctx, connKey{}, st)
+	}
+	s.Server.StartTLS()
+	return s
+}
+
+// Stats counts what the stand-in saw.
+type Stats struct {
+	Requests  int64 // every request
+	Accepted  int64 // requests with a Negotiate header that the Acceptor took
+	Cancelled int64 // held requests whose client went away first
+	// Mixed counts connections that carried more than one user: an identity
+	// isolation failure of whoever sent them.
+	Mixed int64
+}
+
+// Stats reports the counts so far.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	mixed := int64(0)
+	for c := range s.conns {
+		c.mu.Lock()
+		if len(c.users) > 1 {
+			mixed++
+		}
+		c.mu.Unlock()
+	}
+	s.mu.Unlock()
+	return Stats{Requests: s.requests.Load(), Accepted: s.accepted.Load(), Cancelled: s.cancelled.Load(), Mixed: mixed}
+}
+
+// Tokens returns the Negotiate tokens received (the first 4096), for tests
+// that look for them where they must not be.
+func (s *Server) Tokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.tokens...)
+}
+
+// RejectNext makes the next n requests that carry a ticket get 401, as IIS
+// answers a ticket encrypted with a key it no longer has (after an ASA roll).
+func (s *Server) RejectNext(n int) { s.reject.Store(int64(n)) }
+
+// Held delivers the user of each request that starts holding (HoldHeader).
+func (s *Server) Held() <-chan string { return s.held }
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	s.requests.Add(1)
+	st, _ := r.Context().Value(connKey{}).(*connState)
+	if !strings.EqualFold(strings.TrimSuffix(r.URL.Path, "/"), "/Microsoft-Server-ActiveSync") {
+		http.NotFound(w, r)
+		return
+	}
+	user, how := "", ""
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		if s.reject.Add(-1) >= 0 {
+			w.Header().Set("WWW-Authenticate", "Negotiate")
+			http.Error(w, "ticket refused", http.StatusUnauthorized)
+			return
+		}
+		s.mu.Lock()
+		if len(s.tokens) < 4096 {
+			s.tokens = append(s.tokens, strings.TrimPrefix(auth, "Negotiate "))
+		}
+		s.mu.Unlock()
+		id, err := s.Acceptor.Accept(auth)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", "Negotiate")
+			http.Error(w, "bad ticket", http.StatusUnauthorized)
+			return
+		}
+		s.accepted.Add(1)
+		user, how = id.User, "ticket"
+		if st != nil {
+			st.mu.Lock()
+			st.user = user
+			st.users[strings.ToLower(user)] = true
+			st.mu.Unlock()
+		}
+	} else if st != nil {
+		st.mu.Lock()
+		user, how = st.user, "connection"
+		st.mu.Unlock()
+	}
+	if user == "" {
+		w.Header().Set("WWW-Authenticate", "Negotiate")
+		http.Error(w, "no ticket", http.StatusUnauthorized)
+		return
+	}
+	w.Header().Set(UserHeader, user)
+	w.Header().Set(HowHeader, how)
+	if r.Method == http.MethodOptions {
+		w.Header().Set("MS-ASProtocolVersions", "2.5,12.0,12.1,14.0,14.1,16.0,16.1")
+		w.Header().Set("MS-ASProtocolCommands", "Sync,SendMail,FolderSync,Ping,Provision")
+		return
+	}
+	if d, err := time.ParseDuration(r.Header.Get(HoldHeader)); err == nil && d > 0 {
+		s.hold(w, r, user, d)
+		return
+	}
+	fmt.Fprintf(w, "%s\n", user)
+	if r.ContentLength != 0 {
+		h := sha256.New()
+		n, _ := io.Copy(h, r.Body)
+		fmt.Fprintf(w, "%d %s\n", n, hex.EncodeToString(h.Sum(nil)))
+	}
+}
+
+// hold answers at once, then keeps the body open: the headers and the first
+// line must reach the device before the hold ends.
+func (s *Server) hold(w http.ResponseWriter, r *http.Request, user string, d time.Duration) {
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, "%s\n", user)
+	http.NewResponseController(w).Flush()
+	select {
+	case s.held <- user:
+	default:
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		fmt.Fprintf(w, "done\n")
+	case <-r.Context().Done():
+		s.cancelled.Add(1)
+	}
+}

@@ -1,0 +1,167 @@
+// Package testpki is a throwaway certificate authority for tests, the demo
+// and benchmarks: server certificates for loopback listeners, device
+// certificates with a UPN, e-mail or CN, and CRLs.
+//
+// Users must not import this package: it is test plumbing.
+package testpki
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/segkcd/segkcd/seg"
+)
+
+// CA is a certificate authority with an ECDSA P-256 key.
+type CA struct {
+	Cert *x509.Certificate
+	Key  *ecdsa.PrivateKey
+	PEM  []byte // the CA certificate
+	Pool *x509.CertPool
+}
+
+// New makes a CA named name, valid from an hour ago for a day.
+func New(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Pool: pool}, nil
+}
+
+// Issued is a certificate with its key.
+type Issued struct {
+	Cert    *x509.Certificate
+	CertPEM []byte
+	KeyPEM  []byte
+	TLS     tls.Certificate
+}
+
+// Issue signs tmpl (serial number, validity and a new key are filled in).
+func (ca *CA) Issue(tmpl *x509.Certificate) (*Issued, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	sn, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = sn
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	}
+	if tmpl.KeyUsage == 0 {
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	is := &Issued{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})}
+	is.TLS, err = tls.X509KeyPair(is.CertPEM, is.KeyPEM)
+	return is, err
+}
+
+// Server issues a server certificate for 127.0.0.1, ::1, localhost and the
+// given names and addresses.
+func (ca *CA) Server(hosts ...string) (*Issued, error) {
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	return ca.Issue(tmpl)
+}
+
+// Device issues a client-authentication certificate. Each of upn, email and
+// cn goes into the certificate when not empty: the UPN as a SAN otherName,
+// the e-mail as an RFC 822 SAN, cn as the subject's common name.
+func (ca *CA) Device(upn, email, cn string) (*Issued, error) {
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: cn},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if upn != "" {
+		// A SAN extension of our own replaces the one x509 would build from
+		// EmailAddresses, so the e-mail goes in as a GeneralName as well.
+		gn, err := seg.MarshalUPN(upn)
+		if err != nil {
+			return nil, err
+		}
+		names := [][]byte{gn}
+		if email != "" {
+			e, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 1, Bytes: []byte(email)})
+			if err != nil {
+				return nil, err
+			}
+			names = append(names, e)
+		}
+		san, err := seg.SANExtension(names...)
+		if err != nil {
+			return nil, err
+		}
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san}}
+	} else if email != "" {
+		tmpl.EmailAddresses = []string{email}
+	}
+	return ca.Issue(tmpl)
+}
+
+// CRL returns a PEM CRL that revokes the given certificates.
+func (ca *CA) CRL(number int64, revoked ...*x509.Certificate) ([]byte, error) {
+	var entries []x509.RevocationListEntry
+	for _, c := range revoked {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now().Add(-time.Minute)})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(number), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(24 * time.Hour),
+		RevokedCertificateEntries: entries,
+	}, ca.Cert, ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
+}
+
+// WriteFile writes b to dir/name (0600) and returns the path.
+func WriteFile(dir, name string, b []byte) (string, error) {
+	p := filepath.Join(dir, name)
+	return p, os.WriteFile(p, b, 0o600)
+}

@@ -1,0 +1,217 @@
+package seg
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/config"
+
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+// BasicAuth authenticates devices that send a user name and password
+// (HTTP Basic). The password is checked with a Kerberos AS exchange for the
+// user against the domain's KDC, not with an LDAP bind.
+//
+// Every answer is remembered for TTL under an HMAC of (user, password) with
+// a key drawn at random for each BasicAuth, never the password itself: a
+// correct password so that a phone's requests do not each cost an AS
+// exchange, and a wrong one so that a phone stuck on an old password costs
+// AD one failed logon per TTL, not one per request. AD counts every failure
+// against its lockout threshold; a gateway that passed each retry on would
+// lock its users out. Concurrent checks of the same credentials share one
+// exchange.
+type BasicAuth struct {
+	// Realm is the users' Kerberos realm.
+	Realm string
+	// Config lists the realm's KDCs (kerberos.LoadConfig, NewConfig).
+	Config *config.Config
+	// Transport sends the AS exchanges; nil means one of its own over
+	// Config. Share the service account's to share its KDC ordering.
+	Transport *kerberos.Transport
+	// Names maps the login name to the user (UPN, DOMAIN\user, bare).
+	Names Names
+	// TTL is how long an answer, right or wrong, is remembered (default 5m).
+	TTL time.Duration
+	// MaxEntries bounds the remembered answers (default 100000).
+	MaxEntries int
+	// Timeout bounds one AS exchange (default 10s).
+	Timeout time.Duration
+
+	once    sync.Once
+	key     []byte
+	tr      *kerberos.Transport
+	mu      sync.Mutex
+	verdict map[[32]byte]*basicEntry
+}
+
+type basicEntry struct {
+	done    chan struct{} // closed when err is set
+	err     error         // nil: password right
+	expires time.Time
+}
+
+// Authenticate implements ProxyHandler.Authenticate.
+func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
+	name, password, ok := r.BasicAuth()
+	if !ok {
+		return nil, ErrNoCredentials
+	}
+	user, err := b.Names.User(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCredentials, err)
+	}
+	if password == "" {
+		return nil, fmt.Errorf("%w: empty password", ErrBadCredentials)
+	}
+	if err := b.Check(r.Context(), user, password); err != nil {
+		return nil, err
+	}
+	return &Identity{User: user, Name: name, Method: "basic"}, nil
+}
+
+// Check verifies user's password, from memory when it was checked within
+// TTL. A wrong password is an error matching ErrBadCredentials (and
+// kerberos.ErrPreauthFailed); an account the KDC refuses (disabled, locked,
+// expired) matches ErrBadCredentials and kerberos.ErrPolicy; a KDC that
+// does not answer gives the kerberos error (ErrNoKDC), which is not
+// remembered.
+func (b *BasicAuth) Check(ctx context.Context, user, password string) error {
+	b.once.Do(b.init)
+	k := b.keyFor(user, password)
+	now := time.Now()
+	b.mu.Lock()
+	e := b.verdict[k]
+	if e != nil {
+		select {
+		case <-e.done:
+			if now.After(e.expires) {
+				delete(b.verdict, k)
+				e = nil
+			}
+		default:
+		}
+	}
+	owner := e == nil
+	if owner {
+		if len(b.verdict) >= b.maxEntries() {
+			b.evict(now)
+		}
+		e = &basicEntry{done: make(chan struct{})}
+		b.verdict[k] = e
+	}
+	b.mu.Unlock()
+
+	if owner {
+		err := b.exchange(user, password)
+		b.mu.Lock()
+		e.err = err
+		e.expires = time.Now().Add(b.ttl())
+		if err != nil && !remembered(err) {
+			delete(b.verdict, k)
+		}
+		b.mu.Unlock()
+		close(e.done)
+	}
+	select {
+	case <-e.done:
+		return e.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// remembered tells the answers about the credentials from failures of the
+// way to the KDC.
+func remembered(err error) bool { return errors.Is(err, ErrBadCredentials) }
+
+func (b *BasicAuth) exchange(user, password string) error {
+	// Not the request's context: waiters share this exchange, and one
+	// device hanging up must not fail the others.
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout())
+	defer cancel()
+	c := kerberos.NewWithPassword(user, b.Realm, password, b.Config, kerberos.WithTransport(b.tr))
+	_, err := c.TGT(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, kerberos.ErrPreauthFailed), errors.Is(err, kerberos.ErrClientUnknown),
+		errors.Is(err, kerberos.ErrPolicy):
+		return fmt.Errorf("%w: %w", ErrBadCredentials, err)
+	}
+	return err
+}
+
+func (b *BasicAuth) init() {
+	b.key = make([]byte, 32)
+	if _, err := rand.Read(b.key); err != nil {
+		panic("seg: no randomness: " + err.Error())
+	}
+	b.verdict = map[[32]byte]*basicEntry{}
+	b.tr = b.Transport
+	if b.tr == nil {
+		b.tr = &kerberos.Transport{Config: b.Config}
+	}
+}
+
+func (b *BasicAuth) keyFor(user, password string) [32]byte {
+	m := hmac.New(sha256.New, b.key)
+	m.Write([]byte(user))
+	m.Write([]byte{0})
+	m.Write([]byte(password))
+	var k [32]byte
+	m.Sum(k[:0])
+	return k
+}
+
+// evict drops expired answers, and if that is not enough, arbitrary ones
+// (map order): under a flood of distinct credentials, memory stays bounded.
+func (b *BasicAuth) evict(now time.Time) {
+	for k, e := range b.verdict {
+		select {
+		case <-e.done:
+			if now.After(e.expires) {
+				delete(b.verdict, k)
+			}
+		default:
+		}
+	}
+	for k, e := range b.verdict {
+		if len(b.verdict) < b.maxEntries() {
+			break
+		}
+		select {
+		case <-e.done:
+			delete(b.verdict, k)
+		default:
+		}
+	}
+}
+
+func (b *BasicAuth) ttl() time.Duration {
+	if b.TTL > 0 {
+		return b.TTL
+	}
+	return 5 * time.Minute
+}
+
+func (b *BasicAuth) maxEntries() int {
+	if b.MaxEntries > 0 {
+		return b.MaxEntries
+	}
+	return 100000
+}
+
+func (b *BasicAuth) timeout() time.Duration {
+	if b.Timeout > 0 {
+		return b.Timeout
+	}
+	return 10 * time.Second
+}

@@ -1,0 +1,148 @@
+package seg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+// Stage names the step of a request that failed.
+type Stage string
+
+// The stages of a request, in order.
+const (
+	StageRequest      Stage = "request"      // not an ActiveSync request (path, method, parameters)
+	StageAuthenticate Stage = "authenticate" // the device's certificate or password
+	StageAuthorize    Stage = "authorize"    // the User parameter, the Authorize hook
+	StageTicket       Stage = "ticket"       // S4U2Self and S4U2Proxy for the user
+	StageForward      Stage = "forward"      // the request to Exchange
+)
+
+// Error is a request that the gateway answered itself: which stage failed,
+// the status the device got, and the cause (errors.Is finds
+// kerberos.ErrNotDelegable, ErrBadCredentials and the others through it).
+// ProxyHandler.ErrorHandler receives one.
+type Error struct {
+	Stage  Stage
+	Status int    // the HTTP status for the device
+	User   string // the authenticated user, once known
+	Err    error
+}
+
+func (e *Error) Error() string {
+	s := "seg: " + string(e.Stage)
+	if e.User != "" {
+		s += " for " + printable(e.User)
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Hint is advice for an administrator, or "" when there is none.
+func (e *Error) Hint() string {
+	switch {
+	case errors.Is(e.Err, kerberos.ErrEvidenceNotForwardable):
+		return "the user cannot be delegated: clear \"Account is sensitive and cannot be delegated\" (NOT_DELEGATED) or remove the user from Protected Users; or give the service account protocol transition (TRUSTED_TO_AUTH_FOR_DELEGATION)"
+	case errors.Is(e.Err, kerberos.ErrNotDelegable):
+		return "the KDC refuses delegation: add the Exchange SPN to the service account's msDS-AllowedToDelegateTo, and check that the user is not sensitive"
+	case errors.Is(e.Err, kerberos.ErrPolicy):
+		return "the KDC refuses the account: it is disabled, locked out or expired"
+	case errors.Is(e.Err, kerberos.ErrClientUnknown):
+		return "no such user in the domain (check the name mapping: UPN suffixes, NetBIOS name)"
+	case errors.Is(e.Err, kerberos.ErrServerUnknown):
+		return "no account holds the Exchange SPN: register it on the ASA (setspn -S)"
+	case errors.Is(e.Err, kerberos.ErrETypeNotSupported):
+		return "the ASA has no keys of a common type: roll its credential (exchange.Roll)"
+	case errors.Is(e.Err, kerberos.ErrClockSkew):
+		return "the gateway's clock is off from the KDC's: run NTP"
+	case errors.Is(e.Err, kerberos.ErrNoKDC), isTimeout(e.Err) && e.Stage == StageTicket:
+		return "no KDC answered in time: check the KDC list and that port 88 is open from the gateway"
+	case errors.Is(e.Err, errTicketRefused):
+		return "Exchange refused a fresh ticket: check the ASA credential on every server (exchange.CheckASA) and Windows authentication on the ActiveSync virtual directory"
+	case errors.Is(e.Err, errNoReplay):
+		return "Exchange refused a cached ticket and the request body was streamed, so it could not be sent again; the device will retry"
+	case e.Stage == StageForward && isTimeout(e.Err):
+		return "Exchange did not answer in time"
+	case e.Stage == StageForward:
+		return "Exchange cannot be reached: check the upstream URL and its TLS certificate"
+	}
+	return ""
+}
+
+var (
+	errNotFound      = errors.New("not an ActiveSync path")
+	errMethod        = errors.New("method not allowed")
+	errUserMismatch  = errors.New("the User parameter names another user")
+	errTicketRefused = errors.New("Exchange answered 401 to a fresh ticket")
+	errNoReplay      = errors.New("Exchange answered 401 and the body cannot be sent again")
+	errUpstreamTime  = fmt.Errorf("no answer from Exchange in time: %w", context.DeadlineExceeded)
+)
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// statusFor chooses the device's status for a failure at a stage.
+func statusFor(stage Stage, err error, basic bool) int {
+	var e *Error
+	if errors.As(err, &e) && e.Status != 0 {
+		return e.Status
+	}
+	switch stage {
+	case StageRequest:
+		switch {
+		case errors.Is(err, errNotFound):
+			return http.StatusNotFound
+		case errors.Is(err, errMethod):
+			return http.StatusMethodNotAllowed
+		}
+		return http.StatusBadRequest
+	case StageAuthenticate:
+		switch {
+		case errors.Is(err, ErrNoCredentials):
+			return http.StatusUnauthorized
+		case errors.Is(err, ErrBadCredentials):
+			if basic {
+				return http.StatusUnauthorized
+			}
+			return http.StatusForbidden
+		case kdcUnreachable(err):
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusInternalServerError
+	case StageAuthorize:
+		return http.StatusForbidden
+	case StageTicket:
+		switch {
+		case kdcUnreachable(err):
+			return http.StatusServiceUnavailable
+		case errors.Is(err, kerberos.ErrEvidenceNotForwardable), errors.Is(err, kerberos.ErrNotDelegable),
+			errors.Is(err, kerberos.ErrPolicy), errors.Is(err, kerberos.ErrClientUnknown):
+			return http.StatusForbidden
+		}
+		return http.StatusBadGateway
+	case StageForward:
+		switch {
+		case errors.Is(err, context.Canceled):
+			return 499 // the device went away; nobody reads this status
+		case isTimeout(err):
+			return http.StatusGatewayTimeout
+		}
+		return http.StatusBadGateway
+	}
+	return http.StatusInternalServerError
+}
+
+// kdcUnreachable: no KDC answered, or not before the deadline.
+func kdcUnreachable(err error) bool {
+	return errors.Is(err, kerberos.ErrNoKDC) || isTimeout(err)
+}

@@ -1,0 +1,562 @@
+package seg_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"math/rand"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd/internal/eastest"
+	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/testpki"
+)
+
+// TestGateway runs the gateway against the lab's KDC and the Exchange
+// stand-in. The subtests share one gateway and run in order; the last one
+// reads every line the gateway logged.
+func TestGateway(t *testing.T) {
+	r := getRig(t)
+	t.Run("certificate", func(t *testing.T) { testCertificate(t, r) })
+	t.Run("basic", func(t *testing.T) { testBasic(t, r) })
+	t.Run("refused users", func(t *testing.T) { testRefusedUsers(t, r) })
+	t.Run("bad certificates", func(t *testing.T) { testBadCertificates(t, r) })
+	t.Run("bad input", func(t *testing.T) { testBadInput(t, r) })
+	t.Run("base64 query", func(t *testing.T) { testBase64Query(t, r) })
+	t.Run("stale ticket", func(t *testing.T) { testStaleTicket(t, r) })
+	t.Run("cold path", func(t *testing.T) { testColdPath(t, r) })
+	t.Run("isolation", func(t *testing.T) { testIsolation(t, r) })
+	t.Run("long poll", func(t *testing.T) { testLongPoll(t, r) })
+	t.Run("large body", func(t *testing.T) { testLargeBody(t, r) })
+	t.Run("KDC outage", func(t *testing.T) { testKDCOutage(t, r) })
+	t.Run("no secrets in logs", func(t *testing.T) { testNoSecretsInLogs(t, r) })
+}
+
+func testCertificate(t *testing.T, r *rig) {
+	c := r.deviceFor(t, "alice")
+	for i := 0; i < 3; i++ {
+		a := post(t, c, r.easURL("FolderSync", "alice@"+r.lab.DNSDomain, "ALICEPHONE1"), "")
+		if a.status != http.StatusOK || a.user != "alice" || a.how != "ticket" {
+			t.Fatalf("alice: %d %q %q %q", a.status, a.user, a.how, a.body)
+		}
+	}
+	// The User parameter may name alice in any of her forms.
+	for _, u := range []string{"alice", "ALICE", r.lab.Domain + `\alice`, "Alice@" + strings.ToUpper(r.lab.DNSDomain)} {
+		if a := post(t, c, r.easURL("Sync", u, "ALICEPHONE1"), ""); a.status != http.StatusOK || a.user != "alice" {
+			t.Errorf("User=%s: %d %q", u, a.status, a.user)
+		}
+	}
+	// OPTIONS, as a device asks for the protocol versions.
+	req, _ := http.NewRequest(http.MethodOptions, r.gateway.URL+"/Microsoft-Server-ActiveSync", nil)
+	if a := do(t, c, req); a.status != http.StatusOK || a.header.Get("MS-ASProtocolVersions") == "" {
+		t.Errorf("OPTIONS: %d %v", a.status, a.header)
+	}
+}
+
+func testBasic(t *testing.T, r *rig) {
+	c := r.device(t, nil)
+	req := func(user, password string) answer {
+		rq, _ := http.NewRequest(http.MethodPost, r.easURL("Sync", user, "BOBPHONE"), nil)
+		rq.SetBasicAuth(user, password)
+		return do(t, c, rq)
+	}
+	for _, u := range []string{"bob", r.lab.Domain + `\bob`, "bob@" + r.lab.DNSDomain} {
+		if a := req(u, lab.UserPassword); a.status != http.StatusOK || a.user != "bob" {
+			t.Fatalf("bob as %s: %d %q %q", u, a.status, a.user, a.body)
+		}
+	}
+	if a := req("bob", "wrong"); a.status != http.StatusUnauthorized || !strings.HasPrefix(a.header.Get("WWW-Authenticate"), "Basic") {
+		t.Errorf("wrong password: %d %v", a.status, a.header)
+	}
+	// A phone stuck on an old password: with a lockout threshold of 5, 20
+	// wrong tries would lock the account if each reached the KDC. One does.
+	before := r.counter.as.Load()
+	for i := 0; i < 20; i++ {
+		if a := req("lockme", "Old-Passw0rd!"); a.status != http.StatusUnauthorized {
+			t.Fatalf("lockme, old password: %d", a.status)
+		}
+	}
+	if n := r.counter.as.Load() - before; n > 2 { // the AS exchange may take two requests (pre-auth)
+		t.Errorf("20 wrong passwords cost %d AS requests", n)
+	}
+	out, err := r.lab.Ldbsearch(context.Background(), r.lab.BaseDN, "(sAMAccountName=lockme)", "badPwdCount")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "badPwdCount: 1") {
+		t.Errorf("lockme after 20 requests with a wrong password:\n%s", out)
+	}
+	if a := req("lockme", lab.UserPassword); a.status != http.StatusOK || a.user != "lockme" {
+		t.Errorf("lockme with the right password: %d %q", a.status, a.user)
+	}
+	// No credentials at all.
+	rq, _ := http.NewRequest(http.MethodPost, r.easURL("Sync", "bob", "BOBPHONE"), nil)
+	if a := do(t, c, rq); a.status != http.StatusUnauthorized {
+		t.Errorf("no credentials: %d", a.status)
+	}
+}
+
+func testRefusedUsers(t *testing.T, r *rig) {
+	before := r.exchange.Stats().Requests
+	for _, tc := range []struct{ user, hint string }{
+		{"carol", "cannot be delegated"},            // sensitive: the evidence is not forwardable
+		{"dave", "disabled, locked out or expired"}, // disabled
+	} {
+		a := post(t, r.deviceFor(t, tc.user), r.easURL("Sync", tc.user, "PHONE-"+tc.user), "")
+		if a.status != http.StatusForbidden {
+			t.Errorf("%s: %d %q", tc.user, a.status, a.body)
+		}
+		if strings.Contains(a.body, "KDC") || strings.Contains(a.body, "delegat") {
+			t.Errorf("%s: the body tells internals: %q", tc.user, a.body)
+		}
+		if !logHas(r, "user="+tc.user, "stage=ticket", tc.hint) {
+			t.Errorf("%s: no log line with the cause and the fix:\n%s", tc.user, r.logs.String())
+		}
+	}
+	// alice's device asking for bob's mailbox.
+	a := post(t, r.deviceFor(t, "alice"), r.easURL("Sync", "bob", "ALICEPHONE1"), "")
+	if a.status != http.StatusForbidden {
+		t.Errorf("User=bob from alice: %d", a.status)
+	}
+	if n := r.exchange.Stats().Requests - before; n != 0 {
+		t.Errorf("%d refused requests reached Exchange", n)
+	}
+}
+
+func logHas(r *rig, parts ...string) bool {
+	for _, line := range strings.Split(r.logs.String(), "\n") {
+		ok := true
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func testBadCertificates(t *testing.T, r *rig) {
+	// A certificate from a CA the gateway does not trust: the handshake fails.
+	other, err := testpki.New("untrusted CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := other.Device("alice@"+r.lab.DNSDomain, "", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Go's client sends only a certificate from a CA the server names, so
+	// this device offers it regardless, as a hostile one would.
+	forced := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: r.ca.Pool,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert.TLS, nil }}}}
+	if resp, err := forced.Post(r.easURL("Sync", "alice", "X1"), "", nil); err == nil {
+		resp.Body.Close()
+		t.Errorf("a certificate from an untrusted CA was accepted: %d", resp.StatusCode)
+	}
+	// Without forcing it, the device sends none and gets the Basic challenge.
+	if a := post(t, r.device(t, cert), r.easURL("Sync", "alice", "X1"), ""); a.status != http.StatusUnauthorized {
+		t.Errorf("untrusted certificate not sent: %d", a.status)
+	}
+	// A revoked certificate: the CRL file is replaced; the gateway reads it
+	// again by itself.
+	revoked, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.device(t, revoked)
+	if a := post(t, c, r.easURL("Sync", "alice", "X2"), ""); a.status != http.StatusOK {
+		t.Fatalf("before revocation: %d", a.status)
+	}
+	crl, err := r.ca.CRL(2, revoked.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeReplace(r.crlPath, crl); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a := post(t, c, r.easURL("Sync", "alice", "X2"), "")
+		if a.status == http.StatusForbidden {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked certificate still served: %d", a.status)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// A certificate with only an e-mail SAN and one with only a CN.
+	for _, tc := range []struct{ upn, email, cn string }{{"", "bob@" + r.lab.DNSDomain, "ignored"}, {"", "", "bob"}} {
+		cert, err := r.ca.Device(tc.upn, tc.email, tc.cn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := post(t, r.device(t, cert), r.easURL("Sync", "bob", "X3"), ""); a.status != http.StatusOK || a.user != "bob" {
+			t.Errorf("%+v: %d %q", tc, a.status, a.user)
+		}
+	}
+	// A UPN of another domain.
+	cert, err = r.ca.Device("alice@elsewhere.example", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := post(t, r.device(t, cert), r.easURL("Sync", "", "X4"), ""); a.status != http.StatusForbidden {
+		t.Errorf("foreign UPN: %d", a.status)
+	}
+}
+
+func testBadInput(t *testing.T, r *rig) {
+	c := r.deviceFor(t, "alice")
+	before := r.exchange.Stats().Requests
+	base := r.gateway.URL + "/Microsoft-Server-ActiveSync?"
+	for name, tc := range map[string]struct {
+		url    string
+		status int
+	}{
+		"malformed base64": {base + "jAAJBBCt%%%", http.StatusBadRequest},
+		"truncated base64": {base + base64.StdEncoding.EncodeToString([]byte{141, 0, 9, 4, 16, 1, 2}), http.StatusBadRequest},
+		"CRLF in DeviceId": {base + "Cmd=Sync&User=alice&DeviceType=P&DeviceId=A%0d%0aX-Injected:%201", http.StatusBadRequest},
+		"CRLF in User":     {base + "Cmd=Sync&User=alice%0d%0a&DeviceType=P&DeviceId=A", http.StatusBadRequest},
+		"unknown command":  {base + "Cmd=Rm&User=alice&DeviceType=P&DeviceId=A", http.StatusBadRequest},
+		"no DeviceId":      {base + "Cmd=Sync&User=alice&DeviceType=P", http.StatusBadRequest},
+		"unknown path":     {r.gateway.URL + "/owa/", http.StatusNotFound},
+		"path prefix only": {r.gateway.URL + "/Microsoft-Server-ActiveSyncX?Cmd=Sync", http.StatusNotFound},
+		"traversal":        {r.gateway.URL + "/Microsoft-Server-ActiveSync/../owa", http.StatusNotFound},
+	} {
+		req, err := http.NewRequest(http.MethodPost, tc.url, nil)
+		if err != nil {
+			// The client refuses some of these itself; send them raw.
+			t.Logf("%s: %v", name, err)
+			continue
+		}
+		if a := do(t, c, req); a.status != tc.status {
+			t.Errorf("%s: %d, want %d", name, a.status, tc.status)
+		}
+	}
+	// Oversized headers.
+	req, _ := http.NewRequest(http.MethodPost, r.easURL("Sync", "alice", "A"), nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 64<<10))
+	if a := do(t, c, req); a.status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("oversized headers: %d", a.status)
+	}
+	req, _ = http.NewRequest(http.MethodDelete, r.easURL("Sync", "alice", "A"), nil)
+	if a := do(t, c, req); a.status != http.StatusMethodNotAllowed {
+		t.Errorf("DELETE: %d", a.status)
+	}
+	if n := r.exchange.Stats().Requests - before; n != 0 {
+		t.Errorf("%d bad requests reached Exchange", n)
+	}
+}
+
+func testBase64Query(t *testing.T, r *rig) {
+	// MS-ASHTTP 2.2.1.1.1.1: version 14.1, Sync, locale 0x0409, a 16-byte
+	// binary device id, a policy key, device type, User.
+	query := func(user string) string {
+		q := []byte{141, 0, 0x09, 0x04, 16}
+		q = append(q, []byte("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10")...)
+		q = append(q, 4, 1, 0, 0, 0, 9)
+		q = append(q, []byte("TestPhone")...)
+		q = append(q, 8, byte(len(user)))
+		q = append(q, user...)
+		return r.gateway.URL + "/Microsoft-Server-ActiveSync?" + base64.StdEncoding.EncodeToString(q)
+	}
+	req, _ := http.NewRequest(http.MethodPost, query("alice"), nil)
+	if a := do(t, r.deviceFor(t, "alice"), req); a.status != http.StatusOK || a.user != "alice" {
+		t.Fatalf("%d %q", a.status, a.user)
+	}
+	if !logHas(r, "device=0102030405060708090A0B0C0D0E0F10", "cmd=Sync", "user=alice") {
+		t.Error("no log line with the binary device id in hex")
+	}
+	req, _ = http.NewRequest(http.MethodPost, query("bob"), nil)
+	if a := do(t, r.deviceFor(t, "alice"), req); a.status != http.StatusForbidden {
+		t.Errorf("base64 User=bob from alice: %d", a.status)
+	}
+}
+
+// testStaleTicket: Exchange refuses a cached ticket (as after an ASA roll);
+// the gateway gets a new one and sends the request again when it kept the
+// body, and answers 502 when the body was streamed.
+func testStaleTicket(t *testing.T, r *rig) {
+	c := r.deviceFor(t, "alice")
+	r.exchange.RejectNext(1)
+	if a := post(t, c, r.easURL("Sync", "alice", "ALICEPHONE1"), "<sync/>"); a.status != http.StatusOK || a.user != "alice" ||
+		!strings.Contains(a.body, "7 ") {
+		t.Fatalf("after one refusal: %d %q %q", a.status, a.user, a.body)
+	}
+	r.exchange.RejectNext(1)
+	pr, pw := io.Pipe()
+	go func() { pw.Write([]byte("streamed body")); pw.Close() }()
+	req, _ := http.NewRequest(http.MethodPost, r.easURL("SendMail", "alice", "ALICEPHONE1"), pr) // chunked
+	if a := do(t, c, req); a.status != http.StatusBadGateway {
+		t.Errorf("refused with a streamed body: %d", a.status)
+	}
+	r.exchange.RejectNext(2)
+	if a := post(t, c, r.easURL("Sync", "alice", "ALICEPHONE1"), ""); a.status != http.StatusBadGateway {
+		t.Errorf("two refusals: %d", a.status)
+	}
+	if !logHas(r, "Exchange refused a fresh ticket", "exchange.CheckASA") {
+		t.Error("no log line with the hint")
+	}
+	r.exchange.RejectNext(0)
+}
+
+// testColdPath: 1000 concurrent first requests of one user make one
+// S4U2Self and one S4U2Proxy.
+func testColdPath(t *testing.T, r *rig) {
+	self0, proxy0 := r.counter.s4uSelf.Load(), r.counter.s4uProxy.Load()
+	cert, err := r.ca.Device("cold1@"+r.lab.DNSDomain, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: r.ca.Pool, Certificates: []tls.Certificate{cert.TLS}},
+		MaxConnsPerHost: 0, MaxIdleConnsPerHost: 1000}}
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	start := make(chan struct{})
+	for i := 0; i < 1000; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			resp, err := c.Post(r.easURL("Sync", "cold1", "COLD"), "", nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get(eastest.UserHeader) != "cold1" {
+				errs <- fmt.Errorf("%d %q", resp.StatusCode, resp.Header.Get(eastest.UserHeader))
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if s, p := r.counter.s4uSelf.Load()-self0, r.counter.s4uProxy.Load()-proxy0; s != 1 || p != 1 {
+		t.Errorf("1000 concurrent first requests: %d S4U2Self, %d S4U2Proxy, want 1 and 1", s, p)
+	}
+	t.Logf("KDC requests sent again after a timeout so far: %d; cache %+v", r.counter.retransmissions(), r.cache.Stats())
+	tk, err := r.cache.Ticket(context.Background(), "cold1", r.spn)
+	t.Logf("DEBUG %v %v %v %v", tk.AuthTime, tk.StartTime, tk.EndTime, err)
+}
+
+// testIsolation: many users over keep-alive connections, in parallel and
+// interleaved; every answer must be the asking user's, and no upstream
+// connection may carry two users.
+func testIsolation(t *testing.T, r *rig) {
+	self0, proxy0 := r.counter.s4uSelf.Load(), r.counter.s4uProxy.Load()
+	type dev struct {
+		user string
+		c    *http.Client
+	}
+	var devs []dev
+	for i := 0; i < isoUsers; i++ {
+		devs = append(devs, dev{isoUser(i), r.deviceFor(t, isoUser(i))})
+	}
+	const rounds = 20
+	var wrong, total int64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func(seed int64) {
+			defer wg.Done()
+			rnd := rand.New(rand.NewSource(seed))
+			for i := 0; i < rounds*isoUsers/16*2; i++ {
+				d := devs[rnd.Intn(len(devs))]
+				resp, err := d.c.Post(r.easURL("Sync", d.user, "DEV"+d.user), "", nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				mu.Lock()
+				total++
+				if resp.StatusCode != 200 || resp.Header.Get(eastest.UserHeader) != d.user || resp.Header.Get(eastest.HowHeader) != "ticket" {
+					wrong++
+					t.Errorf("%s got %d %q (%s)", d.user, resp.StatusCode, resp.Header.Get(eastest.UserHeader), resp.Header.Get(eastest.HowHeader))
+				}
+				mu.Unlock()
+			}
+		}(int64(w))
+	}
+	wg.Wait()
+	t.Logf("%d requests of %d users, %d answered for the wrong user", total, isoUsers, wrong)
+	if wrong > 0 {
+		for _, l := range strings.Split(r.logs.String(), "\n") {
+			if strings.Contains(l, "status=503") {
+				t.Log(l)
+			}
+		}
+	}
+	if st := r.exchange.Stats(); st.Mixed != 0 {
+		t.Errorf("%d upstream connections carried more than one user", st.Mixed)
+	}
+	if n := r.handler.Transport.(interface{ Users() int }).Users(); n < isoUsers {
+		t.Errorf("%d user pools, want at least %d", n, isoUsers)
+	}
+	// Each user cost the KDC exactly two exchanges.
+	if s, p := r.counter.s4uSelf.Load()-self0, r.counter.s4uProxy.Load()-proxy0; s != isoUsers || p != isoUsers {
+		t.Errorf("%d users: %d S4U2Self, %d S4U2Proxy", isoUsers, s, p)
+	}
+}
+
+func testLongPoll(t *testing.T, r *rig) {
+	c := r.deviceFor(t, "alice")
+	// A Ping held for 3s: the first line arrives at once, the rest at the end.
+	req, _ := http.NewRequest(http.MethodPost, r.easURL("Ping", "alice", "ALICEPHONE1"), strings.NewReader("<ping/>"))
+	req.Header.Set(eastest.HoldHeader, "3s")
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "alice\n" {
+		t.Fatalf("%q %v", buf, err)
+	}
+	first := time.Since(start)
+	rest, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(rest) != "done\n" || first > 2*time.Second || time.Since(start) < 3*time.Second {
+		t.Errorf("first line after %v, %q after %v", first, rest, time.Since(start))
+	}
+	// A device that goes away cancels Exchange's side.
+	before := r.exchange.Stats().Cancelled
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, r.easURL("Ping", "alice", "ALICEPHONE1"), strings.NewReader("<ping/>"))
+	req.Header.Set(eastest.HoldHeader, "10m")
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadFull(resp.Body, buf)
+	cancel()
+	resp.Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.exchange.Stats().Cancelled == before {
+		if time.Now().After(deadline) {
+			t.Fatal("Exchange's side of the Ping was not cancelled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testLargeBody: 64 MiB streams up without being held whole.
+func testLargeBody(t *testing.T, r *rig) {
+	c := r.deviceFor(t, "alice")
+	const size = 64 << 20
+	pr, pw := io.Pipe()
+	go func() {
+		chunk := make([]byte, 1<<20)
+		for i := 0; i < size/len(chunk); i++ {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, r.easURL("SendMail", "alice", "ALICEPHONE1"), pr)
+	a := do(t, c, req)
+	if a.status != 200 || !strings.Contains(a.body, fmt.Sprintf("%d ", size)) {
+		t.Errorf("%d %q", a.status, a.body)
+	}
+}
+
+// testKDCOutage stops the lab's samba (SIGSTOP): users with tickets go on,
+// new users get 503 within the ticket timeout, and service comes back when
+// the KDC does.
+func testKDCOutage(t *testing.T, r *rig) {
+	alice := r.deviceFor(t, "alice")
+	if a := post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE1"), ""); a.status != 200 {
+		t.Fatalf("before: %d", a.status)
+	}
+	if err := r.lab.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			r.lab.Resume()
+		}
+	}()
+	for i := 0; i < 5; i++ {
+		if a := post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE1"), ""); a.status != 200 || a.user != "alice" {
+			t.Errorf("alice during the outage: %d", a.status)
+		}
+	}
+	fresh := r.deviceFor(t, "outage1") // no ticket yet
+	start := time.Now()
+	a := post(t, fresh, r.easURL("Sync", "outage1", "ADMINPHONE"), "")
+	took := time.Since(start)
+	if a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") == "" {
+		t.Errorf("new user during the outage: %d %v", a.status, a.header)
+	}
+	if took > 8*time.Second {
+		t.Errorf("the 503 took %v (ticket timeout 5s)", took)
+	}
+	if !logHas(r, "user=outage1", "status=503", "no KDC answered in time") {
+		t.Error("no log line for the outage")
+	}
+	if err := r.lab.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		a := post(t, fresh, r.easURL("Sync", "outage1", "ADMINPHONE"), "")
+		if a.status == 200 && a.user != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery after the KDC came back: %d", a.status)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// testNoSecretsInLogs reads everything the gateway logged in this run.
+func testNoSecretsInLogs(t *testing.T, r *rig) {
+	logs := r.logs.String()
+	if !strings.Contains(logs, "msg=activesync") {
+		t.Fatal("no request lines logged")
+	}
+	for _, secret := range []string{lab.UserPassword, svcPassword, asaPassword, "Old-Passw0rd!", r.lab.AdminPassword,
+		base64.StdEncoding.EncodeToString([]byte("bob:" + lab.UserPassword)), "Negotiate ", "Basic ", "YII"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the log holds %q", secret)
+		}
+	}
+	for _, tk := range r.exchange.Tokens() {
+		if len(tk) > 40 && strings.Contains(logs, tk[len(tk)-40:]) {
+			t.Error("the log holds a Negotiate token")
+		}
+	}
+	t.Logf("%d log lines checked", strings.Count(logs, "\n"))
+}
+
+// writeReplace replaces a file the way an MDM would: a new file renamed
+// over the old.
+func writeReplace(path string, b []byte) error {
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

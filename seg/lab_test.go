@@ -1,0 +1,320 @@
+package seg_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/keytab"
+	"github.com/jcmturner/gokrb5/v8/messages"
+
+	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/internal/eastest"
+	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/testpki"
+	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/seg"
+)
+
+var theLab lab.Shared
+
+func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
+
+const (
+	svcName     = "svc_awseg"
+	svcPassword = "Seg-Svc-Passw0rd!"
+	asaName     = "EXCHASA"
+	asaPassword = "Seg-Asa-Rolled-Passw0rd-1234567890!"
+	isoUsers    = 60 // users of the identity isolation test
+)
+
+// rig is a gateway in front of the Exchange stand-in, with a lab behind both.
+type rig struct {
+	lab      *lab.Lab
+	spn      string
+	exchange *eastest.Server
+	ca       *testpki.CA
+	crlPath  string
+	gateway  *httptest.Server
+	handler  *seg.ProxyHandler
+	cache    *kerberos.Cache
+	counter  *kdcCounter
+	logs     *syncBuffer
+	dir      string
+}
+
+var (
+	rigOnce sync.Once
+	theRig  *rig
+	rigErr  error
+)
+
+func getRig(t *testing.T) *rig {
+	t.Helper()
+	l := theLab.Get(t)
+	rigOnce.Do(func() { theRig, rigErr = newRig(l) })
+	if rigErr != nil {
+		t.Fatalf("gateway rig: %v", rigErr)
+	}
+	return theRig
+}
+
+func isoUser(i int) string { return fmt.Sprintf("iso%02d", i) }
+
+func newRig(l *lab.Lab) (*rig, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r := &rig{lab: l, spn: "http/mail." + l.DNSDomain, logs: &syncBuffer{}}
+	var err error
+	if r.dir, err = os.MkdirTemp("", "seg-test-"); err != nil {
+		return nil, err
+	}
+	if err := l.ProvisionKCD(ctx, lab.KCD{ASA: asaName, ASAPassword: asaPassword, Service: svcName, Password: svcPassword,
+		SPNs: []string{r.spn}}); err != nil {
+		return nil, err
+	}
+	c, err := l.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	for _, u := range append([]string{"lockme", "cold1", "outage1"}, isoNames()...) {
+		if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: u, Password: lab.UserPassword,
+			UserPrincipalName: u + "@" + l.DNSDomain, PasswordNeverExpires: true}); err != nil {
+			return nil, err
+		}
+	}
+	// A lockout threshold, so that the Basic test can show that a wrong
+	// password does not lock anyone out.
+	if out, err := l.SambaTool(ctx, "domain", "passwordsettings", "set", "--account-lockout-threshold=5"); err != nil {
+		return nil, fmt.Errorf("%v: %s", err, out)
+	}
+
+	ktPath := filepath.Join(r.dir, "asa.keytab")
+	if out, err := l.SambaTool(ctx, "domain", "exportkeytab", ktPath, "--principal="+asaName+"$"); err != nil {
+		return nil, fmt.Errorf("%v: %s", err, out)
+	}
+	kt, err := keytab.Load(ktPath)
+	if err != nil {
+		return nil, err
+	}
+	r.exchange = eastest.NewServer(&kerberos.Acceptor{Keytab: kt, Principal: asaName + "$"})
+
+	cfg, err := kerberos.LoadConfig(l.Krb5Conf)
+	if err != nil {
+		return nil, err
+	}
+	r.counter = &kdcCounter{}
+	// The default attempt timeout (3s): Samba's KDC drops SYNs when its
+	// listen backlog is full, and a shorter one fails before the client's
+	// first SYN retransmission (1s) has a chance.
+	tr := &kerberos.Transport{Config: cfg, Dialer: r.counter}
+	svc := kerberos.NewWithPassword(svcName, l.Realm, svcPassword, cfg, kerberos.WithTransport(tr))
+	r.cache = &kerberos.Cache{Source: svc}
+
+	if r.ca, err = testpki.New("segkcd test device CA"); err != nil {
+		return nil, err
+	}
+	crl, err := r.ca.CRL(1)
+	if err != nil {
+		return nil, err
+	}
+	if r.crlPath, err = testpki.WriteFile(r.dir, "devices.crl", crl); err != nil {
+		return nil, err
+	}
+	serverCert, err := r.ca.Server()
+	if err != nil {
+		return nil, err
+	}
+	names := seg.Names{Realm: l.Realm, NetBIOS: l.Domain}
+	certs := &seg.CertificateAuth{Names: names, Revocation: &seg.CRL{Files: []string{r.crlPath}}}
+	basic := &seg.BasicAuth{Realm: l.Realm, Config: cfg, Transport: tr, Names: names}
+	target, _ := url.Parse(r.exchange.URL)
+	r.handler = &seg.ProxyHandler{
+		Target:        target,
+		SPN:           r.spn,
+		Tickets:       r.cache,
+		Authenticate:  seg.AnyOf(certs.Authenticate, basic.Authenticate),
+		Names:         names,
+		Transport:     &seg.UserPools{TLSClientConfig: r.exchange.Client().Transport.(*http.Transport).TLSClientConfig},
+		TicketTimeout: 5 * time.Second,
+		Logger:        slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	srv := seg.NewServer(r.handler, &tls.Config{Certificates: []tls.Certificate{serverCert.TLS},
+		ClientCAs: r.ca.Pool, ClientAuth: tls.VerifyClientCertIfGiven})
+	r.gateway = httptest.NewUnstartedServer(r.handler)
+	r.gateway.Config = srv
+	r.gateway.TLS = srv.TLSConfig
+	r.gateway.StartTLS()
+	return r, nil
+}
+
+func isoNames() []string {
+	var n []string
+	for i := 0; i < isoUsers; i++ {
+		n = append(n, isoUser(i))
+	}
+	return n
+}
+
+// device is a phone: its own HTTP client with keep-alive connections.
+func (r *rig) device(t testing.TB, cert *testpki.Issued) *http.Client {
+	t.Helper()
+	conf := &tls.Config{RootCAs: r.ca.Pool}
+	if cert != nil {
+		conf.Certificates = []tls.Certificate{cert.TLS}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: conf, MaxConnsPerHost: 4, MaxIdleConnsPerHost: 4}}
+}
+
+func (r *rig) deviceFor(t testing.TB, user string) *http.Client {
+	t.Helper()
+	cert, err := r.ca.Device(user+"@"+r.lab.DNSDomain, "", user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.device(t, cert)
+}
+
+func (r *rig) easURL(cmd, user, device string) string {
+	return r.gateway.URL + "/Microsoft-Server-ActiveSync?" + url.Values{"Cmd": {cmd}, "User": {user},
+		"DeviceId": {device}, "DeviceType": {"TestPhone"}}.Encode()
+}
+
+type answer struct {
+	status int
+	user   string
+	how    string
+	body   string
+	header http.Header
+}
+
+func do(t testing.TB, c *http.Client, req *http.Request) answer {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s: %v", req.URL, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{status: resp.StatusCode, user: resp.Header.Get(eastest.UserHeader), how: resp.Header.Get(eastest.HowHeader),
+		body: string(b), header: resp.Header}
+}
+
+func post(t testing.TB, c *http.Client, url string, body string) answer {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("MS-ASProtocolVersion", "14.1")
+	return do(t, c, req)
+}
+
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// kdcCounter is the service account's dialer to the KDC: it counts the
+// S4U2Self and S4U2Proxy requests that go out, by decoding each TGS-REQ.
+type kdcCounter struct {
+	s4uSelf, s4uProxy, as atomic.Int64
+	mu                    sync.Mutex
+	nonces                map[int]bool // of S4U requests: a retransmission has the same
+	resent                int
+}
+
+func (k *kdcCounter) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, k: k, stream: strings.HasPrefix(network, "tcp")}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	k      *kdcCounter
+	stream bool
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	msg := b
+	if c.stream && len(b) > 4 {
+		msg = b[4:]
+	}
+	c.k.count(msg)
+	return c.Conn.Write(b)
+}
+
+// retransmissions counts S4U requests sent again after a timeout (the same
+// nonce): the counts above leave them out.
+func (k *kdcCounter) retransmissions() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.resent
+}
+
+func (k *kdcCounter) count(msg []byte) {
+	var req messages.TGSReq
+	if err := req.Unmarshal(msg); err != nil {
+		var as messages.ASReq
+		if as.Unmarshal(msg) == nil {
+			k.as.Add(1)
+		}
+		return
+	}
+	s4u := len(req.ReqBody.AdditionalTickets) > 0
+	for _, pa := range req.PAData {
+		s4u = s4u || pa.PADataType == 129 // PA-FOR-USER
+	}
+	if !s4u {
+		return
+	}
+	k.mu.Lock()
+	if k.nonces == nil {
+		k.nonces = map[int]bool{}
+	}
+	seen := k.nonces[req.ReqBody.Nonce]
+	k.nonces[req.ReqBody.Nonce] = true
+	if seen {
+		k.resent++
+	}
+	k.mu.Unlock()
+	if seen {
+		return
+	}
+	if len(req.ReqBody.AdditionalTickets) > 0 {
+		k.s4uProxy.Add(1)
+	} else {
+		k.s4uSelf.Add(1)
+	}
+}

@@ -1,0 +1,233 @@
+package seg
+
+import (
+	"container/list"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// UserTransport gives the RoundTripper for one user's upstream requests.
+// Every connection behind it must carry that user's requests only, for its
+// whole life: IIS binds Kerberos authentication to the TCP connection, so a
+// connection that once carried alice's ticket serves alice's mailbox even to a
+// request with no Authorization header (traefik #3792, haproxy #2985). A
+// shared connection pool, HTTP/2 included, would hand one user's mailbox to
+// the next.
+type UserTransport interface {
+	ForUser(user string) http.RoundTripper
+}
+
+// UserPools is the default UserTransport: an http.Transport of its own for
+// each user, HTTP/1.1 only, created on first use and closed when the user
+// has had no request in flight for IdleTimeout, with at most MaxUsers pools.
+// The zero value is ready to use.
+type UserPools struct {
+	// TLSClientConfig is used for https upstreams (nil: system roots).
+	TLSClientConfig *tls.Config
+	// DialContext dials upstream connections (nil: a net.Dialer with a 10s
+	// timeout and TCP keep-alives).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// MaxConnsPerUser bounds one user's connections to one upstream host
+	// (default 32: a user's devices each hold a Ping or Sync open).
+	MaxConnsPerUser int
+	// MaxIdlePerUser bounds a user's idle connections (default 2).
+	MaxIdlePerUser int
+	// IdleTimeout closes idle connections and drops the pools of users who
+	// have nothing in flight (default 90s).
+	IdleTimeout time.Duration
+	// MaxUsers bounds the pools; the least recently used idle pool is
+	// closed first (default 50000). A user in flight is never cut off: a
+	// pool dropped while busy closes its connections once its last request
+	// ends.
+	MaxUsers int
+
+	mu    sync.Mutex
+	users map[string]*list.Element // of *userPool
+	lru   list.List                // front: most recently used
+}
+
+type userPool struct {
+	user    string
+	t       *http.Transport
+	active  int
+	last    time.Time
+	dropped bool
+}
+
+// ForUser implements UserTransport.
+func (p *UserPools) ForUser(user string) http.RoundTripper {
+	return &userRoundTripper{pools: p, user: user}
+}
+
+// CloseIdleConnections closes every user's idle connections.
+func (p *UserPools) CloseIdleConnections() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for e := p.lru.Front(); e != nil; e = e.Next() {
+		e.Value.(*userPool).t.CloseIdleConnections()
+	}
+}
+
+// Users reports how many users have a pool.
+func (p *UserPools) Users() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lru.Len()
+}
+
+type userRoundTripper struct {
+	pools *UserPools
+	user  string
+}
+
+func (u *userRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	up := u.pools.acquire(u.user)
+	resp, err := up.t.RoundTrip(req)
+	if err != nil {
+		u.pools.release(up)
+		return nil, err
+	}
+	// The connection is busy until the body is done with.
+	resp.Body = &releaseOnClose{ReadCloser: resp.Body, release: func() { u.pools.release(up) }}
+	return resp, nil
+}
+
+type releaseOnClose struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (r *releaseOnClose) Close() error {
+	err := r.ReadCloser.Close()
+	r.once.Do(r.release)
+	return err
+}
+
+func (p *UserPools) acquire(user string) *userPool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if p.users == nil {
+		p.users = map[string]*list.Element{}
+	}
+	p.sweep(now)
+	if e, ok := p.users[user]; ok {
+		up := e.Value.(*userPool)
+		up.active++
+		up.last = now
+		p.lru.MoveToFront(e)
+		return up
+	}
+	up := &userPool{user: user, t: p.newTransport(), active: 1, last: now}
+	p.users[user] = p.lru.PushFront(up)
+	for p.lru.Len() > p.maxUsers() {
+		if !p.dropOldestIdle() {
+			break
+		}
+	}
+	return up
+}
+
+func (p *UserPools) release(up *userPool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	up.active--
+	up.last = time.Now()
+	if up.active == 0 && up.dropped {
+		up.t.CloseIdleConnections()
+	}
+}
+
+// sweep drops the pools that have been idle for IdleTimeout. The list is in
+// order of last use, so it stops at the first recent one.
+func (p *UserPools) sweep(now time.Time) {
+	for e := p.lru.Back(); e != nil; {
+		up := e.Value.(*userPool)
+		if now.Sub(up.last) < p.idleTimeout() {
+			return
+		}
+		prev := e.Prev()
+		if up.active == 0 {
+			p.drop(e)
+		}
+		e = prev
+	}
+}
+
+func (p *UserPools) dropOldestIdle() bool {
+	for e := p.lru.Back(); e != nil; e = e.Prev() {
+		if e.Value.(*userPool).active == 0 {
+			p.drop(e)
+			return true
+		}
+	}
+	return false
+}
+
+func (p *UserPools) drop(e *list.Element) {
+	up := e.Value.(*userPool)
+	p.lru.Remove(e)
+	delete(p.users, up.user)
+	up.dropped = true
+	if up.active == 0 {
+		up.t.CloseIdleConnections()
+	}
+}
+
+func (p *UserPools) newTransport() *http.Transport {
+	dial := p.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	var tlsConf *tls.Config
+	if p.TLSClientConfig != nil {
+		tlsConf = p.TLSClientConfig.Clone()
+	} else {
+		tlsConf = &tls.Config{}
+	}
+	// HTTP/1.1 only: one request per connection at a time keeps the
+	// connection's authentication and the request's ticket the same user's.
+	tlsConf.NextProtos = []string{"http/1.1"}
+	maxConns := p.MaxConnsPerUser
+	if maxConns <= 0 {
+		maxConns = 32
+	}
+	maxIdle := p.MaxIdlePerUser
+	if maxIdle <= 0 {
+		maxIdle = 2
+	}
+	return &http.Transport{
+		DialContext:         dial,
+		TLSClientConfig:     tlsConf,
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   false,
+		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
+		MaxConnsPerHost:     maxConns,
+		MaxIdleConnsPerHost: maxIdle,
+		MaxIdleConns:        maxIdle * 4,
+		IdleConnTimeout:     p.idleTimeout(),
+		// Compressed bodies pass through as they are: the device asked for them.
+		DisableCompression: true,
+		Proxy:              nil,
+	}
+}
+
+func (p *UserPools) idleTimeout() time.Duration {
+	if p.IdleTimeout > 0 {
+		return p.IdleTimeout
+	}
+	return 90 * time.Second
+}
+
+func (p *UserPools) maxUsers() int {
+	if p.MaxUsers > 0 {
+		return p.MaxUsers
+	}
+	return 50000
+}

@@ -1,0 +1,491 @@
+package seg
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+// Tickets supplies Kerberos tickets from a user to an SPN and forgets one
+// that Exchange refused. *kerberos.Cache is one.
+type Tickets interface {
+	Ticket(ctx context.Context, user, spn string) (*kerberos.Ticket, error)
+	Invalidate(user, spn string)
+}
+
+// Request is what the Authorize hook decides on.
+type Request struct {
+	Identity *Identity
+	Params   Params
+	HTTP     *http.Request
+}
+
+// ProxyHandler is the gateway: an http.Handler that authenticates the
+// device, checks that the EAS User parameter names that user, asks the
+// Authorize hook, gets a ticket as the user to Exchange's SPN (S4U2Self and
+// S4U2Proxy, through Tickets) and forwards the request to Exchange with a
+// fresh "Authorization: Negotiate" header. Answers stream both ways as they
+// come (httputil.ReverseProxy with immediate flushing does the copying), so
+// a Ping held for an hour or an attachment of any size passes without being
+// buffered, and a device that hangs up cancels its request to Exchange.
+//
+// Upstream connections are never shared between users (see UserTransport).
+//
+// Only Target, Tickets and Authenticate are required; the zero value of every
+// other field means its default. Set the fields before the first request.
+type ProxyHandler struct {
+	// Target is Exchange's base URL (https://mail.corp.example.com); the
+	// request's path and query are kept.
+	Target *url.URL
+	// SPN is the service principal of Exchange, on the ASA. Empty means
+	// "HTTP/" + Target's host name.
+	SPN string
+	// Tickets gets tickets as users (a *kerberos.Cache over a
+	// *kerberos.Client).
+	Tickets Tickets
+	// Authenticate tells who the device is (CertificateAuth.Authenticate,
+	// BasicAuth.Authenticate, AnyOf). Errors matching ErrNoCredentials or
+	// ErrBadCredentials are answered 401 (Basic) or 403 (certificate).
+	Authenticate func(*http.Request) (*Identity, error)
+	// Names reads the EAS User parameter, which must name the authenticated
+	// user (UPN, DOMAIN\user or bare name, compared as AD compares names).
+	// Give it the same value as the authenticator's.
+	Names Names
+	// Authorize, when set, decides on each authenticated request (MDM
+	// policy). An error refuses it with 403, or with the Status of an *Error
+	// it returns.
+	Authorize func(ctx context.Context, r *Request) error
+	// Transport gives each user's upstream connections (default: UserPools
+	// with system TLS roots).
+	Transport UserTransport
+	// Timeout bounds the wait for Exchange's response headers (default 2m).
+	Timeout time.Duration
+	// LongPollTimeout replaces Timeout for Ping and Sync, which Exchange may
+	// hold for up to 3540s (default 3660s).
+	LongPollTimeout time.Duration
+	// TicketTimeout bounds getting a ticket; when the KDC does not answer
+	// within it the device gets 503 with Retry-After (default 15s).
+	TicketTimeout time.Duration
+	// ReplayLimit: request bodies of known length up to this size are read
+	// before forwarding, so that the request can be sent again with a new
+	// ticket when Exchange refuses a cached one. Larger and chunked bodies
+	// stream and cannot be (default 64 KiB).
+	ReplayLimit int64
+	// ModifyResponse, when set, can change Exchange's response.
+	ModifyResponse func(*http.Response) error
+	// ErrorHandler answers failures; err is an *Error. The default writes
+	// Error.Status with the status text only (never internals), a Basic
+	// challenge with 401 and Retry-After with 503.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+	// BasicRealm is the realm of the Basic challenge (default "ActiveSync").
+	BasicRealm string
+	// Logger receives one line per request and the reasons of failures
+	// (default slog.Default()).
+	Logger *slog.Logger
+
+	once      sync.Once
+	proxy     *httputil.ReverseProxy
+	transport UserTransport
+	spn       string
+	initErr   error
+}
+
+// easPath is the ActiveSync virtual directory.
+const easPath = "/Microsoft-Server-ActiveSync"
+
+type ctxKey struct{}
+
+// forward is the state of one request that the RoundTripper needs.
+type forward struct {
+	user    string
+	ticket  *kerberos.Ticket
+	body    []byte // the whole body when it can be sent again
+	replay  bool
+	timeout time.Duration
+	err     *Error // set by the RoundTripper for the ErrorHandler
+}
+
+func (h *ProxyHandler) init() {
+	if h.Target == nil || h.Tickets == nil || h.Authenticate == nil {
+		h.initErr = errors.New("seg: ProxyHandler needs Target, Tickets and Authenticate")
+		return
+	}
+	h.spn = h.SPN
+	if h.spn == "" {
+		h.spn = "HTTP/" + h.Target.Hostname()
+	}
+	h.transport = h.Transport
+	if h.transport == nil {
+		h.transport = &UserPools{}
+	}
+	h.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(h.Target)
+			pr.SetXForwarded()
+			// The device's credentials are for the gateway, never for Exchange.
+			pr.Out.Header.Del("Authorization")
+			pr.Out.Header.Del("Proxy-Authorization")
+		},
+		Transport:      &kcdTransport{h: h},
+		FlushInterval:  -1,
+		ModifyResponse: h.ModifyResponse,
+		ErrorHandler:   h.proxyError,
+		ErrorLog:       slog.NewLogLogger(h.logger().Handler(), slog.LevelWarn),
+	}
+}
+
+func (h *ProxyHandler) logger() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.Default()
+}
+
+// ServeHTTP implements http.Handler.
+func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.once.Do(h.init)
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	line := &logLine{}
+	defer h.log(r, sw, line, start)
+	if h.initErr != nil {
+		h.fail(sw, r, line, &Error{Stage: StageRequest, Status: http.StatusInternalServerError, Err: h.initErr})
+		return
+	}
+	if !isEASPath(r.URL.Path) {
+		h.fail(sw, r, line, &Error{Stage: StageRequest, Err: errNotFound})
+		return
+	}
+	switch r.Method {
+	case http.MethodPost, http.MethodOptions, http.MethodGet:
+	default:
+		h.fail(sw, r, line, &Error{Stage: StageRequest, Err: errMethod})
+		return
+	}
+	params, err := ParseParams(r)
+	if err == nil && r.Method == http.MethodPost && params.Cmd == "" {
+		err = fmt.Errorf("%w: POST without Cmd", ErrBadParams)
+	}
+	if err != nil {
+		h.fail(sw, r, line, &Error{Stage: StageRequest, Err: err})
+		return
+	}
+	line.params = params
+
+	id, err := h.Authenticate(r)
+	if err == nil && (id == nil || id.User == "") {
+		err = fmt.Errorf("%w: the authenticator named no user", ErrBadCredentials)
+	}
+	if err != nil {
+		h.fail(sw, r, line, &Error{Stage: StageAuthenticate, Err: err})
+		return
+	}
+	line.user = id.User
+	if params.User != "" && !h.sameUser(params.User, id.User) {
+		h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: errUserMismatch})
+		return
+	}
+	if h.Authorize != nil {
+		if err := h.Authorize(r.Context(), &Request{Identity: id, Params: params, HTTP: r}); err != nil {
+			h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: err})
+			return
+		}
+	}
+
+	t, err := h.ticket(r.Context(), id.User)
+	if err != nil {
+		h.fail(sw, r, line, &Error{Stage: StageTicket, User: id.User, Err: err})
+		return
+	}
+
+	fw := &forward{user: id.User, ticket: t, timeout: h.timeoutFor(params)}
+	switch {
+	case r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody:
+		fw.replay = true
+	case r.ContentLength > 0 && r.ContentLength <= h.replayLimit():
+		b := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			h.fail(sw, r, line, &Error{Stage: StageRequest, Status: http.StatusBadRequest, User: id.User,
+				Err: fmt.Errorf("reading the request body: %w", err)})
+			return
+		}
+		fw.body, fw.replay = b, true
+		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	line.fw = fw
+	h.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, fw)))
+}
+
+func (h *ProxyHandler) sameUser(param, user string) bool {
+	u, err := h.Names.User(param)
+	return err == nil && kerberos.EqualNames(u, user)
+}
+
+func (h *ProxyHandler) ticket(ctx context.Context, user string) (*kerberos.Ticket, error) {
+	d := h.TicketTimeout
+	if d <= 0 {
+		d = 15 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return h.Tickets.Ticket(ctx, user, h.spn)
+}
+
+func (h *ProxyHandler) timeoutFor(p Params) time.Duration {
+	if p.LongPoll() {
+		if h.LongPollTimeout > 0 {
+			return h.LongPollTimeout
+		}
+		return 3660 * time.Second
+	}
+	if h.Timeout > 0 {
+		return h.Timeout
+	}
+	return 2 * time.Minute
+}
+
+func (h *ProxyHandler) replayLimit() int64 {
+	if h.ReplayLimit > 0 {
+		return h.ReplayLimit
+	}
+	return 64 << 10
+}
+
+// isEASPath accepts the ActiveSync directory and paths below it, in clean
+// form only: "/Microsoft-Server-ActiveSync/../owa" would reach another
+// application of Exchange's.
+func isEASPath(p string) bool {
+	if path.Clean(p) != p && path.Clean(p)+"/" != p {
+		return false
+	}
+	if len(p) < len(easPath) || !strings.EqualFold(p[:len(easPath)], easPath) {
+		return false
+	}
+	return len(p) == len(easPath) || p[len(easPath)] == '/'
+}
+
+// proxyError is the ReverseProxy's ErrorHandler: the RoundTripper failed.
+func (h *ProxyHandler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	fw, _ := r.Context().Value(ctxKey{}).(*forward)
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Stage: StageForward, Err: err}
+		if fw != nil {
+			e.User = fw.user
+		}
+	}
+	sw, _ := w.(*statusWriter)
+	if sw == nil {
+		sw = &statusWriter{ResponseWriter: w}
+	}
+	if fw != nil {
+		fw.err = e
+	}
+	h.answer(sw, r, e)
+}
+
+// fail answers a failure found before forwarding.
+func (h *ProxyHandler) fail(w *statusWriter, r *http.Request, line *logLine, e *Error) {
+	line.err = e
+	h.answer(w, r, e)
+}
+
+func (h *ProxyHandler) answer(w *statusWriter, r *http.Request, e *Error) {
+	if e.Status == 0 {
+		_, _, basic := r.BasicAuth()
+		e.Status = statusFor(e.Stage, e.Err, basic)
+	}
+	if h.ErrorHandler != nil {
+		h.ErrorHandler(w, r, e)
+		return
+	}
+	hdr := w.Header()
+	switch e.Status {
+	case http.StatusUnauthorized:
+		realm := h.BasicRealm
+		if realm == "" {
+			realm = "ActiveSync"
+		}
+		hdr.Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", realm))
+	case http.StatusServiceUnavailable:
+		hdr.Set("Retry-After", "30")
+	}
+	hdr.Set("Content-Type", "text/plain; charset=utf-8")
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(e.Status)
+	io.WriteString(w, statusText(e.Status)+"\n")
+}
+
+func statusText(code int) string {
+	if t := http.StatusText(code); t != "" {
+		return t
+	}
+	return "Error"
+}
+
+// logLine collects what the request's log line says.
+type logLine struct {
+	user   string
+	params Params
+	fw     *forward
+	err    *Error
+}
+
+func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, start time.Time) {
+	err := line.err
+	if err == nil && line.fw != nil {
+		err = line.fw.err
+	}
+	status := w.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if err != nil && w.status == 0 {
+		status = err.Status
+	}
+	attrs := []slog.Attr{
+		slog.String("user", line.user),
+		slog.String("device", line.params.DeviceID),
+		slog.String("device_type", line.params.DeviceType),
+		slog.String("cmd", line.params.Cmd),
+		slog.String("method", r.Method),
+		slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("remote", r.RemoteAddr),
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		attrs = append(attrs, slog.String("stage", string(err.Stage)), slog.String("error", err.Error()))
+		if hint := err.Hint(); hint != "" {
+			attrs = append(attrs, slog.String("hint", hint))
+		}
+		if status >= 500 || err.Stage == StageTicket {
+			level = slog.LevelWarn
+		}
+	}
+	h.logger().LogAttrs(context.Background(), level, "activesync", attrs...)
+}
+
+// statusWriter remembers the status; Unwrap lets http.ResponseController
+// (which ReverseProxy flushes through) reach the server's writer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// kcdTransport sends each upstream request over its user's connections with
+// a fresh Negotiate header, and retries once with a new ticket when
+// Exchange refuses a cached one.
+type kcdTransport struct{ h *ProxyHandler }
+
+func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	fw, ok := req.Context().Value(ctxKey{}).(*forward)
+	if !ok {
+		return nil, errors.New("seg: upstream request without its user")
+	}
+	rt := k.h.transport.ForUser(fw.user)
+	resp, err := k.attempt(rt, req, fw)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	// Exchange refused the ticket: the ASA's key changed since it was issued
+	// (a roll), or the ticket was revoked. Forget it and try once more.
+	drain(resp)
+	k.h.Tickets.Invalidate(fw.user, k.h.spn)
+	if !fw.replay {
+		return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errNoReplay}
+	}
+	t, err := k.h.ticket(req.Context(), fw.user)
+	if err != nil {
+		return nil, &Error{Stage: StageTicket, User: fw.user, Err: err}
+	}
+	fw.ticket = t
+	retry := req.Clone(req.Context())
+	if fw.body != nil {
+		retry.Body = io.NopCloser(bytes.NewReader(fw.body))
+	}
+	resp, err = k.attempt(rt, retry, fw)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	drain(resp)
+	k.h.Tickets.Invalidate(fw.user, k.h.spn)
+	return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errTicketRefused}
+}
+
+// attempt sends req once with a new authenticator, bounding the wait for
+// response headers (not the body: a long poll's answer may stream for long).
+func (k *kcdTransport) attempt(rt http.RoundTripper, req *http.Request, fw *forward) (*http.Response, error) {
+	auth, err := kerberos.NegotiateHeader(fw.ticket)
+	if err != nil {
+		return nil, &Error{Stage: StageTicket, User: fw.user, Err: err}
+	}
+	req.Header.Set("Authorization", auth)
+	ctx, cancel := context.WithCancel(req.Context())
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(fw.timeout, func() { timedOut.Store(true); cancel() })
+	resp, err := rt.RoundTrip(req.WithContext(ctx))
+	timer.Stop()
+	if err != nil {
+		cancel()
+		if timedOut.Load() {
+			return nil, errUpstreamTime
+		}
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// drain reads a little of a refused response so the connection can be
+// reused, and closes it.
+func drain(resp *http.Response) {
+	io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+}

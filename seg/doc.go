@@ -1,7 +1,53 @@
-// Package seg will hold the gateway: an http.Handler in the shape of
-// httputil.ReverseProxy that authenticates the device, applies an MDM policy
-// hook, and forwards ActiveSync to Exchange with a KCD ticket.
+// Package seg is the mail gateway: an http.Handler that lets phones reach
+// Exchange ActiveSync through Kerberos Constrained Delegation, as VMware
+// Workspace ONE Secure Email Gateway does in its KCD mode.
 //
-// Not implemented yet: it is planned in a later issue. The package exists so
-// the module's layout is visible from the start; it exports nothing.
+// For each request ProxyHandler
+//
+//  1. accepts only the ActiveSync path and a well-formed EAS query, plain
+//     or base64 (ParseParams);
+//  2. authenticates the device: a TLS client certificate whose UPN, e-mail
+//     or CN names the user (CertificateAuth, with CRL revocation), or
+//     Basic, whose password the domain's KDC checks in an AS exchange
+//     (BasicAuth, which remembers answers, right and wrong, under an HMAC
+//     so that a phone with an old password cannot lock its user out);
+//  3. checks that the EAS User parameter names that user, then asks the
+//     Authorize hook (MDM policy);
+//  4. gets a ticket as the user to Exchange's SPN from a kerberos.Cache
+//     (S4U2Self, then S4U2Proxy; concurrent first requests share one
+//     exchange);
+//  5. forwards the request with a fresh "Authorization: Negotiate" header
+//     over connections that carry this user only (UserPools), streaming
+//     both ways, and retries once with a new ticket when Exchange refuses
+//     a cached one.
+//
+// The shape follows httputil.ReverseProxy, which does the copying: one
+// struct, plain fields with useful zero values, small hooks. It differs
+// where the protocol demands. Transport is a UserTransport, not an
+// http.RoundTripper, because IIS binds Kerberos authentication to the TCP
+// connection: a connection that carried alice's ticket serves alice to any
+// later request on it, so a shared pool would serve one user's mailbox to
+// another (traefik #3792, haproxy #2985). With a RoundTripper field a
+// caller could pass http.DefaultTransport and get exactly that bug; a
+// UserTransport must say how it keeps users apart. Failures are *Error
+// values that name the stage (request, authenticate, authorize, ticket,
+// forward), carry the status the device got and unwrap to the cause
+// (kerberos.ErrNotDelegable, ErrBadCredentials, ...); the device sees only
+// the status, the log line says what an administrator should do (Hint).
+//
+// Statuses: a malformed request 400, an unknown path 404; no or wrong
+// Basic credentials 401, a refused certificate 403; a User parameter for
+// someone else 403; a user the KDC will not delegate (sensitive, disabled,
+// not allowed) 403; no KDC answer in time 503 with Retry-After; Exchange
+// unreachable 502, too slow 504.
+//
+// Every request logs one line (user, device, command, status, duration)
+// through log/slog. No password, ticket, key or Authorization header
+// reaches a log line or an error.
+//
+// Long polls: Ping and Sync may wait an hour at Exchange. The handler
+// bounds only the wait for response headers (LongPollTimeout, 61 minutes by
+// default), never the body; NewServer gives an http.Server without read or
+// write timeouts that would cut them. A device that hangs up cancels its
+// request to Exchange.
 package seg

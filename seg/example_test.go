@@ -1,0 +1,61 @@
+package seg_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"time"
+
+	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/seg"
+)
+
+// A gateway for certificate and Basic devices in front of one Exchange
+// namespace. The service account svc_awseg holds protocol transition and
+// may delegate to HTTP/mail.corp.example.com (see package ad).
+func ExampleProxyHandler() {
+	cfg, err := kerberos.NewConfig("CORP.EXAMPLE.COM", "dc1.corp.example.com", "dc2.corp.example.com")
+	if err != nil {
+		log.Fatal(err)
+	}
+	kdcs := &kerberos.Transport{Config: cfg}
+	svc := kerberos.NewWithPassword("svc_awseg", "CORP.EXAMPLE.COM", "password from a file", cfg, kerberos.WithTransport(kdcs))
+
+	names := seg.Names{Realm: "CORP.EXAMPLE.COM", NetBIOS: "CORP", Suffixes: []string{"example.com"}}
+	certs := &seg.CertificateAuth{Names: names, Revocation: &seg.CRL{Files: []string{"/etc/seg/devices.crl"}}}
+	basic := &seg.BasicAuth{Realm: "CORP.EXAMPLE.COM", Config: cfg, Transport: kdcs, Names: names, TTL: 5 * time.Minute}
+
+	target, _ := url.Parse("https://mail.corp.example.com")
+	gw := &seg.ProxyHandler{
+		Target:       target, // SPN defaults to HTTP/mail.corp.example.com
+		Tickets:      &kerberos.Cache{Source: svc},
+		Authenticate: seg.AnyOf(certs.Authenticate, basic.Authenticate),
+		Names:        names,
+	}
+
+	deviceCAs := x509.NewCertPool() // the MDM's device CA certificates
+	srv := seg.NewServer(gw, &tls.Config{ClientCAs: deviceCAs, ClientAuth: tls.VerifyClientCertIfGiven})
+	srv.Addr = ":443"
+	fmt.Println(srv.MaxHeaderBytes, srv.ReadTimeout, srv.WriteTimeout)
+	// log.Fatal(srv.ListenAndServeTLS("/etc/seg/gateway.crt", "/etc/seg/gateway.key"))
+	// Output: 32768 0s 0s
+}
+
+// ParseParams reads the base64 query form that iOS and Windows Phone
+// devices send.
+func ExampleParseParams() {
+	p, err := seg.ParseParams(mustRequest("/Microsoft-Server-ActiveSync?jAAJBAREZXYxBAEAAAAGaVBob25lCAVhbGljZQ=="))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(p.Cmd, p.User, p.DeviceID, p.DeviceType, p.ProtocolVersion, p.PolicyKey)
+	// Output: Sync alice Dev1 iPhone 14.0 1
+}
+
+func mustRequest(target string) *http.Request {
+	return httptest.NewRequest(http.MethodPost, target, nil)
+}

@@ -249,6 +249,24 @@ func (c *CRL) Check(chain []*x509.Certificate) error {
 	return nil
 }
 
+// Reload reads every file again now, changed or not (on SIGHUP), and
+// returns what could not be read.
+func (c *CRL) Reload() error {
+	c.mu.Lock()
+	if c.files == nil {
+		c.files = map[string]*crlFile{}
+	}
+	c.checked = time.Now()
+	for _, name := range c.Files {
+		if f := c.files[name]; f != nil {
+			f.mod = time.Time{}
+		}
+		c.reload(name)
+	}
+	c.mu.Unlock()
+	return c.Err()
+}
+
 // Err reports the files that could not be read at the last check.
 func (c *CRL) Err() error {
 	c.mu.Lock()

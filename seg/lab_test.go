@@ -12,14 +12,12 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 
 	"github.com/segkcd/segkcd/ad"
@@ -104,11 +102,7 @@ func newRig(l *lab.Lab) (*rig, error) {
 		return nil, fmt.Errorf("%v: %s", err, out)
 	}
 
-	ktPath := filepath.Join(r.dir, "asa.keytab")
-	if out, err := l.SambaTool(ctx, "domain", "exportkeytab", ktPath, "--principal="+asaName+"$"); err != nil {
-		return nil, fmt.Errorf("%v: %s", err, out)
-	}
-	kt, err := keytab.Load(ktPath)
+	kt, err := l.ExportKeytab(ctx, asaName+"$")
 	if err != nil {
 		return nil, err
 	}

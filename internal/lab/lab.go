@@ -34,6 +34,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jcmturner/gokrb5/v8/keytab"
 )
 
 // Packages are the Debian packages the lab needs. samba-ad-provision (the
@@ -522,6 +524,21 @@ func (l *Lab) signal(sig syscall.Signal) error {
 		return errors.New("lab: samba is not running")
 	}
 	return syscall.Kill(-l.cmd.Process.Pid, sig)
+}
+
+// ExportKeytab exports the current keys of principal (e.g. "EXCHASA$")
+// with samba-tool, as an Exchange server holds them after an ASA roll.
+func (l *Lab) ExportKeytab(ctx context.Context, principal string) (*keytab.Keytab, error) {
+	dir, err := os.MkdirTemp(l.Dir, "keytab-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "exported.keytab")
+	if out, err := l.SambaTool(ctx, "domain", "exportkeytab", path, "--principal="+principal); err != nil {
+		return nil, fmt.Errorf("lab: exportkeytab %s: %v: %s", principal, err, out)
+	}
+	return keytab.Load(path)
 }
 
 // SambaTool runs samba-tool against this DC's database and returns its output.

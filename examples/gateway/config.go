@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// config is the gateway's JSON configuration file. Secrets are never in it:
+// the service account's password comes from a file or an environment
+// variable named here, or a keytab file is used.
+type config struct {
+	Listen        string   `json:"listen"`          // e.g. ":443"
+	TLSCert       string   `json:"tls_cert"`        // PEM certificate (chain) devices see
+	TLSKey        string   `json:"tls_key"`         // its PEM key
+	ClientCAFiles []string `json:"client_ca_files"` // device CAs; empty: no certificate logins
+	CRLFiles      []string `json:"crl_files"`       // required with client_ca_files
+	Basic         bool     `json:"basic"`           // accept Basic logins
+
+	Realm       string   `json:"realm"`        // CORP.EXAMPLE.COM
+	NetBIOS     string   `json:"netbios"`      // CORP
+	UPNSuffixes []string `json:"upn_suffixes"` // further UPN suffixes of the domain
+	KDCs        []string `json:"kdcs"`         // host or host:port; or krb5_conf
+	Krb5Conf    string   `json:"krb5_conf"`
+
+	ServiceAccount string `json:"service_account"` // svc_awseg
+	KeytabFile     string `json:"keytab_file"`
+	PasswordFile   string `json:"password_file"`
+	PasswordEnv    string `json:"password_env"`
+
+	ExchangeURL    string `json:"exchange_url"`     // https://mail.corp.example.com
+	ExchangeSPN    string `json:"exchange_spn"`     // default HTTP/<host of exchange_url>
+	ExchangeCAFile string `json:"exchange_ca_file"` // trust for Exchange's certificate; default: system roots
+
+	TicketTimeout   string `json:"ticket_timeout,omitempty"`   // default 15s
+	ShutdownTimeout string `json:"shutdown_timeout,omitempty"` // default 30s
+	LogLevel        string `json:"log_level,omitempty"`        // debug, info (default), warn, error
+
+	ticketTimeout, shutdownTimeout time.Duration
+}
+
+// parseDuration reads an optional duration field such as "15s".
+func parseDuration(field, s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, bad(field, "%q is not a duration like \"15s\"", s)
+	}
+	return d, nil
+}
+
+// fieldError names the field of the configuration that is wrong.
+type fieldError struct {
+	field, why string
+}
+
+func (e *fieldError) Error() string { return "config: " + e.field + ": " + e.why }
+
+func bad(field, format string, args ...any) error {
+	return &fieldError{field, fmt.Sprintf(format, args...)}
+}
+
+// loadConfig reads and checks the file; every error names one field.
+func loadConfig(path string, plainHTTP bool) (*config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var c config
+	if err := dec.Decode(&c); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te):
+			return nil, bad(te.Field, "want a %s", te.Type)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return nil, bad(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "unknown field")
+		}
+		return nil, fmt.Errorf("config: %s: %v", path, err)
+	}
+	return &c, c.check(plainHTTP)
+}
+
+func (c *config) check(plainHTTP bool) error {
+	if c.Listen == "" {
+		return bad("listen", "required (e.g. \":443\")")
+	}
+	if !plainHTTP {
+		if c.TLSCert == "" || c.TLSKey == "" {
+			return bad("tls_cert", "tls_cert and tls_key are required (devices get HTTPS only)")
+		}
+		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
+			return bad("tls_cert", "%v", err)
+		}
+	}
+	if len(c.ClientCAFiles) == 0 && !c.Basic {
+		return bad("client_ca_files", "no way for devices to log in: give device CAs or set basic")
+	}
+	if len(c.ClientCAFiles) > 0 && plainHTTP {
+		return bad("client_ca_files", "certificate logins need TLS (drop -insecure-dev-http)")
+	}
+	if len(c.ClientCAFiles) > 0 && len(c.CRLFiles) == 0 {
+		return bad("crl_files", "required with client_ca_files: a revoked device must be refused")
+	}
+	for _, f := range c.ClientCAFiles {
+		if _, err := loadPool(f); err != nil {
+			return bad("client_ca_files", "%v", err)
+		}
+	}
+	for _, f := range c.CRLFiles {
+		if _, err := os.Stat(f); err != nil {
+			return bad("crl_files", "%v", err)
+		}
+	}
+	if c.Realm == "" || c.Realm != strings.ToUpper(c.Realm) {
+		return bad("realm", "required, in upper case (e.g. CORP.EXAMPLE.COM)")
+	}
+	if (len(c.KDCs) == 0) == (c.Krb5Conf == "") {
+		return bad("kdcs", "give kdcs or krb5_conf, not both")
+	}
+	if c.ServiceAccount == "" {
+		return bad("service_account", "required (e.g. svc_awseg)")
+	}
+	n := 0
+	for _, s := range []string{c.KeytabFile, c.PasswordFile, c.PasswordEnv} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return bad("keytab_file", "give exactly one of keytab_file, password_file, password_env")
+	}
+	u, err := url.Parse(c.ExchangeURL)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || (u.Path != "" && u.Path != "/") {
+		return bad("exchange_url", "want https://host[:port]")
+	}
+	if u.Scheme == "http" && !plainHTTP {
+		return bad("exchange_url", "http:// sends tickets in clear; use https (or -insecure-dev-http)")
+	}
+	if c.ExchangeCAFile != "" {
+		if _, err := loadPool(c.ExchangeCAFile); err != nil {
+			return bad("exchange_ca_file", "%v", err)
+		}
+	}
+	var err2 error
+	if c.ticketTimeout, err2 = parseDuration("ticket_timeout", c.TicketTimeout); err2 != nil {
+		return err2
+	}
+	if c.shutdownTimeout, err2 = parseDuration("shutdown_timeout", c.ShutdownTimeout); err2 != nil {
+		return err2
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return bad("log_level", "want debug, info, warn or error")
+	}
+	return nil
+}
+
+func loadPool(files ...string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("%s: no PEM certificate", f)
+		}
+	}
+	return pool, nil
+}
+
+func (c *config) password() (string, error) {
+	switch {
+	case c.PasswordFile != "":
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return "", bad("password_file", "%v", err)
+		}
+		p := strings.TrimRight(string(b), "\r\n")
+		if p == "" {
+			return "", bad("password_file", "empty")
+		}
+		return p, nil
+	case c.PasswordEnv != "":
+		p := os.Getenv(c.PasswordEnv)
+		if p == "" {
+			return "", bad("password_env", "%s is empty or not set", c.PasswordEnv)
+		}
+		return p, nil
+	}
+	return "", nil
+}

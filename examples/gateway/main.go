@@ -1,0 +1,253 @@
+// Command gateway runs the segkcd ActiveSync gateway (package seg) from a
+// JSON configuration file:
+//
+//	gateway -config /etc/seg/gateway.json
+//
+// Devices log in with a client certificate (client_ca_files, crl_files)
+// and/or Basic (basic: true); the gateway gets a ticket as the user from the
+// KDC with the service account's delegation rights and forwards the request
+// to Exchange. SIGHUP reloads the TLS certificate, the device CAs and the
+// CRLs; SIGTERM or SIGINT stops accepting connections and lets requests in
+// flight finish (up to shutdown_timeout). A bad configuration stops it with
+// one line naming the field. It serves HTTPS only, unless the
+// -insecure-dev-http flag (development only: passwords would cross the
+// network in clear) says otherwise.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	krb5config "github.com/jcmturner/gokrb5/v8/config"
+
+	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/seg"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	os.Exit(run(ctx, os.Args[1:], hup, os.Stderr))
+}
+
+// run is the program; it returns the exit code.
+func run(ctx context.Context, args []string, hup <-chan os.Signal, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "path of the JSON configuration file")
+	plain := fs.Bool("insecure-dev-http", false, "DEVELOPMENT ONLY: serve plain HTTP to devices (Basic passwords in clear)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "gateway: -config is required")
+		return 2
+	}
+	c, err := loadConfig(*path, *plain)
+	if err != nil {
+		fmt.Fprintln(stderr, "gateway:", err)
+		return 2
+	}
+	g, err := newGateway(c, *plain, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "gateway:", err)
+		return 2
+	}
+	if err := g.serve(ctx, hup); err != nil {
+		fmt.Fprintln(stderr, "gateway:", err)
+		return 1
+	}
+	return 0
+}
+
+type gateway struct {
+	c       *config
+	plain   bool
+	log     *slog.Logger
+	srv     *http.Server
+	certs   atomic.Pointer[tlsState]
+	crl     *seg.CRL
+	handler *seg.ProxyHandler
+}
+
+// tlsState is what SIGHUP replaces.
+type tlsState struct {
+	cert *tls.Certificate
+	cas  *x509.CertPool
+}
+
+func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
+	level := map[string]slog.Level{"": slog.LevelInfo, "debug": slog.LevelDebug, "info": slog.LevelInfo,
+		"warn": slog.LevelWarn, "error": slog.LevelError}[c.LogLevel]
+	g := &gateway{c: c, plain: plain, log: slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))}
+
+	var kcfg *krb5config.Config
+	var err error
+	if c.Krb5Conf != "" {
+		if kcfg, err = kerberos.LoadConfig(c.Krb5Conf); err != nil {
+			return nil, bad("krb5_conf", "%v", err)
+		}
+	} else if kcfg, err = kerberos.NewConfig(c.Realm, c.KDCs...); err != nil {
+		return nil, bad("kdcs", "%v", err)
+	}
+	kdcs := &kerberos.Transport{Config: kcfg}
+	var svc *kerberos.Client
+	if c.KeytabFile != "" {
+		kt, err := kerberos.LoadKeytab(c.KeytabFile)
+		if err != nil {
+			return nil, bad("keytab_file", "%v", err)
+		}
+		svc = kerberos.NewWithKeytab(c.ServiceAccount, c.Realm, kt, kcfg, kerberos.WithTransport(kdcs))
+	} else {
+		pw, err := c.password()
+		if err != nil {
+			return nil, err
+		}
+		svc = kerberos.NewWithPassword(c.ServiceAccount, c.Realm, pw, kcfg, kerberos.WithTransport(kdcs))
+	}
+
+	names := seg.Names{Realm: c.Realm, NetBIOS: c.NetBIOS, Suffixes: c.UPNSuffixes}
+	var auths []func(*http.Request) (*seg.Identity, error)
+	if len(c.ClientCAFiles) > 0 {
+		g.crl = &seg.CRL{Files: c.CRLFiles}
+		if err := g.crl.Reload(); err != nil {
+			return nil, bad("crl_files", "%v", err)
+		}
+		auths = append(auths, (&seg.CertificateAuth{Names: names, Revocation: g.crl}).Authenticate)
+	}
+	if c.Basic {
+		auths = append(auths, (&seg.BasicAuth{Realm: c.Realm, Config: kcfg, Transport: kdcs, Names: names}).Authenticate)
+	}
+	target, _ := url.Parse(c.ExchangeURL)
+	upstreamTLS := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.ExchangeCAFile != "" {
+		if upstreamTLS.RootCAs, err = loadPool(c.ExchangeCAFile); err != nil {
+			return nil, bad("exchange_ca_file", "%v", err)
+		}
+	}
+	g.handler = &seg.ProxyHandler{
+		Target:        target,
+		SPN:           c.ExchangeSPN,
+		Tickets:       &kerberos.Cache{Source: svc},
+		Authenticate:  seg.AnyOf(auths...),
+		Names:         names,
+		Transport:     &seg.UserPools{TLSClientConfig: upstreamTLS},
+		TicketTimeout: c.ticketTimeout,
+		Logger:        g.log,
+	}
+	if err := g.loadTLS(); err != nil {
+		return nil, err
+	}
+	var tlsConf *tls.Config
+	if !plain {
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: g.configForClient,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return g.certs.Load().cert, nil }}
+	}
+	g.srv = seg.NewServer(g.handler, tlsConf)
+	g.srv.ErrorLog = slog.NewLogLogger(g.log.Handler(), slog.LevelDebug) // TLS handshake failures of devices
+	return g, nil
+}
+
+// loadTLS reads the certificate and the device CAs; SIGHUP calls it again.
+func (g *gateway) loadTLS() error {
+	st := &tlsState{}
+	if !g.plain {
+		cert, err := tls.LoadX509KeyPair(g.c.TLSCert, g.c.TLSKey)
+		if err != nil {
+			return bad("tls_cert", "%v", err)
+		}
+		st.cert = &cert
+	}
+	if len(g.c.ClientCAFiles) > 0 {
+		pool, err := loadPool(g.c.ClientCAFiles...)
+		if err != nil {
+			return bad("client_ca_files", "%v", err)
+		}
+		st.cas = pool
+	}
+	g.certs.Store(st)
+	return nil
+}
+
+// configForClient gives each handshake the certificate and CAs of now.
+func (g *gateway) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
+	st := g.certs.Load()
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*st.cert},
+		NextProtos: []string{"http/1.1"}}
+	if st.cas != nil {
+		conf.ClientCAs = st.cas
+		conf.ClientAuth = tls.VerifyClientCertIfGiven
+		if !g.c.Basic {
+			conf.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	return conf, nil
+}
+
+func (g *gateway) serve(ctx context.Context, hup <-chan os.Signal) error {
+	ln, err := net.Listen("tcp", g.c.Listen)
+	if err != nil {
+		return bad("listen", "%v", err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if g.plain {
+			errc <- g.srv.Serve(ln)
+		} else {
+			errc <- g.srv.ServeTLS(ln, "", "")
+		}
+	}()
+	scheme := "https"
+	if g.plain {
+		scheme = "http"
+		g.log.Warn("serving plain HTTP to devices: development only")
+	}
+	g.log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "exchange", g.c.ExchangeURL)
+	for {
+		select {
+		case <-hup:
+			err := g.loadTLS()
+			if err == nil && g.crl != nil {
+				err = g.crl.Reload()
+			}
+			if err != nil {
+				g.log.Error("reload failed; keeping what was loaded", "error", err.Error())
+			} else {
+				g.log.Info("reloaded the certificate, the device CAs and the CRLs")
+			}
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			g.log.Info("shutting down: finishing requests in flight")
+			timeout := g.c.shutdownTimeout
+			if timeout <= 0 {
+				timeout = 30 * time.Second
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			err := g.srv.Shutdown(sctx)
+			if errors.Is(err, context.DeadlineExceeded) {
+				g.log.Warn("requests still in flight at the shutdown timeout were cut", "timeout", timeout.String())
+				g.srv.Close()
+				return nil
+			}
+			return err
+		}
+	}
+}

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd/internal/eastest"
+	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/testpki"
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+var theLab lab.Shared
+
+func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
+
+const (
+	svcPassword = "Gw-Svc-Passw0rd!"
+	asaPassword = "Gw-Asa-Rolled-Passw0rd-1234567890!"
+)
+
+// fixture is a lab with KCD, the Exchange stand-in, a device CA and the
+// files of a configuration.
+type fixture struct {
+	lab      *lab.Lab
+	dir      string
+	exchange *eastest.Server
+	ca       *testpki.CA
+	conf     config
+	confPath string
+	bin      string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	l := theLab.Get(t)
+	ctx := context.Background()
+	spn := "http/mail." + l.DNSDomain
+	if err := l.ProvisionKCD(ctx, lab.KCD{ASA: "EXCHASA", ASAPassword: asaPassword, Service: "svc_awseg", Password: svcPassword,
+		SPNs: []string{spn}}); err != nil {
+		t.Fatal(err)
+	}
+	kt, err := l.ExportKeytab(ctx, "EXCHASA$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{lab: l, dir: t.TempDir()}
+	f.exchange = eastest.NewServer(&kerberos.Acceptor{Keytab: kt, Principal: "EXCHASA$"})
+	t.Cleanup(f.exchange.Close)
+	if f.ca, err = testpki.New("gateway test device CA"); err != nil {
+		t.Fatal(err)
+	}
+	server, err := f.ca.Server()
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, _ := f.ca.CRL(1)
+	exchangeCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.exchange.Certificate().Raw})
+	files := map[string][]byte{"gateway.crt": server.CertPEM, "gateway.key": server.KeyPEM, "devices-ca.pem": f.ca.PEM,
+		"devices.crl": crl, "exchange-ca.pem": exchangeCA, "svc.password": []byte(svcPassword + "\n")}
+	for name, b := range files {
+		if _, err := testpki.WriteFile(f.dir, name, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := func(name string) string { return filepath.Join(f.dir, name) }
+	f.conf = config{Listen: "127.0.0.1:0", TLSCert: p("gateway.crt"), TLSKey: p("gateway.key"),
+		ClientCAFiles: []string{p("devices-ca.pem")}, CRLFiles: []string{p("devices.crl")}, Basic: true,
+		Realm: l.Realm, NetBIOS: l.Domain, Krb5Conf: l.Krb5Conf, ServiceAccount: "svc_awseg", PasswordFile: p("svc.password"),
+		ExchangeURL: f.exchange.URL, ExchangeSPN: spn, ExchangeCAFile: p("exchange-ca.pem"), ShutdownTimeout: "20s"}
+	f.confPath = f.writeConfig(t, f.conf)
+	f.bin = filepath.Join(f.dir, "gateway")
+	if out, err := exec.Command("go", "build", "-o", f.bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return f
+}
+
+func (f *fixture) writeConfig(t *testing.T, c config) string {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := testpki.WriteFile(f.dir, fmt.Sprintf("gateway-%d.json", time.Now().UnixNano()), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// process is a running gateway with its log lines.
+type process struct {
+	cmd   *exec.Cmd
+	addr  string
+	mu    sync.Mutex
+	lines []string
+	seen  chan string
+	done  chan error
+}
+
+func (f *fixture) start(t *testing.T, args ...string) *process {
+	t.Helper()
+	pr := &process{cmd: exec.Command(f.bin, append([]string{"-config", f.confPath}, args...)...), seen: make(chan string, 1000), done: make(chan error, 1)}
+	stderr, _ := pr.cmd.StderrPipe()
+	if err := pr.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.cmd.Process.Kill(); <-pr.done })
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			pr.mu.Lock()
+			pr.lines = append(pr.lines, sc.Text())
+			pr.mu.Unlock()
+			select {
+			case pr.seen <- sc.Text():
+			default:
+			}
+		}
+		pr.done <- pr.cmd.Wait()
+	}()
+	line := pr.wait(t, `"msg":"listening"`)
+	var v struct{ Addr string }
+	json.Unmarshal([]byte(line), &v)
+	pr.addr = v.Addr
+	return pr
+}
+
+func (pr *process) wait(t *testing.T, what string) string {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case l := <-pr.seen:
+			if strings.Contains(l, what) {
+				return l
+			}
+		case err := <-pr.done:
+			pr.done <- err
+			t.Fatalf("gateway exited (%v) before %q:\n%s", err, what, pr.log())
+		case <-timeout:
+			t.Fatalf("no %q in:\n%s", what, pr.log())
+		}
+	}
+}
+
+func (pr *process) log() string {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	return strings.Join(pr.lines, "\n")
+}
+
+// curl runs curl against the gateway; it returns the status and the body.
+func (f *fixture) curl(t *testing.T, pr *process, query string, args ...string) (int, string) {
+	t.Helper()
+	url := "https://" + pr.addr + "/Microsoft-Server-ActiveSync?" + query
+	out, err := exec.Command("curl", append([]string{"-sS", "-X", "POST", "-d", "", "--cacert", filepath.Join(f.dir, "devices-ca.pem"),
+		"-H", "MS-ASProtocolVersion: 14.1", "-w", "\n%{http_code}", url}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl: %v\n%s", err, out)
+	}
+	s := strings.TrimSpace(string(out))
+	i := strings.LastIndexByte(s, '\n')
+	var code int
+	fmt.Sscan(s[i+1:], &code)
+	if i < 0 {
+		return code, ""
+	}
+	return code, strings.TrimSpace(s[:i])
+}
+
+func TestGatewayProgram(t *testing.T) {
+	f := newFixture(t)
+	pr := f.start(t)
+
+	// curl with alice's client certificate.
+	alice, err := f.ca.Device("alice@"+f.lab.DNSDomain, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, _ := testpki.WriteFile(f.dir, "alice.crt", alice.CertPEM)
+	keyFile, _ := testpki.WriteFile(f.dir, "alice.key", alice.KeyPEM)
+	if code, body := f.curl(t, pr, "Cmd=FolderSync&User=alice&DeviceId=CURL1&DeviceType=curl", "--cert", certFile, "--key", keyFile); code != 200 || body != "alice" {
+		t.Errorf("alice by certificate: %d %q", code, body)
+	}
+	// curl with Basic; the password goes to curl in a netrc file, never on
+	// its command line.
+	netrc, _ := testpki.WriteFile(f.dir, "netrc", []byte(fmt.Sprintf("machine 127.0.0.1 login bob password %s\n", lab.UserPassword)))
+	if code, body := f.curl(t, pr, "Cmd=Sync&User=bob&DeviceId=CURL2&DeviceType=curl", "--netrc-file", netrc); code != 200 || body != "bob" {
+		t.Errorf("bob by Basic: %d %q", code, body)
+	}
+	if code, _ := f.curl(t, pr, "Cmd=Sync&User=bob&DeviceId=CURL2&DeviceType=curl"); code != 401 {
+		t.Errorf("no credentials: %d", code)
+	}
+
+	// SIGHUP with a replaced certificate: new handshakes get the new one.
+	fresh, err := f.ca.Server()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(f.conf.TLSCert+".new", fresh.CertPEM, 0o600)
+	os.WriteFile(f.conf.TLSKey+".new", fresh.KeyPEM, 0o600)
+	os.Rename(f.conf.TLSKey+".new", f.conf.TLSKey)
+	os.Rename(f.conf.TLSCert+".new", f.conf.TLSCert)
+	pr.cmd.Process.Signal(syscall.SIGHUP)
+	pr.wait(t, "reloaded the certificate")
+	conn, err := tls.Dial("tcp", pr.addr, &tls.Config{RootCAs: f.ca.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := conn.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(fresh.Cert.SerialNumber) != 0 {
+		t.Errorf("after SIGHUP the gateway shows serial %s, want %s", got, fresh.Cert.SerialNumber)
+	}
+	conn.Close()
+
+	// Graceful shutdown: a Ping in flight is finished, then the program exits 0.
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.ca.Pool, Certificates: []tls.Certificate{alice.TLS}}}}
+	req, _ := http.NewRequest(http.MethodPost, "https://"+pr.addr+"/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceId=P1&DeviceType=T", strings.NewReader("<ping/>"))
+	req.Header.Set(eastest.HoldHeader, "2s")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 6)
+	io.ReadFull(resp.Body, first)
+	pr.cmd.Process.Signal(syscall.SIGTERM)
+	rest, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(first)+string(rest) != "alice\ndone\n" || err != nil {
+		t.Errorf("Ping across the shutdown: %q %q %v", first, rest, err)
+	}
+	select {
+	case err := <-pr.done:
+		pr.done <- err
+		if err != nil {
+			t.Errorf("exit: %v\n%s", err, pr.log())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gateway did not exit after SIGTERM")
+	}
+	// Its log: a line per request, and no secret.
+	log := pr.log()
+	if !strings.Contains(log, `"user":"alice"`) || !strings.Contains(log, `"user":"bob"`) {
+		t.Errorf("request lines missing:\n%s", log)
+	}
+	for _, secret := range []string{svcPassword, asaPassword, lab.UserPassword, "Negotiate ", "Basic "} {
+		if strings.Contains(log, secret) {
+			t.Errorf("the log holds %q", secret)
+		}
+	}
+}
+
+// TestGatewayConfigErrors: a bad configuration stops the program with one
+// line that names the field.
+func TestGatewayConfigErrors(t *testing.T) {
+	f := newFixture(t)
+	for field, mutate := range map[string]func(c *config){
+		"listen":          func(c *config) { c.Listen = "" },
+		"tls_cert":        func(c *config) { c.TLSCert = filepath.Join(f.dir, "missing.crt") },
+		"crl_files":       func(c *config) { c.CRLFiles = nil },
+		"realm":           func(c *config) { c.Realm = "corp.example.test" },
+		"keytab_file":     func(c *config) { c.PasswordEnv = "SOMETHING" },
+		"exchange_url":    func(c *config) { c.ExchangeURL = "http://" + strings.TrimPrefix(f.exchange.URL, "https://") },
+		"client_ca_files": func(c *config) { c.ClientCAFiles, c.Basic = nil, false },
+		"log_level":       func(c *config) { c.LogLevel = "loud" },
+		"ticket_timeout":  func(c *config) { c.TicketTimeout = "soon" },
+	} {
+		c := f.conf
+		mutate(&c)
+		path := f.writeConfig(t, c)
+		out, err := exec.Command(f.bin, "-config", path).CombinedOutput()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if err == nil || len(lines) != 1 || !strings.Contains(lines[0], "config: "+field+":") {
+			t.Errorf("%s: %v %q", field, err, out)
+		}
+	}
+	// An unknown field, named.
+	path, _ := testpki.WriteFile(f.dir, "unknown.json", []byte(`{"listen": ":443", "exchange_ulr": "x"}`))
+	if out, _ := exec.Command(f.bin, "-config", path).CombinedOutput(); !strings.Contains(string(out), "config: exchange_ulr: unknown field") {
+		t.Errorf("unknown field: %q", out)
+	}
+	// No TLS without the development flag; with it, plain HTTP for Basic.
+	c := f.conf
+	c.TLSCert, c.TLSKey, c.ClientCAFiles, c.CRLFiles = "", "", nil, nil
+	f.confPath = f.writeConfig(t, c)
+	if out, err := exec.Command(f.bin, "-config", f.confPath).CombinedOutput(); err == nil || !strings.Contains(string(out), "config: tls_cert:") {
+		t.Errorf("plain HTTP without the flag: %v %q", err, out)
+	}
+	pr := f.start(t, "-insecure-dev-http")
+	if !strings.Contains(pr.log(), "development only") {
+		t.Errorf("no warning for plain HTTP:\n%s", pr.log())
+	}
+	pr.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-pr.done; err != nil {
+		t.Errorf("exit: %v", err)
+	}
+	pr.done <- nil
+}

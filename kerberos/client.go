@@ -42,7 +42,13 @@ type Ticket struct {
 	RenewTill   time.Time
 
 	der   []byte       // Ticket in DER, kept from issue so headers need not re-marshal it
-	clock *uniqueClock // authenticator times; nil for a Ticket built by a caller
+	state *ticketState // nil for a Ticket built by a caller
+}
+
+// ticketState is what a ticket keeps for the authenticators made with it.
+type ticketState struct {
+	clock uniqueClock
+	keys  authKeys
 }
 
 // uniqueClock hands out authenticator timestamps that never repeat for one
@@ -70,11 +76,11 @@ func (u *uniqueClock) next(now time.Time) (time.Time, int) {
 
 // authTime is the ctime and cusec for a new authenticator under t.
 func (t *Ticket) authTime(now time.Time) (time.Time, int) {
-	if t.clock == nil {
+	if t.state == nil {
 		now = now.UTC()
 		return now, now.Nanosecond() / 1000
 	}
-	return t.clock.next(now)
+	return t.state.clock.next(now)
 }
 
 // ticketDER is the ticket's DER encoding.
@@ -121,7 +127,7 @@ func (c *Client) String() string {
 func ticketFrom(rep messages.KDCRepFields) *Ticket {
 	p := rep.DecryptedEncPart
 	der, _ := rep.Ticket.Marshal() // nil on failure: ticketDER marshals again and reports it
-	return &Ticket{der: der, clock: &uniqueClock{},
+	return &Ticket{der: der, state: &ticketState{},
 		Ticket: rep.Ticket, SessionKey: p.Key,
 		Client: rep.CName, ClientRealm: rep.CRealm,
 		Server: p.SName, ServerRealm: p.SRealm,
@@ -224,7 +230,7 @@ func newFromCCache(cc *credentials.CCache, cfg *config.Config, opts []Option) (*
 	if err := tkt.Unmarshal(e.Ticket); err != nil {
 		return nil, err
 	}
-	c.tgt = &Ticket{clock: &uniqueClock{}, Ticket: tkt, SessionKey: e.Key, Client: e.Client.PrincipalName, ClientRealm: e.Client.Realm,
+	c.tgt = &Ticket{state: &ticketState{}, Ticket: tkt, SessionKey: e.Key, Client: e.Client.PrincipalName, ClientRealm: e.Client.Realm,
 		Server: e.Server.PrincipalName, ServerRealm: e.Server.Realm, AuthTime: e.AuthTime,
 		StartTime: e.StartTime, EndTime: e.EndTime, RenewTill: e.RenewTill,
 		Flags: asn1.BitString{Bytes: flagBytes(e.TicketFlags), BitLength: 32}}

@@ -2,6 +2,7 @@ package kerberos
 
 import (
 	"bytes"
+	"encoding/asn1"
 	"encoding/base64"
 	"fmt"
 	"strings"
@@ -109,6 +110,66 @@ func TestFormatHidesSecrets(t *testing.T) {
 			if strings.Contains(out, "Sekr1t") || strings.Contains(out, key) || strings.Contains(out, fmt.Sprint(tk.SessionKey.KeyValue)) {
 				t.Errorf("%s of %T: %s", verb, v, out)
 			}
+		}
+	}
+}
+
+// The authenticator encryption with cached derived keys is RFC 3962's:
+// gokrb5's decryption (which derives the keys itself) opens it, for both
+// AES-SHA1 types, every time, and the confounder differs each time.
+func TestEncryptAuthenticatorCachedKeys(t *testing.T) {
+	for _, kt := range []int32{etypeID.AES128_CTS_HMAC_SHA1_96, etypeID.AES256_CTS_HMAC_SHA1_96, etypeID.RC4_HMAC} {
+		size := map[int32]int{17: 16, 18: 32, 23: 16}[kt]
+		tk := &Ticket{state: &ticketState{}, SessionKey: types.EncryptionKey{KeyType: kt, KeyValue: bytes.Repeat([]byte{5}, size)}}
+		var last []byte
+		for i := 0; i < 3; i++ {
+			msg := []byte(fmt.Sprintf("authenticator %d, of some length to cross blocks", i))
+			ed, err := tk.encryptAuthenticator(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain, err := crypto.DecryptEncPart(ed, tk.SessionKey, keyusage.AP_REQ_AUTHENTICATOR)
+			if err != nil || !bytes.Equal(plain, msg) {
+				t.Fatalf("etype %d: %q %v", kt, plain, err)
+			}
+			if bytes.Equal(ed.Cipher, last) {
+				t.Fatal("same ciphertext twice")
+			}
+			last = ed.Cipher
+		}
+	}
+}
+
+// authenticatorDER encodes exactly what gokrb5's Marshal does, with and
+// without a subkey, for names, realms, integers and times of every shape.
+func TestAuthenticatorDERMatchesGokrb5(t *testing.T) {
+	names := []types.PrincipalName{{NameType: 1, NameString: []string{"alice"}}, {NameType: 10, NameString: []string{"alice@corp.example.test"}},
+		{NameType: -128, NameString: []string{"a", strings.Repeat("b", 300)}}}
+	for i, n := range names {
+		for _, mutual := range []bool{false, true} {
+			a, err := types.NewAuthenticator(strings.Repeat("R", 1+i*100), n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Cusec = []int{0, 127, 128, 999999}[i%4]
+			a.Cksum = types.Checksum{CksumType: 0x8003, Checksum: make([]byte, 24)}
+			if mutual {
+				a.GenerateSeqNumberAndSubKey(etypeID.AES256_CTS_HMAC_SHA1_96, 32)
+			}
+			want, err := a.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := authenticatorDER(&a)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%v mutual=%v:\n got %x\nwant %x", n, mutual, got, want)
+			}
+		}
+	}
+	for _, v := range []int64{0, 1, 127, 128, 255, 256, -1, -128, -129, 1 << 31, 1<<32 - 1, -(1 << 31)} {
+		want, _ := asn1.Marshal(v)
+		if got := derInt(v); !bytes.Equal(got, want) {
+			t.Errorf("%d: %x, want %x", v, got, want)
 		}
 	}
 }

@@ -212,10 +212,14 @@ type CRL struct {
 }
 
 type crlFile struct {
-	mod  time.Time
-	size int64
-	list *x509.RevocationList
-	err  error
+	mod     time.Time
+	size    int64
+	list    *x509.RevocationList
+	serials map[string]bool // revoked serial numbers, as big.Int.String
+	// signed remembers the signature check per issuer certificate (its DER),
+	// so that each request costs a map lookup, not an ECDSA or RSA verify.
+	signed map[string]bool
+	err    error
 }
 
 // ErrRevoked is matched by the error for a revoked certificate.
@@ -227,20 +231,28 @@ func (c *CRL) Check(chain []*x509.Certificate) error {
 		return fmt.Errorf("%w: certificate chain too short for a revocation check", ErrBadCredentials)
 	}
 	leaf, issuer := chain[0], chain[1]
-	lists, err := c.lists()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	files, err := c.current()
 	if err != nil {
 		return err
 	}
 	found := false
-	for _, l := range lists {
-		if !bytes.Equal(l.RawIssuer, issuer.RawSubject) || l.CheckSignatureFrom(issuer) != nil {
+	for _, f := range files {
+		if !bytes.Equal(f.list.RawIssuer, issuer.RawSubject) {
+			continue
+		}
+		ok, checked := f.signed[string(issuer.Raw)]
+		if !checked {
+			ok = f.list.CheckSignatureFrom(issuer) == nil
+			f.signed[string(issuer.Raw)] = ok
+		}
+		if !ok {
 			continue
 		}
 		found = true
-		for _, e := range l.RevokedCertificateEntries {
-			if e.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
-				return fmt.Errorf("%w: serial %s by %s", ErrRevoked, leaf.SerialNumber, issuer.Subject.CommonName)
-			}
+		if f.serials[leaf.SerialNumber.String()] {
+			return fmt.Errorf("%w: serial %s by %s", ErrRevoked, leaf.SerialNumber, printable(issuer.Subject.CommonName))
 		}
 	}
 	if !found {
@@ -280,9 +292,9 @@ func (c *CRL) Err() error {
 	return errors.Join(errs...)
 }
 
-func (c *CRL) lists() ([]*x509.RevocationList, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// current reads changed files (at most once a second) and returns the
+// good ones. c.mu is held.
+func (c *CRL) current() ([]*crlFile, error) {
 	if c.files == nil {
 		c.files = map[string]*crlFile{}
 	}
@@ -293,16 +305,16 @@ func (c *CRL) lists() ([]*x509.RevocationList, error) {
 			c.reload(name)
 		}
 	}
-	var lists []*x509.RevocationList
+	var good []*crlFile
 	for _, name := range c.Files {
 		if f := c.files[name]; f != nil && f.list != nil {
-			lists = append(lists, f.list)
+			good = append(good, f)
 		}
 	}
-	if len(lists) == 0 {
+	if len(good) == 0 {
 		return nil, fmt.Errorf("%w: no CRL could be read", ErrRevoked)
 	}
-	return lists, nil
+	return good, nil
 }
 
 func (c *CRL) reload(name string) {
@@ -325,6 +337,11 @@ func (c *CRL) reload(name string) {
 		l, err = ParseCRL(b)
 		if err == nil {
 			f.list, f.mod, f.size, f.err = l, st.ModTime(), st.Size(), nil
+			f.signed = map[string]bool{}
+			f.serials = make(map[string]bool, len(l.RevokedCertificateEntries))
+			for _, e := range l.RevokedCertificateEntries {
+				f.serials[e.SerialNumber.String()] = true
+			}
 			return
 		}
 	}

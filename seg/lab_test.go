@@ -61,7 +61,7 @@ var (
 	rigErr  error
 )
 
-func getRig(t *testing.T) *rig {
+func getRig(t testing.TB) *rig {
 	t.Helper()
 	l := theLab.Get(t)
 	rigOnce.Do(func() { theRig, rigErr = newRig(l) })

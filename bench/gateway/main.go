@@ -1,0 +1,535 @@
+// Command gateway benchmarks the seg gateway (examples/gateway, as deployed)
+// against httputil.ReverseProxy behind the same TLS, and against the
+// backend directly, side by side in one run, on a lab of its own:
+//
+//   - warm path: throughput and p50/p99 latency, 100 users with client
+//     certificates, cached tickets, a fresh authenticator per request;
+//   - cold path: 1,000 concurrent first requests of one user, and 1,000
+//     users, counted at a relay in front of the KDC (S4U2Self and
+//     S4U2Proxy, by decoding each TGS-REQ);
+//   - idle long polls: 10,000 held Pings (1,000 users x 10), resident
+//     memory per held request of the proxy process.
+//
+// Run it as root (it raises the open-file limit for 10,000 held requests):
+//
+//	go run ./bench/gateway [-out bench/results/gateway.md]
+//
+// The roles (backend, revproxy, load, hold) are child processes of this
+// one, so each has its own CPU and memory figures.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/testpki"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "backend":
+			backend(os.Args[2:])
+			return
+		case "revproxy":
+			revproxy(os.Args[2:])
+			return
+		case "load":
+			load(os.Args[2:])
+			return
+		case "hold":
+			hold(os.Args[2:])
+			return
+		}
+	}
+	out := flag.String("out", "bench/results/gateway.md", "where to write the results")
+	users := flag.Int("users", 1000, "users for the cold path and the held Pings")
+	warmUsers := flag.Int("warm-users", 100, "users for the warm path")
+	perUser := flag.Int("per-user", 10, "held Pings per user")
+	d := flag.Duration("duration", 10*time.Second, "each warm-path run")
+	rounds := flag.Int("rounds", 3, "warm-path runs per target (median reported)")
+	flag.Parse()
+	if *warmUsers > *users {
+		log.Fatal("bench: -warm-users must not exceed -users")
+	}
+	if err := run(*out, *users, *warmUsers, *perUser, *d, *rounds); err != nil {
+		log.Fatal(err)
+	}
+}
+
+const (
+	svcPassword = "Bench-Svc-Passw0rd!"
+	asaPassword = "Bench-Asa-Rolled-Passw0rd-1234567890!"
+)
+
+type bench struct {
+	dir, self, gatewayBin string
+	lab                   *lab.Lab
+	relay                 *kdcRelay
+	spn                   string
+	report                strings.Builder
+}
+
+func (b *bench) printf(format string, args ...any) {
+	fmt.Fprintf(&b.report, format, args...)
+	fmt.Printf(format, args...)
+}
+
+func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int) error {
+	heldUsers := users
+	// 10,000 held requests: the proxy holds 20,000 sockets, the backend and
+	// the load generator 10,000 each. Without CAP_SYS_RESOURCE (some
+	// sandboxes drop it, even for root) the hard limit stays, and the held
+	// Pings are cut to what one proxy process can hold.
+	lim := syscall.Rlimit{Cur: 200000, Max: 200000}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+		lim.Cur = lim.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		if fit := int(lim.Max-200) / 2 / perUser; fit < users {
+			log.Printf("bench: the open-file limit is %d and cannot be raised (%v): held Pings cut to %d users × %d", lim.Max, err, fit, perUser)
+			heldUsers = fit
+		}
+	}
+	ctx := context.Background()
+	b := &bench{}
+	var err error
+	if b.self, err = os.Executable(); err != nil {
+		return err
+	}
+	if b.dir, err = os.MkdirTemp("", "segkcd-bench-"); err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.dir)
+	b.gatewayBin = filepath.Join(b.dir, "gateway")
+	if out, err := exec.Command("go", "build", "-o", b.gatewayBin, "./examples/gateway").CombinedOutput(); err != nil {
+		return fmt.Errorf("go build examples/gateway: %v\n%s", err, out)
+	}
+	if b.lab, err = lab.Start(ctx, lab.Options{Log: os.Stderr}); err != nil {
+		return err
+	}
+	defer b.lab.Close()
+	b.spn = "http/mail." + b.lab.DNSDomain
+	if err := b.lab.ProvisionKCD(ctx, lab.KCD{ASA: "EXCHASA", ASAPassword: asaPassword, Service: "svc_awseg",
+		Password: svcPassword, SPNs: []string{b.spn}}); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := b.makeUsers(ctx, append([]string{"bcold"}, names(users)...)); err != nil {
+		return err
+	}
+	log.Printf("bench: %d users created in %v", users+1, time.Since(start).Round(time.Millisecond))
+	if err := b.makeFiles(append([]string{"bcold"}, names(users)...)); err != nil {
+		return err
+	}
+	if b.relay, err = newKDCRelay(b.lab.KDCAddr()); err != nil {
+		return err
+	}
+	krb5 := fmt.Sprintf("[libdefaults]\n default_realm = %s\n udp_preference_limit = 1\n dns_lookup_kdc = false\n rdns = false\n"+
+		"[realms]\n %s = {\n  kdc = %s\n }\n", b.lab.Realm, b.lab.Realm, b.relay.addr)
+	if _, err := testpki.WriteFile(b.dir, "krb5.conf", []byte(krb5)); err != nil {
+		return err
+	}
+
+	backendAddr := freeAddr()
+	stopBackend, err := b.child("backend", "-addr", backendAddr, "-dir", b.dir)
+	if err != nil {
+		return err
+	}
+	defer stopBackend()
+	backendURL := "https://" + backendAddr
+
+	b.printf("# seg gateway benchmarks (%s)\n\n", time.Now().UTC().Format("2006-01-02"))
+	b.printf("%d cores; lab Samba KDC on loopback; %d users made in %v.\n\n", numCPU(), users+1, time.Since(start).Round(time.Second))
+
+	// Cold path.
+	gw, err := b.startGateway(backendURL)
+	if err != nil {
+		return err
+	}
+	defer gw.stop()
+	if err := b.coldPath(gw, users); err != nil {
+		return err
+	}
+
+	// Warm path.
+	rpAddr := freeAddr()
+	stopRP, err := b.child("revproxy", "-addr", rpAddr, "-target", backendURL, "-dir", b.dir)
+	if err != nil {
+		return err
+	}
+	defer stopRP()
+	targets := []struct{ name, url string }{
+		{"backend directly", backendURL},
+		{"httputil.ReverseProxy", "https://" + rpAddr},
+		{"seg gateway", gw.url},
+	}
+	results := map[string][]loadResult{}
+	for _, t := range targets {
+		b.load(t.url, warmUsers, 2*time.Second) // warm: connections, tickets
+	}
+	for r := 0; r < rounds; r++ {
+		for _, t := range targets {
+			res, err := b.load(t.url, warmUsers, d)
+			if err != nil {
+				return err
+			}
+			results[t.name] = append(results[t.name], res)
+		}
+	}
+	b.printf("## Warm path: %d users, %d devices in parallel, %v per run, median of %d runs\n\n", warmUsers, warmUsers, d, rounds)
+	b.printf("| target | requests/s | p50 | p99 | errors | throughput vs ReverseProxy |\n|---|---|---|---|---|---|\n")
+	rpRPS := median(results["httputil.ReverseProxy"]).RPS
+	for _, t := range targets {
+		m := median(results[t.name])
+		b.printf("| %s | %.0f | %.2f ms | %.2f ms | %d | %.2f× |\n", t.name, m.RPS, m.P50, m.P99, m.Errors, m.RPS/rpRPS)
+	}
+	b.printf("\nAll runs (req/s): ")
+	for _, t := range targets {
+		var s []string
+		for _, r := range results[t.name] {
+			s = append(s, fmt.Sprintf("%.0f", r.RPS))
+		}
+		b.printf("%s %s; ", t.name, strings.Join(s, ", "))
+	}
+	b.printf("\n\n")
+	gw.stop()
+	stopRP()
+
+	// Idle long polls, on fresh proxy processes.
+	if err := b.heldPings(backendURL, heldUsers, perUser); err != nil {
+		return err
+	}
+	return os.WriteFile(out, []byte(b.report.String()), 0o644)
+}
+
+func numCPU() int {
+	n := 0
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "processor") {
+			n++
+		}
+	}
+	return n
+}
+
+func names(n int) []string {
+	var s []string
+	for i := 0; i < n; i++ {
+		s = append(s, userName(i))
+	}
+	return s
+}
+
+// makeUsers creates the users over 4 LDAP connections in parallel.
+func (b *bench) makeUsers(ctx context.Context, users []string) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			c, err := b.lab.Dial(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			for i := w; i < len(users); i += 4 {
+				if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: users[i], Password: lab.UserPassword,
+					UserPrincipalName: users[i] + "@" + b.lab.DNSDomain, PasswordNeverExpires: true}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// makeFiles writes the CA, the server certificate (gateway, ReverseProxy
+// and backend share it), an empty CRL and a certificate per user.
+func (b *bench) makeFiles(users []string) error {
+	ca, err := testpki.New("bench device CA")
+	if err != nil {
+		return err
+	}
+	server, err := ca.Server()
+	if err != nil {
+		return err
+	}
+	crl, err := ca.CRL(1)
+	if err != nil {
+		return err
+	}
+	for name, data := range map[string][]byte{"ca.pem": ca.PEM, "server.crt": server.CertPEM, "server.key": server.KeyPEM,
+		"devices.crl": crl, "svc.password": []byte(svcPassword)} {
+		if _, err := testpki.WriteFile(b.dir, name, data); err != nil {
+			return err
+		}
+	}
+	udir := filepath.Join(b.dir, "users")
+	if err := os.MkdirAll(udir, 0o700); err != nil {
+		return err
+	}
+	for _, u := range users {
+		dev, err := ca.Device(u+"@"+b.lab.DNSDomain, "", "")
+		if err != nil {
+			return err
+		}
+		if _, err := testpki.WriteFile(udir, u+".crt", dev.CertPEM); err != nil {
+			return err
+		}
+		if _, err := testpki.WriteFile(udir, u+".key", dev.KeyPEM); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// child starts a role of this program and waits for its "ready" line.
+func (b *bench) child(role string, args ...string) (stop func(), err error) {
+	cmd := b.command(role, args...)
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "ready") {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("%s did not start", role)
+	}
+	go io.Copy(io.Discard, stdout)
+	var once sync.Once
+	return func() { once.Do(func() { cmd.Process.Kill(); cmd.Wait() }) }, nil
+}
+
+// command is a role of this program as a child that dies with it.
+func (b *bench) command(role string, args ...string) *exec.Cmd {
+	cmd := exec.Command(b.self, append([]string{role}, args...)...)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+type gatewayProc struct {
+	cmd  *exec.Cmd
+	url  string
+	stop func()
+}
+
+// startGateway runs examples/gateway as an administrator would.
+func (b *bench) startGateway(backendURL string) (*gatewayProc, error) {
+	addr := freeAddr()
+	conf := map[string]any{
+		"listen": addr, "tls_cert": filepath.Join(b.dir, "server.crt"), "tls_key": filepath.Join(b.dir, "server.key"),
+		"client_ca_files": []string{filepath.Join(b.dir, "ca.pem")}, "crl_files": []string{filepath.Join(b.dir, "devices.crl")},
+		"realm": b.lab.Realm, "netbios": b.lab.Domain, "krb5_conf": filepath.Join(b.dir, "krb5.conf"),
+		"service_account": "svc_awseg", "password_file": filepath.Join(b.dir, "svc.password"),
+		"exchange_url": backendURL, "exchange_spn": b.spn, "exchange_ca_file": filepath.Join(b.dir, "ca.pem"),
+	}
+	j, _ := json.Marshal(conf)
+	path, err := testpki.WriteFile(b.dir, "gateway.json", j)
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(filepath.Join(b.dir, "gateway.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(b.gatewayBin, "-config", path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	g := &gatewayProc{cmd: cmd, url: "https://" + addr, stop: func() { once.Do(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() }) }}
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return g, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	g.stop()
+	return nil, fmt.Errorf("the gateway did not start; see %s", filepath.Join(b.dir, "gateway.log"))
+}
+
+func (b *bench) load(url string, users int, d time.Duration) (loadResult, error) {
+	out, err := b.command("load", "-url", url, "-dir", b.dir, "-users", strconv.Itoa(users),
+		"-conns", strconv.Itoa(users), "-duration", d.String()).Output()
+	if err != nil {
+		return loadResult{}, fmt.Errorf("load %s: %v", url, err)
+	}
+	var r loadResult
+	return r, json.Unmarshal(out, &r)
+}
+
+func median(rs []loadResult) loadResult {
+	s := append([]loadResult(nil), rs...)
+	sort.Slice(s, func(i, j int) bool { return s[i].RPS < s[j].RPS })
+	return s[len(s)/2]
+}
+
+// coldPath counts KDC exchanges at the relay.
+func (b *bench) coldPath(gw *gatewayProc, users int) error {
+	self0, proxy0 := b.relay.counts()
+	start := time.Now()
+	errs := fire(1000, 1000, func(int) (string, *http.Client) { return "bcold", device(b.dir, "bcold") }, gw.url, true)
+	took := time.Since(start)
+	self1, proxy1 := b.relay.counts()
+	b.printf("## Cold path, counted at a relay in front of the KDC\n\n")
+	b.printf("| load | S4U2Self | S4U2Proxy | failed requests | wall time |\n|---|---|---|---|---|\n")
+	b.printf("| 1,000 concurrent first requests of one user | %d | %d | %d | %v |\n", self1-self0, proxy1-proxy0, errs, took.Round(time.Millisecond))
+	start = time.Now()
+	errs = fire(users, 100, func(i int) (string, *http.Client) { u := userName(i); return u, device(b.dir, u) }, gw.url, false)
+	took = time.Since(start)
+	self2, proxy2 := b.relay.counts()
+	b.printf("| %d users, one first request each, 100 at a time | %d | %d | %d | %v (%.1f new users/s) |\n\n",
+		users, self2-self1, proxy2-proxy1, errs, took.Round(time.Millisecond), float64(users)/took.Seconds())
+	b.printf("KDC requests sent again after a timeout (same nonce), not counted above: %d.\n\n", b.relay.retransmissions())
+	return nil
+}
+
+// fire sends n requests, conc at a time, each from the device dev(i) gives.
+// With shared, all requests use one client (one user's phone, many
+// connections).
+func fire(n, conc int, dev func(int) (string, *http.Client), base string, shared bool) int {
+	var mu sync.Mutex
+	failed := 0
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	var one *http.Client
+	var oneUser string
+	if shared {
+		oneUser, one = dev(0)
+	}
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			user, c := oneUser, one
+			if !shared {
+				user, c = dev(i)
+			}
+			resp, err := c.Post(easURL(base, user), "", nil)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			if err != nil || resp.StatusCode != 200 {
+				mu.Lock()
+				failed++
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	return failed
+}
+
+// heldPings measures the resident memory each held Ping costs a proxy.
+func (b *bench) heldPings(backendURL string, users, perUser int) error {
+	type proxy struct {
+		name string
+		url  string
+		pid  int
+		stop func()
+	}
+	gw, err := b.startGateway(backendURL)
+	if err != nil {
+		return err
+	}
+	defer gw.stop()
+	rpAddr := freeAddr()
+	rpCmd := b.command("revproxy", "-addr", rpAddr, "-target", backendURL, "-dir", b.dir)
+	rpOut, _ := rpCmd.StdoutPipe()
+	if err := rpCmd.Start(); err != nil {
+		return err
+	}
+	bufio.NewScanner(rpOut).Scan()
+	defer func() { rpCmd.Process.Kill(); rpCmd.Wait() }()
+	proxies := []proxy{{"httputil.ReverseProxy", "https://" + rpAddr, rpCmd.Process.Pid, nil}, {"seg gateway", gw.url, gw.cmd.Process.Pid, nil}}
+	total := users * perUser
+	b.printf("## Idle long polls: %d held Pings (%d users × %d), fresh proxy processes\n\n", total, users, perUser)
+	b.printf("| proxy | RSS before | RSS holding | per held Ping | ratio |\n|---|---|---|---|---|\n")
+	var base float64
+	for _, p := range proxies {
+		// The same warm-up for both: one request per user (the gateway
+		// caches each user's ticket).
+		fire(users, 100, func(i int) (string, *http.Client) { u := userName(i); return u, device(b.dir, u) }, p.url, false)
+		time.Sleep(time.Second)
+		before := rss(p.pid)
+		cmd := b.command("hold", "-url", p.url, "-dir", b.dir, "-users", strconv.Itoa(users), "-per-user", strconv.Itoa(perUser))
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		sc := bufio.NewScanner(out)
+		sc.Scan()
+		line := sc.Text()
+		time.Sleep(2 * time.Second)
+		holding := rss(p.pid)
+		cmd.Process.Kill()
+		cmd.Wait()
+		per := float64(holding-before) / float64(total)
+		if base == 0 {
+			base = per
+		}
+		b.printf("| %s | %.1f MiB | %.1f MiB | %.1f KiB | %.2f× | \n", p.name, float64(before)/1024, float64(holding)/1024, per, per/base)
+		log.Printf("bench: %s: %s", p.name, line)
+		time.Sleep(2 * time.Second) // let the held connections close
+	}
+	b.printf("\n")
+	return nil
+}
+
+// rss is the resident set of a process in KiB.
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
+

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segkcd/segkcd/internal/eastest"
+)
+
+// The roles run as child processes of "run", so that the proxies, the
+// backend and the load generator each have their own process (and memory
+// figure).
+
+// backend is the same upstream for all three paths: it answers "ok" at
+// once, or holds the answer open while HoldHeader says so. It does not
+// check the Negotiate header: what is measured is the proxies.
+func backend(args []string) {
+	fs := flag.NewFlagSet("backend", flag.ExitOnError)
+	addr := fs.String("addr", "", "listen address")
+	dir := fs.String("dir", "", "files")
+	fs.Parse(args)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(*dir, "server.crt"), filepath.Join(*dir, "server.key"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Addr: *addr, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			if r.Header.Get(eastest.HoldHeader) != "" {
+				w.WriteHeader(200)
+				io.WriteString(w, "held\n")
+				http.NewResponseController(w).Flush()
+				<-r.Context().Done()
+				return
+			}
+			io.WriteString(w, "ok\n")
+		})}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("ready")
+	log.Fatal(srv.ServeTLS(ln, "", ""))
+}
+
+// deviceTLS is the listener configuration the gateway and the
+// ReverseProxy both use: the same certificate, the same client CA check.
+func deviceTLS(dir string) *tls.Config {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool(dir), ClientAuth: tls.VerifyClientCertIfGiven,
+		NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+}
+
+func pool(dir string) *x509.CertPool {
+	b, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(b)
+	return p
+}
+
+// revproxy is the peer: httputil.ReverseProxy behind the same TLS, with
+// one shared upstream pool (what the gateway must not do with Kerberos,
+// and why it is the cheapest possible proxy).
+func revproxy(args []string) {
+	fs := flag.NewFlagSet("revproxy", flag.ExitOnError)
+	addr := fs.String("addr", "", "listen address")
+	target := fs.String("target", "", "backend URL")
+	dir := fs.String("dir", "", "files")
+	fs.Parse(args)
+	u, _ := url.Parse(*target)
+	rp := &httputil.ReverseProxy{
+		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() },
+		FlushInterval: -1,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool(*dir)}, MaxIdleConnsPerHost: 1024,
+			IdleConnTimeout: 90 * time.Second, DisableCompression: true},
+	}
+	srv := &http.Server{Handler: rp, TLSConfig: deviceTLS(*dir), ReadHeaderTimeout: 30 * time.Second,
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("ready")
+	log.Fatal(srv.ServeTLS(ln, "", ""))
+}
+
+// device is one phone: a user's certificate and keep-alive connection.
+func device(dir, user string) *http.Client {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "users", user+".crt"), filepath.Join(dir, "users", user+".key"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool(dir), Certificates: []tls.Certificate{cert}},
+		MaxIdleConnsPerHost: 64, DisableCompression: true}}
+}
+
+func easURL(base, user string) string {
+	return base + "/Microsoft-Server-ActiveSync?Cmd=Sync&User=" + user + "&DeviceId=BENCH" + user + "&DeviceType=Bench"
+}
+
+// loadResult is what a load run reports.
+type loadResult struct {
+	Requests int64   `json:"requests"`
+	Errors   int64   `json:"errors"`
+	RPS      float64 `json:"rps"`
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+}
+
+// load drives conns devices (users round robin) for a duration and prints
+// a loadResult.
+func load(args []string) {
+	fs := flag.NewFlagSet("load", flag.ExitOnError)
+	base := fs.String("url", "", "base URL")
+	dir := fs.String("dir", "", "files")
+	users := fs.Int("users", 100, "users")
+	conns := fs.Int("conns", 100, "devices in parallel")
+	d := fs.Duration("duration", 10*time.Second, "how long")
+	fs.Parse(args)
+	var requests, errors atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	stop := time.Now().Add(*d)
+	var wg sync.WaitGroup
+	for i := 0; i < *conns; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			user := userName(i % *users)
+			c := device(*dir, user)
+			url := easURL(*base, user)
+			var mine []time.Duration
+			for time.Now().Before(stop) {
+				t0 := time.Now()
+				resp, err := c.Post(url, "application/vnd.ms-sync.wbxml", nil)
+				if err != nil {
+					errors.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errors.Add(1)
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+				requests.Add(1)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}(i)
+	}
+	wg.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	r := loadResult{Requests: requests.Load(), Errors: errors.Load(), RPS: float64(requests.Load()) / d.Seconds()}
+	if len(lat) > 0 {
+		r.P50 = float64(lat[len(lat)/2]) / 1e6
+		r.P99 = float64(lat[len(lat)*99/100]) / 1e6
+	}
+	json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// hold opens perUser held Pings for each of users, prints "ready" once
+// every one has its first bytes, and keeps them until it is killed.
+func hold(args []string) {
+	fs := flag.NewFlagSet("hold", flag.ExitOnError)
+	base := fs.String("url", "", "base URL")
+	dir := fs.String("dir", "", "files")
+	users := fs.Int("users", 1000, "users")
+	perUser := fs.Int("per-user", 10, "held requests per user")
+	fs.Parse(args)
+	var ready, failed atomic.Int64
+	total := int64(*users * *perUser)
+	sem := make(chan struct{}, 200) // handshakes in flight
+	for u := 0; u < *users; u++ {
+		user := userName(u)
+		c := device(*dir, user)
+		for j := 0; j < *perUser; j++ {
+			go func() {
+				sem <- struct{}{}
+				req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost,
+					*base+"/Microsoft-Server-ActiveSync?Cmd=Ping&User="+user+"&DeviceId=H"+user+"&DeviceType=Bench", nil)
+				req.Header.Set(eastest.HoldHeader, "1h")
+				resp, err := c.Do(req)
+				if err != nil {
+					<-sem
+					failed.Add(1)
+					log.Print(err)
+					return
+				}
+				buf := make([]byte, 5)
+				io.ReadFull(resp.Body, buf)
+				<-sem
+				ready.Add(1)
+				io.Copy(io.Discard, resp.Body) // until killed
+			}()
+		}
+	}
+	for ready.Load()+failed.Load() < total {
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Printf("ready %d failed %d\n", ready.Load(), failed.Load())
+	select {}
+}
+
+func userName(i int) string { return fmt.Sprintf("bu%04d", i) }

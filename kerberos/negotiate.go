@@ -85,12 +85,18 @@ func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
 	binary.LittleEndian.PutUint32(sum[0:], 16)
 	binary.LittleEndian.PutUint32(sum[20:], gssFlags)
 	auth.Cksum = types.Checksum{CksumType: gssChecksumType, Checksum: sum}
-	apBytes, err := apReqDER(t, auth, mutual)
+	ap, err := apReq(t, auth, mutual)
 	if err != nil {
 		return nil, fail(op, t.ServerName(), err)
 	}
-	b := negTokenInitDER(gssInitDER(tokAPReq, apBytes))
-	return &Negotiation{Header: "Negotiate " + base64.StdEncoding.EncodeToString(b),
+	b := negotiateToken(ap)
+	var hdr strings.Builder
+	hdr.Grow(len("Negotiate ") + base64.StdEncoding.EncodedLen(len(b)))
+	hdr.WriteString("Negotiate ")
+	enc := base64.NewEncoder(base64.StdEncoding, &hdr)
+	enc.Write(b)
+	enc.Close()
+	return &Negotiation{Header: hdr.String(),
 		key: t.SessionKey, ctime: auth.CTime, cusec: auth.Cusec, mutual: mutual,
 		subkey: auth.SubKey, seq: auth.SeqNumber}, nil
 }
@@ -180,69 +186,126 @@ func tlv(tag byte, parts ...[]byte) []byte {
 	for _, p := range parts {
 		n += len(p)
 	}
-	out := make([]byte, 0, n+6)
-	out = append(out, tag)
-	switch {
-	case n < 0x80:
-		out = append(out, byte(n))
-	case n < 0x100:
-		out = append(out, 0x81, byte(n))
-	case n < 0x10000:
-		out = append(out, 0x82, byte(n>>8), byte(n))
-	case n < 0x1000000:
-		out = append(out, 0x83, byte(n>>16), byte(n>>8), byte(n))
-	default:
-		out = append(out, 0x84, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
+	out := appendDERHeader(make([]byte, 0, n+6), tag, n)
 	for _, p := range parts {
 		out = append(out, p...)
 	}
 	return out
 }
 
-// apReqDER is AP-REQ ::= [APPLICATION 14] SEQUENCE { pvno [0] 5, msg-type
+// apReq is AP-REQ ::= [APPLICATION 14] SEQUENCE { pvno [0] 5, msg-type
 // [1] 14, ap-options [2] BIT STRING, ticket [3], authenticator [4] } with
 // the authenticator encrypted in the session key (key usage 11).
-func apReqDER(t *Ticket, auth types.Authenticator, mutual bool) ([]byte, error) {
+func apReq(t *Ticket, auth types.Authenticator, mutual bool) (derNode, error) {
 	tkt, err := t.ticketDER()
 	if err != nil {
-		return nil, err
+		return derNode{}, err
 	}
 	ab, err := authenticatorDER(&auth)
 	if err != nil {
-		return nil, err
+		return derNode{}, err
 	}
 	ed, err := t.encryptAuthenticator(ab)
 	if err != nil {
-		return nil, err
-	}
-	edb, err := asn1.Marshal(ed)
-	if err != nil {
-		return nil, err
+		return derNode{}, err
 	}
 	opts := []byte{0x03, 0x05, 0x00, 0, 0, 0, 0}
 	if mutual {
 		opts[3] = 0x80 >> flags.APOptionMutualRequired
 	}
-	seq := tlv(0x30,
-		tlv(0xa0, []byte{0x02, 0x01, 0x05}),
-		tlv(0xa1, []byte{0x02, 0x01, 0x0e}),
-		tlv(0xa2, opts),
-		tlv(0xa3, tkt),
-		tlv(0xa4, edb))
-	return tlv(0x6e, seq), nil
+	return el(0x6e, el(0x30,
+		raw(apPVNO), raw(apMsgType),
+		el(0xa2, raw(opts)),
+		el(0xa3, raw(tkt)),
+		el(0xa4, raw(encryptedDataDER(ed))))), nil
+}
+
+var (
+	apPVNO    = []byte{0xa0, 0x03, 0x02, 0x01, 0x05}
+	apMsgType = []byte{0xa1, 0x03, 0x02, 0x01, 0x0e}
+	// mechTypes is the SPNEGO mechTypes [0] offering Kerberos and
+	// Microsoft's OID for it.
+	mechTypes = tlv(0xa0, tlv(0x30, krb5OID, msKrb5OID))
+)
+
+// negotiateToken is the SPNEGO NegTokenInit (RFC 4178) carrying the
+// AP-REQ as a GSS-API initial token (RFC 2743 3.1), written in one pass.
+func negotiateToken(ap derNode) []byte {
+	tok := el(0x60, raw(spnegoOID), el(0xa0, el(0x30,
+		raw(mechTypes),
+		el(0xa2, el(0x04, el(0x60, raw(krb5OID), raw(tokAPReq), ap))))))
+	return tok.write(make([]byte, 0, tok.size()))
+}
+
+// derNode is a DER element whose encoding is sized first and then written
+// into one buffer: tlv copies its content once per level, and a Negotiate
+// token nests a kilobyte-long ticket eight levels deep.
+type derNode struct {
+	tag  byte // 0: raw, already encoded bytes
+	raw  []byte
+	kids []derNode
+	n    int // content length
+}
+
+func raw(b []byte) derNode { return derNode{raw: b, n: len(b)} }
+
+func el(tag byte, kids ...derNode) derNode {
+	n := 0
+	for i := range kids {
+		n += kids[i].size()
+	}
+	return derNode{tag: tag, kids: kids, n: n}
+}
+
+func (d *derNode) size() int {
+	if d.tag == 0 {
+		return d.n
+	}
+	return derHeaderLen(d.n) + d.n
+}
+
+func (d *derNode) write(b []byte) []byte {
+	if d.tag == 0 {
+		return append(b, d.raw...)
+	}
+	b = appendDERHeader(b, d.tag, d.n)
+	for i := range d.kids {
+		b = d.kids[i].write(b)
+	}
+	return b
+}
+
+func derHeaderLen(n int) int {
+	switch {
+	case n < 0x80:
+		return 2
+	case n < 0x100:
+		return 3
+	case n < 0x10000:
+		return 4
+	case n < 0x1000000:
+		return 5
+	}
+	return 6
+}
+
+func appendDERHeader(out []byte, tag byte, n int) []byte {
+	out = append(out, tag)
+	switch {
+	case n < 0x80:
+		return append(out, byte(n))
+	case n < 0x100:
+		return append(out, 0x81, byte(n))
+	case n < 0x10000:
+		return append(out, 0x82, byte(n>>8), byte(n))
+	case n < 0x1000000:
+		return append(out, 0x83, byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(out, 0x84, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }
 
 // gssInitDER frames a Kerberos message as a GSS-API token (RFC 2743 3.1).
 func gssInitDER(tokID, msg []byte) []byte { return tlv(0x60, krb5OID, tokID, msg) }
-
-// negTokenInitDER is the SPNEGO initial token (RFC 4178) offering Kerberos
-// (and Microsoft's OID for it) with the mech token.
-func negTokenInitDER(mech []byte) []byte {
-	types := tlv(0xa0, tlv(0x30, krb5OID, msKrb5OID))
-	token := tlv(0xa2, tlv(0x04, mech))
-	return tlv(0x60, spnegoOID, tlv(0xa0, tlv(0x30, types, token)))
-}
 
 // gssUnwrap checks the framing and token id and returns the message.
 func gssUnwrap(tokID, b []byte) ([]byte, error) {
@@ -288,6 +351,16 @@ func authenticatorDER(a *types.Authenticator) ([]byte, error) {
 		fields = append(fields, tlv(0xa7, derInt(a.SeqNumber)))
 	}
 	return tlv(0x62, tlv(0x30, fields...)), nil
+}
+
+// encryptedDataDER encodes EncryptedData (RFC 4120 5.2.9); kvno is left
+// out when zero, as gokrb5's optional field is.
+func encryptedDataDER(ed types.EncryptedData) []byte {
+	fields := [][]byte{tlv(0xa0, derInt(int64(ed.EType)))}
+	if ed.KVNO != 0 {
+		fields = append(fields, tlv(0xa1, derInt(int64(ed.KVNO))))
+	}
+	return tlv(0x30, append(fields, tlv(0xa2, tlv(0x04, ed.Cipher)))...)
 }
 
 func principalDER(p types.PrincipalName) []byte {

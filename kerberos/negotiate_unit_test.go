@@ -166,6 +166,15 @@ func TestAuthenticatorDERMatchesGokrb5(t *testing.T) {
 			}
 		}
 	}
+	for _, ed := range []types.EncryptedData{{EType: 18, Cipher: make([]byte, 300)}, {EType: 23, KVNO: 300, Cipher: []byte{1}}} {
+		want, err := asn1.Marshal(ed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := encryptedDataDER(ed); !bytes.Equal(got, want) {
+			t.Errorf("EncryptedData %d/%d: %x, want %x", ed.EType, ed.KVNO, got, want)
+		}
+	}
 	for _, v := range []int64{0, 1, 127, 128, 255, 256, -1, -128, -129, 1 << 31, 1<<32 - 1, -(1 << 31)} {
 		want, _ := asn1.Marshal(v)
 		if got := derInt(v); !bytes.Equal(got, want) {

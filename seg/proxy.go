@@ -97,6 +97,7 @@ type ProxyHandler struct {
 	Logger *slog.Logger
 
 	once      sync.Once
+	buffers   bufferPool
 	proxy     *httputil.ReverseProxy // ordinary commands
 	longPoll  *httputil.ReverseProxy // Ping and Sync
 	transport UserTransport
@@ -153,6 +154,7 @@ func (h *ProxyHandler) reverseProxy(flush time.Duration) *httputil.ReverseProxy 
 		},
 		Transport:      &kcdTransport{h: h},
 		FlushInterval:  flush,
+		BufferPool:     &h.buffers,
 		ModifyResponse: h.ModifyResponse,
 		ErrorHandler:   h.proxyError,
 		ErrorLog:       slog.NewLogLogger(h.logger().Handler(), slog.LevelWarn),
@@ -351,6 +353,19 @@ func statusText(code int) string {
 	}
 	return "Error"
 }
+
+// bufferPool lends ReverseProxy its copy buffers: without one it allocates
+// 32 KiB per response, most of the gateway's garbage.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 
 // logLine collects what the request's log line says.
 type logLine struct {

@@ -150,7 +150,7 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 	}
 
 	backendAddr := freeAddr()
-	stopBackend, err := b.child("backend", "-addr", backendAddr, "-dir", b.dir)
+	stopBackend, backendPID, err := b.child("backend", "-addr", backendAddr, "-dir", b.dir)
 	if err != nil {
 		return err
 	}
@@ -172,35 +172,51 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 
 	// Warm path.
 	rpAddr := freeAddr()
-	stopRP, err := b.child("revproxy", "-addr", rpAddr, "-target", backendURL, "-dir", b.dir)
+	stopRP, rpPID, err := b.child("revproxy", "-addr", rpAddr, "-target", backendURL, "-dir", b.dir)
 	if err != nil {
 		return err
 	}
 	defer stopRP()
-	targets := []struct{ name, url string }{
-		{"backend directly", backendURL},
-		{"httputil.ReverseProxy", "https://" + rpAddr},
-		{"seg gateway", gw.url},
+	targets := []struct {
+		name, url string
+		pid       int
+	}{
+		{"backend directly", backendURL, 0},
+		{"httputil.ReverseProxy", "https://" + rpAddr, rpPID},
+		{"seg gateway", gw.url, gw.cmd.Process.Pid},
 	}
 	results := map[string][]loadResult{}
+	cpuPerReq := map[string][]float64{}    // proxy process, µs of CPU per request
+	backendPerReq := map[string][]float64{} // backend process
 	for _, t := range targets {
 		b.load(t.url, warmUsers, 2*time.Second) // warm: connections, tickets
 	}
 	for r := 0; r < rounds; r++ {
 		for _, t := range targets {
+			p0, b0 := cpuTime(t.pid), cpuTime(backendPID)
 			res, err := b.load(t.url, warmUsers, d)
 			if err != nil {
 				return err
 			}
+			p1, b1 := cpuTime(t.pid), cpuTime(backendPID)
 			results[t.name] = append(results[t.name], res)
+			if res.Requests > 0 {
+				cpuPerReq[t.name] = append(cpuPerReq[t.name], float64(p1-p0)/float64(res.Requests))
+				backendPerReq[t.name] = append(backendPerReq[t.name], float64(b1-b0)/float64(res.Requests))
+			}
 		}
 	}
 	b.printf("## Warm path: %d users, %d devices in parallel, %v per run, median of %d runs\n\n", warmUsers, warmUsers, d, rounds)
-	b.printf("| target | requests/s | p50 | p99 | errors | throughput vs ReverseProxy |\n|---|---|---|---|---|---|\n")
+	b.printf("| target | requests/s | p50 | p99 | errors | throughput vs ReverseProxy | proxy CPU per request | backend CPU per request |\n|---|---|---|---|---|---|---|---|\n")
 	rpRPS := median(results["httputil.ReverseProxy"]).RPS
 	for _, t := range targets {
 		m := median(results[t.name])
-		b.printf("| %s | %.0f | %.2f ms | %.2f ms | %d | %.2f× |\n", t.name, m.RPS, m.P50, m.P99, m.Errors, m.RPS/rpRPS)
+		proxyCPU := "—"
+		if t.pid != 0 {
+			proxyCPU = fmt.Sprintf("%.0f µs", medianOf(cpuPerReq[t.name]))
+		}
+		b.printf("| %s | %.0f | %.2f ms | %.2f ms | %d | %.2f× | %s | %.0f µs |\n", t.name, m.RPS, m.P50, m.P99, m.Errors, m.RPS/rpRPS,
+			proxyCPU, medianOf(backendPerReq[t.name]))
 	}
 	b.printf("\nAll runs (req/s): ")
 	for _, t := range targets {
@@ -318,20 +334,20 @@ func freeAddr() string {
 }
 
 // child starts a role of this program and waits for its "ready" line.
-func (b *bench) child(role string, args ...string) (stop func(), err error) {
+func (b *bench) child(role string, args ...string) (stop func(), pid int, err error) {
 	cmd := b.command(role, args...)
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	sc := bufio.NewScanner(stdout)
 	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "ready") {
 		cmd.Process.Kill()
-		return nil, fmt.Errorf("%s did not start", role)
+		return nil, 0, fmt.Errorf("%s did not start", role)
 	}
 	go io.Copy(io.Discard, stdout)
 	var once sync.Once
-	return func() { once.Do(func() { cmd.Process.Kill(); cmd.Wait() }) }, nil
+	return func() { once.Do(func() { cmd.Process.Kill(); cmd.Wait() }) }, cmd.Process.Pid, nil
 }
 
 // command is a role of this program as a child that dies with it.
@@ -515,6 +531,32 @@ func (b *bench) heldPings(backendURL string, users, perUser int) error {
 	}
 	b.printf("\n")
 	return nil
+}
+
+func medianOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+// cpuTime is the user+system CPU a process has used, in µs (0 for pid 0).
+func cpuTime(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces): utime is the
+	// 12th, stime the 13th, in clock ticks (100 a second on Linux).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return (ut + st) * 10000
 }
 
 // rss is the resident set of a process in KiB.

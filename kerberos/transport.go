@@ -48,10 +48,46 @@ type Transport struct {
 	Dialer interface {
 		DialContext(ctx context.Context, network, address string) (net.Conn, error)
 	}
+	// MaxInFlight bounds the exchanges open with one KDC at a time; others
+	// wait their turn (within their context). Zero means 8. A gateway whose
+	// users all arrive at once (a restart, the morning) would otherwise
+	// open a TCP connection per user at the same moment: Samba's KDC listens
+	// with a backlog of 10 connections, and each SYN it drops costs the
+	// client a one-second retransmission, which with a 3-second Timeout
+	// failed users that a queue serves in milliseconds.
+	MaxInFlight int
 
 	mu    sync.Mutex
 	last  map[string]string               // realm -> KDC that answered last
 	until map[string]map[string]time.Time // realm -> KDC -> end of its backoff
+	slots map[string]chan struct{}        // KDC -> exchanges in flight
+}
+
+// exchangeInTurn waits for one of the KDC's MaxInFlight slots, then
+// exchanges. The wait is bounded by ctx only: Timeout starts with the
+// exchange, so a queue does not make a healthy KDC look dead.
+func (t *Transport) exchangeInTurn(ctx context.Context, proto, addr string, req []byte) ([]byte, error) {
+	t.mu.Lock()
+	if t.slots == nil {
+		t.slots = map[string]chan struct{}{}
+	}
+	slot, ok := t.slots[addr]
+	if !ok {
+		n := t.MaxInFlight
+		if n <= 0 {
+			n = 8
+		}
+		slot = make(chan struct{}, n)
+		t.slots[addr] = slot
+	}
+	t.mu.Unlock()
+	select {
+	case slot <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-slot }()
+	return t.exchange(ctx, proto, addr, req)
 }
 
 const maxReply = 1 << 20 // a KDC reply larger than 1 MiB is an attack or a bug
@@ -89,7 +125,7 @@ func (t *Transport) send(ctx context.Context, realm string, req []byte) ([]byte,
 			if err := ctx.Err(); err != nil {
 				return nil, "", err
 			}
-			rep, err := t.exchange(ctx, proto, addr, req)
+			rep, err := t.exchangeInTurn(ctx, proto, addr, req)
 			if err == nil {
 				if code, isErr := krbErrorCode(rep); isErr && code == CodeResponseTooBig && proto == "udp" {
 					errs = append(errs, addr+"/udp: response too big")

@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,5 +135,75 @@ func TestTransportTCPOnlyKDC(t *testing.T) {
 	c := kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, cfg)
 	if _, err := c.Impersonate(context.Background(), "bob", e.mailSPN); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// connGauge is a dialer that tracks how many KDC connections are open.
+type connGauge struct {
+	mu        sync.Mutex
+	open, max int
+}
+
+func (g *connGauge) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.open++
+	if g.open > g.max {
+		g.max = g.open
+	}
+	g.mu.Unlock()
+	return &gaugedConn{Conn: c, g: g}, nil
+}
+
+type gaugedConn struct {
+	net.Conn
+	g    *connGauge
+	once sync.Once
+}
+
+func (c *gaugedConn) Close() error {
+	c.once.Do(func() { c.g.mu.Lock(); c.g.open--; c.g.mu.Unlock() })
+	return c.Conn.Close()
+}
+
+// TestTransportQueuesBursts: 200 users' first requests at once, over TCP
+// with a strict 1s attempt timeout, all succeed, because at most
+// MaxInFlight connections are open to the KDC at a time. Unqueued, Samba's
+// listen backlog of 10 drops SYNs and the 1s SYN retransmission fails
+// attempts (seen at the gateway with 60 users).
+func TestTransportQueuesBursts(t *testing.T) {
+	e := setup(t)
+	cfg, err := kerberos.NewConfig(e.lab.Realm, e.lab.KDCAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.LibDefaults.UDPPreferenceLimit = 1
+	g := &connGauge{}
+	c := kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, cfg,
+		kerberos.WithTransport(&kerberos.Transport{Config: cfg, Timeout: time.Second, Dialer: g}))
+	if _, err := c.TGT(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.S4U2Self(context.Background(), "alice"); err != nil {
+				failed.Add(1)
+				t.Log(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of 200 failed", n)
+	}
+	if g.max > 8 {
+		t.Errorf("%d connections open at once, want at most 8", g.max)
 	}
 }

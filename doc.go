@@ -22,7 +22,9 @@
 //     status, removal), over WinRM.
 //   - iis: Windows authentication on the ActiveSync and EWS virtual
 //     directories, and IIS_IUSRS membership, over WinRM.
-//   - seg: the gateway itself, an http.Handler. (Not yet implemented.)
+//   - seg: the gateway itself, an http.Handler: device authentication by
+//     client certificate or Basic, S4U tickets from a per-user cache,
+//     Negotiate to Exchange over connections that carry one user each.
 //
 // The order matters. Create the ASA (AES only). Give every Exchange server
 // its credential, and only then reset its password in AD. Register the mail
@@ -30,7 +32,8 @@
 // the service account with TRUSTED_TO_AUTH_FOR_DELEGATION and
 // msDS-AllowedToDelegateTo set to the mail SPNs. Last, set IIS to Negotiate
 // with kernel mode and app-pool credentials. examples/provision runs the
-// whole procedure; examples/s4u gets a ticket as a user, like kvno -U. The
+// whole procedure; examples/s4u gets a ticket as a user, like kvno -U;
+// examples/gateway runs the gateway from a JSON configuration. The
 // Exchange and IIS packages are tested against a WS-Management test host
 // that models Windows; no real Windows host is reachable where segkcd is built.
 //

@@ -27,6 +27,7 @@ const (
 	FromCommonName
 )
 
+// String names the source as the log and errors show it.
 func (s NameSource) String() string {
 	switch s {
 	case FromUPN:

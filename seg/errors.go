@@ -33,6 +33,7 @@ type Error struct {
 	Err    error
 }
 
+// Error says the stage, the user and the cause; it holds no secret.
 func (e *Error) Error() string {
 	s := "seg: " + string(e.Stage)
 	if e.User != "" {
@@ -44,6 +45,7 @@ func (e *Error) Error() string {
 	return s
 }
 
+// Unwrap returns the cause, for errors.Is and errors.As.
 func (e *Error) Unwrap() error { return e.Err }
 
 // Hint is advice for an administrator, or "" when there is none.

@@ -3,11 +3,16 @@ package seg_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -17,6 +22,7 @@ import (
 	"github.com/segkcd/segkcd/internal/eastest"
 	"github.com/segkcd/segkcd/internal/lab"
 	"github.com/segkcd/segkcd/internal/testpki"
+	"github.com/segkcd/segkcd/seg"
 )
 
 // TestGateway runs the gateway against the lab's KDC and the Exchange
@@ -35,6 +41,7 @@ func TestGateway(t *testing.T) {
 	t.Run("isolation", func(t *testing.T) { testIsolation(t, r) })
 	t.Run("long poll", func(t *testing.T) { testLongPoll(t, r) })
 	t.Run("large body", func(t *testing.T) { testLargeBody(t, r) })
+	t.Run("upstream failures", func(t *testing.T) { testUpstreamFailures(t, r) })
 	t.Run("KDC outage", func(t *testing.T) { testKDCOutage(t, r) })
 	t.Run("no secrets in logs", func(t *testing.T) { testNoSecretsInLogs(t, r) })
 }
@@ -559,4 +566,50 @@ func writeReplace(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// testUpstreamFailures: Exchange down gives 502, Exchange too slow 504, and
+// the ErrorHandler hook sees a *seg.Error that names the stage.
+func testUpstreamFailures(t *testing.T, r *rig) {
+	dev, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func() *http.Request {
+		q := httptest.NewRequest(http.MethodPost, "/Microsoft-Server-ActiveSync?Cmd=FolderSync&User=alice&DeviceId=U1&DeviceType=T", nil)
+		q.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{dev.Cert}, VerifiedChains: [][]*x509.Certificate{{dev.Cert, r.ca.Cert}}}
+		return q
+	}
+	names := seg.Names{Realm: r.lab.Realm}
+	certs := &seg.CertificateAuth{Names: names}
+	slow := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, q *http.Request) {
+		select {
+		case <-time.After(5 * time.Second):
+		case <-q.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	closed := httptest.NewTLSServer(http.NotFoundHandler())
+	closed.Close()
+	for _, tc := range []struct {
+		name   string
+		target string
+		status int
+	}{{"down", closed.URL, http.StatusBadGateway}, {"slow", slow.URL, http.StatusGatewayTimeout}} {
+		target, _ := url.Parse(tc.target)
+		var got *seg.Error
+		h := &seg.ProxyHandler{Target: target, SPN: r.spn, Tickets: r.cache, Authenticate: certs.Authenticate, Names: names,
+			Transport: &seg.UserPools{TLSClientConfig: slow.Client().Transport.(*http.Transport).TLSClientConfig},
+			Timeout:   300 * time.Millisecond,
+			ErrorHandler: func(w http.ResponseWriter, q *http.Request, err error) {
+				errors.As(err, &got)
+				w.WriteHeader(got.Status)
+			},
+			Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req())
+		if w.Code != tc.status || got == nil || got.Stage != seg.StageForward || got.User != "alice" || got.Hint() == "" {
+			t.Errorf("%s: %d %+v", tc.name, w.Code, got)
+		}
+	}
 }

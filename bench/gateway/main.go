@@ -104,7 +104,7 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 		lim.Cur = lim.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-		if fit := int(lim.Max-200) / 2 / perUser; fit < users {
+		if fit := int(lim.Max-400) / 2 / perUser; fit < users {
 			log.Printf("bench: the open-file limit is %d and cannot be raised (%v): held Pings cut to %d users × %d", lim.Max, err, fit, perUser)
 			heldUsers = fit
 		}
@@ -186,7 +186,7 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 		{"seg gateway", gw.url, gw.cmd.Process.Pid},
 	}
 	results := map[string][]loadResult{}
-	cpuPerReq := map[string][]float64{}    // proxy process, µs of CPU per request
+	cpuPerReq := map[string][]float64{}     // proxy process, µs of CPU per request
 	backendPerReq := map[string][]float64{} // backend process
 	for _, t := range targets {
 		b.load(t.url, warmUsers, 2*time.Second) // warm: connections, tickets
@@ -466,6 +466,11 @@ func fire(n, conc int, dev func(int) (string, *http.Client), base string, shared
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
+			if !shared {
+				// One request per phone: its connection is not kept, so it
+				// does not count against the proxy's open files later.
+				c.CloseIdleConnections()
+			}
 			if err != nil || resp.StatusCode != 200 {
 				mu.Lock()
 				failed++
@@ -574,4 +579,3 @@ func rss(pid int) int64 {
 	}
 	return 0
 }
-

@@ -7,21 +7,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jcmturner/gokrb5/v8/messages"
-
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/internal/eastest"
+	"github.com/segkcd/segkcd/internal/kdcspy"
 	"github.com/segkcd/segkcd/internal/lab"
 	"github.com/segkcd/segkcd/internal/testpki"
 	"github.com/segkcd/segkcd/kerberos"
@@ -50,7 +47,7 @@ type rig struct {
 	gateway  *httptest.Server
 	handler  *seg.ProxyHandler
 	cache    *kerberos.Cache
-	counter  *kdcCounter
+	counter  *kdcspy.Counter
 	logs     *syncBuffer
 	dir      string
 }
@@ -112,7 +109,7 @@ func newRig(l *lab.Lab) (*rig, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.counter = &kdcCounter{}
+	r.counter = &kdcspy.Counter{}
 	// The default attempt timeout (3s): Samba's KDC drops SYNs when its
 	// listen backlog is full, and a shorter one fails before the client's
 	// first SYN retransmission (1s) has a chance.
@@ -237,78 +234,3 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// kdcCounter is the service account's dialer to the KDC: it counts the
-// S4U2Self and S4U2Proxy requests that go out, by decoding each TGS-REQ.
-type kdcCounter struct {
-	s4uSelf, s4uProxy, as atomic.Int64
-	mu                    sync.Mutex
-	nonces                map[int]bool // of S4U requests: a retransmission has the same
-	resent                int
-}
-
-func (k *kdcCounter) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return &countingConn{Conn: c, k: k, stream: strings.HasPrefix(network, "tcp")}, nil
-}
-
-type countingConn struct {
-	net.Conn
-	k      *kdcCounter
-	stream bool
-}
-
-func (c *countingConn) Write(b []byte) (int, error) {
-	msg := b
-	if c.stream && len(b) > 4 {
-		msg = b[4:]
-	}
-	c.k.count(msg)
-	return c.Conn.Write(b)
-}
-
-// retransmissions counts S4U requests sent again after a timeout (the same
-// nonce): the counts above leave them out.
-func (k *kdcCounter) retransmissions() int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.resent
-}
-
-func (k *kdcCounter) count(msg []byte) {
-	var req messages.TGSReq
-	if err := req.Unmarshal(msg); err != nil {
-		var as messages.ASReq
-		if as.Unmarshal(msg) == nil {
-			k.as.Add(1)
-		}
-		return
-	}
-	s4u := len(req.ReqBody.AdditionalTickets) > 0
-	for _, pa := range req.PAData {
-		s4u = s4u || pa.PADataType == 129 // PA-FOR-USER
-	}
-	if !s4u {
-		return
-	}
-	k.mu.Lock()
-	if k.nonces == nil {
-		k.nonces = map[int]bool{}
-	}
-	seen := k.nonces[req.ReqBody.Nonce]
-	k.nonces[req.ReqBody.Nonce] = true
-	if seen {
-		k.resent++
-	}
-	k.mu.Unlock()
-	if seen {
-		return
-	}
-	if len(req.ReqBody.AdditionalTickets) > 0 {
-		k.s4uProxy.Add(1)
-	} else {
-		k.s4uSelf.Add(1)
-	}
-}

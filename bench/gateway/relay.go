@@ -4,23 +4,17 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
-	"sync"
 
-	"github.com/jcmturner/gokrb5/v8/messages"
+	"github.com/segkcd/segkcd/internal/kdcspy"
 )
 
-// kdcRelay forwards TCP Kerberos traffic to the KDC and counts the S4U
-// requests it carries, by decoding each TGS-REQ: PA-FOR-USER (129) is
-// S4U2Self, an additional ticket is S4U2Proxy. A request sent again after
-// a timeout (the same nonce) counts once and is reported apart.
+// kdcRelay forwards TCP Kerberos traffic to the KDC and counts the
+// requests it carries (kdcspy): the gateway runs in a process of its own,
+// so the count is taken on the wire, as the KDC sees it.
 type kdcRelay struct {
-	addr   string
-	kdc    string
-	mu     sync.Mutex
-	self   int
-	proxy  int
-	nonces map[int]bool
-	resent int
+	addr string
+	kdc  string
+	kdcspy.Counter
 }
 
 func newKDCRelay(kdc string) (*kdcRelay, error) {
@@ -28,7 +22,7 @@ func newKDCRelay(kdc string) (*kdcRelay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &kdcRelay{addr: ln.Addr().String(), kdc: kdc, nonces: map[int]bool{}}
+	r := &kdcRelay{addr: ln.Addr().String(), kdc: kdc}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -58,48 +52,9 @@ func (r *kdcRelay) serve(c net.Conn) {
 		if _, err := io.ReadFull(c, msg); err != nil {
 			return
 		}
-		r.count(msg)
+		r.Observe(msg)
 		if _, err := up.Write(append(n[:], msg...)); err != nil {
 			return
 		}
 	}
-}
-
-func (r *kdcRelay) count(msg []byte) {
-	var req messages.TGSReq
-	if req.Unmarshal(msg) != nil {
-		return
-	}
-	self := false
-	for _, pa := range req.PAData {
-		self = self || pa.PADataType == 129
-	}
-	proxy := len(req.ReqBody.AdditionalTickets) > 0
-	if !self && !proxy {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.nonces[req.ReqBody.Nonce] {
-		r.resent++
-		return
-	}
-	r.nonces[req.ReqBody.Nonce] = true
-	if proxy {
-		r.proxy++
-	} else {
-		r.self++
-	}
-}
-
-func (r *kdcRelay) counts() (self, proxy int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.self, r.proxy
-}
-
-func (r *kdcRelay) retransmissions() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.resent
 }

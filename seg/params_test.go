@@ -33,6 +33,10 @@ func TestParseParams(t *testing.T) {
 		want        Params
 	}{
 		{"options", "", nil, Params{}},
+		// MS-ASHTTP 2.2.1.1.1.1's own example, equivalent to
+		// Cmd=Sync&DeviceId=v140Device&DeviceType=SmartPhone with version 14.0.
+		{"base64 spec example", "jAAJBAp2MTQwRGV2aWNlAApTbWFydFBob25l", nil,
+			Params{Cmd: "Sync", DeviceID: "v140Device", DeviceType: "SmartPhone", ProtocolVersion: "14.0", Locale: 0x0409, Base64: true}},
 		{"plain", "Cmd=Sync&User=alice&DeviceId=ABC123&DeviceType=iPhone", map[string]string{"MS-ASProtocolVersion": "14.1", "X-MS-PolicyKey": "3942919513"},
 			Params{Cmd: "Sync", User: "alice", DeviceID: "ABC123", DeviceType: "iPhone", ProtocolVersion: "14.1", PolicyKey: 3942919513}},
 		{"plain lower-case names", "cmd=ping&user=CORP%5Calice&deviceid=X&devicetype=Android", nil,
@@ -110,6 +114,7 @@ func TestParseParamsRefuses(t *testing.T) {
 // same again when written back in the plain form.
 func FuzzParseParams(f *testing.F) {
 	f.Add("Cmd=Sync&User=alice&DeviceId=ABC&DeviceType=iPhone")
+	f.Add("jAAJBAp2MTQwRGV2aWNlAApTbWFydFBob25l") // MS-ASHTTP's example
 	f.Add(easQuery(141, 18, []byte("DEV1"), []byte("iPhone"), []byte{1, 0, 0, 0}, tlv(8, "alice"), tlv(7, "\x03")))
 	f.Add(easQuery(121, 4, []byte{0, 1, 2, 0xff}, []byte("WP"), nil, tlv(0, "att"), tlv(4, "L"), tlv(6, "O")))
 	f.Fuzz(func(t *testing.T, q string) {

@@ -41,6 +41,7 @@ func TestGateway(t *testing.T) {
 	t.Run("isolation", func(t *testing.T) { testIsolation(t, r) })
 	t.Run("long poll", func(t *testing.T) { testLongPoll(t, r) })
 	t.Run("large body", func(t *testing.T) { testLargeBody(t, r) })
+	t.Run("authorize hook", func(t *testing.T) { testAuthorizeHook(t, r) })
 	t.Run("upstream failures", func(t *testing.T) { testUpstreamFailures(t, r) })
 	t.Run("KDC outage", func(t *testing.T) { testKDCOutage(t, r) })
 	t.Run("no secrets in logs", func(t *testing.T) { testNoSecretsInLogs(t, r) })
@@ -79,6 +80,16 @@ func testBasic(t *testing.T, r *rig) {
 			t.Fatalf("bob as %s: %d %q %q", u, a.status, a.user, a.body)
 		}
 	}
+	// The device's credentials stop at the gateway.
+	rq, _ := http.NewRequest(http.MethodPost, r.easURL("Sync", "bob", "BOBPHONE"), nil)
+	rq.SetBasicAuth("bob", lab.UserPassword)
+	rq.Header.Set("Proxy-Authorization", "Basic Ym9iOnNlY3JldA==")
+	if a := do(t, c, rq); a.status != http.StatusOK {
+		t.Fatalf("with Proxy-Authorization: %d", a.status)
+	}
+	if n := r.exchange.Stats().DeviceCredentials; n != 0 {
+		t.Errorf("%d requests reached Exchange with the device's credentials", n)
+	}
 	if a := req("bob", "wrong"); a.status != http.StatusUnauthorized || !strings.HasPrefix(a.header.Get("WWW-Authenticate"), "Basic") {
 		t.Errorf("wrong password: %d %v", a.status, a.header)
 	}
@@ -104,7 +115,7 @@ func testBasic(t *testing.T, r *rig) {
 		t.Errorf("lockme with the right password: %d %q", a.status, a.user)
 	}
 	// No credentials at all.
-	rq, _ := http.NewRequest(http.MethodPost, r.easURL("Sync", "bob", "BOBPHONE"), nil)
+	rq, _ = http.NewRequest(http.MethodPost, r.easURL("Sync", "bob", "BOBPHONE"), nil)
 	if a := do(t, c, rq); a.status != http.StatusUnauthorized {
 		t.Errorf("no credentials: %d", a.status)
 	}
@@ -611,5 +622,46 @@ func testUpstreamFailures(t *testing.T, r *rig) {
 		if w.Code != tc.status || got == nil || got.Stage != seg.StageForward || got.User != "alice" || got.Hint() == "" {
 			t.Errorf("%s: %d %+v", tc.name, w.Code, got)
 		}
+	}
+}
+
+// testAuthorizeHook: the MDM policy hook sees the user and the device, and
+// refuses with 403 or with the status of the *seg.Error it returns; nothing
+// it refuses reaches Exchange.
+func testAuthorizeHook(t *testing.T, r *rig) {
+	dev, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, _ := url.Parse(r.exchange.URL)
+	names := seg.Names{Realm: r.lab.Realm}
+	var seen []string
+	h := &seg.ProxyHandler{Target: target, SPN: r.spn, Tickets: r.cache, Authenticate: (&seg.CertificateAuth{Names: names}).Authenticate,
+		Names: names, Transport: r.handler.Transport, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
+		Authorize: func(ctx context.Context, q *seg.Request) error {
+			seen = append(seen, q.Identity.User+"/"+q.Params.DeviceID+"/"+q.Params.Cmd)
+			switch q.Params.DeviceID {
+			case "BLOCKED":
+				return &seg.Error{Status: 456, Err: errors.New("device blocked by policy")}
+			case "UNKNOWN":
+				return errors.New("device not enrolled")
+			}
+			return nil
+		}}
+	before := r.exchange.Stats().Requests
+	for device, want := range map[string]int{"BLOCKED": 456, "UNKNOWN": http.StatusForbidden, "ENROLLED": http.StatusOK} {
+		q := httptest.NewRequest(http.MethodPost, "/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceType=T&DeviceId="+device, nil)
+		q.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{dev.Cert}, VerifiedChains: [][]*x509.Certificate{{dev.Cert, r.ca.Cert}}}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, q)
+		if w.Code != want {
+			t.Errorf("%s: %d, want %d", device, w.Code, want)
+		}
+	}
+	if n := r.exchange.Stats().Requests - before; n != 1 {
+		t.Errorf("%d requests reached Exchange, want 1 (the enrolled device's)", n)
+	}
+	if len(seen) != 3 || !logHas(r, "device=BLOCKED", "status=456", "stage=authorize", "device blocked by policy") {
+		t.Errorf("hook saw %v", seen)
 	}
 }

@@ -52,6 +52,7 @@ type Server struct {
 	accepted  atomic.Int64
 	cancelled atomic.Int64
 	mixed     atomic.Int64
+	leaked    atomic.Int64
 	reject    atomic.Int64
 	held      chan string
 	tokens    []string
@@ -90,6 +91,10 @@ type Stats struct {
 	// Mixed counts connections that carried more than one user: an identity
 	// isolation failure of whoever sent them.
 	Mixed int64
+	// DeviceCredentials counts requests that arrived with credentials meant
+	// for the gateway: Proxy-Authorization, or an Authorization that is not
+	// Negotiate.
+	DeviceCredentials int64
 }
 
 // Stats reports the counts so far.
@@ -104,7 +109,8 @@ func (s *Server) Stats() Stats {
 		c.mu.Unlock()
 	}
 	s.mu.Unlock()
-	return Stats{Requests: s.requests.Load(), Accepted: s.accepted.Load(), Cancelled: s.cancelled.Load(), Mixed: mixed}
+	return Stats{Requests: s.requests.Load(), Accepted: s.accepted.Load(), Cancelled: s.cancelled.Load(), Mixed: mixed,
+		DeviceCredentials: s.leaked.Load()}
 }
 
 // Tokens returns the Negotiate tokens received (the first 4096), for tests
@@ -124,6 +130,9 @@ func (s *Server) Held() <-chan string { return s.held }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
+	if a := r.Header.Get("Authorization"); r.Header.Get("Proxy-Authorization") != "" || (a != "" && !strings.HasPrefix(a, "Negotiate ")) {
+		s.leaked.Add(1)
+	}
 	st, _ := r.Context().Value(connKey{}).(*connState)
 	if !strings.EqualFold(strings.TrimSuffix(r.URL.Path, "/"), "/Microsoft-Server-ActiveSync") {
 		http.NotFound(w, r)

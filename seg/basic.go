@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +29,13 @@ import (
 // against its lockout threshold; a gateway that passed each retry on would
 // lock its users out. Concurrent checks of the same credentials share one
 // exchange.
+//
+// Distinct wrong passwords for one user are bounded too: after MaxFailures
+// of them within TTL, further new passwords for that user are refused
+// without asking the KDC until the window ends (a correct password seen
+// before stays accepted). Someone guessing through the gateway then costs
+// AD at most MaxFailures bad logons per TTL, below any sane lockout
+// threshold, instead of locking the account for everyone.
 type BasicAuth struct {
 	// Realm is the users' Kerberos realm.
 	Realm string
@@ -44,13 +52,27 @@ type BasicAuth struct {
 	MaxEntries int
 	// Timeout bounds one AS exchange (default 10s).
 	Timeout time.Duration
+	// MaxFailures bounds the distinct wrong passwords per user and TTL that
+	// are sent to the KDC (default 3).
+	MaxFailures int
 
 	once    sync.Once
 	key     []byte
 	tr      *kerberos.Transport
 	mu      sync.Mutex
 	verdict map[[32]byte]*basicEntry
+	fails   map[string]*failWindow // upper-cased user -> wrong passwords sent to the KDC
 }
+
+type failWindow struct {
+	count int
+	until time.Time
+}
+
+// ErrTooManyFailures is matched (with ErrBadCredentials) when a user's
+// new password is refused without asking the KDC, after MaxFailures wrong
+// ones within TTL.
+var ErrTooManyFailures = errors.New("seg: too many wrong passwords for this user; try again later")
 
 type basicEntry struct {
 	done    chan struct{} // closed when err is set
@@ -100,7 +122,12 @@ func (b *BasicAuth) Check(ctx context.Context, user, password string) error {
 		}
 	}
 	owner := e == nil
+	fkey := strings.ToUpper(user)
 	if owner {
+		if f := b.fails[fkey]; f != nil && now.Before(f.until) && f.count >= b.maxFailures() {
+			b.mu.Unlock()
+			return fmt.Errorf("%w: %w", ErrBadCredentials, ErrTooManyFailures)
+		}
 		if len(b.verdict) >= b.maxEntries() {
 			b.evict(now)
 		}
@@ -114,6 +141,17 @@ func (b *BasicAuth) Check(ctx context.Context, user, password string) error {
 		b.mu.Lock()
 		e.err = err
 		e.expires = time.Now().Add(b.ttl())
+		switch {
+		case err == nil:
+			delete(b.fails, fkey) // as AD resets badPwdCount on a good logon
+		case errors.Is(err, kerberos.ErrPreauthFailed):
+			f := b.fails[fkey]
+			if f == nil || !time.Now().Before(f.until) {
+				f = &failWindow{until: time.Now().Add(b.ttl())}
+				b.fails[fkey] = f
+			}
+			f.count++
+		}
 		if err != nil && !remembered(err) {
 			delete(b.verdict, k)
 		}
@@ -155,6 +193,7 @@ func (b *BasicAuth) init() {
 		panic("seg: no randomness: " + err.Error())
 	}
 	b.verdict = map[[32]byte]*basicEntry{}
+	b.fails = map[string]*failWindow{}
 	b.tr = b.Transport
 	if b.tr == nil {
 		b.tr = &kerberos.Transport{Config: b.Config}
@@ -171,9 +210,15 @@ func (b *BasicAuth) keyFor(user, password string) [32]byte {
 	return k
 }
 
-// evict drops expired answers, and if that is not enough, arbitrary ones
-// (map order): under a flood of distinct credentials, memory stays bounded.
+// evict drops expired answers and failure windows, and if that is not
+// enough, arbitrary answers (map order): under a flood of distinct
+// credentials, memory stays bounded.
 func (b *BasicAuth) evict(now time.Time) {
+	for u, f := range b.fails {
+		if !now.Before(f.until) || len(b.fails) > b.maxEntries() {
+			delete(b.fails, u)
+		}
+	}
 	for k, e := range b.verdict {
 		select {
 		case <-e.done:
@@ -207,6 +252,13 @@ func (b *BasicAuth) maxEntries() int {
 		return b.MaxEntries
 	}
 	return 100000
+}
+
+func (b *BasicAuth) maxFailures() int {
+	if b.MaxFailures > 0 {
+		return b.MaxFailures
+	}
+	return 3
 }
 
 func (b *BasicAuth) timeout() time.Duration {

@@ -114,6 +114,28 @@ func testBasic(t *testing.T, r *rig) {
 	if a := req("lockme", lab.UserPassword); a.status != http.StatusOK || a.user != "lockme" {
 		t.Errorf("lockme with the right password: %d %q", a.status, a.user)
 	}
+	// Someone guessing: 10 distinct wrong passwords. Three reach the KDC
+	// (MaxFailures), the rest are refused at the gateway, so the account
+	// (threshold 5) is not locked, and the phone's known password still works.
+	before = r.counter.Counts().AS
+	for i := 0; i < 10; i++ {
+		if a := req("lockme", fmt.Sprintf("Guess-%d!", i)); a.status != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d", i, a.status)
+		}
+	}
+	out, err = r.lab.Ldbsearch(context.Background(), r.lab.BaseDN, "(sAMAccountName=lockme)", "badPwdCount", "lockoutTime")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "badPwdCount: 3") || (strings.Contains(out, "lockoutTime:") && !strings.Contains(out, "lockoutTime: 0")) {
+		t.Errorf("lockme after 10 guesses (%d AS requests):\n%s", r.counter.Counts().AS-before, out)
+	}
+	if !logHas(r, "login=lockme", "too many wrong passwords") {
+		t.Error("no log line for the refused guesses")
+	}
+	if a := req("lockme", lab.UserPassword); a.status != http.StatusOK {
+		t.Errorf("lockme's phone after the guesses: %d", a.status)
+	}
 	// No credentials at all.
 	rq, _ = http.NewRequest(http.MethodPost, r.easURL("Sync", "bob", "BOBPHONE"), nil)
 	if a := do(t, c, rq); a.status != http.StatusUnauthorized {

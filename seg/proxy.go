@@ -204,6 +204,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = fmt.Errorf("%w: the authenticator named no user", ErrBadCredentials)
 	}
 	if err != nil {
+		// Who tried, as the device said it (never the password): an
+		// administrator reading about refused logins needs the name.
+		if name, _, ok := r.BasicAuth(); ok {
+			line.login = printable(name)
+		}
 		h.fail(sw, r, line, &Error{Stage: StageAuthenticate, Err: err})
 		return
 	}
@@ -370,6 +375,7 @@ func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 // logLine collects what the request's log line says.
 type logLine struct {
 	user   string
+	login  string // the Basic user name of a refused login
 	params Params
 	fw     *forward
 	err    *Error
@@ -396,6 +402,9 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 		slog.Int("status", status),
 		slog.Duration("duration", time.Since(start)),
 		slog.String("remote", r.RemoteAddr),
+	}
+	if line.login != "" {
+		attrs = append(attrs, slog.String("login", line.login))
 	}
 	level := slog.LevelInfo
 	if err != nil {

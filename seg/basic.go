@@ -62,6 +62,7 @@ type BasicAuth struct {
 	mu      sync.Mutex
 	verdict map[[32]byte]*basicEntry
 	fails   map[string]*failWindow // upper-cased user -> wrong passwords sent to the KDC
+	pending map[string]int         // upper-cased user -> exchanges in flight
 }
 
 type failWindow struct {
@@ -124,10 +125,17 @@ func (b *BasicAuth) Check(ctx context.Context, user, password string) error {
 	owner := e == nil
 	fkey := strings.ToUpper(user)
 	if owner {
-		if f := b.fails[fkey]; f != nil && now.Before(f.until) && f.count >= b.maxFailures() {
+		// Exchanges in flight count as failures until they answer, so that
+		// guesses sent all at once are bounded as well.
+		failed := b.pending[fkey]
+		if f := b.fails[fkey]; f != nil && now.Before(f.until) {
+			failed += f.count
+		}
+		if failed >= b.maxFailures() {
 			b.mu.Unlock()
 			return fmt.Errorf("%w: %w", ErrBadCredentials, ErrTooManyFailures)
 		}
+		b.pending[fkey]++
 		if len(b.verdict) >= b.maxEntries() {
 			b.evict(now)
 		}
@@ -139,6 +147,9 @@ func (b *BasicAuth) Check(ctx context.Context, user, password string) error {
 	if owner {
 		err := b.exchange(user, password)
 		b.mu.Lock()
+		if b.pending[fkey]--; b.pending[fkey] <= 0 {
+			delete(b.pending, fkey)
+		}
 		e.err = err
 		e.expires = time.Now().Add(b.ttl())
 		switch {
@@ -194,6 +205,7 @@ func (b *BasicAuth) init() {
 	}
 	b.verdict = map[[32]byte]*basicEntry{}
 	b.fails = map[string]*failWindow{}
+	b.pending = map[string]int{}
 	b.tr = b.Transport
 	if b.tr == nil {
 		b.tr = &kerberos.Transport{Config: b.Config}

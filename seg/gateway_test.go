@@ -136,6 +136,27 @@ func testBasic(t *testing.T, r *rig) {
 	if a := req("lockme", lab.UserPassword); a.status != http.StatusOK {
 		t.Errorf("lockme's phone after the guesses: %d", a.status)
 	}
+	// Guesses sent all at once are bounded the same way.
+	b := &seg.BasicAuth{Realm: r.lab.Realm, Config: r.krb5, Names: seg.Names{Realm: r.lab.Realm}}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	asked := 0
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			err := b.Check(context.Background(), "guessme", fmt.Sprintf("Parallel-Guess-%d!", i))
+			if !errors.Is(err, seg.ErrTooManyFailures) {
+				mu.Lock()
+				asked++
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	if asked > 3 {
+		t.Errorf("%d of 20 parallel guesses reached the KDC", asked)
+	}
 	// No credentials at all.
 	rq, _ = http.NewRequest(http.MethodPost, r.easURL("Sync", "bob", "BOBPHONE"), nil)
 	if a := do(t, c, rq); a.status != http.StatusUnauthorized {

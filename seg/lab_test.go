@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/config"
+
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/internal/eastest"
 	"github.com/segkcd/segkcd/internal/kdcspy"
@@ -49,6 +51,7 @@ type rig struct {
 	cache    *kerberos.Cache
 	counter  *kdcspy.Counter
 	logs     *syncBuffer
+	krb5     *config.Config
 	dir      string
 }
 
@@ -87,7 +90,7 @@ func newRig(l *lab.Lab) (*rig, error) {
 		return nil, err
 	}
 	defer c.Close()
-	for _, u := range append([]string{"lockme", "cold1", "outage1"}, isoNames()...) {
+	for _, u := range append([]string{"lockme", "guessme", "cold1", "outage1"}, isoNames()...) {
 		if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: u, Password: lab.UserPassword,
 			UserPrincipalName: u + "@" + l.DNSDomain, PasswordNeverExpires: true}); err != nil {
 			return nil, err
@@ -109,6 +112,7 @@ func newRig(l *lab.Lab) (*rig, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.krb5 = cfg
 	r.counter = &kdcspy.Counter{}
 	// The default attempt timeout (3s): Samba's KDC drops SYNs when its
 	// listen backlog is full, and a shorter one fails before the client's

@@ -213,8 +213,7 @@ type CRL struct {
 }
 
 type crlFile struct {
-	mod     time.Time
-	size    int64
+	last    os.FileInfo // of the last good read
 	list    *x509.RevocationList
 	serials map[string]bool // revoked serial numbers, as big.Int.String
 	// signed remembers the signature check per issuer certificate (its DER),
@@ -272,7 +271,7 @@ func (c *CRL) Reload() error {
 	c.checked = time.Now()
 	for _, name := range c.Files {
 		if f := c.files[name]; f != nil {
-			f.mod = time.Time{}
+			f.last = nil
 		}
 		c.reload(name)
 	}
@@ -329,7 +328,7 @@ func (c *CRL) reload(name string) {
 		f.err = fmt.Errorf("CRL %s: %w", name, err)
 		return
 	}
-	if f.list != nil && st.ModTime().Equal(f.mod) && st.Size() == f.size {
+	if f.list != nil && unchanged(f.last, st) {
 		return
 	}
 	b, err := os.ReadFile(name)
@@ -337,7 +336,7 @@ func (c *CRL) reload(name string) {
 		var l *x509.RevocationList
 		l, err = ParseCRL(b)
 		if err == nil {
-			f.list, f.mod, f.size, f.err = l, st.ModTime(), st.Size(), nil
+			f.list, f.last, f.err = l, st, nil
 			f.signed = map[string]bool{}
 			f.serials = make(map[string]bool, len(l.RevokedCertificateEntries))
 			for _, e := range l.RevokedCertificateEntries {

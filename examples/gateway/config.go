@@ -39,11 +39,62 @@ type config struct {
 	ExchangeSPN    string `json:"exchange_spn"`     // default HTTP/<host of exchange_url>
 	ExchangeCAFile string `json:"exchange_ca_file"` // trust for Exchange's certificate; default: system roots
 
+	Policy *policyConfig `json:"policy,omitempty"` // MDM device policy; none: every device of a user may sync
+
 	TicketTimeout   string `json:"ticket_timeout,omitempty"`   // default 15s
 	ShutdownTimeout string `json:"shutdown_timeout,omitempty"` // default 30s
 	LogLevel        string `json:"log_level,omitempty"`        // debug, info (default), warn, error
 
 	ticketTimeout, shutdownTimeout time.Duration
+}
+
+// policyConfig is where the device policy comes from and what a block does.
+type policyConfig struct {
+	File        string `json:"file,omitempty"`         // a PolicyRules JSON file, reloaded when it changes
+	URL         string `json:"url,omitempty"`          // or the MDM's HTTP endpoint, polled
+	Interval    string `json:"interval,omitempty"`     // between polls (default 10m) or file looks (5s)
+	TokenFile   string `json:"token_file,omitempty"`   // bearer token for url
+	CAFile      string `json:"ca_file,omitempty"`      // trust for url's certificate
+	BlockStatus int    `json:"block_status,omitempty"` // 403 (default) or 456
+	Monitor     bool   `json:"monitor,omitempty"`      // log what would be blocked, block nothing
+	FailOpen    bool   `json:"fail_open,omitempty"`    // allow while no policy has loaded (default: 503)
+
+	interval time.Duration
+}
+
+func (p *policyConfig) check() error {
+	if (p.File == "") == (p.URL == "") {
+		return bad("policy.file", "give policy.file or policy.url, not both")
+	}
+	if p.URL != "" {
+		u, err := url.Parse(p.URL)
+		if err != nil || u.Host == "" || u.Scheme != "https" {
+			return bad("policy.url", "want https://host/path")
+		}
+	}
+	if p.File != "" {
+		if _, err := os.Stat(p.File); err != nil {
+			return bad("policy.file", "%v", err)
+		}
+	}
+	if p.TokenFile != "" {
+		if _, err := os.Stat(p.TokenFile); err != nil {
+			return bad("policy.token_file", "%v", err)
+		}
+	}
+	if p.CAFile != "" {
+		if _, err := loadPool(p.CAFile); err != nil {
+			return bad("policy.ca_file", "%v", err)
+		}
+	}
+	switch p.BlockStatus {
+	case 0, 403, 456:
+	default:
+		return bad("policy.block_status", "want 403 or 456")
+	}
+	var err error
+	p.interval, err = parseDuration("policy.interval", p.Interval)
+	return err
 }
 
 // parseDuration reads an optional duration field such as "15s".
@@ -158,6 +209,11 @@ func (c *config) check(plainHTTP bool) error {
 	}
 	if c.shutdownTimeout, err2 = parseDuration("shutdown_timeout", c.ShutdownTimeout); err2 != nil {
 		return err2
+	}
+	if c.Policy != nil {
+		if err := c.Policy.check(); err != nil {
+			return err
+		}
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":

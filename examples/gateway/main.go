@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, hup <-chan os.Signal, stderr io.Wri
 
 type gateway struct {
 	c       *config
+	policy  *seg.Policy
+	run     []func(context.Context) // background work: policy sources
 	plain   bool
 	log     *slog.Logger
 	srv     *http.Server
@@ -151,6 +154,11 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		TicketTimeout: c.ticketTimeout,
 		Logger:        g.log,
 	}
+	if c.Policy != nil {
+		if err := g.setPolicy(names); err != nil {
+			return nil, err
+		}
+	}
 	if err := g.loadTLS(); err != nil {
 		return nil, err
 	}
@@ -162,6 +170,55 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 	g.srv = seg.NewServer(g.handler, tlsConf)
 	g.srv.ErrorLog = slog.NewLogLogger(g.log.Handler(), slog.LevelDebug) // TLS handshake failures of devices
 	return g, nil
+}
+
+// setPolicy makes the device policy the handler's Authorize hook, with its
+// source to run in the background. A policy file must load at start; an
+// MDM that does not answer yet leaves the policy to fail_open.
+func (g *gateway) setPolicy(names seg.Names) error {
+	pc := g.c.Policy
+	g.policy = &seg.Policy{BlockStatus: pc.BlockStatus, Monitor: pc.Monitor, FailOpen: pc.FailOpen, Names: names, Logger: g.log}
+	g.handler.Authorize = g.policy.Authorize
+	if pc.File != "" {
+		f := &seg.PolicyFile{Path: pc.File, Policy: g.policy, Interval: pc.interval, Logger: g.log}
+		if err := f.Load(); err != nil {
+			return bad("policy.file", "%v", err)
+		}
+		g.run = append(g.run, f.Run)
+		return nil
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
+	if pc.CAFile != "" {
+		pool, err := loadPool(pc.CAFile)
+		if err != nil {
+			return bad("policy.ca_file", "%v", err)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	var rt http.RoundTripper = tr
+	if pc.TokenFile != "" {
+		b, err := os.ReadFile(pc.TokenFile)
+		if err != nil {
+			return bad("policy.token_file", "%v", err)
+		}
+		rt = &bearer{token: strings.TrimSpace(string(b)), next: tr}
+	}
+	h := &seg.PolicyHTTP{URL: pc.URL, Policy: g.policy, Client: &http.Client{Transport: rt, Timeout: 30 * time.Second},
+		Interval: pc.interval, Logger: g.log}
+	g.run = append(g.run, h.Run)
+	return nil
+}
+
+// bearer adds the MDM's token to each policy request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }
 
 // loadTLS reads the certificate and the device CAs; SIGHUP calls it again.
@@ -217,6 +274,11 @@ func (g *gateway) serve(ctx context.Context, hup <-chan os.Signal) error {
 	if g.plain {
 		scheme = "http"
 		g.log.Warn("serving plain HTTP to devices: development only")
+	}
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	for _, run := range g.run {
+		go run(bg)
 	}
 	g.log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "exchange", g.c.ExchangeURL)
 	for {

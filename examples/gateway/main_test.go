@@ -71,7 +71,8 @@ func newFixture(t *testing.T) *fixture {
 	crl, _ := f.ca.CRL(1)
 	exchangeCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.exchange.Certificate().Raw})
 	files := map[string][]byte{"gateway.crt": server.CertPEM, "gateway.key": server.KeyPEM, "devices-ca.pem": f.ca.PEM,
-		"devices.crl": crl, "exchange-ca.pem": exchangeCA, "svc.password": []byte(svcPassword + "\n")}
+		"devices.crl": crl, "exchange-ca.pem": exchangeCA, "svc.password": []byte(svcPassword + "\n"),
+		"policy.json": []byte(`{"block": {"devices": ["BLOCKEDPHONE"]}}`)}
 	for name, b := range files {
 		if _, err := testpki.WriteFile(f.dir, name, b); err != nil {
 			t.Fatal(err)
@@ -81,7 +82,8 @@ func newFixture(t *testing.T) *fixture {
 	f.conf = config{Listen: "127.0.0.1:0", TLSCert: p("gateway.crt"), TLSKey: p("gateway.key"),
 		ClientCAFiles: []string{p("devices-ca.pem")}, CRLFiles: []string{p("devices.crl")}, Basic: true,
 		Realm: l.Realm, NetBIOS: l.Domain, Krb5Conf: l.Krb5Conf, ServiceAccount: "svc_awseg", PasswordFile: p("svc.password"),
-		ExchangeURL: f.exchange.URL, ExchangeSPN: spn, ExchangeCAFile: p("exchange-ca.pem"), ShutdownTimeout: "20s"}
+		ExchangeURL: f.exchange.URL, ExchangeSPN: spn, ExchangeCAFile: p("exchange-ca.pem"), ShutdownTimeout: "20s",
+		Policy: &policyConfig{File: p("policy.json"), Interval: "100ms", BlockStatus: 456}}
 	f.confPath = f.writeConfig(t, f.conf)
 	f.bin = filepath.Join(f.dir, "gateway")
 	if out, err := exec.Command("go", "build", "-o", f.bin, ".").CombinedOutput(); err != nil {
@@ -207,6 +209,19 @@ func TestGatewayProgram(t *testing.T) {
 		t.Errorf("no credentials: %d", code)
 	}
 
+	// The device policy: a blocked device gets 456; a new file blocking
+	// another one is picked up without a restart.
+	if code, _ := f.curl(t, pr, "Cmd=Sync&User=alice&DeviceId=BLOCKEDPHONE&DeviceType=curl", "--cert", certFile, "--key", keyFile); code != 456 {
+		t.Errorf("blocked device: %d", code)
+	}
+	policy := filepath.Join(f.dir, "policy.json")
+	os.WriteFile(policy+".new", []byte(`{"block": {"devices": ["BLOCKEDPHONE", "CURL1"]}}`), 0o600)
+	os.Rename(policy+".new", policy)
+	pr.wait(t, `"msg":"policy loaded"`)
+	if code, _ := f.curl(t, pr, "Cmd=FolderSync&User=alice&DeviceId=CURL1&DeviceType=curl", "--cert", certFile, "--key", keyFile); code != 456 {
+		t.Errorf("newly blocked device: %d", code)
+	}
+
 	// SIGHUP with a replaced certificate: new handshakes get the new one.
 	fresh, err := f.ca.Server()
 	if err != nil {
@@ -278,6 +293,10 @@ func TestGatewayConfigErrors(t *testing.T) {
 		"client_ca_files": func(c *config) { c.ClientCAFiles, c.Basic = nil, false },
 		"log_level":       func(c *config) { c.LogLevel = "loud" },
 		"ticket_timeout":  func(c *config) { c.TicketTimeout = "soon" },
+		"policy.block_status": func(c *config) {
+			c.Policy = &policyConfig{File: c.Policy.File, BlockStatus: 500}
+		},
+		"policy.file": func(c *config) { c.Policy = &policyConfig{File: c.Policy.File, URL: "https://mdm.example/p"} },
 	} {
 		c := f.conf
 		mutate(&c)

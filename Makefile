@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 # The oldest Go that go.mod promises; `make compat` builds and vets with it.
-GO_MIN ?= go1.22.12
+GO_MIN ?= go1.26.0
 DEMO_LAB ?= .lab/demo
 
 .PHONY: demo demo-clean test deps check compat fuzz bench

@@ -56,6 +56,11 @@ type Transport struct {
 	// client a one-second retransmission, which with a 3-second Timeout
 	// failed users that a queue serves in milliseconds.
 	MaxInFlight int
+	// Observe, when set, is told of every exchange with a KDC (its address,
+	// "udp" or "tcp", how long it took, and the transport error if any; a
+	// KRB-ERROR answer is an answer, err nil): for metrics. It must be
+	// quick and safe for concurrent use.
+	Observe func(kdc, proto string, took time.Duration, err error)
 
 	mu    sync.Mutex
 	last  map[string]string               // realm -> KDC that answered last
@@ -87,7 +92,13 @@ func (t *Transport) exchangeInTurn(ctx context.Context, proto, addr string, req 
 		return nil, ctx.Err()
 	}
 	defer func() { <-slot }()
-	return t.exchange(ctx, proto, addr, req)
+	if t.Observe == nil {
+		return t.exchange(ctx, proto, addr, req)
+	}
+	start := time.Now()
+	rep, err := t.exchange(ctx, proto, addr, req)
+	t.Observe(addr, proto, time.Since(start), err)
+	return rep, err
 }
 
 const maxReply = 1 << 20 // a KDC reply larger than 1 MiB is an attack or a bug

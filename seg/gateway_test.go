@@ -44,6 +44,7 @@ func TestGateway(t *testing.T) {
 	t.Run("authorize hook", func(t *testing.T) { testAuthorizeHook(t, r) })
 	t.Run("upstream failures", func(t *testing.T) { testUpstreamFailures(t, r) })
 	t.Run("KDC outage", func(t *testing.T) { testKDCOutage(t, r) })
+	t.Run("metrics", func(t *testing.T) { testMetrics(t, r) })
 	t.Run("no secrets in logs", func(t *testing.T) { testNoSecretsInLogs(t, r) })
 }
 
@@ -493,6 +494,9 @@ func testLongPoll(t *testing.T, r *rig) {
 		t.Fatalf("%q %v", buf, err)
 	}
 	first := time.Since(start)
+	if n := metricValue(t, r, "seg_long_polls_active", nil); n != 1 {
+		t.Errorf("seg_long_polls_active while a Ping is held: %v", n)
+	}
 	rest, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if string(rest) != "done\n" || first > 2*time.Second || time.Since(start) < 3*time.Second {
@@ -706,5 +710,70 @@ func testAuthorizeHook(t *testing.T, r *rig) {
 	}
 	if len(seen) != 3 || !logHas(r, "device=BLOCKED", "status=456", "stage=authorize", "device blocked by policy") {
 		t.Errorf("hook saw %v", seen)
+	}
+}
+
+// metricValue reads one sample from the rig's registry (the sum over the
+// samples whose labels include want).
+func metricValue(t *testing.T, r *rig, name string, want map[string]string) float64 {
+	t.Helper()
+	families, err := r.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			match := true
+			for k, v := range want {
+				match = match && labels[k] == v
+			}
+			if !match {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				total += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				total += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				total += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return total
+}
+
+// testMetrics: what the run did shows in the metrics.
+func testMetrics(t *testing.T, r *rig) {
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		min    float64
+	}{
+		{"seg_requests_total", map[string]string{"cmd": "Sync", "code": "200"}, 1000},
+		{"seg_requests_total", map[string]string{"code": "403"}, 3},
+		{"seg_requests_total", map[string]string{"code": "503"}, 1},
+		{"seg_requests_total", map[string]string{"code": "400"}, 5},
+		{"seg_request_duration_seconds", map[string]string{"cmd": "Ping"}, 2},
+		{"seg_ticket_cache_hits_total", nil, 1000},
+		{"seg_ticket_cache_exchanges_total", nil, isoUsers},
+		{"seg_ticket_cache_entries", nil, isoUsers},
+		{"seg_kdc_exchange_seconds", map[string]string{"result": "ok"}, 2 * isoUsers},
+		{"seg_kdc_exchange_seconds", map[string]string{"result": "error"}, 1}, // the outage
+	} {
+		if v := metricValue(t, r, c.name, c.labels); v < c.min {
+			t.Errorf("%s%v = %v, want at least %v", c.name, c.labels, v, c.min)
+		}
+	}
+	if v := metricValue(t, r, "seg_long_polls_active", nil); v != 0 {
+		t.Errorf("seg_long_polls_active after the Pings: %v", v)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jcmturner/gokrb5/v8/config"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/internal/eastest"
@@ -51,6 +52,7 @@ type rig struct {
 	cache    *kerberos.Cache
 	counter  *kdcspy.Counter
 	logs     *syncBuffer
+	registry *prometheus.Registry
 	krb5     *config.Config
 	dir      string
 }
@@ -120,6 +122,15 @@ func newRig(l *lab.Lab) (*rig, error) {
 	tr := &kerberos.Transport{Config: cfg, Dialer: r.counter}
 	svc := kerberos.NewWithPassword(svcName, l.Realm, svcPassword, cfg, kerberos.WithTransport(tr))
 	r.cache = &kerberos.Cache{Source: svc}
+	r.registry = prometheus.NewRegistry()
+	metrics, err := seg.NewMetrics(r.registry)
+	if err != nil {
+		return nil, err
+	}
+	metrics.KDC(tr)
+	if err := metrics.Cache(r.cache); err != nil {
+		return nil, err
+	}
 
 	if r.ca, err = testpki.New("segkcd test device CA"); err != nil {
 		return nil, err
@@ -147,6 +158,7 @@ func newRig(l *lab.Lab) (*rig, error) {
 		Names:         names,
 		Transport:     &seg.UserPools{TLSClientConfig: r.exchange.Client().Transport.(*http.Transport).TLSClientConfig},
 		TicketTimeout: 5 * time.Second,
+		Metrics:       metrics,
 		Logger:        slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	srv := seg.NewServer(r.handler, &tls.Config{Certificates: []tls.Certificate{serverCert.TLS},

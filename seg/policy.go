@@ -259,6 +259,8 @@ type Policy struct {
 	Names Names
 	// Logger receives monitor-mode decisions (default slog.Default()).
 	Logger *slog.Logger
+	// Metrics, when set, counts decisions by kind and rule.
+	Metrics *Metrics
 	// Now replaces time.Now for the inactivity rule; nil means time.Now.
 	now func() time.Time
 
@@ -373,6 +375,7 @@ func (e *PolicyError) Error() string {
 func (p *Policy) Authorize(ctx context.Context, r *Request) error {
 	d := p.Decide(PolicyInput{User: r.Identity.User, DeviceID: r.Params.DeviceID, DeviceType: r.Params.DeviceType,
 		UserAgent: r.HTTP.UserAgent(), Cmd: r.Params.Cmd, ProtocolVersion: r.Params.ProtocolVersion})
+	p.Metrics.decision(d, p.Monitor)
 	if d.Allow {
 		return nil
 	}

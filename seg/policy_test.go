@@ -14,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 var testNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -102,6 +105,11 @@ func TestPolicyAuthorize(t *testing.T) {
 	}
 	p := testPolicyValue(t)
 	p.BlockStatus = 456
+	reg := prometheus.NewRegistry()
+	var err error
+	if p.Metrics, err = NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
 	var pe *PolicyError
 	if err := p.Authorize(context.Background(), req("STOLEN1")); !errors.As(err, &e) || e.Status != 456 || !errors.As(err, &pe) || pe.Decision.Rule != "block.devices" {
 		t.Errorf("blocked: %v", err)
@@ -117,6 +125,12 @@ func TestPolicyAuthorize(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "policy would block") || !strings.Contains(log.String(), "rule=block.devices") {
 		t.Errorf("monitor log: %q", log.String())
+	}
+	for kind, want := range map[string]float64{"block": 1, "allow": 1, "monitor": 1} {
+		if got := testutil.ToFloat64(p.Metrics.policy.WithLabelValues(kind, map[string]string{"block": "block.devices",
+			"allow": "rules", "monitor": "block.devices"}[kind])); got != want {
+			t.Errorf("decisions %s: %v", kind, got)
+		}
 	}
 }
 

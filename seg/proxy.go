@@ -95,6 +95,9 @@ type ProxyHandler struct {
 	// Logger receives one line per request and the reasons of failures
 	// (default slog.Default()).
 	Logger *slog.Logger
+	// Metrics, when set, counts requests by command and status, times them
+	// and gauges the long polls held open.
+	Metrics *Metrics
 
 	once      sync.Once
 	buffers   bufferPool
@@ -248,6 +251,8 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	proxy := h.proxy
 	if params.LongPoll() {
 		proxy = h.longPoll
+		h.Metrics.longPoll(1)
+		defer h.Metrics.longPoll(-1)
 	}
 	proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, fw)))
 }
@@ -406,6 +411,7 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 	if line.login != "" {
 		attrs = append(attrs, slog.String("login", line.login))
 	}
+	h.Metrics.request("activesync", line.params.Cmd, status, time.Since(start))
 	level := slog.LevelInfo
 	if err != nil {
 		attrs = append(attrs, slog.String("stage", string(err.Stage)), slog.String("error", err.Error()))

@@ -1,0 +1,124 @@
+package seg
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+// Metrics are the gateway's Prometheus metrics. NewMetrics registers them
+// on the registry the caller passes (never the global one); ProxyHandler,
+// Policy and the methods below feed them. A nil *Metrics records nothing.
+type Metrics struct {
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	longPolls prometheus.Gauge
+	policy    *prometheus.CounterVec
+	kdc       *prometheus.HistogramVec
+	reg       prometheus.Registerer
+}
+
+// NewMetrics makes the metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seg_requests_total",
+			Help: "Device requests by route, ActiveSync command and HTTP status."}, []string{"route", "cmd", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "seg_request_duration_seconds",
+			Help:    "Time to answer a device request (long polls included, up to an hour).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600}},
+			[]string{"route", "cmd"}),
+		longPolls: prometheus.NewGauge(prometheus.GaugeOpts{Name: "seg_long_polls_active",
+			Help: "Ping and Sync requests being held open now."}),
+		policy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seg_policy_decisions_total",
+			Help: "Device policy decisions: allow, block, or monitor (would block, let through), by rule."}, []string{"decision", "rule"}),
+		kdc: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "seg_kdc_exchange_seconds",
+			Help:    "Exchanges with a KDC by address, protocol and result (ok, or error: no answer).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 3}}, []string{"kdc", "proto", "result"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.longPolls, m.policy, m.kdc} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Cache exports the counters of a ticket cache: hits, misses, KDC
+// exchanges and their errors, refreshes, evictions, entries.
+func (m *Metrics) Cache(c *kerberos.Cache) error {
+	if m == nil {
+		return nil
+	}
+	counters := map[string]struct {
+		help string
+		get  func(kerberos.CacheStats) int64
+	}{
+		"seg_ticket_cache_hits_total":          {"Tickets served from the cache.", func(s kerberos.CacheStats) int64 { return s.Hits }},
+		"seg_ticket_cache_negative_hits_total": {"KDC refusals served from the cache.", func(s kerberos.CacheStats) int64 { return s.NegativeHits }},
+		"seg_ticket_cache_misses_total":        {"Requests that waited for a KDC exchange (their own or a shared one).", func(s kerberos.CacheStats) int64 { return s.Misses }},
+		"seg_ticket_cache_exchanges_total":     {"S4U2Self+S4U2Proxy exchanges made.", func(s kerberos.CacheStats) int64 { return s.Exchanges }},
+		"seg_ticket_cache_errors_total":        {"Exchanges that failed.", func(s kerberos.CacheStats) int64 { return s.Errors }},
+		"seg_ticket_cache_refreshes_total":     {"Tickets renewed ahead of their end.", func(s kerberos.CacheStats) int64 { return s.Refreshes }},
+		"seg_ticket_cache_evictions_total":     {"Entries dropped for room.", func(s kerberos.CacheStats) int64 { return s.Evictions }},
+	}
+	for name, v := range counters {
+		get := v.get
+		if err := m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: v.help},
+			func() float64 { return float64(get(c.Stats())) })); err != nil {
+			return err
+		}
+	}
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "seg_ticket_cache_entries",
+		Help: "Tickets and refusals in the cache."}, func() float64 { return float64(c.Stats().Entries) }))
+}
+
+// KDC times every exchange of t with its KDCs. Call it before t's first use:
+// it sets t.Observe.
+func (m *Metrics) KDC(t *kerberos.Transport) {
+	if m == nil {
+		return
+	}
+	t.Observe = func(kdc, proto string, took time.Duration, err error) {
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		m.kdc.WithLabelValues(kdc, proto, result).Observe(took.Seconds())
+	}
+}
+
+func (m *Metrics) request(route, cmd string, code int, took time.Duration) {
+	if m == nil {
+		return
+	}
+	if cmd == "" {
+		cmd = "none"
+	}
+	m.requests.WithLabelValues(route, cmd, strconv.Itoa(code)).Inc()
+	m.duration.WithLabelValues(route, cmd).Observe(took.Seconds())
+}
+
+func (m *Metrics) longPoll(delta float64) {
+	if m != nil {
+		m.longPolls.Add(delta)
+	}
+}
+
+func (m *Metrics) decision(d Decision, monitor bool) {
+	if m == nil {
+		return
+	}
+	kind := "allow"
+	switch {
+	case d.Allow:
+	case monitor:
+		kind = "monitor"
+	default:
+		kind = "block"
+	}
+	m.policy.WithLabelValues(kind, d.Rule).Inc()
+}

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/segkcd/segkcd/internal/eastest"
 	"github.com/segkcd/segkcd/internal/lab"
 	"github.com/segkcd/segkcd/internal/testpki"
@@ -45,6 +47,7 @@ func TestGateway(t *testing.T) {
 	t.Run("upstream failures", func(t *testing.T) { testUpstreamFailures(t, r) })
 	t.Run("KDC outage", func(t *testing.T) { testKDCOutage(t, r) })
 	t.Run("metrics", func(t *testing.T) { testMetrics(t, r) })
+	t.Run("admin API", func(t *testing.T) { testAdmin(t, r) })
 	t.Run("no secrets in logs", func(t *testing.T) { testNoSecretsInLogs(t, r) })
 }
 
@@ -775,5 +778,91 @@ func testMetrics(t *testing.T, r *rig) {
 	}
 	if v := metricValue(t, r, "seg_long_polls_active", nil); v != 0 {
 		t.Errorf("seg_long_polls_active after the Pings: %v", v)
+	}
+}
+
+// testAdmin drives every endpoint of the admin API against the rig.
+func testAdmin(t *testing.T, r *rig) {
+	policy := &seg.Policy{Names: seg.Names{Realm: r.lab.Realm, NetBIOS: r.lab.Domain}}
+	if err := policy.Set(&seg.PolicyRules{Rules: seg.PolicyChecks{RequireManaged: true},
+		Block:   seg.PolicyList{Devices: []string{"STOLEN"}},
+		Devices: map[string]seg.DeviceState{"ALICEPHONE1": {User: "alice", Managed: true}, "ALICEPAD": {User: "alice", Managed: false}}}); err != nil {
+		t.Fatal(err)
+	}
+	var readyErr error
+	admin := &seg.Admin{Token: "s3cret-admin-token", Policy: policy, Tickets: r.cache, SPN: r.spn, Debug: r.debug,
+		Metrics: promhttp.HandlerFor(r.registry, promhttp.HandlerOpts{}),
+		Ready:   func(context.Context) error { return readyErr }}
+	srv := httptest.NewServer(admin)
+	defer srv.Close()
+	call := func(method, path, token string) (int, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	const tok = "s3cret-admin-token"
+	for _, c := range []struct {
+		method, path, token string
+		status              int
+		body                string
+	}{
+		{"GET", "/healthz", "", 200, `"ok"`},
+		{"GET", "/v1/tickets", "", 401, "bearer token"},
+		{"GET", "/v1/tickets", "wrong", 401, ""},
+		{"GET", "/readyz", tok, 200, `"ready"`},
+		{"GET", "/metrics", tok, 200, "seg_requests_total"},
+		{"GET", "/v1/policy/devices/STOLEN", tok, 200, `"rule": "block.devices"`},
+		{"GET", "/v1/policy/devices/alicephone1", tok, 200, `"allow": true`},
+		{"GET", "/v1/policy/devices/NEWPHONE?user=bob", tok, 200, `"rule": "rules.require_managed"`},
+		{"GET", "/v1/policy/users/CORP%5Calice", tok, 200, `"device_id": "ALICEPAD"`},
+		{"GET", "/v1/tickets", tok, 200, `"Hits"`},
+		{"GET", "/v1/nothing", tok, 404, ""},
+	} {
+		status, body := call(c.method, c.path, c.token)
+		if status != c.status || !strings.Contains(body, c.body) {
+			t.Errorf("%s %s: %d %s", c.method, c.path, status, body)
+		}
+	}
+	readyErr = errors.New("no KDC answers")
+	if status, body := call("GET", "/readyz", tok); status != 503 || !strings.Contains(body, "no KDC answers") {
+		t.Errorf("readyz when not ready: %d %s", status, body)
+	}
+	// Forgetting alice's ticket makes her next request an exchange.
+	alice := r.deviceFor(t, "alice")
+	post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE1"), "")
+	before := r.cache.Stats().Exchanges
+	if status, _ := call("DELETE", "/v1/tickets/alice", tok); status != 204 {
+		t.Errorf("DELETE ticket: %d", status)
+	}
+	post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE1"), "")
+	if n := r.cache.Stats().Exchanges - before; n != 1 {
+		t.Errorf("%d exchanges after forgetting alice's ticket", n)
+	}
+	// Per-device debug logging, on and off.
+	if status, _ := call("PUT", "/v1/debug/devices/alicephone9", tok); status != 204 {
+		t.Errorf("PUT debug: %d", status)
+	}
+	if _, body := call("GET", "/v1/debug/devices", tok); !strings.Contains(body, "ALICEPHONE9") {
+		t.Errorf("debug list: %s", body)
+	}
+	post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE9"), "")
+	for _, step := range []string{"step=request", "step=authenticated", "step=authorized", "step=ticket", "step=answered"} {
+		if !logHas(r, "device debug", "device=ALICEPHONE9", step) {
+			t.Errorf("no debug line %s", step)
+		}
+	}
+	call("DELETE", "/v1/debug/devices/ALICEPHONE9", tok)
+	n := strings.Count(r.logs.String(), "device debug")
+	post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE9"), "")
+	if strings.Count(r.logs.String(), "device debug") != n {
+		t.Error("debug lines after debugging was switched off")
 	}
 }

@@ -53,6 +53,7 @@ type rig struct {
 	counter  *kdcspy.Counter
 	logs     *syncBuffer
 	registry *prometheus.Registry
+	debug    *seg.DebugDevices
 	krb5     *config.Config
 	dir      string
 }
@@ -78,7 +79,7 @@ func isoUser(i int) string { return fmt.Sprintf("iso%02d", i) }
 func newRig(l *lab.Lab) (*rig, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	r := &rig{lab: l, spn: "http/mail." + l.DNSDomain, logs: &syncBuffer{}}
+	r := &rig{lab: l, spn: "http/mail." + l.DNSDomain, logs: &syncBuffer{}, debug: &seg.DebugDevices{}}
 	var err error
 	if r.dir, err = os.MkdirTemp("", "seg-test-"); err != nil {
 		return nil, err
@@ -159,6 +160,7 @@ func newRig(l *lab.Lab) (*rig, error) {
 		Transport:     &seg.UserPools{TLSClientConfig: r.exchange.Client().Transport.(*http.Transport).TLSClientConfig},
 		TicketTimeout: 5 * time.Second,
 		Metrics:       metrics,
+		Debug:         r.debug,
 		Logger:        slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	srv := seg.NewServer(r.handler, &tls.Config{Certificates: []tls.Certificate{serverCert.TLS},

@@ -233,9 +233,9 @@ type PolicyInput struct {
 // Decision is the policy's answer. Rule says what decided ("block.devices",
 // "rules.require_managed", ...), Reason says it for an administrator.
 type Decision struct {
-	Allow  bool
-	Rule   string
-	Reason string
+	Allow  bool   `json:"allow"`
+	Rule   string `json:"rule"`
+	Reason string `json:"reason"`
 }
 
 // Policy decides whether a device may sync, as SEG does: the global block
@@ -289,6 +289,16 @@ func (p *Policy) Rules() (*PolicyRules, time.Time) {
 		return nil, time.Time{}
 	}
 	return c.source, c.loaded
+}
+
+// deviceState returns what the policy in force knows of a device.
+func (p *Policy) deviceState(id string) (DeviceState, bool) {
+	c := p.rules.Load()
+	if c == nil {
+		return DeviceState{}, false
+	}
+	st, ok := c.devices[strings.ToUpper(id)]
+	return st, ok
 }
 
 // Decide evaluates in against the rules in force.

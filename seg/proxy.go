@@ -98,6 +98,9 @@ type ProxyHandler struct {
 	// Metrics, when set, counts requests by command and status, times them
 	// and gauges the long polls held open.
 	Metrics *Metrics
+	// Debug, when set, lists devices whose requests are logged step by
+	// step (authentication, policy, ticket, Exchange's answer).
+	Debug *DebugDevices
 
 	once      sync.Once
 	buffers   bufferPool
@@ -201,6 +204,9 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	line.params = params
+	line.debug = h.Debug.Has(params.DeviceID)
+	h.debugf(line, "request", slog.String("cmd", params.Cmd), slog.String("version", params.ProtocolVersion),
+		slog.String("user_agent", printable(r.UserAgent())), slog.Bool("base64_query", params.Base64))
 
 	id, err := h.Authenticate(r)
 	if err == nil && (id == nil || id.User == "") {
@@ -216,6 +222,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	line.user = id.User
+	h.debugf(line, "authenticated", slog.String("method", id.Method), slog.String("name", printable(id.Name)))
 	if params.User != "" && !h.sameUser(params.User, id.User) {
 		h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: errUserMismatch})
 		return
@@ -227,11 +234,15 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	h.debugf(line, "authorized")
+	ticketStart := time.Now()
 	t, err := h.ticket(r.Context(), id.User)
 	if err != nil {
 		h.fail(sw, r, line, &Error{Stage: StageTicket, User: id.User, Err: err})
 		return
 	}
+	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", h.spn),
+		slog.Time("ticket_end", t.EndTime))
 
 	fw := &forward{user: id.User, ticket: t, timeout: h.timeoutFor(params)}
 	switch {
@@ -384,6 +395,7 @@ type logLine struct {
 	params Params
 	fw     *forward
 	err    *Error
+	debug  bool // the device is on the Debug list
 }
 
 func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, start time.Time) {
@@ -412,6 +424,7 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 		attrs = append(attrs, slog.String("login", line.login))
 	}
 	h.Metrics.request("activesync", line.params.Cmd, status, time.Since(start))
+	h.debugf(line, "answered", slog.Int("status", status), slog.Duration("duration", time.Since(start)))
 	level := slog.LevelInfo
 	if err != nil {
 		attrs = append(attrs, slog.String("stage", string(err.Stage)), slog.String("error", err.Error()))

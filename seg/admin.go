@@ -1,0 +1,167 @@
+package seg
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+// Admin is the gateway's administration API, an http.Handler for a
+// listener of its own (examples/gateway binds it to loopback unless told
+// otherwise). JSON in and out:
+//
+//	GET    /healthz                       200 while the process serves
+//	GET    /readyz                        200, or 503 with the reason (Ready)
+//	GET    /metrics                       Prometheus (Metrics)
+//	GET    /v1/policy/devices/{id}        what the policy decides for a device, and why
+//	                                      (?user=&type=&agent=&version= fill in the request)
+//	GET    /v1/policy/users/{user}        the user's devices known to the policy, each decided
+//	GET    /v1/tickets                    ticket cache counters
+//	DELETE /v1/tickets/{user}             forget a user's ticket (after a password or group change)
+//	GET    /v1/debug/devices              devices logged step by step
+//	PUT    /v1/debug/devices/{id}         start logging a device step by step
+//	DELETE /v1/debug/devices/{id}         stop
+//
+// The fields that are nil leave their endpoints answering 404.
+type Admin struct {
+	// Token, when set, is required as "Authorization: Bearer <Token>" on
+	// every endpoint but /healthz.
+	Token   string
+	Policy  *Policy
+	Tickets *kerberos.Cache
+	// SPN is Exchange's, whose tickets DELETE /v1/tickets/{user} forgets.
+	SPN     string
+	Debug   *DebugDevices
+	Metrics http.Handler
+	// Ready reports whether the gateway can serve (service TGT, KDC,
+	// Exchange); nil means always ready.
+	Ready func(context.Context) error
+
+	once sync.Once
+	mux  *http.ServeMux
+}
+
+// ServeHTTP implements http.Handler.
+func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.once.Do(a.routes)
+	if r.URL.Path != "/healthz" && a.Token != "" {
+		got := r.Header.Get("Authorization")
+		if subtle.ConstantTimeCompare([]byte(got), []byte("Bearer "+a.Token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="seg admin"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "a bearer token is required"})
+			return
+		}
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+func (a *Admin) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	m.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if a.Ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+			defer cancel()
+			if err := a.Ready(ctx); err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	if a.Metrics != nil {
+		m.Handle("GET /metrics", a.Metrics)
+	}
+	if a.Policy != nil {
+		m.HandleFunc("GET /v1/policy/devices/{id}", a.policyDevice)
+		m.HandleFunc("GET /v1/policy/users/{user}", a.policyUser)
+	}
+	if a.Tickets != nil {
+		m.HandleFunc("GET /v1/tickets", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, a.Tickets.Stats())
+		})
+		m.HandleFunc("DELETE /v1/tickets/{user}", func(w http.ResponseWriter, r *http.Request) {
+			a.Tickets.Invalidate(r.PathValue("user"), a.SPN)
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
+	if a.Debug != nil {
+		m.HandleFunc("GET /v1/debug/devices", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string][]string{"devices": a.Debug.List()})
+		})
+		m.HandleFunc("PUT /v1/debug/devices/{id}", func(w http.ResponseWriter, r *http.Request) {
+			a.Debug.Enable(r.PathValue("id"))
+			w.WriteHeader(http.StatusNoContent)
+		})
+		m.HandleFunc("DELETE /v1/debug/devices/{id}", func(w http.ResponseWriter, r *http.Request) {
+			a.Debug.Disable(r.PathValue("id"))
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
+	a.mux = m
+}
+
+// deviceAnswer is the policy's view of one device.
+type deviceAnswer struct {
+	DeviceID string       `json:"device_id"`
+	Known    bool         `json:"known"`
+	State    *DeviceState `json:"state,omitempty"`
+	Decision Decision     `json:"decision"`
+}
+
+func (a *Admin) policyDevice(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	id := r.PathValue("id")
+	in := PolicyInput{User: q.Get("user"), DeviceID: id, DeviceType: q.Get("type"), UserAgent: q.Get("agent"), ProtocolVersion: q.Get("version")}
+	rules, _ := a.Policy.Rules()
+	ans := deviceAnswer{DeviceID: id}
+	if rules != nil {
+		if st, ok := a.Policy.deviceState(id); ok {
+			ans.Known, ans.State = true, &st
+			if in.User == "" {
+				in.User = st.User
+			}
+		}
+	}
+	ans.Decision = a.Policy.Decide(in)
+	writeJSON(w, http.StatusOK, ans)
+}
+
+func (a *Admin) policyUser(w http.ResponseWriter, r *http.Request) {
+	user := r.PathValue("user")
+	rules, loaded := a.Policy.Rules()
+	out := struct {
+		User    string         `json:"user"`
+		Loaded  time.Time      `json:"policy_loaded"`
+		Devices []deviceAnswer `json:"devices"`
+	}{User: user, Loaded: loaded, Devices: []deviceAnswer{}}
+	if rules != nil {
+		for id, st := range rules.Devices {
+			if st.User == "" || !a.Policy.Names.Same(st.User, user) {
+				continue
+			}
+			st := st
+			d := a.Policy.Decide(PolicyInput{User: user, DeviceID: id})
+			out.Devices = append(out.Devices, deviceAnswer{DeviceID: id, Known: true, State: &st, Decision: d})
+		}
+	}
+	sort.Slice(out.Devices, func(i, j int) bool { return out.Devices[i].DeviceID < out.Devices[j].DeviceID })
+	writeJSON(w, http.StatusOK, out)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -40,6 +41,7 @@ type config struct {
 	ExchangeCAFile string `json:"exchange_ca_file"` // trust for Exchange's certificate; default: system roots
 
 	Policy *policyConfig `json:"policy,omitempty"` // MDM device policy; none: every device of a user may sync
+	Admin  *adminConfig  `json:"admin,omitempty"`  // the admin listener; none: no admin API
 
 	TicketTimeout   string `json:"ticket_timeout,omitempty"`   // default 15s
 	ShutdownTimeout string `json:"shutdown_timeout,omitempty"` // default 30s
@@ -60,6 +62,38 @@ type policyConfig struct {
 	FailOpen    bool   `json:"fail_open,omitempty"`    // allow while no policy has loaded (default: 503)
 
 	interval time.Duration
+}
+
+// adminConfig is the admin API's listener.
+type adminConfig struct {
+	Listen    string `json:"listen"`               // default 127.0.0.1:9090
+	TokenFile string `json:"token_file,omitempty"` // bearer token; required off loopback
+
+	token string
+}
+
+func (a *adminConfig) check() error {
+	if a.Listen == "" {
+		a.Listen = "127.0.0.1:9090"
+	}
+	host, _, err := net.SplitHostPort(a.Listen)
+	if err != nil {
+		return bad("admin.listen", "%v", err)
+	}
+	if a.TokenFile != "" {
+		b, err := os.ReadFile(a.TokenFile)
+		if err != nil {
+			return bad("admin.token_file", "%v", err)
+		}
+		if a.token = strings.TrimSpace(string(b)); len(a.token) < 16 {
+			return bad("admin.token_file", "the token must have at least 16 characters")
+		}
+	}
+	ip := net.ParseIP(host)
+	if a.token == "" && (host == "" || ip == nil || !ip.IsLoopback()) && host != "localhost" {
+		return bad("admin.listen", "off loopback the admin API needs admin.token_file")
+	}
+	return nil
 }
 
 func (p *policyConfig) check() error {
@@ -212,6 +246,11 @@ func (c *config) check(plainHTTP bool) error {
 	}
 	if c.Policy != nil {
 		if err := c.Policy.check(); err != nil {
+			return err
+		}
+	}
+	if c.Admin != nil {
+		if err := c.Admin.check(); err != nil {
 			return err
 		}
 	}

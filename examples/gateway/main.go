@@ -35,6 +35,10 @@ import (
 
 	krb5config "github.com/jcmturner/gokrb5/v8/config"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/seg"
 )
@@ -81,6 +85,10 @@ type gateway struct {
 	c       *config
 	policy  *seg.Policy
 	run     []func(context.Context) // background work: policy sources
+	admin   *http.Server
+	svc     *kerberos.Client
+	cache   *kerberos.Cache
+	upTLS   *tls.Config
 	plain   bool
 	log     *slog.Logger
 	srv     *http.Server
@@ -110,6 +118,13 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		return nil, bad("kdcs", "%v", err)
 	}
 	kdcs := &kerberos.Transport{Config: kcfg}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := seg.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	metrics.KDC(kdcs)
 	var svc *kerberos.Client
 	if c.KeytabFile != "" {
 		kt, err := kerberos.LoadKeytab(c.KeytabFile)
@@ -144,10 +159,16 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 			return nil, bad("exchange_ca_file", "%v", err)
 		}
 	}
+	g.svc, g.cache, g.upTLS = svc, &kerberos.Cache{Source: svc}, upstreamTLS
+	if err := metrics.Cache(g.cache); err != nil {
+		return nil, err
+	}
 	g.handler = &seg.ProxyHandler{
 		Target:        target,
 		SPN:           c.ExchangeSPN,
-		Tickets:       &kerberos.Cache{Source: svc},
+		Tickets:       g.cache,
+		Metrics:       metrics,
+		Debug:         &seg.DebugDevices{},
 		Authenticate:  seg.AnyOf(auths...),
 		Names:         names,
 		Transport:     &seg.UserPools{TLSClientConfig: upstreamTLS},
@@ -158,6 +179,16 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		if err := g.setPolicy(names); err != nil {
 			return nil, err
 		}
+		g.policy.Metrics = metrics
+	}
+	if c.Admin != nil {
+		spn := c.ExchangeSPN
+		if spn == "" {
+			spn = "HTTP/" + target.Hostname()
+		}
+		admin := &seg.Admin{Token: c.Admin.token, Policy: g.policy, Tickets: g.cache, SPN: spn, Debug: g.handler.Debug,
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Ready: g.ready}
+		g.admin = &http.Server{Addr: c.Admin.Listen, Handler: admin, ReadHeaderTimeout: 10 * time.Second}
 	}
 	if err := g.loadTLS(); err != nil {
 		return nil, err
@@ -170,6 +201,34 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 	g.srv = seg.NewServer(g.handler, tlsConf)
 	g.srv.ErrorLog = slog.NewLogLogger(g.log.Handler(), slog.LevelDebug) // TLS handshake failures of devices
 	return g, nil
+}
+
+// ready is /readyz: the service account has a TGT (logging in if it must),
+// a KDC answers now (a TGS for Exchange's SPN), and Exchange accepts a TLS
+// connection.
+func (g *gateway) ready(ctx context.Context) error {
+	if _, err := g.svc.TGT(ctx); err != nil {
+		return fmt.Errorf("service TGT: %w", err)
+	}
+	spn := g.handler.SPN
+	if spn == "" {
+		spn = "HTTP/" + g.handler.Target.Hostname()
+	}
+	if _, err := g.svc.ServiceTicket(ctx, spn); err != nil {
+		return fmt.Errorf("KDC: %w", err)
+	}
+	host := g.handler.Target.Host
+	if g.handler.Target.Port() == "" {
+		host = net.JoinHostPort(host, "443")
+	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: g.upTLS.Clone()}
+	d.Config.ServerName = g.handler.Target.Hostname()
+	c, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return fmt.Errorf("Exchange: %w", err)
+	}
+	c.Close()
+	return nil
 }
 
 // setPolicy makes the device policy the handler's Authorize hook, with its
@@ -279,6 +338,16 @@ func (g *gateway) serve(ctx context.Context, hup <-chan os.Signal) error {
 	defer stopBG()
 	for _, run := range g.run {
 		go run(bg)
+	}
+	if g.admin != nil {
+		aln, err := net.Listen("tcp", g.admin.Addr)
+		if err != nil {
+			ln.Close()
+			return bad("admin.listen", "%v", err)
+		}
+		go g.admin.Serve(aln)
+		defer g.admin.Close()
+		g.log.Info("admin API listening", "addr", aln.Addr().String())
 	}
 	g.log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "exchange", g.c.ExchangeURL)
 	for {

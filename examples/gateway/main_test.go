@@ -72,7 +72,7 @@ func newFixture(t *testing.T) *fixture {
 	exchangeCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.exchange.Certificate().Raw})
 	files := map[string][]byte{"gateway.crt": server.CertPEM, "gateway.key": server.KeyPEM, "devices-ca.pem": f.ca.PEM,
 		"devices.crl": crl, "exchange-ca.pem": exchangeCA, "svc.password": []byte(svcPassword + "\n"),
-		"policy.json": []byte(`{"block": {"devices": ["BLOCKEDPHONE"]}}`)}
+		"policy.json": []byte(`{"block": {"devices": ["BLOCKEDPHONE"]}}`), "admin.token": []byte("admin-token-0123456789\n")}
 	for name, b := range files {
 		if _, err := testpki.WriteFile(f.dir, name, b); err != nil {
 			t.Fatal(err)
@@ -83,7 +83,8 @@ func newFixture(t *testing.T) *fixture {
 		ClientCAFiles: []string{p("devices-ca.pem")}, CRLFiles: []string{p("devices.crl")}, Basic: true,
 		Realm: l.Realm, NetBIOS: l.Domain, Krb5Conf: l.Krb5Conf, ServiceAccount: "svc_awseg", PasswordFile: p("svc.password"),
 		ExchangeURL: f.exchange.URL, ExchangeSPN: spn, ExchangeCAFile: p("exchange-ca.pem"), ShutdownTimeout: "20s",
-		Policy: &policyConfig{File: p("policy.json"), Interval: "100ms", BlockStatus: 456}}
+		Policy: &policyConfig{File: p("policy.json"), Interval: "100ms", BlockStatus: 456},
+		Admin:  &adminConfig{Listen: "127.0.0.1:0", TokenFile: p("admin.token")}}
 	f.confPath = f.writeConfig(t, f.conf)
 	f.bin = filepath.Join(f.dir, "gateway")
 	if out, err := exec.Command("go", "build", "-o", f.bin, ".").CombinedOutput(); err != nil {
@@ -222,6 +223,46 @@ func TestGatewayProgram(t *testing.T) {
 		t.Errorf("newly blocked device: %d", code)
 	}
 
+	// The admin listener: health, readiness (a KDC answers, Exchange takes
+	// a TLS connection), metrics behind the token.
+	var adminAddr string
+	for _, l := range strings.Split(pr.log(), "\n") {
+		if strings.Contains(l, `"msg":"admin API listening"`) {
+			var v struct{ Addr string }
+			json.Unmarshal([]byte(l), &v)
+			adminAddr = v.Addr
+		}
+	}
+	adminGet := func(path string, token bool) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+adminAddr+path, nil)
+		if token {
+			req.Header.Set("Authorization", "Bearer admin-token-0123456789")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := adminGet("/healthz", false); code != 200 {
+		t.Errorf("healthz: %d", code)
+	}
+	if code, body := adminGet("/readyz", true); code != 200 {
+		t.Errorf("readyz: %d %s", code, body)
+	}
+	if code, _ := adminGet("/metrics", false); code != 401 {
+		t.Errorf("metrics without the token: %d", code)
+	}
+	if code, body := adminGet("/metrics", true); code != 200 || !strings.Contains(body, `seg_requests_total{cmd="FolderSync",code="200",route="activesync"}`) ||
+		!strings.Contains(body, "seg_kdc_exchange_seconds") || !strings.Contains(body, `seg_policy_decisions_total{decision="block"`) {
+		t.Errorf("metrics: %d\n%s", code, body)
+	}
+	if code, body := adminGet("/v1/policy/devices/BLOCKEDPHONE", true); code != 200 || !strings.Contains(body, "block.devices") {
+		t.Errorf("policy lookup: %d %s", code, body)
+	}
+
 	// SIGHUP with a replaced certificate: new handshakes get the new one.
 	fresh, err := f.ca.Server()
 	if err != nil {
@@ -296,7 +337,8 @@ func TestGatewayConfigErrors(t *testing.T) {
 		"policy.block_status": func(c *config) {
 			c.Policy = &policyConfig{File: c.Policy.File, BlockStatus: 500}
 		},
-		"policy.file": func(c *config) { c.Policy = &policyConfig{File: c.Policy.File, URL: "https://mdm.example/p"} },
+		"policy.file":  func(c *config) { c.Policy = &policyConfig{File: c.Policy.File, URL: "https://mdm.example/p"} },
+		"admin.listen": func(c *config) { c.Admin = &adminConfig{Listen: "0.0.0.0:9090"} },
 	} {
 		c := f.conf
 		mutate(&c)

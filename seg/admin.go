@@ -24,6 +24,9 @@ import (
 //	GET    /v1/policy/users/{user}        the user's devices known to the policy, each decided
 //	GET    /v1/tickets                    ticket cache counters
 //	DELETE /v1/tickets/{user}             forget a user's ticket (after a password or group change)
+//	GET    /v1/redirects                  users mapped to another upstream by a 451
+//	DELETE /v1/redirects                  forget all of them
+//	DELETE /v1/redirects/{user}           forget one
 //	GET    /v1/debug/devices              devices logged step by step
 //	PUT    /v1/debug/devices/{id}         start logging a device step by step
 //	DELETE /v1/debug/devices/{id}         stop
@@ -36,9 +39,10 @@ type Admin struct {
 	Policy  *Policy
 	Tickets *kerberos.Cache
 	// SPN is Exchange's, whose tickets DELETE /v1/tickets/{user} forgets.
-	SPN     string
-	Debug   *DebugDevices
-	Metrics http.Handler
+	SPN       string
+	Debug     *DebugDevices
+	Redirects *Redirects
+	Metrics   http.Handler
 	// Ready reports whether the gateway can serve (service TGT, KDC,
 	// Exchange); nil means always ready.
 	Ready func(context.Context) error
@@ -90,6 +94,19 @@ func (a *Admin) routes() {
 		})
 		m.HandleFunc("DELETE /v1/tickets/{user}", func(w http.ResponseWriter, r *http.Request) {
 			a.Tickets.Invalidate(r.PathValue("user"), a.SPN)
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
+	if a.Redirects != nil {
+		m.HandleFunc("GET /v1/redirects", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string][]Redirect{"redirects": a.Redirects.List()})
+		})
+		m.HandleFunc("DELETE /v1/redirects", func(w http.ResponseWriter, r *http.Request) {
+			a.Redirects.Clear("")
+			w.WriteHeader(http.StatusNoContent)
+		})
+		m.HandleFunc("DELETE /v1/redirects/{user}", func(w http.ResponseWriter, r *http.Request) {
+			a.Redirects.Clear(r.PathValue("user"))
 			w.WriteHeader(http.StatusNoContent)
 		})
 	}

@@ -23,7 +23,7 @@ func BenchmarkProxyWarm(b *testing.B) {
 	target, _ := url.Parse(backend.URL)
 	names := seg.Names{Realm: r.lab.Realm, NetBIOS: r.lab.Domain}
 	certs := &seg.CertificateAuth{Names: names, Revocation: &seg.CRL{Files: []string{r.crlPath}}}
-	h := &seg.ProxyHandler{Target: target, SPN: r.spn, Tickets: r.cache, Authenticate: certs.Authenticate, Names: names,
+	h := &seg.ProxyHandler{Upstreams: []*seg.Upstream{{URL: target, SPN: r.spn}}, Tickets: r.cache, Authenticate: certs.Authenticate, Names: names,
 		Transport: &seg.UserPools{TLSClientConfig: backend.Client().Transport.(*http.Transport).TLSClientConfig},
 		Logger:    slog.New(slog.NewJSONHandler(io.Discard, nil))}
 	dev, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "")

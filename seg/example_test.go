@@ -31,7 +31,7 @@ func ExampleProxyHandler() {
 
 	target, _ := url.Parse("https://mail.corp.example.com")
 	gw := &seg.ProxyHandler{
-		Target:       target, // SPN defaults to HTTP/mail.corp.example.com
+		Upstreams:    []*seg.Upstream{{URL: target}}, // SPN: HTTP/mail.corp.example.com
 		Tickets:      &kerberos.Cache{Source: svc},
 		Authenticate: seg.AnyOf(certs.Authenticate, basic.Authenticate),
 		Names:        names,

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/segkcd/segkcd/internal/eastest"
@@ -44,6 +45,8 @@ func TestGateway(t *testing.T) {
 	t.Run("long poll", func(t *testing.T) { testLongPoll(t, r) })
 	t.Run("large body", func(t *testing.T) { testLargeBody(t, r) })
 	t.Run("authorize hook", func(t *testing.T) { testAuthorizeHook(t, r) })
+	t.Run("451 redirect", func(t *testing.T) { testRedirect451(t, r) })
+	t.Run("upstream health", func(t *testing.T) { testUpstreamHealth(t, r) })
 	t.Run("upstream failures", func(t *testing.T) { testUpstreamFailures(t, r) })
 	t.Run("KDC outage", func(t *testing.T) { testKDCOutage(t, r) })
 	t.Run("metrics", func(t *testing.T) { testMetrics(t, r) })
@@ -659,7 +662,7 @@ func testUpstreamFailures(t *testing.T, r *rig) {
 	}{{"down", closed.URL, http.StatusBadGateway}, {"slow", slow.URL, http.StatusGatewayTimeout}} {
 		target, _ := url.Parse(tc.target)
 		var got *seg.Error
-		h := &seg.ProxyHandler{Target: target, SPN: r.spn, Tickets: r.cache, Authenticate: certs.Authenticate, Names: names,
+		h := &seg.ProxyHandler{Upstreams: []*seg.Upstream{{URL: target, SPN: r.spn}}, Tickets: r.cache, Authenticate: certs.Authenticate, Names: names,
 			Transport: &seg.UserPools{TLSClientConfig: slow.Client().Transport.(*http.Transport).TLSClientConfig},
 			Timeout:   300 * time.Millisecond,
 			ErrorHandler: func(w http.ResponseWriter, q *http.Request, err error) {
@@ -686,7 +689,7 @@ func testAuthorizeHook(t *testing.T, r *rig) {
 	target, _ := url.Parse(r.exchange.URL)
 	names := seg.Names{Realm: r.lab.Realm}
 	var seen []string
-	h := &seg.ProxyHandler{Target: target, SPN: r.spn, Tickets: r.cache, Authenticate: (&seg.CertificateAuth{Names: names}).Authenticate,
+	h := &seg.ProxyHandler{Upstreams: []*seg.Upstream{{URL: target, SPN: r.spn}}, Tickets: r.cache, Authenticate: (&seg.CertificateAuth{Names: names}).Authenticate,
 		Names: names, Transport: r.handler.Transport, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
 		Authorize: func(ctx context.Context, q *seg.Request) error {
 			seen = append(seen, q.Identity.User+"/"+q.Params.DeviceID+"/"+q.Params.Cmd)
@@ -716,11 +719,17 @@ func testAuthorizeHook(t *testing.T, r *rig) {
 	}
 }
 
-// metricValue reads one sample from the rig's registry (the sum over the
-// samples whose labels include want).
+// metricValue reads one sample from the rig's registry.
 func metricValue(t *testing.T, r *rig, name string, want map[string]string) float64 {
 	t.Helper()
-	families, err := r.registry.Gather()
+	return gathered(t, r.registry, name, want)
+}
+
+// gathered is the sum of a metric's samples whose labels include want
+// (histograms count their observations).
+func gathered(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -864,5 +873,123 @@ func testAdmin(t *testing.T, r *rig) {
 	post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE9"), "")
 	if strings.Count(r.logs.String(), "device debug") != n {
 		t.Error("debug lines after debugging was switched off")
+	}
+}
+
+// verified is a device request as the TLS server hands it over.
+func (r *rig) verified(t *testing.T, user, query string) *http.Request {
+	t.Helper()
+	dev, err := r.ca.Device(user+"@"+r.lab.DNSDomain, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := httptest.NewRequest(http.MethodPost, "/Microsoft-Server-ActiveSync?"+query, nil)
+	q.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{dev.Cert}, VerifiedChains: [][]*x509.Certificate{{dev.Cert, r.ca.Cert}}}
+	return q
+}
+
+// testRedirect451: the first Exchange answers 451 for bob with the second
+// server's URL; the device gets the gateway's own URL back, and its next
+// request goes to the second server with a ticket for the second's SPN.
+// Admin lists and clears the mapping.
+func testRedirect451(t *testing.T, r *rig) {
+	second := eastest.NewServer(r.asa)
+	defer second.Close()
+	u1, _ := url.Parse(r.exchange.URL)
+	u2, _ := url.Parse(second.URL)
+	public, _ := url.Parse("https://seg.example.test")
+	names := seg.Names{Realm: r.lab.Realm}
+	redirects := &seg.Redirects{}
+	h := &seg.ProxyHandler{Upstreams: []*seg.Upstream{{URL: u1, SPN: r.spn}, {URL: u2, SPN: r.spn2}}, Redirects: redirects, PublicURL: public,
+		Tickets: r.cache, Authenticate: (&seg.CertificateAuth{Names: names}).Authenticate, Names: names,
+		Transport: r.handler.Transport, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
+	r.exchange.Redirect("bob", second.URL+"/Microsoft-Server-ActiveSync")
+	defer r.exchange.Redirect("bob", "")
+	query := "Cmd=Sync&User=bob&DeviceId=BOBPHONE&DeviceType=T"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r.verified(t, "bob", query))
+	if w.Code != 451 || w.Header().Get("X-MS-Location") != "https://seg.example.test/Microsoft-Server-ActiveSync" {
+		t.Fatalf("451: %d %q", w.Code, w.Header().Get("X-MS-Location"))
+	}
+	for i := 0; i < 2; i++ {
+		w = httptest.NewRecorder()
+		h.ServeHTTP(w, r.verified(t, "bob", query))
+		if w.Code != 200 || w.Header().Get(eastest.UserHeader) != "bob" || !strings.EqualFold(w.Header().Get(eastest.SPNHeader), r.spn2) {
+			t.Fatalf("after the redirect: %d %q %q", w.Code, w.Header().Get(eastest.UserHeader), w.Header().Get(eastest.SPNHeader))
+		}
+	}
+	// alice stays on the first server.
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r.verified(t, "alice", "Cmd=Sync&User=alice&DeviceId=ALICEPHONE1&DeviceType=T"))
+	if w.Code != 200 || !strings.EqualFold(w.Header().Get(eastest.SPNHeader), r.spn) {
+		t.Errorf("alice: %d %q", w.Code, w.Header().Get(eastest.SPNHeader))
+	}
+	// The mapping through the admin API: listed, then cleared.
+	admin := httptest.NewServer(&seg.Admin{Redirects: redirects})
+	defer admin.Close()
+	resp, err := http.Get(admin.URL + "/v1/redirects")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"user": "bob"`) || !strings.Contains(string(b), second.URL) {
+		t.Errorf("redirect list: %s", b)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, admin.URL+"/v1/redirects/bob", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 204 {
+		t.Errorf("clear: %v %v", resp, err)
+	}
+	if len(redirects.List()) != 0 {
+		t.Error("the mapping survived its clearing")
+	}
+	// A 451 to a server the gateway does not know is not followed.
+	r.exchange.Redirect("bob", "https://evil.example.test/Microsoft-Server-ActiveSync")
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r.verified(t, "bob", query))
+	if w.Code != http.StatusBadGateway || len(redirects.List()) != 0 {
+		t.Errorf("451 to an unknown server: %d %v", w.Code, redirects.List())
+	}
+}
+
+// testUpstreamHealth: a dead first upstream is skipped once a connection to
+// it failed or a probe found it down, and taken again once a probe finds it
+// back.
+func testUpstreamHealth(t *testing.T, r *rig) {
+	dead := httptest.NewTLSServer(http.NotFoundHandler())
+	deadURL, _ := url.Parse(dead.URL)
+	dead.Close()
+	live, _ := url.Parse(r.exchange.URL)
+	names := seg.Names{Realm: r.lab.Realm}
+	ups := []*seg.Upstream{{URL: deadURL, SPN: r.spn}, {URL: live, SPN: r.spn}}
+	h := &seg.ProxyHandler{Upstreams: ups, Tickets: r.cache, Authenticate: (&seg.CertificateAuth{Names: names}).Authenticate, Names: names,
+		Transport: r.handler.Transport, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
+	query := "Cmd=Sync&User=alice&DeviceId=ALICEPHONE1&DeviceType=T"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r.verified(t, "alice", query))
+	if w.Code != http.StatusBadGateway {
+		t.Fatalf("first request to the dead upstream: %d", w.Code)
+	}
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r.verified(t, "alice", query))
+	if w.Code != 200 {
+		t.Fatalf("after the failure: %d", w.Code)
+	}
+	// Probes: the dead one stays down, the live one up; metrics say so.
+	reg := prometheus.NewRegistry()
+	m, _ := seg.NewMetrics(reg)
+	hc := &seg.HealthCheck{Upstreams: ups, Client: r.exchange.Client(), Metrics: m, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
+	hc.Check(context.Background())
+	if ok, why := ups[0].Healthy(); ok || why == "" {
+		t.Errorf("dead upstream: %v %q", ok, why)
+	}
+	if ok, _ := ups[1].Healthy(); !ok {
+		t.Error("live upstream down")
+	}
+	if got := gathered(t, reg, "seg_upstream_up", map[string]string{"upstream": live.Host}); got != 1 {
+		t.Errorf("seg_upstream_up for the live one: %v", got)
+	}
+	if got := gathered(t, reg, "seg_upstream_up", map[string]string{"upstream": deadURL.Host}); got != 0 {
+		t.Errorf("seg_upstream_up for the dead one: %v", got)
 	}
 }

@@ -44,6 +44,8 @@ const (
 type rig struct {
 	lab      *lab.Lab
 	spn      string
+	spn2     string // a second Exchange server's, also on the ASA
+	asa      *kerberos.Acceptor
 	exchange *eastest.Server
 	ca       *testpki.CA
 	crlPath  string
@@ -79,13 +81,13 @@ func isoUser(i int) string { return fmt.Sprintf("iso%02d", i) }
 func newRig(l *lab.Lab) (*rig, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	r := &rig{lab: l, spn: "http/mail." + l.DNSDomain, logs: &syncBuffer{}, debug: &seg.DebugDevices{}}
+	r := &rig{lab: l, spn: "http/mail." + l.DNSDomain, spn2: "http/mail2." + l.DNSDomain, logs: &syncBuffer{}, debug: &seg.DebugDevices{}}
 	var err error
 	if r.dir, err = os.MkdirTemp("", "seg-test-"); err != nil {
 		return nil, err
 	}
 	if err := l.ProvisionKCD(ctx, lab.KCD{ASA: asaName, ASAPassword: asaPassword, Service: svcName, Password: svcPassword,
-		SPNs: []string{r.spn}}); err != nil {
+		SPNs: []string{r.spn, r.spn2}}); err != nil {
 		return nil, err
 	}
 	c, err := l.Dial(ctx)
@@ -109,7 +111,8 @@ func newRig(l *lab.Lab) (*rig, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.exchange = eastest.NewServer(&kerberos.Acceptor{Keytab: kt, Principal: asaName + "$"})
+	r.asa = &kerberos.Acceptor{Keytab: kt, Principal: asaName + "$"}
+	r.exchange = eastest.NewServer(r.asa)
 
 	cfg, err := kerberos.LoadConfig(l.Krb5Conf)
 	if err != nil {
@@ -152,8 +155,7 @@ func newRig(l *lab.Lab) (*rig, error) {
 	basic := &seg.BasicAuth{Realm: l.Realm, Config: cfg, Transport: tr, Names: names}
 	target, _ := url.Parse(r.exchange.URL)
 	r.handler = &seg.ProxyHandler{
-		Target:        target,
-		SPN:           r.spn,
+		Upstreams:     []*seg.Upstream{{URL: target, SPN: r.spn}},
 		Tickets:       r.cache,
 		Authenticate:  seg.AnyOf(certs.Authenticate, basic.Authenticate),
 		Names:         names,

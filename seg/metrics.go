@@ -18,6 +18,8 @@ type Metrics struct {
 	longPolls prometheus.Gauge
 	policy    *prometheus.CounterVec
 	kdc       *prometheus.HistogramVec
+	up        *prometheus.GaugeVec
+	redirects prometheus.Counter
 	reg       prometheus.Registerer
 }
 
@@ -38,8 +40,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		kdc: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "seg_kdc_exchange_seconds",
 			Help:    "Exchanges with a KDC by address, protocol and result (ok, or error: no answer).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 3}}, []string{"kdc", "proto", "result"}),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "seg_upstream_up",
+			Help: "1 when the last health probe of an upstream succeeded."}, []string{"upstream"}),
+		redirects: prometheus.NewCounter(prometheus.CounterOpts{Name: "seg_redirects_total",
+			Help: "451 answers whose user was mapped to another upstream."}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.longPolls, m.policy, m.kdc} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.longPolls, m.policy, m.kdc, m.up, m.redirects} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -121,4 +127,21 @@ func (m *Metrics) decision(d Decision, monitor bool) {
 		kind = "block"
 	}
 	m.policy.WithLabelValues(kind, d.Rule).Inc()
+}
+
+func (m *Metrics) upstream(host string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.up.WithLabelValues(host).Set(v)
+}
+
+func (m *Metrics) redirected() {
+	if m != nil {
+		m.redirects.Inc()
+	}
 }

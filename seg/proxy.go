@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -47,12 +48,18 @@ type Request struct {
 // Only Target, Tickets and Authenticate are required; the zero value of every
 // other field means its default. Set the fields before the first request.
 type ProxyHandler struct {
-	// Target is Exchange's base URL (https://mail.corp.example.com); the
-	// request's path and query are kept.
-	Target *url.URL
-	// SPN is the service principal of Exchange, on the ASA. Empty means
-	// "HTTP/" + Target's host name.
-	SPN string
+	// Upstreams are the Exchange servers (https://mail.corp.example.com,
+	// with the SPN on the ASA). A user goes to the upstream a 451 mapped
+	// them to (Redirects), else to the first healthy one. The request's
+	// path and query are kept.
+	Upstreams []*Upstream
+	// Redirects remembers 451 answers per user (default: a Redirects of
+	// its own; pass one to list and clear it through Admin).
+	Redirects *Redirects
+	// PublicURL is the gateway's URL as devices reach it, which replaces
+	// Exchange's in X-MS-Location (451) and in Autodiscover answers.
+	// Empty means https:// and the request's Host.
+	PublicURL *url.URL
 	// Tickets gets tickets as users (a *kerberos.Cache over a
 	// *kerberos.Client).
 	Tickets Tickets
@@ -107,7 +114,7 @@ type ProxyHandler struct {
 	proxy     *httputil.ReverseProxy // ordinary commands
 	longPoll  *httputil.ReverseProxy // Ping and Sync
 	transport UserTransport
-	spn       string
+	redirects *Redirects
 	initErr   error
 }
 
@@ -118,22 +125,30 @@ type ctxKey struct{}
 
 // forward is the state of one request that the RoundTripper needs.
 type forward struct {
-	user    string
-	ticket  *kerberos.Ticket
-	body    []byte // the whole body when it can be sent again
-	replay  bool
-	timeout time.Duration
-	err     *Error // set by the RoundTripper for the ErrorHandler
+	user     string
+	upstream *Upstream
+	public   string // the gateway's base URL as the device used it
+	ticket   *kerberos.Ticket
+	body     []byte // the whole body when it can be sent again
+	replay   bool
+	timeout  time.Duration
+	err      *Error // set by the RoundTripper for the ErrorHandler
 }
 
 func (h *ProxyHandler) init() {
-	if h.Target == nil || h.Tickets == nil || h.Authenticate == nil {
-		h.initErr = errors.New("seg: ProxyHandler needs Target, Tickets and Authenticate")
+	if len(h.Upstreams) == 0 || h.Tickets == nil || h.Authenticate == nil {
+		h.initErr = errors.New("seg: ProxyHandler needs Upstreams, Tickets and Authenticate")
 		return
 	}
-	h.spn = h.SPN
-	if h.spn == "" {
-		h.spn = "HTTP/" + h.Target.Hostname()
+	for _, u := range h.Upstreams {
+		if u == nil || u.URL == nil || u.URL.Host == "" {
+			h.initErr = errors.New("seg: an upstream without a URL")
+			return
+		}
+	}
+	h.redirects = h.Redirects
+	if h.redirects == nil {
+		h.redirects = &Redirects{}
 	}
 	h.transport = h.Transport
 	if h.transport == nil {
@@ -152,7 +167,8 @@ func (h *ProxyHandler) init() {
 func (h *ProxyHandler) reverseProxy(flush time.Duration) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(h.Target)
+			fw := pr.In.Context().Value(ctxKey{}).(*forward)
+			pr.SetURL(fw.upstream.URL)
 			pr.SetXForwarded()
 			// The device's credentials are for the gateway, never for Exchange.
 			pr.Out.Header.Del("Authorization")
@@ -161,7 +177,7 @@ func (h *ProxyHandler) reverseProxy(flush time.Duration) *httputil.ReverseProxy 
 		Transport:      &kcdTransport{h: h},
 		FlushInterval:  flush,
 		BufferPool:     &h.buffers,
-		ModifyResponse: h.ModifyResponse,
+		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.proxyError,
 		ErrorLog:       slog.NewLogLogger(h.logger().Handler(), slog.LevelWarn),
 	}
@@ -235,16 +251,17 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	h.debugf(line, "authorized")
+	up := h.upstreamFor(id.User)
 	ticketStart := time.Now()
-	t, err := h.ticket(r.Context(), id.User)
+	t, err := h.ticket(r.Context(), id.User, up.spn())
 	if err != nil {
 		h.fail(sw, r, line, &Error{Stage: StageTicket, User: id.User, Err: err})
 		return
 	}
-	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", h.spn),
+	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", up.spn()),
 		slog.Time("ticket_end", t.EndTime))
 
-	fw := &forward{user: id.User, ticket: t, timeout: h.timeoutFor(params)}
+	fw := &forward{user: id.User, upstream: up, public: h.publicBase(r), ticket: t, timeout: h.timeoutFor(params)}
 	switch {
 	case r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody:
 		fw.replay = true
@@ -273,14 +290,69 @@ func (h *ProxyHandler) sameUser(param, user string) bool {
 	return err == nil && kerberos.EqualNames(u, user)
 }
 
-func (h *ProxyHandler) ticket(ctx context.Context, user string) (*kerberos.Ticket, error) {
+// upstreamFor chooses the user's upstream: the one a 451 named, else the
+// first healthy one, else the first.
+func (h *ProxyHandler) upstreamFor(user string) *Upstream {
+	if u := h.redirects.Get(user); u != nil {
+		return u
+	}
+	for _, u := range h.Upstreams {
+		if ok, _ := u.Healthy(); ok {
+			return u
+		}
+	}
+	return h.Upstreams[0]
+}
+
+// publicBase is the gateway's base URL for rewritten locations.
+func (h *ProxyHandler) publicBase(r *http.Request) string {
+	if h.PublicURL != nil {
+		return strings.TrimSuffix(h.PublicURL.String(), "/")
+	}
+	return "https://" + r.Host
+}
+
+// modifyResponse handles 451 (remember the user's server, point the device
+// at the gateway again), then calls the caller's ModifyResponse.
+func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
+	if resp.StatusCode == 451 {
+		fw := resp.Request.Context().Value(ctxKey{}).(*forward)
+		loc, err := url.Parse(resp.Header.Get("X-MS-Location"))
+		var to *Upstream
+		if err == nil {
+			for _, u := range h.Upstreams {
+				if strings.EqualFold(u.URL.Scheme, loc.Scheme) && strings.EqualFold(u.URL.Host, loc.Host) {
+					to = u
+				}
+			}
+		}
+		if to == nil {
+			return &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errUnknownRedirect}
+		}
+		h.redirects.Set(fw.user, to)
+		h.Metrics.redirected()
+		rewritten := fw.public + loc.EscapedPath()
+		if loc.RawQuery != "" {
+			rewritten += "?" + loc.RawQuery
+		}
+		resp.Header.Set("X-MS-Location", rewritten)
+		h.logger().LogAttrs(resp.Request.Context(), slog.LevelInfo, "mailbox elsewhere: user redirected",
+			slog.String("user", fw.user), slog.String("upstream", to.URL.Host))
+	}
+	if h.ModifyResponse != nil {
+		return h.ModifyResponse(resp)
+	}
+	return nil
+}
+
+func (h *ProxyHandler) ticket(ctx context.Context, user, spn string) (*kerberos.Ticket, error) {
 	d := h.TicketTimeout
 	if d <= 0 {
 		d = 15 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	return h.Tickets.Ticket(ctx, user, h.spn)
+	return h.Tickets.Ticket(ctx, user, spn)
 }
 
 func (h *ProxyHandler) timeoutFor(p Params) time.Duration {
@@ -485,11 +557,11 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// Exchange refused the ticket: the ASA's key changed since it was issued
 	// (a roll), or the ticket was revoked. Forget it and try once more.
 	drain(resp)
-	k.h.Tickets.Invalidate(fw.user, k.h.spn)
+	k.h.Tickets.Invalidate(fw.user, fw.upstream.spn())
 	if !fw.replay {
 		return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errNoReplay}
 	}
-	t, err := k.h.ticket(req.Context(), fw.user)
+	t, err := k.h.ticket(req.Context(), fw.user, fw.upstream.spn())
 	if err != nil {
 		return nil, &Error{Stage: StageTicket, User: fw.user, Err: err}
 	}
@@ -503,7 +575,7 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	drain(resp)
-	k.h.Tickets.Invalidate(fw.user, k.h.spn)
+	k.h.Tickets.Invalidate(fw.user, fw.upstream.spn())
 	return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errTicketRefused}
 }
 
@@ -521,6 +593,10 @@ func (k *kcdTransport) attempt(rt http.RoundTripper, req *http.Request, fw *forw
 	resp, err := rt.RoundTrip(req.WithContext(ctx))
 	timer.Stop()
 	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			fw.upstream.setHealth(err) // skipped for new users until a probe succeeds
+		}
 		cancel()
 		if timedOut.Load() {
 			return nil, errUpstreamTime

@@ -13,6 +13,7 @@ package eastest
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -24,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/spnego"
+
 	"github.com/segkcd/segkcd/kerberos"
 )
 
@@ -31,6 +34,9 @@ import (
 const (
 	// UserHeader carries the user the request was served as.
 	UserHeader = "X-Eastest-User"
+	// SPNHeader carries the server name of the ticket the request came
+	// with (the ticket's sname, which travels in clear).
+	SPNHeader = "X-Eastest-SPN"
 	// HowHeader says how: "ticket" (a Negotiate header on this request) or
 	// "connection" (the connection's earlier authentication, as IIS does).
 	HowHeader = "X-Eastest-How"
@@ -56,6 +62,7 @@ type Server struct {
 	reject    atomic.Int64
 	held      chan string
 	tokens    []string
+	redirect  map[string]string // upper-cased user -> X-MS-Location
 	mu        sync.Mutex
 	conns     map[*connState]struct{}
 }
@@ -70,7 +77,7 @@ type connKey struct{}
 
 // NewServer starts a TLS stand-in (httptest's certificate for 127.0.0.1).
 func NewServer(acc *kerberos.Acceptor) *Server {
-	s := &Server{Acceptor: acc, held: make(chan string, 1024), conns: map[*connState]struct{}{}}
+	s := &Server{Acceptor: acc, held: make(chan string, 1024), conns: map[*connState]struct{}{}, redirect: map[string]string{}}
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.Server.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		st := &connState{users: map[string]bool{}}
@@ -125,6 +132,36 @@ func (s *Server) Tokens() []string {
 // answers a ticket encrypted with a key it no longer has (after an ASA roll).
 func (s *Server) RejectNext(n int) { s.reject.Store(int64(n)) }
 
+// Redirect makes the stand-in answer 451 with X-MS-Location: location to
+// user's requests, as Exchange does for a mailbox on another server (an
+// empty location stops it).
+func (s *Server) Redirect(user, location string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if location == "" {
+		delete(s.redirect, strings.ToUpper(user))
+		return
+	}
+	s.redirect[strings.ToUpper(user)] = location
+}
+
+// ticketSPN reads the server name of the ticket inside a Negotiate header.
+func ticketSPN(auth string) string {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(auth, "Negotiate "))
+	if err != nil {
+		return ""
+	}
+	var st spnego.SPNEGOToken
+	if st.Unmarshal(b) != nil || !st.Init {
+		return ""
+	}
+	var k spnego.KRB5Token
+	if k.Unmarshal(st.NegTokenInit.MechTokenBytes) != nil {
+		return ""
+	}
+	return k.APReq.Ticket.SName.PrincipalNameString()
+}
+
 // Held delivers the user of each request that starts holding (HoldHeader).
 func (s *Server) Held() <-chan string { return s.held }
 
@@ -158,6 +195,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		s.accepted.Add(1)
 		user, how = id.User, "ticket"
+		w.Header().Set(SPNHeader, ticketSPN(auth))
 		if st != nil {
 			st.mu.Lock()
 			st.user = user
@@ -172,6 +210,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if user == "" {
 		w.Header().Set("WWW-Authenticate", "Negotiate")
 		http.Error(w, "no ticket", http.StatusUnauthorized)
+		return
+	}
+	s.mu.Lock()
+	loc := s.redirect[strings.ToUpper(user)]
+	s.mu.Unlock()
+	if loc != "" {
+		w.Header().Set("X-MS-Location", loc)
+		w.WriteHeader(451)
 		return
 	}
 	w.Header().Set(UserHeader, user)

@@ -39,6 +39,10 @@ type config struct {
 	ExchangeURL    string `json:"exchange_url"`     // https://mail.corp.example.com
 	ExchangeSPN    string `json:"exchange_spn"`     // default HTTP/<host of exchange_url>
 	ExchangeCAFile string `json:"exchange_ca_file"` // trust for Exchange's certificate; default: system roots
+	// More Exchange servers: users go to the first healthy one, or where a
+	// 451 sent them (the answer's X-MS-Location must name one of these).
+	Upstreams []upstreamConfig `json:"upstreams,omitempty"`
+	PublicURL string           `json:"public_url,omitempty"` // the gateway as devices reach it (451 locations)
 
 	Policy *policyConfig `json:"policy,omitempty"` // MDM device policy; none: every device of a user may sync
 	Admin  *adminConfig  `json:"admin,omitempty"`  // the admin listener; none: no admin API
@@ -62,6 +66,12 @@ type policyConfig struct {
 	FailOpen    bool   `json:"fail_open,omitempty"`    // allow while no policy has loaded (default: 503)
 
 	interval time.Duration
+}
+
+// upstreamConfig is one more Exchange server.
+type upstreamConfig struct {
+	URL string `json:"url"`
+	SPN string `json:"spn,omitempty"`
 }
 
 // adminConfig is the admin API's listener.
@@ -231,6 +241,18 @@ func (c *config) check(plainHTTP bool) error {
 	}
 	if u.Scheme == "http" && !plainHTTP {
 		return bad("exchange_url", "http:// sends tickets in clear; use https (or -insecure-dev-http)")
+	}
+	for i, up := range c.Upstreams {
+		u, err := url.Parse(up.URL)
+		if err != nil || u.Host == "" || u.Scheme != "https" || (u.Path != "" && u.Path != "/") {
+			return bad(fmt.Sprintf("upstreams[%d].url", i), "want https://host[:port]")
+		}
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || u.Host == "" || u.Scheme != "https" {
+			return bad("public_url", "want https://host[:port]")
+		}
 	}
 	if c.ExchangeCAFile != "" {
 		if _, err := loadPool(c.ExchangeCAFile); err != nil {

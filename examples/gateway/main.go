@@ -82,19 +82,20 @@ func run(ctx context.Context, args []string, hup <-chan os.Signal, stderr io.Wri
 }
 
 type gateway struct {
-	c       *config
-	policy  *seg.Policy
-	run     []func(context.Context) // background work: policy sources
-	admin   *http.Server
-	svc     *kerberos.Client
-	cache   *kerberos.Cache
-	upTLS   *tls.Config
-	plain   bool
-	log     *slog.Logger
-	srv     *http.Server
-	certs   atomic.Pointer[tlsState]
-	crl     *seg.CRL
-	handler *seg.ProxyHandler
+	c         *config
+	policy    *seg.Policy
+	run       []func(context.Context) // background work: policy sources
+	admin     *http.Server
+	redirects *seg.Redirects
+	svc       *kerberos.Client
+	cache     *kerberos.Cache
+	upTLS     *tls.Config
+	plain     bool
+	log       *slog.Logger
+	srv       *http.Server
+	certs     atomic.Pointer[tlsState]
+	crl       *seg.CRL
+	handler   *seg.ProxyHandler
 }
 
 // tlsState is what SIGHUP replaces.
@@ -163,9 +164,22 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 	if err := metrics.Cache(g.cache); err != nil {
 		return nil, err
 	}
+	ups := []*seg.Upstream{{URL: target, SPN: c.ExchangeSPN}}
+	for _, uc := range c.Upstreams {
+		u, _ := url.Parse(uc.URL)
+		ups = append(ups, &seg.Upstream{URL: u, SPN: uc.SPN})
+	}
+	var public *url.URL
+	if c.PublicURL != "" {
+		public, _ = url.Parse(c.PublicURL)
+	}
+	g.redirects = &seg.Redirects{}
+	g.run = append(g.run, (&seg.HealthCheck{Upstreams: ups, Metrics: metrics, Logger: g.log,
+		Client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: upstreamTLS}}}).Run)
 	g.handler = &seg.ProxyHandler{
-		Target:        target,
-		SPN:           c.ExchangeSPN,
+		Upstreams:     ups,
+		Redirects:     g.redirects,
+		PublicURL:     public,
 		Tickets:       g.cache,
 		Metrics:       metrics,
 		Debug:         &seg.DebugDevices{},
@@ -186,7 +200,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		if spn == "" {
 			spn = "HTTP/" + target.Hostname()
 		}
-		admin := &seg.Admin{Token: c.Admin.token, Policy: g.policy, Tickets: g.cache, SPN: spn, Debug: g.handler.Debug,
+		admin := &seg.Admin{Token: c.Admin.token, Policy: g.policy, Tickets: g.cache, SPN: spn, Debug: g.handler.Debug, Redirects: g.redirects,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Ready: g.ready}
 		g.admin = &http.Server{Addr: c.Admin.Listen, Handler: admin, ReadHeaderTimeout: 10 * time.Second}
 	}
@@ -210,25 +224,23 @@ func (g *gateway) ready(ctx context.Context) error {
 	if _, err := g.svc.TGT(ctx); err != nil {
 		return fmt.Errorf("service TGT: %w", err)
 	}
-	spn := g.handler.SPN
+	first := g.handler.Upstreams[0]
+	spn := first.SPN
 	if spn == "" {
-		spn = "HTTP/" + g.handler.Target.Hostname()
+		spn = "HTTP/" + first.URL.Hostname()
 	}
 	if _, err := g.svc.ServiceTicket(ctx, spn); err != nil {
 		return fmt.Errorf("KDC: %w", err)
 	}
-	host := g.handler.Target.Host
-	if g.handler.Target.Port() == "" {
-		host = net.JoinHostPort(host, "443")
+	var why []string
+	for _, u := range g.handler.Upstreams {
+		ok, reason := u.Healthy()
+		if ok {
+			return nil
+		}
+		why = append(why, u.URL.Host+": "+reason)
 	}
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: g.upTLS.Clone()}
-	d.Config.ServerName = g.handler.Target.Hostname()
-	c, err := d.DialContext(ctx, "tcp", host)
-	if err != nil {
-		return fmt.Errorf("Exchange: %w", err)
-	}
-	c.Close()
-	return nil
+	return fmt.Errorf("no healthy Exchange upstream (%s)", strings.Join(why, "; "))
 }
 
 // setPolicy makes the device policy the handler's Authorize hook, with its

@@ -51,6 +51,8 @@ fuzz:
 	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParseParams -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParseUPNs -fuzztime 60s
+	$(GO) test ./seg -run '^$$' -fuzz FuzzParsePolicy -fuzztime 60s
+	$(GO) test ./seg -run '^$$' -fuzz FuzzRewriteAutodiscover -fuzztime 60s
 
 bench: deps
 	bench/run

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +48,7 @@ func TestGateway(t *testing.T) {
 	t.Run("authorize hook", func(t *testing.T) { testAuthorizeHook(t, r) })
 	t.Run("451 redirect", func(t *testing.T) { testRedirect451(t, r) })
 	t.Run("upstream health", func(t *testing.T) { testUpstreamHealth(t, r) })
+	t.Run("autodiscover and EWS", func(t *testing.T) { testAutodiscoverAndEWS(t, r) })
 	t.Run("upstream failures", func(t *testing.T) { testUpstreamFailures(t, r) })
 	t.Run("KDC outage", func(t *testing.T) { testKDCOutage(t, r) })
 	t.Run("metrics", func(t *testing.T) { testMetrics(t, r) })
@@ -991,5 +993,50 @@ func testUpstreamHealth(t *testing.T, r *rig) {
 	}
 	if got := gathered(t, reg, "seg_upstream_up", map[string]string{"upstream": deadURL.Host}); got != 0 {
 		t.Errorf("seg_upstream_up for the dead one: %v", got)
+	}
+}
+
+// testAutodiscoverAndEWS: with both switched on, Autodiscover answers come
+// through KCD with the gateway's URL in them, and EWS through KCD as the
+// user; the rig's handler, with both off, answers 404 for both.
+func testAutodiscoverAndEWS(t *testing.T, r *rig) {
+	target, _ := url.Parse(r.exchange.URL)
+	public, _ := url.Parse("https://seg.example.test")
+	names := seg.Names{Realm: r.lab.Realm}
+	h := &seg.ProxyHandler{Upstreams: []*seg.Upstream{{URL: target, SPN: r.spn}}, PublicURL: public, Autodiscover: true, EWS: true,
+		Tickets: r.cache, Authenticate: (&seg.CertificateAuth{Names: names}).Authenticate, Names: names,
+		Transport: r.handler.Transport, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
+	req := func(path string) *http.Request {
+		q := r.verified(t, "alice", "")
+		q.URL.Path, q.URL.RawQuery, q.RequestURI = path, "", path
+		q.Header.Set("Accept-Encoding", "gzip")
+		return q
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req("/autodiscover/autodiscover.xml"))
+	body := w.Body.String()
+	if w.Code != 200 || !strings.Contains(body, "<Url>https://seg.example.test/Microsoft-Server-ActiveSync</Url>") ||
+		strings.Contains(body, target.Host) || !strings.Contains(body, "<DisplayName>alice</DisplayName>") {
+		t.Errorf("Autodiscover: %d\n%s", w.Code, body)
+	}
+	if w.Header().Get("Content-Length") != strconv.Itoa(len(body)) {
+		t.Errorf("Content-Length %q for %d bytes", w.Header().Get("Content-Length"), len(body))
+	}
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, req("/EWS/Exchange.asmx"))
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `user="alice"`) {
+		t.Errorf("EWS: %d %s", w.Code, w.Body.String())
+	}
+	for _, p := range []string{"/Autodiscover/Autodiscover.xml", "/EWS/Exchange.asmx"} {
+		w = httptest.NewRecorder()
+		r.handler.ServeHTTP(w, req(p))
+		if w.Code != 404 {
+			t.Errorf("%s with the feature off: %d", p, w.Code)
+		}
+	}
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, req("/EWS/../owa/"))
+	if w.Code != 404 {
+		t.Errorf("EWS path traversal: %d", w.Code)
 	}
 }

@@ -56,6 +56,13 @@ type ProxyHandler struct {
 	// Redirects remembers 451 answers per user (default: a Redirects of
 	// its own; pass one to list and clear it through Admin).
 	Redirects *Redirects
+	// Autodiscover serves /Autodiscover/Autodiscover.xml through KCD, with
+	// the MobileSync server URL in the answer replaced by the gateway's
+	// (PublicURL). Off by default.
+	Autodiscover bool
+	// EWS serves /EWS/ through KCD (the iis package configures its virtual
+	// directory). Off by default.
+	EWS bool
 	// PublicURL is the gateway's URL as devices reach it, which replaces
 	// Exchange's in X-MS-Location (451) and in Autodiscover answers.
 	// Empty means https:// and the request's Host.
@@ -128,6 +135,7 @@ type forward struct {
 	user     string
 	upstream *Upstream
 	public   string // the gateway's base URL as the device used it
+	route    string
 	ticket   *kerberos.Ticket
 	body     []byte // the whole body when it can be sent again
 	replay   bool
@@ -201,7 +209,8 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(sw, r, line, &Error{Stage: StageRequest, Status: http.StatusInternalServerError, Err: h.initErr})
 		return
 	}
-	if !isEASPath(r.URL.Path) {
+	line.route = h.route(r.URL.Path)
+	if line.route == "" {
 		h.fail(sw, r, line, &Error{Stage: StageRequest, Err: errNotFound})
 		return
 	}
@@ -211,13 +220,17 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(sw, r, line, &Error{Stage: StageRequest, Err: errMethod})
 		return
 	}
-	params, err := ParseParams(r)
-	if err == nil && r.Method == http.MethodPost && params.Cmd == "" {
-		err = fmt.Errorf("%w: POST without Cmd", ErrBadParams)
-	}
-	if err != nil {
-		h.fail(sw, r, line, &Error{Stage: StageRequest, Err: err})
-		return
+	var params Params
+	if line.route == routeEAS {
+		var err error
+		params, err = ParseParams(r)
+		if err == nil && r.Method == http.MethodPost && params.Cmd == "" {
+			err = fmt.Errorf("%w: POST without Cmd", ErrBadParams)
+		}
+		if err != nil {
+			h.fail(sw, r, line, &Error{Stage: StageRequest, Err: err})
+			return
+		}
 	}
 	line.params = params
 	line.debug = h.Debug.Has(params.DeviceID)
@@ -243,7 +256,9 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: errUserMismatch})
 		return
 	}
-	if h.Authorize != nil {
+	// The policy decides on devices; Autodiscover and EWS requests carry
+	// no device id, so only ActiveSync goes through it.
+	if h.Authorize != nil && line.route == routeEAS {
 		if err := h.Authorize(r.Context(), &Request{Identity: id, Params: params, HTTP: r}); err != nil {
 			h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: err})
 			return
@@ -261,7 +276,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", up.spn()),
 		slog.Time("ticket_end", t.EndTime))
 
-	fw := &forward{user: id.User, upstream: up, public: h.publicBase(r), ticket: t, timeout: h.timeoutFor(params)}
+	fw := &forward{user: id.User, upstream: up, public: h.publicBase(r), ticket: t, timeout: h.timeoutFor(params), route: line.route}
+	if line.route == routeAutodiscover {
+		// The answer is rewritten, so it must come uncompressed.
+		r.Header.Del("Accept-Encoding")
+	}
 	switch {
 	case r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody:
 		fw.replay = true
@@ -339,6 +358,11 @@ func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 		h.logger().LogAttrs(resp.Request.Context(), slog.LevelInfo, "mailbox elsewhere: user redirected",
 			slog.String("user", fw.user), slog.String("upstream", to.URL.Host))
 	}
+	if fw := resp.Request.Context().Value(ctxKey{}).(*forward); fw.route == routeAutodiscover && resp.StatusCode == http.StatusOK {
+		if err := rewriteAutodiscover(resp, fw.public+easPath); err != nil {
+			return &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: err}
+		}
+	}
 	if h.ModifyResponse != nil {
 		return h.ModifyResponse(resp)
 	}
@@ -373,6 +397,27 @@ func (h *ProxyHandler) replayLimit() int64 {
 		return h.ReplayLimit
 	}
 	return 64 << 10
+}
+
+// Routes: what a request is for.
+const (
+	routeEAS          = "activesync"
+	routeAutodiscover = "autodiscover"
+	routeEWS          = "ews"
+)
+
+// route names the request's route, or "" for a path the gateway does not
+// serve.
+func (h *ProxyHandler) route(p string) string {
+	switch {
+	case isEASPath(p):
+		return routeEAS
+	case h.Autodiscover && strings.EqualFold(p, "/Autodiscover/Autodiscover.xml"):
+		return routeAutodiscover
+	case h.EWS && len(p) > 5 && strings.EqualFold(p[:5], "/EWS/") && path.Clean(p) == p:
+		return routeEWS
+	}
+	return ""
 }
 
 // isEASPath accepts the ActiveSync directory and paths below it, in clean
@@ -462,6 +507,7 @@ func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 
 // logLine collects what the request's log line says.
 type logLine struct {
+	route  string
 	user   string
 	login  string // the Basic user name of a refused login
 	params Params
@@ -487,6 +533,7 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 		slog.String("device", line.params.DeviceID),
 		slog.String("device_type", line.params.DeviceType),
 		slog.String("cmd", line.params.Cmd),
+		slog.String("route", line.route),
 		slog.String("method", r.Method),
 		slog.Int("status", status),
 		slog.Duration("duration", time.Since(start)),
@@ -495,7 +542,11 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 	if line.login != "" {
 		attrs = append(attrs, slog.String("login", line.login))
 	}
-	h.Metrics.request("activesync", line.params.Cmd, status, time.Since(start))
+	route := line.route
+	if route == "" {
+		route = "unknown"
+	}
+	h.Metrics.request(route, line.params.Cmd, status, time.Since(start))
 	h.debugf(line, "answered", slog.Int("status", status), slog.Duration("duration", time.Since(start)))
 	level := slog.LevelInfo
 	if err != nil {

@@ -42,7 +42,10 @@ type config struct {
 	// More Exchange servers: users go to the first healthy one, or where a
 	// 451 sent them (the answer's X-MS-Location must name one of these).
 	Upstreams []upstreamConfig `json:"upstreams,omitempty"`
-	PublicURL string           `json:"public_url,omitempty"` // the gateway as devices reach it (451 locations)
+	PublicURL string           `json:"public_url,omitempty"` // the gateway as devices reach it (451 locations, Autodiscover)
+	// Autodiscover and EWS through KCD (off by default).
+	Autodiscover bool `json:"autodiscover,omitempty"`
+	EWS          bool `json:"ews,omitempty"`
 
 	Policy *policyConfig `json:"policy,omitempty"` // MDM device policy; none: every device of a user may sync
 	Admin  *adminConfig  `json:"admin,omitempty"`  // the admin listener; none: no admin API

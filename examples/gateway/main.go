@@ -180,6 +180,8 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		Upstreams:     ups,
 		Redirects:     g.redirects,
 		PublicURL:     public,
+		Autodiscover:  c.Autodiscover,
+		EWS:           c.EWS,
 		Tickets:       g.cache,
 		Metrics:       metrics,
 		Debug:         &seg.DebugDevices{},

@@ -171,7 +171,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.leaked.Add(1)
 	}
 	st, _ := r.Context().Value(connKey{}).(*connState)
-	if !strings.EqualFold(strings.TrimSuffix(r.URL.Path, "/"), "/Microsoft-Server-ActiveSync") {
+	route := ""
+	switch p := strings.ToLower(r.URL.Path); {
+	case strings.TrimSuffix(p, "/") == "/microsoft-server-activesync":
+		route = "eas"
+	case p == "/autodiscover/autodiscover.xml":
+		route = "autodiscover"
+	case strings.HasPrefix(p, "/ews/"):
+		route = "ews"
+	default:
 		http.NotFound(w, r)
 		return
 	}
@@ -222,6 +230,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set(UserHeader, user)
 	w.Header().Set(HowHeader, how)
+	switch route {
+	case "autodiscover":
+		// The MobileSync answer of MS-ASCMD's Autodiscover, naming this
+		// server; a gateway must put its own URL there.
+		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+		fmt.Fprintf(w, autodiscoverAnswer, user, "https://"+r.Host+"/Microsoft-Server-ActiveSync")
+		return
+	case "ews":
+		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+		fmt.Fprintf(w, "<ews user=%q/>\n", user)
+		return
+	}
 	if r.Method == http.MethodOptions {
 		w.Header().Set("MS-ASProtocolVersions", "2.5,12.0,12.1,14.0,14.1,16.0,16.1")
 		w.Header().Set("MS-ASProtocolCommands", "Sync,SendMail,FolderSync,Ping,Provision")
@@ -238,6 +258,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%d %s\n", n, hex.EncodeToString(h.Sum(nil)))
 	}
 }
+
+const autodiscoverAnswer = `<?xml version="1.0" encoding="utf-8"?>
+<Autodiscover xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006">
+  <Response xmlns="http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006">
+    <Culture>en:us</Culture>
+    <User><DisplayName>%s</DisplayName></User>
+    <Action><Settings><Server><Type>MobileSync</Type><Url>%[2]s</Url><Name>%[2]s</Name></Server></Settings></Action>
+  </Response>
+</Autodiscover>
+`
 
 // hold answers at once, then keeps the body open: the headers and the first
 // line must reach the device before the hold ends.

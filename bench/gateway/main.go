@@ -1,4 +1,5 @@
-// Command gateway benchmarks the seg gateway (examples/gateway, as deployed)
+// Command gateway benchmarks the seg gateway (examples/gateway, as deployed,
+// with a device policy of every bench device and its Prometheus metrics)
 // against httputil.ReverseProxy behind the same TLS, and against the
 // backend directly, side by side in one run, on a lab of its own:
 //
@@ -41,6 +42,7 @@ import (
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/internal/lab"
 	"github.com/segkcd/segkcd/internal/testpki"
+	"github.com/segkcd/segkcd/seg"
 )
 
 func main() {
@@ -299,8 +301,21 @@ func (b *bench) makeFiles(users []string) error {
 	if err != nil {
 		return err
 	}
+	// The device policy the gateway runs with: every bench device enrolled
+	// and managed, the rules a production policy has.
+	rules := seg.PolicyRules{Block: seg.PolicyList{Devices: []string{"STOLEN"}, UserAgents: []string{"^EvilSync"}},
+		Rules:   seg.PolicyChecks{RequireManaged: true, BlockCompromised: true, MailClients: []string{"^Go-http-client", "^Apple-iPhone"}},
+		Devices: map[string]seg.DeviceState{}}
+	for _, u := range users {
+		rules.Devices["BENCH"+u] = seg.DeviceState{User: u, Managed: true}
+		rules.Devices["H"+u] = seg.DeviceState{User: u, Managed: true}
+	}
+	policy, err := json.Marshal(rules)
+	if err != nil {
+		return err
+	}
 	for name, data := range map[string][]byte{"ca.pem": ca.PEM, "server.crt": server.CertPEM, "server.key": server.KeyPEM,
-		"devices.crl": crl, "svc.password": []byte(svcPassword)} {
+		"devices.crl": crl, "svc.password": []byte(svcPassword), "policy.json": policy} {
 		if _, err := testpki.WriteFile(b.dir, name, data); err != nil {
 			return err
 		}
@@ -373,6 +388,7 @@ func (b *bench) startGateway(backendURL string) (*gatewayProc, error) {
 		"realm": b.lab.Realm, "netbios": b.lab.Domain, "krb5_conf": filepath.Join(b.dir, "krb5.conf"),
 		"service_account": "svc_awseg", "password_file": filepath.Join(b.dir, "svc.password"),
 		"exchange_url": backendURL, "exchange_spn": b.spn, "exchange_ca_file": filepath.Join(b.dir, "ca.pem"),
+		"policy": map[string]any{"file": filepath.Join(b.dir, "policy.json")},
 	}
 	j, _ := json.Marshal(conf)
 	path, err := testpki.WriteFile(b.dir, "gateway.json", j)

@@ -45,6 +45,13 @@
 // through log/slog. No password, ticket, key or Authorization header
 // reaches a log line or an error.
 //
+// Around the handler, each a part a caller can replace or leave out:
+// Policy (the MDM device policy as the Authorize hook, fed by PolicyFile
+// or PolicyHTTP), Upstreams with Redirects (451) and HealthCheck,
+// Autodiscover and EWS routes, Metrics on a caller's Prometheus registry,
+// DebugDevices (per-device step logging), and Admin, the administration
+// API for a listener of its own.
+//
 // Long polls: Ping and Sync may wait an hour at Exchange. The handler
 // bounds only the wait for response headers (LongPollTimeout, 61 minutes by
 // default), never the body; NewServer gives an http.Server without read or

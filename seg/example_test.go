@@ -59,3 +59,29 @@ func ExampleParseParams() {
 func mustRequest(target string) *http.Request {
 	return httptest.NewRequest(http.MethodPost, target, nil)
 }
+
+// A device policy from a file, as the handler's Authorize hook, with a
+// decision looked up the way the admin API does.
+func ExamplePolicy() {
+	policy := &seg.Policy{BlockStatus: 456, Names: seg.Names{Realm: "CORP.EXAMPLE.COM"}}
+	rules, err := seg.ParsePolicy([]byte(`{"block": {"device_types": ["BlackBerry"]},
+		"devices": {"ALICE1": {"user": "alice", "managed": true}},
+		"rules": {"require_managed": true}}`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	policy.Set(rules) // PolicyFile.Run or PolicyHTTP.Run do this in the background
+	for _, in := range []seg.PolicyInput{
+		{User: "alice", DeviceID: "ALICE1", DeviceType: "iPhone"},
+		{User: "alice", DeviceID: "NEWPHONE", DeviceType: "iPhone"},
+		{User: "alice", DeviceID: "ALICE1", DeviceType: "BlackBerry"},
+	} {
+		d := policy.Decide(in)
+		fmt.Println(in.DeviceID, in.DeviceType, d.Allow, d.Rule)
+	}
+	// gw.Authorize = policy.Authorize
+	// Output:
+	// ALICE1 iPhone true rules
+	// NEWPHONE iPhone false rules.require_managed
+	// ALICE1 BlackBerry false block.device_types
+}

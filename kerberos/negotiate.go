@@ -333,50 +333,85 @@ func authenticatorDER(a *types.Authenticator) ([]byte, error) {
 	if len(a.AuthorizationData) > 0 {
 		return a.Marshal()
 	}
-	fields := [][]byte{
-		tlv(0xa0, derInt(int64(a.AVNO))),
-		tlv(0xa1, tlv(0x1b, []byte(a.CRealm))),
-		tlv(0xa2, principalDER(a.CName)),
-	}
-	if a.Cksum.CksumType != 0 || a.Cksum.Checksum != nil {
-		fields = append(fields, tlv(0xa3, tlv(0x30, tlv(0xa0, derInt(int64(a.Cksum.CksumType))), tlv(0xa1, tlv(0x04, a.Cksum.Checksum)))))
-	}
-	fields = append(fields,
-		tlv(0xa4, derInt(int64(a.Cusec))),
-		tlv(0xa5, tlv(0x18, []byte(a.CTime.UTC().Format("20060102150405Z")))))
-	if a.SubKey.KeyType != 0 || a.SubKey.KeyValue != nil {
-		fields = append(fields, tlv(0xa6, tlv(0x30, tlv(0xa0, derInt(int64(a.SubKey.KeyType))), tlv(0xa1, tlv(0x04, a.SubKey.KeyValue)))))
-	}
+	r := newRevDER(192 + len(a.CRealm) + len(a.Cksum.Checksum) + len(a.SubKey.KeyValue) + 16*len(a.CName.NameString))
+	top := r.len()
 	if a.SeqNumber != 0 {
-		fields = append(fields, tlv(0xa7, derInt(a.SeqNumber)))
+		m := r.len()
+		r.int(a.SeqNumber)
+		r.wrap(0xa7, m)
 	}
-	return tlv(0x62, tlv(0x30, fields...)), nil
+	if a.SubKey.KeyType != 0 || a.SubKey.KeyValue != nil {
+		m := r.len()
+		r.octetField(0xa1, a.SubKey.KeyValue)
+		r.intField(0xa0, int64(a.SubKey.KeyType))
+		r.wrap(0x30, m)
+		r.wrap(0xa6, m)
+	}
+	m := r.len()
+	r.string(a.CTime.UTC().Format("20060102150405Z"))
+	r.wrap(0x18, m)
+	r.wrap(0xa5, m)
+	r.intField(0xa4, int64(a.Cusec))
+	if a.Cksum.CksumType != 0 || a.Cksum.Checksum != nil {
+		m := r.len()
+		r.octetField(0xa1, a.Cksum.Checksum)
+		r.intField(0xa0, int64(a.Cksum.CksumType))
+		r.wrap(0x30, m)
+		r.wrap(0xa3, m)
+	}
+	m = r.len()
+	r.principal(a.CName)
+	r.wrap(0xa2, m)
+	m = r.len()
+	r.string(a.CRealm)
+	r.wrap(0x1b, m)
+	r.wrap(0xa1, m)
+	r.intField(0xa0, int64(a.AVNO))
+	r.wrap(0x30, top)
+	r.wrap(0x62, top)
+	return r.out(), nil
 }
 
 // encryptedDataDER encodes EncryptedData (RFC 4120 5.2.9); kvno is left
 // out when zero, as gokrb5's optional field is.
 func encryptedDataDER(ed types.EncryptedData) []byte {
-	fields := [][]byte{tlv(0xa0, derInt(int64(ed.EType)))}
+	r := newRevDER(len(ed.Cipher) + 24)
+	r.octetField(0xa2, ed.Cipher)
 	if ed.KVNO != 0 {
-		fields = append(fields, tlv(0xa1, derInt(int64(ed.KVNO))))
+		r.intField(0xa1, int64(ed.KVNO))
 	}
-	return tlv(0x30, append(fields, tlv(0xa2, tlv(0x04, ed.Cipher)))...)
+	r.intField(0xa0, int64(ed.EType))
+	r.wrap(0x30, 0)
+	return r.out()
 }
 
-func principalDER(p types.PrincipalName) []byte {
-	names := make([][]byte, len(p.NameString))
-	for i, n := range p.NameString {
-		names[i] = tlv(0x1b, []byte(n))
-	}
-	return tlv(0x30, tlv(0xa0, derInt(int64(p.NameType))), tlv(0xa1, tlv(0x30, names...)))
+// intField writes [tag] INTEGER.
+func (r *revDER) intField(tag byte, v int64) {
+	m := r.len()
+	r.int(v)
+	r.wrap(tag, m)
 }
 
-// derInt is a DER INTEGER: the fewest two's-complement bytes.
-func derInt(v int64) []byte {
-	b := []byte{byte(v)}
-	for v >= 0x80 || v < -0x80 {
-		v >>= 8
-		b = append([]byte{byte(v)}, b...)
-	}
-	return tlv(0x02, b)
+// octetField writes [tag] OCTET STRING.
+func (r *revDER) octetField(tag byte, b []byte) {
+	m := r.len()
+	r.bytes(b)
+	r.wrap(0x04, m)
+	r.wrap(tag, m)
 }
+
+// principal writes a PrincipalName SEQUENCE.
+func (r *revDER) principal(p types.PrincipalName) {
+	m := r.len()
+	names := r.len()
+	for i := len(p.NameString) - 1; i >= 0; i-- {
+		n := r.len()
+		r.string(p.NameString[i])
+		r.wrap(0x1b, n)
+	}
+	r.wrap(0x30, names)
+	r.wrap(0xa1, names)
+	r.intField(0xa0, int64(p.NameType))
+	r.wrap(0x30, m)
+}
+

@@ -69,12 +69,16 @@ func run(ctx context.Context, args []string, hup <-chan os.Signal, stderr io.Wri
 		fmt.Fprintln(stderr, "gateway:", err)
 		return 2
 	}
-	g, err := newGateway(c, *plain, stderr)
+	logs := newLogWriter(stderr)
+	g, err := newGateway(c, *plain, logs)
 	if err != nil {
+		logs.Close()
 		fmt.Fprintln(stderr, "gateway:", err)
 		return 2
 	}
-	if err := g.serve(ctx, hup); err != nil {
+	err = g.serve(ctx, hup)
+	logs.Close()
+	if err != nil {
 		fmt.Fprintln(stderr, "gateway:", err)
 		return 1
 	}

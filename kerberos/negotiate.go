@@ -414,4 +414,3 @@ func (r *revDER) principal(p types.PrincipalName) {
 	r.intField(0xa0, int64(p.NameType))
 	r.wrap(0x30, m)
 }
-

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -370,4 +371,69 @@ func TestGatewayConfigErrors(t *testing.T) {
 		t.Errorf("exit: %v", err)
 	}
 	pr.done <- nil
+}
+
+// TestGatewayPolicyFromMDM: the policy comes from an MDM over HTTPS with a
+// bearer token and a private CA; a device the MDM blocks gets 456 before
+// and after the MDM goes down.
+func TestGatewayPolicyFromMDM(t *testing.T) {
+	f := newFixture(t)
+	var mu sync.Mutex
+	down, polls, unauthorized := false, 0, 0
+	mdmCert, err := f.ca.Server()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mdm := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		polls++
+		if r.Header.Get("Authorization") != "Bearer mdm-token-0123456789" {
+			unauthorized++
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		if down {
+			http.Error(w, "maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("ETag", `"1"`)
+		io.WriteString(w, `{"block": {"devices": ["MDMBLOCKED"]}}`)
+	}))
+	mdm.TLS = &tls.Config{Certificates: []tls.Certificate{mdmCert.TLS}}
+	mdm.StartTLS()
+	defer mdm.Close()
+	token, _ := testpki.WriteFile(f.dir, "mdm.token", []byte("mdm-token-0123456789\n"))
+	c := f.conf
+	c.Policy = &policyConfig{URL: mdm.URL + "/policy", TokenFile: token, CAFile: filepath.Join(f.dir, "devices-ca.pem"),
+		Interval: "200ms", BlockStatus: 456}
+	f.confPath = f.writeConfig(t, c)
+	pr := f.start(t)
+	pr.wait(t, `"msg":"policy loaded"`)
+	alice, err := f.ca.Device("alice@"+f.lab.DNSDomain, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, _ := testpki.WriteFile(f.dir, "alice-mdm.crt", alice.CertPEM)
+	keyFile, _ := testpki.WriteFile(f.dir, "alice-mdm.key", alice.KeyPEM)
+	check := func(when string) {
+		if code, _ := f.curl(t, pr, "Cmd=Sync&User=alice&DeviceId=MDMBLOCKED&DeviceType=curl", "--cert", certFile, "--key", keyFile); code != 456 {
+			t.Errorf("%s: blocked device: %d", when, code)
+		}
+		if code, _ := f.curl(t, pr, "Cmd=Sync&User=alice&DeviceId=FINE&DeviceType=curl", "--cert", certFile, "--key", keyFile); code != 200 {
+			t.Errorf("%s: other device: %d", when, code)
+		}
+	}
+	check("MDM up")
+	mu.Lock()
+	down = true
+	before := polls
+	mu.Unlock()
+	pr.wait(t, "policy source failed; keeping the last good policy")
+	check("MDM down")
+	mu.Lock()
+	defer mu.Unlock()
+	if polls <= before || unauthorized != 0 {
+		t.Errorf("polls %d (before the outage %d), without the token %d", polls, before, unauthorized)
+	}
 }

@@ -55,12 +55,8 @@ func (f *PolicyFile) Load() error {
 
 // Run loads the file now and then every Interval until ctx ends.
 func (f *PolicyFile) Run(ctx context.Context) {
-	every := f.Interval
-	if every <= 0 {
-		every = 5 * time.Second
-	}
 	var last string
-	for {
+	repeat(ctx, f.Interval, 5*time.Second, func() {
 		if err := f.Load(); err != nil {
 			if err.Error() != last { // once per new failure, not every 5 seconds
 				logOr(f.Logger).Warn("policy file not loaded; keeping the last good policy", "error", err.Error())
@@ -69,12 +65,7 @@ func (f *PolicyFile) Run(ctx context.Context) {
 		} else {
 			last = ""
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
-		}
-	}
+	})
 }
 
 // PolicyHTTP keeps a Policy loaded from an MDM's HTTP endpoint that serves
@@ -204,18 +195,27 @@ func (h *PolicyHTTP) applyDelta(b []byte) error {
 // Run polls now and then every Interval until ctx ends. Failures are
 // logged and the last good policy stays.
 func (h *PolicyHTTP) Run(ctx context.Context) {
-	every := h.Interval
-	if every <= 0 {
-		every = 10 * time.Minute
-	}
-	for {
+	repeat(ctx, h.Interval, 10*time.Minute, func() {
 		if err := h.Poll(ctx); err != nil && ctx.Err() == nil {
 			logOr(h.Logger).Warn("policy source failed; keeping the last good policy", "source", h.URL, "error", err.Error())
 		}
+	})
+}
+
+// repeat calls fn now and then every interval (def when it is not
+// positive) until ctx ends.
+func repeat(ctx context.Context, interval, def time.Duration, fn func()) {
+	if interval <= 0 {
+		interval = def
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		fn()
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(every):
+		case <-t.C:
 		}
 	}
 }

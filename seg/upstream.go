@@ -111,18 +111,7 @@ func probe(ctx context.Context, client *http.Client, u *Upstream) error {
 
 // Run checks now and then every Interval until ctx ends.
 func (hc *HealthCheck) Run(ctx context.Context) {
-	every := hc.Interval
-	if every <= 0 {
-		every = 10 * time.Second
-	}
-	for {
-		hc.Check(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
-		}
-	}
+	repeat(ctx, hc.Interval, 10*time.Second, func() { hc.Check(ctx) })
 }
 
 // Redirects remembers which upstream serves a user after Exchange answered

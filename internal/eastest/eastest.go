@@ -13,6 +13,7 @@ package eastest
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -77,17 +78,34 @@ type connKey struct{}
 
 // NewServer starts a TLS stand-in (httptest's certificate for 127.0.0.1).
 func NewServer(acc *kerberos.Acceptor) *Server {
-	s := &Server{Acceptor: acc, held: make(chan string, 1024), conns: map[*connState]struct{}{}, redirect: map[string]string{}}
+	s := newServer(acc)
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	s.Server.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-		st := &connState{users: map[string]bool{}}
-		s.mu.Lock()
-		s.conns[st] = struct{}{}
-		s.mu.Unlock()
-		return context.WithValue(ctx, connKey{}, st)
-	}
+	s.Server.Config.ConnContext = s.connContext
 	s.Server.StartTLS()
 	return s
+}
+
+// Serve runs a stand-in on ln with tlsConf until the listener fails: for
+// programs (the demo) rather than tests.
+func Serve(ln net.Listener, acc *kerberos.Acceptor, tlsConf *tls.Config) error {
+	s := newServer(acc)
+	hs := &http.Server{Handler: http.HandlerFunc(s.serve), ConnContext: s.connContext, TLSConfig: tlsConf,
+		ReadHeaderTimeout: 30 * time.Second}
+	return hs.ServeTLS(ln, "", "")
+}
+
+func newServer(acc *kerberos.Acceptor) *Server {
+	return &Server{Acceptor: acc, held: make(chan string, 1024), conns: map[*connState]struct{}{}, redirect: map[string]string{}}
+}
+
+// connContext gives each connection its authentication state, as IIS keeps
+// it per TCP connection.
+func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
+	st := &connState{users: map[string]bool{}}
+	s.mu.Lock()
+	s.conns[st] = struct{}{}
+	s.mu.Unlock()
+	return context.WithValue(ctx, connKey{}, st)
 }
 
 // Stats counts what the stand-in saw.

@@ -58,8 +58,8 @@ type Cache struct {
 	// that started it so that other waiters are not failed by its
 	// cancellation (default 30s).
 	FetchTimeout time.Duration
-	// Now replaces time.Now (tests).
-	Now func() time.Time
+	// clock replaces time.Now in tests of this package.
+	clock func() time.Time
 
 	mu       sync.Mutex
 	entries  map[cacheKey]*list.Element
@@ -99,8 +99,8 @@ type CacheStats struct {
 }
 
 func (c *Cache) now() time.Time {
-	if c.Now != nil {
-		return c.Now()
+	if c.clock != nil {
+		return c.clock()
 	}
 	return time.Now()
 }

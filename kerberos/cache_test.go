@@ -50,7 +50,7 @@ func (c *clock) Add(d time.Duration) {
 func TestCacheReuseAndExpiry(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	src := &fakeSource{now: clk.Now, life: time.Hour}
-	c := &Cache{Source: src, Now: clk.Now, Skew: 5 * time.Minute}
+	c := &Cache{Source: src, clock: clk.Now, Skew: 5 * time.Minute}
 	ctx := context.Background()
 	t1, err := c.Ticket(ctx, "alice", "http/mail")
 	if err != nil {
@@ -92,7 +92,7 @@ func TestCacheReuseAndExpiry(t *testing.T) {
 func TestCacheRefreshAhead(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	src := &fakeSource{now: clk.Now, life: time.Hour}
-	c := &Cache{Source: src, Now: clk.Now, Skew: 5 * time.Minute}
+	c := &Cache{Source: src, clock: clk.Now, Skew: 5 * time.Minute}
 	ctx := context.Background()
 	users := []string{"u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"}
 	first := map[string]*Ticket{}
@@ -151,7 +151,7 @@ func waitIdle(t *testing.T, c *Cache) {
 func TestCacheRefreshRefused(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	src := &fakeSource{now: clk.Now, life: time.Hour}
-	c := &Cache{Source: src, Now: clk.Now}
+	c := &Cache{Source: src, clock: clk.Now}
 	ctx := context.Background()
 	t1, _ := c.Ticket(ctx, "alice", "http/mail")
 	src.err = &KDCError{Op: "S4U2Self", Code: CodePolicy}
@@ -202,7 +202,7 @@ func TestCacheNegative(t *testing.T) {
 	clk := &clock{t: time.Unix(1e9, 0)}
 	refusal := &KDCError{Op: "S4U2Proxy", Code: CodeBadOption}
 	src := &fakeSource{now: clk.Now, life: time.Hour, err: refusal}
-	c := &Cache{Source: src, Now: clk.Now, NegativeTTL: 10 * time.Second}
+	c := &Cache{Source: src, clock: clk.Now, NegativeTTL: 10 * time.Second}
 	ctx := context.Background()
 	for i := 0; i < 3; i++ {
 		if _, err := c.Ticket(ctx, "carol", "http/mail"); !errors.Is(err, ErrNotDelegable) {

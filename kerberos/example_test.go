@@ -2,14 +2,10 @@ package kerberos_test
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log"
 	"os"
-
-	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
-	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/segkcd/segkcd/kerberos"
 )
@@ -31,18 +27,4 @@ func Example() {
 		log.Fatal(err)
 	}
 	fmt.Println(tkt) // http/mail.corp.example.com@CORP.EXAMPLE.COM for alice@..., until ...
-}
-
-func ExampleNewPAForUser() {
-	key := types.EncryptionKey{KeyType: etypeID.AES256_CTS_HMAC_SHA1_96, KeyValue: make([]byte, 32)}
-	for i := range key.KeyValue {
-		key.KeyValue[i] = byte(i)
-	}
-	user, _ := kerberos.ParseUser("alice", "CORP.EXAMPLE.TEST")
-	pa, err := kerberos.NewPAForUser(user, "CORP.EXAMPLE.TEST", key)
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(pa.Cksum.CksumType, hex.EncodeToString(pa.Cksum.Checksum))
-	// Output: -138 5991e5c15699f8b508d35e2cb9fdc4ef
 }

@@ -43,19 +43,19 @@ const (
 	authPackage        = "Kerberos"
 )
 
-// PAForUser is the PA-FOR-USER padata of S4U2Self (MS-SFU 2.2.1).
-type PAForUser struct {
+// paForUser is the PA-FOR-USER padata of S4U2Self (MS-SFU 2.2.1).
+type paForUser struct {
 	UserName    types.PrincipalName `asn1:"explicit,tag:0"`
 	UserRealm   string              `asn1:"generalstring,explicit,tag:1"`
 	Cksum       types.Checksum      `asn1:"explicit,tag:2"`
 	AuthPackage string              `asn1:"generalstring,explicit,tag:3"`
 }
 
-// NewPAForUser builds PA-FOR-USER for a user, its checksum keyed with the
+// newPAForUser builds PA-FOR-USER for a user, its checksum keyed with the
 // TGT session key: HMAC-MD5 (KERB_CHECKSUM_HMAC_MD5, key usage 17) over the
 // name type (4 bytes, little-endian), the name components, the realm and
 // "Kerberos", whatever the session key's type.
-func NewPAForUser(user types.PrincipalName, realm string, sessionKey types.EncryptionKey) (PAForUser, error) {
+func newPAForUser(user types.PrincipalName, realm string, sessionKey types.EncryptionKey) (paForUser, error) {
 	data := make([]byte, 4, 64)
 	binary.LittleEndian.PutUint32(data, uint32(user.NameType))
 	for _, s := range user.NameString {
@@ -65,9 +65,9 @@ func NewPAForUser(user types.PrincipalName, realm string, sessionKey types.Encry
 	data = append(data, authPackage...)
 	sum, err := rfc4757.Checksum(sessionKey.KeyValue, keyUsagePAForUser, data)
 	if err != nil {
-		return PAForUser{}, err
+		return paForUser{}, err
 	}
-	return PAForUser{
+	return paForUser{
 		UserName:    user,
 		UserRealm:   realm,
 		Cksum:       types.Checksum{CksumType: chksumtype.KERB_CHECKSUM_HMAC_MD5, Checksum: sum},
@@ -76,10 +76,10 @@ func NewPAForUser(user types.PrincipalName, realm string, sessionKey types.Encry
 }
 
 // Marshal encodes PA-FOR-USER in DER.
-func (p PAForUser) Marshal() ([]byte, error) { return asn1.Marshal(p) }
+func (p paForUser) Marshal() ([]byte, error) { return asn1.Marshal(p) }
 
 // Unmarshal decodes PA-FOR-USER.
-func (p *PAForUser) Unmarshal(b []byte) error {
+func (p *paForUser) Unmarshal(b []byte) error {
 	rest, err := asn1.Unmarshal(b, p)
 	if err == nil && len(rest) > 0 {
 		err = errors.New("trailing data after PA-FOR-USER")
@@ -87,36 +87,36 @@ func (p *PAForUser) Unmarshal(b []byte) error {
 	return err
 }
 
-// S4UUserID is the user-id of PA-S4U-X509-USER (MS-SFU 2.2.2).
-type S4UUserID struct {
+// s4uUserID is the user-id of PA-S4U-X509-USER (MS-SFU 2.2.2).
+type s4uUserID struct {
 	Nonce   int                 `asn1:"explicit,tag:0"` // the nonce of the request body
 	CName   types.PrincipalName `asn1:"explicit,optional,tag:1"`
 	CRealm  string              `asn1:"generalstring,explicit,tag:2"`
 	Options asn1.BitString      `asn1:"explicit,optional,tag:4"`
 }
 
-// PAS4UX509User is PA-S4U-X509-USER: the user-id and a checksum over its
+// s4uX509User is PA-S4U-X509-USER: the user-id and a checksum over its
 // DER, keyed with the TGT session key. Windows DCs patched for
 // CVE-2026-20849 prefer it to PA-FOR-USER, whose HMAC-MD5 checksum is weak.
-type PAS4UX509User struct {
-	UserID S4UUserID      `asn1:"explicit,tag:0"`
+type s4uX509User struct {
+	UserID s4uUserID      `asn1:"explicit,tag:0"`
 	Cksum  types.Checksum `asn1:"explicit,tag:1"`
 }
 
-// NewPAS4UX509User builds PA-S4U-X509-USER for the request nonce. It asks
+// newS4UX509User builds PA-S4U-X509-USER for the request nonce. It asks
 // the KDC to sign its echo with key usage 27 (USE_REPLY_KEY_USAGE).
-func NewPAS4UX509User(user types.PrincipalName, realm string, nonce int, sessionKey types.EncryptionKey) (PAS4UX509User, error) {
+func newS4UX509User(user types.PrincipalName, realm string, nonce int, sessionKey types.EncryptionKey) (s4uX509User, error) {
 	opts := asn1.BitString{Bytes: make([]byte, 4), BitLength: 32}
 	binary.BigEndian.PutUint32(opts.Bytes, s4uUseReplyKeyUse)
-	uid := S4UUserID{Nonce: nonce, CName: user, CRealm: realm, Options: opts}
+	uid := s4uUserID{Nonce: nonce, CName: user, CRealm: realm, Options: opts}
 	sum, err := s4uChecksum(uid, sessionKey, keyUsageS4UReq)
 	if err != nil {
-		return PAS4UX509User{}, err
+		return s4uX509User{}, err
 	}
-	return PAS4UX509User{UserID: uid, Cksum: sum}, nil
+	return s4uX509User{UserID: uid, Cksum: sum}, nil
 }
 
-func s4uChecksum(uid S4UUserID, key types.EncryptionKey, usage uint32) (types.Checksum, error) {
+func s4uChecksum(uid s4uUserID, key types.EncryptionKey, usage uint32) (types.Checksum, error) {
 	b, err := asn1.Marshal(uid)
 	if err != nil {
 		return types.Checksum{}, err
@@ -133,10 +133,10 @@ func s4uChecksum(uid S4UUserID, key types.EncryptionKey, usage uint32) (types.Ch
 }
 
 // Marshal encodes PA-S4U-X509-USER in DER.
-func (p PAS4UX509User) Marshal() ([]byte, error) { return asn1.Marshal(p) }
+func (p s4uX509User) Marshal() ([]byte, error) { return asn1.Marshal(p) }
 
 // Unmarshal decodes PA-S4U-X509-USER.
-func (p *PAS4UX509User) Unmarshal(b []byte) error {
+func (p *s4uX509User) Unmarshal(b []byte) error {
 	rest, err := asn1.Unmarshal(b, p)
 	if err == nil && len(rest) > 0 {
 		err = errors.New("trailing data after PA-S4U-X509-USER")
@@ -158,7 +158,7 @@ func checkS4UEcho(padata []types.PAData, nonce int, key types.EncryptionKey) err
 		if pa.PADataType != paS4UX509User {
 			continue
 		}
-		var echo PAS4UX509User
+		var echo s4uX509User
 		if err := echo.Unmarshal(pa.PADataValue); err != nil {
 			return fmt.Errorf("%w: PA-S4U-X509-USER in reply: %v", ErrBadReply, err)
 		}
@@ -239,7 +239,7 @@ func (c *Client) withTGT(ctx context.Context, exchange func(tgt *Ticket) (*Ticke
 
 func (c *Client) s4u2Self(ctx context.Context, tgt *Ticket, user string, uname types.PrincipalName) (*Ticket, error) {
 	const op = "S4U2Self"
-	pfu, err := NewPAForUser(uname, c.realm, tgt.SessionKey)
+	pfu, err := newPAForUser(uname, c.realm, tgt.SessionKey)
 	if err != nil {
 		return nil, fail(op, user, err)
 	}
@@ -254,7 +254,7 @@ func (c *Client) s4u2Self(ctx context.Context, tgt *Ticket, user string, uname t
 	padata := []types.PAData{{PADataType: patype.PA_FOR_USER, PADataValue: pfuBytes}}
 	withX509 := isAES(tgt.SessionKey.KeyType) && !c.noX509.Load()
 	if withX509 {
-		x, err := NewPAS4UX509User(uname, c.realm, body.Nonce, tgt.SessionKey)
+		x, err := newS4UX509User(uname, c.realm, body.Nonce, tgt.SessionKey)
 		if err != nil {
 			return nil, fail(op, user, err)
 		}

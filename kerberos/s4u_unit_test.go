@@ -17,7 +17,7 @@ func TestPAForUserVector(t *testing.T) {
 		key.KeyValue[i] = byte(i)
 	}
 	user := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: []string{"alice"}}
-	p, err := NewPAForUser(user, "CORP.EXAMPLE.TEST", key)
+	p, err := newPAForUser(user, "CORP.EXAMPLE.TEST", key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestPAForUserVector(t *testing.T) {
 	if got := hex.EncodeToString(der); got != want {
 		t.Fatalf("DER\n got %s\nwant %s", got, want)
 	}
-	var back PAForUser
+	var back paForUser
 	if err := back.Unmarshal(der); err != nil || back.UserRealm != "CORP.EXAMPLE.TEST" || back.UserName.NameString[0] != "alice" ||
 		hex.EncodeToString(back.Cksum.Checksum) != "5991e5c15699f8b508d35e2cb9fdc4ef" || back.AuthPackage != "Kerberos" {
 		t.Fatalf("round trip: %+v %v", back, err)

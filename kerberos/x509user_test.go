@@ -18,7 +18,7 @@ var aesKey = types.EncryptionKey{KeyType: etypeID.AES256_CTS_HMAC_SHA1_96, KeyVa
 
 func TestPAS4UX509User(t *testing.T) {
 	user := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: []string{"alice"}}
-	p, err := NewPAS4UX509User(user, "CORP.EXAMPLE.TEST", 12345, aesKey)
+	p, err := newS4UX509User(user, "CORP.EXAMPLE.TEST", 12345, aesKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func TestPAS4UX509User(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back PAS4UX509User
+	var back s4uX509User
 	if err := back.Unmarshal(der); err != nil {
 		t.Fatal(err)
 	}

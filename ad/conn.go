@@ -110,9 +110,12 @@ func (b KerberosBind) bind(_ context.Context, c *ldap.Conn, host string, _ bool)
 	return err
 }
 
-// Conn is a bound connection to a DC. Its methods are safe for concurrent
-// use. Cancelling the context of a request in flight aborts it and closes
-// the connection (LDAP has no way to take one request back): Dial again.
+// Conn is a bound connection to a DC, meant to be shared: its methods are
+// safe for concurrent use. Cancelling the context of a call returns from
+// that call at once and leaves the connection to the other callers (the
+// DC finishes the request and its answer is dropped; Config.Timeout bounds
+// how long that can take). A connection that broke (the DC restarted, a
+// firewall dropped it) is dialled and bound again by the next call.
 type Conn struct {
 	cfg    Config
 	l      *ldap.Conn
@@ -122,6 +125,7 @@ type Conn struct {
 	baseDN string
 
 	mu          sync.Mutex
+	closed      bool
 	gc          *ldap.Conn
 	spnMappings map[string]string // alias service class -> "host"
 }
@@ -238,17 +242,56 @@ func guard(ctx context.Context, l *ldap.Conn, fn func() error) error {
 
 // do runs fn on the connection and wraps any error as an *Error.
 func (c *Conn) do(ctx context.Context, op, object string, fn func(l *ldap.Conn) error) error {
-	return wrap(op, object, guard(ctx, c.l, func() error { return fn(c.l) }))
+	l, err := c.conn(ctx)
+	if err != nil {
+		return wrap(op, object, err)
+	}
+	return wrap(op, object, await(ctx, func() error { return fn(l) }))
 }
 
-// Close unbinds and closes the connections.
+// conn returns the connection, dialled and bound again if it broke.
+func (c *Conn) conn(ctx context.Context) (*ldap.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, net.ErrClosed
+	}
+	if !c.l.IsClosing() {
+		return c.l, nil
+	}
+	l, _, _, err := connect(ctx, c.cfg, c.cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("the connection broke and dialling again failed: %w", err)
+	}
+	c.l = l
+	return l, nil
+}
+
+// await runs fn and returns its error, or ctx's as soon as ctx ends: the
+// call is left to finish on its own, the connection stays open.
+func await(ctx context.Context, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close unbinds and closes the connections; calls after it fail.
 func (c *Conn) Close() error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
 	if c.gc != nil {
 		c.gc.Close()
 		c.gc = nil
 	}
-	c.mu.Unlock()
 	return c.l.Close()
 }
 

@@ -83,7 +83,7 @@ func (c *Conn) checkDuplicateSPN(ctx context.Context, op, spn, self string, cand
 	req := ldap.NewSearchRequest("", ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
 		f.String(), []string{"servicePrincipalName"}, nil)
 	var res *ldap.SearchResult
-	err = wrap("search the global catalog for "+spn, "", guard(ctx, gc, func() error {
+	err = wrap("search the global catalog for "+spn, "", await(ctx, func() error {
 		var err error
 		res, err = gc.SearchWithPaging(req, 500)
 		return err

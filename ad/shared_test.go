@@ -1,0 +1,184 @@
+package ad_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd/ad"
+)
+
+// faultyLink relays TCP to the DC, records what the client sent, and can
+// hold the client's bytes back (a DC that stops answering) or cut every
+// connection (a DC restart, a firewall dropping the flow).
+type faultyLink struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	sent  bytes.Buffer
+	held  bool
+	gate  *sync.Cond
+	conns []net.Conn
+}
+
+func newFaultyLink(t *testing.T, target string) *faultyLink {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &faultyLink{ln: ln}
+	f.gate = sync.NewCond(&f.mu)
+	t.Cleanup(func() { ln.Close(); f.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			f.mu.Lock()
+			f.conns = append(f.conns, c, up)
+			f.mu.Unlock()
+			go func() { io.Copy(c, up); c.Close() }()
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						f.mu.Lock()
+						for f.held {
+							f.gate.Wait()
+						}
+						f.sent.Write(buf[:n])
+						f.mu.Unlock()
+						if _, werr := up.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				up.Close()
+			}()
+		}
+	}()
+	return f
+}
+
+// saw reports whether the client sent s in clear.
+func (f *faultyLink) saw(s string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return bytes.Contains(f.sent.Bytes(), []byte(s))
+}
+
+func (f *faultyLink) hold(on bool) {
+	f.mu.Lock()
+	f.held = on
+	f.mu.Unlock()
+	f.gate.Broadcast()
+}
+
+func (f *faultyLink) cut() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.conns {
+		c.Close()
+	}
+	f.conns = nil
+}
+
+// TestConnSharedCancel: two callers share a Conn; one gives up on a call
+// the DC has not answered; the other's call in flight on the same
+// connection still gets its answer.
+func TestConnSharedCancel(t *testing.T) {
+	l := theLab.Get(t)
+	link := newFaultyLink(t, net.JoinHostPort(l.IP, "636"))
+	cfg, err := l.ADConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.URL = "ldaps://" + link.ln.Addr().String()
+	c, err := ad.Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	link.hold(true)
+	impatient, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() { _, err := c.FindAccount(impatient, "alice"); gaveUp <- err }()
+	patient := make(chan error, 1)
+	go func() {
+		a, err := c.FindAccount(context.Background(), "bob")
+		if err == nil && a.SAMAccountName != "bob" {
+			err = errors.New("not bob: " + a.SAMAccountName)
+		}
+		patient <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // both requests are waiting on the held link
+	cancel()
+	select {
+	case err := <-gaveUp:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("cancelled call: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cancelled call did not return")
+	}
+	link.hold(false)
+	if err := <-patient; err != nil {
+		t.Errorf("the other caller's call failed: %v", err)
+	}
+}
+
+// TestConnRedialsAfterBreak: the connection breaks under the Conn; the next
+// call dials and binds again and succeeds.
+func TestConnRedialsAfterBreak(t *testing.T) {
+	l := theLab.Get(t)
+	link := newFaultyLink(t, net.JoinHostPort(l.IP, "636"))
+	cfg, err := l.ADConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.URL = "ldaps://" + link.ln.Addr().String()
+	c, err := ad.Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.FindAccount(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	link.cut()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a, err := c.FindAccount(ctx, "alice")
+		if err == nil && a.SAMAccountName == "alice" {
+			break
+		}
+		// The call that meets the broken connection may fail; the next
+		// one must not.
+		if time.Now().After(deadline) {
+			t.Fatalf("no call succeeded after the break: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := c.Close(); err != nil {
+		t.Log(err)
+	}
+	if _, err := c.FindAccount(ctx, "alice"); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("after Close: %v", err)
+	}
+}

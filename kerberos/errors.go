@@ -103,6 +103,7 @@ type KDCError struct {
 	Offset  time.Duration
 }
 
+// Error says the operation, the KDC's code and name and e-text, and which KDC answered.
 func (e *KDCError) Error() string {
 	s := fmt.Sprintf("kerberos: %s", e.Op)
 	if e.Target != "" {
@@ -165,6 +166,7 @@ type Error struct {
 	Err    error
 }
 
+// Error says the operation, its target and the cause.
 func (e *Error) Error() string {
 	s := "kerberos: " + e.Op
 	if e.Target != "" {

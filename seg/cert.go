@@ -192,7 +192,7 @@ func MarshalUPN(upn string) ([]byte, error) {
 
 // SANExtension wraps GeneralName values (MarshalUPN's and others) into a
 // subjectAltName extension.
-func SANExtension(generalNames ...[]byte) (x509ExtValue []byte, err error) {
+func SANExtension(generalNames ...[]byte) ([]byte, error) {
 	return asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: bytes.Join(generalNames, nil)})
 }
 

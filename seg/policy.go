@@ -375,6 +375,7 @@ func (p *Policy) clock() time.Time {
 // PolicyError is the cause of a request the policy blocked.
 type PolicyError struct{ Decision Decision }
 
+// Error names the rule and the reason.
 func (e *PolicyError) Error() string {
 	return "seg: blocked by policy (" + e.Decision.Rule + "): " + e.Decision.Reason
 }

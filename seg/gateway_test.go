@@ -104,23 +104,25 @@ func testBasic(t *testing.T, r *rig) {
 	}
 	// A phone stuck on an old password: with a lockout threshold of 5, 20
 	// wrong tries would lock the account if each reached the KDC. One does.
+	// (A user of its own per run: the gateway remembers answers.)
+	lockme := r.newUser(t, "lockme")
 	before := r.counter.Counts().AS
 	for i := 0; i < 20; i++ {
-		if a := req("lockme", "Old-Passw0rd!"); a.status != http.StatusUnauthorized {
+		if a := req(lockme, "Old-Passw0rd!"); a.status != http.StatusUnauthorized {
 			t.Fatalf("lockme, old password: %d", a.status)
 		}
 	}
 	if n := r.counter.Counts().AS - before; n > 2 { // the AS exchange may take two requests (pre-auth)
 		t.Errorf("20 wrong passwords cost %d AS requests", n)
 	}
-	out, err := r.lab.Ldbsearch(context.Background(), r.lab.BaseDN, "(sAMAccountName=lockme)", "badPwdCount")
+	out, err := r.lab.Ldbsearch(context.Background(), r.lab.BaseDN, "(sAMAccountName="+lockme+")", "badPwdCount")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, "badPwdCount: 1") {
 		t.Errorf("lockme after 20 requests with a wrong password:\n%s", out)
 	}
-	if a := req("lockme", lab.UserPassword); a.status != http.StatusOK || a.user != "lockme" {
+	if a := req(lockme, lab.UserPassword); a.status != http.StatusOK || a.user != lockme {
 		t.Errorf("lockme with the right password: %d %q", a.status, a.user)
 	}
 	// Someone guessing: 10 distinct wrong passwords. Three reach the KDC
@@ -128,24 +130,25 @@ func testBasic(t *testing.T, r *rig) {
 	// (threshold 5) is not locked, and the phone's known password still works.
 	before = r.counter.Counts().AS
 	for i := 0; i < 10; i++ {
-		if a := req("lockme", fmt.Sprintf("Guess-%d!", i)); a.status != http.StatusUnauthorized {
+		if a := req(lockme, fmt.Sprintf("Guess-%d!", i)); a.status != http.StatusUnauthorized {
 			t.Fatalf("guess %d: %d", i, a.status)
 		}
 	}
-	out, err = r.lab.Ldbsearch(context.Background(), r.lab.BaseDN, "(sAMAccountName=lockme)", "badPwdCount", "lockoutTime")
+	out, err = r.lab.Ldbsearch(context.Background(), r.lab.BaseDN, "(sAMAccountName="+lockme+")", "badPwdCount", "lockoutTime")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, "badPwdCount: 3") || (strings.Contains(out, "lockoutTime:") && !strings.Contains(out, "lockoutTime: 0")) {
 		t.Errorf("lockme after 10 guesses (%d AS requests):\n%s", r.counter.Counts().AS-before, out)
 	}
-	if !logHas(r, "login=lockme", "too many wrong passwords") {
+	if !logHas(r, "login="+lockme, "too many wrong passwords") {
 		t.Error("no log line for the refused guesses")
 	}
-	if a := req("lockme", lab.UserPassword); a.status != http.StatusOK {
+	if a := req(lockme, lab.UserPassword); a.status != http.StatusOK {
 		t.Errorf("lockme's phone after the guesses: %d", a.status)
 	}
 	// Guesses sent all at once are bounded the same way.
+	guessme := r.newUser(t, "guessme")
 	b := &seg.BasicAuth{Realm: r.lab.Realm, Config: r.krb5, Names: seg.Names{Realm: r.lab.Realm}}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -154,7 +157,7 @@ func testBasic(t *testing.T, r *rig) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			err := b.Check(context.Background(), "guessme", fmt.Sprintf("Parallel-Guess-%d!", i))
+			err := b.Check(context.Background(), guessme, fmt.Sprintf("Parallel-Guess-%d!", i))
 			if !errors.Is(err, seg.ErrTooManyFailures) {
 				mu.Lock()
 				asked++
@@ -384,6 +387,7 @@ func testStaleTicket(t *testing.T, r *rig) {
 // testColdPath: 1000 concurrent first requests of one user make one
 // S4U2Self and one S4U2Proxy.
 func testColdPath(t *testing.T, r *rig) {
+	r.cache.Invalidate("cold1", r.spn)
 	c0 := r.counter.Counts()
 	cert, err := r.ca.Device("cold1@"+r.lab.DNSDomain, "", "")
 	if err != nil {
@@ -428,6 +432,9 @@ func testColdPath(t *testing.T, r *rig) {
 // interleaved; every answer must be the asking user's, and no upstream
 // connection may carry two users.
 func testIsolation(t *testing.T, r *rig) {
+	for i := 0; i < isoUsers; i++ {
+		r.cache.Invalidate(isoUser(i), r.spn)
+	}
 	c0 := r.counter.Counts()
 	type dev struct {
 		user string
@@ -574,7 +581,8 @@ func testKDCOutage(t *testing.T, r *rig) {
 			t.Errorf("alice during the outage: %d", a.status)
 		}
 	}
-	fresh := r.deviceFor(t, "outage1") // no ticket yet
+	r.cache.Invalidate("outage1", r.spn) // no ticket yet, also when the test runs again
+	fresh := r.deviceFor(t, "outage1")
 	start := time.Now()
 	a := post(t, fresh, r.easURL("Sync", "outage1", "ADMINPHONE"), "")
 	took := time.Since(start)

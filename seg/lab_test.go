@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,7 +96,7 @@ func newRig(l *lab.Lab) (*rig, error) {
 		return nil, err
 	}
 	defer c.Close()
-	for _, u := range append([]string{"lockme", "guessme", "cold1", "outage1"}, isoNames()...) {
+	for _, u := range append([]string{"cold1", "outage1"}, isoNames()...) {
 		if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: u, Password: lab.UserPassword,
 			UserPrincipalName: u + "@" + l.DNSDomain, PasswordNeverExpires: true}); err != nil {
 			return nil, err
@@ -172,6 +173,26 @@ func newRig(l *lab.Lab) (*rig, error) {
 	r.gateway.TLS = srv.TLSConfig
 	r.gateway.StartTLS()
 	return r, nil
+}
+
+var userSeq atomic.Int64
+
+// newUser makes a user of its own for one run of a test that leaves state
+// behind (remembered passwords, bad-password counts).
+func (r *rig) newUser(t *testing.T, prefix string) string {
+	t.Helper()
+	name := fmt.Sprintf("%s%d", prefix, userSeq.Add(1))
+	ctx := context.Background()
+	c, err := r.lab.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: name, Password: lab.UserPassword,
+		UserPrincipalName: name + "@" + r.lab.DNSDomain, PasswordNeverExpires: true}); err != nil {
+		t.Fatal(err)
+	}
+	return name
 }
 
 func isoNames() []string {

@@ -85,11 +85,10 @@ func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
 	binary.LittleEndian.PutUint32(sum[0:], 16)
 	binary.LittleEndian.PutUint32(sum[20:], gssFlags)
 	auth.Cksum = types.Checksum{CksumType: gssChecksumType, Checksum: sum}
-	ap, err := apReq(t, auth, mutual)
+	b, err := negotiateToken(t, auth, mutual)
 	if err != nil {
 		return nil, fail(op, t.ServerName(), err)
 	}
-	b := negotiateToken(ap)
 	var hdr strings.Builder
 	hdr.Grow(len("Negotiate ") + base64.StdEncoding.EncodedLen(len(b)))
 	hdr.WriteString("Negotiate ")
@@ -193,31 +192,55 @@ func tlv(tag byte, parts ...[]byte) []byte {
 	return out
 }
 
-// apReq is AP-REQ ::= [APPLICATION 14] SEQUENCE { pvno [0] 5, msg-type
-// [1] 14, ap-options [2] BIT STRING, ticket [3], authenticator [4] } with
-// the authenticator encrypted in the session key (key usage 11).
-func apReq(t *Ticket, auth types.Authenticator, mutual bool) (derNode, error) {
+// negotiateToken is the SPNEGO NegTokenInit (RFC 4178) carrying, as a
+// GSS-API initial token (RFC 2743 3.1), AP-REQ ::= [APPLICATION 14]
+// SEQUENCE { pvno [0] 5, msg-type [1] 14, ap-options [2] BIT STRING,
+// ticket [3], authenticator [4] }, the authenticator encrypted in the
+// session key (key usage 11). It is written back to front into one
+// buffer: the kilobyte-long ticket sits eight DER levels deep, and nesting
+// by copying copied it once per level.
+func negotiateToken(t *Ticket, auth types.Authenticator, mutual bool) ([]byte, error) {
 	tkt, err := t.ticketDER()
 	if err != nil {
-		return derNode{}, err
+		return nil, err
 	}
 	ab, err := authenticatorDER(&auth)
 	if err != nil {
-		return derNode{}, err
+		return nil, err
 	}
 	ed, err := t.encryptAuthenticator(ab)
 	if err != nil {
-		return derNode{}, err
+		return nil, err
 	}
 	opts := []byte{0x03, 0x05, 0x00, 0, 0, 0, 0}
 	if mutual {
 		opts[3] = 0x80 >> flags.APOptionMutualRequired
 	}
-	return el(0x6e, el(0x30,
-		raw(apPVNO), raw(apMsgType),
-		el(0xa2, raw(opts)),
-		el(0xa3, raw(tkt)),
-		el(0xa4, raw(encryptedDataDER(ed))))), nil
+	r := newRevDER(len(tkt) + len(ed.Cipher) + 160)
+	m := r.len()
+	r.encryptedData(ed)
+	r.wrap(0xa4, m)
+	m = r.len()
+	r.bytes(tkt)
+	r.wrap(0xa3, m)
+	m = r.len()
+	r.bytes(opts)
+	r.wrap(0xa2, m)
+	r.bytes(apMsgType)
+	r.bytes(apPVNO)
+	r.wrap(0x30, 0)
+	r.wrap(0x6e, 0) // AP-REQ
+	r.bytes(tokAPReq)
+	r.bytes(krb5OID)
+	r.wrap(0x60, 0) // GSS-API framing
+	r.wrap(0x04, 0)
+	r.wrap(0xa2, 0) // mechToken
+	r.bytes(mechTypes)
+	r.wrap(0x30, 0)
+	r.wrap(0xa0, 0) // NegTokenInit
+	r.bytes(spnegoOID)
+	r.wrap(0x60, 0)
+	return r.out(), nil
 }
 
 var (
@@ -227,67 +250,6 @@ var (
 	// Microsoft's OID for it.
 	mechTypes = tlv(0xa0, tlv(0x30, krb5OID, msKrb5OID))
 )
-
-// negotiateToken is the SPNEGO NegTokenInit (RFC 4178) carrying the
-// AP-REQ as a GSS-API initial token (RFC 2743 3.1), written in one pass.
-func negotiateToken(ap derNode) []byte {
-	tok := el(0x60, raw(spnegoOID), el(0xa0, el(0x30,
-		raw(mechTypes),
-		el(0xa2, el(0x04, el(0x60, raw(krb5OID), raw(tokAPReq), ap))))))
-	return tok.write(make([]byte, 0, tok.size()))
-}
-
-// derNode is a DER element whose encoding is sized first and then written
-// into one buffer: tlv copies its content once per level, and a Negotiate
-// token nests a kilobyte-long ticket eight levels deep.
-type derNode struct {
-	tag  byte // 0: raw, already encoded bytes
-	raw  []byte
-	kids []derNode
-	n    int // content length
-}
-
-func raw(b []byte) derNode { return derNode{raw: b, n: len(b)} }
-
-func el(tag byte, kids ...derNode) derNode {
-	n := 0
-	for i := range kids {
-		n += kids[i].size()
-	}
-	return derNode{tag: tag, kids: kids, n: n}
-}
-
-func (d *derNode) size() int {
-	if d.tag == 0 {
-		return d.n
-	}
-	return derHeaderLen(d.n) + d.n
-}
-
-func (d *derNode) write(b []byte) []byte {
-	if d.tag == 0 {
-		return append(b, d.raw...)
-	}
-	b = appendDERHeader(b, d.tag, d.n)
-	for i := range d.kids {
-		b = d.kids[i].write(b)
-	}
-	return b
-}
-
-func derHeaderLen(n int) int {
-	switch {
-	case n < 0x80:
-		return 2
-	case n < 0x100:
-		return 3
-	case n < 0x10000:
-		return 4
-	case n < 0x1000000:
-		return 5
-	}
-	return 6
-}
 
 func appendDERHeader(out []byte, tag byte, n int) []byte {
 	out = append(out, tag)
@@ -372,17 +334,16 @@ func authenticatorDER(a *types.Authenticator) ([]byte, error) {
 	return r.out(), nil
 }
 
-// encryptedDataDER encodes EncryptedData (RFC 4120 5.2.9); kvno is left
-// out when zero, as gokrb5's optional field is.
-func encryptedDataDER(ed types.EncryptedData) []byte {
-	r := newRevDER(len(ed.Cipher) + 24)
+// encryptedData writes EncryptedData (RFC 4120 5.2.9); kvno is left out
+// when zero, as gokrb5's optional field is.
+func (r *revDER) encryptedData(ed types.EncryptedData) {
+	m := r.len()
 	r.octetField(0xa2, ed.Cipher)
 	if ed.KVNO != 0 {
 		r.intField(0xa1, int64(ed.KVNO))
 	}
 	r.intField(0xa0, int64(ed.EType))
-	r.wrap(0x30, 0)
-	return r.out()
+	r.wrap(0x30, m)
 }
 
 // intField writes [tag] INTEGER.

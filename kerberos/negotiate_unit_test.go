@@ -171,7 +171,9 @@ func TestAuthenticatorDERMatchesGokrb5(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := encryptedDataDER(ed); !bytes.Equal(got, want) {
+		r := newRevDER(8)
+		r.encryptedData(ed)
+		if got := r.out(); !bytes.Equal(got, want) {
 			t.Errorf("EncryptedData %d/%d: %x, want %x", ed.EType, ed.KVNO, got, want)
 		}
 	}

@@ -405,9 +405,4 @@ func (p *Policy) Authorize(ctx context.Context, r *Request) error {
 	return &Error{Stage: StageAuthorize, Status: status, User: r.Identity.User, Err: &PolicyError{Decision: d}}
 }
 
-func (p *Policy) logger() *slog.Logger {
-	if p.Logger != nil {
-		return p.Logger
-	}
-	return slog.Default()
-}
+func (p *Policy) logger() *slog.Logger { return logOr(p.Logger) }

@@ -134,7 +134,7 @@ type ctxKey struct{}
 type forward struct {
 	user     string
 	upstream *Upstream
-	public   string // the gateway's base URL as the device used it
+	host     string // the Host the device asked for, for rewritten locations
 	route    string
 	ticket   *kerberos.Ticket
 	body     []byte // the whole body when it can be sent again
@@ -191,12 +191,7 @@ func (h *ProxyHandler) reverseProxy(flush time.Duration) *httputil.ReverseProxy 
 	}
 }
 
-func (h *ProxyHandler) logger() *slog.Logger {
-	if h.Logger != nil {
-		return h.Logger
-	}
-	return slog.Default()
-}
+func (h *ProxyHandler) logger() *slog.Logger { return logOr(h.Logger) }
 
 // ServeHTTP implements http.Handler.
 func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -276,7 +271,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", up.spn()),
 		slog.Time("ticket_end", t.EndTime))
 
-	fw := &forward{user: id.User, upstream: up, public: h.publicBase(r), ticket: t, timeout: h.timeoutFor(params), route: line.route}
+	fw := &forward{user: id.User, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route}
 	if line.route == routeAutodiscover {
 		// The answer is rewritten, so it must come uncompressed.
 		r.Header.Del("Accept-Encoding")
@@ -323,19 +318,20 @@ func (h *ProxyHandler) upstreamFor(user string) *Upstream {
 	return h.Upstreams[0]
 }
 
-// publicBase is the gateway's base URL for rewritten locations.
-func (h *ProxyHandler) publicBase(r *http.Request) string {
+// publicBase is the gateway's base URL for rewritten locations (451,
+// Autodiscover): PublicURL, else the Host the device used.
+func (h *ProxyHandler) publicBase(fw *forward) string {
 	if h.PublicURL != nil {
 		return strings.TrimSuffix(h.PublicURL.String(), "/")
 	}
-	return "https://" + r.Host
+	return "https://" + fw.host
 }
 
 // modifyResponse handles 451 (remember the user's server, point the device
 // at the gateway again), then calls the caller's ModifyResponse.
 func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
+	fw := resp.Request.Context().Value(ctxKey{}).(*forward)
 	if resp.StatusCode == 451 {
-		fw := resp.Request.Context().Value(ctxKey{}).(*forward)
 		loc, err := url.Parse(resp.Header.Get("X-MS-Location"))
 		var to *Upstream
 		if err == nil {
@@ -350,7 +346,7 @@ func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 		}
 		h.redirects.Set(fw.user, to)
 		h.Metrics.redirected()
-		rewritten := fw.public + loc.EscapedPath()
+		rewritten := h.publicBase(fw) + loc.EscapedPath()
 		if loc.RawQuery != "" {
 			rewritten += "?" + loc.RawQuery
 		}
@@ -358,8 +354,8 @@ func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 		h.logger().LogAttrs(resp.Request.Context(), slog.LevelInfo, "mailbox elsewhere: user redirected",
 			slog.String("user", fw.user), slog.String("upstream", to.URL.Host))
 	}
-	if fw := resp.Request.Context().Value(ctxKey{}).(*forward); fw.route == routeAutodiscover && resp.StatusCode == http.StatusOK {
-		if err := rewriteAutodiscover(resp, fw.public+easPath); err != nil {
+	if fw.route == routeAutodiscover && resp.StatusCode == http.StatusOK {
+		if err := rewriteAutodiscover(resp, h.publicBase(fw)+easPath); err != nil {
 			return &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: err}
 		}
 	}

@@ -203,20 +203,34 @@ func testRefusedUsers(t *testing.T, r *rig) {
 	}
 }
 
-func logHas(r *rig, parts ...string) bool {
+// countLines counts the log lines holding every part.
+func countLines(r *rig, parts ...string) int {
+	n := 0
 	for _, line := range strings.Split(r.logs.String(), "\n") {
-		ok := true
+		all := true
 		for _, p := range parts {
-			if !strings.Contains(line, p) {
-				ok = false
-				break
-			}
+			all = all && strings.Contains(line, p)
 		}
-		if ok {
-			return true
+		if all {
+			n++
 		}
 	}
-	return false
+	return n
+}
+
+// logHas reports whether a log line holds every part. A request's line is
+// written after its answer has gone out, so it waits a little for it.
+func logHas(r *rig, parts ...string) bool {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if countLines(r, parts...) > 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func testBadCertificates(t *testing.T, r *rig) {
@@ -872,7 +886,17 @@ func testAdmin(t *testing.T, r *rig) {
 	if _, body := call("GET", "/v1/debug/devices", tok); !strings.Contains(body, "ALICEPHONE9") {
 		t.Errorf("debug list: %s", body)
 	}
+	// The request's log lines are written after its answer has gone out:
+	// wait for its request line, which comes after every debug line.
+	logged := func(before int) {
+		deadline := time.Now().Add(5 * time.Second)
+		for countLines(r, "msg=activesync", "device=ALICEPHONE9") <= before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	seen := countLines(r, "msg=activesync", "device=ALICEPHONE9")
 	post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE9"), "")
+	logged(seen)
 	for _, step := range []string{"step=request", "step=authenticated", "step=authorized", "step=ticket", "step=answered"} {
 		if !logHas(r, "device debug", "device=ALICEPHONE9", step) {
 			t.Errorf("no debug line %s", step)
@@ -880,7 +904,9 @@ func testAdmin(t *testing.T, r *rig) {
 	}
 	call("DELETE", "/v1/debug/devices/ALICEPHONE9", tok)
 	n := strings.Count(r.logs.String(), "device debug")
+	seen = countLines(r, "msg=activesync", "device=ALICEPHONE9")
 	post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE9"), "")
+	logged(seen)
 	if strings.Count(r.logs.String(), "device debug") != n {
 		t.Error("debug lines after debugging was switched off")
 	}

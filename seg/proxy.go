@@ -263,12 +263,12 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.debugf(line, "authorized")
 	up := h.upstreamFor(id.User)
 	ticketStart := time.Now()
-	t, err := h.ticket(r.Context(), id.User, up.spn())
+	t, err := h.ticket(r.Context(), id.User, up.TicketSPN())
 	if err != nil {
 		h.fail(sw, r, line, &Error{Stage: StageTicket, User: id.User, Err: err})
 		return
 	}
-	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", up.spn()),
+	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", up.TicketSPN()),
 		slog.Time("ticket_end", t.EndTime))
 
 	fw := &forward{user: id.User, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route}
@@ -604,11 +604,11 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// Exchange refused the ticket: the ASA's key changed since it was issued
 	// (a roll), or the ticket was revoked. Forget it and try once more.
 	drain(resp)
-	k.h.Tickets.Invalidate(fw.user, fw.upstream.spn())
+	k.h.Tickets.Invalidate(fw.user, fw.upstream.TicketSPN())
 	if !fw.replay {
 		return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errNoReplay}
 	}
-	t, err := k.h.ticket(req.Context(), fw.user, fw.upstream.spn())
+	t, err := k.h.ticket(req.Context(), fw.user, fw.upstream.TicketSPN())
 	if err != nil {
 		return nil, &Error{Stage: StageTicket, User: fw.user, Err: err}
 	}
@@ -622,7 +622,7 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	drain(resp)
-	k.h.Tickets.Invalidate(fw.user, fw.upstream.spn())
+	k.h.Tickets.Invalidate(fw.user, fw.upstream.TicketSPN())
 	return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errTicketRefused}
 }
 

@@ -26,7 +26,9 @@ type Upstream struct {
 	lastErr atomic.Value // string
 }
 
-func (u *Upstream) spn() string {
+// TicketSPN is the SPN tickets for this upstream are asked for: SPN, or
+// "HTTP/" and the URL's host name.
+func (u *Upstream) TicketSPN() string {
 	if u.SPN != "" {
 		return u.SPN
 	}

@@ -93,7 +93,6 @@ type gateway struct {
 	redirects *seg.Redirects
 	svc       *kerberos.Client
 	cache     *kerberos.Cache
-	upTLS     *tls.Config
 	plain     bool
 	log       *slog.Logger
 	srv       *http.Server
@@ -164,7 +163,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 			return nil, bad("exchange_ca_file", "%v", err)
 		}
 	}
-	g.svc, g.cache, g.upTLS = svc, &kerberos.Cache{Source: svc}, upstreamTLS
+	g.svc, g.cache = svc, &kerberos.Cache{Source: svc}
 	if err := metrics.Cache(g.cache); err != nil {
 		return nil, err
 	}
@@ -202,11 +201,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		g.policy.Metrics = metrics
 	}
 	if c.Admin != nil {
-		spn := c.ExchangeSPN
-		if spn == "" {
-			spn = "HTTP/" + target.Hostname()
-		}
-		admin := &seg.Admin{Token: c.Admin.token, Policy: g.policy, Tickets: g.cache, SPN: spn, Debug: g.handler.Debug, Redirects: g.redirects,
+		admin := &seg.Admin{Token: c.Admin.token, Policy: g.policy, Tickets: g.cache, SPN: ups[0].TicketSPN(), Debug: g.handler.Debug, Redirects: g.redirects,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Ready: g.ready}
 		g.admin = &http.Server{Addr: c.Admin.Listen, Handler: admin, ReadHeaderTimeout: 10 * time.Second}
 	}
@@ -224,18 +219,13 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 }
 
 // ready is /readyz: the service account has a TGT (logging in if it must),
-// a KDC answers now (a TGS for Exchange's SPN), and Exchange accepts a TLS
-// connection.
+// a KDC answers now (a TGS for the first upstream's SPN), and at least one
+// upstream passed its last health probe.
 func (g *gateway) ready(ctx context.Context) error {
 	if _, err := g.svc.TGT(ctx); err != nil {
 		return fmt.Errorf("service TGT: %w", err)
 	}
-	first := g.handler.Upstreams[0]
-	spn := first.SPN
-	if spn == "" {
-		spn = "HTTP/" + first.URL.Hostname()
-	}
-	if _, err := g.svc.ServiceTicket(ctx, spn); err != nil {
+	if _, err := g.svc.ServiceTicket(ctx, g.handler.Upstreams[0].TicketSPN()); err != nil {
 		return fmt.Errorf("KDC: %w", err)
 	}
 	var why []string

@@ -75,6 +75,10 @@ type Error struct {
 	Err        error  // the underlying error (*ldap.Error, a context error, ...)
 }
 
+// Hint is what an administrator can do about the failure, or "" when
+// there is no advice (the same text Error includes).
+func (e *Error) Hint() string { return hints[e.Kind] }
+
 // Error formats the failure with what to do about it.
 func (e *Error) Error() string {
 	var b strings.Builder
@@ -117,7 +121,7 @@ func (e *Error) Error() string {
 	if len(codes) > 0 {
 		b.WriteString(" (" + strings.Join(codes, ", ") + ")")
 	}
-	if h := hints[e.Kind]; h != "" {
+	if h := e.Hint(); h != "" {
 		b.WriteString(": " + h)
 	}
 	if e.Diagnostic != "" {

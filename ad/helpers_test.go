@@ -71,6 +71,9 @@ func wantKind(t *testing.T, err, kind error) *ad.Error {
 	if !errors.As(err, &e) {
 		t.Fatalf("want *ad.Error, got %T", err)
 	}
+	if h := e.Hint(); h != "" && !strings.Contains(e.Error(), h) {
+		t.Fatalf("the hint %q is not in the message %q", h, e.Error())
+	}
 	return e
 }
 

@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/segkcd/segkcd/internal/redact"
 	"github.com/segkcd/segkcd/kerberos"
 )
 
@@ -181,4 +183,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// Format prints the Admin without its token, for every verb: fmt prints
+// every field, and the token opens the admin API.
+func (a *Admin) Format(f fmt.State, verb rune) {
+	type shown struct {
+		Token     string
+		Policy    *Policy
+		Tickets   *kerberos.Cache
+		SPN       string
+		Debug     *DebugDevices
+		Redirects *Redirects
+		Metrics   http.Handler
+	}
+	redact.Format(f, verb, "seg.Admin", shown{Token: redact.String(a.Token), Policy: a.Policy, Tickets: a.Tickets,
+		SPN: a.SPN, Debug: a.Debug, Redirects: a.Redirects, Metrics: a.Metrics})
 }

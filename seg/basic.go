@@ -14,6 +14,7 @@ import (
 
 	"github.com/jcmturner/gokrb5/v8/config"
 
+	"github.com/segkcd/segkcd/internal/redact"
 	"github.com/segkcd/segkcd/kerberos"
 )
 
@@ -278,4 +279,19 @@ func (b *BasicAuth) timeout() time.Duration {
 		return b.Timeout
 	}
 	return 10 * time.Second
+}
+
+// Format prints the settings only, for every verb: the HMAC key and the
+// remembered answers are never printed.
+func (b *BasicAuth) Format(f fmt.State, verb rune) {
+	type shown struct {
+		Realm       string
+		Names       Names
+		TTL         time.Duration
+		MaxEntries  int
+		Timeout     time.Duration
+		MaxFailures int
+	}
+	redact.Format(f, verb, "seg.BasicAuth", shown{Realm: b.Realm, Names: b.Names, TTL: b.TTL, MaxEntries: b.MaxEntries,
+		Timeout: b.Timeout, MaxFailures: b.MaxFailures})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -363,5 +364,20 @@ func BenchmarkMetricsRequest(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		m.request("activesync", "Sync", 200, time.Millisecond)
+	}
+}
+
+// The admin token and BasicAuth's HMAC key never show in formatted values.
+func TestFormatHidesSecrets(t *testing.T) {
+	a := &Admin{Token: "admin-secret-token-123"}
+	b := &BasicAuth{Realm: "CORP.EXAMPLE.TEST"}
+	b.once.Do(b.init)
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		for _, v := range []any{a, b} {
+			out := fmt.Sprintf(verb, v)
+			if strings.Contains(out, "admin-secret-token-123") || strings.Contains(out, fmt.Sprint(b.key)) || strings.Contains(out, "verdict") {
+				t.Errorf("%s of %T: %s", verb, v, out)
+			}
+		}
 	}
 }

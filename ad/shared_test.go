@@ -98,10 +98,10 @@ func (f *faultyLink) cut() {
 	f.conns = nil
 }
 
-// TestConnSharedCancel: two callers share a Conn; one gives up on a call
-// the DC has not answered; the other's call in flight on the same
-// connection still gets its answer.
-func TestConnSharedCancel(t *testing.T) {
+// dialThroughLink dials the lab as Administrator over LDAPS through a
+// faultyLink; the Conn is closed when the test ends.
+func dialThroughLink(t *testing.T) (*ad.Conn, *faultyLink) {
+	t.Helper()
 	l := theLab.Get(t)
 	link := newFaultyLink(t, net.JoinHostPort(l.IP, "636"))
 	cfg, err := l.ADConfig()
@@ -113,7 +113,15 @@ func TestConnSharedCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c, link
+}
+
+// TestConnSharedCancel: two callers share a Conn; one gives up on a call
+// the DC has not answered; the other's call in flight on the same
+// connection still gets its answer.
+func TestConnSharedCancel(t *testing.T) {
+	c, link := dialThroughLink(t)
 	link.hold(true)
 	impatient, cancel := context.WithCancel(context.Background())
 	gaveUp := make(chan error, 1)
@@ -145,18 +153,7 @@ func TestConnSharedCancel(t *testing.T) {
 // TestConnRedialsAfterBreak: the connection breaks under the Conn; the next
 // call dials and binds again and succeeds.
 func TestConnRedialsAfterBreak(t *testing.T) {
-	l := theLab.Get(t)
-	link := newFaultyLink(t, net.JoinHostPort(l.IP, "636"))
-	cfg, err := l.ADConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.URL = "ldaps://" + link.ln.Addr().String()
-	c, err := ad.Dial(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, link := dialThroughLink(t)
 	ctx := context.Background()
 	if _, err := c.FindAccount(ctx, "alice"); err != nil {
 		t.Fatal(err)

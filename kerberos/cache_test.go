@@ -192,8 +192,8 @@ func TestCacheRefusesAnotherUsersTicket(t *testing.T) {
 		same bool
 	}{{"kelly", "KELLY", true}, {"kelly", "\u212aelly", false}, {"\u212aelly", "\u212aELLY", true},
 		{"stra\u00dfe", "STRA\u00dfE", true}, {"a", "\u0430", false}, {"x", "xy", false}} {
-		if got := upperEqual(tc.a, tc.b); got != tc.same {
-			t.Errorf("upperEqual(%q, %q) = %v", tc.a, tc.b, got)
+		if got := EqualNames(tc.a, tc.b); got != tc.same {
+			t.Errorf("EqualNames(%q, %q) = %v", tc.a, tc.b, got)
 		}
 	}
 }

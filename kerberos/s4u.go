@@ -455,7 +455,7 @@ func verifyTGSRep(raw []byte, rep *messages.TGSRep, key types.EncryptionKey, bod
 	case !sameName(p.SName, body.SName) || !sameName(rep.Ticket.SName, p.SName):
 		return nil, fail(op, target, fmt.Errorf("%w: ticket is for %s, asked for %s", ErrBadReply,
 			p.SName.PrincipalNameString(), body.SName.PrincipalNameString()))
-	case !upperEqual(p.SRealm, body.Realm):
+	case !EqualNames(p.SRealm, body.Realm):
 		return nil, fail(op, target, fmt.Errorf("%w: ticket realm %s, asked for %s", ErrBadReply, p.SRealm, body.Realm))
 	case !p.EndTime.After(now):
 		return nil, fail(op, target, fmt.Errorf("%w: ticket already expired", ErrBadReply))
@@ -463,16 +463,11 @@ func verifyTGSRep(raw []byte, rep *messages.TGSRep, key types.EncryptionKey, bod
 	return ticketFrom(rep.KDCRepFields), nil
 }
 
-// upperEqual compares names as AD does: both upper-cased rune by rune
-// (Windows' RtlUpcaseUnicodeString; Samba's casefold), not case-folded.
-// The difference matters: strings.EqualFold and strings.ToLower take the
-// Kelvin sign U+212A for "k", so "kelly" and "Kelly" would be one name,
-// while AD keeps them as two accounts, each with its own tickets.
-func upperEqual(a, b string) bool { return EqualNames(a, b) }
-
-// EqualNames compares two account names as AD does: rune by rune after
-// upper-casing, never case-folding. strings.EqualFold would take the Kelvin
-// sign U+212A for "k", and AD keeps "kelly" and "\u212aelly" apart.
+// EqualNames compares two account names as AD does: both upper-cased rune
+// by rune (Windows' RtlUpcaseUnicodeString; Samba's casefold), never
+// case-folded. strings.EqualFold and strings.ToLower take the Kelvin sign
+// U+212A for "k", so "kelly" and "\u212aelly" would be one name, while AD
+// keeps them as two accounts, each with its own tickets.
 func EqualNames(a, b string) bool {
 	for a != "" && b != "" {
 		ra, na := utf8.DecodeRuneInString(a)
@@ -485,13 +480,13 @@ func EqualNames(a, b string) bool {
 	return a == "" && b == ""
 }
 
-// sameName compares principal names component by component with upperEqual.
+// sameName compares principal names component by component with EqualNames.
 func sameName(a, b types.PrincipalName) bool {
 	if len(a.NameString) != len(b.NameString) {
 		return false
 	}
 	for i := range a.NameString {
-		if !upperEqual(a.NameString[i], b.NameString[i]) {
+		if !EqualNames(a.NameString[i], b.NameString[i]) {
 			return false
 		}
 	}
@@ -525,11 +520,11 @@ func (t *Ticket) IsFor(user string) bool {
 	name, suffix, hasAt := strings.Cut(user, "@")
 	switch {
 	case !hasAt:
-		return upperEqual(cname, user)
-	case upperEqual(cname, user):
+		return EqualNames(cname, user)
+	case EqualNames(cname, user):
 		return true // the enterprise name itself
-	case upperEqual(suffix, t.ClientRealm):
-		return upperEqual(cname, name)
+	case EqualNames(suffix, t.ClientRealm):
+		return EqualNames(cname, name)
 	}
 	return t.Client.NameType != nametype.KRB_NT_ENTERPRISE && !strings.Contains(cname, "@")
 }

@@ -43,9 +43,9 @@ fuzz:
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKrb5Conf -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKeytab -fuzztime 60s
 	$(GO) test ./ad -run '^$$' -fuzz FuzzUnwrapToken -fuzztime 60s
-	$(GO) test ./internal/wsmantest -run '^$$' -fuzz FuzzQuote -fuzztime 60s
-	$(GO) test ./internal/wsmantest -run '^$$' -fuzz FuzzCLIXML -fuzztime 60s
-	$(GO) test ./internal/psremote -run '^$$' -fuzz FuzzUnseal -fuzztime 60s
+	$(GO) test ./winrs/winrstest -run '^$$' -fuzz FuzzQuote -fuzztime 60s
+	$(GO) test ./winrs/winrstest -run '^$$' -fuzz FuzzCLIXML -fuzztime 60s
+	$(GO) test ./internal/wsman -run '^$$' -fuzz FuzzUnseal -fuzztime 60s
 	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzChallenge -fuzztime 60s
 	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzAuthenticate -fuzztime 60s
 	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s

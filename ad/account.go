@@ -8,39 +8,9 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/internal/redact"
 )
-
-// Action is what an operation did.
-type Action string
-
-// Actions an operation reports.
-const (
-	Unchanged Action = "unchanged"
-	Created   Action = "created"
-	Modified  Action = "modified"
-	Removed   Action = "removed"
-)
-
-// Change reports what an operation did, so that a second run of the same
-// provisioning can say "unchanged" for every step.
-type Change struct {
-	Action  Action
-	Object  string   // DN of the object
-	Details []string // attribute-level changes, e.g. "userAccountControl: 0x200 -> 0x1000200"
-}
-
-// Changed reports whether the directory was written.
-func (c Change) Changed() bool { return c.Action != Unchanged }
-
-// String renders the change on one line.
-func (c Change) String() string {
-	s := string(c.Action) + " " + c.Object
-	if len(c.Details) > 0 {
-		s += " (" + strings.Join(c.Details, "; ") + ")"
-	}
-	return s
-}
 
 // Account is a user, computer or group as segkcd sees it.
 type Account struct {
@@ -265,11 +235,11 @@ type ComputerAccountRequest struct {
 // Computers only (its primary group). If the account exists, its DNS host
 // name and encryption types are brought in line and the change is reported;
 // its password and location are left alone.
-func (c *Conn) CreateComputerAccount(ctx context.Context, req ComputerAccountRequest) (Change, error) {
+func (c *Conn) CreateComputerAccount(ctx context.Context, req ComputerAccountRequest) (segkcd.Change, error) {
 	const op = "create computer account"
 	name := strings.TrimSuffix(strings.TrimSpace(req.Name), "$")
 	if err := checkName(op, name, 15); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	sam := name + "$"
 	host := req.DNSHostName
@@ -283,7 +253,7 @@ func (c *Conn) CreateComputerAccount(ctx context.Context, req ComputerAccountReq
 	acct, err := c.findSAM(ctx, op, sam)
 	if err == nil {
 		if !acct.IsComputer() {
-			return Change{}, &Error{Op: op, Object: acct.DN, Kind: ErrExists,
+			return segkcd.Change{}, &Error{Op: op, Object: acct.DN, Kind: ErrExists,
 				Err: fmt.Errorf("%s is not a computer account", acct.SAMAccountName)}
 		}
 		mod := ldap.NewModifyRequest(acct.DN, nil)
@@ -299,7 +269,7 @@ func (c *Conn) CreateComputerAccount(ctx context.Context, req ComputerAccountReq
 		return c.apply(ctx, op, mod, details)
 	}
 	if !isKind(err, ErrNotFound) {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	container := req.Container
 	if container == "" {
@@ -307,17 +277,17 @@ func (c *Conn) CreateComputerAccount(ctx context.Context, req ComputerAccountReq
 	}
 	dn := "CN=" + ldap.EscapeDN(name) + "," + container
 	if err := c.requireTLS(op, dn); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	pw := req.Password
 	if pw == "" {
 		if pw, err = GeneratePassword(120); err != nil {
-			return Change{}, wrap(op, dn, err)
+			return segkcd.Change{}, wrap(op, dn, err)
 		}
 	}
 	encoded, err := encodePassword(pw)
 	if err != nil {
-		return Change{}, wrap(op, dn, err)
+		return segkcd.Change{}, wrap(op, dn, err)
 	}
 	add := ldap.NewAddRequest(dn, nil)
 	add.Attribute("objectClass", []string{"top", "person", "organizationalPerson", "user", "computer"})
@@ -331,9 +301,9 @@ func (c *Conn) CreateComputerAccount(ctx context.Context, req ComputerAccountReq
 		add.Attribute("description", []string{req.Description})
 	}
 	if err := c.do(ctx, op, dn, func(l *ldap.Conn) error { return l.Add(add) }); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
-	return Change{Action: Created, Object: dn, Details: []string{
+	return segkcd.Change{What: op, Action: segkcd.Created, Object: dn, Details: []string{
 		"sAMAccountName=" + sam, "dNSHostName=" + host, "msDS-SupportedEncryptionTypes=" + enc.String()}}, nil
 }
 
@@ -381,11 +351,11 @@ func (r ComputerAccountRequest) Format(f fmt.State, verb rune) {
 
 // CreateServiceAccount creates an enabled user account with a password. If
 // it exists, the UPN, mail and password-expiry flag are brought in line.
-func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountRequest) (Change, error) {
+func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountRequest) (segkcd.Change, error) {
 	const op = "create service account"
 	name := strings.TrimSpace(req.Name)
 	if err := checkName(op, name, 20); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	upn := req.UserPrincipalName
 	if upn == "" {
@@ -398,7 +368,7 @@ func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountReque
 	acct, err := c.findSAM(ctx, op, name)
 	if err == nil {
 		if acct.IsComputer() || acct.IsGroup() {
-			return Change{}, &Error{Op: op, Object: acct.DN, Kind: ErrExists,
+			return segkcd.Change{}, &Error{Op: op, Object: acct.DN, Kind: ErrExists,
 				Err: fmt.Errorf("%s is not a user account", acct.SAMAccountName)}
 		}
 		mod := ldap.NewModifyRequest(acct.DN, nil)
@@ -423,7 +393,7 @@ func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountReque
 		return c.apply(ctx, op, mod, details)
 	}
 	if !isKind(err, ErrNotFound) {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	container := req.Container
 	if container == "" {
@@ -431,14 +401,14 @@ func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountReque
 	}
 	dn := "CN=" + ldap.EscapeDN(name) + "," + container
 	if req.Password == "" {
-		return Change{}, invalid(op, dn, "a password is required to create an enabled account")
+		return segkcd.Change{}, invalid(op, dn, "a password is required to create an enabled account")
 	}
 	if err := c.requireTLS(op, dn); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	encoded, err := encodePassword(req.Password)
 	if err != nil {
-		return Change{}, wrap(op, dn, err)
+		return segkcd.Change{}, wrap(op, dn, err)
 	}
 	uac := UACNormalAccount
 	if req.PasswordNeverExpires {
@@ -458,27 +428,27 @@ func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountReque
 		}
 	}
 	if err := c.do(ctx, op, dn, func(l *ldap.Conn) error { return l.Add(add) }); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
-	return Change{Action: Created, Object: dn, Details: []string{"userPrincipalName=" + upn, "userAccountControl=" + uac.String()}}, nil
+	return segkcd.Change{What: op, Action: segkcd.Created, Object: dn, Details: []string{"userPrincipalName=" + upn, "userAccountControl=" + uac.String()}}, nil
 }
 
 // SetAccountFlags sets and clears userAccountControl bits: it reads the
 // value, applies the bits and replaces it. It refuses to set
 // TRUSTED_FOR_DELEGATION (unconstrained delegation), and refuses a flag in
 // both set and clear.
-func (c *Conn) SetAccountFlags(ctx context.Context, account string, set, clear UAC) (Change, error) {
+func (c *Conn) SetAccountFlags(ctx context.Context, account string, set, clear UAC) (segkcd.Change, error) {
 	const op = "set account flags"
 	if set&UACTrustedForDelegation != 0 {
-		return Change{}, &Error{Op: op, Object: account, Kind: ErrUnconstrainedDelegation,
+		return segkcd.Change{}, &Error{Op: op, Object: account, Kind: ErrUnconstrainedDelegation,
 			Err: fmt.Errorf("TRUSTED_FOR_DELEGATION lets the account impersonate anyone to any service; use constrained delegation (AddAllowedToDelegateTo)")}
 	}
 	if set&clear != 0 {
-		return Change{}, invalid(op, account, "flags %v both set and cleared", set&clear)
+		return segkcd.Change{}, invalid(op, account, "flags %v both set and cleared", set&clear)
 	}
 	acct, err := c.FindAccount(ctx, account)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	old := acct.UserAccountControl
 	next := (old | set) &^ clear
@@ -493,14 +463,14 @@ func (c *Conn) SetAccountFlags(ctx context.Context, account string, set, clear U
 
 // SetSupportedEncryptionTypes sets msDS-SupportedEncryptionTypes, which
 // decides the encryption type of tickets the KDC issues for the account.
-func (c *Conn) SetSupportedEncryptionTypes(ctx context.Context, account string, enc EncType) (Change, error) {
+func (c *Conn) SetSupportedEncryptionTypes(ctx context.Context, account string, enc EncType) (segkcd.Change, error) {
 	const op = "set supported encryption types"
 	if enc == 0 {
-		return Change{}, invalid(op, account, "no encryption type")
+		return segkcd.Change{}, invalid(op, account, "no encryption type")
 	}
 	acct, err := c.FindAccount(ctx, account)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	mod := ldap.NewModifyRequest(acct.DN, nil)
 	var details []string
@@ -512,14 +482,14 @@ func (c *Conn) SetSupportedEncryptionTypes(ctx context.Context, account string, 
 }
 
 // apply sends a modify if it has changes, and reports them.
-func (c *Conn) apply(ctx context.Context, op string, mod *ldap.ModifyRequest, details []string) (Change, error) {
+func (c *Conn) apply(ctx context.Context, op string, mod *ldap.ModifyRequest, details []string) (segkcd.Change, error) {
 	if len(mod.Changes) == 0 {
-		return Change{Action: Unchanged, Object: mod.DN}, nil
+		return segkcd.Change{What: op, Action: segkcd.Unchanged, Object: mod.DN}, nil
 	}
 	if err := c.do(ctx, op, mod.DN, func(l *ldap.Conn) error { return l.Modify(mod) }); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
-	return Change{Action: Modified, Object: mod.DN, Details: details}, nil
+	return segkcd.Change{What: op, Action: segkcd.Modified, Object: mod.DN, Details: details}, nil
 }
 
 // checkName validates a sAMAccountName the way AD does ([MS-SAMR] 3.1.1.6).

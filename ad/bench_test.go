@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/ad"
 )
 
@@ -41,7 +42,7 @@ func BenchmarkSetSPNUnchanged(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		ch, err := c.SetSPN(ctx, "bob", "HTTP/bench.spn")
-		if err != nil || ch.Action != ad.Unchanged {
+		if err != nil || ch.Action != segkcd.Unchanged {
 			b.Fatal(ch, err)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/segkcd/segkcd"
 )
 
 // Delegation is an account's delegation settings, like samba-tool
@@ -92,7 +94,7 @@ func (c *Conn) AuditDelegation(ctx context.Context) ([]Delegation, error) {
 
 // SetProtocolTransition turns TRUSTED_TO_AUTH_FOR_DELEGATION on or off. It
 // never touches TRUSTED_FOR_DELEGATION (unconstrained delegation).
-func (c *Conn) SetProtocolTransition(ctx context.Context, account string, on bool) (Change, error) {
+func (c *Conn) SetProtocolTransition(ctx context.Context, account string, on bool) (segkcd.Change, error) {
 	if on {
 		return c.SetAccountFlags(ctx, account, UACTrustedToAuthForDelegation, 0)
 	}
@@ -103,32 +105,32 @@ func (c *Conn) SetProtocolTransition(ctx context.Context, account string, on boo
 // delegation targets). SPNs already there (case-insensitively) are skipped.
 // Writing this attribute needs SeEnableDelegationPrivilege (Domain Admins).
 // ADUC writes both HTTP/host.fqdn and HTTP/host; pass both if clients use both.
-func (c *Conn) AddAllowedToDelegateTo(ctx context.Context, account string, spns ...string) (Change, error) {
+func (c *Conn) AddAllowedToDelegateTo(ctx context.Context, account string, spns ...string) (segkcd.Change, error) {
 	return c.editDelegateTo(ctx, "add delegation targets", account, spns, nil, false)
 }
 
 // RemoveAllowedToDelegateTo removes SPNs from msDS-AllowedToDelegateTo.
 // SPNs not there are skipped.
-func (c *Conn) RemoveAllowedToDelegateTo(ctx context.Context, account string, spns ...string) (Change, error) {
+func (c *Conn) RemoveAllowedToDelegateTo(ctx context.Context, account string, spns ...string) (segkcd.Change, error) {
 	return c.editDelegateTo(ctx, "remove delegation targets", account, nil, spns, false)
 }
 
 // SetAllowedToDelegateTo makes msDS-AllowedToDelegateTo exactly spns
 // (compared case-insensitively); an empty list clears it.
-func (c *Conn) SetAllowedToDelegateTo(ctx context.Context, account string, spns []string) (Change, error) {
+func (c *Conn) SetAllowedToDelegateTo(ctx context.Context, account string, spns []string) (segkcd.Change, error) {
 	return c.editDelegateTo(ctx, "set delegation targets", account, spns, nil, true)
 }
 
 // editDelegateTo adds and removes values; with exact, values not in add are removed.
-func (c *Conn) editDelegateTo(ctx context.Context, op, account string, add, remove []string, exact bool) (Change, error) {
+func (c *Conn) editDelegateTo(ctx context.Context, op, account string, add, remove []string, exact bool) (segkcd.Change, error) {
 	for _, s := range append(append([]string{}, add...), remove...) {
 		if _, _, err := ParseSPN(s); err != nil {
-			return Change{}, err
+			return segkcd.Change{}, err
 		}
 	}
 	acct, err := c.FindAccount(ctx, account)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	have := acct.AllowedToDelegateTo
 	var toAdd, toDel []string

@@ -5,7 +5,7 @@
 // passwords, encryption types, group membership, and a delegation audit.
 //
 // Every operation takes a context and is idempotent: it reads first, writes
-// only what differs, and returns a Change whose Action is Unchanged when the
+// only what differs, and returns a Change whose Action is segkcd.Unchanged when the
 // directory already was as asked. So a provisioning program can run again
 // and again, and say each time what it did.
 //

@@ -9,6 +9,7 @@ import (
 	"log"
 	"os"
 
+	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/ad"
 )
 
@@ -29,18 +30,18 @@ func Example() {
 	defer c.Close()
 
 	const mailSPN = "http/mail.corp.example.com"
-	steps := []func() (ad.Change, error){
-		func() (ad.Change, error) {
+	steps := []func() (segkcd.Change, error){
+		func() (segkcd.Change, error) {
 			return c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "EXCHASA"})
 		},
-		func() (ad.Change, error) { return c.SetSPN(ctx, "EXCHASA$", mailSPN) },
-		func() (ad.Change, error) {
+		func() (segkcd.Change, error) { return c.SetSPN(ctx, "EXCHASA$", mailSPN) },
+		func() (segkcd.Change, error) {
 			return c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{
 				Name: "svc_awseg", Password: os.Getenv("SVC_PASSWORD"), PasswordNeverExpires: true})
 		},
-		func() (ad.Change, error) { return c.SetSPN(ctx, "svc_awseg", "HTTP/svc_awseg") },
-		func() (ad.Change, error) { return c.SetProtocolTransition(ctx, "svc_awseg", true) },
-		func() (ad.Change, error) { return c.AddAllowedToDelegateTo(ctx, "svc_awseg", mailSPN) },
+		func() (segkcd.Change, error) { return c.SetSPN(ctx, "svc_awseg", "HTTP/svc_awseg") },
+		func() (segkcd.Change, error) { return c.SetProtocolTransition(ctx, "svc_awseg", true) },
+		func() (segkcd.Change, error) { return c.AddAllowedToDelegateTo(ctx, "svc_awseg", mailSPN) },
 	}
 	for _, step := range steps {
 		ch, err := step()

@@ -6,46 +6,48 @@ import (
 	"strconv"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/segkcd/segkcd"
 )
 
 // AddGroupMember adds an account to a group. A member already in the group,
 // directly or as its primary group (computers and Domain Computers), is
-// reported Unchanged.
-func (c *Conn) AddGroupMember(ctx context.Context, group, member string) (Change, error) {
+// reported segkcd.Unchanged.
+func (c *Conn) AddGroupMember(ctx context.Context, group, member string) (segkcd.Change, error) {
 	return c.editMember(ctx, "add group member", group, member, true)
 }
 
 // RemoveGroupMember removes an account from a group; a non-member is
-// reported Unchanged. AD refuses to remove a primary group membership.
-func (c *Conn) RemoveGroupMember(ctx context.Context, group, member string) (Change, error) {
+// reported segkcd.Unchanged. AD refuses to remove a primary group membership.
+func (c *Conn) RemoveGroupMember(ctx context.Context, group, member string) (segkcd.Change, error) {
 	return c.editMember(ctx, "remove group member", group, member, false)
 }
 
-func (c *Conn) editMember(ctx context.Context, op, group, member string, add bool) (Change, error) {
+func (c *Conn) editMember(ctx context.Context, op, group, member string, add bool) (segkcd.Change, error) {
 	g, err := c.FindAccount(ctx, group)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	if !g.IsGroup() {
-		return Change{}, invalid(op, g.DN, "%s is not a group", g.SAMAccountName)
+		return segkcd.Change{}, invalid(op, g.DN, "%s is not a group", g.SAMAccountName)
 	}
 	m, err := c.FindAccount(ctx, member)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	in, primary, err := c.isMember(ctx, op, g, m)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	if in == add {
 		how := "member " + m.DN
 		if primary {
 			how += " (primary group)"
 		}
-		return Change{Action: Unchanged, Object: g.DN, Details: []string{how}}, nil
+		return segkcd.Change{What: op, Action: segkcd.Unchanged, Object: g.DN, Details: []string{how}}, nil
 	}
 	if primary && !add {
-		return Change{}, &Error{Op: op, Object: g.DN, Kind: ErrUnwilling,
+		return segkcd.Change{}, &Error{Op: op, Object: g.DN, Kind: ErrUnwilling,
 			Err: errors.New("it is the member's primary group; set another primary group first")}
 	}
 	mod := ldap.NewModifyRequest(g.DN, nil)
@@ -63,13 +65,13 @@ func (c *Conn) editMember(ctx context.Context, op, group, member string, add boo
 		if add && (e.Code == codeMemberInAlias || e.LDAPCode == ldap.LDAPResultEntryAlreadyExists ||
 			e.LDAPCode == ldap.LDAPResultAttributeOrValueExists) ||
 			!add && (e.Code == codeMemberNotInAlias || e.LDAPCode == ldap.LDAPResultNoSuchAttribute) {
-			return Change{Action: Unchanged, Object: g.DN, Details: []string{"member " + m.DN}}, nil
+			return segkcd.Change{What: op, Action: segkcd.Unchanged, Object: g.DN, Details: []string{"member " + m.DN}}, nil
 		}
 	}
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
-	return Change{Action: Modified, Object: g.DN, Details: []string{detail}}, nil
+	return segkcd.Change{What: op, Action: segkcd.Modified, Object: g.DN, Details: []string{detail}}, nil
 }
 
 // isMember checks direct membership with a base search on the group for

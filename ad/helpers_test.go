@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/ad"
-	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
 )
 
 // theLab is one Samba AD DC for this test binary, started on first use.
@@ -32,8 +33,8 @@ func dial(t *testing.T) (*lab.Lab, *ad.Conn, context.Context) {
 }
 
 // must fails the test on error: must(t)(c.SetSPN(...)).
-func must(t *testing.T) func(ad.Change, error) ad.Change {
-	return func(ch ad.Change, err error) ad.Change {
+func must(t *testing.T) func(segkcd.Change, error) segkcd.Change {
+	return func(ch segkcd.Change, err error) segkcd.Change {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
@@ -42,16 +43,16 @@ func must(t *testing.T) func(ad.Change, error) ad.Change {
 	}
 }
 
-// expect checks what an operation reported: expect(t, ad.Created)(c.SetSPN(...)).
-func expect(t *testing.T, want ad.Action) func(ad.Change, error) {
-	return func(ch ad.Change, err error) {
+// expect checks what an operation reported: expect(t, segkcd.Created)(c.SetSPN(...)).
+func expect(t *testing.T, want segkcd.Action) func(segkcd.Change, error) {
+	return func(ch segkcd.Change, err error) {
 		t.Helper()
 		wantAction(t, ch, err, want)
 	}
 }
 
 // wantAction checks what an operation reported.
-func wantAction(t *testing.T, ch ad.Change, err error, want ad.Action) {
+func wantAction(t *testing.T, ch segkcd.Change, err error, want segkcd.Action) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("want %s, got error: %v", want, err)

@@ -11,8 +11,9 @@ import (
 	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/config"
 
+	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/ad"
-	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
 )
 
 func TestDialModes(t *testing.T) {
@@ -144,9 +145,9 @@ func TestFindAccount(t *testing.T) {
 func TestCreateComputerAccount(t *testing.T) {
 	l, c, ctx := dial(t)
 	req := ad.ComputerAccountRequest{Name: "EXCHASA1", Description: "Exchange ASA (test)"}
-	expect(t, ad.Created)(c.CreateComputerAccount(ctx, req))
+	expect(t, segkcd.Created)(c.CreateComputerAccount(ctx, req))
 	ch, err := c.CreateComputerAccount(ctx, req)
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 
 	// Our read.
 	a, err := c.FindAccount(ctx, "EXCHASA1")
@@ -179,7 +180,7 @@ func TestCreateComputerAccount(t *testing.T) {
 	// Drift is repaired and reported.
 	req.EncryptionTypes = ad.EncAES | ad.EncRC4HMAC
 	ch, err = c.CreateComputerAccount(ctx, req)
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 	if got := ldbAttr(t, l, "EXCHASA1$", "msDS-SupportedEncryptionTypes"); got[0] != "28" {
 		t.Fatalf("after update: %v", got)
 	}
@@ -196,9 +197,9 @@ func TestCreateComputerAccount(t *testing.T) {
 func TestCreateServiceAccount(t *testing.T) {
 	l, c, ctx := dial(t)
 	req := ad.ServiceAccountRequest{Name: "svc_test1", Password: "Svc-Passw0rd-Test!", PasswordNeverExpires: true}
-	expect(t, ad.Created)(c.CreateServiceAccount(ctx, req))
+	expect(t, segkcd.Created)(c.CreateServiceAccount(ctx, req))
 	ch, err := c.CreateServiceAccount(ctx, req)
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 	// MIT kinit with the password proves the account and its keys.
 	if err := kinit(t, l, "svc_test1.cc", "svc_test1", req.Password); err != nil {
 		t.Fatalf("kinit: %v", err)
@@ -238,11 +239,11 @@ func TestSPN(t *testing.T) {
 	const spn = "http/mail2." + "corp.example.test"
 
 	ch, err := c.SetSPN(ctx, "EXCHASA2", spn)
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 	ch, err = c.SetSPN(ctx, "EXCHASA2$", spn)
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 	ch, err = c.SetSPN(ctx, "EXCHASA2$", strings.ToUpper(spn)) // SPNs compare case-insensitively
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 
 	spns, err := c.ListSPNs(ctx, "EXCHASA2")
 	if err != nil || len(spns) != 1 || spns[0] != spn {
@@ -269,15 +270,15 @@ func TestSPN(t *testing.T) {
 	}
 	// A class that is no alias of host is free to share the host name.
 	ch, err = c.SetSPN(ctx, "svc_spn", "custom/dc1."+l.DNSDomain)
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 
 	_, err = c.SetSPN(ctx, "svc_spn", "no-slash")
 	wantKind(t, err, ad.ErrInvalidArgument)
 
 	ch, err = c.RemoveSPN(ctx, "EXCHASA2", strings.ToUpper(spn))
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 	ch, err = c.RemoveSPN(ctx, "EXCHASA2", spn)
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 	if out := sambaTool(t, l, "spn", "list", "EXCHASA2$"); strings.Contains(out, spn) {
 		t.Fatalf("SPN still listed:\n%s", out)
 	}
@@ -288,12 +289,12 @@ func TestDelegation(t *testing.T) {
 	must(t)(c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: "svc_deleg", Password: "Svc-Passw0rd-Deleg!"}))
 	targets := []string{"http/mail3." + l.DNSDomain, "http/mail3"}
 
-	expect(t, ad.Modified)(c.SetProtocolTransition(ctx, "svc_deleg", true))
+	expect(t, segkcd.Modified)(c.SetProtocolTransition(ctx, "svc_deleg", true))
 	ch, err := c.SetProtocolTransition(ctx, "svc_deleg", true)
-	wantAction(t, ch, err, ad.Unchanged)
-	expect(t, ad.Modified)(c.AddAllowedToDelegateTo(ctx, "svc_deleg", targets...))
+	wantAction(t, ch, err, segkcd.Unchanged)
+	expect(t, segkcd.Modified)(c.AddAllowedToDelegateTo(ctx, "svc_deleg", targets...))
 	ch, err = c.AddAllowedToDelegateTo(ctx, "svc_deleg", strings.ToUpper(targets[0]))
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 
 	d, err := c.DelegationInfo(ctx, "svc_deleg")
 	if err != nil || !d.ProtocolTransition || d.Unconstrained || len(d.AllowedToDelegateTo) != 2 ||
@@ -310,9 +311,9 @@ func TestDelegation(t *testing.T) {
 
 	// Exact set: one target stays, the other goes.
 	ch, err = c.SetAllowedToDelegateTo(ctx, "svc_deleg", targets[:1])
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 	ch, err = c.SetAllowedToDelegateTo(ctx, "svc_deleg", targets[:1])
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 	if got := ldbAttr(t, l, "svc_deleg", "msDS-AllowedToDelegateTo"); len(got) != 1 || got[0] != targets[0] {
 		t.Fatalf("ldb after set: %v", got)
 	}
@@ -340,10 +341,10 @@ func TestDelegation(t *testing.T) {
 		t.Fatalf("unconstrained was set:\n%s", out)
 	}
 
-	expect(t, ad.Modified)(c.RemoveAllowedToDelegateTo(ctx, "svc_deleg", targets...))
+	expect(t, segkcd.Modified)(c.RemoveAllowedToDelegateTo(ctx, "svc_deleg", targets...))
 	ch, err = c.RemoveAllowedToDelegateTo(ctx, "svc_deleg", targets...)
-	wantAction(t, ch, err, ad.Unchanged)
-	expect(t, ad.Modified)(c.SetProtocolTransition(ctx, "svc_deleg", false))
+	wantAction(t, ch, err, segkcd.Unchanged)
+	expect(t, segkcd.Modified)(c.SetProtocolTransition(ctx, "svc_deleg", false))
 	out = sambaTool(t, l, "delegation", "show", "svc_deleg")
 	if !strings.Contains(out, "UF_TRUSTED_TO_AUTHENTICATE_FOR_DELEGATION: False") || strings.Contains(out, "msDS-AllowedToDelegateTo: ") {
 		t.Fatalf("after removal:\n%s", out)
@@ -354,28 +355,28 @@ func TestAccountFlagsAndEncryptionTypes(t *testing.T) {
 	l, c, ctx := dial(t)
 	must(t)(c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: "svc_flags", Password: "Svc-Passw0rd-Flags!"}))
 	ch, err := c.SetAccountFlags(ctx, "svc_flags", ad.UACNotDelegated|ad.UACDontExpirePassword, 0)
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 	ch, err = c.SetAccountFlags(ctx, "svc_flags", ad.UACNotDelegated, 0)
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 	want := ad.UACNormalAccount | ad.UACNotDelegated | ad.UACDontExpirePassword
 	if got := ldbAttr(t, l, "svc_flags", "userAccountControl"); got[0] != strconv.Itoa(int(want)) {
 		t.Fatalf("ldb userAccountControl %v, want %d", got, want)
 	}
 	ch, err = c.SetAccountFlags(ctx, "svc_flags", 0, ad.UACNotDelegated)
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 	_, err = c.SetAccountFlags(ctx, "svc_flags", ad.UACNotDelegated, ad.UACNotDelegated)
 	wantKind(t, err, ad.ErrInvalidArgument)
 
-	// Created AES-only (no Kerberoastable RC4 tickets to its SPNs).
+	// segkcd.Created AES-only (no Kerberoastable RC4 tickets to its SPNs).
 	if got := ldbAttr(t, l, "svc_flags", "msDS-SupportedEncryptionTypes"); got[0] != "24" {
 		t.Fatalf("created with enctypes %v, want 24", got)
 	}
 	ch, err = c.SetSupportedEncryptionTypes(ctx, "svc_flags", ad.EncAES|ad.EncRC4HMAC)
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 	ch, err = c.SetSupportedEncryptionTypes(ctx, "svc_flags", ad.EncAES)
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 	ch, err = c.SetSupportedEncryptionTypes(ctx, "svc_flags", ad.EncAES)
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 	if got := ldbAttr(t, l, "svc_flags", "msDS-SupportedEncryptionTypes"); got[0] != "24" {
 		t.Fatalf("ldb enctypes %v", got)
 	}
@@ -400,7 +401,7 @@ func TestPasswords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.ResetPassword(ctx, "svc_pw", second); err != nil {
+	if _, err := c.ResetPassword(ctx, "svc_pw", second); err != nil {
 		t.Fatal(err)
 	}
 	if err := kinit(t, l, "pw.cc", "svc_pw", second); err != nil {
@@ -424,7 +425,7 @@ func TestPasswords(t *testing.T) {
 	if err := kinit(t, l, "pw.cc", "svc_pw", "Third-Passw0rd!"); err != nil {
 		t.Fatalf("kinit after change: %v", err)
 	}
-	err = c.ResetPassword(ctx, "svc_pw", "short")
+	_, err = c.ResetPassword(ctx, "svc_pw", "short")
 	e := wantKind(t, err, ad.ErrPasswordPolicy)
 	if e.Code != 0x52D {
 		t.Fatalf("code %08X", e.Code)
@@ -440,7 +441,8 @@ func TestPasswords(t *testing.T) {
 	if plain.TLS() {
 		t.Fatal("plaintext connection claims TLS")
 	}
-	wantKind(t, plain.ResetPassword(ctx, "svc_pw", "Fourth-Passw0rd!"), ad.ErrTLSRequired)
+	_, err = plain.ResetPassword(ctx, "svc_pw", "Fourth-Passw0rd!")
+	wantKind(t, err, ad.ErrTLSRequired)
 	wantKind(t, plain.ChangePassword(ctx, "svc_pw", "Third-Passw0rd!", "Fourth-Passw0rd!"), ad.ErrTLSRequired)
 	_, err = plain.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: "svc_plain", Password: "x"})
 	if err == nil {
@@ -455,23 +457,23 @@ func TestGroups(t *testing.T) {
 	l, c, ctx := dial(t)
 	const group = "Remote Desktop Users"
 	ch, err := c.AddGroupMember(ctx, group, "bob")
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 	ch, err = c.AddGroupMember(ctx, group, "bob")
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 	if out := sambaTool(t, l, "group", "listmembers", group); !strings.Contains(out, "bob") {
 		t.Fatalf("samba-tool group listmembers:\n%s", out)
 	}
 	ch, err = c.RemoveGroupMember(ctx, group, "bob")
-	wantAction(t, ch, err, ad.Modified)
+	wantAction(t, ch, err, segkcd.Modified)
 	ch, err = c.RemoveGroupMember(ctx, group, "bob")
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 	if out := sambaTool(t, l, "group", "listmembers", group); strings.Contains(out, "bob") {
 		t.Fatalf("bob still a member:\n%s", out)
 	}
 	// A computer is in Domain Computers through its primary group.
 	must(t)(c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "EXCHASA3"}))
 	ch, err = c.AddGroupMember(ctx, "Domain Computers", "EXCHASA3")
-	wantAction(t, ch, err, ad.Unchanged)
+	wantAction(t, ch, err, segkcd.Unchanged)
 	_, err = c.RemoveGroupMember(ctx, "Domain Computers", "EXCHASA3")
 	wantKind(t, err, ad.ErrUnwilling)
 	_, err = c.AddGroupMember(ctx, "alice", "bob")

@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 	"golang.org/x/text/encoding/unicode"
+
+	"github.com/segkcd/segkcd"
 )
 
 // encodePassword gives the unicodePwd value AD expects: the password in
@@ -34,25 +36,29 @@ func encodePassword(pw string) (string, error) {
 // ResetPassword sets an account's password without knowing the old one
 // (an administrator's reset: one Replace of unicodePwd). It refuses to run
 // over a connection without TLS.
-func (c *Conn) ResetPassword(ctx context.Context, account, newPassword string) error {
+func (c *Conn) ResetPassword(ctx context.Context, account, newPassword string) (segkcd.Change, error) {
 	const op = "reset password"
 	if err := c.requireTLS(op, account); err != nil {
-		return err
+		return segkcd.Change{}, err
 	}
 	if newPassword == "" {
-		return invalid(op, account, "empty password")
+		return segkcd.Change{}, invalid(op, account, "empty password")
 	}
 	encoded, err := encodePassword(newPassword)
 	if err != nil {
-		return invalid(op, account, "%v", err)
+		return segkcd.Change{}, invalid(op, account, "%v", err)
 	}
 	acct, err := c.FindAccount(ctx, account)
 	if err != nil {
-		return wrap(op, account, err)
+		return segkcd.Change{}, wrap(op, account, err)
 	}
 	mod := ldap.NewModifyRequest(acct.DN, nil)
 	mod.Replace("unicodePwd", []string{encoded})
-	return c.do(ctx, op, acct.DN, func(l *ldap.Conn) error { return l.Modify(mod) })
+	if err := c.do(ctx, op, acct.DN, func(l *ldap.Conn) error { return l.Modify(mod) }); err != nil {
+		return segkcd.Change{}, err
+	}
+	// A reset always writes: AD keeps no way to compare without a logon.
+	return segkcd.Change{What: op, Object: acct.DN, Action: segkcd.Modified, Details: []string{"unicodePwd (new password)"}}, nil
 }
 
 // ChangePassword changes a password knowing the old one, as the user

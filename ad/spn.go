@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/segkcd/segkcd"
 )
 
 // ParseSPN splits "class/host[:port][/name]" into its service class and the
@@ -32,39 +34,39 @@ func (c *Conn) ListSPNs(ctx context.Context, account string) ([]string, error) {
 // SPN and, when its service class is an alias of HOST in the forest's
 // sPNMappings (http is), for HOST/ with the same rest; if another account
 // holds either, it returns a *DuplicateSPNError naming it and changes
-// nothing. An SPN already on the same account is reported Unchanged.
-func (c *Conn) SetSPN(ctx context.Context, account, spn string) (Change, error) {
+// nothing. An SPN already on the same account is reported segkcd.Unchanged.
+func (c *Conn) SetSPN(ctx context.Context, account, spn string) (segkcd.Change, error) {
 	const op = "add SPN"
 	class, rest, err := ParseSPN(spn)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	acct, err := c.FindAccount(ctx, account)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	if have, ok := findFold(acct.SPNs, spn); ok {
-		return Change{Action: Unchanged, Object: acct.DN, Details: []string{"servicePrincipalName " + have}}, nil
+		return segkcd.Change{What: op, Action: segkcd.Unchanged, Object: acct.DN, Details: []string{"servicePrincipalName " + have}}, nil
 	}
 	candidates := []string{spn}
 	if !strings.EqualFold(class, "host") {
 		aliasOf, err := c.hostAliases(ctx)
 		if err != nil {
-			return Change{}, err
+			return segkcd.Change{}, err
 		}
 		if aliasOf[strings.ToLower(class)] == "host" {
 			candidates = append(candidates, "HOST/"+rest)
 		}
 	}
 	if err := c.checkDuplicateSPN(ctx, op, spn, acct.DN, candidates); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	mod := ldap.NewModifyRequest(acct.DN, nil)
 	mod.Add("servicePrincipalName", []string{spn})
 	if err := c.do(ctx, op, acct.DN, func(l *ldap.Conn) error { return l.Modify(mod) }); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
-	return Change{Action: Modified, Object: acct.DN, Details: []string{"servicePrincipalName += " + spn}}, nil
+	return segkcd.Change{What: op, Action: segkcd.Modified, Object: acct.DN, Details: []string{"servicePrincipalName += " + spn}}, nil
 }
 
 // checkDuplicateSPN searches the forest for any of the candidate SPNs on an
@@ -158,25 +160,25 @@ func parseSPNMappings(values []string) map[string]string {
 }
 
 // RemoveSPN removes an SPN from an account (matched case-insensitively).
-// An SPN the account does not hold is reported Unchanged.
-func (c *Conn) RemoveSPN(ctx context.Context, account, spn string) (Change, error) {
+// An SPN the account does not hold is reported segkcd.Unchanged.
+func (c *Conn) RemoveSPN(ctx context.Context, account, spn string) (segkcd.Change, error) {
 	const op = "remove SPN"
 	if _, _, err := ParseSPN(spn); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	acct, err := c.FindAccount(ctx, account)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	have, ok := findFold(acct.SPNs, spn)
 	if !ok {
-		return Change{Action: Unchanged, Object: acct.DN}, nil
+		return segkcd.Change{What: op, Action: segkcd.Unchanged, Object: acct.DN}, nil
 	}
 	// Delete the value as stored: the DC matches it exactly.
 	mod := ldap.NewModifyRequest(acct.DN, nil)
 	mod.Delete("servicePrincipalName", []string{have})
 	if err := c.do(ctx, op, acct.DN, func(l *ldap.Conn) error { return l.Modify(mod) }); err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
-	return Change{Action: Modified, Object: acct.DN, Details: []string{"servicePrincipalName -= " + have}}, nil
+	return segkcd.Change{What: op, Action: segkcd.Modified, Object: acct.DN, Details: []string{"servicePrincipalName -= " + have}}, nil
 }

@@ -303,7 +303,7 @@ func TestErrorNeverHoldsPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &Conn{} // no TLS
-	err = c.ResetPassword(context.Background(), "alice", secret)
+	_, err = c.ResetPassword(context.Background(), "alice", secret)
 	if !errors.Is(err, ErrTLSRequired) || strings.Contains(err.Error(), secret) {
 		t.Fatal(err)
 	}

@@ -1,5 +1,5 @@
 """MIT's side of bench/winrm-kerberos.sh: one mutual Kerberos logon with
-MIT's GSS-API and pywinrm's SOAP layer (internal/wsmantest/testdata/mitwinrm.py),
+MIT's GSS-API and pywinrm's SOAP layer (winrs/winrstest/testdata/mitwinrm.py),
 the script N times on one connection, mean milliseconds per run."""
 import os
 import sys

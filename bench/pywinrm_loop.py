@@ -2,7 +2,7 @@
 messages), the script N times, mean milliseconds per run."""
 import base64, os, sys, time
 from cryptography.hazmat.bindings.openssl.binding import Binding
-Binding()  # OpenSSL's legacy provider, for ntlm-auth's MD4 (see internal/wsmantest/testdata)
+Binding()  # OpenSSL's legacy provider, for ntlm-auth's MD4 (see winrs/winrstest/testdata)
 import winrm
 
 addr, user, n, script = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]

@@ -3,7 +3,7 @@
 # ours then the peer, 5 rounds into a results file.
 work=$(mktemp -d)
 trap 'kill "${hostpid:-}" 2>/dev/null; wait "${hostpid:-}" 2>/dev/null; rm -rf "$work"' EXIT
-go build -o "$work/wsmanhost" ./internal/wsmantest/wsmanhost
+go build -o "$work/wsmanhost" ./internal/testinfra/wsmanhost
 go build -o "$work/winrmrun" ./bench/winrmrun
 script=$'$ErrorActionPreference = \'Stop\'\nGet-LocalGroupMember -Group \'IIS_IUSRS\' | ForEach-Object -MemberName Name | ConvertTo-Json -Compress'
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One PowerShell script over WinRM with NTLM and sealed messages on plain
-# HTTP, run N times in one process: psremote (bench/winrmrun) against
+# HTTP, run N times in one process: winrs (bench/winrmrun) against
 # pywinrm (Debian python3-winrm), taking turns on the same WS-Man test host.
 # The host is a model of Windows, so this measures the clients, not Windows.
 set -euo pipefail

@@ -2,20 +2,22 @@ package exchange_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log"
 	"os"
 
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/exchange"
+	"github.com/segkcd/segkcd/winrs"
 )
 
 // Roll the ASA password on every Client Access server, then in AD, and get
 // a keytab of the new keys.
 func Example() {
 	ctx := context.Background()
-	sh, err := exchange.NewWinRMShell(exchange.WinRMConfig{Host: "cas1.corp.example.com", HTTPS: true,
-		Auth: exchange.AuthBasic, User: `CORP\admin`, Password: os.Getenv("WINRM_PASSWORD")})
+	sh, err := winrs.New(winrs.Config{Host: "cas1.corp.example.com", TLS: &tls.Config{},
+		Auth: winrs.NTLM{User: `CORP\admin`, Password: os.Getenv("WINRM_PASSWORD")}})
 	if err != nil {
 		log.Fatal(err)
 	}

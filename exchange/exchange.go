@@ -16,8 +16,12 @@
 // remote shell (WinRS) is what masterzen/winrm speaks, not the PowerShell
 // remoting protocol of the http://server/PowerShell endpoint. segkcd tests
 // them against a WS-Management test server that models an Exchange
-// organisation (internal/wsmantest); no real Exchange is reachable where
+// organisation (winrs/winrstest); no real Exchange is reachable where
 // segkcd is built, so they have not yet run against a real one.
+//
+// Org.Shell is a *winrs.Client or any winrs.Shell. Operations return a
+// segkcd.Change, failures an *Error (or a *RollError for a roll, which
+// says the step and the state each server was left in).
 package exchange
 
 import (
@@ -31,37 +35,17 @@ import (
 	"sync"
 	"time"
 
-	"github.com/segkcd/segkcd/internal/psremote"
+	"github.com/segkcd/segkcd"
+	"github.com/segkcd/segkcd/internal/wsman"
+	"github.com/segkcd/segkcd/winrs"
 )
-
-// Shell runs PowerShell on an Exchange server. Secrets passed to
-// RunPowerShellSecret must never appear in its errors (over WinRM they are
-// redacted from PowerShell's error records, which quote the failing line).
-type Shell interface {
-	RunPowerShellSecret(ctx context.Context, script string, secrets ...string) (string, error)
-}
-
-// ScriptError is a script that failed on the server.
-type ScriptError = psremote.ScriptError
-
-// WinRMConfig says how to reach the management server's WinRM listener.
-type WinRMConfig = psremote.Config
-
-// WinRM authentication methods for WinRMConfig.Auth.
-const (
-	AuthBasic       = psremote.AuthBasic
-	AuthNTLM        = psremote.AuthNTLM
-	AuthCertificate = psremote.AuthCert
-	AuthKerberos    = psremote.AuthKerberos // Config.Kerberos: a gokrb5 client
-)
-
-// NewWinRMShell is a Shell over WinRM.
-func NewWinRMShell(cfg WinRMConfig) (Shell, error) { return psremote.New(cfg) }
 
 // Org is an Exchange organisation reached through one management shell.
 // Use it by pointer; it remembers each server's version.
 type Org struct {
-	Shell Shell
+	// Shell reaches the management server: a *winrs.Client, or any
+	// winrs.Shell (winrs/winrstest's host in tests).
+	Shell winrs.Shell
 
 	mu       sync.Mutex
 	versions map[string]Version // lower-case server -> version, read once
@@ -102,7 +86,7 @@ var versionRE = regexp.MustCompile(`(\d+)\.(\d+) \(Build (\d+)`)
 func ParseVersion(s string) (Version, error) {
 	m := versionRE.FindStringSubmatch(s)
 	if m == nil {
-		return Version{}, fmt.Errorf("exchange: unrecognised version %q", s)
+		return Version{}, &Error{Op: "parse version", Err: fmt.Errorf("%w: %q is no Exchange version", ErrUnexpectedOutput, s)}
 	}
 	v := Version{Raw: s}
 	v.Major, _ = strconv.Atoi(m[1])
@@ -112,9 +96,9 @@ func ParseVersion(s string) (Version, error) {
 }
 
 func (o *Org) run(ctx context.Context, op, server, script string, secrets ...string) (string, error) {
-	out, err := o.Shell.RunPowerShellSecret(ctx, script, secrets...)
+	out, err := o.Shell.RunPowerShell(ctx, script, secrets...)
 	if err != nil {
-		return "", fmt.Errorf("exchange: %s on %s: %w", op, server, err)
+		return "", &Error{Op: op, Server: server, Err: err}
 	}
 	return out, nil
 }
@@ -143,16 +127,20 @@ func (o *Org) Version(ctx context.Context, server string) (Version, error) {
 }
 
 func (o *Org) readVersion(ctx context.Context, server string) (Version, error) {
-	qs, err := psremote.Quote(server)
+	qs, err := wsman.Quote(server)
 	if err != nil {
-		return Version{}, err
+		return Version{}, invalid("read version", server, "the server name: %v", err)
 	}
 	out, err := o.run(ctx, "read version", server, preamble+
 		"Get-ExchangeServer -Identity "+qs+" | Select-Object -ExpandProperty AdminDisplayVersion\n")
 	if err != nil {
 		return Version{}, err
 	}
-	return ParseVersion(strings.TrimSpace(out))
+	v, err := ParseVersion(strings.TrimSpace(out))
+	if err != nil {
+		return Version{}, &Error{Op: "read version", Server: server, Err: errors.Unwrap(err)}
+	}
+	return v, nil
 }
 
 // Credential is one ASA credential as a server holds it (no password).
@@ -175,7 +163,7 @@ func (o *Org) ASAStatus(ctx context.Context, server string) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	qs := psremote.MustQuote(server)
+	qs := wsman.MustQuote(server)
 	// Dates through Get-Date -Format 'o': PowerShell 5.1's ConvertTo-Json writes
 	// DateTime as "\/Date(ms)\/". @() keeps one-element lists as lists.
 	script := preamble +
@@ -193,13 +181,13 @@ func (o *Org) ASAStatus(ctx context.Context, server string) (*Status, error) {
 		Added []string `json:"added"`
 	}
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &raw); err != nil || len(raw.Users) != len(raw.Added) {
-		return nil, fmt.Errorf("exchange: read ASA status on %s: unexpected output (%v)", server, err)
+		return nil, unexpected("read ASA status", server, "%v", err)
 	}
 	st := &Status{Server: server}
 	for i := range raw.Users {
 		t, err := time.Parse(time.RFC3339Nano, raw.Added[i])
 		if err != nil {
-			return nil, fmt.Errorf("exchange: read ASA status on %s: date %q: %w", server, raw.Added[i], err)
+			return nil, unexpected("read ASA status", server, "date %q", raw.Added[i])
 		}
 		c := &Credential{UserName: raw.Users[i], WhenAdded: t}
 		switch i {
@@ -215,65 +203,88 @@ func (o *Org) ASAStatus(ctx context.Context, server string) (*Status, error) {
 // SetASA gives a server a new ASA credential (user as DOMAIN\NAME$); the
 // one it had becomes Previous. The password travels on the remote
 // command's standard input, never in the script or on its command line,
-// and is redacted from any error.
-func (o *Org) SetASA(ctx context.Context, server, user, password string) error {
+// and is redacted from any error. It always modifies: each call adds a
+// credential (with its time), as Set-ClientAccessService does.
+func (o *Org) SetASA(ctx context.Context, server, user, password string) (segkcd.Change, error) {
+	const op = "set ASA credential"
 	if password == "" || !strings.Contains(user, `\`) {
-		return errors.New(`exchange: SetASA needs a password and the user as DOMAIN\NAME$`)
+		return segkcd.Change{}, invalid(op, server, `a password and the user as DOMAIN\NAME$ are needed`)
 	}
-	qu, err := psremote.Quote(user)
+	qu, err := wsman.Quote(user)
 	if err != nil {
-		return fmt.Errorf("exchange: SetASA: the user name %w", err)
+		return segkcd.Change{}, invalid(op, server, "the user name: %v", err)
 	}
-	qs, err := psremote.Quote(server)
+	qs, err := wsman.Quote(server)
 	if err != nil {
-		return fmt.Errorf("exchange: SetASA: the server name %w", err)
+		return segkcd.Change{}, invalid(op, server, "the server name: %v", err)
 	}
 	if strings.ContainsAny(password, "\r\n\x00") {
-		return errors.New("exchange: SetASA: the password holds a line break or a NUL")
+		return segkcd.Change{}, invalid(op, server, "the password holds a line break or a NUL")
 	}
 	v, err := o.Version(ctx, server)
 	if err != nil {
-		return err
+		return segkcd.Change{}, err
 	}
 	script := preamble +
 		"$secure = ConvertTo-SecureString -String $secret0 -AsPlainText -Force\n" +
 		"$cred = New-Object -TypeName 'System.Management.Automation.PSCredential' -ArgumentList " + qu + ", $secure\n" +
 		"Set-" + v.casNoun() + " -Identity " + qs + " -AlternateServiceAccountCredential $cred\n"
-	_, err = o.run(ctx, "set ASA credential", server, script, password)
-	return err
+	if _, err := o.run(ctx, op, server, script, password); err != nil {
+		return segkcd.Change{}, err
+	}
+	return segkcd.Change{What: op, Object: server, Action: segkcd.Modified, Details: []string{"Latest: " + user + " (new password)"}}, nil
 }
 
 // CopyASA copies the latest credential of from to each of to, inside one
 // script on the management server (RollAlternateServiceAccountPassword.ps1
 // -CopyFrom): the password never leaves Exchange.
-func (o *Org) CopyASA(ctx context.Context, from string, to ...string) error {
+func (o *Org) CopyASA(ctx context.Context, from string, to ...string) (segkcd.Change, error) {
+	op := "copy ASA credential from " + from
 	vf, err := o.Version(ctx, from)
 	if err != nil {
-		return err
+		return segkcd.Change{}, err
 	}
 	var b strings.Builder
 	b.WriteString(preamble)
-	b.WriteString("$cred = Get-" + vf.casNoun() + " -Identity " + psremote.MustQuote(from) +
+	b.WriteString("$cred = Get-" + vf.casNoun() + " -Identity " + wsman.MustQuote(from) +
 		" -IncludeAlternateServiceAccountCredentialPassword | Select-Object -ExpandProperty AlternateServiceAccountConfiguration" +
 		" | Select-Object -ExpandProperty EffectiveCredentials | Select-Object -First 1 | Select-Object -ExpandProperty Credential\n")
 	for _, t := range to {
 		vt, err := o.Version(ctx, t)
 		if err != nil {
-			return err
+			return segkcd.Change{}, err
 		}
-		b.WriteString("Set-" + vt.casNoun() + " -Identity " + psremote.MustQuote(t) + " -AlternateServiceAccountCredential $cred\n")
+		b.WriteString("Set-" + vt.casNoun() + " -Identity " + wsman.MustQuote(t) + " -AlternateServiceAccountCredential $cred\n")
 	}
-	_, err = o.run(ctx, "copy ASA credential from "+from, strings.Join(to, ", "), b.String())
-	return err
+	if _, err := o.run(ctx, op, strings.Join(to, ", "), b.String()); err != nil {
+		return segkcd.Change{}, err
+	}
+	return segkcd.Change{What: op, Object: strings.Join(to, ", "), Action: segkcd.Modified,
+		Details: []string{"Latest: " + from + "'s Latest"}}, nil
 }
 
-// RemoveASA removes all ASA credentials of a server (clean-up).
-func (o *Org) RemoveASA(ctx context.Context, server string) error {
+// RemoveASA removes all ASA credentials of a server (clean-up); unchanged
+// when it holds none.
+func (o *Org) RemoveASA(ctx context.Context, server string) (segkcd.Change, error) {
+	const op = "remove ASA credentials"
+	st, err := o.ASAStatus(ctx, server)
+	if err != nil {
+		return segkcd.Change{}, err
+	}
+	if st.Latest == nil {
+		return segkcd.Change{What: op, Object: server, Action: segkcd.Unchanged}, nil
+	}
 	v, err := o.Version(ctx, server)
 	if err != nil {
-		return err
+		return segkcd.Change{}, err
 	}
-	_, err = o.run(ctx, "remove ASA credentials", server, preamble+
-		"Set-"+v.casNoun()+" -Identity "+psremote.MustQuote(server)+" -RemoveAlternateServiceAccountCredentials\n")
-	return err
+	if _, err := o.run(ctx, op, server, preamble+
+		"Set-"+v.casNoun()+" -Identity "+wsman.MustQuote(server)+" -RemoveAlternateServiceAccountCredentials\n"); err != nil {
+		return segkcd.Change{}, err
+	}
+	ch := segkcd.Change{What: op, Object: server, Action: segkcd.Removed, Details: []string{"Latest: " + st.Latest.UserName}}
+	if st.Previous != nil {
+		ch.Details = append(ch.Details, "Previous: "+st.Previous.UserName)
+	}
+	return ch, nil
 }

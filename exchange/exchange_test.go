@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/config"
 
+	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/exchange"
-	"github.com/segkcd/segkcd/internal/lab"
-	"github.com/segkcd/segkcd/internal/wsmantest"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/winrs"
+	"github.com/segkcd/segkcd/winrs/winrstest"
 )
 
 var (
@@ -28,14 +29,14 @@ func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
 
 // org is an Exchange organisation (CAS1 2019, CAS2 2016, CAS3 2013) behind
 // the WS-Man test host, reached over real WinRM.
-func org(t *testing.T) (*exchange.Org, *wsmantest.Server) {
+func org(t *testing.T) (*exchange.Org, *winrstest.Server) {
 	t.Helper()
-	h := wsmantest.NewHost("cas1")
-	h.AddExchangeServer("CAS1", wsmantest.Exchange2019)
-	h.AddExchangeServer("CAS2", wsmantest.Exchange2016)
-	h.AddExchangeServer("CAS3", wsmantest.Exchange2013)
-	ts := wsmantest.StartTest(t, h)
-	sh, err := exchange.NewWinRMShell(ts.ClientConfig())
+	h := winrstest.NewHost("cas1")
+	h.AddExchangeServer("CAS1", winrstest.Exchange2019)
+	h.AddExchangeServer("CAS2", winrstest.Exchange2016)
+	h.AddExchangeServer("CAS3", winrstest.Exchange2013)
+	ts := winrstest.StartTest(t, h)
+	sh, err := winrs.New(ts.ClientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,10 +56,10 @@ func TestVersionsAndOperations(t *testing.T) {
 	if err != nil || st.Latest != nil {
 		t.Fatalf("empty status: %+v %v", st, err)
 	}
-	if err := o.SetASA(ctx, "CAS1", `CORP\EXCHASA$`, "first-Passw0rd!"); err != nil {
+	if ch, err := o.SetASA(ctx, "CAS1", `CORP\EXCHASA$`, "first-Passw0rd!"); err != nil || ch.Action != segkcd.Modified || ch.Object != "CAS1" {
 		t.Fatal(err)
 	}
-	if err := o.SetASA(ctx, "CAS1", `CORP\EXCHASA$`, "second-Passw0rd!"); err != nil {
+	if _, err := o.SetASA(ctx, "CAS1", `CORP\EXCHASA$`, "second-Passw0rd!"); err != nil {
 		t.Fatal(err)
 	}
 	st, err = o.ASAStatus(ctx, "CAS1")
@@ -66,7 +67,7 @@ func TestVersionsAndOperations(t *testing.T) {
 		t.Fatalf("status: %+v %v", st, err)
 	}
 	// Copy: CAS2 (2016) and CAS3 (2013, *-ClientAccessServer) get CAS1's latest, inside Exchange.
-	if err := o.CopyASA(ctx, "CAS1", "CAS2", "CAS3"); err != nil {
+	if _, err := o.CopyASA(ctx, "CAS1", "CAS2", "CAS3"); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{"CAS2", "CAS3"} {
@@ -74,7 +75,7 @@ func TestVersionsAndOperations(t *testing.T) {
 			t.Fatalf("%s after copy: %+v", s, got)
 		}
 	}
-	if err := o.RemoveASA(ctx, "CAS3"); err != nil || len(ts.Host.ASA("CAS3")) != 0 {
+	if _, err := o.RemoveASA(ctx, "CAS3"); err != nil || len(ts.Host.ASA("CAS3")) != 0 {
 		t.Fatalf("remove: %v", err)
 	}
 	if _, err := o.ASAStatus(ctx, "NOSUCH"); err == nil {
@@ -88,9 +89,11 @@ func TestPasswordNotInErrors(t *testing.T) {
 	o, ts := org(t)
 	const pw = "Leaky'Passw0rd\u2019!"
 	ts.Host.FailOn("set-clientaccessservice", errors.New("Set-ClientAccessService: At line:3 char:1\n+ $secure = ConvertTo-SecureString -String 'Leaky''Passw0rd\u2019\u2019!' -AsPlainText -Force"))
-	err := o.SetASA(context.Background(), "CAS1", `CORP\EXCHASA$`, pw)
-	var se *exchange.ScriptError
-	if !errors.As(err, &se) || strings.Contains(err.Error(), "Leaky") || !strings.Contains(err.Error(), "[REDACTED]") {
+	_, err := o.SetASA(context.Background(), "CAS1", `CORP\EXCHASA$`, pw)
+	var se *winrs.ScriptError
+	var ee *exchange.Error
+	if !errors.As(err, &se) || !errors.As(err, &ee) || ee.Op != "set ASA credential" || ee.Server != "CAS1" ||
+		strings.Contains(err.Error(), "Leaky") || !strings.Contains(se.Message, "[REDACTED]") {
 		t.Fatalf("error: %v", err)
 	}
 }
@@ -98,10 +101,10 @@ func TestPasswordNotInErrors(t *testing.T) {
 func TestGoldenScripts(t *testing.T) {
 	o, ts := org(t)
 	ctx := context.Background()
-	if err := o.SetASA(ctx, "CAS1", `CORP\EXCHASA$`, "Golden-Passw0rd!"); err != nil {
+	if _, err := o.SetASA(ctx, "CAS1", `CORP\EXCHASA$`, "Golden-Passw0rd!"); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.CopyASA(ctx, "CAS1", "CAS3"); err != nil {
+	if _, err := o.CopyASA(ctx, "CAS1", "CAS3"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := o.ASAStatus(ctx, "CAS1"); err != nil {
@@ -145,22 +148,21 @@ func TestKerberosWinRM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice := client.NewWithPassword("alice", l.Realm, lab.UserPassword, kcfg, client.DisablePAFXFAST(true))
-	defer alice.Destroy()
+	alice := kerberos.NewWithPassword("alice", l.Realm, lab.UserPassword, kcfg)
 
 	// Plain HTTP, as WinRM's default listener: one mutual logon per
 	// connection, then every message sealed with the Kerberos context; the
 	// host takes nothing in clear.
-	h := wsmantest.NewHost("cas1")
-	h.AddExchangeServer("CAS1", wsmantest.Exchange2019)
-	ts, err := wsmantest.StartWith(h, wsmantest.Options{User: "unused", Password: "unused-Passw0rd!"})
+	h := winrstest.NewHost("cas1")
+	h.AddExchangeServer("CAS1", winrstest.Exchange2019)
+	ts, err := winrstest.StartWith(h, winrstest.Options{User: "unused", Password: "unused-Passw0rd!"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ts.Close()
 	ts.AcceptKerberos(&kerberos.Acceptor{Keytab: kt})
-	sh, err := exchange.NewWinRMShell(exchange.WinRMConfig{Host: "127.0.0.1", Port: ts.Port(), Auth: exchange.AuthKerberos,
-		Kerberos: alice, SPN: spn, Timeout: 10 * time.Second})
+	sh, err := winrs.New(winrs.Config{Host: "127.0.0.1", Port: ts.Port(), Auth: winrs.Kerberos{Client: alice, SPN: spn},
+		Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,10 +175,10 @@ func TestKerberosWinRM(t *testing.T) {
 	}
 
 	// HTTPS: no sealing, a fresh authenticator with every request.
-	ts2, pki := wsmantest.StartTLSTest(t, h, wsmantest.Options{})
+	ts2, pki := winrstest.StartTLSTest(t, h, winrstest.Options{})
 	ts2.AcceptKerberos(&kerberos.Acceptor{Keytab: kt})
-	shTLS, err := exchange.NewWinRMShell(exchange.WinRMConfig{Host: "127.0.0.1", Port: ts2.Port(), HTTPS: true, CACert: pki.CAPEM,
-		Auth: exchange.AuthKerberos, Kerberos: alice, SPN: spn, Timeout: 10 * time.Second})
+	shTLS, err := winrs.New(winrs.Config{Host: "127.0.0.1", Port: ts2.Port(), TLS: pki.ClientTLS(),
+		Auth: winrs.Kerberos{Client: alice, SPN: spn}, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,11 +190,11 @@ func TestKerberosWinRM(t *testing.T) {
 	}
 
 	// Without a valid ticket (bob's password is wrong): refused.
-	bad := client.NewWithPassword("bob", l.Realm, "wrong", kcfg, client.DisablePAFXFAST(true))
-	sh2, _ := exchange.NewWinRMShell(exchange.WinRMConfig{Host: "127.0.0.1", Port: ts.Port(), Auth: exchange.AuthKerberos,
-		Kerberos: bad, SPN: spn, Timeout: 10 * time.Second})
-	if _, err := (&exchange.Org{Shell: sh2}).ASAStatus(ctx, "CAS1"); err == nil {
-		t.Fatal("a client without a ticket got in")
+	bad := kerberos.NewWithPassword("bob", l.Realm, "wrong", kcfg)
+	sh2, _ := winrs.New(winrs.Config{Host: "127.0.0.1", Port: ts.Port(), Auth: winrs.Kerberos{Client: bad, SPN: spn},
+		Timeout: 10 * time.Second})
+	if _, err := (&exchange.Org{Shell: sh2}).ASAStatus(ctx, "CAS1"); !errors.Is(err, kerberos.ErrPreauthFailed) {
+		t.Fatalf("a client without a ticket: %v", err)
 	}
 }
 
@@ -203,7 +205,7 @@ func TestSetASAHostileNames(t *testing.T) {
 	for _, c := range []struct{ server, user, pw string }{
 		{"CAS1", "CORP\\EX\x00ASA$", "Passw0rd!"}, {"CA\x00S1", `CORP\EXCHASA$`, "Passw0rd!"}, {"CAS1", `CORP\EXCHASA$`, "two\nlines"},
 	} {
-		if err := o.SetASA(ctx, c.server, c.user, c.pw); err == nil {
+		if _, err := o.SetASA(ctx, c.server, c.user, c.pw); !errors.Is(err, exchange.ErrInvalid) {
 			t.Fatalf("%q %q accepted", c.server, c.user)
 		}
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/segkcd/segkcd/ad"
-	"github.com/segkcd/segkcd/internal/psremote"
 	"github.com/segkcd/segkcd/internal/redact"
+	"github.com/segkcd/segkcd/internal/wsman"
 	"github.com/segkcd/segkcd/kerberos"
 )
 
@@ -126,6 +126,25 @@ func (e *RollError) Error() string {
 // Unwrap returns the cause.
 func (e *RollError) Unwrap() error { return e.Err }
 
+// Hint is advice for the administrator: what the state means for tickets
+// now, and how to finish.
+func (e *RollError) Hint() string {
+	var cannot []string
+	for _, s := range e.State {
+		if s.Err == nil && !s.Decrypts() {
+			cannot = append(cannot, s.Server)
+		}
+	}
+	h := "run the roll again (or Resume / ResumeJournal): it finds the unfinished roll by itself and keeps its password"
+	if len(cannot) > 0 {
+		h = strings.Join(cannot, ", ") + " cannot decrypt tickets for the mail SPN now; " + h
+	}
+	if c := hint(e.Err); c != "" {
+		h = c + "; then " + h
+	}
+	return h
+}
+
 // stored is a server's credential with its password (read back).
 type stored struct {
 	user     string
@@ -140,9 +159,9 @@ func (o *Org) credentials(ctx context.Context, server string) ([]stored, error) 
 	if err != nil {
 		return nil, err
 	}
-	qs, err := psremote.Quote(server)
+	qs, err := wsman.Quote(server)
 	if err != nil {
-		return nil, fmt.Errorf("exchange: server name %w", err)
+		return nil, invalid("read ASA credentials", server, "the server name: %v", err)
 	}
 	script := preamble +
 		"$cfg = Get-" + v.casNoun() + " -Identity " + qs + " -IncludeAlternateServiceAccountCredentialPassword | Select-Object -ExpandProperty AlternateServiceAccountConfiguration\n" +
@@ -161,13 +180,13 @@ func (o *Org) credentials(ctx context.Context, server string) ([]stored, error) 
 		Passwords []string `json:"passwords"`
 	}
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &raw); err != nil || len(raw.Users) != len(raw.Added) || len(raw.Users) != len(raw.Passwords) {
-		return nil, fmt.Errorf("exchange: read ASA credentials on %s: unexpected output", server)
+		return nil, unexpected("read ASA credentials", server, "not the JSON the script writes")
 	}
 	var cs []stored
 	for i := range raw.Users {
 		t, err := time.Parse(time.RFC3339Nano, raw.Added[i])
 		if err != nil {
-			return nil, fmt.Errorf("exchange: read ASA credentials on %s: date %q: %w", server, raw.Added[i], err)
+			return nil, unexpected("read ASA credentials", server, "date %q", raw.Added[i])
 		}
 		cs = append(cs, stored{user: raw.Users[i], password: raw.Passwords[i], added: t})
 	}
@@ -202,7 +221,7 @@ type checker struct {
 
 func newChecker(r Roll) (*checker, error) {
 	if r.Kerberos == nil {
-		return nil, errors.New("exchange: a roll needs Roll.Kerberos to tell which password AD holds")
+		return nil, invalid("roll", "", "Roll.Kerberos is needed to tell which password AD holds")
 	}
 	return &checker{r: r, sam: r.User[strings.LastIndex(r.User, `\`)+1:], realm: r.Kerberos.Realm(),
 		domain: r.AD.DomainInfo().DNSDomain}, nil
@@ -242,7 +261,7 @@ func (o *Org) CheckASA(ctx context.Context, r Roll) ([]ServerState, error) {
 		return nil, err
 	}
 	if err := ck.refresh(ctx); err != nil {
-		return nil, fmt.Errorf("exchange: check ASA: %w", err)
+		return nil, &Error{Op: "check ASA", Err: err}
 	}
 	return o.states(ctx, r, ck), nil
 }
@@ -291,10 +310,10 @@ func (o *Org) RollASAPassword(ctx context.Context, r Roll) (*RollResult, error) 
 
 func checkRoll(r Roll) error {
 	if len(r.Servers) == 0 || r.AD == nil || r.Kerberos == nil || !strings.Contains(r.User, `\`) {
-		return errors.New(`exchange: a roll needs servers, an AD connection, a Kerberos client and the user as DOMAIN\NAME$`)
+		return invalid("roll", "", `servers, an AD connection, a Kerberos client and the user as DOMAIN\NAME$ are needed`)
 	}
-	if _, err := psremote.Quote(r.User); err != nil {
-		return fmt.Errorf("exchange: roll: the user name %w", err)
+	if _, err := wsman.Quote(r.User); err != nil {
+		return invalid("roll", "", "the user name: %v", err)
 	}
 	return nil
 }
@@ -302,7 +321,7 @@ func checkRoll(r Roll) error {
 // Resume finishes a roll that failed, with the same password.
 func (o *Org) Resume(ctx context.Context, res *RollResult) error {
 	if res == nil {
-		return errors.New("exchange: nothing to resume")
+		return invalid("resume roll", "", "no roll to resume")
 	}
 	return o.resume(ctx, res)
 }
@@ -318,7 +337,7 @@ func (o *Org) ResumeJournal(ctx context.Context, j RollJournal, r Roll) (*RollRe
 		r.User = j.User
 	}
 	if !strings.EqualFold(r.User, j.User) {
-		return nil, fmt.Errorf("exchange: the journal is a roll of %s, not %s", j.User, r.User)
+		return nil, invalid("resume roll", "", "the journal is a roll of %s, not %s", j.User, r.User)
 	}
 	if err := checkRoll(r); err != nil {
 		return nil, err
@@ -404,7 +423,7 @@ func (o *Org) resume(ctx context.Context, res *RollResult) error {
 	}
 	push := func(s, pw string) error {
 		step = "push to " + s
-		if err := o.SetASA(ctx, s, r.User, pw); err != nil {
+		if _, err := o.SetASA(ctx, s, r.User, pw); err != nil {
 			return err
 		}
 		cs, err := o.credentials(ctx, s)
@@ -447,7 +466,7 @@ func (o *Org) resume(ctx context.Context, res *RollResult) error {
 	}
 	if !res.Journal.ADReset {
 		step = "reset AD"
-		if err := r.AD.ResetPassword(ctx, ck.sam, next); err != nil {
+		if _, err := r.AD.ResetPassword(ctx, ck.sam, next); err != nil {
 			return failed(err)
 		}
 		res.Journal.ADReset = true

@@ -13,9 +13,10 @@ import (
 
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/exchange"
-	"github.com/segkcd/segkcd/internal/lab"
-	"github.com/segkcd/segkcd/internal/wsmantest"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/winrs"
+	"github.com/segkcd/segkcd/winrs/winrstest"
 )
 
 // rollEnv is the lab AD with the KCD setup and an Exchange organisation
@@ -26,7 +27,7 @@ type rollEnv struct {
 	krb  *kerberos.Client
 	spn  string
 	roll exchange.Roll
-	ts   *wsmantest.Server
+	ts   *winrstest.Server
 }
 
 const rollSvcPW = "Roll-Svc-Passw0rd!"
@@ -58,7 +59,7 @@ func newRollEnv(t *testing.T) *rollEnv {
 
 // newOrg is a fresh management connection, as a new process would open.
 func (e *rollEnv) newOrg(t *testing.T) *exchange.Org {
-	sh, err := exchange.NewWinRMShell(e.ts.ClientConfig())
+	sh, err := winrs.New(e.ts.ClientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

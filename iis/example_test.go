@@ -2,11 +2,13 @@ package iis_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log"
 	"os"
 
 	"github.com/segkcd/segkcd/iis"
+	"github.com/segkcd/segkcd/winrs"
 )
 
 // Windows authentication for KCD on every Client Access server, and the
@@ -14,12 +16,12 @@ import (
 func Example() {
 	ctx := context.Background()
 	for _, host := range []string{"cas1.corp.example.com", "cas2.corp.example.com"} {
-		sh, err := iis.NewWinRMShell(iis.WinRMConfig{Host: host, HTTPS: true, Auth: iis.AuthBasic,
-			User: `CORP\admin`, Password: os.Getenv("WINRM_PASSWORD")})
+		sh, err := winrs.New(winrs.Config{Host: host, TLS: &tls.Config{},
+			Auth: winrs.NTLM{User: `CORP\admin`, Password: os.Getenv("WINRM_PASSWORD")}})
 		if err != nil {
 			log.Fatal(err)
 		}
-		s := &iis.Server{Shell: sh}
+		s := &iis.Server{Shell: sh, Name: host}
 		for _, vdir := range []string{iis.ActiveSync, iis.EWS} {
 			ch, err := s.ConfigureWindowsAuth(ctx, iis.DefaultSite, vdir, iis.WindowsAuthOptions{})
 			if err != nil {
@@ -33,11 +35,11 @@ func Example() {
 	}
 }
 
-// cannedShell answers every script with the same output: any type with
-// RunPowerShell can carry the commands (another remoting stack, a bastion).
+// cannedShell answers every script with the same output: any winrs.Shell
+// can carry the commands (another remoting stack, a bastion).
 type cannedShell string
 
-func (c cannedShell) RunPowerShell(ctx context.Context, script string) (string, error) {
+func (c cannedShell) RunPowerShell(ctx context.Context, script string, secrets ...string) (string, error) {
 	return string(c), nil
 }
 

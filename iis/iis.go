@@ -10,45 +10,23 @@
 // first, changes only what differs, reads them again to check, and reports
 // the difference: a second run changes nothing.
 //
-// Commands travel over WinRM (NewWinRMShell) or any Shell a caller plugs in.
+// Commands travel over WinRM (a *winrs.Client) or any winrs.Shell a caller
+// plugs in. Every change is a segkcd.Change; every failure an *Error.
 // segkcd's tests run them against a WS-Management test server that models a
-// Windows host (internal/wsmantest); no real Windows host is reachable where
+// Windows host (winrs/winrstest); no real Windows host is reachable where
 // segkcd is built, so the PowerShell has not yet been run against real IIS.
 package iis
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
-	"github.com/segkcd/segkcd/internal/psremote"
+	"github.com/segkcd/segkcd"
+	"github.com/segkcd/segkcd/internal/wsman"
+	"github.com/segkcd/segkcd/winrs"
 )
-
-// Shell runs a PowerShell script on the server and returns its standard
-// output. A failed script is an error; over WinRM, a *ScriptError.
-type Shell interface {
-	RunPowerShell(ctx context.Context, script string) (string, error)
-}
-
-// ScriptError is a script that failed on the server: its exit code and
-// its error text, read from PowerShell's CLIXML stderr.
-type ScriptError = psremote.ScriptError
-
-// WinRMConfig says how to reach the server's WinRM listener.
-type WinRMConfig = psremote.Config
-
-// WinRM authentication methods for WinRMConfig.Auth.
-const (
-	AuthBasic       = psremote.AuthBasic
-	AuthNTLM        = psremote.AuthNTLM
-	AuthCertificate = psremote.AuthCert
-	AuthKerberos    = psremote.AuthKerberos // Config.Kerberos: a gokrb5 client
-)
-
-// NewWinRMShell is a Shell over WinRM (masterzen/winrm).
-func NewWinRMShell(cfg WinRMConfig) (Shell, error) { return psremote.New(cfg) }
 
 // Defaults for Exchange.
 const (
@@ -68,7 +46,21 @@ const (
 
 // Server is one IIS server.
 type Server struct {
-	Shell Shell
+	// Shell reaches the server: a *winrs.Client, or any winrs.Shell
+	// (winrs/winrstest's host in tests).
+	Shell winrs.Shell
+	// Name names the server in changes and errors ("CAS1"); empty leaves
+	// it out.
+	Name string
+}
+
+// object is what a change acts on: the server's name, then the location
+// or group.
+func (s *Server) object(what string) string {
+	if s.Name == "" {
+		return what
+	}
+	return s.Name + ": " + what
 }
 
 // WindowsAuthSettings are the authentication settings of a virtual directory.
@@ -96,21 +88,6 @@ func (o WindowsAuthOptions) Want() WindowsAuthSettings {
 	return w
 }
 
-// Change reports what an operation did.
-type Change struct {
-	Target  string   // "Default Web Site/EWS", or the group
-	Changed bool     // false: it already was as asked
-	Details []string // e.g. "basicAuthentication enabled: true -> false"
-}
-
-// String renders the change on one line.
-func (c Change) String() string {
-	if !c.Changed {
-		return "unchanged " + c.Target
-	}
-	return "modified " + c.Target + " (" + strings.Join(c.Details, "; ") + ")"
-}
-
 // location is the applicationHost.config location path of site/vdir.
 func location(site, vdir string) (string, error) {
 	if site == "" {
@@ -118,7 +95,7 @@ func location(site, vdir string) (string, error) {
 	}
 	vdir = strings.Trim(vdir, "/")
 	if vdir == "" {
-		return "", errors.New("iis: no virtual directory")
+		return "", fmt.Errorf("%w: no virtual directory", ErrInvalid)
 	}
 	return site + "/" + vdir, nil
 }
@@ -129,16 +106,16 @@ const preamble = "$ErrorActionPreference = 'Stop'\nImport-Module WebAdministrati
 
 // readScript returns the script that reads a location's settings as JSON.
 func readScript(loc string) (string, error) {
-	ql, err := psremote.Quote(loc)
+	ql, err := wsman.Quote(loc)
 	if err != nil {
 		return "", err
 	}
 	var b strings.Builder
 	b.WriteString(preamble)
-	fmt.Fprintf(&b, "$psp = %s\n$loc = %s\n", psremote.MustQuote(psPath), ql)
+	fmt.Fprintf(&b, "$psp = %s\n$loc = %s\n", wsman.MustQuote(psPath), ql)
 	get := func(v, sec, name string) {
 		fmt.Fprintf(&b, "$%s = Get-WebConfigurationProperty -PSPath $psp -Location $loc -Filter %s -Name %s | Select-Object -ExpandProperty Value\n",
-			v, psremote.MustQuote(sec), psremote.MustQuote(name))
+			v, wsman.MustQuote(sec), wsman.MustQuote(name))
 	}
 	get("basic", basicSec, "enabled")
 	get("windows", windowsSec, "enabled")
@@ -146,7 +123,7 @@ func readScript(loc string) (string, error) {
 	get("apppool", windowsSec, "useAppPoolCredentials")
 	// @() keeps a one-provider list an array; -InputObject keeps ConvertTo-Json from unrolling it.
 	fmt.Fprintf(&b, "$providers = @(Get-WebConfigurationProperty -PSPath $psp -Location $loc -Filter %s -Name 'Collection' | ForEach-Object -MemberName value)\n",
-		psremote.MustQuote(providers))
+		wsman.MustQuote(providers))
 	b.WriteString("ConvertTo-Json -Compress -InputObject ([pscustomobject]@{ basic = $basic; windows = $windows; useKernelMode = $kernel; useAppPoolCredentials = $apppool; providers = $providers })\n")
 	return b.String(), nil
 }
@@ -154,21 +131,22 @@ func readScript(loc string) (string, error) {
 // WindowsAuth reads the authentication settings of site/vdir (site "" is
 // the Default Web Site).
 func (s *Server) WindowsAuth(ctx context.Context, site, vdir string) (*WindowsAuthSettings, error) {
+	const op = "read authentication"
 	loc, err := location(site, vdir)
 	if err != nil {
-		return nil, err
+		return nil, s.fail(op, site+"/"+vdir, err)
 	}
 	script, err := readScript(loc)
 	if err != nil {
-		return nil, fmt.Errorf("iis: %s: %w", loc, err)
+		return nil, s.fail(op, loc, fmt.Errorf("%w: %v", ErrInvalid, err))
 	}
 	out, err := s.Shell.RunPowerShell(ctx, script)
 	if err != nil {
-		return nil, fmt.Errorf("iis: read authentication of %s: %w", loc, err)
+		return nil, s.fail(op, loc, err)
 	}
 	var w WindowsAuthSettings
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &w); err != nil {
-		return nil, fmt.Errorf("iis: read authentication of %s: unexpected output: %w", loc, err)
+		return nil, s.fail(op, loc, fmt.Errorf("%w: %v", ErrUnexpectedOutput, err))
 	}
 	return &w, nil
 }
@@ -177,31 +155,32 @@ func (s *Server) WindowsAuth(ctx context.Context, site, vdir string) (*WindowsAu
 // Basic off, Windows on, providers exactly [Negotiate] (or [Negotiate,
 // NTLM] with KeepNTLM), kernel mode and app-pool credentials on. It
 // changes only what differs and reads the result back.
-func (s *Server) ConfigureWindowsAuth(ctx context.Context, site, vdir string, opts WindowsAuthOptions) (Change, error) {
+func (s *Server) ConfigureWindowsAuth(ctx context.Context, site, vdir string, opts WindowsAuthOptions) (segkcd.Change, error) {
+	const op = "configure Windows authentication"
 	loc, err := location(site, vdir)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, s.fail(op, site+"/"+vdir, err)
 	}
 	have, err := s.WindowsAuth(ctx, site, vdir)
 	if err != nil {
-		return Change{}, err
+		return segkcd.Change{}, err
 	}
 	want := opts.Want()
 	script, details := configureScript(loc, *have, want)
-	ch := Change{Target: loc, Details: details}
+	ch := segkcd.Change{What: op, Object: s.object(loc), Action: segkcd.Unchanged, Details: details}
 	if len(details) == 0 {
 		return ch, nil
 	}
 	if _, err := s.Shell.RunPowerShell(ctx, script); err != nil {
-		return ch, fmt.Errorf("iis: configure %s (run it again to finish): %w", loc, err)
+		return segkcd.Change{}, s.fail(op, loc, err)
 	}
-	ch.Changed = true
+	ch.Action = segkcd.Modified
 	got, err := s.WindowsAuth(ctx, site, vdir)
 	if err != nil {
 		return ch, err
 	}
 	if diff := diffSettings(*got, want); len(diff) > 0 {
-		return ch, fmt.Errorf("iis: %s still differs after the change: %s", loc, strings.Join(diff, "; "))
+		return ch, s.fail(op, loc, fmt.Errorf("%w: %s", ErrNotApplied, strings.Join(diff, "; ")))
 	}
 	return ch, nil
 }
@@ -245,11 +224,11 @@ func configureScript(loc string, have, want WindowsAuthSettings) (string, []stri
 	}
 	var b strings.Builder
 	b.WriteString(preamble)
-	fmt.Fprintf(&b, "$psp = %s\n$loc = %s\n", psremote.MustQuote(psPath), psremote.MustQuote(loc))
+	fmt.Fprintf(&b, "$psp = %s\n$loc = %s\n", wsman.MustQuote(psPath), wsman.MustQuote(loc))
 	set := func(sec, name string, h, w bool) {
 		if h != w {
 			fmt.Fprintf(&b, "Set-WebConfigurationProperty -PSPath $psp -Location $loc -Filter %s -Name %s -Value $%v\n",
-				psremote.MustQuote(sec), psremote.MustQuote(name), w)
+				wsman.MustQuote(sec), wsman.MustQuote(name), w)
 		}
 	}
 	set(basicSec, "enabled", have.BasicEnabled, want.BasicEnabled)
@@ -258,10 +237,10 @@ func configureScript(loc string, have, want WindowsAuthSettings) (string, []stri
 	set(windowsSec, "useAppPoolCredentials", have.UseAppPoolCredentials, want.UseAppPoolCredentials)
 	if !sameList(have.Providers, want.Providers) {
 		// Adding a provider that is there is an error on Windows: clear, then add in order.
-		fmt.Fprintf(&b, "Clear-WebConfiguration -PSPath $psp -Location $loc -Filter %s\n", psremote.MustQuote(providers))
+		fmt.Fprintf(&b, "Clear-WebConfiguration -PSPath $psp -Location $loc -Filter %s\n", wsman.MustQuote(providers))
 		for _, p := range want.Providers {
 			fmt.Fprintf(&b, "Add-WebConfigurationProperty -PSPath $psp -Location $loc -Filter %s -Name '.' -Value @{ value = %s }\n",
-				psremote.MustQuote(providers), psremote.MustQuote(p))
+				wsman.MustQuote(providers), wsman.MustQuote(p))
 		}
 	}
 	return b.String(), details
@@ -269,49 +248,48 @@ func configureScript(loc string, have, want WindowsAuthSettings) (string, []stri
 
 // LocalGroupMembers lists a local group's members (e.g. CORP\svc_awseg).
 func (s *Server) LocalGroupMembers(ctx context.Context, group string) ([]string, error) {
-	qg, err := psremote.Quote(group)
+	const op = "read group members"
+	qg, err := wsman.Quote(group)
 	if err != nil {
-		return nil, fmt.Errorf("iis: group %q: %w", group, err)
+		return nil, s.fail(op, group, fmt.Errorf("%w: the group name: %v", ErrInvalid, err))
 	}
 	script := "$ErrorActionPreference = 'Stop'\n" +
 		"ConvertTo-Json -Compress -InputObject @(Get-LocalGroupMember -Group " + qg + " | ForEach-Object -MemberName Name)\n"
 	out, err := s.Shell.RunPowerShell(ctx, script)
 	if err != nil {
-		return nil, fmt.Errorf("iis: members of %s: %w", group, err)
+		return nil, s.fail(op, group, err)
 	}
 	var members []string
 	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &members); err != nil {
-		return nil, fmt.Errorf("iis: members of %s: unexpected output: %w", group, err)
+		return nil, s.fail(op, group, fmt.Errorf("%w: %v", ErrUnexpectedOutput, err))
 	}
 	return members, nil
 }
 
 // AddLocalGroupMember adds member (DOMAIN\name) to a local group, unless
 // it is already there (Add-LocalGroupMember fails on a present member).
-func (s *Server) AddLocalGroupMember(ctx context.Context, group, member string) (Change, error) {
-	ch := Change{Target: group}
+func (s *Server) AddLocalGroupMember(ctx context.Context, group, member string) (segkcd.Change, error) {
+	const op = "add group member"
+	ch := segkcd.Change{What: op, Object: s.object(group), Action: segkcd.Unchanged, Details: []string{"member " + member}}
 	members, err := s.LocalGroupMembers(ctx, group)
 	if err != nil {
-		return ch, err
+		return segkcd.Change{}, err
 	}
 	for _, m := range members {
 		if strings.EqualFold(m, member) {
 			return ch, nil
 		}
 	}
-	qg, err := psremote.Quote(group)
+	qg, _ := wsman.Quote(group) // LocalGroupMembers quoted it
+	qm, err := wsman.Quote(member)
 	if err != nil {
-		return ch, err
-	}
-	qm, err := psremote.Quote(member)
-	if err != nil {
-		return ch, fmt.Errorf("iis: member %q: %w", member, err)
+		return segkcd.Change{}, s.fail(op, group, fmt.Errorf("%w: the member name: %v", ErrInvalid, err))
 	}
 	script := "$ErrorActionPreference = 'Stop'\nAdd-LocalGroupMember -Group " + qg + " -Member " + qm + "\n"
 	if _, err := s.Shell.RunPowerShell(ctx, script); err != nil {
-		return ch, fmt.Errorf("iis: add %s to %s: %w", member, group, err)
+		return segkcd.Change{}, s.fail(op, group, err)
 	}
-	ch.Changed = true
+	ch.Action = segkcd.Modified
 	ch.Details = []string{"member += " + member}
 	return ch, nil
 }

@@ -10,17 +10,18 @@ import (
 	"testing"
 
 	"github.com/segkcd/segkcd/iis"
-	"github.com/segkcd/segkcd/internal/wsmantest"
+	"github.com/segkcd/segkcd/winrs"
+	"github.com/segkcd/segkcd/winrs/winrstest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden scripts in testdata")
 
 // server is the iis package over real WinRM (masterzen, HTTP) against the
 // WS-Man test host.
-func server(t *testing.T) (*iis.Server, *wsmantest.Server) {
+func server(t *testing.T) (*iis.Server, *winrstest.Server) {
 	t.Helper()
-	ts := wsmantest.StartTest(t, wsmantest.NewHost("cas1"))
-	sh, err := iis.NewWinRMShell(ts.ClientConfig())
+	ts := winrstest.StartTest(t, winrstest.NewHost("cas1"))
+	sh, err := winrs.New(ts.ClientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestConfigureWindowsAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ch.Changed || len(ch.Details) != 4 {
+	if !ch.Changed() || len(ch.Details) != 4 {
 		t.Fatalf("first run: %v", ch)
 	}
 	got := ts.Host.IIS("Default Web Site/Microsoft-Server-ActiveSync")
@@ -49,12 +50,12 @@ func TestConfigureWindowsAuth(t *testing.T) {
 		t.Fatalf("host state: %+v", got)
 	}
 	ch, err = s.ConfigureWindowsAuth(ctx, "", iis.ActiveSync, iis.WindowsAuthOptions{})
-	if err != nil || ch.Changed {
+	if err != nil || ch.Changed() {
 		t.Fatalf("second run: %v %v", ch, err)
 	}
 	// EWS keeping NTLM after Negotiate.
 	ch, err = s.ConfigureWindowsAuth(ctx, "", iis.EWS, iis.WindowsAuthOptions{KeepNTLM: true})
-	if err != nil || !ch.Changed {
+	if err != nil || !ch.Changed() {
 		t.Fatalf("EWS: %v %v", ch, err)
 	}
 	if p := ts.Host.IIS("Default Web Site/EWS").Providers; strings.Join(p, ",") != "Negotiate,NTLM" {
@@ -69,15 +70,19 @@ func TestConfigureResumesAfterFailure(t *testing.T) {
 	ctx := context.Background()
 	ts.Host.FailOn("add-webconfigurationproperty", errors.New("Add-WebConfigurationProperty: Filename: applicationHost.config is locked"))
 	_, err := s.ConfigureWindowsAuth(ctx, "", iis.ActiveSync, iis.WindowsAuthOptions{})
-	var se *iis.ScriptError
+	var se *winrs.ScriptError
 	if !errors.As(err, &se) || se.ExitCode != 1 || !strings.Contains(se.Message, "locked") {
 		t.Fatalf("want the ScriptError, got %v", err)
+	}
+	var ie *iis.Error
+	if !errors.As(err, &ie) || ie.Op != "configure Windows authentication" || ie.Object != "Default Web Site/Microsoft-Server-ActiveSync" || ie.Hint() == "" {
+		t.Fatalf("want an *iis.Error with the step and a hint, got %#v", ie)
 	}
 	if p := ts.Host.IIS("Default Web Site/Microsoft-Server-ActiveSync").Providers; len(p) != 0 {
 		t.Fatalf("expected the half-way state (no providers), got %v", p)
 	}
 	ch, err := s.ConfigureWindowsAuth(ctx, "", iis.ActiveSync, iis.WindowsAuthOptions{})
-	if err != nil || !ch.Changed {
+	if err != nil || !ch.Changed() {
 		t.Fatalf("resume: %v %v", ch, err)
 	}
 	if p := ts.Host.IIS("Default Web Site/Microsoft-Server-ActiveSync").Providers; strings.Join(p, ",") != "Negotiate" {
@@ -89,11 +94,11 @@ func TestLocalGroup(t *testing.T) {
 	s, ts := server(t)
 	ctx := context.Background()
 	ch, err := s.AddLocalGroupMember(ctx, iis.IISUsers, `CORP\svc_awseg`)
-	if err != nil || !ch.Changed {
+	if err != nil || !ch.Changed() {
 		t.Fatalf("%v %v", ch, err)
 	}
 	ch, err = s.AddLocalGroupMember(ctx, iis.IISUsers, `corp\SVC_AWSEG`)
-	if err != nil || ch.Changed {
+	if err != nil || ch.Changed() {
 		t.Fatalf("second add: %v %v", ch, err)
 	}
 	m, err := s.LocalGroupMembers(ctx, iis.IISUsers)
@@ -107,8 +112,12 @@ func TestLocalGroup(t *testing.T) {
 	if m, err := s.LocalGroupMembers(ctx, "Administrators"); err != nil || len(m) != 1 {
 		t.Fatalf("one member: %v %v", m, err)
 	}
-	if _, err := s.LocalGroupMembers(ctx, "NoSuchGroup"); err == nil {
-		t.Fatal("missing group accepted")
+	var se *winrs.ScriptError
+	if _, err := s.LocalGroupMembers(ctx, "NoSuchGroup"); !errors.As(err, &se) {
+		t.Fatalf("missing group: %v", err)
+	}
+	if _, err := s.WindowsAuth(ctx, "", ""); !errors.Is(err, iis.ErrInvalid) {
+		t.Fatalf("no virtual directory: %v", err)
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/segkcd/segkcd/ad"
-	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/kerberos"
 )
 
@@ -222,7 +222,7 @@ func TestRejectedTGTIsReplaced(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := admin.ResetPassword(ctx, "krbtgt", pw); err != nil {
+		if _, err := admin.ResetPassword(ctx, "krbtgt", pw); err != nil {
 			t.Fatalf("reset krbtgt: %v", err)
 		}
 	}

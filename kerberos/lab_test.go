@@ -9,8 +9,9 @@ import (
 
 	"github.com/jcmturner/gokrb5/v8/config"
 
+	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/ad"
-	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/kerberos"
 )
 
@@ -66,15 +67,17 @@ func setup(t testing.TB) env {
 		}
 		// Beyond the standard setup: an SPN on the ASA not delegated to, a keyless
 		// target, and a service account without protocol transition.
-		steps := []func() (ad.Change, error){
-			func() (ad.Change, error) { return c.SetSPN(ctx, asaName, e.otherSPN) },
-			func() (ad.Change, error) { return c.SetSPN(ctx, keylessName, e.keylessSPN) },
-			func() (ad.Change, error) { return c.AddAllowedToDelegateTo(ctx, svcName, e.keylessSPN, e.unknownSPN) },
-			func() (ad.Change, error) {
+		steps := []func() (segkcd.Change, error){
+			func() (segkcd.Change, error) { return c.SetSPN(ctx, asaName, e.otherSPN) },
+			func() (segkcd.Change, error) { return c.SetSPN(ctx, keylessName, e.keylessSPN) },
+			func() (segkcd.Change, error) {
+				return c.AddAllowedToDelegateTo(ctx, svcName, e.keylessSPN, e.unknownSPN)
+			},
+			func() (segkcd.Change, error) {
 				return c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: noPTName, Password: svcPassword, PasswordNeverExpires: true})
 			},
-			func() (ad.Change, error) { return c.SetSPN(ctx, noPTName, "HTTP/"+noPTName) },
-			func() (ad.Change, error) { return c.AddAllowedToDelegateTo(ctx, noPTName, e.mailSPN) },
+			func() (segkcd.Change, error) { return c.SetSPN(ctx, noPTName, "HTTP/"+noPTName) },
+			func() (segkcd.Change, error) { return c.AddAllowedToDelegateTo(ctx, noPTName, e.mailSPN) },
 		}
 		for _, s := range steps {
 			if _, err := s(); err != nil {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segkcd/segkcd/internal/testpki"
+	"github.com/segkcd/segkcd/internal/testinfra/testpki"
 	"github.com/segkcd/segkcd/seg"
 )
 

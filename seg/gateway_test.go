@@ -23,9 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/segkcd/segkcd/internal/eastest"
-	"github.com/segkcd/segkcd/internal/lab"
-	"github.com/segkcd/segkcd/internal/testpki"
+	"github.com/segkcd/segkcd/internal/testinfra/eastest"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/testpki"
 	"github.com/segkcd/segkcd/seg"
 )
 

@@ -21,10 +21,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/segkcd/segkcd/ad"
-	"github.com/segkcd/segkcd/internal/eastest"
-	"github.com/segkcd/segkcd/internal/kdcspy"
-	"github.com/segkcd/segkcd/internal/lab"
-	"github.com/segkcd/segkcd/internal/testpki"
+	"github.com/segkcd/segkcd/internal/testinfra/eastest"
+	"github.com/segkcd/segkcd/internal/testinfra/kdcspy"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/testpki"
 	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/seg"
 )

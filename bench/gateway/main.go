@@ -40,8 +40,8 @@ import (
 	"time"
 
 	"github.com/segkcd/segkcd/ad"
-	"github.com/segkcd/segkcd/internal/lab"
-	"github.com/segkcd/segkcd/internal/testpki"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/testpki"
 	"github.com/segkcd/segkcd/seg"
 )
 

@@ -5,7 +5,7 @@ import (
 	"io"
 	"net"
 
-	"github.com/segkcd/segkcd/internal/kdcspy"
+	"github.com/segkcd/segkcd/internal/testinfra/kdcspy"
 )
 
 // kdcRelay forwards TCP Kerberos traffic to the KDC and counts the

@@ -20,7 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/segkcd/segkcd/internal/eastest"
+	"github.com/segkcd/segkcd/internal/testinfra/eastest"
 )
 
 // The roles run as child processes of "run", so that the proxies, the

@@ -1,4 +1,4 @@
-// Command winrmrun times psremote running one PowerShell script N times on
+// Command winrmrun times winrs running one PowerShell script N times on
 // a WinRM host with NTLM or Kerberos (sealed on HTTP), for bench/winrm.sh
 // and bench/winrm-kerberos.sh. It prints the mean milliseconds per run.
 // The password comes from $SEGKCD_WINRM_PASSWORD; Kerberos reads
@@ -14,10 +14,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jcmturner/gokrb5/v8/client"
-	"github.com/jcmturner/gokrb5/v8/config"
-
-	"github.com/segkcd/segkcd/internal/psremote"
+	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/winrs"
 )
 
 func main() {
@@ -25,7 +23,7 @@ func main() {
 	user := flag.String("user", `CORP\Administrator`, "NTLM user")
 	n := flag.Int("n", 200, "runs")
 	script := flag.String("script", "", "PowerShell script")
-	auth := flag.String("auth", psremote.AuthNTLM, "ntlm or kerberos")
+	auth := flag.String("auth", "ntlm", "ntlm or kerberos")
 	realm := flag.String("realm", "", "Kerberos realm (with -auth kerberos)")
 	spn := flag.String("spn", "", "the host's service principal, HTTP/host (with -auth kerberos)")
 	flag.Parse()
@@ -35,16 +33,17 @@ func main() {
 		os.Exit(2)
 	}
 	p, _ := strconv.Atoi(port)
-	cfg := psremote.Config{Host: host, Port: p, Auth: *auth, User: *user, Password: os.Getenv("SEGKCD_WINRM_PASSWORD"), SPN: *spn}
-	if *auth == psremote.AuthKerberos {
-		kcfg, err := config.Load(os.Getenv("KRB5_CONFIG"))
+	password := os.Getenv("SEGKCD_WINRM_PASSWORD")
+	cfg := winrs.Config{Host: host, Port: p, Auth: winrs.NTLM{User: *user, Password: password}}
+	if *auth == "kerberos" {
+		kcfg, err := kerberos.LoadConfig(os.Getenv("KRB5_CONFIG"))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		cfg.Kerberos = client.NewWithPassword(*user, *realm, cfg.Password, kcfg, client.DisablePAFXFAST(true))
+		cfg.Auth = winrs.Kerberos{Client: kerberos.NewWithPassword(*user, *realm, password, kcfg), SPN: *spn}
 	}
-	c, err := psremote.New(cfg)
+	c, err := winrs.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

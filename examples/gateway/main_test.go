@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segkcd/segkcd/internal/eastest"
-	"github.com/segkcd/segkcd/internal/lab"
-	"github.com/segkcd/segkcd/internal/testpki"
+	"github.com/segkcd/segkcd/internal/testinfra/eastest"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/testpki"
 	"github.com/segkcd/segkcd/kerberos"
 )
 

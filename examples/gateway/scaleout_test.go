@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/segkcd/segkcd/ad"
-	"github.com/segkcd/segkcd/internal/eastest"
-	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/eastest"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
 )
 
 func freeAddr(t *testing.T) string {

@@ -38,10 +38,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/exchange"
 	"github.com/segkcd/segkcd/iis"
 	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/winrs"
 )
 
 func main() {
@@ -95,27 +97,27 @@ type config struct {
 // the password AD has for the ASA as its Latest credential (a ticket to
 // the ASA, opened with each server's password, tells). A server left
 // mid-roll, or holding a stale credential, gets the roll.
-func rollIfNeeded(ctx context.Context, org *exchange.Org, roll exchange.Roll) (ad.Change, error) {
+func rollIfNeeded(ctx context.Context, org *exchange.Org, roll exchange.Roll) (segkcd.Change, error) {
 	states, err := org.CheckASA(ctx, roll)
 	if err != nil {
-		return ad.Change{}, err
+		return segkcd.Change{}, err
 	}
 	var stale []string
 	for _, st := range states {
 		if st.Err != nil {
-			return ad.Change{}, st.Err
+			return segkcd.Change{}, st.Err
 		}
 		if !st.LatestIsCurrent {
 			stale = append(stale, st.String())
 		}
 	}
 	if len(stale) == 0 {
-		return ad.Change{Action: ad.Unchanged, Object: roll.User}, nil
+		return segkcd.Change{Action: segkcd.Unchanged, Object: roll.User}, nil
 	}
 	if _, err := org.RollASAPassword(ctx, roll); err != nil {
-		return ad.Change{}, err
+		return segkcd.Change{}, err
 	}
-	return ad.Change{Action: ad.Modified, Object: roll.User, Details: append(stale,
+	return segkcd.Change{Action: segkcd.Modified, Object: roll.User, Details: append(stale,
 		fmt.Sprintf("new password on %s, then reset in AD", strings.Join(roll.Servers, ", ")))}, nil
 }
 
@@ -140,14 +142,6 @@ func kerberosClient(ctx context.Context, c *ad.Conn, cfg config) (*kerberos.Clie
 		return nil, err
 	}
 	return kerberos.NewWithPassword(acct.SAMAccountName, realm, cfg.bindPassword, kcfg), nil
-}
-
-// iisChange reports an iis change in the same form as AD's.
-func iisChange(ch iis.Change) ad.Change {
-	if !ch.Changed {
-		return ad.Change{Action: ad.Unchanged, Object: ch.Target}
-	}
-	return ad.Change{Action: ad.Modified, Object: ch.Target, Details: ch.Details}
 }
 
 // run does the steps and reports each on out.
@@ -188,7 +182,7 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 	asaSAM := strings.TrimSuffix(cfg.asa, "$") + "$"
 
 	changed := 0
-	step := func(name string, ch ad.Change, err error) error {
+	step := func(name string, ch segkcd.Change, err error) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -210,8 +204,7 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 	if err := step("computer "+asaSAM+", AES only, Domain Computers", ch, err); err != nil {
 		return err
 	}
-	var exShell exchange.Shell
-	var iisShell iis.Shell
+	var shell winrs.Shell
 	label := ""
 	if cfg.winrmAddr != "" {
 		host, port, err := net.SplitHostPort(cfg.winrmAddr)
@@ -223,18 +216,16 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 		if user == "" {
 			user = cfg.bindUser
 		}
-		auth := cfg.winrmAuth
-		if auth == "" {
-			auth = exchange.AuthNTLM
-		}
 		// The test host speaks plain HTTP: NTLM seals every message there,
 		// so nothing travels in clear and AllowUnencrypted stays off.
-		wc := exchange.WinRMConfig{Host: host, Port: p, HTTPS: !cfg.testHost,
-			Auth: auth, User: user, Password: cfg.winrmPassword}
-		if exShell, err = exchange.NewWinRMShell(wc); err != nil {
-			return err
+		wc := winrs.Config{Host: host, Port: p, Auth: winrs.NTLM{User: user, Password: cfg.winrmPassword}}
+		if cfg.winrmAuth == "basic" {
+			wc.Auth = winrs.Basic{User: user, Password: cfg.winrmPassword}
 		}
-		if iisShell, err = iis.NewWinRMShell(wc); err != nil {
+		if !cfg.testHost {
+			wc.TLS = &tls.Config{}
+		}
+		if shell, err = winrs.New(wc); err != nil {
 			return err
 		}
 		if cfg.testHost {
@@ -242,14 +233,14 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 		}
 	}
 	fmt.Fprintln(out, "2. Exchange: the ASA credential on every server, then in AD"+label)
-	if exShell == nil {
+	if shell == nil {
 		fmt.Fprintln(out, "  skipped    no -winrm given (the ASA keeps its random initial password)")
 	} else {
 		krb, err := kerberosClient(ctx, c, cfg)
 		if err != nil {
 			return err
 		}
-		ch, err := rollIfNeeded(ctx, &exchange.Org{Shell: exShell},
+		ch, err := rollIfNeeded(ctx, &exchange.Org{Shell: shell},
 			exchange.Roll{Servers: cfg.servers, User: info.NetBIOSName + `\` + asaSAM, AD: c, Kerberos: krb})
 		if err := step("ASA credential on "+strings.Join(cfg.servers, ", ")+label, ch, err); err != nil {
 			return err
@@ -287,18 +278,18 @@ func run(ctx context.Context, out io.Writer, cfg config) error {
 		return err
 	}
 	fmt.Fprintln(out, "5. IIS: Windows authentication for Kerberos, service account in IIS_IUSRS"+label)
-	if iisShell == nil {
+	if shell == nil {
 		fmt.Fprintln(out, "  skipped    no -winrm given")
 	} else {
-		srv := &iis.Server{Shell: iisShell}
+		srv := &iis.Server{Shell: shell}
 		for _, vdir := range []string{iis.ActiveSync, iis.EWS} {
 			ich, err := srv.ConfigureWindowsAuth(ctx, iis.DefaultSite, vdir, iis.WindowsAuthOptions{})
-			if err := step("Windows authentication on "+iis.DefaultSite+"/"+vdir+label, iisChange(ich), err); err != nil {
+			if err := step("Windows authentication on "+iis.DefaultSite+"/"+vdir+label, ich, err); err != nil {
 				return err
 			}
 		}
 		ich, err := srv.AddLocalGroupMember(ctx, iis.IISUsers, info.NetBIOSName+`\`+cfg.svc)
-		if err := step(info.NetBIOSName+`\`+cfg.svc+" in "+iis.IISUsers+label, iisChange(ich), err); err != nil {
+		if err := step(info.NetBIOSName+`\`+cfg.svc+" in "+iis.IISUsers+label, ich, err); err != nil {
 			return err
 		}
 	}

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/segkcd/segkcd/exchange"
-	"github.com/segkcd/segkcd/internal/lab"
-	"github.com/segkcd/segkcd/internal/psremote"
-	"github.com/segkcd/segkcd/internal/wsmantest"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
+	"github.com/segkcd/segkcd/winrs"
+	"github.com/segkcd/segkcd/winrs/winrstest"
 )
 
 var theLab lab.Shared
@@ -73,11 +73,11 @@ func TestProvisionWithTestHost(t *testing.T) {
 	l := theLab.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	h := wsmantest.NewHost("cas1")
-	h.AddExchangeServer("CAS1", wsmantest.Exchange2019)
-	h.AddExchangeServer("CAS2", wsmantest.Exchange2013)
+	h := winrstest.NewHost("cas1")
+	h.AddExchangeServer("CAS1", winrstest.Exchange2019)
+	h.AddExchangeServer("CAS2", winrstest.Exchange2013)
 	// As the demo's host: only sealed NTLM on plain HTTP.
-	ts, err := wsmantest.StartWith(h, wsmantest.Options{User: l.AdminBindName(), Password: "Winrm-Passw0rd!"})
+	ts, err := winrstest.StartWith(h, winrstest.Options{User: l.AdminBindName(), Password: "Winrm-Passw0rd!"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,11 +116,11 @@ func TestProvisionWithTestHost(t *testing.T) {
 	}
 	// A server whose credential is not AD's (here: someone set another
 	// password on CAS2, the same user name) is noticed, and rolled.
-	sh, err := psremote.New(ts.ClientConfig())
+	sh, err := winrs.New(ts.ClientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (&exchange.Org{Shell: sh}).SetASA(ctx, "CAS2", h.ASA("CAS2")[0].UserName, "Stale-Passw0rd-123!"); err != nil {
+	if _, err := (&exchange.Org{Shell: sh}).SetASA(ctx, "CAS2", h.ASA("CAS2")[0].UserName, "Stale-Passw0rd-123!"); err != nil {
 		t.Fatal(err)
 	}
 	var third bytes.Buffer

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segkcd/segkcd/internal/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/kerberos"
 )
 

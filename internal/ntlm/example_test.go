@@ -8,7 +8,7 @@ import (
 
 // A client logs on to a server and they exchange sealed messages. Over
 // HTTP the three messages ride in Authorization / WWW-Authenticate
-// headers on one connection; psremote does that.
+// headers on one connection; winrs does that.
 func Example() {
 	srv := &ntlm.Server{DomainName: "CORP", ComputerName: "CAS1",
 		NTHash: func(user, domain string) ([]byte, bool) {

@@ -1,5 +1,5 @@
 // Package ntlm is NTLMv2 authentication with session security (MS-NLMP):
-// the client that psremote uses to reach WinRM with NTLM, where a message
+// the client that winrs uses to reach WinRM with NTLM, where a message
 // on plain HTTP must be sealed (MS-WSMV 2.2.9.1), and the server half that
 // the WS-Man test host uses to accept it.
 //

@@ -12,8 +12,8 @@ import (
 
 	ber "github.com/go-asn1-ber/asn1-ber"
 
-	"github.com/segkcd/segkcd/internal/lab"
 	"github.com/segkcd/segkcd/internal/ntlm"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
 )
 
 // Samba's NTLM acceptor is a real, independent peer for the client half:

@@ -42,7 +42,7 @@ fuzz:
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzCCache -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKrb5Conf -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKeytab -fuzztime 60s
-	$(GO) test ./ad -run '^$$' -fuzz FuzzUnwrapToken -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzUnwrap -fuzztime 60s
 	$(GO) test ./winrs/winrstest -run '^$$' -fuzz FuzzQuote -fuzztime 60s
 	$(GO) test ./winrs/winrstest -run '^$$' -fuzz FuzzCLIXML -fuzztime 60s
 	$(GO) test ./internal/wsman -run '^$$' -fuzz FuzzUnseal -fuzztime 60s

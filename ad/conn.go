@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-	"github.com/jcmturner/gokrb5/v8/client"
 
 	"github.com/segkcd/segkcd/internal/redact"
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 // Config says how to reach and bind to a domain controller.
@@ -80,27 +80,28 @@ func (b SimpleBind) Format(f fmt.State, verb rune) {
 	redact.Format(f, verb, "ad.SimpleBind", m)
 }
 
-// KerberosBind is a SASL GSSAPI bind with a gokrb5 client (from a password,
-// keytab or ccache). It runs over the TLS connection: go-ldap does not sign
-// or seal, so it is never used in clear.
+// KerberosBind is a SASL GSSAPI bind with a kerberos.Client (from a
+// password, keytab or ccache): the same client that asks for S4U tickets
+// and logs on to WinRM. It runs over the TLS connection: go-ldap does not
+// sign or seal, so it is never used in clear.
 type KerberosBind struct {
-	Client *client.Client
+	Client *kerberos.Client
 	// SPN of the DC; empty means "ldap/<host of the URL>".
 	SPN string
 }
 
-func (b KerberosBind) bind(_ context.Context, c *ldap.Conn, host string, _ bool) error {
+func (b KerberosBind) bind(ctx context.Context, c *ldap.Conn, host string, _ bool) error {
 	if b.Client == nil {
 		return invalid("bind", "", "KerberosBind without a client")
 	}
-	if err := b.Client.AffirmLogin(); err != nil {
+	if _, err := b.Client.TGT(ctx); err != nil {
 		return fmt.Errorf("kerberos login: %w", err)
 	}
 	spn := b.SPN
 	if spn == "" {
 		spn = "ldap/" + host
 	}
-	err := c.GSSAPIBind(&saslGSSAPI{cl: b.Client}, spn, "")
+	err := c.GSSAPIBind(&saslGSSAPI{ctx: ctx, cl: b.Client}, spn, "")
 	var le *ldap.Error
 	if errors.As(err, &le) && le.ResultCode == ldap.LDAPResultStrongAuthRequired {
 		e := wrap("bind", spn, err).(*Error)

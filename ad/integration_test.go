@@ -8,12 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jcmturner/gokrb5/v8/client"
-	"github.com/jcmturner/gokrb5/v8/config"
-
 	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/internal/testinfra/lab"
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 func TestDialModes(t *testing.T) {
@@ -88,12 +86,11 @@ func TestDialModes(t *testing.T) {
 	})
 
 	t.Run("kerberos bind", func(t *testing.T) {
-		kc, err := config.Load(l.Krb5Conf)
+		kc, err := kerberos.LoadConfig(l.Krb5Conf)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cl := client.NewWithPassword("alice", l.Realm, lab.UserPassword, kc, client.DisablePAFXFAST(true))
-		defer cl.Destroy()
+		cl := kerberos.NewWithPassword("alice", l.Realm, lab.UserPassword, kc)
 		k := cfg
 		k.Bind = ad.KerberosBind{Client: cl}
 		c, err := ad.Dial(ctx, k)

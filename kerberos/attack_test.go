@@ -74,7 +74,8 @@ func TestTransportOrderAndRace(t *testing.T) {
 	d := &perAddrDialer{}
 	// A timeout the single-process lab KDC meets under 64 concurrent requests with -race.
 	tr := &kerberos.Transport{Config: cfg, Timeout: 2 * time.Second, Dialer: d}
-	c := kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, cfg, kerberos.WithTransport(tr))
+	c := kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, cfg)
+	c.Transport = tr
 	ctx := context.Background()
 	if _, err := c.TGT(ctx); err != nil {
 		t.Fatal(err)
@@ -207,7 +208,7 @@ func TestRejectedTGTIsReplaced(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
 	d := &countingDialer{}
-	c := e.client(kerberos.WithTransport(&kerberos.Transport{Config: e.cfg, Dialer: d}))
+	c := e.clientVia(&kerberos.Transport{Config: e.cfg, Dialer: d})
 	old, err := c.TGT(ctx)
 	if err != nil {
 		t.Fatal(err)

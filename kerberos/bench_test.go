@@ -13,7 +13,7 @@ func BenchmarkWarmTicketAndHeader(b *testing.B) {
 	e := setup(b)
 	ctx := context.Background()
 	d := &countingDialer{}
-	cache := &kerberos.Cache{Source: e.client(kerberos.WithTransport(&kerberos.Transport{Config: e.cfg, Dialer: d}))}
+	cache := &kerberos.Cache{Source: e.clientVia(&kerberos.Transport{Config: e.cfg, Dialer: d})}
 	if _, err := cache.Ticket(ctx, "alice", e.mailSPN); err != nil {
 		b.Fatal(err)
 	}

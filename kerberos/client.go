@@ -135,19 +135,33 @@ func ticketFrom(rep messages.KDCRepFields) *Ticket {
 	}
 }
 
-// Client is a service account that asks the KDC for tickets on behalf of
-// users (S4U). It holds a forwardable TGT for itself and renews it before it
-// expires. Methods are safe for concurrent use.
+// Client is an account of the realm that asks the KDC for tickets: the
+// gateway's service account asking on behalf of users (S4U), and any
+// account's own service tickets (ServiceTicket), which is what an AD
+// GSSAPI bind (ad.KerberosBind) and a WinRM logon (winrs.Kerberos) use, so
+// one keytab makes one Client for all three. It holds a forwardable TGT
+// and renews it before it expires. Methods are safe for concurrent use;
+// set the fields before the first call.
 type Client struct {
-	cfg       *config.Config
-	realm     string
-	cname     types.PrincipalName
-	creds     *credentials.Credentials // password or keytab; nil for a ccache client
-	transport *Transport
-	renewSkew time.Duration
-	now       func() time.Time
+	// Transport carries requests to the KDCs (timeouts, dialer, in-flight
+	// limit). Nil means a Transport on the krb5 configuration the client
+	// was made with, with that type's defaults.
+	Transport *Transport
+	// RenewBefore is the least time before its end at which the TGT is
+	// renewed; zero means 5 minutes. The client renews it earlier, at a
+	// random point between 75% and 85% of its lifetime, so that tickets
+	// issued from it do not all end in the same second and a Cache can
+	// refresh them from the new TGT before they run out.
+	RenewBefore time.Duration
 
-	// send delivers a request and names the KDC that answered; tests replace it.
+	cfg   *config.Config
+	realm string
+	cname types.PrincipalName
+	creds *credentials.Credentials // password or keytab; nil for a ccache client
+	now   func() time.Time         // the clock; tests replace it
+
+	defaultTransport *Transport // when Transport is nil
+	// send, when set, replaces the transport (tests).
 	send func(ctx context.Context, realm string, req []byte) ([]byte, string, error)
 	// noX509: the KDC refused PA-S4U-X509-USER once; send PA-FOR-USER alone.
 	noX509 atomic.Bool
@@ -157,48 +171,42 @@ type Client struct {
 	renewAt time.Time // when to log in again, ahead of tgt's end with jitter
 }
 
-// Option configures a Client.
-type Option func(*Client)
+// deliver sends a request to a KDC of realm and names the KDC that answered.
+func (c *Client) deliver(ctx context.Context, realm string, req []byte) ([]byte, string, error) {
+	if c.send != nil {
+		return c.send(ctx, realm, req)
+	}
+	if c.Transport != nil {
+		return c.Transport.send(ctx, realm, req)
+	}
+	return c.defaultTransport.send(ctx, realm, req)
+}
 
-// WithTransport sets the KDC transport (timeouts, dialer).
-func WithTransport(t *Transport) Option { return func(c *Client) { c.transport = t } }
+func (c *Client) renewBefore() time.Duration {
+	if c.RenewBefore > 0 {
+		return c.RenewBefore
+	}
+	return 5 * time.Minute
+}
 
-// WithRenewBefore sets the least time before its end at which the service
-// TGT is renewed (default 5 minutes). The client renews it earlier, at a
-// random point between 75% and 85% of its lifetime, so that tickets issued
-// from it do not all end in the same second and a Cache can refresh them
-// from the new TGT before they run out.
-func WithRenewBefore(d time.Duration) Option { return func(c *Client) { c.renewSkew = d } }
-
-// WithClock replaces time.Now (tests).
-func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
-
-func newClient(user, realm string, cfg *config.Config, opts []Option) *Client {
+func newClient(user, realm string, cfg *config.Config) *Client {
 	if realm == "" {
 		realm = cfg.LibDefaults.DefaultRealm
 	}
-	c := &Client{cfg: cfg, realm: realm, cname: types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, user),
-		renewSkew: 5 * time.Minute, now: time.Now}
-	for _, o := range opts {
-		o(c)
-	}
-	if c.transport == nil {
-		c.transport = &Transport{Config: cfg}
-	}
-	c.send = c.transport.send
-	return c
+	return &Client{cfg: cfg, realm: realm, cname: types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, user),
+		now: time.Now, defaultTransport: &Transport{Config: cfg}}
 }
 
 // NewWithPassword is a service account client that logs in with a password.
-func NewWithPassword(user, realm, password string, cfg *config.Config, opts ...Option) *Client {
-	c := newClient(user, realm, cfg, opts)
+func NewWithPassword(user, realm, password string, cfg *config.Config) *Client {
+	c := newClient(user, realm, cfg)
 	c.creds = credentials.New(user, c.realm).WithPassword(password)
 	return c
 }
 
 // NewWithKeytab is a service account client that logs in with a keytab.
-func NewWithKeytab(user, realm string, kt *keytab.Keytab, cfg *config.Config, opts ...Option) *Client {
-	c := newClient(user, realm, cfg, opts)
+func NewWithKeytab(user, realm string, kt *keytab.Keytab, cfg *config.Config) *Client {
+	c := newClient(user, realm, cfg)
 	c.creds = credentials.New(user, c.realm).WithKeytab(kt)
 	return c
 }
@@ -206,20 +214,20 @@ func NewWithKeytab(user, realm string, kt *keytab.Keytab, cfg *config.Config, op
 // NewFromCCache is a service account client whose TGT comes from an MIT
 // credential cache (e.g. after kinit -f). It cannot log in again: when the
 // TGT expires, calls fail until a new ccache is loaded.
-func NewFromCCache(cc *credentials.CCache, cfg *config.Config, opts ...Option) (*Client, error) {
+func NewFromCCache(cc *credentials.CCache, cfg *config.Config) (*Client, error) {
 	var c *Client
-	err := safely(func() (err error) { c, err = newFromCCache(cc, cfg, opts); return err })
+	err := safely(func() (err error) { c, err = newFromCCache(cc, cfg); return err })
 	if err != nil {
 		return nil, fail("load ccache", "", err)
 	}
 	return c, nil
 }
 
-func newFromCCache(cc *credentials.CCache, cfg *config.Config, opts []Option) (*Client, error) {
+func newFromCCache(cc *credentials.CCache, cfg *config.Config) (*Client, error) {
 	if cc == nil || len(cc.DefaultPrincipal.PrincipalName.NameString) == 0 {
 		return nil, errors.New("the ccache has no default principal")
 	}
-	c := newClient("", cc.GetClientRealm(), cfg, opts)
+	c := newClient("", cc.GetClientRealm(), cfg)
 	c.cname = cc.GetClientPrincipalName()
 	tgs := types.NewPrincipalName(nametype.KRB_NT_SRV_INST, "krbtgt/"+c.realm)
 	e, ok := cc.GetEntry(tgs)
@@ -264,7 +272,7 @@ func (c *Client) TGT(ctx context.Context) (*Ticket, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	valid := c.tgt != nil && now.Add(c.renewSkew).Before(c.tgt.EndTime)
+	valid := c.tgt != nil && now.Add(c.renewBefore()).Before(c.tgt.EndTime)
 	if valid && (c.creds == nil || now.Before(c.renewAt)) {
 		return c.tgt, nil
 	}
@@ -285,7 +293,7 @@ func (c *Client) TGT(ctx context.Context) (*Ticket, error) {
 		return nil, err
 	}
 	c.tgt = t
-	c.renewAt = renewPoint(t, now, c.renewSkew)
+	c.renewAt = renewPoint(t, now, c.renewBefore())
 	return t, nil
 }
 
@@ -338,7 +346,7 @@ func (c *Client) login(ctx context.Context) (*Ticket, error) {
 		if err != nil {
 			return nil, fail(op, target, err)
 		}
-		raw, from, err := c.send(ctx, c.realm, b)
+		raw, from, err := c.deliver(ctx, c.realm, b)
 		if err != nil {
 			return nil, fail(op, target, err)
 		}

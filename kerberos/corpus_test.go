@@ -72,7 +72,7 @@ func (c *recConn) Close() error {
 func TestS4USendsBothUserPAData(t *testing.T) {
 	e := setup(t)
 	d := &recordingDialer{}
-	c := e.client(kerberos.WithTransport(&kerberos.Transport{Config: e.cfg, Dialer: d}))
+	c := e.clientVia(&kerberos.Transport{Config: e.cfg, Dialer: d})
 	if _, err := c.S4U2Self(context.Background(), "alice"); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
 	d := &recordingDialer{}
-	c := e.client(kerberos.WithTransport(&kerberos.Transport{Config: e.cfg, Dialer: d}))
+	c := e.clientVia(&kerberos.Transport{Config: e.cfg, Dialer: d})
 	tk, err := c.Impersonate(ctx, "alice", e.mailSPN)
 	if err != nil {
 		t.Fatal(err)

@@ -97,6 +97,13 @@ func setup(t testing.TB) env {
 	return e
 }
 
-func (e env) client(opts ...kerberos.Option) *kerberos.Client {
-	return kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, e.cfg, opts...)
+func (e env) client() *kerberos.Client {
+	return kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, e.cfg)
+}
+
+// clientVia is the service account client over a transport of its own.
+func (e env) clientVia(t *kerberos.Transport) *kerberos.Client {
+	c := e.client()
+	c.Transport = t
+	return c
 }

@@ -19,8 +19,9 @@ import (
 
 // GSS-API constants (RFC 4121).
 var (
-	tokAPReq = []byte{0x01, 0x00}
-	tokAPRep = []byte{0x02, 0x00}
+	tokAPReq    = []byte{0x01, 0x00}
+	tokAPRep    = []byte{0x02, 0x00}
+	tokKRBError = []byte{0x03, 0x00}
 )
 
 const (
@@ -36,7 +37,11 @@ const (
 // fresh authenticator, which a server's replay cache requires.
 type Negotiation struct {
 	// Header is the value of the Authorization header: "Negotiate <base64>".
+	// Empty for a bare Kerberos initiation (NewKerberosInit).
 	Header string
+	// Token is the initial context token itself: the SPNEGO NegTokenInit
+	// that Header carries, or from NewKerberosInit the bare Kerberos token.
+	Token []byte
 
 	key    types.EncryptionKey
 	ctime  time.Time
@@ -62,6 +67,29 @@ func NegotiateHeader(t *Ticket) (string, error) {
 // NewNegotiation builds the header; with mutual it asks the server to
 // prove it holds the service key, which VerifyReply then checks.
 func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
+	n, err := newInitiation(t, mutual, true)
+	if err != nil {
+		return nil, err
+	}
+	var hdr strings.Builder
+	hdr.Grow(len("Negotiate ") + base64.StdEncoding.EncodedLen(len(n.Token)))
+	hdr.WriteString("Negotiate ")
+	enc := base64.NewEncoder(base64.StdEncoding, &hdr)
+	enc.Write(n.Token)
+	enc.Close()
+	n.Header = hdr.String()
+	return n, nil
+}
+
+// NewKerberosInit is a mutual GSS-API Kerberos initiation (RFC 4121)
+// without SPNEGO, as a SASL GSSAPI bind (RFC 4752) sends it: Token is the
+// initial context token; AcceptReply checks the acceptor's AP-REP and sets
+// up the Context that unwraps and wraps the security-layer negotiation.
+func NewKerberosInit(t *Ticket) (*Negotiation, error) { return newInitiation(t, true, false) }
+
+// newInitiation builds the AP-REQ with a fresh authenticator, framed for
+// SPNEGO or bare.
+func newInitiation(t *Ticket, mutual, withSPNEGO bool) (*Negotiation, error) {
 	const op = "Negotiate"
 	if t == nil {
 		return nil, fail(op, "", errors.New("no ticket"))
@@ -85,17 +113,11 @@ func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
 	binary.LittleEndian.PutUint32(sum[0:], 16)
 	binary.LittleEndian.PutUint32(sum[20:], gssFlags)
 	auth.Cksum = types.Checksum{CksumType: gssChecksumType, Checksum: sum}
-	b, err := negotiateToken(t, auth, mutual)
+	b, err := negotiateToken(t, auth, mutual, withSPNEGO)
 	if err != nil {
 		return nil, fail(op, t.ServerName(), err)
 	}
-	var hdr strings.Builder
-	hdr.Grow(len("Negotiate ") + base64.StdEncoding.EncodedLen(len(b)))
-	hdr.WriteString("Negotiate ")
-	enc := base64.NewEncoder(base64.StdEncoding, &hdr)
-	enc.Write(b)
-	enc.Close()
-	return &Negotiation{Header: hdr.String(),
+	return &Negotiation{Token: b,
 		key: t.SessionKey, ctime: auth.CTime, cusec: auth.Cusec, mutual: mutual,
 		subkey: auth.SubKey, seq: auth.SeqNumber}, nil
 }
@@ -134,7 +156,30 @@ func (n *Negotiation) VerifyReply(wwwAuthenticate string) error {
 	if !n.mutual {
 		return nil
 	}
-	body, err := gssUnwrap(tokAPRep, tok.NegTokenResp.ResponseToken)
+	return n.acceptAPRep(op, tok.NegTokenResp.ResponseToken)
+}
+
+// AcceptReply checks the acceptor's bare Kerberos reply to a
+// NewKerberosInit, an AP-REP that must echo our authenticator, and sets up
+// the Context. A KRB-ERROR in its place fails with the acceptor's message.
+func (n *Negotiation) AcceptReply(token []byte) error {
+	const op = "verify Kerberos reply"
+	if !n.mutual {
+		return fail(op, "", errors.New("not a mutual initiation"))
+	}
+	if body, err := gssUnwrap(tokKRBError, token); err == nil {
+		var ke messages.KRBError
+		if err := ke.Unmarshal(body); err == nil {
+			return fail(op, "", fmt.Errorf("the acceptor refused the ticket: %s", ke.Error()))
+		}
+	}
+	return n.acceptAPRep(op, token)
+}
+
+// acceptAPRep checks a GSS-framed AP-REP against our authenticator and
+// sets up the context.
+func (n *Negotiation) acceptAPRep(op string, token []byte) error {
+	body, err := gssUnwrap(tokAPRep, token)
 	if err != nil {
 		return fail(op, "", err)
 	}
@@ -199,7 +244,7 @@ func tlv(tag byte, parts ...[]byte) []byte {
 // session key (key usage 11). It is written back to front into one
 // buffer: the kilobyte-long ticket sits eight DER levels deep, and nesting
 // by copying copied it once per level.
-func negotiateToken(t *Ticket, auth types.Authenticator, mutual bool) ([]byte, error) {
+func negotiateToken(t *Ticket, auth types.Authenticator, mutual, withSPNEGO bool) ([]byte, error) {
 	tkt, err := t.ticketDER()
 	if err != nil {
 		return nil, err
@@ -233,6 +278,9 @@ func negotiateToken(t *Ticket, auth types.Authenticator, mutual bool) ([]byte, e
 	r.bytes(tokAPReq)
 	r.bytes(krb5OID)
 	r.wrap(0x60, 0) // GSS-API framing
+	if !withSPNEGO {
+		return r.out(), nil
+	}
 	r.wrap(0x04, 0)
 	r.wrap(0xa2, 0) // mechToken
 	r.bytes(mechTypes)

@@ -426,7 +426,7 @@ func (c *Client) tgsExchange(ctx context.Context, op, target string, tgt *Ticket
 	if err != nil {
 		return nil, nil, fail(op, target, err)
 	}
-	raw, kdc, err := c.send(ctx, c.realm, b)
+	raw, kdc, err := c.deliver(ctx, c.realm, b)
 	if err != nil {
 		return nil, nil, fail(op, target, err)
 	}

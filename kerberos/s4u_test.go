@@ -124,7 +124,7 @@ func TestCacheAgainstKDC(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
 	d := &countingDialer{}
-	c := e.client(kerberos.WithTransport(&kerberos.Transport{Config: e.cfg, Dialer: d}))
+	c := e.clientVia(&kerberos.Transport{Config: e.cfg, Dialer: d})
 	if _, err := c.TGT(ctx); err != nil { // the service TGT first: AS exchanges are not S4U
 		t.Fatal(err)
 	}
@@ -197,7 +197,8 @@ func TestTGTRenewal(t *testing.T) {
 		t.Fatal("TGT not reused")
 	}
 	// A margin longer than the TGT's life: every call is inside it.
-	r := e.client(kerberos.WithRenewBefore(48 * time.Hour))
+	r := e.client()
+	r.RenewBefore = 48 * time.Hour
 	a, err := r.TGT(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +215,8 @@ func TestClockSkew(t *testing.T) {
 	var mu sync.Mutex
 	offset := time.Duration(0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(offset) }
-	c := e.client(kerberos.WithClock(clock))
+	c := e.client()
+	kerberos.SetClock(c, clock)
 	ctx := context.Background()
 	if _, err := c.TGT(ctx); err != nil { // in step: fine
 		t.Fatal(err)
@@ -228,7 +230,8 @@ func TestClockSkew(t *testing.T) {
 		t.Fatalf("want KRB_AP_ERR_SKEW, got %v", err)
 	}
 	// Pre-authentication an hour off is refused too.
-	skewed := e.client(kerberos.WithClock(clock))
+	skewed := e.client()
+	kerberos.SetClock(skewed, clock)
 	if _, err := skewed.TGT(ctx); !errors.Is(err, kerberos.ErrClockSkew) {
 		t.Fatalf("AS with a skewed clock: %v", err)
 	}

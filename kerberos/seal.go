@@ -2,6 +2,7 @@ package kerberos
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -145,4 +146,89 @@ func (c *SecurityContext) Unseal(data, header []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: header does not match its encrypted copy", ErrUnseal)
 	}
 	return plain[:len(plain)-16-ec], nil
+}
+
+// Unwrap checks a wrap token from the peer (GSS_Unwrap, RFC 4121 4.2.6.2)
+// and returns its payload: sealed or only signed, with any rotation count
+// (RFC 4121 4.2.5 lets an acceptor rotate), as a SASL GSSAPI bind's
+// security-layer offer arrives from a DC.
+func (c *SecurityContext) Unwrap(token []byte) ([]byte, error) {
+	if len(token) < 16 || token[0] != 0x05 || token[1] != 0x04 || token[3] != 0xff {
+		return nil, fmt.Errorf("%w: not an RFC 4121 wrap token", ErrUnseal)
+	}
+	if token[2]&wrapSealed != 0 {
+		return c.Unseal(token[16:], token[:16])
+	}
+	flags := token[2]
+	fromAcceptor := flags&wrapSentByAcceptor != 0
+	if fromAcceptor != c.initiator {
+		return nil, fmt.Errorf("%w: token sent in the wrong direction (a reflected message?)", ErrUnseal)
+	}
+	if (flags&wrapAcceptorSubkey != 0) != c.acceptorSubkey {
+		return nil, fmt.Errorf("%w: token and context disagree on the acceptor subkey", ErrUnseal)
+	}
+	ec := int(binary.BigEndian.Uint16(token[4:]))
+	rrc := int(binary.BigEndian.Uint16(token[6:]))
+	body := token[16:]
+	if len(body) > 0 {
+		r := rrc % len(body)
+		body = append(append([]byte(nil), body[r:]...), body[:r]...)
+	}
+	et, _ := crypto.GetEtype(c.key.KeyType) // checked in newSecurityContext
+	if ec != et.GetHMACBitLength()/8 || len(body) < ec {
+		return nil, fmt.Errorf("%w: checksum length %d in a token of %d bytes", ErrUnseal, ec, len(body))
+	}
+	payload, sum := body[:len(body)-ec], body[len(body)-ec:]
+	want, err := c.wrapChecksum(payload, flags, binary.BigEndian.Uint64(token[8:]), fromAcceptor)
+	if err != nil {
+		return nil, err
+	}
+	if !hmac.Equal(sum, want) {
+		return nil, fmt.Errorf("%w: checksum does not verify", ErrUnseal)
+	}
+	return payload, nil
+}
+
+// Wrap makes a wrap token of msg for the peer with integrity only
+// (GSS_Wrap without confidentiality), as a SASL GSSAPI client answers the
+// server's security-layer offer (RFC 4752 3.1).
+func (c *SecurityContext) Wrap(msg []byte) ([]byte, error) {
+	c.mu.Lock()
+	seq := c.sendSeq
+	c.sendSeq++
+	c.mu.Unlock()
+	var flags byte
+	if !c.initiator {
+		flags |= wrapSentByAcceptor
+	}
+	if c.acceptorSubkey {
+		flags |= wrapAcceptorSubkey
+	}
+	sum, err := c.wrapChecksum(msg, flags, seq, !c.initiator)
+	if err != nil {
+		return nil, err
+	}
+	tok := []byte{0x05, 0x04, flags, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint16(tok[4:], uint16(len(sum)))
+	binary.BigEndian.PutUint64(tok[8:], seq)
+	tok = append(tok, msg...)
+	return append(tok, sum...), nil
+}
+
+// wrapChecksum is the checksum of a signed wrap token: over the payload,
+// then the header with EC and RRC zero (RFC 4121 4.2.4), in the sender's
+// seal key usage.
+func (c *SecurityContext) wrapChecksum(payload []byte, flags byte, seq uint64, fromAcceptor bool) ([]byte, error) {
+	usage := uint32(usageInitiatorSeal)
+	if fromAcceptor {
+		usage = usageAcceptorSeal
+	}
+	hdr := []byte{0x05, 0x04, flags, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint64(hdr[8:], seq)
+	et, _ := crypto.GetEtype(c.key.KeyType)
+	sum, err := et.GetChecksumHash(c.key.KeyValue, append(append([]byte(nil), payload...), hdr...), usage)
+	if err != nil {
+		return nil, fmt.Errorf("kerberos: wrap checksum: %w", err)
+	}
+	return sum, nil
 }

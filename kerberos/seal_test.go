@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/jcmturner/gokrb5/v8/gssapi"
 	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
 	"github.com/jcmturner/gokrb5/v8/types"
 )
@@ -89,4 +90,79 @@ func BenchmarkSealUnseal(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// Signed wrap tokens (SASL GSSAPI's security-layer negotiation): ours
+// against gokrb5's independent WrapToken both ways, with a rotation count,
+// and the refusals.
+func TestWrapUnwrap(t *testing.T) {
+	i, a := testContexts(t)
+	// gokrb5 as the acceptor: its token, rotated by 5, opens with ours.
+	wt := gssapi.WrapToken{Flags: wrapSentByAcceptor | wrapAcceptorSubkey, EC: 12, SndSeqNum: 3, Payload: []byte{1, 0, 0, 0}}
+	if err := wt.SetCheckSum(a.key, usageAcceptorSeal); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := wt.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := append([]byte(nil), tok[16:]...)
+	rot := append(append([]byte(nil), body[len(body)-5:]...), body[:len(body)-5]...)
+	rotated := append(append([]byte(nil), tok[:16]...), rot...)
+	rotated[7] = 5
+	for _, tk := range [][]byte{tok, rotated} {
+		if p, err := i.Unwrap(tk); err != nil || !bytes.Equal(p, []byte{1, 0, 0, 0}) {
+			t.Fatalf("gokrb5's token: %x %v", p, err)
+		}
+	}
+	// Ours as the initiator: gokrb5 verifies it.
+	out, err := i.Wrap([]byte{1, 0, 0, 0, 'u'})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back gssapi.WrapToken
+	if err := back.Unmarshal(out, false); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := back.Verify(i.key, usageInitiatorSeal); !ok || string(back.Payload) != "\x01\x00\x00\x00u" {
+		t.Fatalf("gokrb5 rejects our wrap token: %v", err)
+	}
+	if p, err := a.Unwrap(out); err != nil || p[4] != 'u' {
+		t.Fatalf("acceptor: %v", err)
+	}
+	// Sealed tokens unwrap too.
+	data, hdr, _ := a.Seal([]byte("sealed"))
+	if p, err := i.Unwrap(append(hdr, data...)); err != nil || string(p) != "sealed" {
+		t.Fatalf("sealed: %q %v", p, err)
+	}
+	// Refusals: reflected, tampered, truncated.
+	if _, err := i.Unwrap(out); !errors.Is(err, ErrUnseal) {
+		t.Fatalf("reflected token: %v", err)
+	}
+	bad := append([]byte(nil), tok...)
+	bad[17] ^= 1
+	if _, err := i.Unwrap(bad); !errors.Is(err, ErrUnseal) {
+		t.Fatalf("tampered token: %v", err)
+	}
+	if _, err := i.Unwrap(tok[:20]); !errors.Is(err, ErrUnseal) {
+		t.Fatalf("truncated token: %v", err)
+	}
+}
+
+// FuzzUnwrap feeds arbitrary tokens to Unwrap, as a DC's SASL offer
+// arrives: refuse or return an authenticated payload, never panic (gokrb5
+// panics on ciphertext shorter than its checksum, which a short sealed
+// token used to reach). Seed corpus: testdata/fuzz/FuzzUnwrap.
+func FuzzUnwrap(f *testing.F) {
+	f.Add([]byte{0x05, 0x04, wrapSentByAcceptor | wrapSealed, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, tok []byte) {
+		i, _ := testContexts(t)
+		p, err := i.Unwrap(tok)
+		if err == nil && len(p) > len(tok) {
+			t.Fatalf("payload longer than its token")
+		}
+		if err != nil && !errors.Is(err, ErrUnseal) {
+			t.Fatalf("error outside ErrUnseal: %v", err)
+		}
+	})
 }

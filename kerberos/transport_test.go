@@ -79,8 +79,8 @@ func TestTransportTimeoutNoLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := runtime.NumGoroutine()
-	c := kerberos.NewWithPassword("svc", "EXAMPLE.TEST", "pw", cfg,
-		kerberos.WithTransport(&kerberos.Transport{Config: cfg, Timeout: 200 * time.Millisecond}))
+	c := kerberos.NewWithPassword("svc", "EXAMPLE.TEST", "pw", cfg)
+	c.Transport = &kerberos.Transport{Config: cfg, Timeout: 200 * time.Millisecond}
 	start := time.Now()
 	_, err = c.TGT(context.Background())
 	elapsed := time.Since(start)
@@ -113,8 +113,8 @@ func TestTransportFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, cfg,
-		kerberos.WithTransport(&kerberos.Transport{Config: cfg, Timeout: 300 * time.Millisecond}))
+	c := kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, cfg)
+	c.Transport = &kerberos.Transport{Config: cfg, Timeout: 300 * time.Millisecond}
 	tk, err := c.Impersonate(context.Background(), "alice", e.mailSPN)
 	if err != nil {
 		t.Fatal(err)
@@ -182,8 +182,8 @@ func TestTransportQueuesBursts(t *testing.T) {
 	}
 	cfg.LibDefaults.UDPPreferenceLimit = 1
 	g := &connGauge{}
-	c := kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, cfg,
-		kerberos.WithTransport(&kerberos.Transport{Config: cfg, Timeout: time.Second, Dialer: g}))
+	c := kerberos.NewWithPassword(svcName, e.lab.Realm, svcPassword, cfg)
+	c.Transport = &kerberos.Transport{Config: cfg, Timeout: time.Second, Dialer: g}
 	if _, err := c.TGT(context.Background()); err != nil {
 		t.Fatal(err)
 	}

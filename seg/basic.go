@@ -187,7 +187,8 @@ func (b *BasicAuth) exchange(user, password string) error {
 	// device hanging up must not fail the others.
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout())
 	defer cancel()
-	c := kerberos.NewWithPassword(user, b.Realm, password, b.Config, kerberos.WithTransport(b.tr))
+	c := kerberos.NewWithPassword(user, b.Realm, password, b.Config)
+	c.Transport = b.tr
 	_, err := c.TGT(ctx)
 	switch {
 	case err == nil:

@@ -23,7 +23,8 @@ func ExampleProxyHandler() {
 		log.Fatal(err)
 	}
 	kdcs := &kerberos.Transport{Config: cfg}
-	svc := kerberos.NewWithPassword("svc_awseg", "CORP.EXAMPLE.COM", "password from a file", cfg, kerberos.WithTransport(kdcs))
+	svc := kerberos.NewWithPassword("svc_awseg", "CORP.EXAMPLE.COM", "password from a file", cfg)
+	svc.Transport = kdcs
 
 	names := seg.Names{Realm: "CORP.EXAMPLE.COM", NetBIOS: "CORP", Suffixes: []string{"example.com"}}
 	certs := &seg.CertificateAuth{Names: names, Revocation: &seg.CRL{Files: []string{"/etc/seg/devices.crl"}}}

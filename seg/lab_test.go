@@ -125,7 +125,8 @@ func newRig(l *lab.Lab) (*rig, error) {
 	// listen backlog is full, and a shorter one fails before the client's
 	// first SYN retransmission (1s) has a chance.
 	tr := &kerberos.Transport{Config: cfg, Dialer: r.counter}
-	svc := kerberos.NewWithPassword(svcName, l.Realm, svcPassword, cfg, kerberos.WithTransport(tr))
+	svc := kerberos.NewWithPassword(svcName, l.Realm, svcPassword, cfg)
+	svc.Transport = tr
 	r.cache = &kerberos.Cache{Source: svc}
 	r.registry = prometheus.NewRegistry()
 	metrics, err := seg.NewMetrics(r.registry)

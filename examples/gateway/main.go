@@ -135,13 +135,15 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		if err != nil {
 			return nil, bad("keytab_file", "%v", err)
 		}
-		svc = kerberos.NewWithKeytab(c.ServiceAccount, c.Realm, kt, kcfg, kerberos.WithTransport(kdcs))
+		svc = kerberos.NewWithKeytab(c.ServiceAccount, c.Realm, kt, kcfg)
+		svc.Transport = kdcs
 	} else {
 		pw, err := c.password()
 		if err != nil {
 			return nil, err
 		}
-		svc = kerberos.NewWithPassword(c.ServiceAccount, c.Realm, pw, kcfg, kerberos.WithTransport(kdcs))
+		svc = kerberos.NewWithPassword(c.ServiceAccount, c.Realm, pw, kcfg)
+		svc.Transport = kdcs
 	}
 
 	names := seg.Names{Realm: c.Realm, NetBIOS: c.NetBIOS, Suffixes: c.UPNSuffixes}

@@ -44,10 +44,15 @@ var (
 	ErrUnconstrainedDelegation = errors.New("unconstrained delegation refused")
 	// ErrInvalidArgument: a name, SPN or option is malformed; nothing was sent.
 	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrConflict: a compare-and-swap found another value than the one it
+	// expected: another writer got there first (LDAP 16 noSuchAttribute or
+	// 20 attributeOrValueExists on a delete-and-add).
+	ErrConflict = errors.New("the value changed since it was read")
 )
 
 // hints tell the administrator what to do about each kind of failure.
 var hints = map[error]string{
+	ErrConflict: "another process changed the value first: read it again and decide anew",
 	ErrNotFound:            "check the name (sAMAccountName, UPN or DN) and the base DN",
 	ErrAmbiguous:           "pass the distinguished name instead",
 	ErrExists:              "the name is taken; pick another or remove the old object",

@@ -65,30 +65,33 @@ func (c *Conn) ResetPassword(ctx context.Context, account, newPassword string) (
 // would (Delete of the old value and Add of the new in one modify; the
 // domain's minimum password age and history apply). It refuses to run over
 // a connection without TLS.
-func (c *Conn) ChangePassword(ctx context.Context, account, oldPassword, newPassword string) error {
+func (c *Conn) ChangePassword(ctx context.Context, account, oldPassword, newPassword string) (segkcd.Change, error) {
 	const op = "change password"
 	if err := c.requireTLS(op, account); err != nil {
-		return err
+		return segkcd.Change{}, err
 	}
 	if newPassword == "" || oldPassword == "" {
-		return invalid(op, account, "empty password")
+		return segkcd.Change{}, invalid(op, account, "empty password")
 	}
 	oldEnc, err := encodePassword(oldPassword)
 	if err != nil {
-		return invalid(op, account, "old %v", err)
+		return segkcd.Change{}, invalid(op, account, "old %v", err)
 	}
 	newEnc, err := encodePassword(newPassword)
 	if err != nil {
-		return invalid(op, account, "new %v", err)
+		return segkcd.Change{}, invalid(op, account, "new %v", err)
 	}
 	acct, err := c.FindAccount(ctx, account)
 	if err != nil {
-		return wrap(op, account, err)
+		return segkcd.Change{}, wrap(op, account, err)
 	}
 	mod := ldap.NewModifyRequest(acct.DN, nil)
 	mod.Delete("unicodePwd", []string{oldEnc})
 	mod.Add("unicodePwd", []string{newEnc})
-	return c.do(ctx, op, acct.DN, func(l *ldap.Conn) error { return l.Modify(mod) })
+	if err := c.do(ctx, op, acct.DN, func(l *ldap.Conn) error { return l.Modify(mod) }); err != nil {
+		return segkcd.Change{}, err
+	}
+	return segkcd.Change{What: op, Object: acct.DN, Action: segkcd.Modified, Details: []string{"unicodePwd (new password)"}}, nil
 }
 
 // Character classes of generated passwords. The symbols leave out quotes,

@@ -307,7 +307,7 @@ func TestErrorNeverHoldsPassword(t *testing.T) {
 	if !errors.Is(err, ErrTLSRequired) || strings.Contains(err.Error(), secret) {
 		t.Fatal(err)
 	}
-	err = c.ChangePassword(context.Background(), "alice", secret, secret+"2")
+	_, err = c.ChangePassword(context.Background(), "alice", secret, secret+"2")
 	if !errors.Is(err, ErrTLSRequired) || strings.Contains(err.Error(), secret) {
 		t.Fatal(err)
 	}

@@ -17,6 +17,11 @@ var ErrInvalid = errors.New("invalid request")
 // matches it.
 var ErrUnexpectedOutput = errors.New("unexpected output")
 
+// ErrNoCurrentCredential: no server holds the password AD has for the ASA
+// now, so none can decrypt tickets for the mail SPNs; errors.Is matches
+// it. Roll the password to recover.
+var ErrNoCurrentCredential = errors.New("no server holds AD's current ASA password")
+
 // Error is an operation on one server (or the organisation) that failed:
 // its cause is a *winrs.ScriptError (the cmdlet ran and failed), a
 // *winrs.Error (the server could not be reached or refused the logon),

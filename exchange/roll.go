@@ -491,19 +491,65 @@ func (o *Org) resume(ctx context.Context, res *RollResult) error {
 	}
 	res.Journal.Done = true
 	if r.KeytabRealm != "" {
-		acct, err := r.AD.FindAccount(ctx, ck.sam)
+		kt, err := asaKeytab(ctx, r, r.KeytabRealm, ck, next)
 		if err != nil {
-			return fmt.Errorf("roll keytab: %w", err)
-		}
-		kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: r.KeytabRealm, SAMAccountName: acct.SAMAccountName,
-			DNSDomain: ck.domain, Principals: append([]string{acct.SAMAccountName}, acct.SPNs...), Password: next,
-			KVNO: uint32(acct.KeyVersion), ETypes: etypesFor(acct.SupportedEncryptionTypes)})
-		if err != nil {
-			return fmt.Errorf("roll keytab: %w", err)
+			return err
 		}
 		res.Keytab = kt
 	}
 	return nil
+}
+
+// asaKeytab is the keytab of the ASA's keys from its password: for the
+// account and each SPN it holds, at AD's key version, in its encryption
+// types.
+func asaKeytab(ctx context.Context, r Roll, realm string, ck *checker, password string) (*keytab.Keytab, error) {
+	const op = "ASA keytab"
+	acct, err := r.AD.FindAccount(ctx, ck.sam)
+	if err != nil {
+		return nil, &Error{Op: op, Err: err}
+	}
+	kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: realm, SAMAccountName: acct.SAMAccountName,
+		DNSDomain: ck.domain, Principals: append([]string{acct.SAMAccountName}, acct.SPNs...), Password: password,
+		KVNO: uint32(acct.KeyVersion), ETypes: etypesFor(acct.SupportedEncryptionTypes)})
+	if err != nil {
+		return nil, &Error{Op: op, Err: err}
+	}
+	return kt, nil
+}
+
+// ASAKeytab is a keytab of the ASA's keys as AD holds them now, for a
+// non-Windows backend (or a check) to accept tickets for the mail SPNs: it
+// reads the servers' credentials back with their passwords (as the roll
+// script's -CopyFrom does), takes the first that opens a fresh ticket to
+// the ASA, and derives the keys for the realm (empty: r.Kerberos's). It
+// fails with ErrNoCurrentCredential when no server holds AD's password.
+func (o *Org) ASAKeytab(ctx context.Context, r Roll, realm string) (*keytab.Keytab, error) {
+	if err := checkRoll(r); err != nil {
+		return nil, err
+	}
+	if realm == "" {
+		realm = r.Kerberos.Realm()
+	}
+	ck, err := newChecker(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := ck.refresh(ctx); err != nil {
+		return nil, &Error{Op: "ASA keytab", Err: err}
+	}
+	for _, s := range r.Servers {
+		cs, err := o.credentials(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cs {
+			if strings.EqualFold(c.user, r.User) && ck.current(c.password) {
+				return asaKeytab(ctx, r, realm, ck, c.password)
+			}
+		}
+	}
+	return nil, &Error{Op: "ASA keytab", Server: strings.Join(r.Servers, ", "), Err: ErrNoCurrentCredential}
 }
 
 // etypesFor lists the keytab's encryption types for an account's

@@ -52,7 +52,7 @@ var (
 
 // hints tell the administrator what to do about each kind of failure.
 var hints = map[error]string{
-	ErrConflict: "another process changed the value first: read it again and decide anew",
+	ErrConflict:            "another process changed the value first: read it again and decide anew",
 	ErrNotFound:            "check the name (sAMAccountName, UPN or DN) and the base DN",
 	ErrAmbiguous:           "pass the distinguished name instead",
 	ErrExists:              "the name is taken; pick another or remove the old object",

@@ -185,6 +185,10 @@ func (s *Server) ConfigureWindowsAuth(ctx context.Context, site, vdir string, op
 	return ch, nil
 }
 
+// Diff lists what differs from want, one line per setting
+// ("useKernelMode: false -> true"); empty when nothing does.
+func (w WindowsAuthSettings) Diff(want WindowsAuthSettings) []string { return diffSettings(w, want) }
+
 // diffSettings lists what differs between have and want.
 func diffSettings(have, want WindowsAuthSettings) []string {
 	var d []string

@@ -211,6 +211,16 @@ func NewWithKeytab(user, realm string, kt *keytab.Keytab, cfg *config.Config) *C
 	return c
 }
 
+// ForAccount is a client for another account of the same realm, with a
+// password, over the same KDCs and Transport: an administrator's client
+// makes the gateway's service account client to check the delegation it
+// set up.
+func (c *Client) ForAccount(user, password string) *Client {
+	o := NewWithPassword(user, c.realm, password, c.cfg)
+	o.Transport, o.RenewBefore = c.Transport, c.RenewBefore
+	return o
+}
+
 // NewFromCCache is a service account client whose TGT comes from an MIT
 // credential cache (e.g. after kinit -f). It cannot log in again: when the
 // TGT expires, calls fail until a new ccache is loaded.

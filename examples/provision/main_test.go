@@ -3,11 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
+	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/exchange"
 	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/winrs"
@@ -18,38 +24,92 @@ var theLab lab.Shared
 
 func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
 
-// The demo's promise: the first run creates, the second finds everything
-// unchanged, and MIT kvno -U then gets alice a ticket to the mail SPN.
-func TestProvisionTwice(t *testing.T) {
-	l := theLab.Get(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cfg := config{url: l.LDAPSURL(), caFile: l.CAFile, serverName: l.HostName, bindUser: l.AdminBindName(),
-		bindPassword: l.AdminPassword, asa: "EXCHASA", short: true, svc: "svc_awseg", svcPassword: "Test-Svc-Passw0rd!"}
+const (
+	winrmPW = "Winrm-Passw0rd!"
+	svcPW   = "Test-Svc-Passw0rd!"
+)
 
-	var first bytes.Buffer
-	if err := run(ctx, &first, cfg); err != nil {
-		t.Fatalf("%v\n%s", err, first.String())
-	}
-	if !strings.Contains(first.String(), "7 steps made changes") {
-		t.Fatalf("first run:\n%s", first.String())
-	}
-	var second bytes.Buffer
-	if err := run(ctx, &second, cfg); err != nil {
+// testConfig is a deployment on the lab with the WS-Man test host (CAS1
+// 2019, CAS2 2013) as both servers' WinRM, as the demo runs it.
+func testConfig(t *testing.T, asa, mail, svc string) (*config, *winrstest.Host, *winrstest.Server) {
+	l := theLab.Get(t)
+	h := winrstest.NewHost("cas1")
+	h.AddExchangeServer("CAS1", winrstest.Exchange2019)
+	h.AddExchangeServer("CAS2", winrstest.Exchange2013)
+	// As the demo's host: only sealed NTLM on plain HTTP.
+	ts, err := winrstest.StartWith(h, winrstest.Options{User: l.AdminBindName(), Password: winrmPW})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(second.String(), "all steps unchanged") || strings.Contains(second.String(), "created") ||
-		strings.Contains(second.String(), "modified") {
-		t.Fatalf("second run:\n%s", second.String())
+	t.Cleanup(func() { ts.Close() })
+	t.Setenv("TEST_BIND_PW", l.AdminPassword)
+	t.Setenv("TEST_SVC_PW", svcPW)
+	pwFile := filepath.Join(t.TempDir(), "winrm.pw")
+	if err := os.WriteFile(pwFile, []byte(winrmPW+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	for _, s := range []string{cfg.bindPassword, cfg.svcPassword} {
-		if strings.Contains(first.String()+second.String(), s) {
+	c := &config{LDAPURL: l.LDAPSURL(), CAFile: l.CAFile, ServerName: l.HostName, BindUser: l.AdminBindName(),
+		BindPassword: secret{Env: "TEST_BIND_PW"}, Krb5Conf: l.Krb5Conf, ASA: asa, MailHosts: []string{mail},
+		Servers:        []server{{Name: "CAS1", Version: "2019/SE"}, {Name: "CAS2", Version: "2013"}},
+		WinRM:          winrmCfg{Address: ts.Addr(), Password: secret{File: pwFile}, TestHost: true},
+		ServiceAccount: svc, ServicePassword: secret{Env: "TEST_SVC_PW"}, EWS: true, TestUser: "alice"}
+	return c, h, ts
+}
+
+func runCmd(t *testing.T, c *config, cmd string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, &out, c, cmd); err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out.String())
+	}
+	return out.String()
+}
+
+// The demo's promise: plan lists the steps and writes nothing; apply makes
+// them in the seed's order, labelled where a test host is involved; then
+// plan and apply have nothing to do, verify proves the chain, and MIT's
+// kvno -U, an independent client, gets alice a ticket to the mail SPN as
+// the gateway's account.
+func TestPlanApplyVerify(t *testing.T) {
+	l := theLab.Get(t)
+	c, h, _ := testConfig(t, "EXCHASA", "mail."+l.DNSDomain, "svc_awseg")
+	plan := runCmd(t, c, "plan")
+	for _, want := range []string{"1. Alternate Service Account", "created    create computer account EXCHASA$",
+		"CAS2: Exchange 2013", "[TEST HOST: modeled Windows, not a real Exchange]", "13 steps to apply"} {
+		if !strings.Contains(plan, want) {
+			t.Fatalf("plan lacks %q:\n%s", want, plan)
+		}
+	}
+	if len(h.ASA("CAS1")) != 0 {
+		t.Fatal("plan wrote to the host")
+	}
+	first := runCmd(t, c, "apply")
+	if !strings.Contains(first, "13 steps made changes") ||
+		strings.Index(first, "2. ASA credential") > strings.Index(first, "3. mail SPNs") ||
+		strings.Index(first, "5. IIS") < strings.Index(first, "4. gateway") {
+		t.Fatalf("first apply:\n%s", first)
+	}
+	if again := runCmd(t, c, "plan"); !strings.Contains(again, "nothing to do") || strings.Contains(again, "created") || strings.Contains(again, "modified") {
+		t.Fatalf("second plan:\n%s", again)
+	}
+	second := runCmd(t, c, "apply")
+	if !strings.Contains(second, "nothing to do") {
+		t.Fatalf("second apply:\n%s", second)
+	}
+	verify := runCmd(t, c, "verify")
+	if !strings.Contains(verify, "accepts it as alice@"+l.Realm) {
+		t.Fatalf("verify:\n%s", verify)
+	}
+	for _, s := range []string{l.AdminPassword, svcPW, winrmPW} {
+		if strings.Contains(plan+first+second+verify, s) {
 			t.Fatal("a password is in the output")
 		}
 	}
-
+	ctx := context.Background()
 	cmd := l.Command(ctx, "svc.cc", "kinit", "-f", "svc_awseg")
-	cmd.Stdin = strings.NewReader(cfg.svcPassword + "\n")
+	cmd.Stdin = strings.NewReader(svcPW + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kinit: %s", out)
 	}
@@ -57,80 +117,59 @@ func TestProvisionTwice(t *testing.T) {
 		t.Fatalf("kvno -U alice: %s", out)
 	}
 
-	// A mail SPN already held by another account stops the run with its holder named.
-	bad := cfg
-	bad.asa, bad.mail = "EXCHASA7", "mail."+l.DNSDomain
-	var out bytes.Buffer
-	err := run(ctx, &out, bad)
-	if err == nil || !strings.Contains(err.Error(), "CN=EXCHASA,") {
-		t.Fatalf("duplicate SPN: %v\n%s", err, out.String())
-	}
-}
-
-// With a WinRM target (the WS-Man test host): the Exchange roll and the IIS
-// steps run between the AD steps, and a second run changes nothing.
-func TestProvisionWithTestHost(t *testing.T) {
-	l := theLab.Get(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	h := winrstest.NewHost("cas1")
-	h.AddExchangeServer("CAS1", winrstest.Exchange2019)
-	h.AddExchangeServer("CAS2", winrstest.Exchange2013)
-	// As the demo's host: only sealed NTLM on plain HTTP.
-	ts, err := winrstest.StartWith(h, winrstest.Options{User: l.AdminBindName(), Password: "Winrm-Passw0rd!"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ts.Close()
-	cfg := config{url: l.LDAPSURL(), caFile: l.CAFile, serverName: l.HostName, bindUser: l.AdminBindName(),
-		bindPassword: l.AdminPassword, asa: "EXCHASB", mail: "mailb." + l.DNSDomain, short: false, svc: "svc_awsegb",
-		svcPassword: "Test-Svc-Passw0rd!", winrmAddr: ts.Addr(), winrmPassword: "Winrm-Passw0rd!", testHost: true,
-		servers: []string{"CAS1", "CAS2"}}
-	var first bytes.Buffer
-	if err := run(ctx, &first, cfg); err != nil {
-		t.Fatalf("%v\n%s", err, first.String())
-	}
-	out := first.String()
-	for _, want := range []string{"modified   ASA credential on CAS1, CAS2 [TEST HOST", "TEST HOST: modeled Windows, not a real Exchange",
-		"modified   Windows authentication on Default Web Site/Microsoft-Server-ActiveSync", "modified   " + l.Domain + `\svc_awsegb in IIS_IUSRS`} {
-		if !strings.Contains(out, want) {
-			t.Fatalf("first run lacks %q:\n%s", want, out)
-		}
-	}
-	// Order of DESIGN section 1: Exchange before the mail SPN, IIS last.
-	if strings.Index(out, "2. Exchange") > strings.Index(out, "3. Mail SPNs") || strings.Index(out, "5. IIS") < strings.Index(out, "4. Gateway") {
-		t.Fatalf("steps out of order:\n%s", out)
-	}
-	if len(h.ASA("CAS2")) != 1 || h.IIS("Default Web Site/EWS").Providers[0] != "Negotiate" {
-		t.Fatal("host state not changed")
-	}
-	var second bytes.Buffer
-	if err := run(ctx, &second, cfg); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(second.String(), "all steps unchanged") {
-		t.Fatalf("second run:\n%s", second.String())
-	}
-	if strings.Contains(out+second.String(), "Winrm-Passw0rd!") {
-		t.Fatal("WinRM password in the output")
-	}
-	// A server whose credential is not AD's (here: someone set another
-	// password on CAS2, the same user name) is noticed, and rolled.
-	sh, err := winrs.New(ts.ClientConfig())
+	// A server whose credential is not AD's (someone set another password
+	// on CAS2 under the same user name) is noticed by plan, and rolled.
+	sh, err := winrs.New(winrs.Config{Host: "127.0.0.1", Port: mustPort(t, c.WinRM.Address), Auth: winrs.NTLM{User: l.AdminBindName(), Password: winrmPW}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := (&exchange.Org{Shell: sh}).SetASA(ctx, "CAS2", h.ASA("CAS2")[0].UserName, "Stale-Passw0rd-123!"); err != nil {
 		t.Fatal(err)
 	}
-	var third bytes.Buffer
-	if err := run(ctx, &third, cfg); err != nil {
-		t.Fatal(err)
+	if p := runCmd(t, c, "plan"); !strings.Contains(p, "CAS2: decrypts (AD's password is its Previous)") || !strings.Contains(p, "1 steps to apply") {
+		t.Fatalf("plan did not notice CAS2:\n%s", p)
 	}
-	if !strings.Contains(third.String(), "CAS2: decrypts (AD's password is its Previous)") || strings.Contains(third.String(), "all steps unchanged") {
-		t.Fatalf("third run did not notice CAS2:\n%s", third.String())
-	}
+	runCmd(t, c, "apply")
 	if h.ASA("CAS2")[0].Password != h.ASA("CAS1")[0].Password {
 		t.Fatal("CAS2 not rolled")
 	}
+
+	// A mail SPN already held by another account stops apply, naming its holder.
+	dup, _, _ := testConfig(t, "EXCHASA7", "mail."+l.DNSDomain, "svc_awseg7")
+	var out bytes.Buffer
+	err = run(ctx, &out, dup, "apply")
+	if !errors.Is(err, ad.ErrDuplicateSPN) || !strings.Contains(err.Error(), "CN=EXCHASA,") {
+		t.Fatalf("duplicate SPN: %v\n%s", err, out.String())
+	}
+}
+
+// Configuration errors say what is wrong; a secret's value never shows.
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"ldap_url": "ldaps://dc", "bind_pasword": {"env": "X"}}`), 0o600)
+	if _, err := load(bad); err == nil || !strings.Contains(err.Error(), "bind_pasword") {
+		t.Fatalf("unknown field: %v", err)
+	}
+	t.Setenv("EMPTY_PW", "")
+	c := &config{LDAPURL: "ldaps://127.0.0.1:1", BindUser: "admin", BindPassword: secret{Env: "EMPTY_PW"},
+		ServiceAccount: "svc", Servers: []server{{Name: "CAS1"}}}
+	if err := run(context.Background(), io.Discard, c, "plan"); err == nil || !strings.Contains(err.Error(), "$EMPTY_PW is empty") {
+		t.Fatalf("empty password: %v", err)
+	}
+	if err := run(context.Background(), io.Discard, c, "destroy"); err == nil || !strings.Contains(err.Error(), "plan, apply or verify") {
+		t.Fatalf("unknown command: %v", err)
+	}
+}
+
+func mustPort(t *testing.T, addr string) int {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -27,15 +27,16 @@ import (
 
 func main() {
 	statePath := flag.String("state", "", "file that keeps the host's state between runs")
-	exch := flag.String("exchange", "CAS1=2019,CAS2=2016", "Exchange servers NAME=2013|2016|2019")
+	exch := flag.String("exchange", "CAS1=2019,CAS2=2016", "Exchange servers NAME=2013|2016|2019 the host's organisation knows; empty: none (another server's IIS)")
+	name := flag.String("name", "cas1", "the host's computer name")
 	user := flag.String("user", `CORP\Administrator`, "the administrator that logs on (NTLM, or Basic with -allow-unencrypted)")
 	allow := flag.Bool("allow-unencrypted", false, "also accept Basic and unsealed messages on plain HTTP")
 	addrFile := flag.String("addr-file", "", "write host:port here once listening")
 	keytabPath := flag.String("keytab", "", "also accept Kerberos (sealed on HTTP) for the HTTP/ service keys in this keytab")
 	flag.Parse()
-	h := winrstest.NewHost("cas1")
+	h := winrstest.NewHost(*name)
 	versions := map[string]string{"2013": winrstest.Exchange2013, "2016": winrstest.Exchange2016, "2019": winrstest.Exchange2019}
-	for _, kv := range strings.Split(*exch, ",") {
+	for _, kv := range strings.FieldsFunc(*exch, func(r rune) bool { return r == ',' }) {
 		name, ver, _ := strings.Cut(kv, "=")
 		h.AddExchangeServer(name, versions[ver])
 	}

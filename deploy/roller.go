@@ -1,0 +1,270 @@
+package deploy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segkcd/segkcd"
+	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/exchange"
+)
+
+// Roller rolls the ASA's password when it is older than Every, as the
+// scheduled task of RollAlternateServiceAccountPassword.ps1 does, for an
+// MDM backend to run on a schedule in every replica. Replicas need no lock
+// server: the roll is claimed in AD itself, by a compare-and-swap of a
+// Journal in the ASA's note (ad.SwapNote), which exactly one replica wins;
+// the others see the claim, or the fresh password, and leave it. A roll
+// whose replica died is taken over once its claim is older than Lease, and
+// finishes with the password it had started (exchange adopts an unfinished
+// roll). The zero values are the defaults.
+type Roller struct {
+	// Deployment says where the ASA and the servers are; its ASA must be
+	// set (single-server mode has nothing to roll).
+	Deployment *Deployment
+	// Every is the password age that makes a roll due; default 21 days.
+	Every time.Duration
+	// Jitter adds a random part of itself to Every at each check, so that
+	// replicas started together do not all claim at once; default Every/100.
+	Jitter time.Duration
+	// Lease is how long a claimed, unfinished roll stays its replica's
+	// before another may take it over; default 30 minutes (a roll takes
+	// seconds per server).
+	Lease time.Duration
+	// Interval is how often Run checks; default 1 hour.
+	Interval time.Duration
+	// Name identifies this replica in the journal; default host:pid.
+	Name string
+	// Logger receives one line per check that does something, and
+	// failures; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Journal is what the Roller keeps in the ASA's note: who claimed the
+// roll and when, and the exchange roll journal (no password: a roll
+// resumes by reading it back from the server that got it first).
+type Journal struct {
+	Kind    string    `json:"segkcd"` // always "asa-roll": a note of ours
+	Owner   string    `json:"owner"`
+	Claimed time.Time `json:"claimed"`
+	Done    bool      `json:"done"`
+	Roll    exchange.RollJournal
+}
+
+const journalKind = "asa-roll"
+
+// ErrForeignNote is an ASA whose note holds something else than a
+// Journal: the Roller leaves it alone rather than overwrite an
+// administrator's text.
+var ErrForeignNote = errors.New("deploy: the ASA's note is not a roll journal")
+
+func (r *Roller) every() time.Duration {
+	if r.Every > 0 {
+		return r.Every
+	}
+	return 21 * 24 * time.Hour
+}
+
+func (r *Roller) jitter() time.Duration {
+	if r.Jitter > 0 {
+		return r.Jitter
+	}
+	return r.every() / 100
+}
+
+func (r *Roller) lease() time.Duration {
+	if r.Lease > 0 {
+		return r.Lease
+	}
+	return 30 * time.Minute
+}
+
+func (r *Roller) name() string {
+	if r.Name != "" {
+		return r.Name
+	}
+	h, _ := os.Hostname()
+	return h + ":" + strconv.Itoa(os.Getpid())
+}
+
+func (r *Roller) log() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.Default()
+}
+
+// random is a uniform duration in [0, max).
+func random(max time.Duration) time.Duration {
+	if max <= 0 {
+		return 0
+	}
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(max)))
+	if err != nil {
+		return 0
+	}
+	return time.Duration(n.Int64())
+}
+
+// fileTime is pwdLastSet (100 ns intervals since 1601) as a time.
+func fileTime(v int64) time.Time {
+	const epochDiff = 116444736000000000 // 1601 to 1970 in 100 ns
+	return time.Unix(0, (v-epochDiff)*100)
+}
+
+// RollIfDue rolls the ASA's password if it is due and no other replica is
+// rolling it, and reports what it did: Modified when it rolled (or
+// finished another replica's roll), Unchanged with the reason otherwise.
+// After a roll it checks that every server decrypts with AD's password.
+func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
+	d := r.Deployment
+	if d == nil || d.ASA == "" {
+		return segkcd.Change{}, fmt.Errorf("%w: the Roller needs a Deployment with an ASA", ErrInvalid)
+	}
+	if err := d.check(); err != nil {
+		return segkcd.Change{}, err
+	}
+	const what = "roll ASA password"
+	sam := d.asaSAM()
+	ch := segkcd.Change{What: what, Object: sam, Action: segkcd.Unchanged}
+	acct, err := d.AD.FindAccount(ctx, sam)
+	if err != nil {
+		return segkcd.Change{}, err
+	}
+	note, err := d.AD.ReadNote(ctx, sam)
+	if err != nil {
+		return segkcd.Change{}, err
+	}
+	var j Journal
+	if note != "" {
+		if err := json.Unmarshal([]byte(note), &j); err != nil || j.Kind != journalKind {
+			return segkcd.Change{}, fmt.Errorf("%w: %s's %s attribute holds %d characters of something else; clear it to let the Roller work", ErrForeignNote, sam, ad.NoteAttribute, len(note))
+		}
+	}
+	now := time.Now()
+	takeover := false
+	if note != "" && !j.Done {
+		if age := now.Sub(j.Claimed); age < r.lease() {
+			ch.Details = []string{fmt.Sprintf("%s has been rolling it for %s", j.Owner, age.Round(time.Second))}
+			return ch, nil
+		}
+		takeover = true
+	}
+	age := now.Sub(fileTime(acct.PasswordLastSet))
+	if due := r.every() + random(r.jitter()); !takeover && age < due {
+		ch.Details = []string{fmt.Sprintf("password set %s ago, due after %s", age.Round(time.Second), r.every())}
+		return ch, nil
+	}
+
+	// Claim the roll: of replicas swapping the same old note, one wins.
+	claim := Journal{Kind: journalKind, Owner: r.name(), Claimed: now}
+	if takeover {
+		claim.Roll = j.Roll
+	}
+	cur, err := marshal(claim)
+	if err != nil {
+		return segkcd.Change{}, err
+	}
+	if _, err := d.AD.SwapNote(ctx, sam, note, cur); err != nil {
+		if errors.Is(err, ad.ErrConflict) {
+			ch.Details = []string{"another replica claimed the roll first"}
+			return ch, nil
+		}
+		return segkcd.Change{}, err
+	}
+	log := r.log().With("asa", sam, "replica", claim.Owner)
+	if takeover {
+		log.Info("taking over an unfinished ASA roll", "from", j.Owner, "claimed", j.Claimed)
+	} else {
+		log.Info("rolling the ASA password", "age", age.Round(time.Second))
+	}
+	org, roll := d.org(), d.roll()
+	var res *exchange.RollResult
+	if takeover && j.Roll.Source != "" {
+		res, err = org.ResumeJournal(ctx, j.Roll, roll)
+	} else {
+		res, err = org.RollASAPassword(ctx, roll)
+	}
+	if res != nil {
+		claim.Roll = res.Journal
+	}
+	if err != nil {
+		// Keep the claim with what the roll recorded: after Lease another
+		// replica (or this one) takes it over and finishes it.
+		if next, merr := marshal(claim); merr == nil {
+			if _, serr := d.AD.SwapNote(context.WithoutCancel(ctx), sam, cur, next); serr != nil {
+				log.Warn("could not record the failed roll's journal", "err", serr)
+			}
+		}
+		log.Error("ASA roll failed", "err", err)
+		return segkcd.Change{}, err
+	}
+	claim.Done = true
+	done, err := marshal(claim)
+	if err != nil {
+		return segkcd.Change{}, err
+	}
+	if _, err := d.AD.SwapNote(ctx, sam, cur, done); err != nil {
+		return segkcd.Change{}, err
+	}
+	states, err := org.CheckASA(ctx, roll)
+	if err != nil {
+		return segkcd.Change{}, err
+	}
+	for _, st := range states {
+		if !st.LatestIsCurrent {
+			return segkcd.Change{}, fmt.Errorf("deploy: after the roll, %s", st)
+		}
+	}
+	ch.Action = segkcd.Modified
+	ch.Details = []string{fmt.Sprintf("password was %s old; new one on %s, then in AD", age.Round(time.Second), strings.Join(roll.Servers, ", "))}
+	if takeover {
+		ch.Details = append(ch.Details, "finished the roll "+j.Owner+" started")
+	}
+	log.Info("ASA password rolled", "servers", roll.Servers)
+	return ch, nil
+}
+
+func marshal(j Journal) (string, error) {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return "", err
+	}
+	if len(b) > 1024 {
+		return "", fmt.Errorf("deploy: roll journal of %d bytes does not fit the ASA's note (1024)", len(b))
+	}
+	return string(b), nil
+}
+
+// Run checks every Interval (with a random tenth of it added, so replicas
+// drift apart) until ctx ends, rolling when due. Failures are logged and
+// retried at the next check; Run returns ctx's error.
+func (r *Roller) Run(ctx context.Context) error {
+	interval := r.Interval
+	if interval <= 0 {
+		interval = time.Hour
+	}
+	for {
+		if ch, err := r.RollIfDue(ctx); err != nil {
+			r.log().Error("ASA roll check failed", "err", err)
+		} else if ch.Changed() {
+			r.log().Info("ASA roll", "change", ch.String())
+		}
+		t := time.NewTimer(interval + random(interval/10))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

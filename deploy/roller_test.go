@@ -1,0 +1,159 @@
+package deploy_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd"
+	"github.com/segkcd/segkcd/deploy"
+	"github.com/segkcd/segkcd/exchange"
+	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/winrs"
+)
+
+// replica is the deployment as another process of the backend sees it:
+// its own AD connection, Kerberos client and WinRM clients.
+func (e *env) replica(t *testing.T) *deploy.Deployment {
+	t.Helper()
+	c, err := e.l.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	kcfg, err := kerberos.LoadConfig(e.l.Krb5Conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := *e.d
+	d.AD, d.Kerberos, d.Progress = c, kerberos.NewWithPassword(e.l.AdminUser, e.l.Realm, e.l.AdminPassword, kcfg), nil
+	d.Servers = append([]deploy.Server(nil), e.d.Servers...)
+	for i, h := range e.hosts {
+		sh, err := winrs.New(h.ClientConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Servers[i].Shell = sh
+	}
+	return &d
+}
+
+func (e *env) applied(t *testing.T) {
+	t.Helper()
+	if _, err := e.d.Apply(ctxT(t), mustPlan(t, e.d)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func kvno(t *testing.T, d *deploy.Deployment) int {
+	a, err := d.AD.FindAccount(ctxT(t), d.ASA+"$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.KeyVersion
+}
+
+// Two replicas check at once when the password is due: exactly one rolls
+// (AD's key version moves by one), the other leaves it; right after, it
+// is not due for either; the chain still verifies.
+func TestRollerTwoReplicas(t *testing.T) {
+	e := newEnv(t, "rol")
+	e.applied(t)
+	before := kvno(t, e.d)
+	time.Sleep(2500 * time.Millisecond) // the password is now older than Every
+	rollers := []*deploy.Roller{
+		{Deployment: e.replica(t), Every: 2 * time.Second, Jitter: time.Millisecond, Name: "replica-a"},
+		{Deployment: e.replica(t), Every: 2 * time.Second, Jitter: time.Millisecond, Name: "replica-b"},
+	}
+	var wg sync.WaitGroup
+	changes := make([]segkcd.Change, 2)
+	errs := make([]error, 2)
+	start := make(chan struct{})
+	for i, r := range rollers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			changes[i], errs[i] = r.RollIfDue(ctxT(t))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	rolled := 0
+	for i := range rollers {
+		if errs[i] != nil {
+			t.Fatalf("replica %d: %v", i, errs[i])
+		}
+		if changes[i].Changed() {
+			rolled++
+		}
+	}
+	if rolled != 1 || kvno(t, e.d) != before+1 {
+		t.Fatalf("%d replicas rolled, kvno %d -> %d: %v", rolled, before, kvno(t, e.d), changes)
+	}
+	for _, r := range rollers {
+		r.Every = time.Hour
+		if ch, err := r.RollIfDue(ctxT(t)); err != nil || ch.Changed() {
+			t.Fatalf("just rolled, yet: %v %v", ch, err)
+		}
+	}
+	if _, err := e.d.Verify(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A replica died mid-roll: it had claimed the roll and pushed a new
+// password to CAS1 only. While its claim is fresh, others leave it; once
+// the claim is older than Lease, another replica takes over and finishes
+// with the same password (CAS1's credential is kept, not replaced).
+func TestRollerTakesOverACrashedRoll(t *testing.T) {
+	e := newEnv(t, "crash")
+	e.applied(t)
+	ctx := ctxT(t)
+	d := e.replica(t)
+	asa := d.ASA + "$"
+	const half = "Half-Rolled-Passw0rd-0123456789-abcdefghij!"
+	if _, err := (&exchange.Org{Shell: d.Servers[0].Shell}).SetASA(ctx, "CAS1", e.l.Domain+`\`+asa, half); err != nil {
+		t.Fatal(err)
+	}
+	claim, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "crashed", Claimed: time.Now()})
+	if _, err := d.AD.SwapNote(ctx, asa, "", string(claim)); err != nil {
+		t.Fatal(err)
+	}
+	r := &deploy.Roller{Deployment: d, Every: time.Hour, Lease: 2 * time.Second, Name: "survivor"}
+	if ch, err := r.RollIfDue(ctx); err != nil || ch.Changed() {
+		t.Fatalf("took over a fresh claim: %v %v", ch, err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	ch, err := r.RollIfDue(ctx)
+	if err != nil || !ch.Changed() {
+		t.Fatalf("takeover: %v %v", ch, err)
+	}
+	for _, s := range []string{"CAS1", "CAS2"} {
+		if c := e.hosts[0].Host.ASA(s); len(c) == 0 || c[0].Password != half {
+			t.Fatalf("%s does not hold the crashed roll's password as Latest", s)
+		}
+	}
+	note, err := d.AD.ReadNote(ctx, asa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j deploy.Journal
+	if err := json.Unmarshal([]byte(note), &j); err != nil || !j.Done || j.Owner != "survivor" || !j.Roll.ADReset {
+		t.Fatalf("journal %+v %v", j, err)
+	}
+	if _, err := d.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A note that is not ours is left alone.
+	if _, err := d.AD.SwapNote(ctx, asa, note, "Do not touch: ticket #4711"); err != nil {
+		t.Fatal(err)
+	}
+	r.Every = time.Nanosecond
+	if _, err := r.RollIfDue(ctx); !errors.Is(err, deploy.ErrForeignNote) {
+		t.Fatalf("foreign note: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/segkcd/segkcd"
@@ -98,13 +99,21 @@ const (
 	StageIIS        = 5 // Windows authentication on the virtual directories, IIS_IUSRS
 )
 
-// StageNames names the stages for output.
-var StageNames = map[int]string{
-	StageASA:        "Alternate Service Account",
-	StageCredential: "ASA credential on every Exchange server, then in AD",
-	StageMailSPNs:   "mail SPNs",
-	StageGateway:    "gateway service account with constrained delegation",
-	StageIIS:        "IIS: Windows authentication for Kerberos, service account in IIS_IUSRS",
+// StageName names a stage for output.
+func StageName(stage int) string {
+	switch stage {
+	case StageASA:
+		return "Alternate Service Account"
+	case StageCredential:
+		return "ASA credential on every Exchange server, then in AD"
+	case StageMailSPNs:
+		return "mail SPNs"
+	case StageGateway:
+		return "gateway service account with constrained delegation"
+	case StageIIS:
+		return "IIS: Windows authentication for Kerberos, service account in IIS_IUSRS"
+	}
+	return "stage " + strconv.Itoa(stage)
 }
 
 // Step is one difference Plan found, or one thing it found already right:
@@ -149,7 +158,7 @@ type StepError struct {
 }
 
 func (e *StepError) Error() string {
-	return fmt.Sprintf("deploy: step %d (%s), %s: %v", e.Stage, StageNames[e.Stage], e.What, e.Err)
+	return fmt.Sprintf("deploy: step %d (%s), %s: %v", e.Stage, StageName(e.Stage), e.What, e.Err)
 }
 
 // Unwrap returns the cause: an *ad.Error, *exchange.Error,

@@ -144,11 +144,9 @@ func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
 	if err != nil {
 		return segkcd.Change{}, err
 	}
-	var j Journal
-	if note != "" {
-		if err := json.Unmarshal([]byte(note), &j); err != nil || j.Kind != journalKind {
-			return segkcd.Change{}, fmt.Errorf("%w: %s's %s attribute holds %d characters of something else; clear it to let the Roller work", ErrForeignNote, sam, ad.NoteAttribute, len(note))
-		}
+	j, err := ParseJournal(note)
+	if err != nil {
+		return segkcd.Change{}, fmt.Errorf("%w (%s's %s attribute); clear it to let the Roller work", err, sam, ad.NoteAttribute)
 	}
 	now := time.Now()
 	takeover := false
@@ -232,6 +230,20 @@ func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
 	}
 	log.Info("ASA password rolled", "servers", roll.Servers)
 	return ch, nil
+}
+
+// ParseJournal reads a Journal from the ASA's note (anyone who may write
+// the account's Notes can put text there): "" is no journal; anything but
+// a Journal is ErrForeignNote.
+func ParseJournal(note string) (Journal, error) {
+	var j Journal
+	if note == "" {
+		return j, nil
+	}
+	if err := json.Unmarshal([]byte(note), &j); err != nil || j.Kind != journalKind {
+		return Journal{}, fmt.Errorf("%w: %d characters of something else", ErrForeignNote, len(note))
+	}
+	return j, nil
 }
 
 func marshal(j Journal) (string, error) {

@@ -157,3 +157,21 @@ func TestRollerTakesOverACrashedRoll(t *testing.T) {
 		t.Fatalf("foreign note: %v", err)
 	}
 }
+
+// FuzzParseJournal feeds arbitrary notes to ParseJournal (anyone who may
+// write the ASA's Notes chooses them): a Journal or ErrForeignNote, never
+// a panic. Seed corpus: testdata/fuzz/FuzzParseJournal.
+func FuzzParseJournal(f *testing.F) {
+	f.Add(`{"segkcd":"asa-roll","owner":"a","claimed":"2026-11-25T10:00:00Z"}`)
+	f.Add(`{"segkcd":"other"}`)
+	f.Add("")
+	f.Fuzz(func(t *testing.T, note string) {
+		j, err := deploy.ParseJournal(note)
+		if err != nil && !errors.Is(err, deploy.ErrForeignNote) {
+			t.Fatalf("error outside ErrForeignNote: %v", err)
+		}
+		if err == nil && note != "" && j.Kind != "asa-roll" {
+			t.Fatalf("accepted %q", note)
+		}
+	})
+}

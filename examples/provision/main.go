@@ -192,7 +192,7 @@ func run(ctx context.Context, out io.Writer, c *config, cmd string) error {
 		d.Progress = func(s deploy.Step, ch segkcd.Change) {
 			if s.Stage != stage {
 				stage = s.Stage
-				fmt.Fprintf(out, "%d. %s%s\n", stage, deploy.StageNames[stage], label[stage])
+				fmt.Fprintf(out, "%d. %s%s\n", stage, deploy.StageName(stage), label[stage])
 			}
 			printChange(out, ch)
 		}
@@ -234,7 +234,7 @@ func printPlan(out io.Writer, p *deploy.Plan, label map[int]string) {
 	for _, s := range p.Steps {
 		if s.Stage != stage {
 			stage = s.Stage
-			fmt.Fprintf(out, "%d. %s%s\n", stage, deploy.StageNames[stage], label[stage])
+			fmt.Fprintf(out, "%d. %s%s\n", stage, deploy.StageName(stage), label[stage])
 		}
 		printChange(out, s.Change)
 	}

@@ -29,8 +29,9 @@ const (
 	svcPW   = "Test-Svc-Passw0rd!"
 )
 
-// testConfig is a deployment on the lab with the WS-Man test host (CAS1
-// 2019, CAS2 2013) as both servers' WinRM, as the demo runs it.
+// testConfig is a deployment on the lab with WS-Man test hosts as the demo
+// runs them: CAS1's holds the Exchange organisation (CAS1 2019, CAS2 2013)
+// and CAS1's IIS, CAS2's its IIS.
 func testConfig(t *testing.T, asa, mail, svc string) (*config, *winrstest.Host, *winrstest.Server) {
 	l := theLab.Get(t)
 	h := winrstest.NewHost("cas1")
@@ -42,6 +43,12 @@ func testConfig(t *testing.T, asa, mail, svc string) (*config, *winrstest.Host, 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ts.Close() })
+	// CAS2's own IIS, on a host of its own.
+	ts2, err := winrstest.StartWith(winrstest.NewHost("cas2"), winrstest.Options{User: l.AdminBindName(), Password: winrmPW})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ts2.Close() })
 	t.Setenv("TEST_BIND_PW", l.AdminPassword)
 	t.Setenv("TEST_SVC_PW", svcPW)
 	pwFile := filepath.Join(t.TempDir(), "winrm.pw")
@@ -50,7 +57,7 @@ func testConfig(t *testing.T, asa, mail, svc string) (*config, *winrstest.Host, 
 	}
 	c := &config{LDAPURL: l.LDAPSURL(), CAFile: l.CAFile, ServerName: l.HostName, BindUser: l.AdminBindName(),
 		BindPassword: secret{Env: "TEST_BIND_PW"}, Krb5Conf: l.Krb5Conf, ASA: asa, MailHosts: []string{mail},
-		Servers:        []server{{Name: "CAS1", Version: "2019/SE"}, {Name: "CAS2", Version: "2013"}},
+		Servers:        []server{{Name: "CAS1", Version: "2019/SE"}, {Name: "CAS2", Version: "2013", WinRM: ts2.Addr()}},
 		WinRM:          winrmCfg{Address: ts.Addr(), Password: secret{File: pwFile}, TestHost: true},
 		ServiceAccount: svc, ServicePassword: secret{Env: "TEST_SVC_PW"}, EWS: true, TestUser: "alice"}
 	return c, h, ts

@@ -106,24 +106,16 @@ func (c *SecurityContext) Unseal(data, header []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: not an RFC 4121 wrap token", ErrUnseal)
 	}
 	flags := tok[2]
-	fromAcceptor := flags&wrapSentByAcceptor != 0
-	if fromAcceptor != c.initiator {
-		return nil, fmt.Errorf("%w: token sent in the wrong direction (a reflected message?)", ErrUnseal)
-	}
 	if flags&wrapSealed == 0 {
 		return nil, fmt.Errorf("%w: token is signed, not sealed", ErrUnseal)
 	}
-	if (flags&wrapAcceptorSubkey != 0) != c.acceptorSubkey {
-		return nil, fmt.Errorf("%w: token and context disagree on the acceptor subkey", ErrUnseal)
+	fromAcceptor, ec, body, err := c.peerToken(tok)
+	if err != nil {
+		return nil, err
 	}
-	ec := int(binary.BigEndian.Uint16(tok[4:]))
-	rrc := int(binary.BigEndian.Uint16(tok[6:]))
-	body := tok[16:]
 	if len(body) == 0 {
 		return nil, fmt.Errorf("%w: empty token", ErrUnseal)
 	}
-	r := rrc % len(body)
-	body = append(append([]byte(nil), body[r:]...), body[:r]...)
 	usage := uint32(usageInitiatorSeal)
 	if fromAcceptor {
 		usage = usageAcceptorSeal
@@ -160,19 +152,9 @@ func (c *SecurityContext) Unwrap(token []byte) ([]byte, error) {
 		return c.Unseal(token[16:], token[:16])
 	}
 	flags := token[2]
-	fromAcceptor := flags&wrapSentByAcceptor != 0
-	if fromAcceptor != c.initiator {
-		return nil, fmt.Errorf("%w: token sent in the wrong direction (a reflected message?)", ErrUnseal)
-	}
-	if (flags&wrapAcceptorSubkey != 0) != c.acceptorSubkey {
-		return nil, fmt.Errorf("%w: token and context disagree on the acceptor subkey", ErrUnseal)
-	}
-	ec := int(binary.BigEndian.Uint16(token[4:]))
-	rrc := int(binary.BigEndian.Uint16(token[6:]))
-	body := token[16:]
-	if len(body) > 0 {
-		r := rrc % len(body)
-		body = append(append([]byte(nil), body[r:]...), body[:r]...)
+	fromAcceptor, ec, body, err := c.peerToken(token)
+	if err != nil {
+		return nil, err
 	}
 	et, _ := crypto.GetEtype(c.key.KeyType) // checked in newSecurityContext
 	if ec != et.GetHMACBitLength()/8 || len(body) < ec {
@@ -187,6 +169,28 @@ func (c *SecurityContext) Unwrap(token []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: checksum does not verify", ErrUnseal)
 	}
 	return payload, nil
+}
+
+// peerToken checks a wrap token's direction and subkey flag against the
+// context and returns who sent it, its EC field and its body with the
+// rotation (RRC) undone, in a copy.
+func (c *SecurityContext) peerToken(tok []byte) (fromAcceptor bool, ec int, body []byte, err error) {
+	flags := tok[2]
+	fromAcceptor = flags&wrapSentByAcceptor != 0
+	if fromAcceptor != c.initiator {
+		return false, 0, nil, fmt.Errorf("%w: token sent in the wrong direction (a reflected message?)", ErrUnseal)
+	}
+	if (flags&wrapAcceptorSubkey != 0) != c.acceptorSubkey {
+		return false, 0, nil, fmt.Errorf("%w: token and context disagree on the acceptor subkey", ErrUnseal)
+	}
+	ec = int(binary.BigEndian.Uint16(tok[4:]))
+	rrc := int(binary.BigEndian.Uint16(tok[6:]))
+	body = tok[16:]
+	if len(body) > 0 {
+		r := rrc % len(body)
+		body = append(append([]byte(nil), body[r:]...), body[:r]...)
+	}
+	return fromAcceptor, ec, body, nil
 }
 
 // Wrap makes a wrap token of msg for the peer with integrity only

@@ -127,7 +127,8 @@ func TestHostileNames(t *testing.T) {
 	s, ts := server(t)
 	ctx := context.Background()
 	_, err := s.WindowsAuth(ctx, "", "EWS'; Add-LocalGroupMember -Group 'Administrators' -Member 'evil'; '")
-	if err == nil || !strings.Contains(err.Error(), "Unrecognized configuration path") {
+	var se *winrs.ScriptError
+	if !errors.As(err, &se) || !strings.Contains(se.Message, "Unrecognized configuration path") {
 		t.Fatalf("got %v", err)
 	}
 	_, err = s.AddLocalGroupMember(ctx, iis.IISUsers, "x\u2019; Remove-LocalGroupMember -Group 'Administrators' -Member 'CORP\\Administrator'; \u2019")

@@ -54,6 +54,9 @@ type Deployment struct {
 	// Verify also logs in with.
 	ServiceAccount         string
 	ServiceAccountPassword string
+	// DelegateTo are more SPNs the gateway may delegate to, beside the
+	// mail SPNs (another namespace's http/..., registered elsewhere).
+	DelegateTo []string
 	// EWS also sets up the EWS virtual directory, for a gateway that
 	// proxies EWS; ActiveSync is always set up.
 	EWS bool
@@ -157,6 +160,7 @@ type StepError struct {
 	Err   error
 }
 
+// Error says the stage, the step and the cause.
 func (e *StepError) Error() string {
 	return fmt.Sprintf("deploy: step %d (%s), %s: %v", e.Stage, StageName(e.Stage), e.What, e.Err)
 }
@@ -419,7 +423,7 @@ func (d *Deployment) Plan(ctx context.Context) (*Plan, error) {
 		})
 	}
 	{
-		spns := d.MailSPNs()
+		spns := append(d.MailSPNs(), d.DelegateTo...)
 		ch := segkcd.Change{What: "add delegation targets", Object: d.ServiceAccount, Action: segkcd.Unchanged,
 			Details: []string{"msDS-AllowedToDelegateTo " + strings.Join(spns, ", ")}}
 		var missing []string

@@ -199,7 +199,10 @@ func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
 		// Keep the claim with what the roll recorded: after Lease another
 		// replica (or this one) takes it over and finishes it.
 		if next, merr := marshal(claim); merr == nil {
-			if _, serr := d.AD.SwapNote(context.WithoutCancel(ctx), sam, cur, next); serr != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			_, serr := d.AD.SwapNote(sctx, sam, cur, next)
+			cancel()
+			if serr != nil {
 				log.Warn("could not record the failed roll's journal", "err", serr)
 			}
 		}

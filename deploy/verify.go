@@ -34,6 +34,7 @@ type VerifyError struct {
 	Err     error  // the link that failed, when the steps are all made
 }
 
+// Error lists the pending steps, or the link that failed.
 func (e *VerifyError) Error() string {
 	if len(e.Pending) > 0 {
 		var parts []string

@@ -32,6 +32,7 @@ type Error struct {
 	Err    error
 }
 
+// Error says the operation, the server and the cause.
 func (e *Error) Error() string {
 	if e.Server == "" {
 		return fmt.Sprintf("exchange: %s: %v", e.Op, e.Err)

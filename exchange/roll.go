@@ -94,6 +94,7 @@ type ServerState struct {
 // Decrypts reports whether the server holds AD's current key.
 func (s ServerState) Decrypts() bool { return s.LatestIsCurrent || s.PreviousIsCurrent }
 
+// String says whether the server decrypts, and with which credential.
 func (s ServerState) String() string {
 	switch {
 	case s.Err != nil:
@@ -115,6 +116,7 @@ type RollError struct {
 	Err   error
 }
 
+// Error says the step, the cause and what every server holds now.
 func (e *RollError) Error() string {
 	var parts []string
 	for _, s := range e.State {

@@ -30,6 +30,7 @@ type Error struct {
 	Err    error
 }
 
+// Error says the operation, where, and the cause.
 func (e *Error) Error() string {
 	where := e.Object
 	if e.Server != "" {

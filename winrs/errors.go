@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/segkcd/segkcd/internal/wsman"
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 // Sentinels that an *Error matches with errors.Is, so a caller can tell a
@@ -40,6 +41,7 @@ type Error struct {
 	Err  error
 }
 
+// Error says the operation, the host and the cause.
 func (e *Error) Error() string {
 	host := e.Host
 	if host == "" {
@@ -59,6 +61,10 @@ func (e *Error) Is(target error) bool {
 		var he *HTTPError
 		return errors.As(e.Err, &he) && he.StatusCode == http.StatusUnauthorized
 	case ErrUnreachable:
+		var ke *kerberos.Error
+		if errors.As(e.Err, &ke) {
+			return false // the KDC, not the host, failed: the *kerberos.Error says how
+		}
 		var ne net.Error
 		var oe *net.OpError
 		var de *net.DNSError
@@ -90,6 +96,7 @@ type HTTPError struct {
 	Fault      string
 }
 
+// Error gives the status and the fault.
 func (e *HTTPError) Error() string {
 	if e.Fault == "" {
 		return fmt.Sprintf("http error %d", e.StatusCode)
@@ -106,6 +113,7 @@ type ScriptError struct {
 	Message  string // the error records, readable
 }
 
+// Error gives the host, the exit code and the error text.
 func (e *ScriptError) Error() string {
 	msg := e.Message
 	if msg == "" {

@@ -92,6 +92,7 @@ type Error struct {
 	Kind   error // ErrAuth, ErrMalformed or ErrIntegrity
 }
 
+// Error says the step and why it failed.
 func (e *Error) Error() string { return "ntlm: " + e.Op + ": " + e.Reason }
 
 // Unwrap returns the sentinel.

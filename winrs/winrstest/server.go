@@ -347,6 +347,8 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, st *connSt
 	return false
 }
 
+// ServeHTTP answers one WS-Management request: a logon leg, or a sealed
+// or plain SOAP message for the shell.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st, _ := r.Context().Value(connKey{}).(*connState)
 	if st == nil {

@@ -93,6 +93,7 @@ func mustPlan(t *testing.T, d *deploy.Deployment) *deploy.Plan {
 // samba-tool, Samba's own view, shows the delegation.
 func TestPlanApplyVerify(t *testing.T) {
 	e := newEnv(t, "pav")
+	e.d.DelegateTo = []string{"http/owa-pav." + e.l.DNSDomain}
 	ctx := ctxT(t)
 	p := mustPlan(t, e.d)
 	var stages []int
@@ -139,7 +140,7 @@ func TestPlanApplyVerify(t *testing.T) {
 	}
 	// Independent views: samba-tool's delegation, each host's IIS.
 	out, err := e.l.SambaTool(ctx, "delegation", "show", e.d.ServiceAccount)
-	if err != nil || !strings.Contains(out, "http/mail-pav."+e.l.DNSDomain) {
+	if err != nil || !strings.Contains(out, "http/mail-pav."+e.l.DNSDomain) || !strings.Contains(out, "http/owa-pav."+e.l.DNSDomain) {
 		t.Fatalf("samba-tool delegation show: %s %v", out, err)
 	}
 	for _, h := range e.hosts {

@@ -38,11 +38,6 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 )
 
-// Packages are the Debian packages the lab needs. samba-ad-provision (the
-// schema files) is only a Recommends of samba-ad-dc, and installs here run
-// without recommends.
-var Packages = []string{"samba", "samba-ad-dc", "samba-ad-provision", "krb5-user", "ldb-tools", "winbind", "smbclient"}
-
 // tools are the commands whose absence means the packages must be installed.
 var tools = []string{"samba", "samba-tool", "samba_spnupdate", "ldbsearch", "kinit", "kvno", "klist"}
 
@@ -133,7 +128,8 @@ func (l *Lab) Env() []string {
 // schemaDir holds the AD schema files from samba-ad-provision.
 const schemaDir = "/usr/share/samba/setup/ad-schema"
 
-// Missing reports which of the lab's tools (and schema files) are not installed.
+// Missing reports which of the lab's tools (and schema files) are not
+// installed, and a Samba older than 4.22.
 func Missing() []string {
 	var m []string
 	for _, t := range tools {
@@ -144,41 +140,75 @@ func Missing() []string {
 	if _, err := os.Stat(schemaDir); err != nil {
 		m = append(m, schemaDir)
 	}
+	if v, ok := SambaVersion(); !ok || v[0] < 4 || (v[0] == 4 && v[1] < 22) {
+		m = append(m, "samba>=4.22")
+	}
 	return m
 }
 
-// EnsurePackages installs the lab's Debian packages when a tool is missing.
-// It needs root; without it the error says what to run.
+// SambaVersion is the installed Samba's major and minor version.
+func SambaVersion() ([2]int, bool) {
+	out, err := exec.Command("samba", "--version").Output()
+	if err != nil {
+		return [2]int{}, false
+	}
+	var v [2]int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(strings.TrimSpace(string(out)), "Version "), "%d.%d", &v[0], &v[1]); err != nil {
+		return [2]int{}, false
+	}
+	return v, true
+}
+
+// EnsurePackages installs what the lab needs when something is missing,
+// by running the repository's scripts/lab deps: one install procedure
+// (Samba 4.22 from bookworm-backports on Debian 12) for make, tests and
+// CI. It needs root; without it the error says what to run.
 func EnsurePackages(ctx context.Context, log io.Writer) error {
 	missing := Missing()
 	if len(missing) == 0 {
 		return nil
 	}
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("lab: %s not installed; as root run: apt-get install -y %s (or: scripts/lab deps)",
-			strings.Join(missing, ", "), strings.Join(Packages, " "))
+		return fmt.Errorf("lab: %s not installed; run scripts/lab deps as root", strings.Join(missing, ", "))
+	}
+	script, err := findScript()
+	if err != nil {
+		return fmt.Errorf("lab: %s not installed, and %w", strings.Join(missing, ", "), err)
 	}
 	if log == nil {
 		log = io.Discard
 	}
-	fmt.Fprintf(log, "lab: installing %s\n", strings.Join(Packages, " "))
-	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	fmt.Fprintf(log, "lab: %s missing; running %s deps\n", strings.Join(missing, ", "), script)
 	var out bytes.Buffer
-	for _, args := range [][]string{
-		{"update", "-qq"},
-		append([]string{"install", "-y", "-qq", "--no-install-recommends"}, Packages...),
-	} {
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
-		cmd.Env = env
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("lab: apt-get %s: %w\n%s", args[0], err, tail(out.String(), 2000))
-		}
+	cmd := exec.CommandContext(ctx, script, "deps")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("lab: %s deps: %w\n%s", script, err, tail(out.String(), 2000))
 	}
 	if m := Missing(); len(m) > 0 {
 		return fmt.Errorf("lab: still missing after install: %s", strings.Join(m, ", "))
 	}
 	return nil
+}
+
+// findScript finds scripts/lab in the working directory or a parent (go
+// test runs in the package's directory).
+func findScript() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, "scripts", "lab")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no scripts/lab in the working directory or above it")
+		}
+		dir = parent
+	}
 }
 
 // Start provisions (or reuses) a domain and starts its DC. It returns once the

@@ -33,6 +33,7 @@ test: deps check compat
 # Longer fuzzing than the seed corpus run in `make test`.
 fuzz:
 	$(GO) test ./ad -run '^$$' -fuzz FuzzParseDiagnostic -fuzztime 60s
+	$(GO) test ./ad -run '^$$' -fuzz FuzzParseSecurityDescriptor -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKDCReply -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzUnseal -fuzztime 60s

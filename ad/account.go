@@ -28,10 +28,13 @@ type Account struct {
 	// ResourceBasedDelegation: msDS-AllowedToActOnBehalfOfOtherIdentity is set
 	// (some account may delegate to this one by RBCD).
 	ResourceBasedDelegation bool
-	PrimaryGroupID          int
-	MemberOf                []string
-	PasswordLastSet         int64 // pwdLastSet (100 ns intervals since 1601; 0 = must change)
-	KeyVersion              int   // msDS-KeyVersionNumber: the kvno of the account's current keys
+	// ResourceDelegationSIDs are the SIDs that descriptor allows (nil when
+	// it does not parse; ResourceDelegation resolves them to names).
+	ResourceDelegationSIDs []string
+	PrimaryGroupID         int
+	MemberOf               []string
+	PasswordLastSet        int64 // pwdLastSet (100 ns intervals since 1601; 0 = must change)
+	KeyVersion             int   // msDS-KeyVersionNumber: the kvno of the account's current keys
 }
 
 // IsComputer reports whether the account is a computer.
@@ -68,6 +71,11 @@ func accountFrom(e *ldap.Entry) *Account {
 		ResourceBasedDelegation: len(e.GetRawAttributeValue("msDS-AllowedToActOnBehalfOfOtherIdentity")) > 0,
 	}
 	a.SID, _ = DecodeSID(e.GetRawAttributeValue("objectSid"))
+	if raw := e.GetRawAttributeValue(attrRBCD); len(raw) > 0 {
+		if sd, err := ParseSecurityDescriptor(raw); err == nil {
+			a.ResourceDelegationSIDs = sd.allowedSIDs()
+		}
+	}
 	uac, _ := strconv.ParseInt(e.GetAttributeValue("userAccountControl"), 10, 64)
 	a.UserAccountControl = UAC(uac)
 	enc, _ := strconv.ParseInt(e.GetAttributeValue("msDS-SupportedEncryptionTypes"), 10, 64)

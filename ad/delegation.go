@@ -23,8 +23,11 @@ type Delegation struct {
 	ProtocolTransition bool
 	// AllowedToDelegateTo: msDS-AllowedToDelegateTo, the SPNs of constrained delegation.
 	AllowedToDelegateTo []string
-	// ResourceBased: msDS-AllowedToActOnBehalfOfOtherIdentity is set on this account.
-	ResourceBased bool
+	// ResourceBased: msDS-AllowedToActOnBehalfOfOtherIdentity is set on
+	// this account, and AllowedToActOnBehalf names the accounts it lets
+	// delegate to this one (sAMAccountNames; SIDs of no account here).
+	ResourceBased        bool
+	AllowedToActOnBehalf []string
 	// NotDelegated: NOT_DELEGATED ("sensitive and cannot be delegated").
 	NotDelegated bool
 	Disabled     bool
@@ -69,7 +72,11 @@ func (c *Conn) DelegationInfo(ctx context.Context, account string) (Delegation, 
 	if err != nil {
 		return Delegation{}, err
 	}
-	return delegationFrom(acct), nil
+	d := delegationFrom(acct)
+	if d.AllowedToActOnBehalf, err = c.namesOf(ctx, "delegation info", acct.DN, acct.ResourceDelegationSIDs); err != nil {
+		return Delegation{}, err
+	}
+	return d, nil
 }
 
 // AuditDelegation lists every account under the base DN with any kind of
@@ -87,7 +94,12 @@ func (c *Conn) AuditDelegation(ctx context.Context) ([]Delegation, error) {
 	}
 	out := make([]Delegation, 0, len(ents))
 	for _, e := range ents {
-		out = append(out, delegationFrom(accountFrom(e)))
+		a := accountFrom(e)
+		d := delegationFrom(a)
+		if d.AllowedToActOnBehalf, err = c.namesOf(ctx, "audit delegation", a.DN, a.ResourceDelegationSIDs); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
 	}
 	return out, nil
 }

@@ -24,13 +24,15 @@ type DomainInfo struct {
 	DomainFunctionality        int    // msDS-Behavior-Version of the domain (7 = 2016)
 	ForestFunctionality        int
 	SASLMechanisms             []string
+	// SupportedControls are the LDAP control OIDs the DC announces.
+	SupportedControls []string
 }
 
 func (c *Conn) readRootDSE(ctx context.Context) error {
 	req := ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
 		"(objectClass=*)", []string{"defaultNamingContext", "configurationNamingContext",
 			"schemaNamingContext", "rootDomainNamingContext", "dnsHostName",
-			"domainFunctionality", "forestFunctionality", "supportedSASLMechanisms"}, nil)
+			"domainFunctionality", "forestFunctionality", "supportedSASLMechanisms", "supportedControl"}, nil)
 	ents, err := c.search(ctx, "read rootDSE", req)
 	if err != nil {
 		return err
@@ -46,6 +48,7 @@ func (c *Conn) readRootDSE(ctx context.Context) error {
 		RootDomainNamingContext:    e.GetAttributeValue("rootDomainNamingContext"),
 		DCHostName:                 e.GetAttributeValue("dnsHostName"),
 		SASLMechanisms:             e.GetAttributeValues("supportedSASLMechanisms"),
+		SupportedControls:          e.GetAttributeValues("supportedControl"),
 	}
 	in.DomainFunctionality, _ = strconv.Atoi(e.GetAttributeValue("domainFunctionality"))
 	in.ForestFunctionality, _ = strconv.Atoi(e.GetAttributeValue("forestFunctionality"))

@@ -44,6 +44,9 @@ var (
 	ErrUnconstrainedDelegation = errors.New("unconstrained delegation refused")
 	// ErrInvalidArgument: a name, SPN or option is malformed; nothing was sent.
 	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrSystemOnly: the DC lets no LDAP client write the attribute, only
+	// itself (Samba's msDS-AllowedToActOnBehalfOfOtherIdentity).
+	ErrSystemOnly = errors.New("the DC lets only itself write this attribute")
 	// ErrConflict: a compare-and-swap found another value than the one it
 	// expected: another writer got there first (LDAP 16 noSuchAttribute or
 	// 20 attributeOrValueExists on a delete-and-add).
@@ -52,6 +55,7 @@ var (
 
 // hints tell the administrator what to do about each kind of failure.
 var hints = map[error]string{
+	ErrSystemOnly:          "a Samba DC takes resource-based delegation only from samba-tool delegation add-principal TARGET$ PRINCIPAL, run on the DC; a Windows DC takes it over LDAP",
 	ErrConflict:            "another process changed the value first: read it again and decide anew",
 	ErrNotFound:            "check the name (sAMAccountName, UPN or DN) and the base DN",
 	ErrAmbiguous:           "pass the distinguished name instead",

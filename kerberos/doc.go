@@ -17,7 +17,9 @@
 // Errors from the KDC are *KDCError values that keep the code and e-text;
 // errors.Is matches them against ErrNotDelegable, ErrPolicy,
 // ErrClientUnknown and the other sentinels. A non-forwardable evidence
-// ticket is reported as ErrEvidenceNotForwardable before S4U2Proxy is sent.
+// ticket still goes to the KDC (Windows accepts one for resource-based
+// delegation); the refusal classic delegation gives it is reported as
+// ErrEvidenceNotForwardable, carrying the *KDCError.
 // No error or log holds a password, key or ticket.
 //
 // The service account needs TRUSTED_TO_AUTH_FOR_DELEGATION and the target

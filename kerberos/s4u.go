@@ -284,22 +284,35 @@ func (c *Client) s4u2Self(ctx context.Context, tgt *Ticket, user string, uname t
 }
 
 // S4U2Proxy trades an evidence ticket (from S4U2Self) for a ticket from the
-// same user to spn ("http/mail.corp.example.com"). It refuses before
-// sending when the evidence is not forwardable (ErrEvidenceNotForwardable).
+// same user to spn ("http/mail.corp.example.com"), by classic constrained
+// delegation (msDS-AllowedToDelegateTo on the service account) or
+// resource-based (msDS-AllowedToActOnBehalfOfOtherIdentity on the target):
+// the request always carries PA-PAC-OPTIONS with the resource-based bit,
+// as Windows clients send it, and the KDC picks.
+//
+// Evidence that is not forwardable is sent all the same: a Windows KDC
+// accepts it for resource-based delegation (MS-SFU 3.2.5.2.2; the ticket
+// it returns is then not forwardable), though classic delegation, and
+// Samba 4.22 for both kinds, refuse it with KDC_ERR_BADOPTION. That
+// refusal is reported as ErrEvidenceNotForwardable, carrying the
+// *KDCError, so that the cause (a sensitive user, a service account
+// without TRUSTED_TO_AUTH_FOR_DELEGATION) is what the error says.
 func (c *Client) S4U2Proxy(ctx context.Context, evidence *Ticket, spn string) (*Ticket, error) {
 	const op = "S4U2Proxy"
 	if evidence == nil {
 		return nil, fail(op, spn, errors.New("no evidence ticket"))
 	}
-	if !evidence.Forwardable() {
-		return nil, fail(op, spn, fmt.Errorf("%w: the ticket of %s to %s lacks FORWARDABLE (service account without TRUSTED_TO_AUTH_FOR_DELEGATION, a TGT that is not forwardable, or a sensitive user)",
-			ErrEvidenceNotForwardable, evidence.ClientName(), evidence.ServerName()))
-	}
 	sname, err := parseSPN(spn)
 	if err != nil {
 		return nil, fail(op, spn, err)
 	}
-	return c.withTGT(ctx, func(tgt *Ticket) (*Ticket, error) { return c.s4u2Proxy(ctx, tgt, evidence, spn, sname) })
+	t, err := c.withTGT(ctx, func(tgt *Ticket) (*Ticket, error) { return c.s4u2Proxy(ctx, tgt, evidence, spn, sname) })
+	var ke *KDCError
+	if err != nil && !evidence.Forwardable() && errors.As(err, &ke) && ke.Code == CodeBadOption {
+		return nil, fail(op, spn, fmt.Errorf("%w: the ticket of %s to %s lacks FORWARDABLE (service account without TRUSTED_TO_AUTH_FOR_DELEGATION, a TGT that is not forwardable, or a sensitive user), and the KDC refused it: %w",
+			ErrEvidenceNotForwardable, evidence.ClientName(), evidence.ServerName(), ke))
+	}
+	return t, err
 }
 
 func (c *Client) s4u2Proxy(ctx context.Context, tgt, evidence *Ticket, spn string, sname types.PrincipalName) (*Ticket, error) {

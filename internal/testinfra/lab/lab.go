@@ -584,6 +584,23 @@ func (l *Lab) Ldbsearch(ctx context.Context, base, filter string, attrs ...strin
 	return run(ctx, nil, "ldbsearch", args...)
 }
 
+// Ldbmodify applies an LDIF change to the DC's database directly, as the
+// system (as samba-tool does on a DC): for attributes Samba lets no LDAP
+// client write.
+func (l *Lab) Ldbmodify(ctx context.Context, ldif string) (string, error) {
+	f, err := os.CreateTemp(l.Dir, "change-*.ldif")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(ldif); err != nil {
+		f.Close()
+		return "", err
+	}
+	f.Close()
+	return run(ctx, nil, "ldbmodify", "-H", filepath.Join(l.Dir, "private", "sam.ldb"), f.Name())
+}
+
 // Command builds a command with this lab's Kerberos configuration and a
 // credential cache of its own in the lab directory.
 func (l *Lab) Command(ctx context.Context, ccache string, name string, args ...string) *exec.Cmd {
@@ -671,12 +688,18 @@ func tail(s string, n int) string {
 	return "…\n" + s
 }
 
-// ScanLines is a small helper for tests reading tool output line by line.
+// ScanLines splits ldbsearch's LDIF output into lines, unfolding the
+// lines LDIF folds at 78 characters.
 func ScanLines(s string) []string {
 	var lines []string
 	sc := bufio.NewScanner(strings.NewReader(s))
 	for sc.Scan() {
-		lines = append(lines, sc.Text())
+		// An LDIF line folded at 78 characters goes on after one space.
+		if t := sc.Text(); strings.HasPrefix(t, " ") && len(lines) > 0 {
+			lines[len(lines)-1] += t[1:]
+		} else {
+			lines = append(lines, t)
+		}
 	}
 	return lines
 }

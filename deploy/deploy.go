@@ -57,6 +57,16 @@ type Deployment struct {
 	// DelegateTo are more SPNs the gateway may delegate to, beside the
 	// mail SPNs (another namespace's http/..., registered elsewhere).
 	DelegateTo []string
+	// ResourceBased sets up resource-based constrained delegation (RBCD)
+	// instead of the classic kind: the account that holds the mail SPNs
+	// (the ASA, or the server in single-server mode) names the gateway's
+	// account in msDS-AllowedToActOnBehalfOfOtherIdentity, and the gateway's
+	// account gets no msDS-AllowedToDelegateTo (DelegateTo must be empty).
+	// Windows DCs take that over LDAP; a Samba DC only from samba-tool
+	// delegation add-principal run on the DC, so Apply stops at that step
+	// with ad.ErrSystemOnly and says so. Protocol transition is set in both
+	// modes: Samba refuses non-forwardable evidence even for RBCD.
+	ResourceBased bool
 	// EWS also sets up the EWS virtual directory, for a gateway that
 	// proxies EWS; ActiveSync is always set up.
 	EWS bool
@@ -197,6 +207,8 @@ func (d *Deployment) check() error {
 		return fmt.Errorf("%w: no service account", ErrInvalid)
 	case d.shell() == nil:
 		return fmt.Errorf("%w: no Exchange management shell", ErrInvalid)
+	case d.ResourceBased && len(d.DelegateTo) > 0:
+		return fmt.Errorf("%w: DelegateTo is classic delegation; with ResourceBased each target names the gateway itself", ErrInvalid)
 	}
 	return nil
 }
@@ -422,7 +434,22 @@ func (d *Deployment) Plan(ctx context.Context) (*Plan, error) {
 			return d.AD.SetProtocolTransition(ctx, d.ServiceAccount, true)
 		})
 	}
-	{
+	if d.ResourceBased {
+		const what = "add resource-based delegation"
+		// The holder may not exist yet (the ASA, planned above).
+		principals, err := d.AD.ResourceDelegation(ctx, holder)
+		if err != nil && !(errors.Is(err, ad.ErrNotFound) && !asaExists && d.ASA != "") {
+			return nil, failed(StageGateway, what, err)
+		}
+		ch := segkcd.Change{What: what, Object: holder, Action: segkcd.Unchanged,
+			Details: []string{"msDS-AllowedToActOnBehalfOfOtherIdentity " + d.ServiceAccount}}
+		if !containsFold(principals, d.ServiceAccount) {
+			ch.Action, ch.Details = segkcd.Modified, []string{"msDS-AllowedToActOnBehalfOfOtherIdentity += " + d.ServiceAccount}
+		}
+		add(StageGateway, ch, func(ctx context.Context) (segkcd.Change, error) {
+			return d.AD.AddResourceDelegation(ctx, holder, d.ServiceAccount)
+		})
+	} else {
 		spns := append(d.MailSPNs(), d.DelegateTo...)
 		ch := segkcd.Change{What: "add delegation targets", Object: d.ServiceAccount, Action: segkcd.Unchanged,
 			Details: []string{"msDS-AllowedToDelegateTo " + strings.Join(spns, ", ")}}

@@ -292,3 +292,51 @@ func TestPlanChecksVersions(t *testing.T) {
 		t.Fatalf("wrong version: %v", err)
 	}
 }
+
+// Resource-based delegation as the mode: the plan puts the gateway's
+// account in the ASA's msDS-AllowedToActOnBehalfOfOtherIdentity instead of
+// msDS-AllowedToDelegateTo. Samba takes that attribute only from
+// samba-tool on the DC, so Apply stops there with ad.ErrSystemOnly and
+// says so; done as the hint says, the next Apply finishes, and Verify's
+// S4U ticket goes through RBCD alone.
+func TestResourceBased(t *testing.T) {
+	e := newEnv(t, "rb")
+	e.d.ResourceBased = true
+	ctx := ctxT(t)
+	p := mustPlan(t, e.d)
+	var whats []string
+	for _, s := range p.Steps {
+		if s.Stage == deploy.StageGateway {
+			whats = append(whats, s.What)
+		}
+	}
+	if fmt.Sprint(whats) != "[create service account add SPN set account flags add resource-based delegation]" {
+		t.Fatalf("stage 4 in RBCD mode: %v", whats)
+	}
+	_, err := e.d.Apply(ctx, p)
+	var se *deploy.StepError
+	if !errors.As(err, &se) || se.Stage != deploy.StageGateway || !errors.Is(err, ad.ErrSystemOnly) || !strings.Contains(se.Hint(), "samba-tool delegation add-principal") {
+		t.Fatalf("RBCD write on Samba: %v", err)
+	}
+	if out, err := e.l.SambaTool(ctx, "delegation", "add-principal", e.d.ASA+"$", e.d.ServiceAccount); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if _, err := e.d.Apply(ctx, mustPlan(t, e.d)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(mustPlan(t, e.d).Pending()); n != 0 {
+		t.Fatalf("%d pending", n)
+	}
+	svc, err := e.d.AD.DelegationInfo(ctx, e.d.ServiceAccount)
+	if err != nil || len(svc.AllowedToDelegateTo) != 0 || !svc.ProtocolTransition {
+		t.Fatalf("the gateway's account in RBCD mode: %+v %v", svc, err)
+	}
+	r, err := e.d.Verify(ctx)
+	if err != nil || r.AcceptedAs != "alice@"+e.l.Realm {
+		t.Fatalf("verify through RBCD: %+v %v", r, err)
+	}
+	e.d.DelegateTo = []string{"http/x"}
+	if _, err := e.d.Plan(ctx); !errors.Is(err, deploy.ErrInvalid) {
+		t.Fatalf("DelegateTo with RBCD: %v", err)
+	}
+}

@@ -63,8 +63,9 @@ type config struct {
 	ServicePassword secret `json:"service_password"`
 	EWS             bool   `json:"ews"`
 	KeepNTLM        bool   `json:"keep_ntlm"`
-	TestUser        string `json:"test_user"` // for verify
-	Timeout         string `json:"timeout"`   // default 2m
+	ResourceBased   bool   `json:"resource_based"` // RBCD on the ASA instead of msDS-AllowedToDelegateTo
+	TestUser        string `json:"test_user"`      // for verify
+	Timeout         string `json:"timeout"`        // default 2m
 }
 
 // secret names where a secret is: an environment variable or a file.
@@ -283,7 +284,8 @@ func (c *config) deployment(ctx context.Context) (*deploy.Deployment, map[int]st
 		return fail(err)
 	}
 	d := &deploy.Deployment{AD: conn, Kerberos: krb, ASA: c.ASA, MailHosts: c.MailHosts, ShortNames: c.ShortNames,
-		ServiceAccount: c.ServiceAccount, ServiceAccountPassword: svcPW, EWS: c.EWS, KeepNTLM: c.KeepNTLM, TestUser: c.TestUser}
+		ServiceAccount: c.ServiceAccount, ServiceAccountPassword: svcPW, EWS: c.EWS, KeepNTLM: c.KeepNTLM, TestUser: c.TestUser,
+		ResourceBased: c.ResourceBased}
 	shells := map[string]winrs.Shell{}
 	for _, s := range c.Servers {
 		addr := s.WinRM

@@ -32,7 +32,10 @@ func TestRBCD(t *testing.T) {
 	const pw = "Rbcd-Svc-Passw0rd!"
 	spn := "http/rbcd." + l.DNSDomain
 	for _, step := range []func() error{
-		func() error { _, err := c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "RBCDSRV"}); return err },
+		func() error {
+			_, err := c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "RBCDSRV"})
+			return err
+		},
 		func() error { _, err := c.SetSPN(ctx, "RBCDSRV$", spn); return err },
 		func() error {
 			_, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: "svc_rbcdk", Password: pw, PasswordNeverExpires: true})

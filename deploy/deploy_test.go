@@ -340,3 +340,40 @@ func TestResourceBased(t *testing.T) {
 		t.Fatalf("DelegateTo with RBCD: %v", err)
 	}
 }
+
+// Single-server mode with RBCD: the gateway's account goes on the
+// server's own computer account; with samba-tool's write in place (Samba
+// takes it only from there), the plan is empty and Verify holds.
+func TestSingleServerResourceBased(t *testing.T) {
+	e := newEnv(t, "onerb")
+	ctx := ctxT(t)
+	e.d.ASA, e.d.ResourceBased = "", true
+	e.d.Servers = e.d.Servers[:1]
+	e.d.Servers[0].Name, e.d.Servers[0].Version = "CASRB", ""
+	e.hosts[0].Host.AddExchangeServer("CASRB", winrstest.Exchange2019)
+	if _, err := e.d.AD.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "CASRB"}); err != nil {
+		t.Fatal(err)
+	}
+	p := mustPlan(t, e.d)
+	var rbcd *deploy.Step
+	for i, s := range p.Steps {
+		if s.What == "add resource-based delegation" {
+			rbcd = &p.Steps[i]
+		}
+	}
+	if rbcd == nil || rbcd.Object != "CASRB$" {
+		t.Fatalf("no RBCD step on the server's account:\n%s", p)
+	}
+	if _, err := e.d.Apply(ctx, p); !errors.Is(err, ad.ErrSystemOnly) {
+		t.Fatalf("apply: %v", err)
+	}
+	if out, err := e.l.SambaTool(ctx, "delegation", "add-principal", "CASRB$", e.d.ServiceAccount); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if _, err := e.d.Apply(ctx, mustPlan(t, e.d)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.d.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

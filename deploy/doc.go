@@ -23,6 +23,11 @@
 // authentication with Negotiate, kernel mode and app-pool credentials on
 // ActiveSync (and EWS), and the service account in IIS_IUSRS.
 //
+// Delegation is classic constrained delegation (msDS-AllowedToDelegateTo on
+// the gateway's account) or, with ResourceBased, resource-based (the
+// gateway's account named in msDS-AllowedToActOnBehalfOfOtherIdentity of
+// the ASA, or of the server in single-server mode).
+//
 // A Roller keeps the ASA's password fresh from an MDM backend's replicas,
 // claiming each roll in AD itself so that exactly one replica rolls.
 //

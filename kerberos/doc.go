@@ -10,7 +10,9 @@
 // caches service tickets by SPN alone (one user's ticket could reach
 // another), and drops the KDC's error code. So this package builds its own
 // TGS-REQs (PA-TGS-REQ with a checksum over the final body, PA-FOR-USER,
-// additional tickets, PA-PAC-OPTIONS), sends them through its own Transport
+// additional tickets, PA-PAC-OPTIONS with the resource-based bit, so that
+// S4U2Proxy works by classic delegation or by resource-based delegation
+// alone), sends them through its own Transport
 // (every KDC of the realm, UDP/TCP fallback, timeouts, contexts), and
 // verifies replies itself (decryption, nonce, server and client names).
 //

@@ -207,13 +207,90 @@ func ParseUser(user, realm string) (types.PrincipalName, error) {
 // itself (the evidence ticket). user is a sAMAccountName, user@REALM or a
 // UPN. The evidence is forwardable only when the service account has
 // TRUSTED_TO_AUTH_FOR_DELEGATION and the user is not sensitive.
+//
+// A user of another realm, named user@REALM where REALM is a realm of the
+// krb5 configuration other than the service's (a domain that trusts the
+// service's), is impersonated across the trust (MS-SFU 3.1.5.1.1.2): a
+// cross-realm TGT from the service's KDC, S4U2Self at the user's realm's
+// KDC, which answers with a referral back, and S4U2Self with that referral
+// at the service's KDC, which issues the evidence.
 func (c *Client) S4U2Self(ctx context.Context, user string) (*Ticket, error) {
 	const op = "S4U2Self"
+	if name, realm, ok := strings.Cut(user, "@"); ok && name != "" && !EqualNames(realm, c.realm) && c.knowsRealm(realm) {
+		uname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: []string{name}}
+		urealm := strings.ToUpper(realm)
+		return c.withTGT(ctx, func(tgt *Ticket) (*Ticket, error) { return c.s4u2SelfCrossRealm(ctx, tgt, user, uname, urealm) })
+	}
 	uname, err := ParseUser(user, c.realm)
 	if err != nil {
 		return nil, fail(op, user, err)
 	}
 	return c.withTGT(ctx, func(tgt *Ticket) (*Ticket, error) { return c.s4u2Self(ctx, tgt, user, uname) })
+}
+
+// knowsRealm reports whether the krb5 configuration lists realm.
+func (c *Client) knowsRealm(realm string) bool {
+	for _, r := range c.cfg.Realms {
+		if EqualNames(r.Realm, realm) {
+			return true
+		}
+	}
+	return false
+}
+
+// s4u2SelfCrossRealm impersonates a user of urealm, in three TGS exchanges.
+func (c *Client) s4u2SelfCrossRealm(ctx context.Context, tgt *Ticket, user string, uname types.PrincipalName, urealm string) (*Ticket, error) {
+	// 1. A TGT for the user's realm from our KDC (krbtgt/URELM@OURS).
+	krbtgt := types.PrincipalName{NameType: nametype.KRB_NT_SRV_INST, NameString: []string{"krbtgt", urealm}}
+	body, err := c.body(krbtgt, flags.Forwardable)
+	if err != nil {
+		return nil, fail("S4U2Self", user, err)
+	}
+	xtgt, _, err := c.tgsExchangeAt(ctx, "cross-realm TGT", "krbtgt/"+urealm, c.realm, tgt, body, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	// 2. S4U2Self at the user's KDC, for ourselves named as an enterprise
+	// principal of our realm: it answers with a referral TGT back to our
+	// realm (krbtgt/OURS@URELM) that speaks for the user.
+	pfu, err := newPAForUser(uname, urealm, xtgt.SessionKey)
+	if err != nil {
+		return nil, fail("S4U2Self", user, err)
+	}
+	pfuBytes, err := pfu.Marshal()
+	if err != nil {
+		return nil, fail("S4U2Self", user, err)
+	}
+	self := types.PrincipalName{NameType: nametype.KRB_NT_ENTERPRISE, NameString: []string{c.cname.PrincipalNameString() + "@" + c.realm}}
+	body, err = c.body(self, flags.Forwardable, flags.Canonicalize)
+	if err != nil {
+		return nil, fail("S4U2Self", user, err)
+	}
+	body.Realm = urealm
+	ref, _, err := c.tgsExchangeAt(ctx, "S4U2Self at "+urealm, user, urealm, xtgt, body,
+		[]types.PAData{{PADataType: patype.PA_FOR_USER, PADataValue: pfuBytes}}, true)
+	if err != nil {
+		return nil, err
+	}
+	// 3. S4U2Self at our KDC with the referral as the TGT.
+	if pfu, err = newPAForUser(uname, urealm, ref.SessionKey); err != nil {
+		return nil, fail("S4U2Self", user, err)
+	}
+	if pfuBytes, err = pfu.Marshal(); err != nil {
+		return nil, fail("S4U2Self", user, err)
+	}
+	if body, err = c.body(c.cname, flags.Forwardable, flags.Canonicalize); err != nil {
+		return nil, fail("S4U2Self", user, err)
+	}
+	t, _, err := c.tgsExchangeAt(ctx, "S4U2Self at "+c.realm+" with "+urealm+"'s referral", user, c.realm, ref, body,
+		[]types.PAData{{PADataType: patype.PA_FOR_USER, PADataValue: pfuBytes}}, false)
+	if err != nil {
+		return nil, err
+	}
+	if !t.IsFor(user) && !(samePrincipal(t.Client, uname) && EqualNames(t.ClientRealm, urealm)) {
+		return nil, fail("S4U2Self", user, fmt.Errorf("%w: ticket is for %s, not %s", ErrBadReply, t.ClientName(), user))
+	}
+	return t, nil
 }
 
 // withTGT runs a TGS exchange with the service TGT. When the KDC rejects
@@ -431,6 +508,12 @@ func (c *Client) tgsRequest(tgt *Ticket, body messages.KDCReqBody, extra []types
 // tgsExchange sends a TGS-REQ and verifies the reply: decryption with the
 // TGT session key (usage 8), the nonce, and the server name.
 func (c *Client) tgsExchange(ctx context.Context, op, target string, tgt *Ticket, body messages.KDCReqBody, extra []types.PAData) (*Ticket, *messages.TGSRep, error) {
+	return c.tgsExchangeAt(ctx, op, target, c.realm, tgt, body, extra, false)
+}
+
+// tgsExchangeAt is tgsExchange with a KDC of realm; referral accepts a
+// ticket to krbtgt/<our realm> in place of the server asked for.
+func (c *Client) tgsExchangeAt(ctx context.Context, op, target, realm string, tgt *Ticket, body messages.KDCReqBody, extra []types.PAData, referral bool) (*Ticket, *messages.TGSRep, error) {
 	req, err := c.tgsRequest(tgt, body, extra)
 	if err != nil {
 		return nil, nil, fail(op, target, err)
@@ -439,7 +522,7 @@ func (c *Client) tgsExchange(ctx context.Context, op, target string, tgt *Ticket
 	if err != nil {
 		return nil, nil, fail(op, target, err)
 	}
-	raw, kdc, err := c.deliver(ctx, c.realm, b)
+	raw, kdc, err := c.deliver(ctx, realm, b)
 	if err != nil {
 		return nil, nil, fail(op, target, err)
 	}
@@ -447,6 +530,10 @@ func (c *Client) tgsExchange(ctx context.Context, op, target string, tgt *Ticket
 		return nil, nil, kdcError(op, target, kdc, kerr, c.now())
 	}
 	var rep messages.TGSRep
+	if referral {
+		want := types.PrincipalName{NameType: nametype.KRB_NT_SRV_INST, NameString: []string{"krbtgt", c.realm}}
+		body.SName = want // what a referral answers with, checked as if asked for
+	}
 	t, err := verifyTGSRep(raw, &rep, tgt.SessionKey, body, c.now(), op, target)
 	if err != nil {
 		return nil, nil, failKDC(op, target, kdc, err)

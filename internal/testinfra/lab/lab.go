@@ -58,10 +58,20 @@ type Options struct {
 	Log io.Writer
 	// InstallPackages lets Start run apt-get when Samba is missing (root only).
 	InstallPackages bool
+	// Host is the DC's host name (NetBIOS name and first DNS label);
+	// empty means dc1. Two DCs that trust each other need two names.
+	Host string
+	// Trust makes a DC that can take part in a trust (TrustWith): the
+	// services a trust needs (SMB, RPC, NetBIOS, CLDAP, winbindd) besides
+	// LDAP and the KDC, run in a mount namespace of its own, because each
+	// DC's winbindd puts its sockets in /run/samba and two would collide.
+	Trust bool
 }
 
 // Lab is a running domain controller.
 type Lab struct {
+	trust         bool   // started with Options.Trust
+	host          string // Options.Host
 	Dir           string // where everything lives
 	IP            string // the loopback address it binds
 	Realm         string // CORP.EXAMPLE.TEST
@@ -224,7 +234,7 @@ func Start(ctx context.Context, opt Options) (*Lab, error) {
 	} else if m := Missing(); len(m) > 0 {
 		return nil, fmt.Errorf("lab: %s not installed; run scripts/lab deps as root", strings.Join(m, ", "))
 	}
-	l := &Lab{Realm: opt.Realm, Domain: opt.Domain, AdminUser: "Administrator", logf: func(string, ...any) {}}
+	l := &Lab{Realm: opt.Realm, Domain: opt.Domain, AdminUser: "Administrator", logf: func(string, ...any) {}, trust: opt.Trust}
 	if opt.Log != nil {
 		l.logf = func(f string, a ...any) { fmt.Fprintf(opt.Log, "lab: "+f+"\n", a...) }
 	}
@@ -233,6 +243,10 @@ func Start(ctx context.Context, opt Options) (*Lab, error) {
 	}
 	if l.Domain == "" {
 		l.Domain = "CORP"
+	}
+	l.host = strings.ToLower(opt.Host)
+	if l.host == "" {
+		l.host = "dc1"
 	}
 	if opt.Dir != "" {
 		l.keep = true
@@ -278,7 +292,7 @@ func Start(ctx context.Context, opt Options) (*Lab, error) {
 		return nil, err
 	}
 	l.DNSDomain = strings.ToLower(l.Realm)
-	l.HostName = "dc1." + l.DNSDomain
+	l.HostName = l.host + "." + l.DNSDomain
 	l.BaseDN = "DC=" + strings.Join(strings.Split(l.DNSDomain, "."), ",DC=")
 	l.SmbConf = filepath.Join(l.Dir, "etc", "smb.conf")
 	l.CAFile = filepath.Join(l.Dir, "tls", "ca.pem")
@@ -324,7 +338,7 @@ func (l *Lab) provision(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, "samba-tool", "domain", "provision",
 		"--targetdir="+l.Dir, "--realm="+l.Realm, "--domain="+l.Domain,
 		"--server-role=dc", "--dns-backend=NONE", "--adminpass="+pw,
-		"--host-name=dc1", "--host-ip="+l.IP,
+		"--host-name="+l.host, "--host-ip="+l.IP,
 		"--option=interfaces="+l.IP+"/8", "--option=bind interfaces only=yes")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -359,6 +373,18 @@ func (l *Lab) configure() error {
 		"tls keyfile":                     filepath.Join(l.Dir, "tls", "key.pem"),
 		"tls certfile":                    filepath.Join(l.Dir, "tls", "cert.pem"),
 		"tls cafile":                      filepath.Join(l.Dir, "tls", "ca.pem"),
+	}
+	if l.trust {
+		if err := l.writeHosts(); err != nil {
+			return err
+		}
+		// smbd authenticates through winbindd and samba's RPC, which it
+		// finds at their default places (a moved winbindd socket fails
+		// every SMB logon with NT_STATUS_INTERNAL_ERROR); the DC's own
+		// mount namespace keeps /run/samba apart instead.
+		set["server services"] = "s3fs, rpc, nbt, ldap, cldap, kdc, drepl, winbindd"
+		delete(set, "ncalrpc dir")
+		delete(set, "winbindd socket directory")
 	}
 	if err := l.writeTLS(); err != nil {
 		return fmt.Errorf("lab: TLS: %w", err)
@@ -459,6 +485,15 @@ func (l *Lab) start(ctx context.Context) error {
 		runtime.LockOSThread()
 		defer logf.Close()
 		cmd := exec.Command("samba", "-s", l.SmbConf, "-i", "-M", "single", "--debug-stdout")
+		if l.trust {
+			// A mount namespace of its own, /run/samba bound to the lab's.
+			// Its /etc/hosts is the lab's hosts file, which TrustWith
+			// extends with the other DC's name.
+			own := filepath.Join(l.Dir, "run-samba")
+			cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+				`mkdir -p /run/samba /etc/samba "$1" && mount --bind "$1" /run/samba && mount --bind "$2" /etc/hosts && mount --bind "$3" /etc/samba && shift 3 && exec "$@"`,
+				"sh", own, l.hostsFile(), l.etcSamba(), "samba", "-s", l.SmbConf, "-i", "--debug-stdout")
+		}
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {

@@ -49,7 +49,7 @@ func (l *Lab) writeTLS() error {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(now.UnixNano() + 1),
 		Subject:      pkix.Name{Organization: []string{"segkcd lab"}, CommonName: l.HostName},
-		DNSNames:     []string{l.HostName, "dc1", l.DNSDomain},
+		DNSNames:     []string{l.HostName, l.host, l.DNSDomain},
 		IPAddresses:  []net.IP{net.ParseIP(l.IP)},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(30 * 24 * time.Hour),

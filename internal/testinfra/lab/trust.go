@@ -1,0 +1,148 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// WriteKrb5Conf writes a krb5.conf that knows every lab's realm and KDC,
+// for clients (and samba-tool) that cross a trust between them; the first
+// lab's realm is the default.
+func WriteKrb5Conf(path string, labs ...*Lab) error {
+	if len(labs) == 0 {
+		return errors.New("lab: no lab")
+	}
+	var realms, domains strings.Builder
+	for _, l := range labs {
+		fmt.Fprintf(&realms, "\t%s = {\n\t\tkdc = %s\n\t}\n", l.Realm, l.IP)
+		fmt.Fprintf(&domains, "\t.%[1]s = %[2]s\n\t%[1]s = %[2]s\n", l.DNSDomain, l.Realm)
+	}
+	conf := fmt.Sprintf("[libdefaults]\n\tdefault_realm = %s\n\tdns_lookup_kdc = false\n\tdns_lookup_realm = false\n\trdns = false\n\tforwardable = true\n\n[realms]\n%s\n[domain_realm]\n%s",
+		labs[0].Realm, realms.String(), domains.String())
+	return os.WriteFile(path, []byte(conf), 0o644)
+}
+
+// TrustWith makes a two-way forest trust between this lab's domain and
+// other's (samba-tool domain trust create, run here, with both DCs'
+// administrators), and validates it both ways. Both labs must have been
+// started with Options.Trust, on distinct realms and NetBIOS names. The
+// lab passwords go on samba-tool's command line: they are throwaway
+// fixtures of this machine's own DCs.
+func (l *Lab) TrustWith(ctx context.Context, other *Lab) error {
+	if !l.trust || !other.trust {
+		return errors.New("lab: TrustWith needs two labs started with Options.Trust")
+	}
+	for _, x := range []*Lab{l, other} {
+		if err := waitPort(ctx, net.JoinHostPort(x.IP, "445")); err != nil {
+			return fmt.Errorf("lab: %s's SMB: %w", x.Realm, err)
+		}
+	}
+	conf := l.Krb5Conf + ".trust"
+	if err := WriteKrb5Conf(conf, l, other); err != nil {
+		return err
+	}
+	// Each DC, and samba-tool, find the other DC by name: in the hosts
+	// files their mount namespaces see as /etc/hosts.
+	if err := appendHost(l.hostsFile(), other); err != nil {
+		return err
+	}
+	if err := appendHost(other.hostsFile(), l); err != nil {
+		return err
+	}
+	if err := appendLMHost(l.etcSamba(), other); err != nil {
+		return err
+	}
+	if err := appendLMHost(other.etcSamba(), l); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "unshare", "-m", "--propagation", "private", "sh", "-c",
+		`mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/samba && shift 2 && exec "$@"`, "sh", l.hostsFile(), l.etcSamba(),
+		"samba-tool", "domain", "trust", "create", other.DNSDomain,
+		"--type=forest", "--direction=both", "--create-location=both",
+		"--ipaddress="+other.IP, "-U", other.Domain+`\`+other.AdminUser+"%"+other.AdminPassword,
+		"--local-dc-ipaddress="+l.IP, "--local-dc-username="+l.AdminUser, "--local-dc-password="+l.AdminPassword,
+		"--local-dc-workgroup="+l.Domain, "-s", l.SmbConf)
+	cmd.Env = append(os.Environ(), "KRB5_CONFIG="+conf)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Success.") {
+		return fmt.Errorf("lab: trust %s -> %s: %v\n%s", l.Realm, other.Realm, err, tail(string(out), 3000))
+	}
+	l.logf("forest trust with %s", other.Realm)
+	return nil
+}
+
+// hostsFile is the /etc/hosts of a trust lab's mount namespace.
+func (l *Lab) hostsFile() string { return filepath.Join(l.Dir, "hosts") }
+
+// etcSamba is the /etc/samba of a trust lab's mount namespace: it holds
+// lmhosts, where winbindd looks first for a domain's DCs (DOMAIN#1C);
+// without DNS the alternative is a NetBIOS broadcast, which a DC answers
+// only once it has registered its names, seconds after it starts.
+func (l *Lab) etcSamba() string { return filepath.Join(l.Dir, "etc-samba") }
+
+// appendLMHost names other's DC and domain in an lmhosts file.
+func appendLMHost(dir string, other *Lab) error {
+	f, err := os.OpenFile(filepath.Join(dir, "lmhosts"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = fmt.Fprintf(f, "%[1]s %[2]s\n%[1]s %[3]s#1C\n%[1]s %[3]s#1B\n", other.IP, strings.ToUpper(other.host), other.Domain)
+	return err
+}
+
+// writeHosts starts the lab's hosts file (the machine's, and the DC) and
+// its /etc/samba.
+func (l *Lab) writeHosts() error {
+	if err := os.MkdirAll(l.etcSamba(), 0o755); err != nil {
+		return err
+	}
+	sys, err := os.ReadFile("/etc/hosts")
+	if err != nil {
+		return err
+	}
+	line := fmt.Sprintf("\n%s %s %s\n", l.IP, l.HostName, l.host)
+	return os.WriteFile(l.hostsFile(), append(sys, line...), 0o644)
+}
+
+// appendHost adds other's DC to a hosts file, in place: a bind mount of
+// the file follows its inode, which a rename would replace.
+func appendHost(path string, other *Lab) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = fmt.Fprintf(f, "%s %s %s\n", other.IP, other.HostName, other.host)
+	return err
+}
+
+// waitPort waits until addr accepts TCP connections (30 s at most).
+func waitPort(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// PID is the DC's process (the samba root process).
+func (l *Lab) PID() int { return l.cmd.Process.Pid }

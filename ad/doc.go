@@ -2,17 +2,21 @@
 // over LDAP (go-ldap v3): the Exchange Alternate Service Account (a computer
 // account), the gateway's service account, their SPNs with setspn -S
 // duplicate checks, constrained delegation with protocol transition,
-// passwords, encryption types, group membership, and a delegation audit.
+// passwords, encryption types, group membership, a delegation audit, resource-based constrained delegation
+// (msDS-AllowedToActOnBehalfOfOtherIdentity, a security descriptor this
+// package reads and writes), and a compare-and-swap note on an account
+// (ReadNote, SwapNote) that processes without a lock server share.
 //
 // Every operation takes a context and is idempotent: it reads first, writes
-// only what differs, and returns a Change whose Action is segkcd.Unchanged when the
+// only what differs, and returns a segkcd.Change whose Action is segkcd.Unchanged when the
 // directory already was as asked. So a provisioning program can run again
 // and again, and say each time what it did.
 //
 // Connections are always encrypted (LDAPS, or StartTLS on ldap://): AD
 // refuses password writes in clear, and so does this package, before
 // sending anything. Binds are simple (DOMAIN\user or UPN) or Kerberos
-// (GSSAPI with a gokrb5 client).
+// (GSSAPI with a kerberos.Client, the one that also asks for S4U tickets and logs
+// on to WinRM).
 //
 // Errors are *Error values that keep the LDAP result code and the AD
 // extended error code parsed from the DC's diagnostic message; errors.Is

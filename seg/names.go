@@ -29,6 +29,9 @@ type Names struct {
 	NetBIOS string
 	// OtherSuffixes lets UPNs with suffixes not listed through as enterprise
 	// names. Off by default: a certificate for someone@elsewhere is refused.
+	// Users of a domain that trusts the gateway's (bob@other.example.com)
+	// need it: when the krb5 configuration lists that domain's realm, the
+	// kerberos.Client impersonates them across the trust.
 	OtherSuffixes bool
 }
 

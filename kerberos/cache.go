@@ -192,7 +192,9 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch)
 	defer c.mu.Unlock()
 	delete(c.inflight, k)
 	f.ticket, f.err = t, err
-	close(f.done)
+	// The waiters wake once the entry is stored, with its times taken from
+	// the clock as it was when the answer came.
+	defer close(f.done)
 	switch {
 	case err == nil:
 		c.storeLocked(&cacheEntry{key: k, ticket: t, refreshAt: c.refreshPoint(t)})

@@ -154,6 +154,9 @@ func TestCacheRefreshRefused(t *testing.T) {
 	c := &Cache{Source: src, clock: clk.Now}
 	ctx := context.Background()
 	t1, _ := c.Ticket(ctx, "alice", "http/mail")
+	// The fetch stores the ticket (and its refresh point, from the clock)
+	// after waking its waiter: let it finish before the clock moves.
+	waitIdle(t, c)
 	src.err = &KDCError{Op: "S4U2Self", Code: CodePolicy}
 	clk.Add(52 * time.Minute)
 	for i := 0; i < 3; i++ {

@@ -346,21 +346,13 @@ func (d *Deployment) Plan(ctx context.Context) (*Plan, error) {
 		if !asaExists {
 			ch.Action, ch.Details = segkcd.Modified, []string{"new password on every server, then in AD (after the ASA is created)"}
 		} else {
-			states, err := org.CheckASA(ctx, roll)
+			stale, err := staleServers(ctx, org, roll)
 			if err != nil {
 				return nil, failed(StageCredential, what, err)
 			}
-			for _, st := range states {
-				if st.Err != nil {
-					return nil, failed(StageCredential, what, st.Err)
-				}
-				if !st.LatestIsCurrent {
-					ch.Action = segkcd.Modified
-					ch.Details = append(ch.Details, st.String())
-				}
-			}
-			if ch.Changed() {
-				ch.Details = append(ch.Details, "new password on every server, then in AD")
+			if len(stale) > 0 {
+				ch.Action = segkcd.Modified
+				ch.Details = append(stale, "new password on every server, then in AD")
 			}
 		}
 		ch.Details = append(versions, ch.Details...)
@@ -543,18 +535,9 @@ func (d *Deployment) Apply(ctx context.Context, p *Plan) ([]segkcd.Change, error
 func (d *Deployment) rollIfNeeded(ctx context.Context) (segkcd.Change, error) {
 	org, roll := d.org(), d.roll()
 	const what = "roll ASA credential"
-	states, err := org.CheckASA(ctx, roll)
+	stale, err := staleServers(ctx, org, roll)
 	if err != nil {
 		return segkcd.Change{}, err
-	}
-	var stale []string
-	for _, st := range states {
-		if st.Err != nil {
-			return segkcd.Change{}, st.Err
-		}
-		if !st.LatestIsCurrent {
-			stale = append(stale, st.String())
-		}
 	}
 	ch := segkcd.Change{What: what, Object: strings.Join(roll.Servers, ", "), Action: segkcd.Unchanged}
 	if len(stale) == 0 {
@@ -566,6 +549,25 @@ func (d *Deployment) rollIfNeeded(ctx context.Context) (segkcd.Change, error) {
 	ch.Action = segkcd.Modified
 	ch.Details = append(stale, "new password on "+strings.Join(roll.Servers, ", ")+", then reset in AD")
 	return ch, nil
+}
+
+// staleServers describes each server whose Latest credential is not the
+// password AD holds for the ASA (the servers a roll must reach).
+func staleServers(ctx context.Context, org *exchange.Org, roll exchange.Roll) ([]string, error) {
+	states, err := org.CheckASA(ctx, roll)
+	if err != nil {
+		return nil, err
+	}
+	var stale []string
+	for _, st := range states {
+		if st.Err != nil {
+			return nil, st.Err
+		}
+		if !st.LatestIsCurrent {
+			stale = append(stale, st.String())
+		}
+	}
+	return stale, nil
 }
 
 // spns lists an account's SPNs.

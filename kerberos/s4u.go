@@ -51,6 +51,20 @@ type paForUser struct {
 	AuthPackage string              `asn1:"generalstring,explicit,tag:3"`
 }
 
+// paForUserData is the PA-FOR-USER padata for a user of realm, keyed with
+// the session key of the TGT (or referral) it goes with.
+func paForUserData(user types.PrincipalName, realm string, sessionKey types.EncryptionKey) (types.PAData, error) {
+	pfu, err := newPAForUser(user, realm, sessionKey)
+	if err != nil {
+		return types.PAData{}, err
+	}
+	b, err := pfu.Marshal()
+	if err != nil {
+		return types.PAData{}, err
+	}
+	return types.PAData{PADataType: patype.PA_FOR_USER, PADataValue: b}, nil
+}
+
 // newPAForUser builds PA-FOR-USER for a user, its checksum keyed with the
 // TGT session key: HMAC-MD5 (KERB_CHECKSUM_HMAC_MD5, key usage 17) over the
 // name type (4 bytes, little-endian), the name components, the realm and
@@ -253,11 +267,7 @@ func (c *Client) s4u2SelfCrossRealm(ctx context.Context, tgt *Ticket, user strin
 	// 2. S4U2Self at the user's KDC, for ourselves named as an enterprise
 	// principal of our realm: it answers with a referral TGT back to our
 	// realm (krbtgt/OURS@URELM) that speaks for the user.
-	pfu, err := newPAForUser(uname, urealm, xtgt.SessionKey)
-	if err != nil {
-		return nil, fail("S4U2Self", user, err)
-	}
-	pfuBytes, err := pfu.Marshal()
+	pa, err := paForUserData(uname, urealm, xtgt.SessionKey)
 	if err != nil {
 		return nil, fail("S4U2Self", user, err)
 	}
@@ -268,22 +278,19 @@ func (c *Client) s4u2SelfCrossRealm(ctx context.Context, tgt *Ticket, user strin
 	}
 	body.Realm = urealm
 	ref, _, err := c.tgsExchangeAt(ctx, "S4U2Self at "+urealm, user, urealm, xtgt, body,
-		[]types.PAData{{PADataType: patype.PA_FOR_USER, PADataValue: pfuBytes}}, true)
+		[]types.PAData{pa}, true)
 	if err != nil {
 		return nil, err
 	}
 	// 3. S4U2Self at our KDC with the referral as the TGT.
-	if pfu, err = newPAForUser(uname, urealm, ref.SessionKey); err != nil {
-		return nil, fail("S4U2Self", user, err)
-	}
-	if pfuBytes, err = pfu.Marshal(); err != nil {
+	if pa, err = paForUserData(uname, urealm, ref.SessionKey); err != nil {
 		return nil, fail("S4U2Self", user, err)
 	}
 	if body, err = c.body(c.cname, flags.Forwardable, flags.Canonicalize); err != nil {
 		return nil, fail("S4U2Self", user, err)
 	}
 	t, _, err := c.tgsExchangeAt(ctx, "S4U2Self at "+c.realm+" with "+urealm+"'s referral", user, c.realm, ref, body,
-		[]types.PAData{{PADataType: patype.PA_FOR_USER, PADataValue: pfuBytes}}, false)
+		[]types.PAData{pa}, false)
 	if err != nil {
 		return nil, err
 	}
@@ -316,11 +323,7 @@ func (c *Client) withTGT(ctx context.Context, exchange func(tgt *Ticket) (*Ticke
 
 func (c *Client) s4u2Self(ctx context.Context, tgt *Ticket, user string, uname types.PrincipalName) (*Ticket, error) {
 	const op = "S4U2Self"
-	pfu, err := newPAForUser(uname, c.realm, tgt.SessionKey)
-	if err != nil {
-		return nil, fail(op, user, err)
-	}
-	pfuBytes, err := pfu.Marshal()
+	pa, err := paForUserData(uname, c.realm, tgt.SessionKey)
 	if err != nil {
 		return nil, fail(op, user, err)
 	}
@@ -328,7 +331,7 @@ func (c *Client) s4u2Self(ctx context.Context, tgt *Ticket, user string, uname t
 	if err != nil {
 		return nil, fail(op, user, err)
 	}
-	padata := []types.PAData{{PADataType: patype.PA_FOR_USER, PADataValue: pfuBytes}}
+	padata := []types.PAData{pa}
 	withX509 := isAES(tgt.SessionKey.KeyType) && !c.noX509.Load()
 	if withX509 {
 		x, err := newS4UX509User(uname, c.realm, body.Nonce, tgt.SessionKey)

@@ -31,6 +31,7 @@ type Account struct {
 	// ResourceDelegationSIDs are the SIDs that descriptor allows (nil when
 	// it does not parse; ResourceDelegation resolves them to names).
 	ResourceDelegationSIDs []string
+	rbcd                   []byte // the descriptor as read, for the RBCD edits
 	PrimaryGroupID         int
 	MemberOf               []string
 	PasswordLastSet        int64 // pwdLastSet (100 ns intervals since 1601; 0 = must change)
@@ -72,6 +73,7 @@ func accountFrom(e *ldap.Entry) *Account {
 	}
 	a.SID, _ = DecodeSID(e.GetRawAttributeValue("objectSid"))
 	if raw := e.GetRawAttributeValue(attrRBCD); len(raw) > 0 {
+		a.rbcd = raw
 		if sd, err := ParseSecurityDescriptor(raw); err == nil {
 			a.ResourceDelegationSIDs = sd.allowedSIDs()
 		}

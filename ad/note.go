@@ -23,14 +23,19 @@ func (c *Conn) ReadNote(ctx context.Context, account string) (string, error) {
 	if err != nil {
 		return "", wrap(op, account, err)
 	}
-	req := ldap.NewSearchRequest(acct.DN, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false,
+	return c.noteOf(ctx, op, acct.DN)
+}
+
+// noteOf reads the note of the object at dn.
+func (c *Conn) noteOf(ctx context.Context, op, dn string) (string, error) {
+	req := ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false,
 		"(objectClass=*)", []string{NoteAttribute}, nil)
-	es, err := c.searchFor(ctx, op, acct.DN, req)
+	es, err := c.searchFor(ctx, op, dn, req)
 	if err != nil {
 		return "", err
 	}
 	if len(es) == 0 {
-		return "", &Error{Op: op, Object: acct.DN, Kind: ErrNotFound, Err: errors.New("no such object")}
+		return "", &Error{Op: op, Object: dn, Kind: ErrNotFound, Err: errors.New("no such object")}
 	}
 	return es[0].GetAttributeValue(NoteAttribute), nil
 }
@@ -50,7 +55,7 @@ func (c *Conn) SwapNote(ctx context.Context, account, old, next string) (segkcd.
 		return segkcd.Change{}, wrap(op, account, err)
 	}
 	if old == next {
-		cur, err := c.ReadNote(ctx, account)
+		cur, err := c.noteOf(ctx, op, acct.DN)
 		if err != nil {
 			return segkcd.Change{}, err
 		}

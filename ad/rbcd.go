@@ -157,19 +157,10 @@ func (c *Conn) rbcd(ctx context.Context, op, target string) (*Account, *Security
 	if err != nil {
 		return nil, nil, wrap(op, target, err)
 	}
-	ents, err := c.searchFor(ctx, op, acct.DN, ldap.NewSearchRequest(acct.DN, ldap.ScopeBaseObject,
-		ldap.NeverDerefAliases, 1, 0, false, "(objectClass=*)", []string{attrRBCD}, nil))
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(ents) == 0 {
-		return nil, nil, &Error{Op: op, Object: acct.DN, Kind: ErrNotFound}
-	}
-	raw := ents[0].GetRawAttributeValue(attrRBCD)
-	if len(raw) == 0 {
+	if len(acct.rbcd) == 0 { // FindAccount reads the attribute
 		return acct, nil, nil
 	}
-	sd, err := ParseSecurityDescriptor(raw)
+	sd, err := ParseSecurityDescriptor(acct.rbcd)
 	if err != nil {
 		return nil, nil, wrap(op, acct.DN, err)
 	}

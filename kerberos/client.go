@@ -166,9 +166,11 @@ type Client struct {
 	// noX509: the KDC refused PA-S4U-X509-USER once; send PA-FOR-USER alone.
 	noX509 atomic.Bool
 
-	mu      sync.Mutex
-	tgt     *Ticket
-	renewAt time.Time // when to log in again, ahead of tgt's end with jitter
+	mu        sync.Mutex
+	key       types.EncryptionKey  // the long-term key of the last AS exchange
+	keyPAData types.PADataSequence // its AS-REP padata (the KDC's salt)
+	tgt       *Ticket
+	renewAt   time.Time // when to log in again, ahead of tgt's end with jitter
 }
 
 // deliver sends a request to a KDC of realm and names the KDC that answered.
@@ -377,13 +379,17 @@ func (c *Client) login(ctx context.Context) (*Ticket, error) {
 		}
 		break
 	}
-	if err := safely(func() error { _, err := rep.DecryptEncPart(c.creds); return err }); err != nil {
+	var key types.EncryptionKey
+	if err := safely(func() (err error) { key, err = rep.DecryptEncPart(c.creds); return err }); err != nil {
 		return nil, failKDC(op, target, kdc, fmt.Errorf("%w: %v (wrong password or key?)", ErrBadReply, err))
 	}
 	var ok bool
 	if err := safely(func() (err error) { ok, err = rep.Verify(c.cfg, c.creds, req); return err }); !ok || err != nil {
 		return nil, failKDC(op, target, kdc, fmt.Errorf("%w: %v", ErrBadReply, err))
 	}
+	// The reply key is the account's long-term key: Account opens S4U2Self
+	// tickets with it. login runs with c.mu held.
+	c.key, c.keyPAData = key, rep.PAData
 	return ticketFrom(rep.KDCRepFields), nil
 }
 

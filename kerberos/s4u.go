@@ -568,19 +568,62 @@ func verifyTGSRep(raw []byte, rep *messages.TGSRep, key types.EncryptionKey, bod
 
 // EqualNames compares two account names as AD does: both upper-cased rune
 // by rune (Windows' RtlUpcaseUnicodeString; Samba's casefold), never
-// case-folded. strings.EqualFold and strings.ToLower take the Kelvin sign
-// U+212A for "k", so "kelly" and "\u212aelly" would be one name, while AD
-// keeps them as two accounts, each with its own tickets.
+// case-folded. A rune is upper-cased only when it is the lower case of its
+// upper case, as in AD's table: "\u017f" (long s), "\u0131" (dotless i),
+// "\u00b5" (micro sign), "\u01c5" (title-case DZ) and "\u1e9b" keep their
+// own spelling, while Unicode's simple mapping (strings.ToUpper) makes them
+// "S", "I", Greek "M", "\u01c4" and "\u1e60", joining accounts that the lab's
+// Samba DC keeps apart. strings.EqualFold goes further still and takes the
+// Kelvin sign U+212A for "k". EqualNames(a, b) is UpperName(a) == UpperName(b).
 func EqualNames(a, b string) bool {
 	for a != "" && b != "" {
 		ra, na := utf8.DecodeRuneInString(a)
 		rb, nb := utf8.DecodeRuneInString(b)
-		if ra != rb && unicode.ToUpper(ra) != unicode.ToUpper(rb) {
+		if ra == utf8.RuneError || rb == utf8.RuneError {
+			// Invalid bytes are compared as bytes, never as U+FFFD.
+			if a[:na] != b[:nb] {
+				return false
+			}
+		} else if ra != rb && upperRune(ra) != upperRune(rb) {
 			return false
 		}
 		a, b = a[na:], b[nb:]
 	}
 	return a == "" && b == ""
+}
+
+// UpperName upper-cases an account name as EqualNames compares it: a map
+// key under which the spellings of one name meet and no two of AD's
+// accounts do.
+func UpperName(s string) string {
+	for i, r := range s {
+		if r != utf8.RuneError && upperRune(r) != r {
+			var b strings.Builder
+			b.Grow(len(s))
+			b.WriteString(s[:i])
+			for rest := s[i:]; rest != ""; {
+				r, n := utf8.DecodeRuneInString(rest)
+				if r == utf8.RuneError {
+					b.WriteString(rest[:n]) // invalid bytes stay as they are
+				} else {
+					b.WriteRune(upperRune(r))
+				}
+				rest = rest[n:]
+			}
+			return b.String()
+		}
+	}
+	return s
+}
+
+// upperRune is r's upper case when r is that upper case's lower case, else
+// r itself.
+func upperRune(r rune) rune {
+	u := unicode.ToUpper(r)
+	if u != r && unicode.ToLower(u) != r {
+		return r
+	}
+	return u
 }
 
 // sameName compares principal names component by component with EqualNames.

@@ -1,0 +1,182 @@
+package kerberos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/jcmturner/gokrb5/v8/crypto"
+	"github.com/jcmturner/gokrb5/v8/iana/adtype"
+	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
+	"github.com/jcmturner/gokrb5/v8/messages"
+	"github.com/jcmturner/gokrb5/v8/pac"
+	"github.com/jcmturner/gokrb5/v8/types"
+)
+
+// Account is the Active Directory account that a name belongs to, as the KDC
+// resolved it. Client.Account reads it from the PAC of an S4U2Self ticket,
+// which the KDC encrypts to the service account and signs, so it is the
+// directory's own answer, not a guess from the name's shape: a UPN's prefix is
+// not an account name in AD ("j.doe@corp.example.com" may be jdoe, and
+// "alice@example.com" may be xsmith while another account is called alice).
+type Account struct {
+	// User is the name S4U2Self takes for the account: Name in the service
+	// account's realm, Name@Realm for an account of another realm.
+	User string
+	// Name is the sAMAccountName, spelled as AD keeps it (the PAC's
+	// EffectiveName): "ALICE" and "alice" both give "alice".
+	Name string
+	// Domain is the account's NetBIOS domain name (the PAC's LogonDomainName).
+	Domain string
+	// Realm is the account's Kerberos realm.
+	Realm string
+	// UPN is the account's user principal name (UPN_DNS_INFO), explicit or
+	// implicit (sAMAccountName@dnsdomain); "" when the PAC carries none.
+	UPN string
+	// SID is the account's security identifier, "S-1-5-21-...-1104".
+	SID string
+}
+
+// ErrNoServiceKey is matched by Account's error when the client has no
+// long-term key of the service account (a client made from a ccache): it
+// cannot open the S4U2Self ticket to read the PAC.
+var ErrNoServiceKey = errors.New("the service account's key is needed to read the PAC (give a password or keytab, not a ccache)")
+
+// ErrNoPAC is matched by Account's error when the KDC's ticket carries no
+// PAC, or one that does not verify with the service account's key.
+var ErrNoPAC = errors.New("the S4U2Self ticket carries no valid PAC")
+
+// Account resolves name to the account that holds it, as the KDC does:
+// S4U2Self for name (a bare account name, name@REALM, or a UPN, which goes as
+// an enterprise name that the KDC looks up in userPrincipalName and then as an
+// implicit UPN), then the evidence ticket's PAC, opened with the service
+// account's own key and checked against the PAC's server signature. Every
+// form of one account's name gives the same Account, spelled as AD keeps it.
+//
+// A name the KDC does not know fails with ErrClientUnknown, a disabled
+// account with ErrPolicy. A user marked sensitive resolves (the evidence is
+// simply not forwardable).
+func (c *Client) Account(ctx context.Context, name string) (*Account, error) {
+	const op = "resolve account"
+	ev, err := c.S4U2Self(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	key, err := c.serviceKey(ev.Ticket.EncPart.EType, ev.Ticket.EncPart.KVNO)
+	if err != nil {
+		return nil, fail(op, name, err)
+	}
+	var a *Account
+	if err := safely(func() (err error) { a, err = accountFromTicket(ev.Ticket, key); return err }); err != nil {
+		return nil, fail(op, name, err)
+	}
+	a.Realm = ev.ClientRealm
+	a.User = a.Name
+	if !EqualNames(a.Realm, c.realm) {
+		a.User = a.Name + "@" + a.Realm
+	}
+	return a, nil
+}
+
+// accountFromTicket opens a ticket encrypted to the service account and reads
+// its PAC. It may panic on malformed input (gokrb5's NDR decoder): callers
+// wrap it in safely.
+func accountFromTicket(t messages.Ticket, key types.EncryptionKey) (*Account, error) {
+	b, err := crypto.DecryptEncPart(t.EncPart, key, keyusage.KDC_REP_TICKET)
+	if err != nil {
+		return nil, fmt.Errorf("%w: opening the ticket: %v", ErrNoPAC, err)
+	}
+	var enc messages.EncTicketPart
+	if err := enc.Unmarshal(b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoPAC, err)
+	}
+	for _, ad := range enc.AuthorizationData {
+		if ad.ADType != adtype.ADIfRelevant {
+			continue
+		}
+		var inner types.AuthorizationData
+		if err := inner.Unmarshal(ad.ADData); err != nil {
+			continue
+		}
+		for _, e := range inner {
+			if e.ADType != adtype.ADWin2KPAC {
+				continue
+			}
+			var p pac.PACType
+			if err := p.Unmarshal(e.ADData); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrNoPAC, err)
+			}
+			if err := p.ProcessPACInfoBuffers(key, log.New(io.Discard, "", 0)); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrNoPAC, err)
+			}
+			return accountFromPAC(&p)
+		}
+	}
+	return nil, ErrNoPAC
+}
+
+func accountFromPAC(p *pac.PACType) (*Account, error) {
+	v := p.KerbValidationInfo
+	if v == nil {
+		return nil, fmt.Errorf("%w: no logon information", ErrNoPAC)
+	}
+	a := &Account{Name: v.EffectiveName.Value, Domain: v.LogonDomainName.Value}
+	if !validName(a.Name) {
+		return nil, fmt.Errorf("%w: the logon information names no account", ErrNoPAC)
+	}
+	if v.UserID != 0 {
+		a.SID = fmt.Sprintf("%s-%d", v.LogonDomainID.String(), v.UserID)
+	}
+	if p.UPNDNSInfo != nil && validName(p.UPNDNSInfo.UPN) {
+		a.UPN = p.UPNDNSInfo.UPN
+	}
+	return a, nil
+}
+
+// validName: non-empty UTF-8 without control characters, short enough for AD.
+func validName(s string) bool {
+	if s == "" || len(s) > 1024 || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// serviceKey is the service account's long-term key of etype: from the
+// keytab, or the key the last AS exchange derived from the password (with
+// the KDC's salt), or derived again for another etype.
+func (c *Client) serviceKey(etype int32, kvno int) (types.EncryptionKey, error) {
+	if c.creds == nil {
+		return types.EncryptionKey{}, ErrNoServiceKey
+	}
+	if c.creds.HasKeytab() {
+		var key types.EncryptionKey
+		err := safely(func() (err error) {
+			key, _, err = c.creds.Keytab().GetEncryptionKey(c.cname, c.realm, kvno, etype)
+			return err
+		})
+		return key, err
+	}
+	c.mu.Lock()
+	key, padata := c.key, c.keyPAData
+	c.mu.Unlock()
+	if key.KeyType == etype && len(key.KeyValue) > 0 {
+		return key, nil
+	}
+	if !c.creds.HasPassword() {
+		return types.EncryptionKey{}, ErrNoServiceKey
+	}
+	err := safely(func() (err error) {
+		key, _, err = crypto.GetKeyFromPassword(c.creds.Password(), c.cname, c.realm, etype, padata)
+		return err
+	})
+	return key, err
+}

@@ -106,20 +106,23 @@ func accountFromTicket(t messages.Ticket, key types.EncryptionKey) (*Account, er
 			if e.ADType != adtype.ADWin2KPAC {
 				continue
 			}
-			var p pac.PACType
-			if err := p.Unmarshal(e.ADData); err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrNoPAC, err)
-			}
-			if err := p.ProcessPACInfoBuffers(key, log.New(io.Discard, "", 0)); err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrNoPAC, err)
-			}
-			return accountFromPAC(&p)
+			return accountFromPAC(e.ADData, key)
 		}
 	}
 	return nil, ErrNoPAC
 }
 
-func accountFromPAC(p *pac.PACType) (*Account, error) {
+// accountFromPAC reads a PAC (AD-WIN2K-PAC's data) and checks its server
+// signature with key. It may panic on malformed input, as
+// accountFromTicket.
+func accountFromPAC(b []byte, key types.EncryptionKey) (*Account, error) {
+	var p pac.PACType
+	if err := p.Unmarshal(b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoPAC, err)
+	}
+	if err := p.ProcessPACInfoBuffers(key, log.New(io.Discard, "", 0)); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoPAC, err)
+	}
 	v := p.KerbValidationInfo
 	if v == nil {
 		return nil, fmt.Errorf("%w: no logon information", ErrNoPAC)

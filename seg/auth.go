@@ -4,14 +4,23 @@ import (
 	"crypto/x509"
 	"errors"
 	"net/http"
+
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 // Identity is the user a device authenticated as.
 type Identity struct {
-	// User is the name S4U2Self is asked for (see Names).
+	// User is the account S4U2Self is asked for: its sAMAccountName as AD
+	// keeps it when Names.Accounts resolved it (name@REALM for an account
+	// of another realm), else the account name as the device wrote it. The
+	// ticket cache, the upstream pools and the redirects are keyed by it.
 	User string
-	// Name is what the device presented: the certificate's UPN, e-mail or
-	// CN, or the Basic login name.
+	// UPN is the account's user principal name, when the directory said.
+	UPN string
+	// SID is the account's security identifier, when the directory said.
+	SID string
+	// Name is what the device presented: the certificate's UPN (or e-mail
+	// or CN when those sources are enabled), or the Basic login name.
 	Name string
 	// Method is "certificate" or "basic".
 	Method string
@@ -42,4 +51,14 @@ func AnyOf(auths ...func(*http.Request) (*Identity, error)) func(*http.Request) 
 		}
 		return nil, ErrNoCredentials
 	}
+}
+
+// identity is the Identity of an account the directory resolved name to.
+func identity(acct *kerberos.Account, name, method string) *Identity {
+	return &Identity{User: acct.User, UPN: acct.UPN, SID: acct.SID, Name: name, Method: method}
+}
+
+// account is the Identity as the account it names, for Names.Matches.
+func (id *Identity) account() *kerberos.Account {
+	return &kerberos.Account{User: id.User, UPN: id.UPN, SID: id.SID}
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,24 +18,27 @@ import (
 )
 
 // BasicAuth authenticates devices that send a user name and password
-// (HTTP Basic). The password is checked with a Kerberos AS exchange for the
-// user against the domain's KDC, not with an LDAP bind.
+// (HTTP Basic). The login name is resolved to its account first
+// (Names.Accounts: "ALICE", "CORP\alice" and alice's UPN are all the account
+// alice); the password is then checked with a Kerberos AS exchange for that
+// account against the domain's KDC, not with an LDAP bind.
 //
-// Every answer is remembered for TTL under an HMAC of (user, password) with
-// a key drawn at random for each BasicAuth, never the password itself: a
-// correct password so that a phone's requests do not each cost an AS
+// Every answer is remembered for TTL under an HMAC of (account, password)
+// with a key drawn at random for each BasicAuth, never the password itself:
+// a correct password so that a phone's requests do not each cost an AS
 // exchange, and a wrong one so that a phone stuck on an old password costs
 // AD one failed logon per TTL, not one per request. AD counts every failure
 // against its lockout threshold; a gateway that passed each retry on would
 // lock its users out. Concurrent checks of the same credentials share one
 // exchange.
 //
-// Distinct wrong passwords for one user are bounded too: after MaxFailures
-// of them within TTL, further new passwords for that user are refused
-// without asking the KDC until the window ends (a correct password seen
-// before stays accepted). Someone guessing through the gateway then costs
-// AD at most MaxFailures bad logons per TTL, below any sane lockout
-// threshold, instead of locking the account for everyone.
+// A password the KDC has not answered for yet always goes to the KDC, at a
+// bounded rate per account (PasswordBurst at once, then PasswordRate per
+// second); past it the gateway answers 401 without asking, until the rate
+// allows again. Someone who knows a user's name can therefore keep the user
+// out no more than AD's own lockout lets them, which they could reach
+// without the gateway, and a flood of guesses for one account cannot flood
+// the KDC. A password seen right within TTL is accepted without asking.
 type BasicAuth struct {
 	// Realm is the users' Kerberos realm.
 	Realm string
@@ -45,41 +47,81 @@ type BasicAuth struct {
 	// Transport sends the AS exchanges; nil means one of its own over
 	// Config. Share the service account's to share its KDC ordering.
 	Transport *kerberos.Transport
-	// Names maps the login name to the user (UPN, DOMAIN\user, bare).
+	// Names maps the login name to the account (UPN, DOMAIN\user, bare).
 	Names Names
 	// TTL is how long an answer, right or wrong, is remembered (default 5m).
 	TTL time.Duration
-	// MaxEntries bounds the remembered answers (default 100000).
+	// MaxEntries bounds the remembered answers and the per-account rates
+	// (default 100000).
 	MaxEntries int
 	// Timeout bounds one AS exchange (default 10s).
 	Timeout time.Duration
-	// MaxFailures bounds the distinct wrong passwords per user and TTL that
-	// are sent to the KDC (default 3).
-	MaxFailures int
+	// PasswordRate is how many new passwords per second one account may
+	// have checked by the KDC once its burst is spent (default 1).
+	PasswordRate float64
+	// PasswordBurst is how many new passwords one account may have checked
+	// at once (default 3).
+	PasswordBurst int
 
 	once    sync.Once
 	key     []byte
 	tr      *kerberos.Transport
 	mu      sync.Mutex
 	verdict map[[32]byte]*basicEntry
-	fails   map[string]*failWindow // upper-cased user -> wrong passwords sent to the KDC
-	pending map[string]int         // upper-cased user -> exchanges in flight
+	rates   map[string]*passwordRate // kerberos.UpperName(account) -> its allowance
 }
 
-type failWindow struct {
-	count int
-	until time.Time
+// passwordRate is a token bucket of new passwords for one account.
+type passwordRate struct {
+	tokens float64
+	last   time.Time
 }
 
-// ErrTooManyFailures is matched (with ErrBadCredentials) when a user's
-// new password is refused without asking the KDC, after MaxFailures wrong
-// ones within TTL.
-var ErrTooManyFailures = errors.New("seg: too many wrong passwords for this user; try again later")
+// ErrTooManyPasswords is matched (with ErrBadCredentials) when a new
+// password for an account is refused without asking the KDC: more new
+// passwords came for it than PasswordBurst and PasswordRate allow.
+var ErrTooManyPasswords = errors.New("seg: too many new passwords for this user at once; try again shortly")
 
 type basicEntry struct {
 	done    chan struct{} // closed when err is set
 	err     error         // nil: password right
 	expires time.Time
+}
+
+// loginError is a refused login with who tried: an account the directory
+// resolved a Basic name to, or a certificate's name. Either may be logged
+// (neither is a secret), where a Basic name that is no account may be a
+// password typed in the wrong field.
+type loginError struct {
+	who string
+	err error
+}
+
+func (e *loginError) Error() string { return e.err.Error() }
+func (e *loginError) Unwrap() error { return e.err }
+
+// opaqueError says msg and unwraps to err, whose text may hold a secret.
+type opaqueError struct {
+	msg string
+	err error
+}
+
+func (e *opaqueError) Error() string { return e.msg }
+func (e *opaqueError) Unwrap() error { return e.err }
+
+// loginNameError is the error for a Basic login name that names no account,
+// or could not be resolved, without the name.
+func loginNameError(err error) error {
+	switch {
+	case errors.Is(err, ErrBadName):
+		return &opaqueError{msg: ErrBadCredentials.Error() + ": the login name names no account of the domain",
+			err: fmt.Errorf("%w: %w", ErrBadCredentials, err)}
+	case errors.Is(err, kerberos.ErrNoKDC):
+		return &opaqueError{msg: "seg: resolving the login name: " + kerberos.ErrNoKDC.Error(), err: err}
+	case isTimeout(err):
+		return &opaqueError{msg: "seg: resolving the login name: no answer in time", err: err}
+	}
+	return &opaqueError{msg: "seg: resolving the login name failed", err: err}
 }
 
 // Authenticate implements ProxyHandler.Authenticate.
@@ -88,28 +130,31 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 	if !ok {
 		return nil, ErrNoCredentials
 	}
-	user, err := b.Names.User(name)
+	acct, err := b.Names.Resolve(r.Context(), name)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCredentials, err)
+		// The name may be a password typed in the wrong field: the error
+		// keeps its causes for errors.Is but says none of what was typed.
+		return nil, loginNameError(err)
 	}
 	if password == "" {
-		return nil, fmt.Errorf("%w: empty password", ErrBadCredentials)
+		return nil, &loginError{acct.User, fmt.Errorf("%w: empty password", ErrBadCredentials)}
 	}
-	if err := b.Check(r.Context(), user, password); err != nil {
-		return nil, err
+	if err := b.Check(r.Context(), acct.User, password); err != nil {
+		return nil, &loginError{acct.User, err}
 	}
-	return &Identity{User: user, Name: name, Method: "basic"}, nil
+	return identity(acct, name, "basic"), nil
 }
 
-// Check verifies user's password, from memory when it was checked within
-// TTL. A wrong password is an error matching ErrBadCredentials (and
-// kerberos.ErrPreauthFailed); an account the KDC refuses (disabled, locked,
-// expired) matches ErrBadCredentials and kerberos.ErrPolicy; a KDC that
-// does not answer gives the kerberos error (ErrNoKDC), which is not
-// remembered.
-func (b *BasicAuth) Check(ctx context.Context, user, password string) error {
+// Check verifies the password of account (as Names.Resolve names it), from
+// memory when it was checked within TTL. A wrong password is an error
+// matching ErrBadCredentials (and kerberos.ErrPreauthFailed); an account
+// the KDC refuses (disabled, locked, expired) matches ErrBadCredentials and
+// kerberos.ErrPolicy; a new password past the account's rate matches
+// ErrBadCredentials and ErrTooManyPasswords; a KDC that does not answer
+// gives the kerberos error (ErrNoKDC), which is not remembered.
+func (b *BasicAuth) Check(ctx context.Context, account, password string) error {
 	b.once.Do(b.init)
-	k := b.keyFor(user, password)
+	k := b.keyFor(account, password)
 	now := time.Now()
 	b.mu.Lock()
 	e := b.verdict[k]
@@ -124,21 +169,13 @@ func (b *BasicAuth) Check(ctx context.Context, user, password string) error {
 		}
 	}
 	owner := e == nil
-	fkey := strings.ToUpper(user)
 	if owner {
-		// Exchanges in flight count as failures until they answer, so that
-		// guesses sent all at once are bounded as well.
-		failed := b.pending[fkey]
-		if f := b.fails[fkey]; f != nil && now.Before(f.until) {
-			failed += f.count
-		}
-		if failed >= b.maxFailures() {
-			b.mu.Unlock()
-			return fmt.Errorf("%w: %w", ErrBadCredentials, ErrTooManyFailures)
-		}
-		b.pending[fkey]++
-		if len(b.verdict) >= b.maxEntries() {
+		if len(b.verdict) >= b.maxEntries() || len(b.rates) >= b.maxEntries() {
 			b.evict(now)
+		}
+		if !b.allow(kerberos.UpperName(account), now) {
+			b.mu.Unlock()
+			return fmt.Errorf("%w: %w", ErrBadCredentials, ErrTooManyPasswords)
 		}
 		e = &basicEntry{done: make(chan struct{})}
 		b.verdict[k] = e
@@ -146,24 +183,10 @@ func (b *BasicAuth) Check(ctx context.Context, user, password string) error {
 	b.mu.Unlock()
 
 	if owner {
-		err := b.exchange(user, password)
+		err := b.exchange(account, password)
 		b.mu.Lock()
-		if b.pending[fkey]--; b.pending[fkey] <= 0 {
-			delete(b.pending, fkey)
-		}
 		e.err = err
 		e.expires = time.Now().Add(b.ttl())
-		switch {
-		case err == nil:
-			delete(b.fails, fkey) // as AD resets badPwdCount on a good logon
-		case errors.Is(err, kerberos.ErrPreauthFailed):
-			f := b.fails[fkey]
-			if f == nil || !time.Now().Before(f.until) {
-				f = &failWindow{until: time.Now().Add(b.ttl())}
-				b.fails[fkey] = f
-			}
-			f.count++
-		}
 		if err != nil && !remembered(err) {
 			delete(b.verdict, k)
 		}
@@ -176,6 +199,23 @@ func (b *BasicAuth) Check(ctx context.Context, user, password string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// allow takes one new password from the account's allowance. b.mu is held.
+func (b *BasicAuth) allow(key string, now time.Time) bool {
+	burst := float64(b.passwordBurst())
+	r := b.rates[key]
+	if r == nil {
+		r = &passwordRate{tokens: burst, last: now}
+		b.rates[key] = r
+	}
+	r.tokens = min(burst, r.tokens+now.Sub(r.last).Seconds()*b.passwordRate())
+	r.last = now
+	if r.tokens < 1 {
+		return false
+	}
+	r.tokens--
+	return true
 }
 
 // remembered tells the answers about the credentials from failures of the
@@ -206,8 +246,7 @@ func (b *BasicAuth) init() {
 		panic("seg: no randomness: " + err.Error())
 	}
 	b.verdict = map[[32]byte]*basicEntry{}
-	b.fails = map[string]*failWindow{}
-	b.pending = map[string]int{}
+	b.rates = map[string]*passwordRate{}
 	b.tr = b.Transport
 	if b.tr == nil {
 		b.tr = &kerberos.Transport{Config: b.Config}
@@ -224,13 +263,15 @@ func (b *BasicAuth) keyFor(user, password string) [32]byte {
 	return k
 }
 
-// evict drops expired answers and failure windows, and if that is not
+// evict drops expired answers and idle allowances, and if that is not
 // enough, arbitrary answers (map order): under a flood of distinct
 // credentials, memory stays bounded.
 func (b *BasicAuth) evict(now time.Time) {
-	for u, f := range b.fails {
-		if !now.Before(f.until) || len(b.fails) > b.maxEntries() {
-			delete(b.fails, u)
+	// An allowance that has filled up again is the same as none.
+	full := float64(b.passwordBurst())
+	for u, r := range b.rates {
+		if r.tokens+now.Sub(r.last).Seconds()*b.passwordRate() >= full || len(b.rates) > b.maxEntries() {
+			delete(b.rates, u)
 		}
 	}
 	for k, e := range b.verdict {
@@ -268,11 +309,18 @@ func (b *BasicAuth) maxEntries() int {
 	return 100000
 }
 
-func (b *BasicAuth) maxFailures() int {
-	if b.MaxFailures > 0 {
-		return b.MaxFailures
+func (b *BasicAuth) passwordBurst() int {
+	if b.PasswordBurst > 0 {
+		return b.PasswordBurst
 	}
 	return 3
+}
+
+func (b *BasicAuth) passwordRate() float64 {
+	if b.PasswordRate > 0 {
+		return b.PasswordRate
+	}
+	return 1
 }
 
 func (b *BasicAuth) timeout() time.Duration {
@@ -286,13 +334,14 @@ func (b *BasicAuth) timeout() time.Duration {
 // remembered answers are never printed.
 func (b *BasicAuth) Format(f fmt.State, verb rune) {
 	type shown struct {
-		Realm       string
-		Names       Names
-		TTL         time.Duration
-		MaxEntries  int
-		Timeout     time.Duration
-		MaxFailures int
+		Realm         string
+		Names         Names
+		TTL           time.Duration
+		MaxEntries    int
+		Timeout       time.Duration
+		PasswordRate  float64
+		PasswordBurst int
 	}
 	redact.Format(f, verb, "seg.BasicAuth", shown{Realm: b.Realm, Names: b.Names, TTL: b.TTL, MaxEntries: b.MaxEntries,
-		Timeout: b.Timeout, MaxFailures: b.MaxFailures})
+		Timeout: b.Timeout, PasswordRate: b.PasswordRate, PasswordBurst: b.PasswordBurst})
 }

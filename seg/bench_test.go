@@ -25,7 +25,7 @@ func BenchmarkProxyWarm(b *testing.B) {
 	backend := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") }))
 	defer backend.Close()
 	target, _ := url.Parse(backend.URL)
-	names := seg.Names{Realm: r.lab.Realm, NetBIOS: r.lab.Domain}
+	names := seg.Names{Realm: r.lab.Realm, NetBIOS: r.lab.Domain, Accounts: r.accounts}
 	certs := &seg.CertificateAuth{Names: names, Revocation: &seg.CRL{Files: []string{r.crlPath}}}
 	dev, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "")
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"sync"
@@ -47,11 +48,18 @@ func (s NameSource) String() string {
 // is allowed too (see AnyOf). CertificateAuth refuses a request whose
 // connection has no verified chain, so it cannot be fooled by a server that
 // only requested a certificate.
+//
+// The user is the account that holds the certificate's UPN, as the domain's
+// KDC resolves it (Names.Accounts), never the UPN's prefix.
 type CertificateAuth struct {
 	// Sources are tried in order; the first that holds a name wins. Empty
-	// means FromUPN, FromEmail, FromCommonName.
+	// means FromUPN only: the UPN is what an MDM's CA writes for the user.
+	// FromEmail and FromCommonName are weaker and must be asked for: an
+	// e-mail address is resolved as a UPN, which it often is not, and a
+	// machine or Wi-Fi certificate from the same CA whose CN happens to be
+	// "administrator" would log in as that account.
 	Sources []NameSource
-	// Names maps the certificate's name to the user.
+	// Names maps the certificate's name to the account.
 	Names Names
 	// Revocation, when set, refuses revoked certificates.
 	Revocation *CRL
@@ -74,7 +82,7 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 	}
 	sources := a.Sources
 	if len(sources) == 0 {
-		sources = []NameSource{FromUPN, FromEmail, FromCommonName}
+		sources = []NameSource{FromUPN}
 	}
 	for _, s := range sources {
 		name, err := certName(leaf, s)
@@ -84,11 +92,16 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 		if name == "" {
 			continue
 		}
-		user, err := a.Names.User(name)
-		if err != nil {
-			return nil, fmt.Errorf("%w: certificate %s: %w", ErrBadCredentials, s, err)
+		acct, err := a.Names.Resolve(r.Context(), name)
+		if errors.Is(err, ErrBadName) {
+			err = fmt.Errorf("%w: certificate %s: %w", ErrBadCredentials, s, err)
 		}
-		return &Identity{User: user, Name: name, Method: "certificate", Certificate: leaf}, nil
+		if err != nil {
+			return nil, &loginError{who: printable(name), err: err}
+		}
+		id := identity(acct, name, "certificate")
+		id.Certificate = leaf
+		return id, nil
 	}
 	return nil, fmt.Errorf("%w: the certificate names no user (%v)", ErrBadCredentials, sources)
 }
@@ -197,15 +210,35 @@ func SANExtension(generalNames ...[]byte) ([]byte, error) {
 }
 
 // CRL refuses certificates listed in certificate revocation lists read from
-// files, each signed by one of the device CAs. A file is read again when its
-// modification time or size changes (checked at most once per second), so an
-// MDM can replace it in place. A CRL whose signature does not verify against
-// the CA that issued the certificate does not count. A file that cannot be
-// read or parsed keeps its last good contents and the error is returned by
-// Err; before any good read, every certificate is refused (fail closed).
+// files, each signed by one of the device CAs. Every certificate of the
+// verified chain below its trust anchor is checked against a CRL of its
+// issuer: the device's against the issuing CA's CRL, an intermediate CA's
+// against its parent's, so that a revoked intermediate cannot go on
+// vouching for devices. A certificate whose issuer has no CRL among Files is
+// refused (fail closed, as SEG requires a CRL for the device CA).
+//
+// A CRL past its nextUpdate is stale: a newer one may list certificates this
+// one does not. Logins checked against a stale CRL are refused by default;
+// AllowStale accepts them instead. Either way each is counted
+// (seg_crl_stale_total) and the staleness is logged once per file.
+//
+// A file is read again when its modification time or size changes (checked
+// at most once per second), so an MDM can replace it in place. A CRL whose
+// signature does not verify against the CA that issued the certificate does
+// not count. A file that cannot be read or parsed keeps its last good
+// contents and the error is returned by Err; before any good read, every
+// certificate is refused (fail closed).
 type CRL struct {
 	// Files are DER or PEM CRLs.
 	Files []string
+	// AllowStale accepts certificates checked against a CRL past its
+	// nextUpdate, with a warning, instead of refusing them. It is weaker:
+	// a certificate revoked since the stale CRL was issued is accepted.
+	AllowStale bool
+	// Logger receives the staleness warnings (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics, when set, counts logins checked against a stale CRL.
+	Metrics *Metrics
 
 	mu      sync.Mutex
 	checked time.Time
@@ -213,6 +246,7 @@ type CRL struct {
 }
 
 type crlFile struct {
+	name    string
 	last    os.FileInfo // of the last good read
 	list    *x509.RevocationList
 	serials map[string]bool // revoked serial numbers, as big.Int.String
@@ -220,23 +254,40 @@ type crlFile struct {
 	// so that each request costs a map lookup, not an ECDSA or RSA verify.
 	signed map[string]bool
 	err    error
+	warned bool // the staleness of this list was logged
 }
 
-// ErrRevoked is matched by the error for a revoked certificate.
+// ErrRevoked is matched by the error for a revoked certificate, and for one
+// that no usable CRL covers.
 var ErrRevoked = errors.New("seg: certificate revoked")
 
-// Check refuses chain[0] when a CRL issued by chain[1] lists it.
+// ErrStaleCRL is matched by the error for a certificate refused because the
+// CRL that covers it is past its nextUpdate.
+var ErrStaleCRL = errors.New("seg: CRL past its nextUpdate")
+
+// Check refuses chain[0] when a CRL of its issuer lists it, and each CA
+// certificate below the chain's last (its trust anchor) likewise.
 func (c *CRL) Check(chain []*x509.Certificate) error {
 	if len(chain) < 2 {
 		return fmt.Errorf("%w: certificate chain too short for a revocation check", ErrBadCredentials)
 	}
-	leaf, issuer := chain[0], chain[1]
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	files, err := c.current()
 	if err != nil {
 		return err
 	}
+	now := time.Now()
+	for i := 0; i+1 < len(chain); i++ {
+		if err := c.checkOne(files, chain[i], chain[i+1], now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkOne checks cert against its issuer's CRLs. c.mu is held.
+func (c *CRL) checkOne(files []*crlFile, cert, issuer *x509.Certificate, now time.Time) error {
 	found := false
 	for _, f := range files {
 		if !bytes.Equal(f.list.RawIssuer, issuer.RawSubject) {
@@ -251,14 +302,44 @@ func (c *CRL) Check(chain []*x509.Certificate) error {
 			continue
 		}
 		found = true
-		if f.serials[leaf.SerialNumber.String()] {
-			return fmt.Errorf("%w: serial %s by %s", ErrRevoked, leaf.SerialNumber, printable(issuer.Subject.CommonName))
+		if f.serials[cert.SerialNumber.String()] {
+			return fmt.Errorf("%w: serial %s by %s", ErrRevoked, cert.SerialNumber, printable(issuer.Subject.CommonName))
+		}
+		if next := f.list.NextUpdate; !next.IsZero() && now.After(next) {
+			c.Metrics.staleCRL(c.AllowStale)
+			if !f.warned {
+				f.warned = true
+				logOr(c.Logger).Warn("device CRL past its nextUpdate", "file", f.name, "issuer", printable(issuer.Subject.CommonName),
+					"next_update", next, "refusing", !c.AllowStale)
+			}
+			if !c.AllowStale {
+				return fmt.Errorf("%w: %s's CRL (%s) was due for renewal at %s", ErrStaleCRL,
+					printable(issuer.Subject.CommonName), f.name, next.UTC().Format(time.RFC3339))
+			}
 		}
 	}
 	if !found {
 		return fmt.Errorf("%w: no CRL from %s", ErrRevoked, printable(issuer.Subject.CommonName))
 	}
 	return nil
+}
+
+// Stale reports the CRLs past their nextUpdate (for readiness checks).
+func (c *CRL) Stale() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	files, err := c.current()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	now := time.Now()
+	for _, f := range files {
+		if next := f.list.NextUpdate; !next.IsZero() && now.After(next) {
+			out = append(out, f.name)
+		}
+	}
+	return out
 }
 
 // Reload reads every file again now, changed or not (on SIGHUP), and
@@ -320,7 +401,7 @@ func (c *CRL) current() ([]*crlFile, error) {
 func (c *CRL) reload(name string) {
 	f := c.files[name]
 	if f == nil {
-		f = &crlFile{}
+		f = &crlFile{name: name}
 		c.files[name] = f
 	}
 	st, err := os.Stat(name)
@@ -336,7 +417,7 @@ func (c *CRL) reload(name string) {
 		var l *x509.RevocationList
 		l, err = ParseCRL(b)
 		if err == nil {
-			f.list, f.last, f.err = l, st, nil
+			f.list, f.last, f.err, f.warned = l, st, nil, false
 			f.signed = map[string]bool{}
 			f.serials = make(map[string]bool, len(l.RevokedCertificateEntries))
 			for _, e := range l.RevokedCertificateEntries {

@@ -1,19 +1,27 @@
 package seg_test
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/segkcd/segkcd/internal/testinfra/testpki"
+	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/seg"
 )
 
@@ -124,20 +132,44 @@ func verifiedRequest(cert *x509.Certificate, ca *x509.Certificate) *http.Request
 	return r
 }
 
+// directory is an AccountResolver over a fixed map, as the KDC would answer:
+// keys are the names as Names.Principal gives them, upper-cased.
+type directory map[string]*kerberos.Account
+
+func (d directory) Account(ctx context.Context, name string) (*kerberos.Account, error) {
+	if a, ok := d[kerberos.UpperName(name)]; ok {
+		return a, nil
+	}
+	return nil, fmt.Errorf("%w: %s", kerberos.ErrClientUnknown, name)
+}
+
+// testDirectory: xsmith holds the UPN alice@example.com while another
+// account is called alice; jdoe's UPN is j.doe@corp.example.test.
+func testDirectory() directory {
+	alice := &kerberos.Account{User: "alice", Name: "alice", UPN: "alice@corp.example.test", SID: "S-1-5-21-1-1101"}
+	xsmith := &kerberos.Account{User: "xsmith", Name: "xsmith", UPN: "alice@example.com", SID: "S-1-5-21-1-1102"}
+	jdoe := &kerberos.Account{User: "jdoe", Name: "jdoe", UPN: "j.doe@corp.example.test", SID: "S-1-5-21-1-1103"}
+	return directory{"ALICE": alice, "ALICE@CORP.EXAMPLE.TEST": alice, "XSMITH": xsmith, "ALICE@EXAMPLE.COM": xsmith,
+		"JDOE": jdoe, "J.DOE@CORP.EXAMPLE.TEST": jdoe, "JDOE@CORP.EXAMPLE.TEST": jdoe}
+}
+
 func TestCertificateAuth(t *testing.T) {
 	ca, err := testpki.New("device CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := seg.Names{Realm: "CORP.EXAMPLE.TEST", Suffixes: []string{"example.com"}, NetBIOS: "CORP"}
-	full, _ := ca.Device("alice@example.com", "alice.mail@corp.example.test", "Alice CN")
+	names := seg.Names{Realm: "CORP.EXAMPLE.TEST", Suffixes: []string{"example.com"}, NetBIOS: "CORP",
+		Accounts: &seg.Accounts{Resolver: testDirectory()}}
+	// xsmith's certificate carries his UPN alice@example.com: he is xsmith,
+	// never the account alice.
+	full, _ := ca.Device("alice@example.com", "j.doe@corp.example.test", "alice")
 	for _, tc := range []struct {
 		sources []seg.NameSource
 		want    string
 	}{
-		{nil, "alice"},
-		{[]seg.NameSource{seg.FromEmail, seg.FromUPN}, "alice.mail"},
-		{[]seg.NameSource{seg.FromCommonName}, "Alice CN"}, // sAMAccountNames may hold spaces
+		{nil, "xsmith"},
+		{[]seg.NameSource{seg.FromEmail, seg.FromUPN}, "jdoe"},
+		{[]seg.NameSource{seg.FromCommonName}, "alice"},
 	} {
 		a := &seg.CertificateAuth{Sources: tc.sources, Names: names}
 		id, err := a.Authenticate(verifiedRequest(full.Cert, ca.Cert))
@@ -146,6 +178,15 @@ func TestCertificateAuth(t *testing.T) {
 		}
 	}
 	a := &seg.CertificateAuth{Names: names}
+	// By default the UPN alone names the user: a certificate with a CN or
+	// an e-mail address but no UPN (a machine or Wi-Fi certificate of the
+	// same CA) names nobody.
+	for _, c := range [][2]string{{"", "alice"}, {"alice@corp.example.test", ""}} {
+		noUPN, _ := ca.Device("", c[0], c[1])
+		if id, err := a.Authenticate(verifiedRequest(noUPN.Cert, ca.Cert)); !errors.Is(err, seg.ErrBadCredentials) {
+			t.Errorf("no UPN, e-mail %q, CN %q: %+v %v", c[0], c[1], id, err)
+		}
+	}
 	// No certificate, and a certificate the TLS layer did not verify.
 	if _, err := a.Authenticate(httptest.NewRequest(http.MethodPost, "/", nil)); !errors.Is(err, seg.ErrNoCredentials) {
 		t.Errorf("no certificate: %v", err)
@@ -155,10 +196,17 @@ func TestCertificateAuth(t *testing.T) {
 	if _, err := a.Authenticate(r); !errors.Is(err, seg.ErrBadCredentials) {
 		t.Errorf("unverified: %v", err)
 	}
-	// A UPN of a foreign domain.
-	foreign, _ := ca.Device("alice@elsewhere.test", "", "")
-	if _, err := a.Authenticate(verifiedRequest(foreign.Cert, ca.Cert)); !errors.Is(err, seg.ErrBadCredentials) || !errors.Is(err, seg.ErrBadName) {
-		t.Errorf("foreign UPN: %v", err)
+	// A UPN of a foreign domain, and one the directory does not know.
+	for _, upn := range []string{"alice@elsewhere.test", "nobody@example.com"} {
+		c, _ := ca.Device(upn, "", "")
+		if _, err := a.Authenticate(verifiedRequest(c.Cert, ca.Cert)); !errors.Is(err, seg.ErrBadCredentials) || !errors.Is(err, seg.ErrBadName) {
+			t.Errorf("%s: %v", upn, err)
+		}
+	}
+	// Without a directory a UPN cannot name an account.
+	a.Names.Accounts = nil
+	if id, err := a.Authenticate(verifiedRequest(full.Cert, ca.Cert)); !errors.Is(err, seg.ErrBadName) {
+		t.Errorf("UPN without Names.Accounts: %+v %v", id, err)
 	}
 }
 
@@ -204,24 +252,136 @@ func TestCRL(t *testing.T) {
 func TestNames(t *testing.T) {
 	n := seg.Names{Realm: "CORP.EXAMPLE.TEST", Suffixes: []string{"example.com"}, NetBIOS: "CORP"}
 	for in, want := range map[string]string{
-		"alice": "alice", "alice@corp.example.test": "alice", "Alice@CORP.EXAMPLE.TEST": "Alice",
-		`CORP\alice`: "alice", `corp.example.test\alice`: "alice", "alice@example.com": "alice",
+		"alice": "alice", `CORP\alice`: "alice", `corp.example.test\alice`: "alice",
+		// UPNs stay whole: their prefix is no account name.
+		"alice@corp.example.test": "alice@corp.example.test", "Alice@CORP.EXAMPLE.TEST": "Alice@corp.example.test",
+		"j.doe@example.com": "j.doe@example.com", "j.doe@EXAMPLE.COM": "j.doe@example.com",
 	} {
-		if got, err := n.User(in); err != nil || got != want {
+		if got, err := n.Principal(in); err != nil || got != want {
 			t.Errorf("%q: %q %v", in, got, err)
 		}
 	}
 	for _, in := range []string{"", "a@b@c", `OTHER\alice`, "alice@other.test", "http/alice", "a\r\nb", `CORP\`, "@corp.example.test",
 		"\xff", `CORP\a@corp.example.test`} {
-		if got, err := n.User(in); !errors.Is(err, seg.ErrBadName) {
+		if got, err := n.Principal(in); !errors.Is(err, seg.ErrBadName) {
 			t.Errorf("%q: %q %v", in, got, err)
 		}
 	}
 	n.OtherSuffixes = true
-	if got, err := n.User("alice@other.test"); err != nil || got != "alice@other.test" {
+	if got, err := n.Principal("alice@other.test"); err != nil || got != "alice@other.test" {
 		t.Errorf("other suffix as an enterprise name: %q %v", got, err)
 	}
-	if !n.Same("ALICE", `CORP\alice`) || n.Same("kelly", "\u212aelly") || n.Same("alice", "bob") {
+	if !n.Same("ALICE", `CORP\alice`) || n.Same("kelly", "\u212aelly") || n.Same("alice", "bob") ||
+		n.Same("\u017fam", "SAM") || n.Same("alice", "alice@corp.example.test") {
 		t.Error("Same")
+	}
+	// Without a directory: bare names as typed, UPNs refused.
+	ctx := context.Background()
+	if a, err := n.Resolve(ctx, `CORP\alice`); err != nil || a.User != "alice" {
+		t.Errorf("bare without a directory: %+v %v", a, err)
+	}
+	if a, err := n.Resolve(ctx, "alice@example.com"); !errors.Is(err, seg.ErrBadName) {
+		t.Errorf("UPN without a directory: %+v %v", a, err)
+	}
+	// With one, every form names the account that holds it.
+	n.Accounts = &seg.Accounts{Resolver: testDirectory()}
+	for in, want := range map[string]string{"alice@example.com": "xsmith", "ALICE": "alice", "alice@corp.example.test": "alice",
+		"J.Doe@Corp.Example.Test": "jdoe", `CORP\JDOE`: "jdoe"} {
+		if a, err := n.Resolve(ctx, in); err != nil || a.User != want {
+			t.Errorf("%q: %+v %v", in, a, err)
+		}
+	}
+	if _, err := n.Resolve(ctx, "nobody"); !errors.Is(err, seg.ErrBadName) || !errors.Is(err, kerberos.ErrClientUnknown) {
+		t.Errorf("unknown: %v", err)
+	}
+	xsmith := testDirectory()["XSMITH"]
+	for name, want := range map[string]bool{"xsmith": true, "XSMITH": true, `CORP\xsmith`: true, "alice@example.com": true,
+		"ALICE@EXAMPLE.COM": true, "alice": false, "alice@corp.example.test": false, "\u017fmith": false} {
+		if got := n.Matches(name, xsmith); got != want {
+			t.Errorf("Matches(%q, xsmith) = %v", name, got)
+		}
+	}
+}
+
+// TestCRLStale: a CRL past its nextUpdate refuses the certificates it covers
+// by default, and accepts them with AllowStale; both are logged (once) and
+// counted.
+func TestCRLStale(t *testing.T) {
+	ca, _ := testpki.New("device CA")
+	dev, _ := ca.Device("alice@corp.example.test", "", "")
+	stale, _ := ca.CRLDue(1, time.Now().Add(-time.Hour))
+	path, _ := testpki.WriteFile(t.TempDir(), "stale.crl", stale)
+	reg := prometheus.NewRegistry()
+	m, err := seg.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	crl := &seg.CRL{Files: []string{path}, Metrics: m, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	for i := 0; i < 3; i++ {
+		if err := crl.Check([]*x509.Certificate{dev.Cert, ca.Cert}); !errors.Is(err, seg.ErrStaleCRL) {
+			t.Fatalf("stale CRL: %v", err)
+		}
+	}
+	if got := crl.Stale(); len(got) != 1 || got[0] != path {
+		t.Errorf("Stale: %q", got)
+	}
+	crl.AllowStale = true
+	if err := crl.Check([]*x509.Certificate{dev.Cert, ca.Cert}); err != nil {
+		t.Errorf("stale CRL, AllowStale: %v", err)
+	}
+	// A revocation in a stale CRL still counts; a new list is warned about
+	// again.
+	other, _ := ca.Device("bob@corp.example.test", "", "")
+	revoking, _ := ca.CRLDue(2, time.Now().Add(-time.Hour), dev.Cert)
+	os.WriteFile(path, revoking, 0o600)
+	crl.Reload()
+	if err := crl.Check([]*x509.Certificate{dev.Cert, ca.Cert}); !errors.Is(err, seg.ErrRevoked) {
+		t.Errorf("revoked in a stale CRL: %v", err)
+	}
+	if err := crl.Check([]*x509.Certificate{other.Cert, ca.Cert}); err != nil {
+		t.Errorf("stale CRL, AllowStale, another device: %v", err)
+	}
+	if n := strings.Count(logs.String(), "past its nextUpdate"); n != 2 { // once per list read
+		t.Errorf("%d warnings:\n%s", n, logs.String())
+	}
+	refused := gathered(t, reg, "seg_crl_stale_total", map[string]string{"action": "refused"})
+	accepted := gathered(t, reg, "seg_crl_stale_total", map[string]string{"action": "accepted"})
+	if refused != 3 || accepted != 2 {
+		t.Errorf("seg_crl_stale_total: refused %v, accepted %v", refused, accepted)
+	}
+}
+
+// TestCRLIntermediate: in a two-tier PKI the issuing CA's certificate is
+// checked against the root's CRL, and a revoked issuing CA stops vouching
+// for its devices.
+func TestCRLIntermediate(t *testing.T) {
+	root, _ := testpki.New("root CA")
+	issuing, _ := root.Intermediate("issuing CA")
+	dev, _ := issuing.Device("alice@corp.example.test", "", "")
+	chain := []*x509.Certificate{dev.Cert, issuing.Cert, root.Cert}
+	dir := t.TempDir()
+	devCRL, _ := issuing.CRL(1)
+	devPath, _ := testpki.WriteFile(dir, "issuing.crl", devCRL)
+	rootPath := filepath.Join(dir, "root.crl")
+	crl := &seg.CRL{Files: []string{devPath, rootPath}}
+	if err := crl.Check(chain); !errors.Is(err, seg.ErrRevoked) || !strings.Contains(err.Error(), "root CA") {
+		t.Errorf("no CRL from the root: %v", err)
+	}
+	good, _ := root.CRL(1)
+	os.WriteFile(rootPath, good, 0o600)
+	crl.Reload()
+	if err := crl.Check(chain); err != nil {
+		t.Errorf("both CRLs current: %v", err)
+	}
+	revoked, _ := root.CRL(2, issuing.Cert)
+	os.WriteFile(rootPath, revoked, 0o600)
+	crl.Reload()
+	if err := crl.Check(chain); !errors.Is(err, seg.ErrRevoked) || !strings.Contains(err.Error(), "root CA") {
+		t.Errorf("revoked issuing CA: %v", err)
+	}
+	// The issuing CA as the trust anchor: nothing above it to check.
+	if err := crl.Check(chain[:2]); err != nil {
+		t.Errorf("issuing CA as the anchor: %v", err)
 	}
 }

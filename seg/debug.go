@@ -4,9 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 // DebugDevices is the set of devices whose requests are logged step by step
@@ -25,14 +26,14 @@ func (d *DebugDevices) Enable(id string) {
 	if d.ids == nil {
 		d.ids = map[string]time.Time{}
 	}
-	d.ids[strings.ToUpper(id)] = time.Now()
+	d.ids[kerberos.UpperName(id)] = time.Now()
 }
 
 // Disable switches it off.
 func (d *DebugDevices) Disable(id string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.ids, strings.ToUpper(id))
+	delete(d.ids, kerberos.UpperName(id))
 }
 
 // Has reports whether a device is being debugged.
@@ -42,7 +43,7 @@ func (d *DebugDevices) Has(id string) bool {
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	_, ok := d.ids[strings.ToUpper(id)]
+	_, ok := d.ids[kerberos.UpperName(id)]
 	return ok
 }
 

@@ -65,12 +65,16 @@ func (e *Error) Hint() string {
 		return "the ASA has no keys of a common type: roll its credential (exchange.Roll)"
 	case errors.Is(e.Err, kerberos.ErrClockSkew):
 		return "the gateway's clock is off from the KDC's: run NTP"
-	case errors.Is(e.Err, kerberos.ErrNoKDC), isTimeout(e.Err) && e.Stage == StageTicket:
+	case errors.Is(e.Err, kerberos.ErrNoKDC), isTimeout(e.Err) && (e.Stage == StageTicket || e.Stage == StageAuthenticate):
 		return "no KDC answered in time: check the KDC list and that port 88 is open from the gateway"
 	case errors.Is(e.Err, errTicketRefused):
 		return "Exchange refused a fresh ticket: check the ASA credential on every server (exchange.CheckASA) and Windows authentication on the ActiveSync virtual directory"
 	case errors.Is(e.Err, errNoReplay):
 		return "Exchange refused a cached ticket and the request body was streamed, so it could not be sent again; the device will retry"
+	case errors.Is(e.Err, errBodyTimeout):
+		return "the device stopped sending its request body; a flaky mobile network, or a client holding connections (BodyTimeout)"
+	case errors.Is(e.Err, errLongPollEnded):
+		return "a newer Ping of the same device, or more than MaxLongPollsPerUser of the user's Pings and Syncs, ended this one"
 	case e.Stage == StageForward && isTimeout(e.Err):
 		return "Exchange did not answer in time"
 	case e.Stage == StageForward:
@@ -86,6 +90,7 @@ var (
 	errTicketRefused = errors.New("Exchange answered 401 to a fresh ticket")
 	errNoReplay      = errors.New("Exchange answered 401 and the body cannot be sent again")
 	errUpstreamTime  = fmt.Errorf("no answer from Exchange in time: %w", context.DeadlineExceeded)
+	errBodyTimeout   = errors.New("the device stopped sending its request body (BodyTimeout)")
 )
 
 func isTimeout(err error) bool {

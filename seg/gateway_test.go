@@ -35,6 +35,7 @@ import (
 func TestGateway(t *testing.T) {
 	r := getRig(t)
 	t.Run("certificate", func(t *testing.T) { testCertificate(t, r) })
+	t.Run("names map to accounts", func(t *testing.T) { testNamesMapToAccounts(t, r) })
 	t.Run("basic", func(t *testing.T) { testBasic(t, r) })
 	t.Run("refused users", func(t *testing.T) { testRefusedUsers(t, r) })
 	t.Run("bad certificates", func(t *testing.T) { testBadCertificates(t, r) })
@@ -45,6 +46,8 @@ func TestGateway(t *testing.T) {
 	t.Run("isolation", func(t *testing.T) { testIsolation(t, r) })
 	t.Run("long poll", func(t *testing.T) { testLongPoll(t, r) })
 	t.Run("large body", func(t *testing.T) { testLargeBody(t, r) })
+	t.Run("slow body", func(t *testing.T) { testSlowBody(t, r) })
+	t.Run("long polls per user", func(t *testing.T) { testLongPollsPerUser(t, r) })
 	t.Run("authorize hook", func(t *testing.T) { testAuthorizeHook(t, r) })
 	t.Run("451 redirect", func(t *testing.T) { testRedirect451(t, r) })
 	t.Run("upstream health", func(t *testing.T) { testUpstreamHealth(t, r) })
@@ -74,6 +77,55 @@ func testCertificate(t *testing.T, r *rig) {
 	req, _ := http.NewRequest(http.MethodOptions, r.gateway.URL+"/Microsoft-Server-ActiveSync", nil)
 	if a := do(t, c, req); a.status != http.StatusOK || a.header.Get("MS-ASProtocolVersions") == "" {
 		t.Errorf("OPTIONS: %d %v", a.status, a.header)
+	}
+}
+
+// testNamesMapToAccounts: each name reaches the mailbox of the account that
+// holds it, by certificate and by Basic, through the whole gateway. xsmith's
+// UPN is alice2@<alternative suffix> while another account is alice2; jdoe's
+// UPN is j.doe@<domain>. Cutting a UPN to its prefix gave xsmith alice2's
+// mailbox and left jdoe out.
+func testNamesMapToAccounts(t *testing.T, r *rig) {
+	dom := r.lab.DNSDomain
+	for _, tc := range []struct{ upn, account string }{
+		{"alice2@" + altSuffix, "xsmith"}, {"alice2@" + dom, "alice2"}, {"j.doe@" + dom, "jdoe"},
+	} {
+		cert, err := r.ca.Device(tc.upn, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := r.device(t, cert)
+		// The User parameter may name the account in any of its forms.
+		for _, user := range []string{tc.upn, tc.account, r.lab.Domain + `\` + strings.ToUpper(tc.account), ""} {
+			if a := post(t, c, r.easURL("FolderSync", user, "NAMES-"+tc.account), ""); a.status != http.StatusOK || a.user != tc.account {
+				t.Errorf("certificate %s, User=%q: %d, Exchange saw %q (want %s)", tc.upn, user, a.status, a.user, tc.account)
+			}
+		}
+		rq, _ := http.NewRequest(http.MethodPost, r.easURL("Sync", tc.upn, "NAMES-B-"+tc.account), nil)
+		rq.SetBasicAuth(tc.upn, lab.UserPassword)
+		if a := do(t, r.device(t, nil), rq); a.status != http.StatusOK || a.user != tc.account {
+			t.Errorf("Basic %s: %d, Exchange saw %q (want %s)", tc.upn, a.status, a.user, tc.account)
+		}
+	}
+	// Each device is refused when it names the other account, in the plain
+	// query and in the base64 one.
+	xsmith, _ := r.ca.Device("alice2@"+altSuffix, "", "")
+	alice2, _ := r.ca.Device("alice2@"+dom, "", "")
+	for _, tc := range []struct {
+		cert  *testpki.Issued
+		other string
+	}{{xsmith, "alice2"}, {xsmith, "alice2@" + dom}, {alice2, "alice2@" + altSuffix}, {alice2, "xsmith"}} {
+		c := r.device(t, tc.cert)
+		if a := post(t, c, r.easURL("Sync", tc.other, "NAMES-X"), ""); a.status != http.StatusForbidden {
+			t.Errorf("%s's device, User=%s: %d %q", tc.cert.Cert.Subject, tc.other, a.status, a.user)
+		}
+		rq, _ := http.NewRequest(http.MethodPost, base64Query(r, tc.other), nil)
+		if a := do(t, c, rq); a.status != http.StatusForbidden {
+			t.Errorf("base64 User=%s: %d %q", tc.other, a.status, a.user)
+		}
+	}
+	if !logHas(r, "user=xsmith", "cmd=FolderSync", "status=200") {
+		t.Error("no log line naming xsmith")
 	}
 }
 
@@ -125,23 +177,43 @@ func testBasic(t *testing.T, r *rig) {
 	if a := req(lockme, lab.UserPassword); a.status != http.StatusOK || a.user != lockme {
 		t.Errorf("lockme with the right password: %d %q", a.status, a.user)
 	}
-	// Someone guessing: 10 distinct wrong passwords. Three reach the KDC
-	// (MaxFailures), the rest are refused at the gateway, so the account
-	// (threshold 5) is not locked, and the phone's known password still works.
-	before = r.counter.Counts().AS
-	for i := 0; i < 10; i++ {
-		if a := req(lockme, fmt.Sprintf("Guess-%d!", i)); a.status != http.StatusUnauthorized {
+	// Someone who knows a name sends wrong passwords, a few at a time. Each
+	// new one reaches the KDC (AD counts it; its own lockout is the bound),
+	// and the owner's new password is never refused in their stead: the
+	// gateway adds no lockout of its own. (Within a window, three wrong
+	// passwords used to refuse every unseen password without asking.)
+	owner := r.newUser(t, "owner")
+	for i := 0; i < 3; i++ {
+		if a := req(owner, fmt.Sprintf("Guess-%d!", i)); a.status != http.StatusUnauthorized {
 			t.Fatalf("guess %d: %d", i, a.status)
 		}
 	}
-	out, err = r.lab.Ldbsearch(context.Background(), r.lab.BaseDN, "(sAMAccountName="+lockme+")", "badPwdCount", "lockoutTime")
+	time.Sleep(1100 * time.Millisecond) // the owner comes a second later (PasswordRate)
+	if a := req(owner, lab.UserPassword); a.status != http.StatusOK || a.user != owner {
+		t.Errorf("the owner after three guesses: %d %q", a.status, a.user)
+	}
+	out, err = r.lab.Ldbsearch(context.Background(), r.lab.BaseDN, "(sAMAccountName="+owner+")", "badPwdCount", "lockoutTime")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "badPwdCount: 3") || (strings.Contains(out, "lockoutTime:") && !strings.Contains(out, "lockoutTime: 0")) {
-		t.Errorf("lockme after 10 guesses (%d AS requests):\n%s", r.counter.Counts().AS-before, out)
+	if strings.Contains(out, "lockoutTime:") && !strings.Contains(out, "lockoutTime: 0") {
+		t.Errorf("%s locked out:\n%s", owner, out)
 	}
-	if !logHas(r, "login="+lockme, "too many wrong passwords") {
+	// A flood of guesses for one account reaches the KDC at PasswordRate:
+	// 10 at once are 3 (PasswordBurst), and the phone's known password is
+	// still taken from memory.
+	before = r.counter.Counts().AS
+	start := time.Now()
+	for i := 0; i < 10; i++ {
+		if a := req(lockme, fmt.Sprintf("Flood-%d!", i)); a.status != http.StatusUnauthorized {
+			t.Fatalf("flood %d: %d", i, a.status)
+		}
+	}
+	allowed := 3 + int(time.Since(start).Seconds())
+	if n := r.counter.Counts().AS - before; n > 2*allowed {
+		t.Errorf("10 guesses in %v cost %d AS requests, want at most %d exchanges", time.Since(start), n, allowed)
+	}
+	if !logHas(r, "login="+lockme, "too many new passwords") {
 		t.Error("no log line for the refused guesses")
 	}
 	if a := req(lockme, lab.UserPassword); a.status != http.StatusOK {
@@ -149,7 +221,7 @@ func testBasic(t *testing.T, r *rig) {
 	}
 	// Guesses sent all at once are bounded the same way.
 	guessme := r.newUser(t, "guessme")
-	b := &seg.BasicAuth{Realm: r.lab.Realm, Config: r.krb5, Names: seg.Names{Realm: r.lab.Realm}}
+	b := &seg.BasicAuth{Realm: r.lab.Realm, Config: r.krb5, Names: seg.Names{Realm: r.lab.Realm, Accounts: r.accounts}}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	asked := 0
@@ -158,7 +230,7 @@ func testBasic(t *testing.T, r *rig) {
 		go func(i int) {
 			defer wg.Done()
 			err := b.Check(context.Background(), guessme, fmt.Sprintf("Parallel-Guess-%d!", i))
-			if !errors.Is(err, seg.ErrTooManyFailures) {
+			if !errors.Is(err, seg.ErrTooManyPasswords) {
 				mu.Lock()
 				asked++
 				mu.Unlock()
@@ -166,8 +238,31 @@ func testBasic(t *testing.T, r *rig) {
 		}(i)
 	}
 	wg.Wait()
-	if asked > 3 {
+	if asked > 4 {
 		t.Errorf("%d of 20 parallel guesses reached the KDC", asked)
+	}
+	// Case variants of one login are one account: one ticket, one pool,
+	// and Exchange sees the account as AD spells it.
+	pools := r.handler.Transport.(*seg.UserPools)
+	casey := r.newUser(t, "casey")
+	usersBefore := pools.Users()
+	for _, login := range []string{casey, strings.ToUpper(casey), "cAsEy" + strings.TrimPrefix(casey, "casey"),
+		r.lab.Domain + `\` + strings.ToUpper(casey), casey + "@" + strings.ToUpper(r.lab.DNSDomain)} {
+		if a := req(login, lab.UserPassword); a.status != http.StatusOK || a.user != casey {
+			t.Errorf("%s: %d, Exchange saw %q", login, a.status, a.user)
+		}
+	}
+	if n := pools.Users() - usersBefore; n != 1 {
+		t.Errorf("five spellings of %s opened %d upstream pools", casey, n)
+	}
+	// A refused name that is no account may be a password typed in the
+	// wrong field: the log holds a keyed hash of it, never the name.
+	typed := "Hunter2-" + casey + "-Secret!"
+	if a := req(typed, "x"); a.status != http.StatusUnauthorized {
+		t.Errorf("unknown name: %d", a.status)
+	}
+	if !logHas(r, "login_hash=", "stage=authenticate") || strings.Contains(r.logs.String(), typed) {
+		t.Errorf("a refused name that is no account reached the log as typed")
 	}
 	// No credentials at all.
 	rq, _ = http.NewRequest(http.MethodPost, r.easURL("Sync", "bob", "BOBPHONE"), nil)
@@ -178,9 +273,11 @@ func testBasic(t *testing.T, r *rig) {
 
 func testRefusedUsers(t *testing.T, r *rig) {
 	before := r.exchange.Stats().Requests
-	for _, tc := range []struct{ user, hint string }{
-		{"carol", "cannot be delegated"},            // sensitive: the evidence is not forwardable
-		{"dave", "disabled, locked out or expired"}, // disabled
+	for _, tc := range []struct{ user, who, stage, hint string }{
+		// sensitive: the evidence is not forwardable
+		{"carol", "user=carol", "stage=ticket", "cannot be delegated"},
+		// disabled: refused when the KDC is asked which account the UPN is
+		{"dave", "login=dave@", "stage=authenticate", "disabled, locked out or expired"},
 	} {
 		a := post(t, r.deviceFor(t, tc.user), r.easURL("Sync", tc.user, "PHONE-"+tc.user), "")
 		if a.status != http.StatusForbidden {
@@ -189,7 +286,7 @@ func testRefusedUsers(t *testing.T, r *rig) {
 		if strings.Contains(a.body, "KDC") || strings.Contains(a.body, "delegat") {
 			t.Errorf("%s: the body tells internals: %q", tc.user, a.body)
 		}
-		if !logHas(r, "user="+tc.user, "stage=ticket", tc.hint) {
+		if !logHas(r, tc.who, tc.stage, tc.hint) {
 			t.Errorf("%s: no log line with the cause and the fix:\n%s", tc.user, r.logs.String())
 		}
 	}
@@ -283,13 +380,15 @@ func testBadCertificates(t *testing.T, r *rig) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// A certificate with only an e-mail SAN and one with only a CN.
+	// A certificate with only an e-mail SAN and one with only a CN (a
+	// machine or Wi-Fi certificate of the same CA): by default only the UPN
+	// names a user.
 	for _, tc := range []struct{ upn, email, cn string }{{"", "bob@" + r.lab.DNSDomain, "ignored"}, {"", "", "bob"}} {
 		cert, err := r.ca.Device(tc.upn, tc.email, tc.cn)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a := post(t, r.device(t, cert), r.easURL("Sync", "bob", "X3"), ""); a.status != http.StatusOK || a.user != "bob" {
+		if a := post(t, r.device(t, cert), r.easURL("Sync", "bob", "X3"), ""); a.status != http.StatusForbidden {
 			t.Errorf("%+v: %d %q", tc, a.status, a.user)
 		}
 	}
@@ -346,18 +445,21 @@ func testBadInput(t *testing.T, r *rig) {
 	}
 }
 
+// base64Query is an EAS request URL in the base64 form (MS-ASHTTP
+// 2.2.1.1.1.1): version 14.1, Sync, locale 0x0409, a 16-byte binary device
+// id, a policy key, device type, User.
+func base64Query(r *rig, user string) string {
+	q := []byte{141, 0, 0x09, 0x04, 16}
+	q = append(q, []byte("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10")...)
+	q = append(q, 4, 1, 0, 0, 0, 9)
+	q = append(q, []byte("TestPhone")...)
+	q = append(q, 8, byte(len(user)))
+	q = append(q, user...)
+	return r.gateway.URL + "/Microsoft-Server-ActiveSync?" + base64.StdEncoding.EncodeToString(q)
+}
+
 func testBase64Query(t *testing.T, r *rig) {
-	// MS-ASHTTP 2.2.1.1.1.1: version 14.1, Sync, locale 0x0409, a 16-byte
-	// binary device id, a policy key, device type, User.
-	query := func(user string) string {
-		q := []byte{141, 0, 0x09, 0x04, 16}
-		q = append(q, []byte("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10")...)
-		q = append(q, 4, 1, 0, 0, 0, 9)
-		q = append(q, []byte("TestPhone")...)
-		q = append(q, 8, byte(len(user)))
-		q = append(q, user...)
-		return r.gateway.URL + "/Microsoft-Server-ActiveSync?" + base64.StdEncoding.EncodeToString(q)
-	}
+	query := func(user string) string { return base64Query(r, user) }
 	req, _ := http.NewRequest(http.MethodPost, query("alice"), nil)
 	if a := do(t, r.deviceFor(t, "alice"), req); a.status != http.StatusOK || a.user != "alice" {
 		t.Fatalf("%d %q", a.status, a.user)
@@ -402,6 +504,7 @@ func testStaleTicket(t *testing.T, r *rig) {
 // S4U2Self and one S4U2Proxy.
 func testColdPath(t *testing.T, r *rig) {
 	r.cache.Invalidate("cold1", r.spn)
+	r.accounts.Forget()
 	c0 := r.counter.Counts()
 	cert, err := r.ca.Device("cold1@"+r.lab.DNSDomain, "", "")
 	if err != nil {
@@ -417,7 +520,7 @@ func testColdPath(t *testing.T, r *rig) {
 		go func() {
 			defer wg.Done()
 			<-start
-			resp, err := c.Post(r.easURL("Sync", "cold1", "COLD"), "", nil)
+			resp, err := c.Post(r.easURL("FolderSync", "cold1", "COLD"), "", nil)
 			if err != nil {
 				errs <- err
 				return
@@ -435,9 +538,11 @@ func testColdPath(t *testing.T, r *rig) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if c1 := r.counter.Counts(); c1.S4U2Self-c0.S4U2Self != 1 || c1.S4U2Proxy-c0.S4U2Proxy != 1 {
+	// One S4U2Self names the account (its PAC), one more and an
+	// S4U2Proxy get the ticket.
+	if c1 := r.counter.Counts(); c1.S4U2Self-c0.S4U2Self != 2 || c1.S4U2Proxy-c0.S4U2Proxy != 1 {
 		s, p := c1.S4U2Self-c0.S4U2Self, c1.S4U2Proxy-c0.S4U2Proxy
-		t.Errorf("1000 concurrent first requests: %d S4U2Self, %d S4U2Proxy, want 1 and 1", s, p)
+		t.Errorf("1000 concurrent first requests: %d S4U2Self, %d S4U2Proxy, want 2 and 1", s, p)
 	}
 	t.Logf("KDC requests sent again after a timeout so far: %d; cache %+v", r.counter.Counts().Resent, r.cache.Stats())
 }
@@ -448,6 +553,7 @@ func testColdPath(t *testing.T, r *rig) {
 func testIsolation(t *testing.T, r *rig) {
 	for i := 0; i < isoUsers; i++ {
 		r.cache.Invalidate(isoUser(i), r.spn)
+		r.accounts.Forget()
 	}
 	c0 := r.counter.Counts()
 	type dev struct {
@@ -501,8 +607,9 @@ func testIsolation(t *testing.T, r *rig) {
 	if n := r.handler.Transport.(interface{ Users() int }).Users(); n < isoUsers {
 		t.Errorf("%d user pools, want at least %d", n, isoUsers)
 	}
-	// Each user cost the KDC exactly two exchanges.
-	if c1 := r.counter.Counts(); c1.S4U2Self-c0.S4U2Self != isoUsers || c1.S4U2Proxy-c0.S4U2Proxy != isoUsers {
+	// Each user cost the KDC exactly three exchanges: naming the account,
+	// then S4U2Self and S4U2Proxy for the ticket.
+	if c1 := r.counter.Counts(); c1.S4U2Self-c0.S4U2Self != 2*isoUsers || c1.S4U2Proxy-c0.S4U2Proxy != isoUsers {
 		s, p := c1.S4U2Self-c0.S4U2Self, c1.S4U2Proxy-c0.S4U2Proxy
 		t.Errorf("%d users: %d S4U2Self, %d S4U2Proxy", isoUsers, s, p)
 	}
@@ -550,6 +657,137 @@ func testLongPoll(t *testing.T, r *rig) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// testSlowBody: a device that stops sending its body half-way gets 408
+// after BodyTimeout and its request to Exchange ends; a slow body that
+// keeps coming passes.
+func testSlowBody(t *testing.T, r *rig) {
+	h := r.handlerWith(func(h *seg.ProxyHandler) { h.BodyTimeout = 500 * time.Millisecond })
+	srv := r.serve(t, h)
+	c := r.deviceFor(t, "alice")
+	for _, tc := range []struct {
+		name   string
+		length int64 // -1: chunked
+	}{{"replayable", 1000}, {"streamed", 1 << 20}, {"chunked", -1}} {
+		pr, pw := io.Pipe()
+		go func() { pw.Write([]byte("<sync>")) }() // then nothing, and no end
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceId=SLOW1&DeviceType=T", pr)
+		req.ContentLength = tc.length
+		start := time.Now()
+		a := do(t, c, req)
+		pw.Close()
+		if a.status != http.StatusRequestTimeout || time.Since(start) > 5*time.Second {
+			t.Errorf("%s: %d after %v", tc.name, a.status, time.Since(start))
+		}
+	}
+	if !logHas(r, "status=408", "stopped sending its request body") {
+		t.Error("no log line for the stalled body")
+	}
+	// Slow but steady: a byte every 200ms, under the timeout each time.
+	pr, pw := io.Pipe()
+	go func() {
+		for i := 0; i < 8; i++ {
+			time.Sleep(200 * time.Millisecond)
+			pw.Write([]byte("x"))
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceId=SLOW2&DeviceType=T", pr)
+	if a := do(t, c, req); a.status != http.StatusOK || a.user != "alice" {
+		t.Errorf("steady slow body: %d %q", a.status, a.user)
+	}
+	// A held Ping whose body was read in full is not cut by the deadline.
+	req, _ = http.NewRequest(http.MethodPost, srv.URL+"/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceId=SLOW3&DeviceType=T",
+		strings.NewReader("<ping/>"))
+	req.Header.Set(eastest.HoldHeader, "1500ms")
+	if a := do(t, c, req); a.status != http.StatusOK || a.body != "alice\ndone\n" {
+		t.Errorf("Ping held past BodyTimeout: %d %q", a.status, a.body)
+	}
+}
+
+// testLongPollsPerUser: a device's new Ping ends its older one, and a user
+// holds at most MaxLongPollsPerUser; the ended ones get 503.
+func testLongPollsPerUser(t *testing.T, r *rig) {
+	h := r.handlerWith(func(h *seg.ProxyHandler) { h.MaxLongPollsPerUser = 2 })
+	srv := r.serve(t, h)
+	c := r.deviceFor(t, "alice")
+	type held struct {
+		status chan int
+		cancel context.CancelFunc
+	}
+	ping := func(device string) held {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost,
+			srv.URL+"/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceType=T&DeviceId="+device, strings.NewReader("<ping/>"))
+		req.Header.Set(eastest.HoldHeader, "1m")
+		h := held{status: make(chan int, 1), cancel: cancel}
+		go func() {
+			resp, err := c.Do(req)
+			if err != nil {
+				h.status <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			h.status <- resp.StatusCode
+		}()
+		return h
+	}
+	ended := func(name string, p held) {
+		t.Helper()
+		select {
+		case <-p.status: // 200 with its body cut, as the answer had begun
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s was not ended", name)
+		}
+	}
+	before := r.exchange.Stats().Cancelled
+	a1 := ping("LP-A")
+	time.Sleep(300 * time.Millisecond)
+	a2 := ping("LP-A") // the same phone asks again: a1 ends
+	ended("the device's older Ping", a1)
+	b := ping("LP-B")
+	time.Sleep(300 * time.Millisecond)
+	c3 := ping("LP-C") // a third device of the user: the oldest (a2) ends
+	ended("the user's oldest Ping", a2)
+	for _, p := range []held{b, c3} {
+		select {
+		case st := <-p.status:
+			t.Errorf("a Ping within the bound ended: %d", st)
+		case <-time.After(300 * time.Millisecond):
+		}
+		p.cancel()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.exchange.Stats().Cancelled-before < 4 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := r.exchange.Stats().Cancelled - before; n < 4 {
+		t.Errorf("Exchange saw %d of 4 Pings cancelled", n)
+	}
+	if !logHas(r, "cmd=Ping", "newer Ping of the same device") {
+		t.Error("no log line for the ended Ping")
+	}
+}
+
+// handlerWith is a ProxyHandler like the rig's, changed by set.
+func (r *rig) handlerWith(set func(*seg.ProxyHandler)) *seg.ProxyHandler {
+	h := &seg.ProxyHandler{Upstreams: r.handler.Upstreams, Tickets: r.handler.Tickets, Authenticate: r.handler.Authenticate,
+		Names: r.handler.Names, Transport: r.handler.Transport, TicketTimeout: r.handler.TicketTimeout, Logger: r.handler.Logger}
+	set(h)
+	return h
+}
+
+// serve runs h behind a TLS listener like the rig's gateway.
+func (r *rig) serve(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	cfg := seg.NewServer(h, r.gateway.TLS.Clone())
+	srv.Config, srv.TLS = cfg, cfg.TLSConfig
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // testLargeBody: 64 MiB streams up without being held whole.
@@ -606,7 +844,7 @@ func testKDCOutage(t *testing.T, r *rig) {
 	if took > 8*time.Second {
 		t.Errorf("the 503 took %v (ticket timeout 5s)", took)
 	}
-	if !logHas(r, "user=outage1", "status=503", "no KDC answered in time") {
+	if !logHas(r, "login=outage1@", "status=503", "no KDC answered in time") {
 		t.Error("no log line for the outage")
 	}
 	if err := r.lab.Resume(); err != nil {
@@ -668,7 +906,7 @@ func testUpstreamFailures(t *testing.T, r *rig) {
 		q.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{dev.Cert}, VerifiedChains: [][]*x509.Certificate{{dev.Cert, r.ca.Cert}}}
 		return q
 	}
-	names := seg.Names{Realm: r.lab.Realm}
+	names := seg.Names{Realm: r.lab.Realm, Accounts: r.accounts}
 	certs := &seg.CertificateAuth{Names: names}
 	slow := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, q *http.Request) {
 		select {
@@ -711,7 +949,7 @@ func testAuthorizeHook(t *testing.T, r *rig) {
 		t.Fatal(err)
 	}
 	target, _ := url.Parse(r.exchange.URL)
-	names := seg.Names{Realm: r.lab.Realm}
+	names := seg.Names{Realm: r.lab.Realm, Accounts: r.accounts}
 	var seen []string
 	h := &seg.ProxyHandler{Upstreams: []*seg.Upstream{{URL: target, SPN: r.spn}}, Tickets: r.cache, Authenticate: (&seg.CertificateAuth{Names: names}).Authenticate,
 		Names: names, Transport: r.handler.Transport, Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
@@ -934,7 +1172,7 @@ func testRedirect451(t *testing.T, r *rig) {
 	u1, _ := url.Parse(r.exchange.URL)
 	u2, _ := url.Parse(second.URL)
 	public, _ := url.Parse("https://seg.example.test")
-	names := seg.Names{Realm: r.lab.Realm}
+	names := seg.Names{Realm: r.lab.Realm, Accounts: r.accounts}
 	redirects := &seg.Redirects{}
 	h := &seg.ProxyHandler{Upstreams: []*seg.Upstream{{URL: u1, SPN: r.spn}, {URL: u2, SPN: r.spn2}}, Redirects: redirects, PublicURL: public,
 		Tickets: r.cache, Authenticate: (&seg.CertificateAuth{Names: names}).Authenticate, Names: names,
@@ -996,7 +1234,7 @@ func testUpstreamHealth(t *testing.T, r *rig) {
 	deadURL, _ := url.Parse(dead.URL)
 	dead.Close()
 	live, _ := url.Parse(r.exchange.URL)
-	names := seg.Names{Realm: r.lab.Realm}
+	names := seg.Names{Realm: r.lab.Realm, Accounts: r.accounts}
 	ups := []*seg.Upstream{{URL: deadURL, SPN: r.spn}, {URL: live, SPN: r.spn}}
 	h := &seg.ProxyHandler{Upstreams: ups, Tickets: r.cache, Authenticate: (&seg.CertificateAuth{Names: names}).Authenticate, Names: names,
 		Transport: r.handler.Transport, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
@@ -1036,7 +1274,7 @@ func testUpstreamHealth(t *testing.T, r *rig) {
 func testAutodiscoverAndEWS(t *testing.T, r *rig) {
 	target, _ := url.Parse(r.exchange.URL)
 	public, _ := url.Parse("https://seg.example.test")
-	names := seg.Names{Realm: r.lab.Realm}
+	names := seg.Names{Realm: r.lab.Realm, Accounts: r.accounts}
 	h := &seg.ProxyHandler{Upstreams: []*seg.Upstream{{URL: target, SPN: r.spn}}, PublicURL: public, Autodiscover: true, EWS: true,
 		Tickets: r.cache, Authenticate: (&seg.CertificateAuth{Names: names}).Authenticate, Names: names,
 		Transport: r.handler.Transport, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}

@@ -39,6 +39,7 @@ const (
 	asaName     = "EXCHASA"
 	asaPassword = "Seg-Asa-Rolled-Passw0rd-1234567890!"
 	isoUsers    = 60 // users of the identity isolation test
+	altSuffix   = "example.com" // an alternative UPN suffix the gateway lists
 )
 
 // rig is a gateway in front of the Exchange stand-in, with a lab behind both.
@@ -53,6 +54,7 @@ type rig struct {
 	gateway  *httptest.Server
 	handler  *seg.ProxyHandler
 	cache    *kerberos.Cache
+	accounts *seg.Accounts
 	counter  *kdcspy.Counter
 	logs     *syncBuffer
 	registry *prometheus.Registry
@@ -99,6 +101,16 @@ func newRig(l *lab.Lab) (*rig, error) {
 	for _, u := range append([]string{"cold1", "outage1"}, isoNames()...) {
 		if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: u, Password: lab.UserPassword,
 			UserPrincipalName: u + "@" + l.DNSDomain, PasswordNeverExpires: true}); err != nil {
+			return nil, err
+		}
+	}
+	// Names that are not their accounts: xsmith's UPN is alice2@<an
+	// alternative suffix> while another account is called alice2, and
+	// jdoe's UPN is j.doe@<domain>. (Samba refuses a UPN that collides with
+	// an implied sAMAccountName@<dns domain>, hence the alternative suffix.)
+	for _, u := range [][2]string{{"xsmith", "alice2@" + altSuffix}, {"alice2", "alice2@" + l.DNSDomain}, {"jdoe", "j.doe@" + l.DNSDomain}} {
+		if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: u[0], Password: lab.UserPassword,
+			UserPrincipalName: u[1], PasswordNeverExpires: true}); err != nil {
 			return nil, err
 		}
 	}
@@ -152,7 +164,8 @@ func newRig(l *lab.Lab) (*rig, error) {
 	if err != nil {
 		return nil, err
 	}
-	names := seg.Names{Realm: l.Realm, NetBIOS: l.Domain}
+	r.accounts = &seg.Accounts{Resolver: svc}
+	names := seg.Names{Realm: l.Realm, NetBIOS: l.Domain, Suffixes: []string{altSuffix}, Accounts: r.accounts}
 	certs := &seg.CertificateAuth{Names: names, Revocation: &seg.CRL{Files: []string{r.crlPath}}}
 	basic := &seg.BasicAuth{Realm: l.Realm, Config: cfg, Transport: tr, Names: names}
 	target, _ := url.Parse(r.exchange.URL)

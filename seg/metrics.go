@@ -20,6 +20,7 @@ type Metrics struct {
 	kdc       *prometheus.HistogramVec
 	up        *prometheus.GaugeVec
 	redirects prometheus.Counter
+	crlStale  *prometheus.CounterVec
 	reg       prometheus.Registerer
 }
 
@@ -44,8 +45,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "1 when the last health probe of an upstream succeeded."}, []string{"upstream"}),
 		redirects: prometheus.NewCounter(prometheus.CounterOpts{Name: "seg_redirects_total",
 			Help: "451 answers whose user was mapped to another upstream."}),
+		crlStale: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seg_crl_stale_total",
+			Help: "Certificate logins checked against a CRL past its nextUpdate, by action (refused, or accepted with CRL.AllowStale)."},
+			[]string{"action"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.longPolls, m.policy, m.kdc, m.up, m.redirects} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.longPolls, m.policy, m.kdc, m.up, m.redirects, m.crlStale} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -144,4 +148,15 @@ func (m *Metrics) redirected() {
 	if m != nil {
 		m.redirects.Inc()
 	}
+}
+
+func (m *Metrics) staleCRL(accepted bool) {
+	if m == nil {
+		return
+	}
+	action := "refused"
+	if accepted {
+		action = "accepted"
+	}
+	m.crlStale.WithLabelValues(action).Inc()
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 // PolicyRules is an MDM's device policy, as the JSON that PolicyFile and
@@ -144,7 +146,7 @@ func compilePolicy(r *PolicyRules, names Names) (*compiled, error) {
 		if id == "" || checkText("device id", id, maxDeviceID) != nil {
 			return nil, fmt.Errorf("%w: devices: bad device id %q", ErrBadPolicy, printable(id))
 		}
-		c.devices[strings.ToUpper(id)] = d
+		c.devices[kerberos.UpperName(id)] = d
 	}
 	c.rules = r.Rules
 	if r.Rules.MaxInactive != "" {
@@ -168,19 +170,9 @@ func compileList(name string, l PolicyList, names Names) (compiledList, error) {
 	agents, err := compilePatterns(name+".user_agents", l.UserAgents)
 	users := make(map[string]bool, len(l.Users))
 	for _, u := range l.Users {
-		users[userKey(names, u)] = true
+		users[names.key(u)] = true
 	}
 	return compiledList{devices: upperSet(l.Devices), users: users, types: upperSet(l.DeviceTypes), agents: agents}, err
-}
-
-// userKey is the key of a user in the policy's sets: the user names maps
-// the name to (the name itself when it maps to none), upper-cased as AD
-// compares names.
-func userKey(names Names, name string) string {
-	if u, err := names.User(name); err == nil {
-		name = u
-	}
-	return strings.ToUpper(name)
 }
 
 func compilePatterns(field string, ps []string) ([]*regexp.Regexp, error) {
@@ -204,7 +196,7 @@ func compilePatterns(field string, ps []string) ([]*regexp.Regexp, error) {
 func upperSet(v []string) map[string]bool {
 	m := make(map[string]bool, len(v))
 	for _, s := range v {
-		m[strings.ToUpper(s)] = true
+		m[kerberos.UpperName(s)] = true
 	}
 	return m
 }
@@ -222,7 +214,8 @@ func protoNumber(v string) int {
 
 // PolicyInput is what a decision is made on.
 type PolicyInput struct {
-	User            string // the authenticated user
+	User            string // the authenticated account (Identity.User)
+	UPN             string // its UPN, when the directory said (Identity.UPN)
 	DeviceID        string
 	DeviceType      string
 	UserAgent       string
@@ -297,7 +290,7 @@ func (p *Policy) deviceState(id string) (DeviceState, bool) {
 	if c == nil {
 		return DeviceState{}, false
 	}
-	st, ok := c.devices[strings.ToUpper(id)]
+	st, ok := c.devices[kerberos.UpperName(id)]
 	return st, ok
 }
 
@@ -310,8 +303,8 @@ func (p *Policy) Decide(in PolicyInput) Decision {
 		}
 		return Decision{Rule: "no policy", Reason: "no policy loaded yet"}
 	}
-	dev := strings.ToUpper(in.DeviceID)
-	typ := strings.ToUpper(in.DeviceType)
+	dev := kerberos.UpperName(in.DeviceID)
+	typ := kerberos.UpperName(in.DeviceType)
 	if d, ok := p.onList(&c.block, in, dev, typ); ok {
 		return Decision{Rule: "block." + d, Reason: "on the global block list (" + d + ")"}
 	}
@@ -323,7 +316,7 @@ func (p *Policy) Decide(in PolicyInput) Decision {
 	switch {
 	case r.RequireManaged && (!known || !state.Managed):
 		return Decision{Rule: "rules.require_managed", Reason: "the device is not managed by the MDM"}
-	case known && state.User != "" && !p.Names.Same(state.User, in.User):
+	case known && state.User != "" && !p.Names.Matches(state.User, &kerberos.Account{User: in.User, UPN: in.UPN}):
 		return Decision{Rule: "devices.user", Reason: "the device is enrolled to another user"}
 	case r.BlockCompromised && known && state.Compromised:
 		return Decision{Rule: "rules.block_compromised", Reason: "the device is compromised (jailbroken or rooted)"}
@@ -346,7 +339,7 @@ func (p *Policy) onList(l *compiledList, in PolicyInput, dev, typ string) (strin
 	switch {
 	case dev != "" && l.devices[dev]:
 		return "devices", true
-	case len(l.users) > 0 && l.users[userKey(p.Names, in.User)]:
+	case len(l.users) > 0 && (l.users[p.Names.key(in.User)] || in.UPN != "" && l.users[p.Names.key(in.UPN)]):
 		return "users", true
 	case typ != "" && l.types[typ]:
 		return "device_types", true
@@ -384,7 +377,7 @@ func (e *PolicyError) Error() string {
 // BlockStatus and a *PolicyError cause, or in monitor mode a log line and
 // no refusal.
 func (p *Policy) Authorize(ctx context.Context, r *Request) error {
-	d := p.Decide(PolicyInput{User: r.Identity.User, DeviceID: r.Params.DeviceID, DeviceType: r.Params.DeviceType,
+	d := p.Decide(PolicyInput{User: r.Identity.User, UPN: r.Identity.UPN, DeviceID: r.Params.DeviceID, DeviceType: r.Params.DeviceType,
 		UserAgent: r.HTTP.UserAgent(), Cmd: r.Params.Cmd, ProtocolVersion: r.Params.ProtocolVersion})
 	p.Metrics.decision(d, p.Monitor)
 	if d.Allow {

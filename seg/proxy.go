@@ -3,6 +3,10 @@ package seg
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -90,8 +94,10 @@ type ProxyHandler struct {
 	// LongPollTimeout replaces Timeout for Ping and Sync, which Exchange may
 	// hold for up to 3540s (default 3660s).
 	LongPollTimeout time.Duration
-	// TicketTimeout bounds getting a ticket; when the KDC does not answer
-	// within it the device gets 503 with Retry-After (default 15s).
+	// TicketTimeout bounds getting a ticket, and authenticating the device
+	// (naming its account, checking a Basic password); when the KDC does
+	// not answer within it the device gets 503 with Retry-After (default
+	// 15s).
 	TicketTimeout time.Duration
 	// ReplayLimit: request bodies of known length up to this size are read
 	// before forwarding, so that the request can be sent again with a new
@@ -115,8 +121,22 @@ type ProxyHandler struct {
 	// Debug, when set, lists devices whose requests are logged step by
 	// step (authentication, policy, ticket, Exchange's answer).
 	Debug *DebugDevices
+	// BodyTimeout bounds the wait for each next part of a device's request
+	// body once the request is authenticated (default 60s): a device that
+	// stops sending half-way gets 408 and frees its connection. A body of
+	// any size passes as long as it keeps coming.
+	BodyTimeout time.Duration
+	// MaxLongPollsPerUser bounds the Ping and Sync requests one user holds
+	// open (default 32, UserPools' default connections per user: more
+	// could only queue for one). Past it the user's oldest is ended. A new
+	// Ping from a device that already holds one ends the older (a phone
+	// that lost its connection asks again; the newer wins, as at
+	// Exchange). An ended long poll gets 503 with Retry-After.
+	MaxLongPollsPerUser int
 
 	once      sync.Once
+	hashKey   []byte // for refused login names in the log
+	polls     heldPolls
 	buffers   bufferPool
 	proxy     *httputil.ReverseProxy // ordinary commands
 	longPoll  *httputil.ReverseProxy // Ping and Sync
@@ -137,7 +157,8 @@ type forward struct {
 	host     string // the Host the device asked for, for rewritten locations
 	route    string
 	ticket   *kerberos.Ticket
-	body     []byte // the whole body when it can be sent again
+	body     []byte        // the whole body when it can be sent again
+	body0    *deadlineBody // the device's body, nil when it sent none
 	replay   bool
 	timeout  time.Duration
 	err      *Error // set by the RoundTripper for the ErrorHandler
@@ -153,6 +174,11 @@ func (h *ProxyHandler) init() {
 			h.initErr = errors.New("seg: an upstream without a URL")
 			return
 		}
+	}
+	h.hashKey = make([]byte, 32)
+	if _, err := rand.Read(h.hashKey); err != nil {
+		h.initErr = fmt.Errorf("seg: no randomness: %w", err)
+		return
 	}
 	h.redirects = h.Redirects
 	if h.redirects == nil {
@@ -232,22 +258,31 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.debugf(line, "request", slog.String("cmd", params.Cmd), slog.String("version", params.ProtocolVersion),
 		slog.String("user_agent", printable(r.UserAgent())), slog.Bool("base64_query", params.Base64))
 
-	id, err := h.Authenticate(r)
+	// Naming the account and checking a password ask the KDC too: bounded
+	// as a ticket is.
+	actx, cancel := context.WithTimeout(r.Context(), h.ticketTimeout())
+	id, err := h.Authenticate(r.WithContext(actx))
+	cancel()
 	if err == nil && (id == nil || id.User == "") {
 		err = fmt.Errorf("%w: the authenticator named no user", ErrBadCredentials)
 	}
 	if err != nil {
-		// Who tried, as the device said it (never the password): an
-		// administrator reading about refused logins needs the name.
-		if name, _, ok := r.BasicAuth(); ok {
-			line.login = printable(name)
+		// Who tried: the account, or a certificate's name (an administrator
+		// reading about refused logins needs it); for a Basic name that is
+		// no account only a keyed hash of what was typed, since people type
+		// passwords in the name field.
+		var le *loginError
+		if errors.As(err, &le) {
+			line.login = le.who
+		} else if name, _, ok := r.BasicAuth(); ok {
+			line.loginHash = h.nameHash(name)
 		}
 		h.fail(sw, r, line, &Error{Stage: StageAuthenticate, Err: err})
 		return
 	}
 	line.user = id.User
 	h.debugf(line, "authenticated", slog.String("method", id.Method), slog.String("name", printable(id.Name)))
-	if params.User != "" && !h.sameUser(params.User, id.User) {
+	if params.User != "" && !h.sameUser(r.Context(), params.User, id) {
 		h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: errUserMismatch})
 		return
 	}
@@ -272,6 +307,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.Time("ticket_end", t.EndTime))
 
 	fw := &forward{user: id.User, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route}
+	if r.Body != nil && r.Body != http.NoBody {
+		body := &deadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: h.bodyTimeout()}
+		defer body.clear()
+		r.Body, fw.body0 = body, body
+	}
 	if line.route == routeAutodiscover {
 		// The answer is rewritten, so it must come uncompressed.
 		r.Header.Del("Accept-Encoding")
@@ -282,7 +322,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.ContentLength > 0 && r.ContentLength <= h.replayLimit():
 		b := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, b); err != nil {
-			h.fail(sw, r, line, &Error{Stage: StageRequest, Status: http.StatusBadRequest, User: id.User,
+			status := http.StatusBadRequest
+			if fw.body0.timedOut.Load() {
+				status, err = http.StatusRequestTimeout, errBodyTimeout
+			}
+			h.fail(sw, r, line, &Error{Stage: StageRequest, Status: status, User: id.User,
 				Err: fmt.Errorf("reading the request body: %w", err)})
 			return
 		}
@@ -291,17 +335,43 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	line.fw = fw
 	proxy := h.proxy
+	ctx := r.Context()
 	if params.LongPoll() {
 		proxy = h.longPoll
 		h.Metrics.longPoll(1)
 		defer h.Metrics.longPoll(-1)
+		var end context.CancelCauseFunc
+		ctx, end = context.WithCancelCause(ctx)
+		device := ""
+		if params.Cmd == "Ping" {
+			device = params.DeviceID // a device holds one Ping; its Syncs may overlap
+		}
+		held := h.polls.hold(id.User, device, h.maxLongPolls(), end)
+		line.poll = ctx
+		defer func() { h.polls.release(id.User, held); end(nil) }()
 	}
-	proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, fw)))
+	proxy.ServeHTTP(sw, r.WithContext(context.WithValue(ctx, ctxKey{}, fw)))
 }
 
-func (h *ProxyHandler) sameUser(param, user string) bool {
-	u, err := h.Names.User(param)
-	return err == nil && kerberos.EqualNames(u, user)
+// sameUser reports whether the EAS User parameter names the authenticated
+// account: the name the device authenticated with, any other name of the
+// same account as the directory resolves it (Names.Accounts), or without a
+// directory the account's name or UPN as written.
+func (h *ProxyHandler) sameUser(ctx context.Context, param string, id *Identity) bool {
+	if param == id.Name || h.Names.Matches(param, id.account()) {
+		return true
+	}
+	if h.Names.Accounts == nil {
+		return false
+	}
+	acct, err := h.Names.Resolve(ctx, param)
+	if err != nil {
+		return false
+	}
+	if acct.SID != "" && id.SID != "" {
+		return acct.SID == id.SID
+	}
+	return kerberos.EqualNames(acct.User, id.User)
 }
 
 // upstreamFor chooses the user's upstream: the one a 451 named, else the
@@ -365,12 +435,15 @@ func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
-func (h *ProxyHandler) ticket(ctx context.Context, user, spn string) (*kerberos.Ticket, error) {
-	d := h.TicketTimeout
-	if d <= 0 {
-		d = 15 * time.Second
+func (h *ProxyHandler) ticketTimeout() time.Duration {
+	if h.TicketTimeout > 0 {
+		return h.TicketTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
+	return 15 * time.Second
+}
+
+func (h *ProxyHandler) ticket(ctx context.Context, user, spn string) (*kerberos.Ticket, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.ticketTimeout())
 	defer cancel()
 	return h.Tickets.Ticket(ctx, user, spn)
 }
@@ -386,6 +459,29 @@ func (h *ProxyHandler) timeoutFor(p Params) time.Duration {
 		return h.Timeout
 	}
 	return 2 * time.Minute
+}
+
+func (h *ProxyHandler) bodyTimeout() time.Duration {
+	if h.BodyTimeout > 0 {
+		return h.BodyTimeout
+	}
+	return time.Minute
+}
+
+func (h *ProxyHandler) maxLongPolls() int {
+	if h.MaxLongPollsPerUser > 0 {
+		return h.MaxLongPollsPerUser
+	}
+	return 32
+}
+
+// nameHash is a keyed hash of a refused login name: one name gives one hash
+// for the life of the handler, so an administrator sees a name tried many
+// times, and nothing in the log reads back into what was typed.
+func (h *ProxyHandler) nameHash(name string) string {
+	m := hmac.New(sha256.New, h.hashKey)
+	m.Write([]byte(name))
+	return hex.EncodeToString(m.Sum(nil)[:8])
 }
 
 func (h *ProxyHandler) replayLimit() int64 {
@@ -437,6 +533,12 @@ func (h *ProxyHandler) proxyError(w http.ResponseWriter, r *http.Request, err er
 		e = &Error{Stage: StageForward, Err: err}
 		if fw != nil {
 			e.User = fw.user
+		}
+		switch cause := context.Cause(r.Context()); {
+		case fw != nil && fw.body0 != nil && fw.body0.timedOut.Load():
+			e.Stage, e.Status, e.Err = StageRequest, http.StatusRequestTimeout, errBodyTimeout
+		case errors.Is(cause, errLongPollEnded):
+			e.Status, e.Err = http.StatusServiceUnavailable, cause
 		}
 	}
 	sw, _ := w.(*statusWriter)
@@ -503,13 +605,16 @@ func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 
 // logLine collects what the request's log line says.
 type logLine struct {
-	route  string
-	user   string
-	login  string // the Basic user name of a refused login
-	params Params
-	fw     *forward
-	err    *Error
-	debug  bool // the device is on the Debug list
+	route string
+	user  string
+	login string // the account of a refused Basic login
+	// loginHash stands for a refused Basic name that is no account.
+	loginHash string
+	params    Params
+	fw        *forward
+	err       *Error
+	debug     bool            // the device is on the Debug list
+	poll      context.Context // a long poll's context, to tell why it ended
 }
 
 func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, start time.Time) {
@@ -524,6 +629,13 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 	if err != nil && w.status == 0 {
 		status = err.Status
 	}
+	if err == nil && line.poll != nil {
+		// Ended after its answer had begun: the copy was cut, no error
+		// answer could be sent, and the log still says why.
+		if cause := context.Cause(line.poll); errors.Is(cause, errLongPollEnded) {
+			err = &Error{Stage: StageForward, Status: status, User: line.user, Err: cause}
+		}
+	}
 	attrs := []slog.Attr{
 		slog.String("user", line.user),
 		slog.String("device", line.params.DeviceID),
@@ -537,6 +649,9 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 	}
 	if line.login != "" {
 		attrs = append(attrs, slog.String("login", line.login))
+	}
+	if line.loginHash != "" {
+		attrs = append(attrs, slog.String("login_hash", line.loginHash))
 	}
 	route := line.route
 	if route == "" {
@@ -670,4 +785,107 @@ func (c *cancelOnClose) Close() error {
 func drain(resp *http.Response) {
 	io.CopyN(io.Discard, resp.Body, 4<<10)
 	resp.Body.Close()
+}
+
+// deadlineBody gives each read of a device's request body BodyTimeout: the
+// server has no read timeout (an upload may take long), so without one a
+// device that stops sending would hold its connection and its upstream
+// request forever.
+type deadlineBody struct {
+	io.ReadCloser
+	rc       *http.ResponseController
+	d        time.Duration
+	timedOut atomic.Bool
+	ended    atomic.Bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	if b.ended.Load() {
+		return b.ReadCloser.Read(p)
+	}
+	b.rc.SetReadDeadline(time.Now().Add(b.d))
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && b.ended.CompareAndSwap(false, true) {
+			// The deadline stays: the server would otherwise wait for
+			// the rest of the body, to discard it, before it answers.
+			b.timedOut.Store(true)
+			b.rc.SetReadDeadline(time.Now())
+		}
+		b.clear()
+	}
+	return n, err
+}
+
+func (b *deadlineBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.clear()
+	return err
+}
+
+// clear lifts the deadline once the body is done with: the server reads on
+// in the background to notice a device that hangs up during a long poll,
+// and a deadline left behind would end that read, and the request with it.
+func (b *deadlineBody) clear() {
+	if b.ended.CompareAndSwap(false, true) {
+		b.rc.SetReadDeadline(time.Time{})
+	}
+}
+
+// heldPolls are the long polls each user holds open.
+type heldPolls struct {
+	mu    sync.Mutex
+	users map[string][]*heldPoll
+}
+
+type heldPoll struct {
+	device string
+	end    context.CancelCauseFunc
+}
+
+// errLongPollEnded is the cause of a long poll ended for a newer one.
+var errLongPollEnded = errors.New("long poll ended: the device sent a new Ping, or the user holds MaxLongPollsPerUser")
+
+// hold registers a long poll of user, ending device's older one (device is
+// "" for a Sync, which ends none) and, past max, the user's oldest.
+func (hp *heldPolls) hold(user, device string, max int, end context.CancelCauseFunc) *heldPoll {
+	p := &heldPoll{device: kerberos.UpperName(device), end: end}
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	if hp.users == nil {
+		hp.users = map[string][]*heldPoll{}
+	}
+	list := hp.users[user]
+	kept := list[:0]
+	for _, q := range list {
+		if p.device != "" && q.device == p.device {
+			q.end(errLongPollEnded)
+			continue
+		}
+		kept = append(kept, q)
+	}
+	for len(kept) >= max {
+		kept[0].end(errLongPollEnded)
+		kept = kept[1:]
+	}
+	hp.users[user] = append(kept, p)
+	return p
+}
+
+func (hp *heldPolls) release(user string, p *heldPoll) {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	list := hp.users[user]
+	for i, q := range list {
+		if q == p {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(hp.users, user)
+	} else {
+		hp.users[user] = list
+	}
 }

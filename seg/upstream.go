@@ -8,10 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 // Upstream is one Exchange server (or a load-balanced namespace) the gateway
@@ -127,7 +128,7 @@ type Redirects struct {
 	MaxEntries int
 
 	mu    sync.Mutex
-	users map[string]*list.Element // upper-cased user -> *redirect
+	users map[string]*list.Element // kerberos.UpperName(user) -> *redirect
 	lru   list.List
 }
 
@@ -151,7 +152,7 @@ func (r *Redirects) Set(user string, u *Upstream) {
 	if r.users == nil {
 		r.users = map[string]*list.Element{}
 	}
-	key := strings.ToUpper(user)
+	key := kerberos.UpperName(user)
 	if e, ok := r.users[key]; ok {
 		r.lru.Remove(e)
 	}
@@ -178,7 +179,7 @@ func (r *Redirects) Get(user string) *Upstream {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.users[strings.ToUpper(user)]
+	e, ok := r.users[kerberos.UpperName(user)]
 	if !ok {
 		return nil
 	}
@@ -216,9 +217,9 @@ func (r *Redirects) Clear(user string) {
 		r.lru.Init()
 		return
 	}
-	if e, ok := r.users[strings.ToUpper(user)]; ok {
+	if e, ok := r.users[kerberos.UpperName(user)]; ok {
 		r.lru.Remove(e)
-		delete(r.users, strings.ToUpper(user))
+		delete(r.users, kerberos.UpperName(user))
 	}
 }
 

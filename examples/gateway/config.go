@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/segkcd/segkcd/seg"
 )
 
 // config is the gateway's JSON configuration file. Secrets are never in it:
@@ -23,7 +25,14 @@ type config struct {
 	TLSKey        string   `json:"tls_key"`         // its PEM key
 	ClientCAFiles []string `json:"client_ca_files"` // device CAs; empty: no certificate logins
 	CRLFiles      []string `json:"crl_files"`       // required with client_ca_files
-	Basic         bool     `json:"basic"`           // accept Basic logins
+	// CRLStale is what a CRL past its nextUpdate does: "refuse" (default)
+	// the certificate logins it covers, or "warn" and accept them.
+	CRLStale string `json:"crl_stale,omitempty"`
+	// CertNames are the places of a device certificate that may name its
+	// user, in order: "upn" (default, alone), "email", "cn". The last two
+	// are weaker: see seg.CertificateAuth.Sources.
+	CertNames []string `json:"cert_names,omitempty"`
+	Basic     bool     `json:"basic"` // accept Basic logins
 
 	Realm       string   `json:"realm"`        // CORP.EXAMPLE.COM
 	NetBIOS     string   `json:"netbios"`      // CORP
@@ -50,11 +59,14 @@ type config struct {
 	Policy *policyConfig `json:"policy,omitempty"` // MDM device policy; none: every device of a user may sync
 	Admin  *adminConfig  `json:"admin,omitempty"`  // the admin listener; none: no admin API
 
-	TicketTimeout   string `json:"ticket_timeout,omitempty"`   // default 15s
-	ShutdownTimeout string `json:"shutdown_timeout,omitempty"` // default 30s
-	LogLevel        string `json:"log_level,omitempty"`        // debug, info (default), warn, error
+	TicketTimeout   string `json:"ticket_timeout,omitempty"`          // default 15s
+	BodyTimeout     string `json:"body_timeout,omitempty"`            // wait for the next part of a request body, default 60s
+	MaxLongPolls    int    `json:"max_long_polls_per_user,omitempty"` // default 32
+	ShutdownTimeout string `json:"shutdown_timeout,omitempty"`        // default 30s
+	LogLevel        string `json:"log_level,omitempty"`               // debug, info (default), warn, error
 
-	ticketTimeout, shutdownTimeout time.Duration
+	ticketTimeout, shutdownTimeout, bodyTimeout time.Duration
+	certNames                                   []seg.NameSource
 }
 
 // policyConfig is where the device policy comes from and what a block does.
@@ -265,6 +277,29 @@ func (c *config) check(plainHTTP bool) error {
 	var err2 error
 	if c.ticketTimeout, err2 = parseDuration("ticket_timeout", c.TicketTimeout); err2 != nil {
 		return err2
+	}
+	if c.bodyTimeout, err2 = parseDuration("body_timeout", c.BodyTimeout); err2 != nil {
+		return err2
+	}
+	if c.MaxLongPolls < 0 {
+		return bad("max_long_polls_per_user", "want a positive number")
+	}
+	switch c.CRLStale {
+	case "", "refuse", "warn":
+	default:
+		return bad("crl_stale", "want refuse or warn")
+	}
+	for _, n := range c.CertNames {
+		switch n {
+		case "upn":
+			c.certNames = append(c.certNames, seg.FromUPN)
+		case "email":
+			c.certNames = append(c.certNames, seg.FromEmail)
+		case "cn":
+			c.certNames = append(c.certNames, seg.FromCommonName)
+		default:
+			return bad("cert_names", "%q: want upn, email or cn", n)
+		}
 	}
 	if c.shutdownTimeout, err2 = parseDuration("shutdown_timeout", c.ShutdownTimeout); err2 != nil {
 		return err2

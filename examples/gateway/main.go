@@ -146,14 +146,16 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		svc.Transport = kdcs
 	}
 
-	names := seg.Names{Realm: c.Realm, NetBIOS: c.NetBIOS, Suffixes: c.UPNSuffixes}
+	// Every name a device presents is resolved by the KDC to the account
+	// that holds it (a UPN's prefix is not an account name).
+	names := seg.Names{Realm: c.Realm, NetBIOS: c.NetBIOS, Suffixes: c.UPNSuffixes, Accounts: &seg.Accounts{Resolver: svc}}
 	var auths []func(*http.Request) (*seg.Identity, error)
 	if len(c.ClientCAFiles) > 0 {
-		g.crl = &seg.CRL{Files: c.CRLFiles}
+		g.crl = &seg.CRL{Files: c.CRLFiles, AllowStale: c.CRLStale == "warn", Logger: g.log, Metrics: metrics}
 		if err := g.crl.Reload(); err != nil {
 			return nil, bad("crl_files", "%v", err)
 		}
-		auths = append(auths, (&seg.CertificateAuth{Names: names, Revocation: g.crl}).Authenticate)
+		auths = append(auths, (&seg.CertificateAuth{Sources: c.certNames, Names: names, Revocation: g.crl}).Authenticate)
 	}
 	if c.Basic {
 		auths = append(auths, (&seg.BasicAuth{Realm: c.Realm, Config: kcfg, Transport: kdcs, Names: names}).Authenticate)
@@ -194,7 +196,10 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		Names:         names,
 		Transport:     &seg.UserPools{TLSClientConfig: upstreamTLS},
 		TicketTimeout: c.ticketTimeout,
+		BodyTimeout:   c.bodyTimeout,
 		Logger:        g.log,
+
+		MaxLongPollsPerUser: c.MaxLongPolls,
 	}
 	if c.Policy != nil {
 		if err := g.setPolicy(names); err != nil {

@@ -53,6 +53,32 @@ func New(name string) (*CA, error) {
 	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Pool: pool}, nil
 }
 
+// Intermediate issues a CA certificate named name under ca: a two-tier
+// PKI's issuing CA. Its Pool holds ca's root only, as a server's ClientCAs
+// would; its certificate is ca-signed.
+func (ca *CA) Intermediate(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	sn, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: sn, Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Pool: ca.Pool}, nil
+}
+
 // Issued is a certificate with its key.
 type Issued struct {
 	Cert    *x509.Certificate
@@ -144,14 +170,24 @@ func (ca *CA) Device(upn, email, cn string) (*Issued, error) {
 	return ca.Issue(tmpl)
 }
 
-// CRL returns a PEM CRL that revokes the given certificates.
+// CRL returns a PEM CRL, due for renewal in a day, that revokes the given
+// certificates.
 func (ca *CA) CRL(number int64, revoked ...*x509.Certificate) ([]byte, error) {
+	return ca.CRLDue(number, time.Now().Add(24*time.Hour), revoked...)
+}
+
+// CRLDue is CRL with the given nextUpdate (in the past for a stale CRL).
+func (ca *CA) CRLDue(number int64, nextUpdate time.Time, revoked ...*x509.Certificate) ([]byte, error) {
+	thisUpdate := time.Now().Add(-time.Minute)
+	if nextUpdate.Before(thisUpdate) {
+		thisUpdate = nextUpdate.Add(-24 * time.Hour)
+	}
 	var entries []x509.RevocationListEntry
 	for _, c := range revoked {
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now().Add(-time.Minute)})
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number: big.NewInt(number), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(24 * time.Hour),
+		Number: big.NewInt(number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate,
 		RevokedCertificateEntries: entries,
 	}, ca.Cert, ca.Key)
 	if err != nil {

@@ -38,7 +38,7 @@ const (
 	svcPassword = "Seg-Svc-Passw0rd!"
 	asaName     = "EXCHASA"
 	asaPassword = "Seg-Asa-Rolled-Passw0rd-1234567890!"
-	isoUsers    = 60 // users of the identity isolation test
+	isoUsers    = 60            // users of the identity isolation test
 	altSuffix   = "example.com" // an alternative UPN suffix the gateway lists
 )
 

@@ -199,7 +199,7 @@ type nameError struct {
 }
 
 // Error says why without the KDC's error, which names what was typed.
-func (e *nameError) Error() string { return "seg: user name: " + e.why }
+func (e *nameError) Error() string        { return "seg: user name: " + e.why }
 func (e *nameError) Is(target error) bool { return target == ErrBadName }
 func (e *nameError) Unwrap() error        { return e.err }
 

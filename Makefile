@@ -44,6 +44,7 @@ fuzz:
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKrb5Conf -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzKeytab -fuzztime 60s
 	$(GO) test ./kerberos -run '^$$' -fuzz FuzzUnwrap -fuzztime 60s
+	$(GO) test ./kerberos -run '^$$' -fuzz FuzzPAC -fuzztime 60s
 	$(GO) test ./winrs/winrstest -run '^$$' -fuzz FuzzQuote -fuzztime 60s
 	$(GO) test ./winrs/winrstest -run '^$$' -fuzz FuzzCLIXML -fuzztime 60s
 	$(GO) test ./internal/wsman -run '^$$' -fuzz FuzzUnseal -fuzztime 60s
@@ -52,6 +53,7 @@ fuzz:
 	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParseParams -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParseUPNs -fuzztime 60s
+	$(GO) test ./seg -run '^$$' -fuzz FuzzPrincipal -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParsePolicy -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzRewriteAutodiscover -fuzztime 60s
 	$(GO) test ./deploy -run '^$$' -fuzz FuzzParseJournal -fuzztime 60s

@@ -2,12 +2,13 @@ package ad
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"strconv"
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/segkcd/segkcd/internal/sid"
 )
 
 // DomainInfo is what the rootDSE and the domain object say about the domain.
@@ -103,20 +104,9 @@ func DecodeSID(b []byte) (string, error) {
 	if len(b) < 8 {
 		return "", errors.New("ad: SID shorter than 8 bytes")
 	}
-	n := int(b[1])
-	if b[0] != 1 || len(b) != 8+4*n {
+	s, err := sid.Decode(b)
+	if err != nil {
 		return "", errors.New("ad: malformed SID")
 	}
-	var auth uint64
-	for _, v := range b[2:8] {
-		auth = auth<<8 | uint64(v)
-	}
-	var s strings.Builder
-	s.WriteString("S-1-")
-	s.WriteString(strconv.FormatUint(auth, 10))
-	for i := 0; i < n; i++ {
-		s.WriteByte('-')
-		s.WriteString(strconv.FormatUint(uint64(binary.LittleEndian.Uint32(b[8+4*i:])), 10))
-	}
-	return s.String(), nil
+	return s, nil
 }

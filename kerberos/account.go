@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"unicode"
 	"unicode/utf8"
 
@@ -13,7 +11,6 @@ import (
 	"github.com/jcmturner/gokrb5/v8/iana/adtype"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
 	"github.com/jcmturner/gokrb5/v8/messages"
-	"github.com/jcmturner/gokrb5/v8/pac"
 	"github.com/jcmturner/gokrb5/v8/types"
 )
 
@@ -28,10 +25,9 @@ type Account struct {
 	// account's realm, Name@Realm for an account of another realm.
 	User string
 	// Name is the sAMAccountName, spelled as AD keeps it (the PAC's
-	// EffectiveName): "ALICE" and "alice" both give "alice".
+	// UPN_DNS_INFO, or its logon information from older DCs): "ALICE" and
+	// "alice" both give "alice".
 	Name string
-	// Domain is the account's NetBIOS domain name (the PAC's LogonDomainName).
-	Domain string
 	// Realm is the account's Kerberos realm.
 	Realm string
 	// UPN is the account's user principal name (UPN_DNS_INFO), explicit or
@@ -110,34 +106,6 @@ func accountFromTicket(t messages.Ticket, key types.EncryptionKey) (*Account, er
 		}
 	}
 	return nil, ErrNoPAC
-}
-
-// accountFromPAC reads a PAC (AD-WIN2K-PAC's data) and checks its server
-// signature with key. It may panic on malformed input, as
-// accountFromTicket.
-func accountFromPAC(b []byte, key types.EncryptionKey) (*Account, error) {
-	var p pac.PACType
-	if err := p.Unmarshal(b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoPAC, err)
-	}
-	if err := p.ProcessPACInfoBuffers(key, log.New(io.Discard, "", 0)); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoPAC, err)
-	}
-	v := p.KerbValidationInfo
-	if v == nil {
-		return nil, fmt.Errorf("%w: no logon information", ErrNoPAC)
-	}
-	a := &Account{Name: v.EffectiveName.Value, Domain: v.LogonDomainName.Value}
-	if !validName(a.Name) {
-		return nil, fmt.Errorf("%w: the logon information names no account", ErrNoPAC)
-	}
-	if v.UserID != 0 {
-		a.SID = fmt.Sprintf("%s-%d", v.LogonDomainID.String(), v.UserID)
-	}
-	if p.UPNDNSInfo != nil && validName(p.UPNDNSInfo.UPN) {
-		a.UPN = p.UPNDNSInfo.UPN
-	}
-	return a, nil
 }
 
 // validName: non-empty UTF-8 without control characters, short enough for AD.

@@ -183,15 +183,9 @@ func (b *BasicAuth) Check(ctx context.Context, account, password string) error {
 	b.mu.Unlock()
 
 	if owner {
-		err := b.exchange(account, password)
-		b.mu.Lock()
-		e.err = err
-		e.expires = time.Now().Add(b.ttl())
-		if err != nil && !remembered(err) {
-			delete(b.verdict, k)
-		}
-		b.mu.Unlock()
-		close(e.done)
+		// Apart from this request, which may stop waiting (its context)
+		// while the exchange goes on for the others.
+		go b.settle(k, e, account, password)
 	}
 	select {
 	case <-e.done:
@@ -199,6 +193,19 @@ func (b *BasicAuth) Check(ctx context.Context, account, password string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// settle asks the KDC about a password and records the answer.
+func (b *BasicAuth) settle(k [32]byte, e *basicEntry, account, password string) {
+	err := b.exchange(account, password)
+	b.mu.Lock()
+	e.err = err
+	e.expires = time.Now().Add(b.ttl())
+	if err != nil && !remembered(err) {
+		delete(b.verdict, k)
+	}
+	b.mu.Unlock()
+	close(e.done)
 }
 
 // allow takes one new password from the account's allowance. b.mu is held.
@@ -295,40 +302,15 @@ func (b *BasicAuth) evict(now time.Time) {
 	}
 }
 
-func (b *BasicAuth) ttl() time.Duration {
-	if b.TTL > 0 {
-		return b.TTL
-	}
-	return 5 * time.Minute
-}
+func (b *BasicAuth) ttl() time.Duration { return positiveOr(b.TTL, 5*time.Minute) }
 
-func (b *BasicAuth) maxEntries() int {
-	if b.MaxEntries > 0 {
-		return b.MaxEntries
-	}
-	return 100000
-}
+func (b *BasicAuth) maxEntries() int { return positiveOr(b.MaxEntries, 100000) }
 
-func (b *BasicAuth) passwordBurst() int {
-	if b.PasswordBurst > 0 {
-		return b.PasswordBurst
-	}
-	return 3
-}
+func (b *BasicAuth) passwordBurst() int { return positiveOr(b.PasswordBurst, 3) }
 
-func (b *BasicAuth) passwordRate() float64 {
-	if b.PasswordRate > 0 {
-		return b.PasswordRate
-	}
-	return 1
-}
+func (b *BasicAuth) passwordRate() float64 { return positiveOr(b.PasswordRate, 1) }
 
-func (b *BasicAuth) timeout() time.Duration {
-	if b.Timeout > 0 {
-		return b.Timeout
-	}
-	return 10 * time.Second
-}
+func (b *BasicAuth) timeout() time.Duration { return positiveOr(b.Timeout, 10*time.Second) }
 
 // Format prints the settings only, for every verb: the HMAC key and the
 // remembered answers are never printed.

@@ -6,12 +6,14 @@
 //
 //  1. accepts only the ActiveSync path and a well-formed EAS query, plain
 //     or base64 (ParseParams);
-//  2. authenticates the device: a TLS client certificate whose UPN, e-mail
-//     or CN names the user (CertificateAuth, with CRL revocation), or
-//     Basic, whose password the domain's KDC checks in an AS exchange
+//  2. authenticates the device: a TLS client certificate whose UPN names
+//     the user (CertificateAuth, with CRL revocation of the whole chain),
+//     or Basic, whose password the domain's KDC checks in an AS exchange
 //     (BasicAuth, which remembers answers, right and wrong, under an HMAC
 //     so that a phone with an old password cannot lock its user out);
-//  3. checks that the EAS User parameter names that user, then asks the
+//     either way the name is resolved to the account that holds it
+//     (Names, Accounts);
+//  3. checks that the EAS User parameter names that account, then asks the
 //     Authorize hook (MDM policy);
 //  4. gets a ticket as the user to Exchange's SPN from a kerberos.Cache
 //     (S4U2Self, then S4U2Proxy; concurrent first requests share one
@@ -35,11 +37,21 @@
 // (kerberos.ErrNotDelegable, ErrBadCredentials, ...); the device sees only
 // the status, the log line says what an administrator should do (Hint).
 //
+// Names and accounts: a UPN's prefix is not an account name in Active
+// Directory (jdoe may hold j.doe@corp.example.com; alice@example.com may be
+// xsmith's while another account is called alice), so the gateway never cuts
+// one. Names.Accounts asks the KDC which account holds each name a device
+// presents (S4U2Self, then the PAC of the ticket, which the KDC signs), and
+// that account, spelled as AD keeps it, is the user everywhere after: the
+// ticket (its client name is the sAMAccountName and its PAC the account's,
+// so Exchange, which reads the PAC, and backends that read the name agree),
+// the ticket cache, the upstream pools, the redirects and the log.
+//
 // Statuses: a malformed request 400, an unknown path 404; no or wrong
 // Basic credentials 401, a refused certificate 403; a User parameter for
 // someone else 403; a user the KDC will not delegate (sensitive, disabled,
-// not allowed) 403; no KDC answer in time 503 with Retry-After; Exchange
-// unreachable 502, too slow 504.
+// not allowed) 403; no KDC answer in time 503 with Retry-After; a body
+// that stops coming 408; Exchange unreachable 502, too slow 504.
 //
 // Every request logs one line (user, device, command, status, duration)
 // through log/slog. No password, ticket, key or Authorization header

@@ -26,7 +26,10 @@ func ExampleProxyHandler() {
 	svc := kerberos.NewWithPassword("svc_awseg", "CORP.EXAMPLE.COM", "password from a file", cfg)
 	svc.Transport = kdcs
 
-	names := seg.Names{Realm: "CORP.EXAMPLE.COM", NetBIOS: "CORP", Suffixes: []string{"example.com"}}
+	// The KDC says which account holds each name a device presents: a
+	// UPN's prefix is no account name.
+	names := seg.Names{Realm: "CORP.EXAMPLE.COM", NetBIOS: "CORP", Suffixes: []string{"example.com"},
+		Accounts: &seg.Accounts{Resolver: svc}}
 	certs := &seg.CertificateAuth{Names: names, Revocation: &seg.CRL{Files: []string{"/etc/seg/devices.crl"}}}
 	basic := &seg.BasicAuth{Realm: "CORP.EXAMPLE.COM", Config: cfg, Transport: kdcs, Names: names, TTL: 5 * time.Minute}
 
@@ -44,6 +47,22 @@ func ExampleProxyHandler() {
 	fmt.Println(srv.MaxHeaderBytes, srv.ReadTimeout, srv.WriteTimeout)
 	// log.Fatal(srv.ListenAndServeTLS("/etc/seg/gateway.crt", "/etc/seg/gateway.key"))
 	// Output: 32768 0s 0s
+}
+
+// Names reads what a device presents without asking the directory: a UPN
+// stays whole for the KDC to resolve (Names.Accounts), DOMAIN\user and bare
+// names are account names.
+func ExampleNames_Principal() {
+	n := seg.Names{Realm: "CORP.EXAMPLE.COM", NetBIOS: "CORP", Suffixes: []string{"example.com"}}
+	for _, name := range []string{"j.doe@EXAMPLE.COM", `CORP\jdoe`, "jdoe@CORP.EXAMPLE.COM", "jdoe@elsewhere.org"} {
+		p, err := n.Principal(name)
+		fmt.Println(p, err != nil)
+	}
+	// Output:
+	// j.doe@example.com false
+	// jdoe false
+	// jdoe@corp.example.com false
+	//  true
 }
 
 // ParseParams reads the base64 query form that iOS and Windows Phone

@@ -279,7 +279,9 @@ func (a *Accounts) Account(ctx context.Context, name string) (*kerberos.Account,
 	}
 	a.mu.Unlock()
 	if owner {
-		a.fetch(k, name, e)
+		// Apart from this request: it may give up waiting (its context),
+		// the question goes on for the others.
+		go a.fetch(k, name, e)
 	}
 	select {
 	case <-e.done:
@@ -367,30 +369,19 @@ func (a *Accounts) Forget() {
 	}
 }
 
-func (a *Accounts) ttl() time.Duration {
-	if a.TTL > 0 {
-		return a.TTL
-	}
-	return 10 * time.Hour
-}
+func (a *Accounts) ttl() time.Duration { return positiveOr(a.TTL, 10*time.Hour) }
 
-func (a *Accounts) negativeTTL() time.Duration {
-	if a.NegativeTTL > 0 {
-		return a.NegativeTTL
-	}
-	return time.Minute
-}
+func (a *Accounts) negativeTTL() time.Duration { return positiveOr(a.NegativeTTL, time.Minute) }
 
-func (a *Accounts) maxEntries() int {
-	if a.MaxEntries > 0 {
-		return a.MaxEntries
-	}
-	return 100000
-}
+func (a *Accounts) maxEntries() int { return positiveOr(a.MaxEntries, 100000) }
 
-func (a *Accounts) timeout() time.Duration {
-	if a.Timeout > 0 {
-		return a.Timeout
+func (a *Accounts) timeout() time.Duration { return positiveOr(a.Timeout, 10*time.Second) }
+
+// positiveOr is v when it is set (positive), else the default: the zero
+// value of a field means its default.
+func positiveOr[T int | int64 | float64 | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
 	}
-	return 10 * time.Second
+	return def
 }

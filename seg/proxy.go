@@ -436,10 +436,7 @@ func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 }
 
 func (h *ProxyHandler) ticketTimeout() time.Duration {
-	if h.TicketTimeout > 0 {
-		return h.TicketTimeout
-	}
-	return 15 * time.Second
+	return positiveOr(h.TicketTimeout, 15*time.Second)
 }
 
 func (h *ProxyHandler) ticket(ctx context.Context, user, spn string) (*kerberos.Ticket, error) {
@@ -461,19 +458,9 @@ func (h *ProxyHandler) timeoutFor(p Params) time.Duration {
 	return 2 * time.Minute
 }
 
-func (h *ProxyHandler) bodyTimeout() time.Duration {
-	if h.BodyTimeout > 0 {
-		return h.BodyTimeout
-	}
-	return time.Minute
-}
+func (h *ProxyHandler) bodyTimeout() time.Duration { return positiveOr(h.BodyTimeout, time.Minute) }
 
-func (h *ProxyHandler) maxLongPolls() int {
-	if h.MaxLongPollsPerUser > 0 {
-		return h.MaxLongPollsPerUser
-	}
-	return 32
-}
+func (h *ProxyHandler) maxLongPolls() int { return positiveOr(h.MaxLongPollsPerUser, 32) }
 
 // nameHash is a keyed hash of a refused login name: one name gives one hash
 // for the life of the handler, so an administrator sees a name tried many
@@ -484,12 +471,7 @@ func (h *ProxyHandler) nameHash(name string) string {
 	return hex.EncodeToString(m.Sum(nil)[:8])
 }
 
-func (h *ProxyHandler) replayLimit() int64 {
-	if h.ReplayLimit > 0 {
-		return h.ReplayLimit
-	}
-	return 64 << 10
-}
+func (h *ProxyHandler) replayLimit() int64 { return positiveOr(h.ReplayLimit, 64<<10) }
 
 // Routes: what a request is for.
 const (

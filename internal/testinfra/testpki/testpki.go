@@ -32,31 +32,15 @@ type CA struct {
 }
 
 // New makes a CA named name, valid from an hour ago for a day.
-func New(name string) (*CA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Pool: pool}, nil
-}
+func New(name string) (*CA, error) { return newCA(name, nil) }
 
 // Intermediate issues a CA certificate named name under ca: a two-tier
 // PKI's issuing CA. Its Pool holds ca's root only, as a server's ClientCAs
-// would; its certificate is ca-signed.
-func (ca *CA) Intermediate(name string) (*CA, error) {
+// would.
+func (ca *CA) Intermediate(name string) (*CA, error) { return newCA(name, ca) }
+
+// newCA makes a CA signed by parent, or self-signed when parent is nil.
+func newCA(name string, parent *CA) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -68,7 +52,11 @@ func (ca *CA) Intermediate(name string) (*CA, error) {
 	tmpl := &x509.Certificate{SerialNumber: sn, Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	signer, signerKey := tmpl, key
+	if parent != nil {
+		signer, signerKey = parent.Cert, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +64,13 @@ func (ca *CA) Intermediate(name string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Pool: ca.Pool}, nil
+	pool := x509.NewCertPool()
+	if parent != nil {
+		pool = parent.Pool
+	} else {
+		pool.AddCert(cert)
+	}
+	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Pool: pool}, nil
 }
 
 // Issued is a certificate with its key.

@@ -139,7 +139,7 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 		return err
 	}
 	log.Printf("bench: %d users created in %v", users+1, time.Since(start).Round(time.Millisecond))
-	if err := b.makeFiles(append([]string{"bcold"}, names(users)...)); err != nil {
+	if err := b.makeFiles(append([]string{"bcold"}, names(users)...), perUser); err != nil {
 		return err
 	}
 	if b.relay, err = newKDCRelay(b.lab.KDCAddr()); err != nil {
@@ -288,7 +288,7 @@ func (b *bench) makeUsers(ctx context.Context, users []string) error {
 
 // makeFiles writes the CA, the server certificate (gateway, ReverseProxy
 // and backend share it), an empty CRL and a certificate per user.
-func (b *bench) makeFiles(users []string) error {
+func (b *bench) makeFiles(users []string, perUser int) error {
 	ca, err := testpki.New("bench device CA")
 	if err != nil {
 		return err
@@ -308,7 +308,9 @@ func (b *bench) makeFiles(users []string) error {
 		Devices: map[string]seg.DeviceState{}}
 	for _, u := range users {
 		rules.Devices["BENCH"+u] = seg.DeviceState{User: u, Managed: true}
-		rules.Devices["H"+u] = seg.DeviceState{User: u, Managed: true}
+		for j := 0; j < perUser; j++ { // the held Pings' devices (bench hold)
+			rules.Devices[fmt.Sprintf("H%sD%d", u, j)] = seg.DeviceState{User: u, Managed: true}
+		}
 	}
 	policy, err := json.Marshal(rules)
 	if err != nil {

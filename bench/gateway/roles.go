@@ -200,10 +200,13 @@ func hold(args []string) {
 		user := userName(u)
 		c := device(*dir, user)
 		for j := 0; j < *perUser; j++ {
+			// A device id each: the gateway ends a device's older Ping
+			// when the device sends a new one.
+			device := fmt.Sprintf("H%sD%d", user, j)
 			go func() {
 				sem <- struct{}{}
 				req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost,
-					*base+"/Microsoft-Server-ActiveSync?Cmd=Ping&User="+user+"&DeviceId=H"+user+"&DeviceType=Bench", nil)
+					*base+"/Microsoft-Server-ActiveSync?Cmd=Ping&User="+user+"&DeviceId="+device+"&DeviceType=Bench", nil)
 				req.Header.Set(eastest.HoldHeader, "1h")
 				resp, err := c.Do(req)
 				if err != nil {

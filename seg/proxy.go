@@ -134,15 +134,16 @@ type ProxyHandler struct {
 	// Exchange). An ended long poll gets 503 with Retry-After.
 	MaxLongPollsPerUser int
 
-	once      sync.Once
-	hashKey   []byte // for refused login names in the log
-	polls     heldPolls
-	buffers   bufferPool
-	proxy     *httputil.ReverseProxy // ordinary commands
-	longPoll  *httputil.ReverseProxy // Ping and Sync
-	transport UserTransport
-	redirects *Redirects
-	initErr   error
+	once        sync.Once
+	hashKey     []byte // for refused login names in the log
+	polls       heldPolls
+	buffers     bufferPool             // copy buffers of ordinary answers
+	longBuffers bufferPool             // of long polls
+	proxy       *httputil.ReverseProxy // ordinary commands
+	longPoll    *httputil.ReverseProxy // Ping and Sync
+	transport   UserTransport
+	redirects   *Redirects
+	initErr     error
 }
 
 // easPath is the ActiveSync virtual directory.
@@ -194,11 +195,17 @@ func (h *ProxyHandler) init() {
 	// flushed at once anyway (ReverseProxy does that itself), so nothing
 	// is held back; flushing every write of every answer cost a TLS record
 	// and a system call per write, a sixth of the gateway's CPU.
-	h.proxy = h.reverseProxy(0)
-	h.longPoll = h.reverseProxy(-1)
+	//
+	// A long poll's copy buffer is small: the copy holds it for as long as
+	// the answer is open, an hour for a Ping whose answer has begun, and a
+	// Ping's or Sync's answer is a few KiB at most. 32 KiB for each of
+	// 50,000 held Pings would be 1.6 GiB.
+	h.buffers.size, h.longBuffers.size = 32<<10, 4<<10
+	h.proxy = h.reverseProxy(0, &h.buffers)
+	h.longPoll = h.reverseProxy(-1, &h.longBuffers)
 }
 
-func (h *ProxyHandler) reverseProxy(flush time.Duration) *httputil.ReverseProxy {
+func (h *ProxyHandler) reverseProxy(flush time.Duration, buffers *bufferPool) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			fw := pr.In.Context().Value(ctxKey{}).(*forward)
@@ -210,7 +217,7 @@ func (h *ProxyHandler) reverseProxy(flush time.Duration) *httputil.ReverseProxy 
 		},
 		Transport:      &kcdTransport{h: h},
 		FlushInterval:  flush,
-		BufferPool:     &h.buffers,
+		BufferPool:     buffers,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.proxyError,
 		ErrorLog:       slog.NewLogLogger(h.logger().Handler(), slog.LevelWarn),
@@ -574,13 +581,16 @@ func statusText(code int) string {
 
 // bufferPool lends ReverseProxy its copy buffers: without one it allocates
 // 32 KiB per response, most of the gateway's garbage.
-type bufferPool struct{ p sync.Pool }
+type bufferPool struct {
+	p    sync.Pool
+	size int
+}
 
 func (b *bufferPool) Get() []byte {
 	if v, ok := b.p.Get().(*[]byte); ok {
 		return *v
 	}
-	return make([]byte, 32<<10)
+	return make([]byte, b.size)
 }
 
 func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }

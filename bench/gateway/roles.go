@@ -117,8 +117,11 @@ func device(dir, user string) *http.Client {
 		MaxIdleConnsPerHost: 64, DisableCompression: true}}
 }
 
+// easURL is an ordinary ActiveSync request (FolderSync) of user's bench
+// device. Not a Sync: the gateway bounds a user's long polls (Ping and Sync,
+// MaxLongPollsPerUser), and the cold path sends 1,000 at once for one user.
 func easURL(base, user string) string {
-	return base + "/Microsoft-Server-ActiveSync?Cmd=Sync&User=" + user + "&DeviceId=BENCH" + user + "&DeviceType=Bench"
+	return base + "/Microsoft-Server-ActiveSync?Cmd=FolderSync&User=" + user + "&DeviceId=BENCH" + user + "&DeviceType=Bench"
 }
 
 // loadResult is what a load run reports.

@@ -456,7 +456,9 @@ func (b *bench) coldPath(gw *gatewayProc, users int) error {
 	return nil
 }
 
-// fire sends n requests, conc at a time, each from the device dev(i) gives.
+// fire sends n FolderSyncs, conc at a time, each from the device dev(i)
+// gives. Not Syncs: the gateway bounds a user's long polls (Ping and Sync,
+// MaxLongPollsPerUser), and the cold path sends 1,000 at once for one user.
 // With shared, all requests use one client (one user's phone, many
 // connections).
 func fire(n, conc int, dev func(int) (string, *http.Client), base string, shared bool) int {
@@ -479,7 +481,7 @@ func fire(n, conc int, dev func(int) (string, *http.Client), base string, shared
 			if !shared {
 				user, c = dev(i)
 			}
-			resp, err := c.Post(easURL(base, user), "", nil)
+			resp, err := c.Post(cmdURL(base, "FolderSync", user), "", nil)
 			if err == nil {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()

@@ -117,11 +117,12 @@ func device(dir, user string) *http.Client {
 		MaxIdleConnsPerHost: 64, DisableCompression: true}}
 }
 
-// easURL is an ordinary ActiveSync request (FolderSync) of user's bench
-// device. Not a Sync: the gateway bounds a user's long polls (Ping and Sync,
-// MaxLongPollsPerUser), and the cold path sends 1,000 at once for one user.
-func easURL(base, user string) string {
-	return base + "/Microsoft-Server-ActiveSync?Cmd=FolderSync&User=" + user + "&DeviceId=BENCH" + user + "&DeviceType=Bench"
+// easURL is a Sync of user's bench device, the warm path's request.
+func easURL(base, user string) string { return cmdURL(base, "Sync", user) }
+
+// cmdURL is an ActiveSync request of user's bench device.
+func cmdURL(base, cmd, user string) string {
+	return base + "/Microsoft-Server-ActiveSync?Cmd=" + cmd + "&User=" + user + "&DeviceId=BENCH" + user + "&DeviceType=Bench"
 }
 
 // loadResult is what a load run reports.

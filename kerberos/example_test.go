@@ -28,3 +28,27 @@ func Example() {
 	}
 	fmt.Println(tkt) // http/mail.corp.example.com@CORP.EXAMPLE.COM for alice@..., until ...
 }
+
+// Which account holds a UPN: the KDC resolves it and the PAC says. A UPN's
+// prefix is not an account name in Active Directory.
+func ExampleClient_Account() {
+	cfg, err := kerberos.NewConfig("CORP.EXAMPLE.COM", "dc1.corp.example.com")
+	if err != nil {
+		log.Fatal(err)
+	}
+	svc := kerberos.NewWithPassword("svc_awseg", "CORP.EXAMPLE.COM", os.Getenv("SVC_PASSWORD"), cfg)
+	acct, err := svc.Account(context.Background(), "j.doe@example.com")
+	switch {
+	case errors.Is(err, kerberos.ErrClientUnknown):
+		log.Fatal("no account holds j.doe@example.com")
+	case err != nil:
+		log.Fatal(err)
+	}
+	// Impersonate the account by its name: the ticket's client name is then
+	// the sAMAccountName, and its PAC the account's.
+	tkt, err := svc.Impersonate(context.Background(), acct.User, "http/mail.corp.example.com")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(acct.Name, acct.SID, tkt.ClientName())
+}

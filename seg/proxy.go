@@ -39,17 +39,19 @@ type Request struct {
 }
 
 // ProxyHandler is the gateway: an http.Handler that authenticates the
-// device, checks that the EAS User parameter names that user, asks the
+// device (naming the account that holds the name it presents, see Names),
+// checks that the EAS User parameter names that account, asks the
 // Authorize hook, gets a ticket as the user to Exchange's SPN (S4U2Self and
 // S4U2Proxy, through Tickets) and forwards the request to Exchange with a
 // fresh "Authorization: Negotiate" header. Answers stream both ways as they
-// come (httputil.ReverseProxy with immediate flushing does the copying), so
-// a Ping held for an hour or an attachment of any size passes without being
-// buffered, and a device that hangs up cancels its request to Exchange.
+// come (httputil.ReverseProxy does the copying; a streamed answer is
+// flushed write by write), so a Ping held for an hour or an attachment of
+// any size passes without being buffered, and a device that hangs up
+// cancels its request to Exchange.
 //
 // Upstream connections are never shared between users (see UserTransport).
 //
-// Only Target, Tickets and Authenticate are required; the zero value of every
+// Only Upstreams, Tickets and Authenticate are required; the zero value of every
 // other field means its default. Set the fields before the first request.
 type ProxyHandler struct {
 	// Upstreams are the Exchange servers (https://mail.corp.example.com,

@@ -22,10 +22,16 @@ type UserTransport interface {
 	ForUser(user string) http.RoundTripper
 }
 
-// UserPools is the default UserTransport: an http.Transport of its own for
-// each user, HTTP/1.1 only, created on first use and closed when the user
-// has had no request in flight for IdleTimeout, with at most MaxUsers pools.
-// The zero value is ready to use.
+// UserPools is the default UserTransport: HTTP/1.1 connections of its own
+// for each user, created on first use and closed when the user has had no
+// request in flight for IdleTimeout, with at most MaxUsers pools. The zero
+// value is ready to use.
+//
+// It is not an http.Transport per user, which it was: a request that waits
+// (a Ping held for an hour) waits on the handler's goroutine, where an
+// http.Transport connection keeps a read loop and a write loop of its own
+// and their buffers; buffers are taken while bytes move. The wire format is
+// net/http's (Request.Write, ReadResponse).
 type UserPools struct {
 	// TLSClientConfig is used for https upstreams (nil: system roots).
 	TLSClientConfig *tls.Config
@@ -46,14 +52,15 @@ type UserPools struct {
 	// ends.
 	MaxUsers int
 
-	mu    sync.Mutex
-	users map[string]*list.Element // of *userPool
-	lru   list.List                // front: most recently used
+	mu        sync.Mutex
+	users     map[string]*list.Element // of *userPool
+	lru       list.List                // front: most recently used
+	tlsByHost map[string]*tls.Config   // one per upstream host, not one per connection
 }
 
 type userPool struct {
 	user    string
-	t       *http.Transport
+	t       *h1Conns
 	active  int
 	last    time.Time
 	dropped bool
@@ -69,7 +76,7 @@ func (p *UserPools) CloseIdleConnections() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for e := p.lru.Front(); e != nil; e = e.Next() {
-		e.Value.(*userPool).t.CloseIdleConnections()
+		e.Value.(*userPool).t.closeIdle(false)
 	}
 }
 
@@ -140,7 +147,7 @@ func (p *UserPools) release(up *userPool) {
 	up.active--
 	up.last = time.Now()
 	if up.active == 0 && up.dropped {
-		up.t.CloseIdleConnections()
+		up.t.closeIdle(true)
 	}
 }
 
@@ -176,47 +183,17 @@ func (p *UserPools) drop(e *list.Element) {
 	delete(p.users, up.user)
 	up.dropped = true
 	if up.active == 0 {
-		up.t.CloseIdleConnections()
+		up.t.closeIdle(true)
 	}
 }
 
-func (p *UserPools) newTransport() *http.Transport {
-	dial := p.DialContext
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	}
-	var tlsConf *tls.Config
-	if p.TLSClientConfig != nil {
-		tlsConf = p.TLSClientConfig.Clone()
-	} else {
-		tlsConf = &tls.Config{}
-	}
-	// HTTP/1.1 only: one request per connection at a time keeps the
-	// connection's authentication and the request's ticket the same user's.
-	tlsConf.NextProtos = []string{"http/1.1"}
-	maxConns := p.MaxConnsPerUser
-	if maxConns <= 0 {
-		maxConns = 32
-	}
-	maxIdle := p.MaxIdlePerUser
-	if maxIdle <= 0 {
-		maxIdle = 2
-	}
-	return &http.Transport{
-		DialContext:         dial,
-		TLSClientConfig:     tlsConf,
-		TLSHandshakeTimeout: 10 * time.Second,
-		ForceAttemptHTTP2:   false,
-		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
-		MaxConnsPerHost:     maxConns,
-		MaxIdleConnsPerHost: maxIdle,
-		MaxIdleConns:        maxIdle * 4,
-		IdleConnTimeout:     p.idleTimeout(),
-		// Compressed bodies pass through as they are: the device asked for them.
-		DisableCompression: true,
-		Proxy:              nil,
-	}
+func (p *UserPools) newTransport() *h1Conns {
+	return &h1Conns{pools: p, idle: map[string][]*h1Conn{}, open: map[string]int{}, changed: make(chan struct{})}
 }
+
+func (p *UserPools) maxConnsPerUser() int { return positiveOr(p.MaxConnsPerUser, 32) }
+
+func (p *UserPools) maxIdlePerUser() int { return positiveOr(p.MaxIdlePerUser, 2) }
 
 func (p *UserPools) idleTimeout() time.Duration {
 	if p.IdleTimeout > 0 {

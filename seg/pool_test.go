@@ -2,10 +2,12 @@ package seg_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -129,4 +131,78 @@ func TestUserPoolsBounded(t *testing.T) {
 	if n := pools.Users(); n != 1 {
 		t.Errorf("%d pools after the idle timeout", n)
 	}
+}
+
+// TestUserPoolsServerClosedIdle: the server closes a kept-alive connection
+// while it is idle (IIS does after two minutes); the next request, with a
+// body that can go again or none, goes over a new connection.
+func TestUserPoolsServerClosedIdle(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
+	srv.Config.IdleTimeout = 50 * time.Millisecond
+	srv.StartTLS()
+	defer srv.Close()
+	pools := &seg.UserPools{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig}
+	rt := pools.ForUser("alice")
+	for i, body := range []string{"", "first", "second"} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(got) != body {
+			t.Errorf("request %d: %q", i, got)
+		}
+		time.Sleep(150 * time.Millisecond) // the server closes the idle connection
+	}
+}
+
+// TestUserPoolsEarlyAnswer: the server answers before it has read a
+// streamed body (a refusal) and never reads the rest; the answer reaches
+// the caller and nothing waits for the other side.
+func TestUserPoolsEarlyAnswer(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, "no")
+	}))
+	defer srv.Close()
+	pools := &seg.UserPools{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig}
+	pr, pw := io.Pipe()
+	go func() { // 64 MiB that the server will not read
+		chunk := make([]byte, 1<<20)
+		for i := 0; i < 64; i++ {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, pr)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := pools.ForUser("alice").RoundTrip(req)
+		if err == nil {
+			if resp.StatusCode != http.StatusUnauthorized {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil && !strings.Contains(err.Error(), "reset") && !strings.Contains(err.Error(), "broken pipe") {
+			t.Errorf("early answer: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the early answer and the unread body waited for each other")
+	}
+	pr.CloseWithError(io.ErrClosedPipe)
 }

@@ -706,6 +706,11 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("seg: upstream request without its user")
 	}
 	rt := k.h.transport.ForUser(fw.user)
+	if fw.body != nil {
+		// A kept-alive connection that the server closed is found only by
+		// sending on it: the body can go again on a new one.
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(fw.body)), nil }
+	}
 	resp, err := k.attempt(rt, req, fw)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err

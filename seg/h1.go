@@ -1,0 +1,415 @@
+package seg
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// h1Conns are one user's HTTP/1.1 connections to the upstreams, one request
+// at a time on each. It does what an http.Transport would, with less held
+// per request that waits (a Ping held for an hour): the request waits on the
+// caller's goroutine, not on a read loop and a write loop of the
+// connection's own, and a read buffer is taken only once the answer begins.
+// The wire format is net/http's (Request.Write, ReadResponse).
+type h1Conns struct {
+	pools *UserPools
+
+	mu      sync.Mutex
+	idle    map[string][]*h1Conn // by scheme://host:port, most recent last
+	open    map[string]int       // connections per host, idle or busy
+	changed chan struct{}        // closed and replaced when a connection is freed
+	closed  bool                 // the pool was dropped: no connection goes idle
+}
+
+// h1Conn is one upstream connection.
+type h1Conn struct {
+	key    string
+	conn   net.Conn
+	reused bool        // carried a request before
+	timer  *time.Timer // closes it after IdleTimeout idle
+}
+
+// bufio buffers, taken while bytes move and given back after.
+var (
+	h1Writers sync.Pool // *bufio.Writer
+	h1Readers sync.Pool // *bufio.Reader
+)
+
+func getWriter(w io.Writer) *bufio.Writer {
+	if bw, ok := h1Writers.Get().(*bufio.Writer); ok {
+		bw.Reset(w)
+		return bw
+	}
+	return bufio.NewWriterSize(w, 4<<10)
+}
+
+func putWriter(bw *bufio.Writer) { bw.Reset(nil); h1Writers.Put(bw) }
+
+func getReader(r io.Reader) *bufio.Reader {
+	if br, ok := h1Readers.Get().(*bufio.Reader); ok {
+		br.Reset(r)
+		return br
+	}
+	return bufio.NewReaderSize(r, 4<<10)
+}
+
+func putReader(br *bufio.Reader) { br.Reset(nil); h1Readers.Put(br) }
+
+// errServerClosedIdle: a reused connection ended before any byte of the
+// answer, as when the server closed it while idle; the request is sent
+// again on a new one when its body can be.
+var errServerClosedIdle = errors.New("seg: upstream closed a kept-alive connection")
+
+// RoundTrip sends req over one of the user's connections to its host.
+func (u *h1Conns) RoundTrip(req *http.Request) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		resp, err := u.roundTrip(req)
+		if !errors.Is(err, errServerClosedIdle) || attempt > 0 {
+			return resp, err
+		}
+		if req.Body != nil && req.Body != http.NoBody {
+			if req.GetBody == nil {
+				return nil, err
+			}
+			body, gerr := req.GetBody()
+			if gerr != nil {
+				return nil, err
+			}
+			req = req.Clone(req.Context())
+			req.Body = body
+		}
+	}
+}
+
+func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	key := req.URL.Scheme + "://" + canonicalAddr(req)
+	c, err := u.get(ctx, key, req)
+	if err != nil {
+		return nil, err
+	}
+	// The request's end (the device hung up, the header timeout) closes
+	// the connection, which ends whatever read or write waits on it.
+	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		u.discard(c)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	// A body in memory is written at once; one that streams from the
+	// device is written beside the wait for the answer, which may come
+	// first (a refusal), so that neither side waits for the other.
+	streamed := req.Body != nil && req.Body != http.NoBody && (req.ContentLength < 0 || req.ContentLength > 64<<10)
+	var wrote chan error
+	if streamed {
+		wrote = make(chan error, 1)
+		go func() { wrote <- writeRequest(c.conn, req) }()
+	} else if err := writeRequest(c.conn, req); err != nil {
+		if c.reused && ctx.Err() == nil {
+			stop()
+			u.discard(c)
+			return nil, fmt.Errorf("%w: %v", errServerClosedIdle, err)
+		}
+		return fail(err)
+	}
+	// Wait for the answer's first byte with no buffer held.
+	var first [1]byte
+	if _, err := io.ReadFull(c.conn, first[:]); err != nil {
+		if c.reused && ctx.Err() == nil && !streamed {
+			stop()
+			u.discard(c)
+			return nil, fmt.Errorf("%w: %v", errServerClosedIdle, err)
+		}
+		return fail(err)
+	}
+	br := getReader(&prefixReader{b: first[0], r: c.conn})
+	var resp *http.Response
+	for {
+		resp, err = http.ReadResponse(br, req)
+		if err != nil {
+			putReader(br)
+			return fail(err)
+		}
+		// Interim answers (100 Continue, 103 Early Hints) are not the answer.
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		resp.Body.Close()
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		putReader(br)
+		resp.Body.Close()
+		return fail(errors.New("seg: upstream switched protocols"))
+	}
+	resp.Body = &h1Body{ReadCloser: resp.Body, u: u, c: c, br: br, stop: stop, wrote: wrote,
+		reuse: !resp.Close && !req.Close}
+	return resp, nil
+}
+
+// writeRequest writes req in HTTP/1.1 wire format through a pooled buffer.
+func writeRequest(conn net.Conn, req *http.Request) error {
+	bw := getWriter(conn)
+	err := req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	putWriter(bw)
+	return err
+}
+
+// prefixReader gives back a byte already read, then reads on.
+type prefixReader struct {
+	b    byte
+	used bool
+	r    io.Reader
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if !p.used && len(b) > 0 {
+		p.used = true
+		b[0] = p.b
+		return 1, nil
+	}
+	return p.r.Read(b)
+}
+
+// h1Body is an answer's body: at its end the connection goes back to the
+// user's idle connections, when it can carry another request.
+type h1Body struct {
+	io.ReadCloser
+	u     *h1Conns
+	c     *h1Conn
+	br    *bufio.Reader
+	stop  func() bool
+	wrote chan error // the streamed body's writer, nil when written at once
+	reuse bool
+	once  sync.Once
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	err := b.ReadCloser.Close()
+	b.finish(b.ReadCloser == http.NoBody) // an answer without a body is whole
+	return err
+}
+
+// finish ends the exchange: at the body's end (eof) the connection is kept
+// when nothing is left over on it; an answer closed before its end leaves
+// the connection in an unknown state, and it is closed.
+func (b *h1Body) finish(eof bool) {
+	b.once.Do(func() {
+		keep := eof && b.reuse && b.br.Buffered() == 0 && b.stop()
+		if b.wrote != nil {
+			var err error
+			select {
+			case err = <-b.wrote:
+			default:
+				// The answer came whole before the body went: the server
+				// does not want the rest, and the connection is spoilt.
+				keep = false
+				b.c.conn.Close()
+				err = <-b.wrote
+			}
+			if err != nil {
+				keep = false
+			}
+		}
+		putReader(b.br)
+		if keep {
+			b.u.put(b.c)
+			return
+		}
+		b.stop()
+		b.u.discard(b.c)
+	})
+}
+
+// get returns an idle connection to key, or dials one when fewer than
+// MaxConnsPerUser are open, or waits for one to be freed.
+func (u *h1Conns) get(ctx context.Context, key string, req *http.Request) (*h1Conn, error) {
+	for {
+		u.mu.Lock()
+		if list := u.idle[key]; len(list) > 0 {
+			c := list[len(list)-1]
+			u.idle[key] = list[:len(list)-1]
+			u.mu.Unlock()
+			if c.timer.Stop() {
+				c.reused = true
+				return c, nil
+			}
+			// Its idle timer fired as it was taken: it is being closed.
+			continue
+		}
+		if u.open[key] < u.pools.maxConnsPerUser() {
+			u.open[key]++
+			u.mu.Unlock()
+			conn, err := u.pools.dial(ctx, req)
+			if err != nil {
+				u.release(key)
+				return nil, err
+			}
+			return &h1Conn{key: key, conn: conn}, nil
+		}
+		changed := u.changed
+		u.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// put makes c idle, or closes it when the user has enough idle ones.
+func (u *h1Conns) put(c *h1Conn) {
+	u.mu.Lock()
+	if u.closed || len(u.idle[c.key]) >= u.pools.maxIdlePerUser() {
+		u.mu.Unlock()
+		u.discard(c)
+		return
+	}
+	c.timer = time.AfterFunc(u.pools.idleTimeout(), func() { u.expire(c) })
+	u.idle[c.key] = append(u.idle[c.key], c)
+	u.wake()
+	u.mu.Unlock()
+}
+
+// expire closes c after IdleTimeout, unless it was taken meanwhile.
+func (u *h1Conns) expire(c *h1Conn) {
+	u.mu.Lock()
+	list := u.idle[c.key]
+	for i, x := range list {
+		if x == c {
+			u.idle[c.key] = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	u.mu.Unlock()
+	u.discard(c)
+}
+
+// discard closes c and frees its place.
+func (u *h1Conns) discard(c *h1Conn) {
+	c.conn.Close()
+	u.release(c.key)
+}
+
+func (u *h1Conns) release(key string) {
+	u.mu.Lock()
+	if u.open[key]--; u.open[key] <= 0 {
+		delete(u.open, key)
+	}
+	u.wake()
+	u.mu.Unlock()
+}
+
+// wake tells those waiting for a connection to look again. u.mu is held.
+func (u *h1Conns) wake() {
+	close(u.changed)
+	u.changed = make(chan struct{})
+}
+
+// CloseIdleConnections closes the idle connections; with drop, the ones in
+// use are closed when their answer ends.
+func (u *h1Conns) closeIdle(drop bool) {
+	u.mu.Lock()
+	var idle []*h1Conn
+	for k, list := range u.idle {
+		for _, c := range list {
+			if c.timer.Stop() {
+				idle = append(idle, c)
+			}
+		}
+		delete(u.idle, k)
+	}
+	u.closed = u.closed || drop
+	u.mu.Unlock()
+	for _, c := range idle {
+		u.discard(c)
+	}
+}
+
+// dial opens a connection to req's host: TCP, then TLS for https, with the
+// host's TLS configuration (HTTP/1.1 only).
+func (p *UserPools) dial(ctx context.Context, req *http.Request) (net.Conn, error) {
+	addr := canonicalAddr(req)
+	dial := p.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	raw, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		var op *net.OpError
+		if !errors.As(err, &op) {
+			err = &net.OpError{Op: "dial", Net: "tcp", Err: err}
+		}
+		return nil, err
+	}
+	if req.URL.Scheme != "https" {
+		return raw, nil
+	}
+	tc := tls.Client(raw, p.tlsConfig(req.URL.Hostname()))
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// tlsConfig is the TLS configuration for host, made once per host.
+func (p *UserPools) tlsConfig(host string) *tls.Config {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.tlsByHost[host]; ok {
+		return c
+	}
+	var c *tls.Config
+	if p.TLSClientConfig != nil {
+		c = p.TLSClientConfig.Clone()
+	} else {
+		c = &tls.Config{}
+	}
+	if c.ServerName == "" {
+		c.ServerName = host
+	}
+	// HTTP/1.1 only: one request per connection at a time keeps the
+	// connection's authentication and the request's ticket the same user's.
+	c.NextProtos = []string{"http/1.1"}
+	if p.tlsByHost == nil {
+		p.tlsByHost = map[string]*tls.Config{}
+	}
+	p.tlsByHost[host] = c
+	return c
+}
+
+// canonicalAddr is req's host:port, the port from the scheme when absent.
+func canonicalAddr(req *http.Request) string {
+	port := req.URL.Port()
+	if port == "" {
+		port = "443"
+		if req.URL.Scheme == "http" {
+			port = "80"
+		}
+	}
+	return net.JoinHostPort(req.URL.Hostname(), port)
+}

@@ -58,7 +58,10 @@ func getReader(r io.Reader) *bufio.Reader {
 		br.Reset(r)
 		return br
 	}
-	return bufio.NewReaderSize(r, 4<<10)
+	// 2 KiB: an answer's headers and a chunk's size line fit, and a body
+	// read into the copy buffer, larger, goes past it; the reader is held
+	// for as long as an answer that has begun stays open.
+	return bufio.NewReaderSize(r, 2<<10)
 }
 
 func putReader(br *bufio.Reader) { br.Reset(nil); h1Readers.Put(br) }

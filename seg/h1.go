@@ -32,7 +32,8 @@ type h1Conns struct {
 // h1Conn is one upstream connection.
 type h1Conn struct {
 	key    string
-	conn   net.Conn
+	conn   net.Conn // TLS over raw, or raw
+	raw    net.Conn
 	reused bool        // carried a request before
 	timer  *time.Timer // closes it after IdleTimeout idle
 }
@@ -67,15 +68,18 @@ func getReader(r io.Reader) *bufio.Reader {
 func putReader(br *bufio.Reader) { br.Reset(nil); h1Readers.Put(br) }
 
 // errServerClosedIdle: a reused connection ended before any byte of the
-// answer, as when the server closed it while idle; the request is sent
-// again on a new one when its body can be.
+// answer, as when the server closed it while idle just as the request went
+// (get peeks at an idle connection first, which finds the usual case before
+// anything is sent). The request goes again on a new connection only when
+// its method is idempotent (RFC 9110 9.2.2) and its body can be sent again:
+// Exchange may have acted on a POST (SendMail) before the connection broke.
 var errServerClosedIdle = errors.New("seg: upstream closed a kept-alive connection")
 
 // RoundTrip sends req over one of the user's connections to its host.
 func (u *h1Conns) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		resp, err := u.roundTrip(req)
-		if !errors.Is(err, errServerClosedIdle) || attempt > 0 {
+		if !errors.Is(err, errServerClosedIdle) || attempt > 0 || !idempotent(req.Method) {
 			return resp, err
 		}
 		if req.Body != nil && req.Body != http.NoBody {
@@ -90,6 +94,14 @@ func (u *h1Conns) RoundTrip(req *http.Request) (*http.Response, error) {
 			req.Body = body
 		}
 	}
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
+		return true
+	}
+	return false
 }
 
 func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
@@ -254,22 +266,25 @@ func (u *h1Conns) get(ctx context.Context, key string, req *http.Request) (*h1Co
 			c := list[len(list)-1]
 			u.idle[key] = list[:len(list)-1]
 			u.mu.Unlock()
-			if c.timer.Stop() {
-				c.reused = true
-				return c, nil
+			if !c.timer.Stop() {
+				continue // its idle timer fired as it was taken: it is being closed
 			}
-			// Its idle timer fired as it was taken: it is being closed.
-			continue
+			if closedByPeer(c.raw) {
+				u.discard(c) // closed by the server while idle (IIS does after 2 minutes)
+				continue
+			}
+			c.reused = true
+			return c, nil
 		}
 		if u.open[key] < u.pools.maxConnsPerUser() {
 			u.open[key]++
 			u.mu.Unlock()
-			conn, err := u.pools.dial(ctx, req)
+			conn, raw, err := u.pools.dial(ctx, req)
 			if err != nil {
 				u.release(key)
 				return nil, err
 			}
-			return &h1Conn{key: key, conn: conn}, nil
+			return &h1Conn{key: key, conn: conn, raw: raw}, nil
 		}
 		changed := u.changed
 		u.mu.Unlock()
@@ -351,8 +366,9 @@ func (u *h1Conns) closeIdle(drop bool) {
 }
 
 // dial opens a connection to req's host: TCP, then TLS for https, with the
-// host's TLS configuration (HTTP/1.1 only).
-func (p *UserPools) dial(ctx context.Context, req *http.Request) (net.Conn, error) {
+// host's TLS configuration (HTTP/1.1 only). It returns the connection to use
+// and the TCP connection under it.
+func (p *UserPools) dial(ctx context.Context, req *http.Request) (net.Conn, net.Conn, error) {
 	addr := canonicalAddr(req)
 	dial := p.DialContext
 	if dial == nil {
@@ -364,19 +380,19 @@ func (p *UserPools) dial(ctx context.Context, req *http.Request) (net.Conn, erro
 		if !errors.As(err, &op) {
 			err = &net.OpError{Op: "dial", Net: "tcp", Err: err}
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if req.URL.Scheme != "https" {
-		return raw, nil
+		return raw, raw, nil
 	}
 	tc := tls.Client(raw, p.tlsConfig(req.URL.Hostname()))
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		raw.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return tc, nil
+	return tc, raw, nil
 }
 
 // tlsConfig is the TLS configuration for host, made once per host.

@@ -134,8 +134,9 @@ func TestUserPoolsBounded(t *testing.T) {
 }
 
 // TestUserPoolsServerClosedIdle: the server closes a kept-alive connection
-// while it is idle (IIS does after two minutes); the next request, with a
-// body that can go again or none, goes over a new connection.
+// while it is idle (IIS does after two minutes); the next request, a POST
+// that must not be sent twice, finds it closed before sending and goes over
+// a new connection.
 func TestUserPoolsServerClosedIdle(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)

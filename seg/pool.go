@@ -31,7 +31,8 @@ type UserTransport interface {
 // (a Ping held for an hour) waits on the handler's goroutine, where an
 // http.Transport connection keeps a read loop and a write loop of its own
 // and their buffers; buffers are taken while bytes move. The wire format is
-// net/http's (Request.Write, ReadResponse).
+// net/http's (Request.Write, ReadResponse). Responses carry no TLS state
+// (Response.TLS is nil), which a ModifyResponse hook should not expect.
 type UserPools struct {
 	// TLSClientConfig is used for https upstreams (nil: system roots).
 	TLSClientConfig *tls.Config

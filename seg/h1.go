@@ -162,6 +162,14 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp.Body.Close()
 	}
+	if ctx.Err() != nil {
+		// The request ended as the answer came: closing the connection
+		// sends TLS's close_notify first, and a server quick enough
+		// answers the cut-off request before the socket is gone.
+		resp.Body.Close()
+		putReader(br)
+		return fail(ctx.Err())
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		putReader(br)
 		resp.Body.Close()

@@ -45,6 +45,10 @@ type Identity struct {
 	User   string // the client principal, e.g. alice
 	Realm  string
 	Groups []string // group SIDs from the PAC, when the ticket carries one
+	// StartTime and EndTime bound the ticket's validity. The AP-REQ is
+	// accepted within MaxClockSkew of them; a server that wants no
+	// tolerance past the end compares EndTime with its own clock.
+	StartTime, EndTime time.Time
 	// ReplyHeader, when the client asked for mutual authentication, is the
 	// WWW-Authenticate value to send back: "Negotiate <AP-REP>".
 	ReplyHeader string
@@ -141,8 +145,13 @@ func (a *Acceptor) verify(op, authorization string) (*Identity, messages.APReq, 
 		}
 		return nil, ap, fail(op, "", err)
 	}
+	part := ap.Ticket.DecryptedEncPart
+	start := part.StartTime
+	if start.IsZero() {
+		start = part.AuthTime
+	}
 	return &Identity{User: creds.CName().PrincipalNameString(), Realm: creds.Domain(),
-		Groups: creds.GetADCredentials().GroupMembershipSIDs}, ap, nil
+		Groups: creds.GetADCredentials().GroupMembershipSIDs, StartTime: start, EndTime: part.EndTime}, ap, nil
 }
 
 func mutualRequested(ap messages.APReq) bool {

@@ -46,8 +46,9 @@ type TicketSource interface {
 type Cache struct {
 	// Source performs the exchange on a miss (typically a *Client).
 	Source Impersonator
-	// Skew: a ticket is not served once less than Skew remains (default 5m),
-	// so it does not expire on its way to Exchange.
+	// Skew: a ticket is not served once less than Skew remains, so it does
+	// not expire on its way to Exchange. The default is 5 minutes, or a
+	// tenth of the ticket's lifetime when that is shorter.
 	Skew time.Duration
 	// NegativeTTL: how long a KDC refusal is served from the cache (default
 	// 15s). Transport failures and cancellations are never cached.
@@ -105,11 +106,15 @@ func (c *Cache) now() time.Time {
 	return time.Now()
 }
 
-func (c *Cache) skew() time.Duration {
+// skew is the margin for t: Skew, or by default 5 minutes but at most a
+// tenth of t's lifetime (a realm with tickets of a few minutes would
+// otherwise find each one inside the margin as it arrives, and ask the KDC
+// on every request).
+func (c *Cache) skew(t *Ticket) time.Duration {
 	if c.Skew > 0 {
 		return c.Skew
 	}
-	return 5 * time.Minute
+	return defaultMargin(t)
 }
 
 func key(user, spn string) cacheKey { return cacheKey{user, spn} }
@@ -130,7 +135,7 @@ func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
 		case e.ticket != nil && !e.ticket.IsFor(user):
 			// Never expected with exact keys; a ticket for someone else is never served.
 			c.mismatches.Add(1)
-		case e.ticket != nil && now.Add(c.skew()).Before(e.ticket.EndTime):
+		case e.ticket != nil && now.Add(c.skew(e.ticket)).Before(e.ticket.EndTime):
 			c.lru.MoveToFront(el)
 			if !now.Before(e.refreshAt) {
 				if _, busy := c.inflight[k]; !busy {
@@ -204,7 +209,7 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch)
 			ttl = 15 * time.Second
 		}
 		if el, ok := c.entries[k]; ok {
-			if e := el.Value.(*cacheEntry); e.ticket != nil && c.now().Add(c.skew()).Before(e.ticket.EndTime) {
+			if e := el.Value.(*cacheEntry); e.ticket != nil && c.now().Add(c.skew(e.ticket)).Before(e.ticket.EndTime) {
 				// A refresh ahead was refused: keep serving the ticket we
 				// have, and ask again after the negative TTL.
 				e.refreshAt = c.now().Add(ttl)
@@ -219,7 +224,7 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch)
 // point between 80% and 90% of the time from now to the end of its use.
 func (c *Cache) refreshPoint(t *Ticket) time.Time {
 	now := c.now()
-	usable := t.EndTime.Add(-c.skew()).Sub(now)
+	usable := t.EndTime.Add(-c.skew(t)).Sub(now)
 	if usable <= 0 {
 		return now
 	}

@@ -282,3 +282,65 @@ func TestCacheBounded(t *testing.T) {
 		t.Fatal("evicted the wrong entry")
 	}
 }
+
+// Tickets of a few minutes (a krb5.conf ticket_lifetime of 3m) are served
+// from the cache with the default margin, a tenth of their life, and
+// refreshed once in the last fifth of what is left; with a margin of 5
+// minutes every request would have gone to the KDC.
+func TestCacheShortTickets(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	src := &fakeSource{now: clk.Now, life: 3 * time.Minute}
+	short := &shortSource{fakeSource: src}
+	c := &Cache{Source: short, clock: clk.Now}
+	ctx := context.Background()
+	first, err := c.Ticket(ctx, "alice", "http/mail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		clk.Add(10 * time.Second) // 100 s in: under 80% of 162 s usable
+		if i == 9 {
+			break
+		}
+		if got, _ := c.Ticket(ctx, "alice", "http/mail"); got != first {
+			t.Fatalf("after %v a new ticket", time.Duration(i+1)*10*time.Second)
+		}
+	}
+	if n := src.calls.Load(); n != 1 {
+		t.Fatalf("%d exchanges in the first 90 s of a 3-minute ticket, want 1", n)
+	}
+	clk.Add(50 * time.Second) // 150 s: past 90% of the usable 162 s, before the margin
+	if got, _ := c.Ticket(ctx, "alice", "http/mail"); got != first {
+		t.Fatal("the ticket in hand was not served while its refresh runs")
+	}
+	waitFor(t, func() bool { return c.Stats().Refreshes == 1 && src.calls.Load() == 2 })
+	clk.Add(15 * time.Second) // 165 s: inside the 18 s margin of the first ticket
+	if got, _ := c.Ticket(ctx, "alice", "http/mail"); got == first {
+		t.Fatal("a ticket inside its margin was served")
+	}
+	if n := src.calls.Load(); n != 2 {
+		t.Fatalf("%d exchanges, want 2", n)
+	}
+}
+
+// shortSource gives its tickets a start time, as the KDC's do, so their
+// lifetime is known.
+type shortSource struct{ *fakeSource }
+
+func (s *shortSource) Impersonate(ctx context.Context, user, spn string) (*Ticket, error) {
+	t, err := s.fakeSource.Impersonate(ctx, user, spn)
+	if t != nil {
+		t.StartTime = s.now()
+	}
+	return t, err
+}
+
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	for i := 0; i < 500 && !ok(); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !ok() {
+		t.Fatal("timed out")
+	}
+}

@@ -148,10 +148,12 @@ type Client struct {
 	// was made with, with that type's defaults.
 	Transport *Transport
 	// RenewBefore is the least time before its end at which the TGT is
-	// renewed; zero means 5 minutes. The client renews it earlier, at a
-	// random point between 75% and 85% of its lifetime, so that tickets
-	// issued from it do not all end in the same second and a Cache can
-	// refresh them from the new TGT before they run out.
+	// renewed; zero means 5 minutes, or a tenth of the TGT's lifetime when
+	// that is shorter. The client renews it earlier, at a random point
+	// between 75% and 85% of its lifetime, in the background while the old
+	// one serves, so that tickets issued from it do not all end in the same
+	// second and a Cache can refresh them from the new TGT before they run
+	// out.
 	RenewBefore time.Duration
 
 	cfg   *config.Config
@@ -171,6 +173,16 @@ type Client struct {
 	keyPAData types.PADataSequence // its AS-REP padata (the KDC's salt)
 	tgt       *Ticket
 	renewAt   time.Time // when to log in again, ahead of tgt's end with jitter
+	renewing  bool      // a login ahead of renewAt runs in the background
+}
+
+// asLogin is what an AS exchange gives: the TGT, and the reply key
+// (the account's long-term key, which Account opens S4U2Self tickets with)
+// with the KDC's padata for it.
+type asLogin struct {
+	tgt    *Ticket
+	key    types.EncryptionKey
+	padata types.PADataSequence
 }
 
 // deliver sends a request to a KDC of realm and names the KDC that answered.
@@ -184,9 +196,25 @@ func (c *Client) deliver(ctx context.Context, realm string, req []byte) ([]byte,
 	return c.defaultTransport.send(ctx, realm, req)
 }
 
-func (c *Client) renewBefore() time.Duration {
+// renewBefore is the renewal margin for t: RenewBefore, or by default 5
+// minutes but at most a tenth of t's lifetime, so that a realm with short
+// tickets (a krb5.conf ticket_lifetime of minutes) does not find every TGT
+// inside the margin the moment it is issued.
+func (c *Client) renewBefore(t *Ticket) time.Duration {
 	if c.RenewBefore > 0 {
 		return c.RenewBefore
+	}
+	return defaultMargin(t)
+}
+
+// defaultMargin is 5 minutes, or a tenth of t's lifetime when that is less.
+func defaultMargin(t *Ticket) time.Duration {
+	start := t.StartTime
+	if start.IsZero() {
+		start = t.AuthTime
+	}
+	if life := t.EndTime.Sub(start); !start.IsZero() && life > 0 && life/10 < 5*time.Minute {
+		return life / 10
 	}
 	return 5 * time.Minute
 }
@@ -280,11 +308,17 @@ func (c *Client) Principal() types.PrincipalName { return c.cname }
 
 // TGT returns the service account's forwardable TGT, logging in (AS
 // exchange) when there is none or it ends within the renewal margin.
+//
+// Renewing ahead of the end does not make callers wait: once the renewal
+// point has passed, the TGT in hand is returned and one login runs in the
+// background (bounded by a minute). Only a caller that finds no usable TGT
+// waits for the KDC, so a slow or unreachable KDC at renewal time delays
+// nobody while the old TGT lasts.
 func (c *Client) TGT(ctx context.Context) (*Ticket, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	valid := c.tgt != nil && now.Add(c.renewBefore()).Before(c.tgt.EndTime)
+	valid := c.tgt != nil && now.Add(c.renewBefore(c.tgt)).Before(c.tgt.EndTime)
 	if valid && (c.creds == nil || now.Before(c.renewAt)) {
 		return c.tgt, nil
 	}
@@ -294,19 +328,42 @@ func (c *Client) TGT(ctx context.Context) (*Ticket, error) {
 		}
 		return nil, fail("TGT", "", fmt.Errorf("the ccache TGT expires at %s and there is no password or keytab to log in again", c.tgt.EndTime.Format(time.RFC3339)))
 	}
-	t, err := c.login(ctx)
-	if err != nil {
-		if valid && ctx.Err() == nil {
-			// Renewing ahead failed (KDC down?); the TGT we have is good for a
-			// while yet. Try again in half a minute, not on every call.
-			c.renewAt = now.Add(30 * time.Second)
-			return c.tgt, nil
+	if valid {
+		if !c.renewing {
+			c.renewing = true
+			go c.renewAhead(ctx)
 		}
+		return c.tgt, nil
+	}
+	l, err := c.login(ctx)
+	if err != nil {
 		return nil, err
 	}
-	c.tgt = t
-	c.renewAt = renewPoint(t, now, c.renewBefore())
-	return t, nil
+	c.storeLogin(l, now)
+	return l.tgt, nil
+}
+
+// renewAhead logs in while the TGT in hand is still good. A failure (KDC
+// down?) is tried again in half a minute, not on every call.
+func (c *Client) renewAhead(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	l, err := c.login(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.renewing = false
+	now := c.now()
+	if err != nil {
+		c.renewAt = now.Add(30 * time.Second)
+		return
+	}
+	c.storeLogin(l, now)
+}
+
+// storeLogin keeps a login's TGT and reply key; c.mu is held.
+func (c *Client) storeLogin(l *asLogin, now time.Time) {
+	c.tgt, c.key, c.keyPAData = l.tgt, l.key, l.padata
+	c.renewAt = renewPoint(l.tgt, now, c.renewBefore(l.tgt))
 }
 
 // renewPoint is when to renew a TGT: at a random point between 75% and
@@ -337,7 +394,7 @@ func (c *Client) dropTGT(rejected *Ticket) {
 // login runs the AS exchange with PA-ENC-TIMESTAMP (AD requires
 // pre-authentication) and asks for a forwardable TGT: without FORWARDABLE
 // on the TGT, S4U2Self evidence is not forwardable either.
-func (c *Client) login(ctx context.Context) (*Ticket, error) {
+func (c *Client) login(ctx context.Context) (*asLogin, error) {
 	const op = "AS exchange"
 	target := c.cname.PrincipalNameString() + "@" + c.realm
 	req, err := messages.NewASReqForTGT(c.realm, c.cfg, c.cname)
@@ -387,10 +444,7 @@ func (c *Client) login(ctx context.Context) (*Ticket, error) {
 	if err := safely(func() (err error) { ok, err = rep.Verify(c.cfg, c.creds, req); return err }); !ok || err != nil {
 		return nil, failKDC(op, target, kdc, fmt.Errorf("%w: %v", ErrBadReply, err))
 	}
-	// The reply key is the account's long-term key: Account opens S4U2Self
-	// tickets with it. login runs with c.mu held.
-	c.key, c.keyPAData = key, rep.PAData
-	return ticketFrom(rep.KDCRepFields), nil
+	return &asLogin{tgt: ticketFrom(rep.KDCRepFields), key: key, padata: rep.PAData}, nil
 }
 
 // encTimestamp builds PA-ENC-TIMESTAMP with the strongest etype the KDC

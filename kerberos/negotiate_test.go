@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
 	"github.com/jcmturner/gokrb5/v8/keytab"
@@ -115,6 +116,10 @@ func TestNegotiateAccepted(t *testing.T) {
 		}
 		if id.User != "alice" || id.Realm != e.lab.Realm || id.ReplyHeader != "" {
 			t.Fatalf("%s: %+v", name, id)
+		}
+		// The ticket's validity, as the KDC set it (whole seconds).
+		if !id.EndTime.Equal(tk.EndTime.Truncate(time.Second)) || id.StartTime.After(time.Now()) || !id.EndTime.After(time.Now()) {
+			t.Fatalf("%s: ticket valid %v to %v, the KDC said until %v", name, id.StartTime, id.EndTime, tk.EndTime)
 		}
 		// The same header again is a replay.
 		if _, err := acc.Accept(h); err == nil {

@@ -6,7 +6,7 @@ GO ?= go
 GO_MIN ?= go1.26.0
 DEMO_LAB ?= .lab/demo
 
-.PHONY: demo demo-clean test deps check compat fuzz bench
+.PHONY: demo demo-clean test deps check compat fuzz bench soak storm
 
 deps:
 	scripts/lab deps
@@ -60,3 +60,13 @@ fuzz:
 
 bench: deps
 	bench/run
+
+# The gateway for hours, compressed (not in `make test`): 2,000 phones for 20
+# minutes with a KDC and an Exchange stand-in restart (bench/results/soak.md).
+soak: deps
+	$(GO) run ./bench/gateway soak
+
+# Ticket refresh storm: 10,000 warm users through three 5-minute ticket
+# lifetimes (bench/results/storm.md).
+storm: deps
+	$(GO) run ./bench/gateway storm

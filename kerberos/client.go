@@ -148,8 +148,9 @@ type Client struct {
 	// was made with, with that type's defaults.
 	Transport *Transport
 	// RenewBefore is the least time before its end at which the TGT is
-	// renewed; zero means 5 minutes, or a tenth of the TGT's lifetime when
-	// that is shorter. The client renews it earlier, at a random point
+	// renewed; zero means 5 minutes, or for a TGT of less than 50 minutes
+	// a tenth of its lifetime, but at least 2 minutes (Samba's KDC refuses
+	// a TGT with less left) and at most half of it. The client renews it earlier, at a random point
 	// between 75% and 85% of its lifetime, in the background while the old
 	// one serves, so that tickets issued from it do not all end in the same
 	// second and a Cache can refresh them from the new TGT before they run
@@ -196,27 +197,42 @@ func (c *Client) deliver(ctx context.Context, realm string, req []byte) ([]byte,
 	return c.defaultTransport.send(ctx, realm, req)
 }
 
-// renewBefore is the renewal margin for t: RenewBefore, or by default 5
-// minutes but at most a tenth of t's lifetime, so that a realm with short
-// tickets (a krb5.conf ticket_lifetime of minutes) does not find every TGT
-// inside the margin the moment it is issued.
+// renewBefore is the renewal margin for the TGT t: RenewBefore, or by
+// default 5 minutes, for a short TGT (a krb5.conf ticket_lifetime of
+// minutes) a tenth of its lifetime but not under 2 minutes, and never more
+// than half of it. The floor is the KDC's: Samba 4.22 answers
+// KRB_AP_ERR_TKT_EXPIRED to a TGS-REQ whose TGT has less than two minutes
+// left (measured on the lab: refused at 1m59s, served at 2m19s).
 func (c *Client) renewBefore(t *Ticket) time.Duration {
 	if c.RenewBefore > 0 {
 		return c.RenewBefore
 	}
-	return defaultMargin(t)
+	m := max(defaultMargin(t), 2*time.Minute)
+	if life := lifetime(t); life > 0 {
+		m = min(m, life/2)
+	}
+	return min(m, 5*time.Minute)
 }
 
 // defaultMargin is 5 minutes, or a tenth of t's lifetime when that is less.
 func defaultMargin(t *Ticket) time.Duration {
+	if life := lifetime(t); life > 0 && life/10 < 5*time.Minute {
+		return life / 10
+	}
+	return 5 * time.Minute
+}
+
+// lifetime is t's, from its start (or, when the KDC left the start out, its
+// auth time) to its end; 0 when unknown.
+func lifetime(t *Ticket) time.Duration {
 	start := t.StartTime
 	if start.IsZero() {
 		start = t.AuthTime
 	}
-	if life := t.EndTime.Sub(start); !start.IsZero() && life > 0 && life/10 < 5*time.Minute {
-		return life / 10
+	if start.IsZero() || !t.EndTime.After(start) {
+		return 0
 	}
-	return 5 * time.Minute
+	return t.EndTime.Sub(start)
 }
 
 func newClient(user, realm string, cfg *config.Config) *Client {

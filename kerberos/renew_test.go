@@ -60,10 +60,21 @@ func TestTGTRenewAheadDoesNotWait(t *testing.T) {
 	}
 }
 
-// The default renewal margin is 5 minutes, or a tenth of a short TGT's
-// lifetime.
+// The default margins: 5 minutes, or a tenth of a short ticket's lifetime;
+// for the TGT at least 2 minutes and at most half its life.
 func TestDefaultMargin(t *testing.T) {
+	c := &Client{}
 	now := time.Now()
+	for _, m := range []struct {
+		life time.Duration
+		want time.Duration
+	}{{10 * time.Hour, 5 * time.Minute}, {30 * time.Minute, 3 * time.Minute}, {5 * time.Minute, 2 * time.Minute},
+		{3 * time.Minute, 90 * time.Second}, {0, 5 * time.Minute}} {
+		if got := c.renewBefore(&Ticket{AuthTime: now, EndTime: now.Add(m.life)}); got != m.want {
+			t.Errorf("TGT life %v: margin %v, want %v", m.life, got, m.want)
+		}
+	}
+	now = time.Now()
 	for _, c := range []struct {
 		life time.Duration
 		want time.Duration

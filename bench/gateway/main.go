@@ -60,6 +60,28 @@ func main() {
 		case "hold":
 			hold(os.Args[2:])
 			return
+		case "verify":
+			verifyBackend(os.Args[2:])
+			return
+		case "stormload":
+			stormLoad(os.Args[2:])
+			return
+		case "eas":
+			easRole(os.Args[2:])
+			return
+		case "phones":
+			soakPhones(os.Args[2:])
+			return
+		case "soak":
+			if err := soak(os.Args[2:]); err != nil {
+				log.Fatal(err)
+			}
+			return
+		case "storm":
+			if err := storm(os.Args[2:]); err != nil {
+				log.Fatal(err)
+			}
+			return
 		}
 	}
 	out := flag.String("out", "bench/results/gateway.md", "where to write the results")
@@ -101,56 +123,19 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 	// the load generator 10,000 each. Without CAP_SYS_RESOURCE (some
 	// sandboxes drop it, even for root) the hard limit stays, and the held
 	// Pings are cut to what one proxy process can hold.
-	lim := syscall.Rlimit{Cur: 200000, Max: 200000}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-		lim.Cur = lim.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-		if fit := int(lim.Max-400) / 2 / perUser; fit < users {
-			log.Printf("bench: the open-file limit is %d and cannot be raised (%v): held Pings cut to %d users × %d", lim.Max, err, fit, perUser)
+	if limit, err := raiseFiles(); err != nil {
+		if fit := (limit - 400) / 2 / perUser; fit < users {
+			log.Printf("bench: the open-file limit is %d and cannot be raised (%v): held Pings cut to %d users × %d", limit, err, fit, perUser)
 			heldUsers = fit
 		}
 	}
 	ctx := context.Background()
-	b := &bench{}
-	var err error
-	if b.self, err = os.Executable(); err != nil {
-		return err
-	}
-	if b.dir, err = os.MkdirTemp("", "segkcd-bench-"); err != nil {
-		return err
-	}
-	defer os.RemoveAll(b.dir)
-	b.gatewayBin = filepath.Join(b.dir, "gateway")
-	if out, err := exec.Command("go", "build", "-o", b.gatewayBin, "./examples/gateway").CombinedOutput(); err != nil {
-		return fmt.Errorf("go build examples/gateway: %v\n%s", err, out)
-	}
-	if b.lab, err = lab.Start(ctx, lab.Options{Log: os.Stderr}); err != nil {
-		return err
-	}
-	defer b.lab.Close()
-	b.spn = "http/mail." + b.lab.DNSDomain
-	if err := b.lab.ProvisionKCD(ctx, lab.KCD{ASA: "EXCHASA", ASAPassword: asaPassword, Service: "svc_awseg",
-		Password: svcPassword, SPNs: []string{b.spn}}); err != nil {
-		return err
-	}
 	start := time.Now()
-	if err := b.makeUsers(ctx, append([]string{"bcold"}, names(users)...)); err != nil {
+	b, err := setUp(ctx, append([]string{"bcold"}, names(users)...), perUser)
+	if err != nil {
 		return err
 	}
-	log.Printf("bench: %d users created in %v", users+1, time.Since(start).Round(time.Millisecond))
-	if err := b.makeFiles(append([]string{"bcold"}, names(users)...), perUser); err != nil {
-		return err
-	}
-	if b.relay, err = newKDCRelay(b.lab.KDCAddr()); err != nil {
-		return err
-	}
-	krb5 := fmt.Sprintf("[libdefaults]\n default_realm = %s\n udp_preference_limit = 1\n dns_lookup_kdc = false\n rdns = false\n"+
-		"[realms]\n %s = {\n  kdc = %s\n }\n", b.lab.Realm, b.lab.Realm, b.relay.addr)
-	if _, err := testpki.WriteFile(b.dir, "krb5.conf", []byte(krb5)); err != nil {
-		return err
-	}
-
+	defer b.close()
 	backendAddr := freeAddr()
 	stopBackend, backendPID, err := b.child("backend", "-addr", backendAddr, "-dir", b.dir)
 	if err != nil {
@@ -191,12 +176,12 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 	cpuPerReq := map[string][]float64{}     // proxy process, µs of CPU per request
 	backendPerReq := map[string][]float64{} // backend process
 	for _, t := range targets {
-		b.load(t.url, warmUsers, 2*time.Second) // warm: connections, tickets
+		b.load(t.url, warmUsers, 2*time.Second, 0) // warm: connections, tickets
 	}
 	for r := 0; r < rounds; r++ {
 		for _, t := range targets {
 			p0, b0 := cpuTime(t.pid), cpuTime(backendPID)
-			res, err := b.load(t.url, warmUsers, d)
+			res, err := b.load(t.url, warmUsers, d, 0)
 			if err != nil {
 				return err
 			}
@@ -229,6 +214,30 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 		b.printf("%s %s; ", t.name, strings.Join(s, ", "))
 	}
 	b.printf("\n\n")
+
+	// Latency under a load both can carry: open loop at 80% of the
+	// ReverseProxy's maximum, each request timed from when it was due.
+	rate := 0.8 * rpRPS
+	b.printf("## Warm path at 80%% of the ReverseProxy's maximum: %.0f requests/s offered (open loop), %v per run, median of %d runs\n\n", rate, d, rounds)
+	b.printf("| target | requests/s carried | p50 | p99 | errors |\n|---|---|---|---|---|\n")
+	for _, t := range targets[1:] {
+		var rs []loadResult
+		for r := 0; r < rounds; r++ {
+			res, err := b.load(t.url, warmUsers, d, rate)
+			if err != nil {
+				return err
+			}
+			rs = append(rs, res)
+		}
+		sort.Slice(rs, func(i, j int) bool { return rs[i].P99 < rs[j].P99 })
+		m := rs[len(rs)/2]
+		var p99s []string
+		for _, r := range rs {
+			p99s = append(p99s, fmt.Sprintf("%.2f", r.P99))
+		}
+		b.printf("| %s | %.0f | %.2f ms | %.2f ms (runs: %s) | %d |\n", t.name, m.RPS, m.P50, m.P99, strings.Join(p99s, ", "), m.Errors)
+	}
+	b.printf("\n")
 	gw.stop()
 	stopRP()
 
@@ -237,6 +246,68 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 		return err
 	}
 	return os.WriteFile(out, []byte(b.report.String()), 0o644)
+}
+
+// raiseFiles raises the open-file limit to 200,000, or to the hard limit
+// when it cannot (then with the error), and returns it.
+func raiseFiles() (int, error) {
+	lim := syscall.Rlimit{Cur: 200000, Max: 200000}
+	err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	if err != nil {
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+		lim.Cur = lim.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	return int(lim.Cur), err
+}
+
+// setUp builds examples/gateway, starts a lab with the KCD set-up it
+// needs, and makes the users with their certificates (and perUser held-Ping
+// devices each in the policy) and the KDC relay. close undoes it.
+func setUp(ctx context.Context, users []string, perUser int) (b *bench, err error) {
+	b = &bench{}
+	if b.self, err = os.Executable(); err != nil {
+		return nil, err
+	}
+	if b.dir, err = os.MkdirTemp("", "segkcd-bench-"); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	b.gatewayBin = filepath.Join(b.dir, "gateway")
+	if out, err := exec.Command("go", "build", "-o", b.gatewayBin, "./examples/gateway").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build examples/gateway: %v\n%s", err, out)
+	}
+	if b.lab, err = lab.Start(ctx, lab.Options{Log: os.Stderr}); err != nil {
+		return nil, err
+	}
+	b.spn = "http/mail." + b.lab.DNSDomain
+	if err := b.lab.ProvisionKCD(ctx, lab.KCD{ASA: "EXCHASA", ASAPassword: asaPassword, Service: "svc_awseg",
+		Password: svcPassword, SPNs: []string{b.spn}}); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := b.makeUsers(ctx, users); err != nil {
+		return nil, err
+	}
+	log.Printf("bench: %d users created in %v", len(users), time.Since(start).Round(time.Millisecond))
+	if err := b.makeFiles(users, perUser); err != nil {
+		return nil, err
+	}
+	if b.relay, err = newKDCRelay(b.lab.KDCAddr()); err != nil {
+		return nil, err
+	}
+	return b, b.writeKrb5(0)
+}
+
+func (b *bench) close() {
+	if b.lab != nil {
+		b.lab.Close()
+	}
+	os.RemoveAll(b.dir)
 }
 
 func numCPU() int {
@@ -375,6 +446,20 @@ func (b *bench) command(role string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// writeKrb5 writes the gateway's krb5.conf, with the KDC behind the
+// relay; a lifetime other than 0 is its ticket_lifetime (the tickets the
+// gateway asks for, AS and TGS: Samba honours a shorter one).
+func (b *bench) writeKrb5(lifetime time.Duration) error {
+	life := ""
+	if lifetime > 0 {
+		life = fmt.Sprintf(" ticket_lifetime = %ds\n", int(lifetime.Seconds()))
+	}
+	krb5 := fmt.Sprintf("[libdefaults]\n default_realm = %s\n udp_preference_limit = 1\n dns_lookup_kdc = false\n rdns = false\n%s"+
+		"[realms]\n %s = {\n  kdc = %s\n }\n", b.lab.Realm, life, b.lab.Realm, b.relay.addr)
+	_, err := testpki.WriteFile(b.dir, "krb5.conf", []byte(krb5))
+	return err
+}
+
 type gatewayProc struct {
 	cmd  *exec.Cmd
 	url  string
@@ -382,7 +467,8 @@ type gatewayProc struct {
 }
 
 // startGateway runs examples/gateway as an administrator would.
-func (b *bench) startGateway(backendURL string) (*gatewayProc, error) {
+// extra adds to (or replaces) keys of its configuration.
+func (b *bench) startGateway(backendURL string, extra ...map[string]any) (*gatewayProc, error) {
 	addr := freeAddr()
 	conf := map[string]any{
 		"listen": addr, "tls_cert": filepath.Join(b.dir, "server.crt"), "tls_key": filepath.Join(b.dir, "server.key"),
@@ -391,6 +477,11 @@ func (b *bench) startGateway(backendURL string) (*gatewayProc, error) {
 		"service_account": "svc_awseg", "password_file": filepath.Join(b.dir, "svc.password"),
 		"exchange_url": backendURL, "exchange_spn": b.spn, "exchange_ca_file": filepath.Join(b.dir, "ca.pem"),
 		"policy": map[string]any{"file": filepath.Join(b.dir, "policy.json")},
+	}
+	for _, e := range extra {
+		for k, v := range e {
+			conf[k] = v
+		}
 	}
 	j, _ := json.Marshal(conf)
 	path, err := testpki.WriteFile(b.dir, "gateway.json", j)
@@ -420,9 +511,10 @@ func (b *bench) startGateway(backendURL string) (*gatewayProc, error) {
 	return nil, fmt.Errorf("the gateway did not start; see %s", filepath.Join(b.dir, "gateway.log"))
 }
 
-func (b *bench) load(url string, users int, d time.Duration) (loadResult, error) {
+// load runs the load role; rate 0 is a closed loop (as fast as it goes).
+func (b *bench) load(url string, users int, d time.Duration, rate float64) (loadResult, error) {
 	out, err := b.command("load", "-url", url, "-dir", b.dir, "-users", strconv.Itoa(users),
-		"-conns", strconv.Itoa(users), "-duration", d.String()).Output()
+		"-conns", strconv.Itoa(users), "-duration", d.String(), "-rate", strconv.FormatFloat(rate, 'f', 0, 64)).Output()
 	if err != nil {
 		return loadResult{}, fmt.Errorf("load %s: %v", url, err)
 	}
@@ -502,13 +594,14 @@ func fire(n, conc int, dev func(int) (string, *http.Client), base string, shared
 	return failed
 }
 
-// heldPings measures the resident memory each held Ping costs a proxy.
+// heldPings measures the resident memory each held Ping costs a proxy, at
+// growing counts: the slope of RSS over held Pings (least squares), and
+// the resident memory at each step.
 func (b *bench) heldPings(backendURL string, users, perUser int) error {
 	type proxy struct {
 		name string
 		url  string
 		pid  int
-		stop func()
 	}
 	gw, err := b.startGateway(backendURL)
 	if err != nil {
@@ -523,10 +616,28 @@ func (b *bench) heldPings(backendURL string, users, perUser int) error {
 	}
 	bufio.NewScanner(rpOut).Scan()
 	defer func() { rpCmd.Process.Kill(); rpCmd.Wait() }()
-	proxies := []proxy{{"httputil.ReverseProxy", "https://" + rpAddr, rpCmd.Process.Pid, nil}, {"seg gateway", gw.url, gw.cmd.Process.Pid, nil}}
-	total := users * perUser
-	b.printf("## Idle long polls: %d held Pings (%d users × %d), fresh proxy processes\n\n", total, users, perUser)
-	b.printf("| proxy | RSS before | RSS holding | per held Ping | ratio |\n|---|---|---|---|---|\n")
+	proxies := []proxy{{"httputil.ReverseProxy", "https://" + rpAddr, rpCmd.Process.Pid}, {"seg gateway", gw.url, gw.cmd.Process.Pid}}
+	var steps []int // cumulative users: 1,000, 5,000 and all held Pings
+	for _, n := range []int{1000, 5000} {
+		if n/perUser < users {
+			steps = append(steps, n/perUser)
+		}
+	}
+	steps = append(steps, users)
+	var stepArg []string
+	for _, s := range steps {
+		stepArg = append(stepArg, strconv.Itoa(s))
+	}
+	b.printf("## Idle long polls: held Pings in steps up to %d (%d users × %d), fresh proxy processes\n\n", users*perUser, users, perUser)
+	b.printf("| proxy | RSS before |")
+	for _, s := range steps {
+		b.printf(" RSS at %d held |", s*perUser)
+	}
+	b.printf(" slope per held Ping | ratio |\n|---|---|")
+	for range steps {
+		b.printf("---|")
+	}
+	b.printf("---|---|\n")
 	var base float64
 	for _, p := range proxies {
 		// The same warm-up for both: one request per user (the gateway
@@ -534,28 +645,50 @@ func (b *bench) heldPings(backendURL string, users, perUser int) error {
 		fire(users, 100, func(i int) (string, *http.Client) { u := userName(i); return u, device(b.dir, u) }, p.url, false)
 		time.Sleep(time.Second)
 		before := rss(p.pid)
-		cmd := b.command("hold", "-url", p.url, "-dir", b.dir, "-users", strconv.Itoa(users), "-per-user", strconv.Itoa(perUser))
+		cmd := b.command("hold", "-url", p.url, "-dir", b.dir, "-users", strings.Join(stepArg, ","), "-per-user", strconv.Itoa(perUser))
 		out, _ := cmd.StdoutPipe()
+		in, _ := cmd.StdinPipe()
 		if err := cmd.Start(); err != nil {
 			return err
 		}
 		sc := bufio.NewScanner(out)
-		sc.Scan()
-		line := sc.Text()
-		time.Sleep(2 * time.Second)
-		holding := rss(p.pid)
+		xs, ys := []float64{0}, []float64{float64(before)}
+		row := fmt.Sprintf("| %s | %.1f MiB |", p.name, float64(before)/1024)
+		for _, s := range steps {
+			sc.Scan()
+			log.Printf("bench: %s: %s", p.name, sc.Text())
+			time.Sleep(2 * time.Second)
+			r := rss(p.pid)
+			xs, ys = append(xs, float64(s*perUser)), append(ys, float64(r))
+			row += fmt.Sprintf(" %.1f MiB |", float64(r)/1024)
+			io.WriteString(in, "\n")
+		}
 		cmd.Process.Kill()
 		cmd.Wait()
-		per := float64(holding-before) / float64(total)
+		slope := slopeOf(xs, ys)
 		if base == 0 {
-			base = per
+			base = slope
 		}
-		b.printf("| %s | %.1f MiB | %.1f MiB | %.1f KiB | %.2f× | \n", p.name, float64(before)/1024, float64(holding)/1024, per, per/base)
-		log.Printf("bench: %s: %s", p.name, line)
+		b.printf("%s %.1f KiB | %.2f× |\n", row, slope, slope/base)
 		time.Sleep(2 * time.Second) // let the held connections close
 	}
 	b.printf("\n")
 	return nil
+}
+
+// slopeOf is the least-squares slope of y over x.
+func slopeOf(xs, ys []float64) float64 {
+	var mx, my float64
+	for i := range xs {
+		mx, my = mx+xs[i], my+ys[i]
+	}
+	mx, my = mx/float64(len(xs)), my/float64(len(ys))
+	var num, den float64
+	for i := range xs {
+		num += (xs[i] - mx) * (ys[i] - my)
+		den += (xs[i] - mx) * (xs[i] - mx)
+	}
+	return num / den
 }
 
 func medianOf(v []float64) float64 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -16,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,11 +146,26 @@ func load(args []string) {
 	users := fs.Int("users", 100, "users")
 	conns := fs.Int("conns", 100, "devices in parallel")
 	d := fs.Duration("duration", 10*time.Second, "how long")
+	rate := fs.Float64("rate", 0, "open loop: requests per second in all, each timed from when it was due (0: closed loop, as fast as the devices go)")
 	fs.Parse(args)
 	var requests, errors atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
 	stop := time.Now().Add(*d)
+	// Open loop: the schedule does not wait for slow answers, so a stall
+	// shows in the latency of every request due during it.
+	var due chan time.Time
+	if *rate > 0 {
+		due = make(chan time.Time, 1<<16)
+		go func() {
+			defer close(due)
+			interval := time.Duration(float64(time.Second) / *rate)
+			for t := time.Now(); t.Before(stop); t = t.Add(interval) {
+				time.Sleep(time.Until(t))
+				due <- t
+			}
+		}()
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < *conns; i++ {
 		wg.Add(1)
@@ -159,6 +177,12 @@ func load(args []string) {
 			var mine []time.Duration
 			for time.Now().Before(stop) {
 				t0 := time.Now()
+				if due != nil {
+					var ok bool
+					if t0, ok = <-due; !ok {
+						break
+					}
+				}
 				resp, err := c.Post(url, "application/vnd.ms-sync.wbxml", nil)
 				if err != nil {
 					errors.Add(1)
@@ -188,49 +212,61 @@ func load(args []string) {
 	json.NewEncoder(os.Stdout).Encode(r)
 }
 
-// hold opens perUser held Pings for each of users, prints "ready" once
-// every one has its first bytes, and keeps them until it is killed.
+// hold opens perUser held Pings for each user, in steps: -users is a
+// list of cumulative user counts ("100,500,980"). After each step, once
+// every Ping has its first bytes, it prints "ready <held> failed <n>" and
+// waits for a line on its standard input before the next; after the last it
+// keeps them until it is killed.
 func hold(args []string) {
 	fs := flag.NewFlagSet("hold", flag.ExitOnError)
 	base := fs.String("url", "", "base URL")
 	dir := fs.String("dir", "", "files")
-	users := fs.Int("users", 1000, "users")
+	steps := fs.String("users", "1000", "cumulative user counts, comma-separated")
 	perUser := fs.Int("per-user", 10, "held requests per user")
 	fs.Parse(args)
 	var ready, failed atomic.Int64
-	total := int64(*users * *perUser)
 	sem := make(chan struct{}, 200) // handshakes in flight
-	for u := 0; u < *users; u++ {
-		user := userName(u)
-		c := device(*dir, user)
-		for j := 0; j < *perUser; j++ {
-			// A device id each: the gateway ends a device's older Ping
-			// when the device sends a new one.
-			device := fmt.Sprintf("H%sD%d", user, j)
-			go func() {
-				sem <- struct{}{}
-				req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost,
-					*base+"/Microsoft-Server-ActiveSync?Cmd=Ping&User="+user+"&DeviceId="+device+"&DeviceType=Bench", nil)
-				req.Header.Set(eastest.HoldHeader, "1h")
-				resp, err := c.Do(req)
-				if err != nil {
-					<-sem
-					failed.Add(1)
-					log.Print(err)
-					return
-				}
-				buf := make([]byte, 5)
-				io.ReadFull(resp.Body, buf)
-				<-sem
-				ready.Add(1)
-				io.Copy(io.Discard, resp.Body) // until killed
-			}()
+	in := bufio.NewScanner(os.Stdin)
+	from := 0
+	for _, f := range strings.Split(*steps, ",") {
+		to, err := strconv.Atoi(f)
+		if err != nil || to < from {
+			log.Fatalf("hold: bad -users %q", *steps)
 		}
+		for u := from; u < to; u++ {
+			user := userName(u)
+			c := device(*dir, user)
+			for j := 0; j < *perUser; j++ {
+				// A device id each: the gateway ends a device's older Ping
+				// when the device sends a new one.
+				device := fmt.Sprintf("H%sD%d", user, j)
+				go func() {
+					sem <- struct{}{}
+					req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost,
+						*base+"/Microsoft-Server-ActiveSync?Cmd=Ping&User="+user+"&DeviceId="+device+"&DeviceType=Bench", nil)
+					req.Header.Set(eastest.HoldHeader, "1h")
+					resp, err := c.Do(req)
+					if err != nil {
+						<-sem
+						failed.Add(1)
+						log.Print(err)
+						return
+					}
+					buf := make([]byte, 5)
+					io.ReadFull(resp.Body, buf)
+					<-sem
+					ready.Add(1)
+					io.Copy(io.Discard, resp.Body) // until killed
+				}()
+			}
+		}
+		for ready.Load()+failed.Load() < int64(to**perUser) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		fmt.Printf("ready %d failed %d\n", ready.Load(), failed.Load())
+		from = to
+		in.Scan()
 	}
-	for ready.Load()+failed.Load() < total {
-		time.Sleep(100 * time.Millisecond)
-	}
-	fmt.Printf("ready %d failed %d\n", ready.Load(), failed.Load())
 	select {}
 }
 

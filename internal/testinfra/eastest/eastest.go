@@ -88,10 +88,21 @@ func NewServer(acc *kerberos.Acceptor) *Server {
 // Serve runs a stand-in on ln with tlsConf until the listener fails: for
 // programs (the demo) rather than tests.
 func Serve(ln net.Listener, acc *kerberos.Acceptor, tlsConf *tls.Config) error {
+	return newServer(acc).httpServer(tlsConf).ServeTLS(ln, "", "")
+}
+
+// Listen serves a stand-in on ln with tlsConf in the background and
+// returns it, for programs that read its counts (the soak benchmark). Its
+// Server field (httptest's) is nil.
+func Listen(ln net.Listener, acc *kerberos.Acceptor, tlsConf *tls.Config) *Server {
 	s := newServer(acc)
-	hs := &http.Server{Handler: http.HandlerFunc(s.serve), ConnContext: s.connContext, TLSConfig: tlsConf,
+	go s.httpServer(tlsConf).ServeTLS(ln, "", "")
+	return s
+}
+
+func (s *Server) httpServer(tlsConf *tls.Config) *http.Server {
+	return &http.Server{Handler: http.HandlerFunc(s.serve), ConnContext: s.connContext, TLSConfig: tlsConf,
 		ReadHeaderTimeout: 30 * time.Second}
-	return hs.ServeTLS(ln, "", "")
 }
 
 func newServer(acc *kerberos.Acceptor) *Server {

@@ -575,6 +575,25 @@ func (l *Lab) Close() error {
 	return nil
 }
 
+// Restart stops samba (SIGTERM to its process group, SIGKILL after 5 s)
+// and starts it again on the same address and database, as a DC reboots;
+// it returns once the KDC and LDAPS serve again.
+func (l *Lab) Restart(ctx context.Context) error {
+	if l.cmd == nil || l.cmd.Process == nil {
+		return errors.New("lab: samba is not running")
+	}
+	pgid := l.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-l.done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-l.done
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	return l.start(ctx)
+}
+
 // Pause stops every samba process of the lab (SIGSTOP): the KDC and LDAP
 // hang, as a DC does that is overloaded or cut off. The kernel still
 // completes TCP handshakes to a stopped process, so clients see timeouts,

@@ -1,0 +1,410 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/keytab"
+
+	"github.com/segkcd/segkcd/internal/testinfra/eastest"
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+// The soak: phones on keep-alive connections sending a mix of ActiveSync
+// commands through the gateway (examples/gateway) to the Exchange stand-in
+// (eastest, which accepts the tickets with the ASA's keys and answers with
+// the user it authenticated) for a long while, with connections dropped at
+// random, one KDC restart and one stand-in restart in the middle. Every
+// answer is checked against the phone's own user.
+//
+//	go run ./bench/gateway soak [-phones 2000 -users 500 -duration 20m]
+
+// easRole runs the stand-in on a fixed address (so it can be restarted
+// there) and its counts on a plain loopback listener.
+func easRole(args []string) {
+	fs := flag.NewFlagSet("eas", flag.ExitOnError)
+	addr := fs.String("addr", "", "listen address")
+	statsAddr := fs.String("stats", "", "counts listen address")
+	dir := fs.String("dir", "", "files (server.crt, server.key, asa.keytab)")
+	fs.Parse(args)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(*dir, "server.crt"), filepath.Join(*dir, "server.key"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	kt, err := keytab.Load(filepath.Join(*dir, "asa.keytab"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	s := eastest.Listen(ln, &kerberos.Acceptor{Keytab: kt, Principal: "EXCHASA$"},
+		&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
+	sl, err := net.Listen("tcp", *statsAddr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("ready")
+	log.Fatal(http.Serve(sl, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(s.Stats())
+	})))
+}
+
+// soakResult is what the phones report.
+type soakResult struct {
+	Requests map[string]int64 `json:"requests"` // by command
+	OK       int64            `json:"ok"`
+	NotMine  int64            `json:"not_mine"` // an answer for another user
+	Aborted  int64            `json:"aborted"`  // Pings the phone gave up on itself
+	Drops    int64            `json:"drops"`    // keep-alive connections dropped by the phone
+	// Errors by minute of the run and kind.
+	Errors map[string]map[string]int64 `json:"errors"`
+	P50    float64                     `json:"p50_ms"`
+	P99    float64                     `json:"p99_ms"`
+}
+
+// soakPhones runs the phones until the duration has passed.
+func soakPhones(args []string) {
+	fs := flag.NewFlagSet("phones", flag.ExitOnError)
+	base := fs.String("url", "", "gateway URL")
+	dir := fs.String("dir", "", "files")
+	users := fs.Int("users", 500, "users")
+	perUser := fs.Int("per-user", 4, "phones per user")
+	d := fs.Duration("duration", 20*time.Minute, "how long")
+	fs.Parse(args)
+	start := time.Now()
+	stop := start.Add(*d)
+	var mu sync.Mutex
+	res := soakResult{Requests: map[string]int64{}, Errors: map[string]map[string]int64{}}
+	var lat []time.Duration
+	var ok, notMine, aborted, drops atomic.Int64
+	fail := func(kind string) {
+		m := strconv.Itoa(int(time.Since(start).Minutes()))
+		mu.Lock()
+		if res.Errors[m] == nil {
+			res.Errors[m] = map[string]int64{}
+		}
+		res.Errors[m][kind]++
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for u := 0; u < *users; u++ {
+		user := userName(u)
+		for j := 0; j < *perUser; j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := mrand.New(mrand.NewPCG(uint64(u), uint64(j)))
+				// Phones do not all wake in the same second.
+				time.Sleep(time.Duration(rng.Int64N(int64(30 * time.Second))))
+				c := device(*dir, user)
+				c.Transport.(*http.Transport).MaxConnsPerHost = 1
+				dev := fmt.Sprintf("H%sD%d", user, j)
+				var mine []time.Duration
+				for time.Now().Before(stop) {
+					if rng.IntN(100) < 3 {
+						c.CloseIdleConnections() // the phone's network changed
+						drops.Add(1)
+					}
+					cmd := pick(rng)
+					mu.Lock()
+					res.Requests[cmd]++
+					mu.Unlock()
+					t0 := time.Now()
+					kind, wasAborted := soakOnce(c, *base, user, dev, cmd, rng, stop)
+					switch {
+					case wasAborted:
+						aborted.Add(1)
+					case kind == "not mine":
+						notMine.Add(1)
+					case kind != "":
+						fail(cmd + ": " + kind)
+						time.Sleep(time.Second) // a phone waits before it tries again
+					default:
+						ok.Add(1)
+						if cmd != "Ping" {
+							mine = append(mine, time.Since(t0))
+						}
+					}
+					time.Sleep(time.Duration(200+rng.IntN(1800)) * time.Millisecond)
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	res.OK, res.NotMine, res.Aborted, res.Drops = ok.Load(), notMine.Load(), aborted.Load(), drops.Load()
+	if len(lat) > 0 {
+		res.P50 = float64(lat[len(lat)/2]) / 1e6
+		res.P99 = float64(lat[len(lat)*99/100]) / 1e6
+	}
+	json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// pick chooses a command: Pings and Syncs most, as phones send them.
+func pick(rng *mrand.Rand) string {
+	switch n := rng.IntN(100); {
+	case n < 35:
+		return "Ping"
+	case n < 70:
+		return "Sync"
+	case n < 85:
+		return "FolderSync"
+	default:
+		return "SendMail"
+	}
+}
+
+// soakOnce sends one command and checks the answer: the phone's own user,
+// and for SendMail the length and SHA-256 of what it sent. A Ping is held
+// 10-60 s by the stand-in; one in twenty is given up by the phone first.
+func soakOnce(c *http.Client, base, user, dev, cmd string, rng *mrand.Rand, stop time.Time) (kind string, aborted bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var body []byte
+	if cmd == "SendMail" {
+		body = make([]byte, 1024+rng.IntN(63*1024))
+		rand.Read(body)
+	}
+	u := base + "/Microsoft-Server-ActiveSync?Cmd=" + cmd + "&User=" + user + "&DeviceId=" + dev + "&DeviceType=Bench"
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/vnd.ms-sync.wbxml")
+	abortAfter := time.Duration(0)
+	if cmd == "Ping" {
+		hold := time.Duration(10+rng.IntN(50)) * time.Second
+		if left := time.Until(stop); hold > left {
+			hold = max(left, time.Second)
+		}
+		req.Header.Set(eastest.HoldHeader, hold.String())
+		if rng.IntN(20) == 0 {
+			abortAfter = time.Duration(1+rng.IntN(9)) * time.Second
+		}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return errKind(err), false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		io.Copy(io.Discard, resp.Body)
+		return "status " + strconv.Itoa(resp.StatusCode), false
+	}
+	br := bufio.NewReader(resp.Body)
+	first, err := br.ReadString('\n')
+	if err != nil {
+		return "short answer: " + errKind(err), false
+	}
+	if strings.TrimSpace(first) != user {
+		return "not mine", false
+	}
+	if abortAfter > 0 {
+		time.AfterFunc(abortAfter, cancel)
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		if abortAfter > 0 && ctx.Err() != nil {
+			return "", true
+		}
+		return "answer cut: " + errKind(err), false
+	}
+	if cmd == "SendMail" {
+		sum := sha256.Sum256(body)
+		if strings.TrimSpace(string(rest)) != fmt.Sprintf("%d %s", len(body), hex.EncodeToString(sum[:])) {
+			return "body mismatch", false
+		}
+	}
+	if cmd == "Ping" && strings.TrimSpace(string(rest)) != "done" {
+		return "Ping not done", false
+	}
+	return "", false
+}
+
+// soak runs the soak and writes its report.
+func soak(args []string) error {
+	fs := flag.NewFlagSet("soak", flag.ExitOnError)
+	out := fs.String("out", "bench/results/soak.md", "where to write the results")
+	users := fs.Int("users", 500, "users")
+	perUser := fs.Int("per-user", 4, "phones per user")
+	d := fs.Duration("duration", 20*time.Minute, "how long the phones run")
+	lifetime := fs.Duration("lifetime", 10*time.Minute, "ticket lifetime the gateway asks for (refreshes go on through the KDC restart)")
+	fs.Parse(args)
+	if _, err := raiseFiles(); err != nil {
+		log.Printf("bench: open-file limit: %v", err)
+	}
+	ctx := context.Background()
+	b, err := setUp(ctx, names(*users), *perUser)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	if err := b.writeKrb5(*lifetime); err != nil {
+		return err
+	}
+	if err := b.writeASAKeytab(ctx); err != nil {
+		return err
+	}
+	easAddr, statsAddr := freeAddr(), freeAddr()
+	startEAS := func() (func(), error) {
+		stop, _, err := b.child("eas", "-addr", easAddr, "-stats", statsAddr, "-dir", b.dir)
+		return stop, err
+	}
+	stopEAS, err := startEAS()
+	if err != nil {
+		return err
+	}
+	defer func() { stopEAS() }()
+	adminAddr := freeAddr()
+	gw, err := b.startGateway("https://"+easAddr, map[string]any{"admin": map[string]any{"listen": adminAddr}})
+	if err != nil {
+		return err
+	}
+	defer gw.stop()
+	phones := *users * *perUser
+	b.printf("# Soak (%s)\n\n", time.Now().UTC().Format("2006-01-02"))
+	b.printf("`go run ./bench/gateway soak -users %d -per-user %d -duration %v -lifetime %v` (`make soak`): %d cores; lab Samba 4 KDC on loopback; "+
+		"%d phones (%d users × %d) on keep-alive connections with client certificates, through examples/gateway to the Exchange stand-in (eastest: "+
+		"tickets accepted with the ASA's keys, answers name the user it authenticated). Mix: Ping 35%% (held 10-60 s; one in twenty given up by "+
+		"the phone), Sync 35%%, FolderSync 15%%, SendMail 15%% (1-64 KiB, echoed as length and SHA-256); 0.2-2 s between requests; a phone drops its "+
+		"connection before 3%% of its requests. Tickets of %v (krb5.conf), so refreshes go on during the KDC restart.\n\n",
+		*users, *perUser, *d, *lifetime, numCPU(), phones, *users, *perUser, *lifetime)
+
+	c0 := b.relay.Counts()
+	start := time.Now()
+	phoneCmd := b.command("phones", "-url", gw.url, "-dir", b.dir, "-users", strconv.Itoa(*users), "-per-user", strconv.Itoa(*perUser),
+		"-duration", d.String())
+	var phoneOut bytes.Buffer
+	phoneCmd.Stdout = &phoneOut
+	if err := phoneCmd.Start(); err != nil {
+		return err
+	}
+	phonesDone := make(chan error, 1)
+	go func() { phonesDone <- phoneCmd.Wait() }()
+
+	type sample struct {
+		at               time.Duration
+		rss              int64
+		goroutines, held float64
+		exch             int
+		event            string
+	}
+	var samples []sample
+	var mixed, deviceCreds int64
+	easStats := func() eastest.Stats {
+		var st eastest.Stats
+		b.getJSON("http://"+statsAddr+"/", &st)
+		return st
+	}
+	events := map[int]string{}
+	kdcAt, easAt := *d/3, 2**d/3
+	var kdcDown, easDown time.Duration
+	minute := time.NewTicker(time.Minute)
+	defer minute.Stop()
+	kdcTimer, easTimer := time.NewTimer(kdcAt), time.NewTimer(easAt)
+	var phoneErr error
+loop:
+	for {
+		select {
+		case phoneErr = <-phonesDone:
+			break loop
+		case <-kdcTimer.C:
+			t := time.Now()
+			log.Printf("soak: restarting the KDC")
+			if err := b.lab.Restart(ctx); err != nil {
+				return fmt.Errorf("KDC restart: %w", err)
+			}
+			kdcDown = time.Since(t)
+			events[int(time.Since(start).Minutes())] = fmt.Sprintf("KDC restarted (down %v)", kdcDown.Round(100*time.Millisecond))
+		case <-easTimer.C:
+			st := easStats()
+			mixed, deviceCreds = mixed+st.Mixed, deviceCreds+st.DeviceCredentials
+			t := time.Now()
+			log.Printf("soak: restarting the Exchange stand-in")
+			stopEAS()
+			if stopEAS, err = startEAS(); err != nil {
+				return fmt.Errorf("stand-in restart: %w", err)
+			}
+			easDown = time.Since(t)
+			events[int(time.Since(start).Minutes())] = fmt.Sprintf("Exchange stand-in restarted (down %v)", easDown.Round(100*time.Millisecond))
+		case <-minute.C:
+			c := b.relay.Counts()
+			s := sample{at: time.Since(start).Round(time.Second), rss: rss(gw.cmd.Process.Pid), goroutines: metric(adminAddr, "go_goroutines"),
+				held: metric(adminAddr, "seg_long_polls_active"), exch: c.S4U2Self + c.S4U2Proxy - c0.S4U2Self - c0.S4U2Proxy}
+			samples = append(samples, s)
+			log.Printf("soak: %v: RSS %d KiB, %.0f goroutines, %.0f long polls, %d S4U exchanges", s.at, s.rss, s.goroutines, s.held, s.exch)
+		}
+	}
+	if phoneErr != nil {
+		return fmt.Errorf("phones: %v", phoneErr)
+	}
+	st := easStats()
+	mixed, deviceCreds = mixed+st.Mixed, deviceCreds+st.DeviceCredentials
+	c1 := b.relay.Counts()
+	var res soakResult
+	if err := json.Unmarshal(phoneOut.Bytes(), &res); err != nil {
+		return fmt.Errorf("phones' report: %v", err)
+	}
+	var total, failed int64
+	for _, n := range res.Requests {
+		total += n
+	}
+	for _, m := range res.Errors {
+		for _, n := range m {
+			failed += n
+		}
+	}
+	b.printf("| what | figure |\n|---|---|\n")
+	b.printf("| requests | %d (%s) over %v, %.0f/s |\n", total, kinds(res.Requests), *d, float64(total)/d.Seconds())
+	b.printf("| answered, checked | %d |\n", res.OK)
+	b.printf("| **answers for another user** (phones' check) / connections that carried two users (stand-in) | **%d / %d** |\n", res.NotMine, mixed)
+	b.printf("| device credentials that reached the stand-in | %d |\n", deviceCreds)
+	b.printf("| Pings the phones gave up on themselves | %d |\n", res.Aborted)
+	b.printf("| connections the phones dropped | %d |\n", res.Drops)
+	b.printf("| failed | %d (%.3f%%), by minute below |\n", failed, 100*float64(failed)/float64(max(total, 1)))
+	b.printf("| p50 / p99 of non-Ping requests | %.2f ms / %.2f ms |\n", res.P50, res.P99)
+	b.printf("| KDC: AS / S4U2Self / S4U2Proxy / sent again | %d / %d / %d / %d |\n\n", c1.AS-c0.AS, c1.S4U2Self-c0.S4U2Self, c1.S4U2Proxy-c0.S4U2Proxy, c1.Resent-c0.Resent)
+	b.printf("Gateway each minute:\n\n| at | RSS | goroutines | long polls held | S4U exchanges so far | event in the minute before | failed requests in the minute before |\n|---|---|---|---|---|---|---|\n")
+	for i, s := range samples {
+		b.printf("| %v | %.1f MiB | %.0f | %.0f | %d | %s | %s |\n", s.at, float64(s.rss)/1024, s.goroutines, s.held, s.exch, events[i],
+			strings.ReplaceAll(kinds(res.Errors[strconv.Itoa(i)]), "|", "/"))
+	}
+	b.printf("\n")
+	return os.WriteFile(*out, []byte(b.report.String()), 0o644)
+}
+
+// writeASAKeytab exports the ASA's keys (samba-tool) for the stand-ins.
+func (b *bench) writeASAKeytab(ctx context.Context) error {
+	kt, err := b.lab.ExportKeytab(ctx, "EXCHASA$")
+	if err != nil {
+		return err
+	}
+	ktb, err := kt.Marshal()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(b.dir, "asa.keytab"), ktb, 0o600)
+}

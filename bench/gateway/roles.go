@@ -38,10 +38,7 @@ func backend(args []string) {
 	addr := fs.String("addr", "", "listen address")
 	dir := fs.String("dir", "", "files")
 	fs.Parse(args)
-	cert, err := tls.LoadX509KeyPair(filepath.Join(*dir, "server.crt"), filepath.Join(*dir, "server.key"))
-	if err != nil {
-		log.Fatal(err)
-	}
+	cert := serverCert(*dir)
 	srv := &http.Server{Addr: *addr, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -203,12 +200,8 @@ func load(args []string) {
 		}(i)
 	}
 	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	r := loadResult{Requests: requests.Load(), Errors: errors.Load(), RPS: float64(requests.Load()) / d.Seconds()}
-	if len(lat) > 0 {
-		r.P50 = float64(lat[len(lat)/2]) / 1e6
-		r.P99 = float64(lat[len(lat)*99/100]) / 1e6
-	}
+	r.P50, r.P99 = percentiles(lat)
 	json.NewEncoder(os.Stdout).Encode(r)
 }
 
@@ -268,6 +261,24 @@ func hold(args []string) {
 		in.Scan()
 	}
 	select {}
+}
+
+// percentiles are the p50 and p99 of lat, in ms (it sorts lat).
+func percentiles(lat []time.Duration) (p50, p99 float64) {
+	if len(lat) == 0 {
+		return 0, 0
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return float64(lat[len(lat)/2]) / 1e6, float64(lat[len(lat)*99/100]) / 1e6
+}
+
+// serverCert is the certificate the bench's servers share.
+func serverCert(dir string) tls.Certificate {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	return cert
 }
 
 func userName(i int) string { return fmt.Sprintf("bu%04d", i) }

@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,10 +47,7 @@ func easRole(args []string) {
 	statsAddr := fs.String("stats", "", "counts listen address")
 	dir := fs.String("dir", "", "files (server.crt, server.key, asa.keytab)")
 	fs.Parse(args)
-	cert, err := tls.LoadX509KeyPair(filepath.Join(*dir, "server.crt"), filepath.Join(*dir, "server.key"))
-	if err != nil {
-		log.Fatal(err)
-	}
+	cert := serverCert(*dir)
 	kt, err := keytab.Load(filepath.Join(*dir, "asa.keytab"))
 	if err != nil {
 		log.Fatal(err)
@@ -157,12 +153,8 @@ func soakPhones(args []string) {
 		}
 	}
 	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	res.OK, res.NotMine, res.Aborted, res.Drops = ok.Load(), notMine.Load(), aborted.Load(), drops.Load()
-	if len(lat) > 0 {
-		res.P50 = float64(lat[len(lat)/2]) / 1e6
-		res.P99 = float64(lat[len(lat)*99/100]) / 1e6
-	}
+	res.P50, res.P99 = percentiles(lat)
 	json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -338,7 +330,7 @@ loop:
 				return fmt.Errorf("KDC restart: %w", err)
 			}
 			kdcDown = time.Since(t)
-			events[int(time.Since(start).Minutes())] = fmt.Sprintf("KDC restarted (down %v)", kdcDown.Round(100*time.Millisecond))
+			events[int(time.Since(start).Minutes())] = fmt.Sprintf("KDC restarted (down %v)", kdcDown.Round(time.Millisecond))
 		case <-easTimer.C:
 			st := easStats()
 			mixed, deviceCreds = mixed+st.Mixed, deviceCreds+st.DeviceCredentials
@@ -349,7 +341,7 @@ loop:
 				return fmt.Errorf("stand-in restart: %w", err)
 			}
 			easDown = time.Since(t)
-			events[int(time.Since(start).Minutes())] = fmt.Sprintf("Exchange stand-in restarted (down %v)", easDown.Round(100*time.Millisecond))
+			events[int(time.Since(start).Minutes())] = fmt.Sprintf("Exchange stand-in restarted (down %v)", easDown.Round(time.Millisecond))
 		case <-minute.C:
 			c := b.relay.Counts()
 			s := sample{at: time.Since(start).Round(time.Second), rss: rss(gw.cmd.Process.Pid), goroutines: metric(adminAddr, "go_goroutines"),

@@ -57,10 +57,7 @@ func verifyBackend(args []string) {
 	addr := fs.String("addr", "", "listen address")
 	dir := fs.String("dir", "", "files (server.crt, server.key, asa.keytab)")
 	fs.Parse(args)
-	cert, err := tls.LoadX509KeyPair(filepath.Join(*dir, "server.crt"), filepath.Join(*dir, "server.key"))
-	if err != nil {
-		log.Fatal(err)
-	}
+	cert := serverCert(*dir)
 	kt, err := keytab.Load(filepath.Join(*dir, "asa.keytab"))
 	if err != nil {
 		log.Fatal(err)
@@ -215,12 +212,8 @@ func stormLoad(args []string) {
 		}()
 	}
 	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	r := stormResult{Requests: requests.Load(), OK: ok.Load(), Errors: errs, NotMine: notMine.Load()}
-	if len(lat) > 0 {
-		r.P50 = float64(lat[len(lat)/2]) / 1e6
-		r.P99 = float64(lat[len(lat)*99/100]) / 1e6
-	}
+	r.P50, r.P99 = percentiles(lat)
 	json.NewEncoder(os.Stdout).Encode(r)
 }
 

@@ -557,16 +557,7 @@ func (l *Lab) ready() bool {
 func (l *Lab) Close() error {
 	l.once.Do(func() {
 		if l.cmd != nil && l.cmd.Process != nil {
-			pgid := l.cmd.Process.Pid
-			_ = syscall.Kill(-pgid, syscall.SIGTERM)
-			select {
-			case <-l.done:
-			case <-time.After(5 * time.Second):
-				_ = syscall.Kill(-pgid, syscall.SIGKILL)
-				<-l.done
-			}
-			// Any straggler in the group.
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			l.stop()
 		}
 		if !l.keep && l.Dir != "" {
 			_ = os.RemoveAll(l.Dir)
@@ -582,6 +573,13 @@ func (l *Lab) Restart(ctx context.Context) error {
 	if l.cmd == nil || l.cmd.Process == nil {
 		return errors.New("lab: samba is not running")
 	}
+	l.stop()
+	return l.start(ctx)
+}
+
+// stop ends samba's process group: SIGTERM, SIGKILL after 5 s, and
+// SIGKILL to any straggler.
+func (l *Lab) stop() {
 	pgid := l.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
@@ -591,7 +589,6 @@ func (l *Lab) Restart(ctx context.Context) error {
 		<-l.done
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	return l.start(ctx)
 }
 
 // Pause stops every samba process of the lab (SIGSTOP): the KDC and LDAP

@@ -38,8 +38,8 @@ type TicketSource interface {
 // A ticket is refreshed ahead of its end: once 80-90% (chosen at random per
 // entry) of its usable life has passed, a hit still serves it and starts
 // one background exchange for a new one. Together with the Client's early
-// TGT renewal this means that tickets of many users, which all end with the
-// service TGT, are not all missing in the same second.
+// TGT renewal (tickets end no later than the TGT they came from) this means
+// that tickets of many users are not all missing in the same second.
 //
 // Set the fields before first use; the zero value of each means its
 // default. Methods are safe for concurrent use.

@@ -150,11 +150,17 @@ type Client struct {
 	// RenewBefore is the least time before its end at which the TGT is
 	// renewed; zero means 5 minutes, or for a TGT of less than 50 minutes
 	// a tenth of its lifetime, but at least 2 minutes (Samba's KDC refuses
-	// a TGT with less left) and at most half of it. The client renews it earlier, at a random point
-	// between 75% and 85% of its lifetime, in the background while the old
-	// one serves, so that tickets issued from it do not all end in the same
-	// second and a Cache can refresh them from the new TGT before they run
-	// out.
+	// a TGT with less left) and at most half of it.
+	//
+	// The client renews the TGT much earlier: once 10-20% (at random) of
+	// its lifetime has passed, in the background while the old one serves.
+	// A ticket the KDC issues from a TGT ends no later than the TGT, so a
+	// TGT renewed late hands out tickets with little life, which a Cache
+	// must fetch again soon, and all at once, since they share the TGT's
+	// end. Renewed early, every ticket gets 80-100% of a lifetime: fewer
+	// exchanges per user, and tickets' ends spread over many TGTs. It costs
+	// an AS exchange every 1-2 hours with AD's 10-hour TGTs. (Measured with
+	// bench/gateway storm; BENCHMARKS.md.)
 	RenewBefore time.Duration
 
 	cfg   *config.Config
@@ -382,15 +388,15 @@ func (c *Client) storeLogin(l *asLogin, now time.Time) {
 	c.renewAt = renewPoint(l.tgt, now, c.renewBefore(l.tgt))
 }
 
-// renewPoint is when to renew a TGT: at a random point between 75% and
-// 85% of its lifetime, and at least renewSkew before its end.
+// renewPoint is when to renew a TGT: at a random point between 10% and
+// 20% of its lifetime, and at least renewSkew before its end.
 func renewPoint(t *Ticket, now time.Time, renewSkew time.Duration) time.Time {
 	start := t.StartTime
 	if start.IsZero() || start.After(now) {
 		start = now
 	}
 	life := t.EndTime.Sub(start)
-	at := start.Add(time.Duration(float64(life) * (0.75 + 0.1*randFloat())))
+	at := start.Add(time.Duration(float64(life) * (0.1 + 0.1*randFloat())))
 	if latest := t.EndTime.Add(-renewSkew); at.After(latest) {
 		at = latest
 	}

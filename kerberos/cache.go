@@ -232,10 +232,17 @@ func (c *Cache) refreshPoint(t *Ticket) time.Time {
 }
 
 // refusal reports whether err is the KDC's (or our pre-flight) answer about
-// this user or SPN, which asking again soon would not change.
+// this user or SPN, which asking again soon would not change. A KDC's
+// refusal of the service's own TGT (which the Client has already logged in
+// again for, once) and a busy KDC say nothing about the user: remembering
+// them would fail the user's requests for NegativeTTL after the KDC is
+// well again.
 func refusal(err error) bool {
 	var ke *KDCError
-	return errors.As(err, &ke) || errors.Is(err, ErrEvidenceNotForwardable)
+	if errors.As(err, &ke) {
+		return !rejectsTGT(ke.Code) && ke.Code != CodeSvcUnavailable
+	}
+	return errors.Is(err, ErrEvidenceNotForwardable)
 }
 
 func (c *Cache) storeLocked(e *cacheEntry) {

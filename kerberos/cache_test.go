@@ -228,6 +228,17 @@ func TestCacheNegative(t *testing.T) {
 	if src.calls.Load() != 4 {
 		t.Fatalf("transport error cached: calls=%d", src.calls.Load())
 	}
+	// Nor are the KDC's answers about the service's TGT or its own load:
+	// they say nothing about carol.
+	for _, code := range []int32{CodeTktExpired, CodeTGTRevoked, CodeSvcUnavailable} {
+		src.err = &KDCError{Op: "S4U2Self", Code: code}
+		n := src.calls.Load()
+		c.Ticket(ctx, "carol", "http/mail")
+		c.Ticket(ctx, "carol", "http/mail")
+		if src.calls.Load() != n+2 {
+			t.Fatalf("KDC error %d remembered for the user", code)
+		}
+	}
 }
 
 func TestCacheCollapseAndCancel(t *testing.T) {

@@ -20,6 +20,7 @@ const (
 	CodeClientRevoked     int32 = 18
 	CodePreauthFailed     int32 = 24
 	CodePreauthRequired   int32 = 25
+	CodeSvcUnavailable    int32 = 29 // KDC_ERR_SVC_UNAVAILABLE: a busy or starting KDC
 	CodeSkew              int32 = 37
 	CodeResponseTooBig    int32 = 52
 	CodeWrongRealm        int32 = 68

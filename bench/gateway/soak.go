@@ -378,6 +378,7 @@ loop:
 	b.printf("| connections the phones dropped | %d |\n", res.Drops)
 	b.printf("| failed | %d (%.3f%%), by minute below |\n", failed, 100*float64(failed)/float64(max(total, 1)))
 	b.printf("| p50 / p99 of non-Ping requests | %.2f ms / %.2f ms |\n", res.P50, res.P99)
+	b.printf("| gateway log, errors by kind | %s |\n", kinds(b.logErrors()))
 	b.printf("| KDC: AS / S4U2Self / S4U2Proxy / sent again | %d / %d / %d / %d |\n\n", c1.AS-c0.AS, c1.S4U2Self-c0.S4U2Self, c1.S4U2Proxy-c0.S4U2Proxy, c1.Resent-c0.Resent)
 	b.printf("Gateway each minute:\n\n| at | RSS | goroutines | long polls held | S4U exchanges so far | event in the minute before | failed requests in the minute before |\n|---|---|---|---|---|---|---|\n")
 	for i, s := range samples {

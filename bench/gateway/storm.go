@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -424,7 +425,8 @@ func storm(args []string) error {
 		after.Hits-before.Hits, after.Misses-before.Misses, after.Refreshes-before.Refreshes, after.Errors-before.Errors)
 	b.printf("| peak KDC exchanges per second (5 s average) | %d, %v into the traffic |\n", peak, peakAt)
 	b.printf("| mean KDC exchanges per second | %.1f |\n", float64(self+proxy)/d.Seconds())
-	b.printf("| gateway CPU per request | %.0f µs |\n\n", float64(p1-p0)/float64(max(res.Requests, 1)))
+	b.printf("| gateway CPU per request | %.0f µs |\n", float64(p1-p0)/float64(max(res.Requests, 1)))
+	b.printf("| gateway log, errors by kind | %s |\n\n", kinds(b.logErrors()))
 	b.printf("Gateway, every 30 s of the traffic:\n\n| at | S4U exchanges so far | AS so far | RSS | goroutines |\n|---|---|---|---|---|\n")
 	for _, s := range samples {
 		b.printf("| %v | %d | %d | %.1f MiB | %.0f |\n", s.at, s.exch, s.as, float64(s.rss)/1024, s.goroutines)
@@ -488,6 +490,32 @@ func kinds(m map[string]int64) string {
 	sort.Strings(s)
 	return strings.Join(s, "; ")
 }
+
+// logErrors counts the gateway log's errors by kind: its "error" fields
+// with user names, numbers and addresses taken out.
+func (b *bench) logErrors() map[string]int64 {
+	f, err := os.Open(filepath.Join(b.dir, "gateway.log"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	kinds := map[string]int64{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Error == "" {
+			continue
+		}
+		kinds[strings.ReplaceAll(logNoise.ReplaceAllString(line.Error, "#"), "|", "/")]++
+	}
+	return kinds
+}
+
+// logNoise is what makes one error line differ from another of its kind.
+var logNoise = regexp.MustCompile(`bu[0-9]+(@[a-z.]+)?|\[KDC [^]]*\]|[0-9]+(\.[0-9]+)*(:[0-9]+)?`)
 
 // getJSON reads a JSON answer from one of the bench's listeners (https
 // ones have the bench CA's certificate).

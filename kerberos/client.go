@@ -213,11 +213,11 @@ func (c *Client) renewBefore(t *Ticket) time.Duration {
 	if c.RenewBefore > 0 {
 		return c.RenewBefore
 	}
-	m := max(defaultMargin(t), 2*time.Minute)
+	m := max(defaultMargin(t), 2*time.Minute) // defaultMargin is at most 5 minutes
 	if life := lifetime(t); life > 0 {
 		m = min(m, life/2)
 	}
-	return min(m, 5*time.Minute)
+	return m
 }
 
 // defaultMargin is 5 minutes, or a tenth of t's lifetime when that is less.

@@ -122,6 +122,13 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
+	// A reused connection that broke before any byte of the answer: the
+	// caller may send the request again on a new one.
+	closedIdle := func(err error) (*http.Response, error) {
+		stop()
+		u.discard(c)
+		return nil, fmt.Errorf("%w: %v", errServerClosedIdle, err)
+	}
 	// A body in memory is written at once; one that streams from the
 	// device is written beside the wait for the answer, which may come
 	// first (a refusal), so that neither side waits for the other.
@@ -132,9 +139,7 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 		go func() { wrote <- writeRequest(c.conn, req) }()
 	} else if err := writeRequest(c.conn, req); err != nil {
 		if c.reused && ctx.Err() == nil {
-			stop()
-			u.discard(c)
-			return nil, fmt.Errorf("%w: %v", errServerClosedIdle, err)
+			return closedIdle(err)
 		}
 		return fail(err)
 	}
@@ -142,9 +147,7 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 	var first [1]byte
 	if _, err := io.ReadFull(c.conn, first[:]); err != nil {
 		if c.reused && ctx.Err() == nil && !streamed {
-			stop()
-			u.discard(c)
-			return nil, fmt.Errorf("%w: %v", errServerClosedIdle, err)
+			return closedIdle(err)
 		}
 		return fail(err)
 	}

@@ -531,7 +531,7 @@ func (b *bench) getJSON(u string, v any) error {
 
 // metric reads one unlabelled value from the gateway's /metrics.
 func metric(admin, name string) float64 {
-	resp, err := http.Get("http://" + admin + "/metrics")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + admin + "/metrics")
 	if err != nil {
 		return 0
 	}

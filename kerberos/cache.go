@@ -1,6 +1,7 @@
 package kerberos
 
 import (
+	"container/heap"
 	"container/list"
 	"context"
 	"errors"
@@ -36,10 +37,19 @@ type TicketSource interface {
 // (Ticket.IsFor).
 //
 // A ticket is refreshed ahead of its end: once 80-90% (chosen at random per
-// entry) of its usable life has passed, a hit still serves it and starts
-// one background exchange for a new one. Together with the Client's early
+// entry) of its usable life has passed, a hit still serves it and queues
+// a background exchange for a new one. Together with the Client's early
 // TGT renewal (tickets end no later than the TGT they came from) this means
 // that tickets of many users are not all missing in the same second.
+//
+// Background refreshes are bounded (MaxRefreshes in flight) and wait in the
+// Cache, the ticket ending first going first, rather than at the KDC: users
+// whose tickets were all fetched in the same few minutes come due together
+// again one lifetime later, and a KDC handed thousands of requests at once
+// answers each of them late (measured on Samba: refreshes timed out in its
+// queue and were asked again, tripling its work). A request that finds no
+// usable ticket is never queued behind refreshes: its exchange starts at
+// once.
 //
 // Set the fields before first use; the zero value of each means its
 // default. Methods are safe for concurrent use.
@@ -59,6 +69,11 @@ type Cache struct {
 	// that started it so that other waiters are not failed by its
 	// cancellation (default 30s).
 	FetchTimeout time.Duration
+	// MaxRefreshes bounds the background refreshes in flight (default 8).
+	// Refreshes past it wait in the Cache, earliest ticket end first; one
+	// still waiting when its ticket reaches the Skew margin is dropped, and
+	// the next request for that ticket fetches a new one itself.
+	MaxRefreshes int
 	// clock replaces time.Now in tests of this package.
 	clock func() time.Time
 
@@ -66,8 +81,11 @@ type Cache struct {
 	entries  map[cacheKey]*list.Element
 	lru      list.List // front = most recent; values are *cacheEntry
 	inflight map[cacheKey]*fetch
+	due      refreshQueue // refreshes waiting for a slot
+	workers  int          // goroutines running refreshes
 
 	hits, misses, negativeHits, exchanges, errs, evictions, refreshes, mismatches atomic.Int64
+	refreshErrs, refreshesLate                                                    atomic.Int64
 }
 
 type cacheKey struct{ user, spn string }
@@ -75,9 +93,41 @@ type cacheKey struct{ user, spn string }
 type cacheEntry struct {
 	key       cacheKey
 	ticket    *Ticket
-	refreshAt time.Time // when a hit starts a background refresh
+	refreshAt time.Time // when a hit queues a background refresh
+	queued    *refresh  // the refresh waiting for a slot, if any
 	err       error     // a remembered KDC refusal
 	expires   time.Time // for err entries
+}
+
+// refresh is a background refresh waiting for a slot.
+type refresh struct {
+	ctx      context.Context // the values of the request that queued it, not its cancellation
+	entry    *cacheEntry
+	deadline time.Time // when the ticket enters its margin
+	index    int       // in the heap
+}
+
+// refreshQueue is a heap of waiting refreshes, earliest deadline first.
+type refreshQueue []*refresh
+
+func (q refreshQueue) Len() int           { return len(q) }
+func (q refreshQueue) Less(i, j int) bool { return q[i].deadline.Before(q[j].deadline) }
+func (q refreshQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+func (q *refreshQueue) Push(x any) {
+	r := x.(*refresh)
+	r.index = len(*q)
+	*q = append(*q, r)
+}
+func (q *refreshQueue) Pop() any {
+	old := *q
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	r.index = -1
+	return r
 }
 
 type fetch struct {
@@ -92,11 +142,20 @@ type CacheStats struct {
 	NegativeHits int64 // served a remembered refusal
 	Misses       int64 // had to wait for an exchange (own or shared)
 	Exchanges    int64 // exchanges with the KDC (each S4U2Self + S4U2Proxy)
-	Errors       int64 // exchanges that failed
+	Errors       int64 // exchanges that failed (background refreshes included)
 	Evictions    int64 // entries dropped for MaxEntries
 	Refreshes    int64 // background refreshes started ahead of a ticket's end
-	Mismatches   int64 // tickets refused because they did not speak for the user asked for
-	Entries      int   // entries now
+	// RefreshErrors counts background refreshes that failed; the ticket in
+	// hand is served until its margin, and a later hit asks again.
+	RefreshErrors int64
+	// RefreshesLate counts refreshes dropped because their ticket reached
+	// its margin while they waited for a slot (MaxRefreshes): the KDC is
+	// slower than the tickets come due.
+	RefreshesLate int64
+	// RefreshesWaiting is the number of refreshes waiting for a slot now.
+	RefreshesWaiting int
+	Mismatches       int64 // tickets refused because they did not speak for the user asked for
+	Entries          int   // entries now
 }
 
 func (c *Cache) now() time.Time {
@@ -137,12 +196,9 @@ func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
 			c.mismatches.Add(1)
 		case e.ticket != nil && now.Add(c.skew(e.ticket)).Before(e.ticket.EndTime):
 			c.lru.MoveToFront(el)
-			if !now.Before(e.refreshAt) {
+			if !now.Before(e.refreshAt) && e.queued == nil {
 				if _, busy := c.inflight[k]; !busy {
-					f := &fetch{done: make(chan struct{})}
-					c.inflight[k] = f
-					c.refreshes.Add(1)
-					go c.run(ctx, k, user, spn, f)
+					c.queueLocked(ctx, e)
 				}
 			}
 			c.mu.Unlock()
@@ -160,7 +216,7 @@ func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
 	if !ok {
 		f = &fetch{done: make(chan struct{})}
 		c.inflight[k] = f
-		go c.run(ctx, k, user, spn, f)
+		go c.run(ctx, k, user, spn, f, false)
 	}
 	c.mu.Unlock()
 	select {
@@ -171,8 +227,9 @@ func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
 	}
 }
 
-// run performs one exchange for all waiters of a key.
-func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch) {
+// run performs one exchange for all waiters of a key; background says it is
+// a refresh ahead, which nobody waits for.
+func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch, background bool) {
 	timeout := c.FetchTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -192,6 +249,9 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch)
 	}
 	if err != nil {
 		c.errs.Add(1)
+		if background {
+			c.refreshErrs.Add(1)
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -200,22 +260,25 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch)
 	// The waiters wake once the entry is stored, with its times taken from
 	// the clock as it was when the answer came.
 	defer close(f.done)
-	switch {
-	case err == nil:
+	if err == nil {
 		c.storeLocked(&cacheEntry{key: k, ticket: t, refreshAt: c.refreshPoint(t)})
-	case refusal(err):
-		ttl := c.NegativeTTL
-		if ttl <= 0 {
-			ttl = 15 * time.Second
+		return
+	}
+	ttl := c.NegativeTTL
+	if ttl <= 0 {
+		ttl = 15 * time.Second
+	}
+	if el, ok := c.entries[k]; ok {
+		if e := el.Value.(*cacheEntry); e.ticket != nil && c.now().Add(c.skew(e.ticket)).Before(e.ticket.EndTime) {
+			// A refresh ahead failed: keep serving the ticket we have,
+			// and ask again after the negative TTL rather than on the
+			// next hit (a KDC that is down or busy is not helped by
+			// every request asking it again).
+			e.refreshAt = c.now().Add(ttl)
+			return
 		}
-		if el, ok := c.entries[k]; ok {
-			if e := el.Value.(*cacheEntry); e.ticket != nil && c.now().Add(c.skew(e.ticket)).Before(e.ticket.EndTime) {
-				// A refresh ahead was refused: keep serving the ticket we
-				// have, and ask again after the negative TTL.
-				e.refreshAt = c.now().Add(ttl)
-				return
-			}
-		}
+	}
+	if refusal(err) {
 		c.storeLocked(&cacheEntry{key: k, err: err, expires: c.now().Add(ttl)})
 	}
 }
@@ -261,8 +324,56 @@ func (c *Cache) storeLocked(e *cacheEntry) {
 }
 
 func (c *Cache) removeLocked(el *list.Element) {
-	delete(c.entries, el.Value.(*cacheEntry).key)
+	e := el.Value.(*cacheEntry)
+	if e.queued != nil {
+		heap.Remove(&c.due, e.queued.index)
+		e.queued = nil
+	}
+	delete(c.entries, e.key)
 	c.lru.Remove(el)
+}
+
+// queueLocked queues a refresh of e's ticket and starts a worker if fewer
+// than MaxRefreshes run. ctx's values (not its cancellation) go with the
+// exchange, as for a miss.
+func (c *Cache) queueLocked(ctx context.Context, e *cacheEntry) {
+	e.queued = &refresh{ctx: context.WithoutCancel(ctx), entry: e, deadline: e.ticket.EndTime.Add(-c.skew(e.ticket))}
+	heap.Push(&c.due, e.queued)
+	max := c.MaxRefreshes
+	if max <= 0 {
+		max = 8
+	}
+	if c.workers < max {
+		c.workers++
+		go c.refreshLoop()
+	}
+}
+
+// refreshLoop runs queued refreshes, earliest deadline first, until none
+// is left.
+func (c *Cache) refreshLoop() {
+	c.mu.Lock()
+	for c.due.Len() > 0 {
+		r := heap.Pop(&c.due).(*refresh)
+		e := r.entry
+		e.queued = nil
+		if !c.now().Before(r.deadline) {
+			// Too late to refresh ahead: the next request fetches.
+			c.refreshesLate.Add(1)
+			continue
+		}
+		if _, busy := c.inflight[e.key]; busy {
+			continue
+		}
+		f := &fetch{done: make(chan struct{})}
+		c.inflight[e.key] = f
+		c.refreshes.Add(1)
+		c.mu.Unlock()
+		c.run(r.ctx, e.key, e.key.user, e.key.spn, f, true)
+		c.mu.Lock()
+	}
+	c.workers--
+	c.mu.Unlock()
 }
 
 // Invalidate drops the ticket (or refusal) for user and spn, e.g. after
@@ -278,11 +389,12 @@ func (c *Cache) Invalidate(user, spn string) {
 // Stats returns the counters.
 func (c *Cache) Stats() CacheStats {
 	c.mu.Lock()
-	n := c.lru.Len()
+	n, waiting := c.lru.Len(), c.due.Len()
 	c.mu.Unlock()
 	return CacheStats{Hits: c.hits.Load(), NegativeHits: c.negativeHits.Load(), Misses: c.misses.Load(),
 		Exchanges: c.exchanges.Load(), Errors: c.errs.Load(), Evictions: c.evictions.Load(),
-		Refreshes: c.refreshes.Load(), Mismatches: c.mismatches.Load(), Entries: n}
+		Refreshes: c.refreshes.Load(), RefreshErrors: c.refreshErrs.Load(), RefreshesLate: c.refreshesLate.Load(),
+		RefreshesWaiting: waiting, Mismatches: c.mismatches.Load(), Entries: n}
 }
 
 // TicketSource returns a source of tickets from user to spn backed by the cache.

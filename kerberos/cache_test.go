@@ -3,6 +3,7 @@ package kerberos
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -132,12 +133,12 @@ func TestCacheRefreshAhead(t *testing.T) {
 	}
 }
 
-// waitIdle waits for background refreshes to finish.
+// waitIdle waits for background refreshes, queued or running, to finish.
 func waitIdle(t *testing.T, c *Cache) {
 	t.Helper()
 	for i := 0; i < 1000; i++ {
 		c.mu.Lock()
-		n := len(c.inflight)
+		n := len(c.inflight) + c.due.Len() + c.workers
 		c.mu.Unlock()
 		if n == 0 {
 			return
@@ -147,26 +148,151 @@ func waitIdle(t *testing.T, c *Cache) {
 	t.Fatal("refresh still running")
 }
 
-// A refusal while refreshing ahead keeps the ticket being served.
+// A refresh ahead that fails, refused or not answered, keeps the ticket
+// being served and is not asked again on every hit.
 func TestCacheRefreshRefused(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	src := &fakeSource{now: clk.Now, life: time.Hour}
-	c := &Cache{Source: src, clock: clk.Now}
-	ctx := context.Background()
-	t1, _ := c.Ticket(ctx, "alice", "http/mail")
-	// The fetch stores the ticket (and its refresh point, from the clock)
-	// after waking its waiter: let it finish before the clock moves.
-	waitIdle(t, c)
-	src.err = &KDCError{Op: "S4U2Self", Code: CodePolicy}
-	clk.Add(52 * time.Minute)
-	for i := 0; i < 3; i++ {
-		if tk, err := c.Ticket(ctx, "alice", "http/mail"); tk != t1 || err != nil {
-			t.Fatalf("refusal replaced a valid ticket: %v", err)
-		}
+	for _, fail := range []error{&KDCError{Op: "S4U2Self", Code: CodePolicy}, ErrNoKDC} {
+		clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+		src := &fakeSource{now: clk.Now, life: time.Hour}
+		c := &Cache{Source: src, clock: clk.Now}
+		ctx := context.Background()
+		t1, _ := c.Ticket(ctx, "alice", "http/mail")
+		// The fetch stores the ticket (and its refresh point, from the clock)
+		// after waking its waiter: let it finish before the clock moves.
 		waitIdle(t, c)
+		src.err = fail
+		clk.Add(52 * time.Minute)
+		for i := 0; i < 3; i++ {
+			if tk, err := c.Ticket(ctx, "alice", "http/mail"); tk != t1 || err != nil {
+				t.Fatalf("%v replaced a valid ticket: %v", fail, err)
+			}
+			waitIdle(t, c)
+		}
+		if s := c.Stats(); src.calls.Load() != 2 || s.RefreshErrors != 1 {
+			t.Fatalf("%v: refresh retried on every hit: %d calls, %+v", fail, src.calls.Load(), s)
+		}
 	}
-	if src.calls.Load() != 2 {
-		t.Fatalf("refresh retried on every hit: %d calls", src.calls.Load())
+}
+
+// orderSource records the order of its calls and holds those for users
+// named in hold until release is closed, counting how many it holds at once.
+type orderSource struct {
+	now           func() time.Time
+	release       chan struct{}
+	mu            sync.Mutex
+	calls         []string
+	running, peak int
+}
+
+func (s *orderSource) Impersonate(ctx context.Context, user, spn string) (*Ticket, error) {
+	s.mu.Lock()
+	s.calls = append(s.calls, user)
+	hold := user[0] == 'u' && s.release != nil
+	if hold {
+		s.running++
+		s.peak = max(s.peak, s.running)
+	}
+	s.mu.Unlock()
+	if hold {
+		<-s.release
+		s.mu.Lock()
+		s.running--
+		s.mu.Unlock()
+	}
+	return &Ticket{Client: types.PrincipalName{NameString: []string{user}}, EndTime: s.now().Add(time.Hour)}, nil
+}
+
+// Refreshes that come due together wait in the Cache, the earliest
+// ticket end first, MaxRefreshes at a time; a request without a ticket
+// does not wait behind them.
+func TestCacheRefreshesBounded(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clk := &clock{t: start}
+	src := &orderSource{now: clk.Now}
+	c := &Cache{Source: src, clock: clk.Now, Skew: 5 * time.Minute, MaxRefreshes: 1}
+	ctx := context.Background()
+	const n = 10
+	for i := 0; i < n; i++ { // u0's ticket ends first, u9's last
+		clk.Add(10 * time.Second)
+		c.Ticket(ctx, fmt.Sprintf("u%d", i), "http/mail")
+	}
+	waitIdle(t, c)
+	src.release = make(chan struct{})
+	src.calls = nil
+	clk.Add(52 * time.Minute) // past every refresh point (at most 49.5 min), before any margin
+	for i := n - 1; i >= 0; i-- {
+		if _, err := c.Ticket(ctx, fmt.Sprintf("u%d", i), "http/mail"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { src.mu.Lock(); defer src.mu.Unlock(); return src.running == 1 })
+	// A user without a ticket is served while the refresh slot is taken.
+	got := make(chan error, 1)
+	go func() { _, err := c.Ticket(ctx, "v", "http/mail"); got <- err }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a miss waited behind the refreshes")
+	}
+	if s := c.Stats(); s.RefreshesWaiting != n-1 || s.Refreshes != 1 {
+		t.Fatalf("stats while one refresh runs: %+v", s)
+	}
+	close(src.release)
+	waitIdle(t, c)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if src.peak != 1 {
+		t.Fatalf("%d refreshes at once, MaxRefreshes is 1", src.peak)
+	}
+	var order []string
+	for _, u := range src.calls {
+		if u != "v" {
+			order = append(order, u)
+		}
+	}
+	// The first refresh is whichever the worker found first; the rest go by
+	// the end of their tickets.
+	if len(order) != n {
+		t.Fatalf("refreshed %v", order)
+	}
+	for i := 2; i < n; i++ {
+		if order[i] < order[i-1] {
+			t.Fatalf("refreshed out of order: %v", order)
+		}
+	}
+	if s := c.Stats(); s.Refreshes != n || s.RefreshesLate != 0 || s.RefreshesWaiting != 0 {
+		t.Fatalf("%+v", s)
+	}
+}
+
+// A refresh still waiting when its ticket reaches the margin is dropped and
+// counted: the next request fetches.
+func TestCacheRefreshLate(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	src := &orderSource{now: clk.Now}
+	c := &Cache{Source: src, clock: clk.Now, Skew: 5 * time.Minute, MaxRefreshes: 1}
+	ctx := context.Background()
+	old, _ := c.Ticket(ctx, "u0", "http/mail")
+	c.Ticket(ctx, "u1", "http/mail")
+	waitIdle(t, c)
+	src.release = make(chan struct{})
+	clk.Add(52 * time.Minute)
+	c.Ticket(ctx, "u0", "http/mail")
+	c.Ticket(ctx, "u1", "http/mail")
+	waitFor(t, func() bool { src.mu.Lock(); defer src.mu.Unlock(); return src.running == 1 })
+	clk.Add(4 * time.Minute) // both tickets inside their margin
+	close(src.release)
+	waitIdle(t, c)
+	if s := c.Stats(); s.Refreshes != 1 || s.RefreshesLate != 1 {
+		t.Fatalf("%+v", s)
+	}
+	for _, u := range []string{"u0", "u1"} {
+		if tk, err := c.Ticket(ctx, u, "http/mail"); err != nil || tk == old || !clk.Now().Add(5*time.Minute).Before(tk.EndTime) {
+			t.Fatalf("%s: %v", u, err)
+		}
 	}
 }
 

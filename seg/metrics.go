@@ -58,7 +58,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 }
 
 // Cache exports the counters of a ticket cache: hits, misses, KDC
-// exchanges and their errors, refreshes, evictions, entries.
+// exchanges and their errors, refreshes (failed, late, waiting), evictions,
+// entries.
 func (m *Metrics) Cache(c *kerberos.Cache) error {
 	if m == nil {
 		return nil
@@ -74,6 +75,10 @@ func (m *Metrics) Cache(c *kerberos.Cache) error {
 		"seg_ticket_cache_errors_total":        {"Exchanges that failed.", func(s kerberos.CacheStats) int64 { return s.Errors }},
 		"seg_ticket_cache_refreshes_total":     {"Tickets renewed ahead of their end.", func(s kerberos.CacheStats) int64 { return s.Refreshes }},
 		"seg_ticket_cache_evictions_total":     {"Entries dropped for room.", func(s kerberos.CacheStats) int64 { return s.Evictions }},
+		"seg_ticket_cache_refresh_errors_total": {"Refreshes ahead that failed (the ticket in hand is still served).",
+			func(s kerberos.CacheStats) int64 { return s.RefreshErrors }},
+		"seg_ticket_cache_refreshes_late_total": {"Refreshes dropped because their ticket reached its margin while they waited for a slot: the KDC answers slower than tickets come due.",
+			func(s kerberos.CacheStats) int64 { return s.RefreshesLate }},
 	}
 	for name, v := range counters {
 		get := v.get
@@ -81,6 +86,10 @@ func (m *Metrics) Cache(c *kerberos.Cache) error {
 			func() float64 { return float64(get(c.Stats())) })); err != nil {
 			return err
 		}
+	}
+	if err := m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "seg_ticket_cache_refreshes_waiting",
+		Help: "Refreshes ahead waiting for a slot (kerberos.Cache.MaxRefreshes)."}, func() float64 { return float64(c.Stats().RefreshesWaiting) })); err != nil {
+		return err
 	}
 	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "seg_ticket_cache_entries",
 		Help: "Tickets and refusals in the cache."}, func() float64 { return float64(c.Stats().Entries) }))

@@ -338,6 +338,7 @@ func storm(args []string) error {
 		rss               int64
 		goroutines        float64
 		cacheMisses, hits int64
+		waiting           int
 	}
 	var samples []sample
 	peak, peakAt := 0, time.Duration(0)
@@ -375,7 +376,7 @@ func storm(args []string) error {
 					as: c.AS - c1.AS, rss: rss(gw.cmd.Process.Pid), goroutines: metric(adminAddr, "go_goroutines")}
 				var st kerberos.CacheStats
 				b.getJSON("http://"+adminAddr+"/v1/tickets", &st)
-				s.cacheMisses, s.hits = st.Misses, st.Hits
+				s.cacheMisses, s.hits, s.waiting = st.Misses, st.Hits, st.RefreshesWaiting
 				samples = append(samples, s)
 				log.Printf("storm: %v: %d exchanges, %d AS, RSS %d KiB, %.0f goroutines", s.at, s.exch, s.as, s.rss, s.goroutines)
 			}
@@ -423,13 +424,15 @@ func storm(args []string) error {
 	b.printf("| KDC: requests sent again after a timeout | %d |\n", c2.Resent-c1.Resent)
 	b.printf("| ticket cache: hits / requests that waited for the KDC / background refreshes / failed exchanges | %d / %d / %d / %d |\n",
 		after.Hits-before.Hits, after.Misses-before.Misses, after.Refreshes-before.Refreshes, after.Errors-before.Errors)
+	b.printf("| ticket cache: failed refreshes / refreshes dropped late (their ticket reached its margin while waiting for one of the 8 slots) | %d / %d |\n",
+		after.RefreshErrors-before.RefreshErrors, after.RefreshesLate-before.RefreshesLate)
 	b.printf("| peak KDC exchanges per second (5 s average) | %d, %v into the traffic |\n", peak, peakAt)
 	b.printf("| mean KDC exchanges per second | %.1f |\n", float64(self+proxy)/d.Seconds())
 	b.printf("| gateway CPU per request | %.0f µs |\n", float64(p1-p0)/float64(max(res.Requests, 1)))
 	b.printf("| gateway log, errors by kind | %s |\n\n", kinds(b.logErrors()))
-	b.printf("Gateway, every 30 s of the traffic:\n\n| at | S4U exchanges so far | AS so far | RSS | goroutines |\n|---|---|---|---|---|\n")
+	b.printf("Gateway, every 30 s of the traffic:\n\n| at | S4U exchanges so far | AS so far | refreshes waiting | RSS | goroutines |\n|---|---|---|---|---|---|\n")
 	for _, s := range samples {
-		b.printf("| %v | %d | %d | %.1f MiB | %.0f |\n", s.at, s.exch, s.as, float64(s.rss)/1024, s.goroutines)
+		b.printf("| %v | %d | %d | %d | %.1f MiB | %.0f |\n", s.at, s.exch, s.as, s.waiting, float64(s.rss)/1024, s.goroutines)
 	}
 	b.printf("\n")
 

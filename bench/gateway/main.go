@@ -732,3 +732,28 @@ func rss(pid int) int64 {
 	}
 	return 0
 }
+
+// tcpCounters reads the host's TCP counters of /proc/net/netstat (TcpExt):
+// SYNs sent again and connections a full listen queue dropped explain
+// latencies of about a second (the first SYN retransmission).
+func tcpCounters() map[string]int64 {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return nil
+	}
+	lines := strings.Split(string(b), "\n")
+	out := map[string]int64{}
+	for i := 0; i+1 < len(lines); i += 2 {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(names) != len(values) {
+			continue
+		}
+		for j := 1; j < len(names); j++ {
+			switch names[j] {
+			case "ListenOverflows", "ListenDrops", "TCPSynRetrans":
+				out[names[j]], _ = strconv.ParseInt(values[j], 10, 64)
+			}
+		}
+	}
+	return out
+}

@@ -16,6 +16,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -64,6 +65,10 @@ func easRole(args []string) {
 	}
 	fmt.Println("ready")
 	log.Fatal(http.Serve(sl, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/early" {
+			json.NewEncoder(w).Encode(s.EarlyEnds())
+			return
+		}
 		json.NewEncoder(w).Encode(s.Stats())
 	})))
 }
@@ -74,11 +79,16 @@ type soakResult struct {
 	OK       int64            `json:"ok"`
 	NotMine  int64            `json:"not_mine"` // an answer for another user
 	Aborted  int64            `json:"aborted"`  // Pings the phone gave up on itself
-	Drops    int64            `json:"drops"`    // keep-alive connections dropped by the phone
+	// Unfinished are Pings answered 200 whose body ended before "done".
+	Unfinished []unfinishedPing `json:"unfinished"`
+	Drops      int64            `json:"drops"` // keep-alive connections dropped by the phone
 	// Errors by minute of the run and kind.
 	Errors map[string]map[string]int64 `json:"errors"`
 	P50    float64                     `json:"p50_ms"`
 	P99    float64                     `json:"p99_ms"`
+	// After the first two minutes, when every phone's user has a ticket.
+	WarmP50 float64 `json:"warm_p50_ms"`
+	WarmP99 float64 `json:"warm_p99_ms"`
 }
 
 // soakPhones runs the phones until the duration has passed.
@@ -94,7 +104,7 @@ func soakPhones(args []string) {
 	stop := start.Add(*d)
 	var mu sync.Mutex
 	res := soakResult{Requests: map[string]int64{}, Errors: map[string]map[string]int64{}}
-	var lat []time.Duration
+	var lat, warmLat []time.Duration
 	var ok, notMine, aborted, drops atomic.Int64
 	fail := func(kind string) {
 		m := strconv.Itoa(int(time.Since(start).Minutes()))
@@ -118,7 +128,7 @@ func soakPhones(args []string) {
 				c := device(*dir, user)
 				c.Transport.(*http.Transport).MaxConnsPerHost = 1
 				dev := fmt.Sprintf("H%sD%d", user, j)
-				var mine []time.Duration
+				var mine, warm []time.Duration
 				for time.Now().Before(stop) {
 					if rng.IntN(100) < 3 {
 						c.CloseIdleConnections() // the phone's network changed
@@ -129,7 +139,12 @@ func soakPhones(args []string) {
 					res.Requests[cmd]++
 					mu.Unlock()
 					t0 := time.Now()
-					kind, wasAborted := soakOnce(c, *base, user, dev, cmd, rng, stop)
+					kind, wasAborted, early := soakOnce(c, *base, user, dev, cmd, rng, stop)
+					if early != nil {
+						mu.Lock()
+						res.Unfinished = append(res.Unfinished, *early)
+						mu.Unlock()
+					}
 					switch {
 					case wasAborted:
 						aborted.Add(1)
@@ -142,12 +157,16 @@ func soakPhones(args []string) {
 						ok.Add(1)
 						if cmd != "Ping" {
 							mine = append(mine, time.Since(t0))
+							if t0.Sub(start) > 2*time.Minute {
+								warm = append(warm, time.Since(t0))
+							}
 						}
 					}
 					time.Sleep(time.Duration(200+rng.IntN(1800)) * time.Millisecond)
 				}
 				mu.Lock()
 				lat = append(lat, mine...)
+				warmLat = append(warmLat, warm...)
 				mu.Unlock()
 			}()
 		}
@@ -155,7 +174,21 @@ func soakPhones(args []string) {
 	wg.Wait()
 	res.OK, res.NotMine, res.Aborted, res.Drops = ok.Load(), notMine.Load(), aborted.Load(), drops.Load()
 	res.P50, res.P99 = percentiles(lat)
+	res.WarmP50, res.WarmP99 = percentiles(warmLat)
 	json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// unfinishedPing is what a phone saw of a Ping that ended early, to find it
+// in the gateway's log (by the phone's address) and the stand-in's.
+type unfinishedPing struct {
+	At     time.Time     `json:"at"`
+	User   string        `json:"user"`
+	Device string        `json:"device"`
+	Local  string        `json:"local"` // the phone's address, the gateway log's remote
+	Reused bool          `json:"reused"`
+	Asked  time.Duration `json:"asked"`
+	Took   time.Duration `json:"took"`
+	Rest   string        `json:"rest"` // the body after the first line
 }
 
 // pick chooses a command: Pings and Syncs most, as phones send them.
@@ -175,9 +208,15 @@ func pick(rng *mrand.Rand) string {
 // soakOnce sends one command and checks the answer: the phone's own user,
 // and for SendMail the length and SHA-256 of what it sent. A Ping is held
 // 10-60 s by the stand-in; one in twenty is given up by the phone first.
-func soakOnce(c *http.Client, base, user, dev, cmd string, rng *mrand.Rand, stop time.Time) (kind string, aborted bool) {
+func soakOnce(c *http.Client, base, user, dev, cmd string, rng *mrand.Rand, stop time.Time) (kind string, aborted bool, early *unfinishedPing) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	t0 := time.Now()
+	var local string
+	var reused bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		local, reused = i.Conn.LocalAddr().String(), i.Reused
+	}})
 	var body []byte
 	if cmd == "SendMail" {
 		body = make([]byte, 1024+rng.IntN(63*1024))
@@ -186,9 +225,9 @@ func soakOnce(c *http.Client, base, user, dev, cmd string, rng *mrand.Rand, stop
 	u := base + "/Microsoft-Server-ActiveSync?Cmd=" + cmd + "&User=" + user + "&DeviceId=" + dev + "&DeviceType=Bench"
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/vnd.ms-sync.wbxml")
-	abortAfter := time.Duration(0)
+	abortAfter, hold := time.Duration(0), time.Duration(0)
 	if cmd == "Ping" {
-		hold := time.Duration(10+rng.IntN(50)) * time.Second
+		hold = time.Duration(10+rng.IntN(50)) * time.Second
 		if left := time.Until(stop); hold > left {
 			hold = max(left, time.Second)
 		}
@@ -199,20 +238,20 @@ func soakOnce(c *http.Client, base, user, dev, cmd string, rng *mrand.Rand, stop
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return errKind(err), false
+		return errKind(err), false, nil
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
 		io.Copy(io.Discard, resp.Body)
-		return "status " + strconv.Itoa(resp.StatusCode), false
+		return "status " + strconv.Itoa(resp.StatusCode), false, nil
 	}
 	br := bufio.NewReader(resp.Body)
 	first, err := br.ReadString('\n')
 	if err != nil {
-		return "short answer: " + errKind(err), false
+		return "short answer: " + errKind(err), false, nil
 	}
 	if strings.TrimSpace(first) != user {
-		return "not mine", false
+		return "not mine", false, nil
 	}
 	if abortAfter > 0 {
 		time.AfterFunc(abortAfter, cancel)
@@ -220,20 +259,21 @@ func soakOnce(c *http.Client, base, user, dev, cmd string, rng *mrand.Rand, stop
 	rest, err := io.ReadAll(br)
 	if err != nil {
 		if abortAfter > 0 && ctx.Err() != nil {
-			return "", true
+			return "", true, nil
 		}
-		return "answer cut: " + errKind(err), false
+		return "answer cut: " + errKind(err), false, nil
 	}
 	if cmd == "SendMail" {
 		sum := sha256.Sum256(body)
 		if strings.TrimSpace(string(rest)) != fmt.Sprintf("%d %s", len(body), hex.EncodeToString(sum[:])) {
-			return "body mismatch", false
+			return "body mismatch", false, nil
 		}
 	}
 	if cmd == "Ping" && strings.TrimSpace(string(rest)) != "done" {
-		return "Ping not done", false
+		return "Ping not done", false, &unfinishedPing{At: time.Now(), User: user, Device: dev, Local: local, Reused: reused,
+			Asked: hold, Took: time.Since(t0), Rest: string(rest)}
 	}
-	return "", false
+	return "", false, nil
 }
 
 // soak runs the soak and writes its report.
@@ -285,7 +325,7 @@ func soak(args []string) error {
 		"connection before 3%% of its requests. Tickets of %v (krb5.conf), so refreshes go on during the KDC restart.\n\n",
 		*users, *perUser, *d, *lifetime, numCPU(), phones, *users, *perUser, *lifetime)
 
-	c0 := b.relay.Counts()
+	c0, tcp0 := b.relay.Counts(), tcpCounters()
 	start := time.Now()
 	phoneCmd := b.command("phones", "-url", gw.url, "-dir", b.dir, "-users", strconv.Itoa(*users), "-per-user", strconv.Itoa(*perUser),
 		"-duration", d.String())
@@ -305,10 +345,14 @@ func soak(args []string) error {
 		event            string
 	}
 	var samples []sample
-	var mixed, deviceCreds int64
+	var mixed, deviceCreds, cancelled int64
+	var early []eastest.EarlyEnd
 	easStats := func() eastest.Stats {
 		var st eastest.Stats
 		b.getJSON("http://"+statsAddr+"/", &st)
+		var e []eastest.EarlyEnd
+		b.getJSON("http://"+statsAddr+"/early", &e)
+		early = append(early, e...)
 		return st
 	}
 	events := map[int]string{}
@@ -333,7 +377,7 @@ loop:
 			events[int(time.Since(start).Minutes())] = fmt.Sprintf("KDC restarted (down %v)", kdcDown.Round(time.Millisecond))
 		case <-easTimer.C:
 			st := easStats()
-			mixed, deviceCreds = mixed+st.Mixed, deviceCreds+st.DeviceCredentials
+			mixed, deviceCreds, cancelled = mixed+st.Mixed, deviceCreds+st.DeviceCredentials, cancelled+st.Cancelled
 			t := time.Now()
 			log.Printf("soak: restarting the Exchange stand-in")
 			stopEAS()
@@ -354,8 +398,8 @@ loop:
 		return fmt.Errorf("phones: %v", phoneErr)
 	}
 	st := easStats()
-	mixed, deviceCreds = mixed+st.Mixed, deviceCreds+st.DeviceCredentials
-	c1 := b.relay.Counts()
+	mixed, deviceCreds, cancelled = mixed+st.Mixed, deviceCreds+st.DeviceCredentials, cancelled+st.Cancelled
+	c1, tcp1 := b.relay.Counts(), tcpCounters()
 	var res soakResult
 	if err := json.Unmarshal(phoneOut.Bytes(), &res); err != nil {
 		return fmt.Errorf("phones' report: %v", err)
@@ -374,11 +418,14 @@ loop:
 	b.printf("| answered, checked | %d |\n", res.OK)
 	b.printf("| **answers for another user** (phones' check) / connections that carried two users (stand-in) | **%d / %d** |\n", res.NotMine, mixed)
 	b.printf("| device credentials that reached the stand-in | %d |\n", deviceCreds)
-	b.printf("| Pings the phones gave up on themselves | %d |\n", res.Aborted)
+	b.printf("| Pings the phones gave up on themselves / held requests the stand-in saw end early (its restart's not counted) | %d / %d |\n", res.Aborted, cancelled)
 	b.printf("| connections the phones dropped | %d |\n", res.Drops)
 	b.printf("| failed | %d (%.3f%%), by minute below |\n", failed, 100*float64(failed)/float64(max(total, 1)))
-	b.printf("| p50 / p99 of non-Ping requests | %.2f ms / %.2f ms |\n", res.P50, res.P99)
+	b.printf("| p50 / p99 of non-Ping requests: all; after the first 2 minutes (every user's ticket fetched) | %.2f ms / %.2f ms; %.2f ms / %.2f ms |\n",
+		res.P50, res.P99, res.WarmP50, res.WarmP99)
 	b.printf("| gateway log, errors by kind | %s |\n", kinds(b.logErrors()))
+	b.printf("| TCP on this host during the run: SYNs sent again / listen queue overflows / drops | %d / %d / %d |\n",
+		tcp1["TCPSynRetrans"]-tcp0["TCPSynRetrans"], tcp1["ListenOverflows"]-tcp0["ListenOverflows"], tcp1["ListenDrops"]-tcp0["ListenDrops"])
 	b.printf("| KDC: AS / S4U2Self / S4U2Proxy / sent again | %d / %d / %d / %d |\n\n", c1.AS-c0.AS, c1.S4U2Self-c0.S4U2Self, c1.S4U2Proxy-c0.S4U2Proxy, c1.Resent-c0.Resent)
 	b.printf("Gateway each minute:\n\n| at | RSS | goroutines | long polls held | S4U exchanges so far | event in the minute before | failed requests in the minute before |\n|---|---|---|---|---|---|---|\n")
 	for i, s := range samples {
@@ -386,7 +433,42 @@ loop:
 			strings.ReplaceAll(kinds(res.Errors[strconv.Itoa(i)]), "|", "/"))
 	}
 	b.printf("\n")
+	if len(res.Unfinished) > 0 {
+		b.printf("Pings answered 200 whose body ended before the stand-in's \"done\", each as the phone, the gateway's log and the stand-in saw it:\n\n")
+		for _, u := range res.Unfinished {
+			b.printf("- %v into the run: phone %s (%s) from %s (connection reused: %v) asked a hold of %v, got the end after %v, rest %q\n",
+				u.At.Sub(start).Round(time.Second), u.Device, u.User, u.Local, u.Reused, u.Asked, u.Took.Round(time.Millisecond), u.Rest)
+			for _, l := range b.logLines("remote", u.Local) {
+				b.printf("  - gateway: %s\n", l)
+			}
+			for _, e := range early {
+				if e.User == u.User && !e.At.Before(u.At.Add(-u.Took)) && e.At.Before(u.At.Add(time.Second)) {
+					b.printf("  - stand-in: ended %v into a hold of %v, client %s\n", e.Held.Round(time.Millisecond), e.Asked, e.Remote)
+				}
+			}
+		}
+		b.printf("\n")
+	}
 	return os.WriteFile(*out, []byte(b.report.String()), 0o644)
+}
+
+// logLines returns the gateway's log lines whose field key is value.
+func (b *bench) logLines(key, value string) []string {
+	f, err := os.Open(filepath.Join(b.dir, "gateway.log"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line[key] == value {
+			out = append(out, sc.Text())
+		}
+	}
+	return out
 }
 
 // writeASAKeytab exports the ASA's keys (samba-tool) for the stand-ins.

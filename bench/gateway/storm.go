@@ -384,6 +384,7 @@ func storm(args []string) error {
 	}()
 	var before kerberos.CacheStats
 	b.getJSON("http://"+adminAddr+"/v1/tickets", &before)
+	tcp0 := tcpCounters()
 	p0 := cpuTime(gw.cmd.Process.Pid)
 	outb, err := b.command("stormload", "-url", gw.url, "-dir", b.dir, "-users", strconv.Itoa(*users), "-workers", strconv.Itoa(*workers),
 		"-duration", d.String()).Output()
@@ -397,7 +398,7 @@ func storm(args []string) error {
 	if err := json.Unmarshal(outb, &res); err != nil {
 		return err
 	}
-	c2 := b.relay.Counts()
+	c2, tcp1 := b.relay.Counts(), tcpCounters()
 	var after kerberos.CacheStats
 	b.getJSON("http://"+adminAddr+"/v1/tickets", &after)
 	var vs stormStats
@@ -429,7 +430,9 @@ func storm(args []string) error {
 	b.printf("| peak KDC exchanges per second (5 s average) | %d, %v into the traffic |\n", peak, peakAt)
 	b.printf("| mean KDC exchanges per second | %.1f |\n", float64(self+proxy)/d.Seconds())
 	b.printf("| gateway CPU per request | %.0f µs |\n", float64(p1-p0)/float64(max(res.Requests, 1)))
-	b.printf("| gateway log, errors by kind | %s |\n\n", kinds(b.logErrors()))
+	b.printf("| gateway log, errors by kind | %s |\n", kinds(b.logErrors()))
+	b.printf("| TCP on this host during the traffic: SYNs sent again / listen queue overflows | %d / %d |\n\n",
+		tcp1["TCPSynRetrans"]-tcp0["TCPSynRetrans"], tcp1["ListenOverflows"]-tcp0["ListenOverflows"])
 	b.printf("Gateway, every 30 s of the traffic:\n\n| at | S4U exchanges so far | AS so far | refreshes waiting | RSS | goroutines |\n|---|---|---|---|---|---|\n")
 	for _, s := range samples {
 		b.printf("| %v | %d | %d | %d | %.1f MiB | %.0f |\n", s.at, s.exch, s.as, s.waiting, float64(s.rss)/1024, s.goroutines)

@@ -66,6 +66,24 @@ type Server struct {
 	redirect  map[string]string // upper-cased user -> X-MS-Location
 	mu        sync.Mutex
 	conns     map[*connState]struct{}
+	early     []EarlyEnd
+}
+
+// EarlyEnd is a held request whose client went away before its hold ended.
+type EarlyEnd struct {
+	At     time.Time     `json:"at"`
+	User   string        `json:"user"`
+	Remote string        `json:"remote"` // the client's address
+	Held   time.Duration `json:"held"`   // how long it was held
+	Asked  time.Duration `json:"asked"`  // the hold it asked for
+}
+
+// EarlyEnds returns the first 1,000 held requests that ended before their
+// hold, for a benchmark that explains each one.
+func (s *Server) EarlyEnds() []EarlyEnd {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]EarlyEnd(nil), s.early...)
 }
 
 type connState struct {
@@ -308,6 +326,7 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, user string, d tim
 	case s.held <- user:
 	default:
 	}
+	start := time.Now()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -315,5 +334,10 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, user string, d tim
 		fmt.Fprintf(w, "done\n")
 	case <-r.Context().Done():
 		s.cancelled.Add(1)
+		s.mu.Lock()
+		if len(s.early) < 1000 {
+			s.early = append(s.early, EarlyEnd{At: time.Now(), User: user, Remote: r.RemoteAddr, Held: time.Since(start), Asked: d})
+		}
+		s.mu.Unlock()
 	}
 }

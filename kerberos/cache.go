@@ -101,7 +101,6 @@ type cacheEntry struct {
 
 // refresh is a background refresh waiting for a slot.
 type refresh struct {
-	ctx      context.Context // the values of the request that queued it, not its cancellation
 	entry    *cacheEntry
 	deadline time.Time // when the ticket enters its margin
 	index    int       // in the heap
@@ -198,7 +197,7 @@ func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
 			c.lru.MoveToFront(el)
 			if !now.Before(e.refreshAt) && e.queued == nil {
 				if _, busy := c.inflight[k]; !busy {
-					c.queueLocked(ctx, e)
+					c.queueLocked(e)
 				}
 			}
 			c.mu.Unlock()
@@ -334,10 +333,11 @@ func (c *Cache) removeLocked(el *list.Element) {
 }
 
 // queueLocked queues a refresh of e's ticket and starts a worker if fewer
-// than MaxRefreshes run. ctx's values (not its cancellation) go with the
-// exchange, as for a miss.
-func (c *Cache) queueLocked(ctx context.Context, e *cacheEntry) {
-	e.queued = &refresh{ctx: context.WithoutCancel(ctx), entry: e, deadline: e.ticket.EndTime.Add(-c.skew(e.ticket))}
+// than MaxRefreshes run. A refresh belongs to no request: it runs on a
+// context of its own (FetchTimeout), and keeps nothing of the request whose
+// hit queued it, which may be long gone by its turn.
+func (c *Cache) queueLocked(e *cacheEntry) {
+	e.queued = &refresh{entry: e, deadline: e.ticket.EndTime.Add(-c.skew(e.ticket))}
 	heap.Push(&c.due, e.queued)
 	max := c.MaxRefreshes
 	if max <= 0 {
@@ -369,7 +369,7 @@ func (c *Cache) refreshLoop() {
 		c.inflight[e.key] = f
 		c.refreshes.Add(1)
 		c.mu.Unlock()
-		c.run(r.ctx, e.key, e.key.user, e.key.spn, f, true)
+		c.run(context.Background(), e.key, e.key.user, e.key.spn, f, true)
 		c.mu.Lock()
 	}
 	c.workers--

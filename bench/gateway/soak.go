@@ -81,7 +81,11 @@ type soakResult struct {
 	Aborted  int64            `json:"aborted"`  // Pings the phone gave up on itself
 	// Unfinished are Pings answered 200 whose body ended before "done".
 	Unfinished []unfinishedPing `json:"unfinished"`
-	Drops      int64            `json:"drops"` // keep-alive connections dropped by the phone
+	// Slow counts the non-Ping requests slower than slowRequest by the
+	// phase that took longest; SlowExamples describe the first few.
+	Slow         map[string]int64 `json:"slow"`
+	SlowExamples []string         `json:"slow_examples"`
+	Drops        int64            `json:"drops"` // keep-alive connections dropped by the phone
 	// Errors by minute of the run and kind.
 	Errors map[string]map[string]int64 `json:"errors"`
 	P50    float64                     `json:"p50_ms"`
@@ -103,7 +107,7 @@ func soakPhones(args []string) {
 	start := time.Now()
 	stop := start.Add(*d)
 	var mu sync.Mutex
-	res := soakResult{Requests: map[string]int64{}, Errors: map[string]map[string]int64{}}
+	res := soakResult{Requests: map[string]int64{}, Errors: map[string]map[string]int64{}, Slow: map[string]int64{}}
 	var lat, warmLat []time.Duration
 	var ok, notMine, aborted, drops atomic.Int64
 	fail := func(kind string) {
@@ -139,7 +143,15 @@ func soakPhones(args []string) {
 					res.Requests[cmd]++
 					mu.Unlock()
 					t0 := time.Now()
-					kind, wasAborted, early := soakOnce(c, *base, user, dev, cmd, rng, stop)
+					kind, wasAborted, early, slowPhase, slowDetail := soakOnce(c, *base, user, dev, cmd, rng, stop)
+					if slowPhase != "" {
+						mu.Lock()
+						res.Slow[slowPhase]++
+						if len(res.SlowExamples) < 12 {
+							res.SlowExamples = append(res.SlowExamples, slowDetail)
+						}
+						mu.Unlock()
+					}
 					if early != nil {
 						mu.Lock()
 						res.Unfinished = append(res.Unfinished, *early)
@@ -191,6 +203,45 @@ type unfinishedPing struct {
 	Rest   string        `json:"rest"` // the body after the first line
 }
 
+// slowRequest is the latency past which a request's phases are reported.
+const slowRequest = 250 * time.Millisecond
+
+// phases are the times of one request's steps (httptrace).
+type phases struct {
+	getConn, gotConn, connectStart, connectDone, tlsStart, tlsDone, wrote, firstByte time.Time
+}
+
+// slowest names the phase that took longest of a slow request, and
+// describes all of them.
+func (p *phases) slowest(end time.Time, cmd string, reused bool, total time.Duration) (string, string) {
+	span := func(a, b time.Time) time.Duration {
+		if a.IsZero() || b.IsZero() {
+			return 0
+		}
+		return b.Sub(a)
+	}
+	steps := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"waiting for a connection", span(p.getConn, p.gotConn) - span(p.connectStart, p.connectDone) - span(p.tlsStart, p.tlsDone)},
+		{"TCP connect", span(p.connectStart, p.connectDone)},
+		{"TLS handshake", span(p.tlsStart, p.tlsDone)},
+		{"writing the request", span(p.gotConn, p.wrote)},
+		{"the gateway's answer (request written to first byte)", span(p.wrote, p.firstByte)},
+		{"reading the body", span(p.firstByte, end)},
+	}
+	best := 0
+	var parts []string
+	for i, st := range steps {
+		if st.d > steps[best].d {
+			best = i
+		}
+		parts = append(parts, fmt.Sprintf("%s %v", st.name, st.d.Round(time.Millisecond)))
+	}
+	return steps[best].name, fmt.Sprintf("%s in %v (connection reused: %v): %s", cmd, total.Round(time.Millisecond), reused, strings.Join(parts, ", "))
+}
+
 // pick chooses a command: Pings and Syncs most, as phones send them.
 func pick(rng *mrand.Rand) string {
 	switch n := rng.IntN(100); {
@@ -208,15 +259,33 @@ func pick(rng *mrand.Rand) string {
 // soakOnce sends one command and checks the answer: the phone's own user,
 // and for SendMail the length and SHA-256 of what it sent. A Ping is held
 // 10-60 s by the stand-in; one in twenty is given up by the phone first.
-func soakOnce(c *http.Client, base, user, dev, cmd string, rng *mrand.Rand, stop time.Time) (kind string, aborted bool, early *unfinishedPing) {
+func soakOnce(c *http.Client, base, user, dev, cmd string, rng *mrand.Rand, stop time.Time) (kind string, aborted bool, early *unfinishedPing, slowPhase, slowDetail string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	t0 := time.Now()
 	var local string
 	var reused bool
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
-		local, reused = i.Conn.LocalAddr().String(), i.Reused
-	}})
+	var tr phases
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GetConn: func(string) { tr.getConn = time.Now() },
+		GotConn: func(i httptrace.GotConnInfo) {
+			local, reused = i.Conn.LocalAddr().String(), i.Reused
+			tr.gotConn = time.Now()
+		},
+		ConnectStart:         func(string, string) { tr.connectStart = time.Now() },
+		ConnectDone:          func(string, string, error) { tr.connectDone = time.Now() },
+		TLSHandshakeStart:    func() { tr.tlsStart = time.Now() },
+		TLSHandshakeDone:     func(tls.ConnectionState, error) { tr.tlsDone = time.Now() },
+		WroteRequest:         func(httptrace.WroteRequestInfo) { tr.wrote = time.Now() },
+		GotFirstResponseByte: func() { tr.firstByte = time.Now() },
+	})
+	defer func() {
+		if kind == "" && !aborted && cmd != "Ping" {
+			if d := time.Since(t0); d > slowRequest {
+				slowPhase, slowDetail = tr.slowest(time.Now(), cmd, reused, d)
+			}
+		}
+	}()
 	var body []byte
 	if cmd == "SendMail" {
 		body = make([]byte, 1024+rng.IntN(63*1024))
@@ -238,42 +307,47 @@ func soakOnce(c *http.Client, base, user, dev, cmd string, rng *mrand.Rand, stop
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return errKind(err), false, nil
+		return errKind(err), false, nil, "", ""
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
 		io.Copy(io.Discard, resp.Body)
-		return "status " + strconv.Itoa(resp.StatusCode), false, nil
+		return "status " + strconv.Itoa(resp.StatusCode), false, nil, "", ""
 	}
 	br := bufio.NewReader(resp.Body)
 	first, err := br.ReadString('\n')
 	if err != nil {
-		return "short answer: " + errKind(err), false, nil
+		return "short answer: " + errKind(err), false, nil, "", ""
 	}
 	if strings.TrimSpace(first) != user {
-		return "not mine", false, nil
+		return "not mine", false, nil, "", ""
 	}
 	if abortAfter > 0 {
 		time.AfterFunc(abortAfter, cancel)
 	}
 	rest, err := io.ReadAll(br)
+	if abortAfter > 0 && ctx.Err() != nil {
+		// The phone gave up. Go's HTTP/1.1 client then usually returns
+		// an error from the body, but not always: in a few cancellations
+		// of a hundred the server's reaction to the closing connection
+		// arrives first and the body ends cleanly, short (reproduced
+		// with net/http's client and server alone).
+		return "", true, nil, "", ""
+	}
 	if err != nil {
-		if abortAfter > 0 && ctx.Err() != nil {
-			return "", true, nil
-		}
-		return "answer cut: " + errKind(err), false, nil
+		return "answer cut: " + errKind(err), false, nil, "", ""
 	}
 	if cmd == "SendMail" {
 		sum := sha256.Sum256(body)
 		if strings.TrimSpace(string(rest)) != fmt.Sprintf("%d %s", len(body), hex.EncodeToString(sum[:])) {
-			return "body mismatch", false, nil
+			return "body mismatch", false, nil, "", ""
 		}
 	}
 	if cmd == "Ping" && strings.TrimSpace(string(rest)) != "done" {
 		return "Ping not done", false, &unfinishedPing{At: time.Now(), User: user, Device: dev, Local: local, Reused: reused,
-			Asked: hold, Took: time.Since(t0), Rest: string(rest)}
+			Asked: hold, Took: time.Since(t0), Rest: string(rest)}, "", ""
 	}
-	return "", false, nil
+	return "", false, nil, "", ""
 }
 
 // soak runs the soak and writes its report.
@@ -346,6 +420,7 @@ func soak(args []string) error {
 	}
 	var samples []sample
 	var mixed, deviceCreds, cancelled int64
+	var warmAll, warmFast float64
 	var early []eastest.EarlyEnd
 	easStats := func() eastest.Stats {
 		var st eastest.Stats
@@ -387,6 +462,9 @@ loop:
 			easDown = time.Since(t)
 			events[int(time.Since(start).Minutes())] = fmt.Sprintf("Exchange stand-in restarted (down %v)", easDown.Round(time.Millisecond))
 		case <-minute.C:
+			if len(samples) == 1 { // two minutes in: warm
+				warmAll, warmFast = gatewayFast(adminAddr)
+			}
 			c := b.relay.Counts()
 			s := sample{at: time.Since(start).Round(time.Second), rss: rss(gw.cmd.Process.Pid), goroutines: metric(adminAddr, "go_goroutines"),
 				held: metric(adminAddr, "seg_long_polls_active"), exch: c.S4U2Self + c.S4U2Proxy - c0.S4U2Self - c0.S4U2Proxy}
@@ -400,6 +478,7 @@ loop:
 	st := easStats()
 	mixed, deviceCreds, cancelled = mixed+st.Mixed, deviceCreds+st.DeviceCredentials, cancelled+st.Cancelled
 	c1, tcp1 := b.relay.Counts(), tcpCounters()
+	endAll, endFast := gatewayFast(adminAddr)
 	var res soakResult
 	if err := json.Unmarshal(phoneOut.Bytes(), &res); err != nil {
 		return fmt.Errorf("phones' report: %v", err)
@@ -424,6 +503,9 @@ loop:
 	b.printf("| p50 / p99 of non-Ping requests: all; after the first 2 minutes (every user's ticket fetched) | %.2f ms / %.2f ms; %.2f ms / %.2f ms |\n",
 		res.P50, res.P99, res.WarmP50, res.WarmP99)
 	b.printf("| gateway log, errors by kind | %s |\n", kinds(b.logErrors()))
+	b.printf("| non-Ping requests slower than %v, by the phase that took longest (the phones' clocks) | %s |\n", slowRequest, strings.ReplaceAll(kinds(res.Slow), "|", "/"))
+	b.printf("| non-Ping requests the gateway answered in over 250 ms by its own histogram: all; after the first 2 minutes | %.0f of %.0f; %.0f of %.0f |\n",
+		endAll-endFast, endAll, (endAll-endFast)-(warmAll-warmFast), endAll-warmAll)
 	b.printf("| TCP on this host during the run: SYNs sent again / listen queue overflows / drops | %d / %d / %d |\n",
 		tcp1["TCPSynRetrans"]-tcp0["TCPSynRetrans"], tcp1["ListenOverflows"]-tcp0["ListenOverflows"], tcp1["ListenDrops"]-tcp0["ListenDrops"])
 	b.printf("| KDC: AS / S4U2Self / S4U2Proxy / sent again | %d / %d / %d / %d |\n\n", c1.AS-c0.AS, c1.S4U2Self-c0.S4U2Self, c1.S4U2Proxy-c0.S4U2Proxy, c1.Resent-c0.Resent)
@@ -433,6 +515,13 @@ loop:
 			strings.ReplaceAll(kinds(res.Errors[strconv.Itoa(i)]), "|", "/"))
 	}
 	b.printf("\n")
+	if len(res.SlowExamples) > 0 {
+		b.printf("The first slow requests, step by step:\n\n")
+		for _, e := range res.SlowExamples {
+			b.printf("- %s\n", e)
+		}
+		b.printf("\n")
+	}
 	if len(res.Unfinished) > 0 {
 		b.printf("Pings answered 200 whose body ended before the stand-in's \"done\", each as the phone, the gateway's log and the stand-in saw it:\n\n")
 		for _, u := range res.Unfinished {
@@ -482,4 +571,34 @@ func (b *bench) writeASAKeytab(ctx context.Context) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(b.dir, "asa.keytab"), ktb, 0o600)
+}
+
+// gatewayFast reads, from the gateway's own request-duration histogram, how
+// many non-Ping requests it answered in all and within 250 ms: the
+// gateway's view, to hold against the phones'.
+func gatewayFast(admin string) (all, fast float64) {
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + admin + "/metrics")
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, "seg_request_duration_seconds_") || strings.Contains(l, `cmd="Ping"`) {
+			continue
+		}
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch {
+		case strings.HasPrefix(l, "seg_request_duration_seconds_count"):
+			all += v
+		case strings.HasPrefix(l, "seg_request_duration_seconds_bucket") && strings.Contains(l, `le="0.25"`):
+			fast += v
+		}
+	}
+	return all, fast
 }

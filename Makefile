@@ -56,6 +56,7 @@ fuzz:
 	$(GO) test ./seg -run '^$$' -fuzz FuzzPrincipal -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParsePolicy -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzRewriteAutodiscover -fuzztime 60s
+	$(GO) test ./seg -run '^$$' -fuzz FuzzParseAutodiscoverJSON -fuzztime 60s
 	$(GO) test ./deploy -run '^$$' -fuzz FuzzParseJournal -fuzztime 60s
 
 bench: deps

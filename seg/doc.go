@@ -60,7 +60,8 @@
 // Around the handler, each a part a caller can replace or leave out:
 // Policy (the MDM device policy as the Authorize hook, fed by PolicyFile
 // or PolicyHTTP), Upstreams with Redirects (451) and HealthCheck,
-// Autodiscover and EWS routes, Metrics on a caller's Prometheus registry,
+// Autodiscover (XML through KCD, v2 JSON answered by the gateway) and EWS
+// routes, all three under the policy, Metrics on a caller's Prometheus registry,
 // DebugDevices (per-device step logging), and Admin, the administration
 // API for a listener of its own.
 //

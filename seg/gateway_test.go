@@ -1317,4 +1317,76 @@ func testAutodiscoverAndEWS(t *testing.T, r *rig) {
 	if w.Code != 404 {
 		t.Errorf("EWS path traversal: %d", w.Code)
 	}
+
+	// Autodiscover v2 (JSON) is answered by the gateway with its own URLs,
+	// never forwarded; a protocol it does not serve is refused as Exchange
+	// refuses one it does not know.
+	v2 := func(target string, certified bool) *httptest.ResponseRecorder {
+		q := req("/")
+		if !certified {
+			q.TLS = nil
+		}
+		u, _ := url.Parse(target)
+		q.Method, q.URL.Path, q.URL.RawQuery, q.RequestURI = http.MethodGet, u.Path, u.RawQuery, target
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, q)
+		return w
+	}
+	before := r.exchange.Stats().Requests
+	email := "alice@" + r.lab.DNSDomain
+	for target, want := range map[string]string{
+		"/autodiscover/autodiscover.json?Email=" + email + "&Protocol=ActiveSync&RedirectCount=1": `"Url": "https://seg.example.test/Microsoft-Server-ActiveSync"`,
+		"/autodiscover/autodiscover.json/v1.0/" + email + "?Protocol=AutodiscoverV1":              `"Url": "https://seg.example.test/autodiscover/autodiscover.xml"`,
+		"/Autodiscover/Autodiscover.json?email=" + email + "&protocol=ews":                        `"Url": "https://seg.example.test/EWS/Exchange.asmx"`,
+	} {
+		w := v2(target, true)
+		if w.Code != 200 || !strings.Contains(w.Body.String(), want) || w.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d %s", target, w.Code, w.Body.String())
+		}
+	}
+	w = v2("/autodiscover/autodiscover.json?Email="+email+"&Protocol=Rest'<x>", true)
+	if w.Code != 400 || !strings.Contains(w.Body.String(), `"ErrorCode": "InvalidProtocol"`) ||
+		!strings.Contains(w.Body.String(), "'Restx' is invalid. Supported values are 'ActiveSync,AutodiscoverV1,Ews'") {
+		t.Errorf("another protocol: %d %s", w.Code, w.Body.String())
+	}
+	if w = v2("/autodiscover/autodiscover.json?Protocol=ActiveSync", true); w.Code != 400 {
+		t.Errorf("no address: %d", w.Code)
+	}
+	if w = v2("/autodiscover/autodiscover.json?Email="+email+"&Protocol=ActiveSync", false); w.Code != 401 && w.Code != 403 {
+		t.Errorf("no certificate: %d %s", w.Code, w.Body.String())
+	}
+	if n := r.exchange.Stats().Requests; n != before {
+		t.Errorf("Autodiscover v2 reached Exchange: %d requests", n-before)
+	}
+
+	// The policy decides on Autodiscover and EWS as on ActiveSync: a
+	// blocked user is refused, and rules that need a known device refuse
+	// requests that name none unless an allow list lets the client in.
+	policy := &seg.Policy{Names: names}
+	h.Authorize = policy.Authorize
+	for _, tc := range []struct {
+		rules *seg.PolicyRules
+		want  int
+	}{
+		{&seg.PolicyRules{Block: seg.PolicyList{Users: []string{"ALICE"}}}, 403},
+		{&seg.PolicyRules{Rules: seg.PolicyChecks{RequireManaged: true}}, 403},
+		{&seg.PolicyRules{Rules: seg.PolicyChecks{RequireManaged: true}, Allow: seg.PolicyList{UserAgents: []string{"^Outlook-iOS/"}}}, 200},
+		{&seg.PolicyRules{Block: seg.PolicyList{Users: []string{"bob"}}}, 200},
+	} {
+		if err := policy.Set(tc.rules); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{"/autodiscover/autodiscover.xml", "/EWS/Exchange.asmx", "/autodiscover/autodiscover.json"} {
+			q := req(p)
+			q.Header.Set("User-Agent", "Outlook-iOS/2.0")
+			if strings.HasSuffix(p, ".json") {
+				q.Method, q.URL.RawQuery = http.MethodGet, "Email="+email+"&Protocol=ActiveSync"
+			}
+			w = httptest.NewRecorder()
+			h.ServeHTTP(w, q)
+			if w.Code != tc.want {
+				t.Errorf("%s under %+v: %d, want %d", p, tc.rules, w.Code, tc.want)
+			}
+		}
+	}
 }

@@ -64,7 +64,10 @@ type ProxyHandler struct {
 	Redirects *Redirects
 	// Autodiscover serves /Autodiscover/Autodiscover.xml through KCD, with
 	// the MobileSync server URL in the answer replaced by the gateway's
-	// (PublicURL). Off by default.
+	// (PublicURL), and answers Autodiscover v2
+	// (/autodiscover/autodiscover.json, the JSON form Outlook mobile and
+	// iOS Mail ask first) itself with the gateway's URLs, after the
+	// device's authentication and the policy. Off by default.
 	Autodiscover bool
 	// EWS serves /EWS/ through KCD (the iis package configures its virtual
 	// directory). Off by default.
@@ -85,8 +88,9 @@ type ProxyHandler struct {
 	// Give it the same value as the authenticator's.
 	Names Names
 	// Authorize, when set, decides on each authenticated request (MDM
-	// policy). An error refuses it with 403, or with the Status of an *Error
-	// it returns.
+	// policy): ActiveSync, Autodiscover and EWS alike, since all three reach
+	// the mailbox (Autodiscover and EWS carry no device id). An error
+	// refuses it with 403, or with the Status of an *Error it returns.
 	Authorize func(ctx context.Context, r *Request) error
 	// Transport gives each user's upstream connections (default: UserPools
 	// with system TLS roots).
@@ -262,6 +266,14 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var adq autodiscoverJSONRequest
+	if line.route == routeAutodiscover2 {
+		var err error
+		if adq, err = parseAutodiscoverJSON(r); err != nil {
+			h.fail(sw, r, line, &Error{Stage: StageRequest, Status: http.StatusBadRequest, Err: err})
+			return
+		}
+	}
 	line.params = params
 	line.debug = h.Debug.Has(params.DeviceID)
 	h.debugf(line, "request", slog.String("cmd", params.Cmd), slog.String("version", params.ProtocolVersion),
@@ -295,9 +307,12 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: errUserMismatch})
 		return
 	}
-	// The policy decides on devices; Autodiscover and EWS requests carry
-	// no device id, so only ActiveSync goes through it.
-	if h.Authorize != nil && line.route == routeEAS {
+	// Autodiscover and EWS go through the policy too: they reach the same
+	// mailbox, and a device the policy blocks must not read it through EWS.
+	// They carry no device id, so rules that need a known device
+	// (require_managed, ...) refuse them unless an allow list names the
+	// user or the client's User-Agent.
+	if h.Authorize != nil {
 		if err := h.Authorize(r.Context(), &Request{Identity: id, Params: params, HTTP: r}); err != nil {
 			h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: err})
 			return
@@ -305,6 +320,10 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	h.debugf(line, "authorized")
+	if line.route == routeAutodiscover2 {
+		h.autodiscoverJSON(sw, r, line, adq)
+		return
+	}
 	up := h.upstreamFor(id.User)
 	ticketStart := time.Now()
 	t, err := h.ticket(r.Context(), id.User, up.TicketSPN())
@@ -484,9 +503,10 @@ func (h *ProxyHandler) replayLimit() int64 { return positiveOr(h.ReplayLimit, 64
 
 // Routes: what a request is for.
 const (
-	routeEAS          = "activesync"
-	routeAutodiscover = "autodiscover"
-	routeEWS          = "ews"
+	routeEAS           = "activesync"
+	routeAutodiscover  = "autodiscover"
+	routeAutodiscover2 = "autodiscover_v2" // the JSON form, answered by the gateway
+	routeEWS           = "ews"
 )
 
 // route names the request's route, or "" for a path the gateway does not
@@ -497,6 +517,8 @@ func (h *ProxyHandler) route(p string) string {
 		return routeEAS
 	case h.Autodiscover && strings.EqualFold(p, "/Autodiscover/Autodiscover.xml"):
 		return routeAutodiscover
+	case h.Autodiscover && isAutodiscoverJSONPath(p):
+		return routeAutodiscover2
 	case h.EWS && len(p) > 5 && strings.EqualFold(p[:5], "/EWS/") && path.Clean(p) == p:
 		return routeEWS
 	}

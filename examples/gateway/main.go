@@ -12,6 +12,15 @@
 // one line naming the field. It serves HTTPS only, unless the
 // -insecure-dev-http flag (development only: passwords would cross the
 // network in clear) says otherwise.
+//
+//	gateway -check -config /etc/seg/gateway.json [-check-user alice]
+//
+// checks the configuration without serving: the files, the certificates
+// and their expiry, the CRLs' freshness, krb5.conf, a TGT for the service
+// account, a ticket to each Exchange SPN (and with -check-user one as that
+// user, by delegation), a TLS handshake with each Exchange server, and the
+// policy. It prints one line per check (ok, WARN or FAIL, with a hint) and
+// exits 0 when none failed, else 1.
 package main
 
 import (
@@ -48,15 +57,17 @@ func main() {
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	os.Exit(run(ctx, os.Args[1:], hup, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], hup, os.Stdout, os.Stderr))
 }
 
 // run is the program; it returns the exit code.
-func run(ctx context.Context, args []string, hup <-chan os.Signal, stderr io.Writer) int {
+func run(ctx context.Context, args []string, hup <-chan os.Signal, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "path of the JSON configuration file")
 	plain := fs.Bool("insecure-dev-http", false, "DEVELOPMENT ONLY: serve plain HTTP to devices (Basic passwords in clear)")
+	check := fs.Bool("check", false, "check the configuration (files, certificates, CRLs, the KDC, tickets, Exchange's TLS, the policy), print one line per check, exit 0 when all pass; serves nothing")
+	checkUser := fs.String("check-user", "", "with -check: also get a ticket as this user (S4U2Self and S4U2Proxy), which shows the delegation")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -65,6 +76,17 @@ func run(ctx context.Context, args []string, hup <-chan os.Signal, stderr io.Wri
 		return 2
 	}
 	c, err := loadConfig(*path, *plain)
+	if *check {
+		if err != nil {
+			fmt.Fprintf(stdout, "FAIL config: %v\n", err)
+			return 1
+		}
+		k := &checker{c: c, plain: *plain, user: *checkUser, out: stdout}
+		if !k.check(ctx) {
+			return 1
+		}
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "gateway:", err)
 		return 2
@@ -99,6 +121,8 @@ type gateway struct {
 	certs     atomic.Pointer[tlsState]
 	crl       *seg.CRL
 	handler   *seg.ProxyHandler
+	// kdcAnswered is when a KDC last answered (UnixNano), for /readyz.
+	kdcAnswered atomic.Int64
 }
 
 // tlsState is what SIGHUP replaces.
@@ -129,6 +153,15 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		return nil, err
 	}
 	metrics.KDC(kdcs)
+	observe := kdcs.Observe
+	kdcs.Observe = func(kdc, proto string, took time.Duration, err error) {
+		if err == nil { // a KRB-ERROR is an answer too: the KDC is there
+			g.kdcAnswered.Store(time.Now().UnixNano())
+		}
+		if observe != nil {
+			observe(kdc, proto, took, err)
+		}
+	}
 	var svc *kerberos.Client
 	if c.KeytabFile != "" {
 		kt, err := kerberos.LoadKeytab(c.KeytabFile)
@@ -225,25 +258,62 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 	return g, nil
 }
 
-// ready is /readyz: the service account has a TGT (logging in if it must),
-// a KDC answers now (a TGS for the first upstream's SPN), and at least one
-// upstream passed its last health probe.
+// kdcFresh is how long a KDC's answer (to any exchange) stands for the
+// KDC's readiness; past it /readyz asks the KDC itself. A replica whose KDC
+// is cut leaves a load balancer's rotation within this, plus the balancer's
+// own checks.
+const kdcFresh = 15 * time.Second
+
+// ready is /readyz. The gateway is not ready, and says every reason, when:
+// the KDC has not answered within kdcFresh and does not answer now (the
+// service's TGT, then a TGS for the first upstream's SPN); no upstream
+// passed its last health probe; no device policy has loaded and fail_open
+// is off (every device would get 503); a CRL is past its nextUpdate and
+// crl_stale is refuse (certificate logins it covers are refused).
 func (g *gateway) ready(ctx context.Context) error {
+	var why []string
+	if err := g.kdcReady(ctx); err != nil {
+		why = append(why, err.Error())
+	}
+	healthy := false
+	var down []string
+	for _, u := range g.handler.Upstreams {
+		ok, reason := u.Healthy()
+		healthy = healthy || ok
+		if !ok {
+			down = append(down, u.URL.Host+": "+reason)
+		}
+	}
+	if !healthy {
+		why = append(why, fmt.Sprintf("no healthy Exchange upstream (%s)", strings.Join(down, "; ")))
+	}
+	if g.policy != nil && !g.c.Policy.FailOpen && g.policy.Decide(seg.PolicyInput{}).Rule == "no policy" {
+		why = append(why, "no device policy loaded yet (fail_open is off: devices get 503)")
+	}
+	if g.crl != nil && !g.crl.AllowStale {
+		if stale := g.crl.Stale(); len(stale) > 0 {
+			why = append(why, "CRL past its nextUpdate, certificate logins refused (crl_stale: refuse): "+strings.Join(stale, ", "))
+		}
+	}
+	if len(why) > 0 {
+		return errors.New(strings.Join(why, "; "))
+	}
+	return nil
+}
+
+// kdcReady: a KDC answered within kdcFresh, or answers now.
+func (g *gateway) kdcReady(ctx context.Context) error {
+	if time.Since(time.Unix(0, g.kdcAnswered.Load())) < kdcFresh {
+		return nil
+	}
 	if _, err := g.svc.TGT(ctx); err != nil {
 		return fmt.Errorf("service TGT: %w", err)
 	}
 	if _, err := g.svc.ServiceTicket(ctx, g.handler.Upstreams[0].TicketSPN()); err != nil {
 		return fmt.Errorf("KDC: %w", err)
 	}
-	var why []string
-	for _, u := range g.handler.Upstreams {
-		ok, reason := u.Healthy()
-		if ok {
-			return nil
-		}
-		why = append(why, u.URL.Host+": "+reason)
-	}
-	return fmt.Errorf("no healthy Exchange upstream (%s)", strings.Join(why, "; "))
+	g.kdcAnswered.Store(time.Now().UnixNano())
+	return nil
 }
 
 // setPolicy makes the device policy the handler's Authorize hook, with its

@@ -118,7 +118,14 @@ type process struct {
 
 func (f *fixture) start(t *testing.T, args ...string) *process {
 	t.Helper()
-	pr := &process{cmd: exec.Command(f.bin, append([]string{"-config", f.confPath}, args...)...), seen: make(chan string, 1000), done: make(chan error, 1)}
+	return f.startCmd(t, exec.Command(f.bin, append([]string{"-config", f.confPath}, args...)...))
+}
+
+// startCmd starts the gateway as cmd says (in a network namespace, say)
+// and waits for it to listen.
+func (f *fixture) startCmd(t *testing.T, cmd *exec.Cmd) *process {
+	t.Helper()
+	pr := &process{cmd: cmd, seen: make(chan string, 1000), done: make(chan error, 1)}
 	stderr, _ := pr.cmd.StderrPipe()
 	if err := pr.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -435,5 +442,77 @@ func TestGatewayPolicyFromMDM(t *testing.T) {
 	defer mu.Unlock()
 	if polls <= before || unauthorized != 0 {
 		t.Errorf("polls %d (before the outage %d), without the token %d", polls, before, unauthorized)
+	}
+}
+
+// TestGatewayCheck: -check tries every part of a configuration without
+// serving, one line each, and exits 1 when one fails, with a hint.
+func TestGatewayCheck(t *testing.T) {
+	f := newFixture(t)
+	check := func(c config, args ...string) (string, error) {
+		t.Helper()
+		path := f.writeConfig(t, c)
+		out, err := exec.Command(f.bin, append([]string{"-check", "-config", path}, args...)...).CombinedOutput()
+		for _, secret := range []string{svcPassword, asaPassword, lab.UserPassword} {
+			if strings.Contains(string(out), secret) {
+				t.Errorf("-check printed %q", secret)
+			}
+		}
+		if strings.Contains(string(out), `"msg":"listening"`) {
+			t.Errorf("-check served:\n%s", out)
+		}
+		return string(out), err
+	}
+	spn := f.conf.ExchangeSPN
+	out, err := check(f.conf, "-check-user", "alice")
+	// The test CA's certificates live a day: a warning, not a failure.
+	for _, want := range []string{"ok   config:", " tls_cert: \"localhost\"", " client_ca_files ", "ok   crl_files: 1 read, none past its nextUpdate",
+		"ok   krb5_conf:", "ok   password_file: set", "ok   service TGT: svc_awseg@" + f.lab.Realm, "ok   ticket " + spn + ": the KDC issues it",
+		"ok   delegation " + spn + ": as alice@" + f.lab.Realm + " by S4U2Self and S4U2Proxy", "ok   upstream 127.0.0.1:", "ok   policy.file:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if err != nil || strings.Contains(out, "FAIL") {
+		t.Errorf("a good configuration: %v\n%s", err, out)
+	}
+
+	// Each fault: its check fails, with a hint, and the others still run.
+	wrongPassword, _ := testpki.WriteFile(f.dir, "wrong.password", []byte("not-the-password\n"))
+	staleCRL, _ := f.ca.CRLDue(2, time.Now().Add(-time.Hour))
+	stalePath, _ := testpki.WriteFile(f.dir, "stale.crl", staleCRL)
+	for name, tc := range map[string]struct {
+		mutate func(c *config)
+		want   []string
+	}{
+		"wrong password": {func(c *config) { c.PasswordFile = wrongPassword },
+			[]string{"FAIL service TGT:", "hint: wrong password or keytab", "ok   upstream "}},
+		"SPN nobody holds": {func(c *config) { c.ExchangeSPN = "http/nosuch." + f.lab.DNSDomain },
+			[]string{"FAIL ticket http/nosuch.", "hint: no account holds the Exchange SPN"}},
+		"stale CRL": {func(c *config) { c.CRLFiles = []string{stalePath} },
+			[]string{"FAIL crl_files: past nextUpdate: " + stalePath, "hint: fetch a fresh CRL"}},
+		"Exchange not trusted": {func(c *config) { c.ExchangeCAFile = filepath.Join(f.dir, "devices-ca.pem") },
+			[]string{"FAIL upstream 127.0.0.1:", "certificate signed by unknown authority", "hint: check that the gateway reaches Exchange"}},
+		"KDC unreachable": {func(c *config) { c.Krb5Conf, c.KDCs = "", []string{"127.0.0.1:1"} },
+			[]string{"FAIL service TGT:", "hint: no KDC answered"}},
+		"bad configuration": {func(c *config) { c.Listen = "" }, []string{"FAIL config: config: listen: required"}},
+	} {
+		c := f.conf
+		tc.mutate(&c)
+		out, err := check(c)
+		if err == nil {
+			t.Errorf("%s: exit 0:\n%s", name, out)
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: missing %q in:\n%s", name, want, out)
+			}
+		}
+	}
+	// A stale CRL with crl_stale: warn is a warning, not a failure.
+	c := f.conf
+	c.CRLFiles, c.CRLStale = []string{stalePath}, "warn"
+	if out, err := check(c); err != nil || !strings.Contains(out, "WARN crl_files: past nextUpdate, accepted") {
+		t.Errorf("stale CRL, warn: %v\n%s", err, out)
 	}
 }

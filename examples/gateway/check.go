@@ -1,0 +1,350 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	krb5config "github.com/jcmturner/gokrb5/v8/config"
+
+	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/seg"
+)
+
+// checker runs -check: every part of the configuration that can be tried
+// without serving, one line each. No listener is opened and nothing is
+// changed; the only outside effects are the KDC exchanges, the TLS
+// handshakes to Exchange and the policy's HTTP GET.
+type checker struct {
+	c      *config
+	plain  bool
+	user   string // -check-user: also get a ticket as this user (S4U)
+	out    io.Writer
+	now    time.Time
+	failed bool
+
+	kcfg *krb5config.Config
+	svc  *kerberos.Client
+}
+
+// soon is how close to its end a certificate is reported.
+const soon = 30 * 24 * time.Hour
+
+// line prints one result: ok, WARN (passes) or FAIL, with a hint on failure.
+func (k *checker) line(name string, detail string, err error, hint string) {
+	switch {
+	case err != nil:
+		k.failed = true
+		fmt.Fprintf(k.out, "FAIL %s: %v\n", name, err)
+		if hint != "" {
+			fmt.Fprintf(k.out, "     hint: %s\n", hint)
+		}
+	case strings.HasPrefix(detail, "WARN "):
+		fmt.Fprintf(k.out, "WARN %s: %s\n", name, strings.TrimPrefix(detail, "WARN "))
+		if hint != "" {
+			fmt.Fprintf(k.out, "     hint: %s\n", hint)
+		}
+	default:
+		fmt.Fprintf(k.out, "ok   %s: %s\n", name, detail)
+	}
+}
+
+// check runs every check and reports whether all passed.
+func (k *checker) check(ctx context.Context) bool {
+	k.now = time.Now()
+	k.line("config", "read and valid", nil, "")
+	if !k.plain {
+		k.certificate()
+	}
+	k.deviceCAs()
+	k.crls()
+	if k.kerberosConfig() && k.serviceAccount() {
+		k.tickets(ctx)
+	}
+	k.upstreams(ctx)
+	k.policy(ctx)
+	return !k.failed
+}
+
+// validity describes a certificate's remaining life, as a WARN when it is
+// near its end, or an error when it is outside it.
+func (k *checker) validity(c *x509.Certificate) (string, error) {
+	name := c.Subject.CommonName
+	if name == "" && len(c.DNSNames) > 0 {
+		name = c.DNSNames[0]
+	}
+	switch left := c.NotAfter.Sub(k.now); {
+	case k.now.Before(c.NotBefore):
+		return "", fmt.Errorf("%q is not valid before %s", name, c.NotBefore.UTC().Format(time.DateOnly))
+	case left <= 0:
+		return "", fmt.Errorf("%q expired on %s", name, c.NotAfter.UTC().Format(time.DateOnly))
+	case left < soon:
+		return fmt.Sprintf("WARN %q expires on %s, in %d days", name, c.NotAfter.UTC().Format(time.DateOnly), int(left.Hours()/24)), nil
+	default:
+		return fmt.Sprintf("%q valid until %s (%d days)", name, c.NotAfter.UTC().Format(time.DateOnly), int(left.Hours()/24)), nil
+	}
+}
+
+func (k *checker) certificate() {
+	pair, err := tls.LoadX509KeyPair(k.c.TLSCert, k.c.TLSKey)
+	if err != nil {
+		k.line("tls_cert", "", err, "tls_cert and tls_key must be the PEM certificate chain and its key")
+		return
+	}
+	d, err := k.validity(pair.Leaf)
+	k.line("tls_cert", d, err, "renew the certificate devices see, then send the gateway SIGHUP")
+}
+
+func (k *checker) deviceCAs() {
+	for _, f := range k.c.ClientCAFiles {
+		certs, err := readCerts(f)
+		if err != nil {
+			k.line("client_ca_files "+f, "", err, "")
+			continue
+		}
+		for _, c := range certs {
+			d, err := k.validity(c)
+			k.line("client_ca_files "+f, d, err, "a device CA past its end refuses every device it issued")
+		}
+	}
+}
+
+func (k *checker) crls() {
+	if len(k.c.CRLFiles) == 0 {
+		return
+	}
+	crl := &seg.CRL{Files: k.c.CRLFiles, Logger: discardLogger()}
+	if err := crl.Reload(); err != nil {
+		k.line("crl_files", "", err, "each file must be a DER or PEM CRL of a device CA")
+		return
+	}
+	stale := crl.Stale()
+	switch {
+	case len(stale) == 0:
+		k.line("crl_files", fmt.Sprintf("%d read, none past its nextUpdate", len(k.c.CRLFiles)), nil, "")
+	case k.c.CRLStale == "warn":
+		k.line("crl_files", "WARN past nextUpdate, accepted (crl_stale: warn): "+strings.Join(stale, ", "), nil,
+			"fetch a fresh CRL from the CA and send the gateway SIGHUP")
+	default:
+		k.line("crl_files", "", fmt.Errorf("past nextUpdate: %s; certificate logins they cover are refused", strings.Join(stale, ", ")),
+			"fetch a fresh CRL from the CA and send the gateway SIGHUP (or crl_stale: warn)")
+	}
+}
+
+func (k *checker) kerberosConfig() bool {
+	var err error
+	if k.c.Krb5Conf != "" {
+		k.kcfg, err = kerberos.LoadConfig(k.c.Krb5Conf)
+		k.line("krb5_conf", k.c.Krb5Conf, err, "a krb5.conf with the realm's KDCs")
+	} else {
+		k.kcfg, err = kerberos.NewConfig(k.c.Realm, k.c.KDCs...)
+		k.line("kdcs", strings.Join(k.c.KDCs, ", "), err, "")
+	}
+	return err == nil
+}
+
+func (k *checker) serviceAccount() bool {
+	if k.c.KeytabFile != "" {
+		kt, err := kerberos.LoadKeytab(k.c.KeytabFile)
+		k.line("keytab_file", k.c.KeytabFile, err, "export the service account's keys (ktpass, or samba-tool domain exportkeytab)")
+		if err != nil {
+			return false
+		}
+		k.svc = kerberos.NewWithKeytab(k.c.ServiceAccount, k.c.Realm, kt, k.kcfg)
+		return true
+	}
+	pw, err := k.c.password()
+	field := "password_file"
+	if k.c.PasswordEnv != "" {
+		field = "password_env"
+	}
+	k.line(field, "set", err, "")
+	if err != nil {
+		return false
+	}
+	k.svc = kerberos.NewWithPassword(k.c.ServiceAccount, k.c.Realm, pw, k.kcfg)
+	return true
+}
+
+// tickets logs the service account in and gets a ticket to each Exchange
+// SPN (as the account itself, which shows the SPN is registered), and with
+// -check-user one as that user by S4U2Self and S4U2Proxy, which shows the
+// delegation.
+func (k *checker) tickets(ctx context.Context) {
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tgt, err := k.svc.TGT(tctx)
+	if err != nil {
+		k.line("service TGT", "", err, kerberosHint(err, true))
+		return
+	}
+	k.line("service TGT", fmt.Sprintf("%s@%s, valid until %s", k.c.ServiceAccount, k.c.Realm, tgt.EndTime.UTC().Format(time.RFC3339)), nil, "")
+	for _, spn := range k.spns() {
+		_, err := k.svc.ServiceTicket(tctx, spn)
+		k.line("ticket "+spn, "the KDC issues it", err, kerberosHint(err, false))
+		if k.user != "" {
+			t, err := k.svc.Impersonate(tctx, k.user, spn)
+			d := ""
+			if err == nil {
+				d = "as " + t.ClientName() + " by S4U2Self and S4U2Proxy"
+			}
+			k.line("delegation "+spn, d, err, kerberosHint(err, false))
+		}
+	}
+}
+
+func (k *checker) spns() []string {
+	var out []string
+	for _, u := range k.upstreamList() {
+		out = append(out, u.TicketSPN())
+	}
+	return out
+}
+
+func (k *checker) upstreamList() []*seg.Upstream {
+	u, _ := url.Parse(k.c.ExchangeURL)
+	ups := []*seg.Upstream{{URL: u, SPN: k.c.ExchangeSPN}}
+	for _, uc := range k.c.Upstreams {
+		u, _ := url.Parse(uc.URL)
+		ups = append(ups, &seg.Upstream{URL: u, SPN: uc.SPN})
+	}
+	return ups
+}
+
+// upstreams makes a TLS handshake with each Exchange server, trusting what
+// the gateway trusts, and reports its certificate's life.
+func (k *checker) upstreams(ctx context.Context) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if k.c.ExchangeCAFile != "" {
+		pool, err := loadPool(k.c.ExchangeCAFile)
+		if err != nil {
+			k.line("exchange_ca_file", "", err, "")
+			return
+		}
+		conf.RootCAs = pool
+	}
+	for _, u := range k.upstreamList() {
+		name := "upstream " + u.URL.Host
+		if u.URL.Scheme != "https" {
+			k.line(name, "WARN plain HTTP (development only): no TLS to check", nil, "")
+			continue
+		}
+		addr := u.URL.Host
+		if u.URL.Port() == "" {
+			addr = net.JoinHostPort(u.URL.Hostname(), "443")
+		}
+		c := conf.Clone()
+		c.ServerName = u.URL.Hostname()
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: c}
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		conn, err := d.DialContext(dctx, "tcp", addr)
+		cancel()
+		if err != nil {
+			k.line(name, "", err, "check that the gateway reaches Exchange on this port and trusts its certificate (exchange_ca_file)")
+			continue
+		}
+		st := conn.(*tls.Conn).ConnectionState()
+		conn.Close()
+		detail, err := k.validity(st.PeerCertificates[0])
+		if err == nil && !strings.HasPrefix(detail, "WARN ") {
+			detail = tls.VersionName(st.Version) + ", " + detail
+		}
+		k.line(name, detail, err, "renew Exchange's certificate")
+	}
+}
+
+// policy loads the policy file, or fetches the MDM's once.
+func (k *checker) policy(ctx context.Context) {
+	pc := k.c.Policy
+	if pc == nil {
+		return
+	}
+	g := &gateway{c: k.c, log: discardLogger(), handler: &seg.ProxyHandler{}}
+	if err := g.setPolicy(seg.Names{Realm: k.c.Realm}); err != nil {
+		k.line("policy", "", err, "")
+		return
+	}
+	if pc.File != "" {
+		k.line("policy.file", pc.File+": loaded", nil, "")
+		return
+	}
+	// The URL: one fetch, as the gateway's first poll makes it.
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, run := range g.run {
+		go run(pctx)
+	}
+	for {
+		if d := g.policy.Decide(seg.PolicyInput{}); d.Rule != "no policy" {
+			k.line("policy.url", pc.URL+": loaded", nil, "")
+			return
+		}
+		select {
+		case <-pctx.Done():
+			err := errors.New("no policy loaded from it within 30 s")
+			if pc.FailOpen {
+				k.line("policy.url", "WARN "+pc.URL+": "+err.Error()+"; devices are let in meanwhile (fail_open)", nil, "")
+				return
+			}
+			k.line("policy.url", "", err, "check the URL, policy.token_file and policy.ca_file; until it loads every device gets 503")
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// kerberosHint is advice for an administrator on a KDC's answer; svc says
+// the error is about the service account's own login.
+func kerberosHint(err error, svc bool) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, kerberos.ErrPreauthFailed):
+		return "wrong password or keytab for the service account (a password change makes an exported keytab stale)"
+	case svc && errors.Is(err, kerberos.ErrClientUnknown):
+		return "no such service account in the realm: check service_account and realm"
+	case svc && errors.Is(err, kerberos.ErrPolicy):
+		return "the KDC refuses the service account: it is disabled, locked out or its password expired"
+	}
+	e := &seg.Error{Stage: seg.StageTicket, Err: err}
+	return e.Hint()
+}
+
+func readCerts(file string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate", file)
+	}
+	return out, nil
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

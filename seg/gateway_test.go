@@ -1141,7 +1141,7 @@ func testAdmin(t *testing.T, r *rig) {
 	seen := countLines(r, "msg=activesync", "device=ALICEPHONE9")
 	post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE9"), "")
 	logged(seen)
-	for _, step := range []string{"step=request", "step=authenticated", "step=authorized", "step=ticket", "step=answered"} {
+	for _, step := range []string{"step=request", "step=authenticated", "step=authorized", "step=ticket", `step="upstream answered"`, "step=answered"} {
 		if !logHas(r, "device debug", "device=ALICEPHONE9", step) {
 			t.Errorf("no debug line %s", step)
 		}

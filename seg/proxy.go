@@ -168,7 +168,8 @@ type forward struct {
 	body0    *deadlineBody // the device's body, nil when it sent none
 	replay   bool
 	timeout  time.Duration
-	err      *Error // set by the RoundTripper for the ErrorHandler
+	err      *Error   // set by the RoundTripper for the ErrorHandler
+	line     *logLine // for per-device debug lines
 }
 
 func (h *ProxyHandler) init() {
@@ -334,7 +335,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", up.TicketSPN()),
 		slog.Time("ticket_end", t.EndTime))
 
-	fw := &forward{user: id.User, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route}
+	fw := &forward{user: id.User, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route, line: line}
 	if r.Body != nil && r.Body != http.NoBody {
 		body := &deadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: h.bodyTimeout()}
 		defer body.clear()
@@ -773,8 +774,16 @@ func (k *kcdTransport) attempt(rt http.RoundTripper, req *http.Request, fw *forw
 	ctx, cancel := context.WithCancel(req.Context())
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(fw.timeout, func() { timedOut.Store(true); cancel() })
+	sent := time.Now()
 	resp, err := rt.RoundTrip(req.WithContext(ctx))
 	timer.Stop()
+	if fw.line != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		k.h.debugf(fw.line, "upstream answered", slog.Duration("took", time.Since(sent)), slog.Int("status", status))
+	}
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {

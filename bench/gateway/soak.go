@@ -390,6 +390,19 @@ func soak(args []string) error {
 		return err
 	}
 	defer gw.stop()
+	// The phones of the first 50 users log every step (DebugDevices), so a
+	// slow request can be followed through the gateway.
+	traced := map[string]bool{}
+	for u := 0; u < min(50, *users); u++ {
+		for j := 0; j < *perUser; j++ {
+			dev := fmt.Sprintf("H%sD%d", userName(u), j)
+			req, _ := http.NewRequest(http.MethodPut, "http://"+adminAddr+"/v1/debug/devices/"+dev, nil)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+				traced[dev] = true
+			}
+		}
+	}
 	phones := *users * *perUser
 	b.printf("# Soak (%s)\n\n", time.Now().UTC().Format("2006-01-02"))
 	b.printf("`go run ./bench/gateway soak -users %d -per-user %d -duration %v -lifetime %v` (`make soak`): %d cores; lab Samba 4 KDC on loopback; "+
@@ -417,10 +430,11 @@ func soak(args []string) error {
 		goroutines, held float64
 		exch             int
 		event            string
+		slow, answered   float64 // non-Ping requests in the minute: over 250 ms, all
 	}
 	var samples []sample
 	var mixed, deviceCreds, cancelled int64
-	var warmAll, warmFast float64
+	var warmAll, warmFast, lastAll, lastFast float64
 	var early []eastest.EarlyEnd
 	easStats := func() eastest.Stats {
 		var st eastest.Stats
@@ -462,12 +476,15 @@ loop:
 			easDown = time.Since(t)
 			events[int(time.Since(start).Minutes())] = fmt.Sprintf("Exchange stand-in restarted (down %v)", easDown.Round(time.Millisecond))
 		case <-minute.C:
+			all, fast := gatewayFast(adminAddr)
 			if len(samples) == 1 { // two minutes in: warm
-				warmAll, warmFast = gatewayFast(adminAddr)
+				warmAll, warmFast = all, fast
 			}
 			c := b.relay.Counts()
 			s := sample{at: time.Since(start).Round(time.Second), rss: rss(gw.cmd.Process.Pid), goroutines: metric(adminAddr, "go_goroutines"),
-				held: metric(adminAddr, "seg_long_polls_active"), exch: c.S4U2Self + c.S4U2Proxy - c0.S4U2Self - c0.S4U2Proxy}
+				held: metric(adminAddr, "seg_long_polls_active"), exch: c.S4U2Self + c.S4U2Proxy - c0.S4U2Self - c0.S4U2Proxy,
+				slow: (all - fast) - (lastAll - lastFast), answered: all - lastAll}
+			lastAll, lastFast = all, fast
 			samples = append(samples, s)
 			log.Printf("soak: %v: RSS %d KiB, %.0f goroutines, %.0f long polls, %d S4U exchanges", s.at, s.rss, s.goroutines, s.held, s.exch)
 		}
@@ -509,9 +526,9 @@ loop:
 	b.printf("| TCP on this host during the run: SYNs sent again / listen queue overflows / drops | %d / %d / %d |\n",
 		tcp1["TCPSynRetrans"]-tcp0["TCPSynRetrans"], tcp1["ListenOverflows"]-tcp0["ListenOverflows"], tcp1["ListenDrops"]-tcp0["ListenDrops"])
 	b.printf("| KDC: AS / S4U2Self / S4U2Proxy / sent again | %d / %d / %d / %d |\n\n", c1.AS-c0.AS, c1.S4U2Self-c0.S4U2Self, c1.S4U2Proxy-c0.S4U2Proxy, c1.Resent-c0.Resent)
-	b.printf("Gateway each minute:\n\n| at | RSS | goroutines | long polls held | S4U exchanges so far | event in the minute before | failed requests in the minute before |\n|---|---|---|---|---|---|---|\n")
+	b.printf("Gateway each minute:\n\n| at | RSS | goroutines | long polls held | S4U exchanges so far | non-Ping requests over 250 ms (gateway's histogram) | event in the minute before | failed requests in the minute before |\n|---|---|---|---|---|---|---|---|\n")
 	for i, s := range samples {
-		b.printf("| %v | %.1f MiB | %.0f | %.0f | %d | %s | %s |\n", s.at, float64(s.rss)/1024, s.goroutines, s.held, s.exch, events[i],
+		b.printf("| %v | %.1f MiB | %.0f | %.0f | %d | %.0f of %.0f | %s | %s |\n", s.at, float64(s.rss)/1024, s.goroutines, s.held, s.exch, s.slow, s.answered, events[i],
 			strings.ReplaceAll(kinds(res.Errors[strconv.Itoa(i)]), "|", "/"))
 	}
 	b.printf("\n")
@@ -519,6 +536,13 @@ loop:
 		b.printf("The first slow requests, step by step:\n\n")
 		for _, e := range res.SlowExamples {
 			b.printf("- %s\n", e)
+		}
+		b.printf("\n")
+	}
+	if steps := b.slowTraces(traced, start.Add(2*time.Minute), 12); len(steps) > 0 {
+		b.printf("Slow non-Ping requests after the first 2 minutes of the traced phones (the first users' phones log every step), step by step as the gateway logged them:\n\n")
+		for _, st := range steps {
+			b.printf("- %s\n", st)
 		}
 		b.printf("\n")
 	}
@@ -601,4 +625,57 @@ func gatewayFast(admin string) (all, fast float64) {
 		}
 	}
 	return all, fast
+}
+
+// slowTraces finds, in the gateway's log, the first n non-Ping requests of
+// the traced devices answered after from that took over slowRequest, each
+// with the time of each of its steps from the first.
+func (b *bench) slowTraces(traced map[string]bool, from time.Time, n int) []string {
+	f, err := os.Open(filepath.Join(b.dir, "gateway.log"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	type line struct {
+		Time     time.Time `json:"time"`
+		Msg      string    `json:"msg"`
+		Device   string    `json:"device"`
+		Step     string    `json:"step"`
+		Cmd      string    `json:"cmd"`
+		Took     int64     `json:"took"`
+		Duration int64     `json:"duration"`
+	}
+	open := map[string][]line{} // device -> the steps of its request in progress
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() && len(out) < n {
+		var l line
+		if json.Unmarshal(sc.Bytes(), &l) != nil || !traced[l.Device] {
+			continue
+		}
+		switch {
+		case l.Msg == "device debug" && l.Step == "request":
+			open[l.Device] = []line{l}
+		case l.Msg == "device debug":
+			open[l.Device] = append(open[l.Device], l)
+		case l.Msg == "activesync":
+			steps := open[l.Device]
+			delete(open, l.Device)
+			if l.Cmd == "Ping" || time.Duration(l.Duration) <= slowRequest || len(steps) == 0 || l.Time.Before(from) {
+				continue
+			}
+			var parts []string
+			for _, st := range steps {
+				p := fmt.Sprintf("%s +%v", st.Step, st.Time.Sub(steps[0].Time).Round(time.Millisecond))
+				if st.Took > 0 {
+					p += fmt.Sprintf(" (took %v)", time.Duration(st.Took).Round(time.Millisecond))
+				}
+				parts = append(parts, p)
+			}
+			out = append(out, fmt.Sprintf("%s %s, %v at %s: %s", l.Device, l.Cmd, time.Duration(l.Duration).Round(time.Millisecond),
+				l.Time.Format("15:04:05"), strings.Join(parts, ", ")))
+		}
+	}
+	return out
 }

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -103,18 +102,7 @@ backend gateways
   server a %s check port 9090
   server b %s check port %s
 `, sock, front, token, a.Listen, b.Listen, b.Admin.Listen[strings.LastIndexByte(b.Admin.Listen, ':')+1:])
-	cfgPath := filepath.Join(f.dir, "haproxy-ready.cfg")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hap := exec.Command("haproxy", "-db", "-f", cfgPath)
-	hap.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var hapOut strings.Builder
-	hap.Stdout, hap.Stderr = &hapOut, &hapOut
-	if err := hap.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hap.Process.Kill(); hap.Wait() })
+	hapOut := startHAProxy(t, filepath.Join(f.dir, "haproxy-ready.cfg"), cfg)
 
 	// state is what HAProxy's health checks made of each server.
 	state := func() map[string]string {
@@ -143,7 +131,7 @@ backend gateways
 				return time.Since(start)
 			}
 			if time.Since(start) > within {
-				t.Fatalf("%s: HAProxy says %v after %v\nhaproxy:\n%s\nreplica a:\n%s", what, s, within, hapOut.String(), pa.log())
+				t.Fatalf("%s: HAProxy says %v after %v\nhaproxy:\n%s\nreplica a:\n%s", what, s, within, hapOut(), pa.log())
 			}
 			time.Sleep(100 * time.Millisecond)
 		}

@@ -87,25 +87,14 @@ backend gateways
   server a %s check inter 200ms fall 1 rise 2
   server b %s check inter 200ms fall 1 rise 2
 `, front, addrs[0], addrs[1])
-	cfgPath := filepath.Join(f.dir, "haproxy.cfg")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hap := exec.Command("haproxy", "-db", "-f", cfgPath)
-	hap.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var hapOut strings.Builder
-	hap.Stdout, hap.Stderr = &hapOut, &hapOut
-	if err := hap.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hap.Process.Kill(); hap.Wait() })
+	hapOut := startHAProxy(t, filepath.Join(f.dir, "haproxy.cfg"), cfg)
 	for i := 0; ; i++ {
 		if c, err := net.Dial("tcp", front); err == nil {
 			c.Close()
 			break
 		}
 		if i > 100 {
-			t.Fatalf("haproxy did not start:\n%s", hapOut.String())
+			t.Fatalf("haproxy did not start:\n%s", hapOut())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -188,4 +177,41 @@ backend gateways
 			t.Errorf("replica %d served nothing", i)
 		}
 	}
+}
+
+// startHAProxy writes cfg to path and runs Debian's haproxy on it until the
+// test ends; the function it returns gives haproxy's output so far.
+func startHAProxy(t *testing.T, path, cfg string) func() string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hap := exec.Command("haproxy", "-db", "-f", path)
+	hap.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out := &lockedBuffer{}
+	hap.Stdout, hap.Stderr = out, out
+	if err := hap.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hap.Process.Kill(); hap.Wait() })
+	return out.String
+}
+
+// lockedBuffer is a strings.Builder that a process writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

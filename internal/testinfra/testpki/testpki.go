@@ -31,7 +31,8 @@ type CA struct {
 	Pool *x509.CertPool
 }
 
-// New makes a CA named name, valid from an hour ago for a day.
+// New makes a CA named name, valid from an hour ago for 90 days (its
+// certificates too).
 func New(name string) (*CA, error) { return newCA(name, nil) }
 
 // Intermediate issues a CA certificate named name under ca: a two-tier
@@ -50,7 +51,7 @@ func newCA(name string, parent *CA) (*CA, error) {
 		return nil, err
 	}
 	tmpl := &x509.Certificate{SerialNumber: sn, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	signer, signerKey := tmpl, key
 	if parent != nil {
@@ -93,7 +94,7 @@ func (ca *CA) Issue(tmpl *x509.Certificate) (*Issued, error) {
 	}
 	tmpl.SerialNumber = sn
 	if tmpl.NotBefore.IsZero() {
-		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour)
 	}
 	if tmpl.KeyUsage == 0 {
 		tmpl.KeyUsage = x509.KeyUsageDigitalSignature

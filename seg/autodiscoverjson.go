@@ -93,13 +93,11 @@ func parseAutodiscoverJSON(r *http.Request) (autodiscoverJSONRequest, error) {
 	return q, nil
 }
 
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
-
 // autodiscoverJSON answers an authenticated, authorized Autodiscover v2
 // request with the gateway's URL for the protocol asked, when the gateway
 // serves it.
 func (h *ProxyHandler) autodiscoverJSON(w *statusWriter, r *http.Request, line *logLine, q autodiscoverJSONRequest) {
-	base := h.publicBase(&forward{host: r.Host})
+	base := h.publicBase(r.Host)
 	var answer struct {
 		Protocol string `json:"Protocol"`
 		URL      string `json:"Url"`

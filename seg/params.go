@@ -350,7 +350,7 @@ func checkText(name, v string, max int) error {
 		return badParams("%s of %d bytes", printable(name), len(v))
 	}
 	for _, r := range v {
-		if r < 0x20 || r == 0x7f || r == '\uFFFD' {
+		if isControl(r) || r == '\uFFFD' {
 			return badParams("%s holds a control character or invalid UTF-8", printable(name))
 		}
 	}
@@ -365,6 +365,9 @@ func printable(s string) string {
 	q := strconv.QuoteToASCII(s)
 	return q[1 : len(q)-1]
 }
+
+// isControl reports an ASCII control character (CR and LF above all).
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 func badParams(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadParams, fmt.Sprintf(format, args...))

@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -189,7 +188,8 @@ func (k *checker) tickets(ctx context.Context) {
 		return
 	}
 	k.line("service TGT", fmt.Sprintf("%s@%s, valid until %s", k.c.ServiceAccount, k.c.Realm, tgt.EndTime.UTC().Format(time.RFC3339)), nil, "")
-	for _, spn := range k.spns() {
+	for _, u := range k.c.upstreams() {
+		spn := u.TicketSPN()
 		_, err := k.svc.ServiceTicket(tctx, spn)
 		k.line("ticket "+spn, "the KDC issues it", err, kerberosHint(err, false))
 		if k.user != "" {
@@ -201,24 +201,6 @@ func (k *checker) tickets(ctx context.Context) {
 			k.line("delegation "+spn, d, err, kerberosHint(err, false))
 		}
 	}
-}
-
-func (k *checker) spns() []string {
-	var out []string
-	for _, u := range k.upstreamList() {
-		out = append(out, u.TicketSPN())
-	}
-	return out
-}
-
-func (k *checker) upstreamList() []*seg.Upstream {
-	u, _ := url.Parse(k.c.ExchangeURL)
-	ups := []*seg.Upstream{{URL: u, SPN: k.c.ExchangeSPN}}
-	for _, uc := range k.c.Upstreams {
-		u, _ := url.Parse(uc.URL)
-		ups = append(ups, &seg.Upstream{URL: u, SPN: uc.SPN})
-	}
-	return ups
 }
 
 // upstreams makes a TLS handshake with each Exchange server, trusting what
@@ -233,7 +215,7 @@ func (k *checker) upstreams(ctx context.Context) {
 		}
 		conf.RootCAs = pool
 	}
-	for _, u := range k.upstreamList() {
+	for _, u := range k.c.upstreams() {
 		name := "upstream " + u.URL.Host
 		if u.URL.Scheme != "https" {
 			k.line(name, "WARN plain HTTP (development only): no TLS to check", nil, "")

@@ -322,6 +322,18 @@ func (c *config) check(plainHTTP bool) error {
 	return nil
 }
 
+// upstreams are Exchange's servers as the configuration names them:
+// exchange_url first, then upstreams (the URLs were checked by check).
+func (c *config) upstreams() []*seg.Upstream {
+	u, _ := url.Parse(c.ExchangeURL)
+	ups := []*seg.Upstream{{URL: u, SPN: c.ExchangeSPN}}
+	for _, uc := range c.Upstreams {
+		u, _ := url.Parse(uc.URL)
+		ups = append(ups, &seg.Upstream{URL: u, SPN: uc.SPN})
+	}
+	return ups
+}
+
 func loadPool(files ...string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	for _, f := range files {

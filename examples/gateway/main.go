@@ -193,7 +193,6 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 	if c.Basic {
 		auths = append(auths, (&seg.BasicAuth{Realm: c.Realm, Config: kcfg, Transport: kdcs, Names: names}).Authenticate)
 	}
-	target, _ := url.Parse(c.ExchangeURL)
 	upstreamTLS := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.ExchangeCAFile != "" {
 		if upstreamTLS.RootCAs, err = loadPool(c.ExchangeCAFile); err != nil {
@@ -204,11 +203,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 	if err := metrics.Cache(g.cache); err != nil {
 		return nil, err
 	}
-	ups := []*seg.Upstream{{URL: target, SPN: c.ExchangeSPN}}
-	for _, uc := range c.Upstreams {
-		u, _ := url.Parse(uc.URL)
-		ups = append(ups, &seg.Upstream{URL: u, SPN: uc.SPN})
-	}
+	ups := c.upstreams()
 	var public *url.URL
 	if c.PublicURL != "" {
 		public, _ = url.Parse(c.PublicURL)

@@ -14,10 +14,7 @@ import (
 // starts accepts its command line.
 func TestServiceUnit(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("systemd-analyze is missing (make deps installs systemd)")
-		}
-		t.Skip("no systemd-analyze")
+		t.Fatal("systemd-analyze is missing (make deps installs systemd)")
 	}
 	unit, err := os.ReadFile("segkcd-gateway.service")
 	if err != nil {

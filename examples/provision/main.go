@@ -20,92 +20,39 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	neturl "net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/segkcd/segkcd"
-	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/deploy"
-	"github.com/segkcd/segkcd/kerberos"
-	"github.com/segkcd/segkcd/winrs"
+	"github.com/segkcd/segkcd/internal/siteconfig"
 )
 
-// config is the JSON file.
+// config is the JSON file: how to reach AD and the servers
+// (siteconfig's fields, shared with the gateway's roll section), and the
+// deployment.
 type config struct {
-	LDAPURL      string `json:"ldap_url"`    // ldaps://dc1.corp.example.com, or ldap:// (StartTLS)
-	GCURL        string `json:"gc_url"`      // default: the same host, 3269
-	CAFile       string `json:"ca_file"`     // the DC's CA (PEM); default: system roots
-	ServerName   string `json:"server_name"` // the name in the DC's certificate, when ldap_url holds an address
-	BindUser     string `json:"bind_user"`   // CORP\admin: a domain administrator
-	BindPassword secret `json:"bind_password"`
+	siteconfig.AD
 
-	KDCs     []string `json:"kdcs"`      // host[:port]; default: the DC's host
-	Krb5Conf string   `json:"krb5_conf"` // instead of kdcs
+	ASA        string              `json:"asa"`        // EXCHASA; empty: single-server mode
+	MailHosts  []string            `json:"mail_hosts"` // default mail.<domain>
+	ShortNames bool                `json:"short_names"`
+	Servers    []siteconfig.Server `json:"servers"`
+	WinRM      siteconfig.WinRM    `json:"winrm"` // how to reach the servers
 
-	ASA        string   `json:"asa"`        // EXCHASA; empty: single-server mode
-	MailHosts  []string `json:"mail_hosts"` // default mail.<domain>
-	ShortNames bool     `json:"short_names"`
-	Servers    []server `json:"servers"`
-	WinRM      winrmCfg `json:"winrm"` // how to reach the servers
-
-	ServiceAccount  string `json:"service_account"` // svc_awseg
-	ServicePassword secret `json:"service_password"`
-	EWS             bool   `json:"ews"`
-	KeepNTLM        bool   `json:"keep_ntlm"`
-	ResourceBased   bool   `json:"resource_based"` // RBCD on the ASA instead of msDS-AllowedToDelegateTo
-	TestUser        string `json:"test_user"`      // for verify
-	Timeout         string `json:"timeout"`        // default 2m
-}
-
-// secret names where a secret is: an environment variable or a file.
-type secret struct {
-	Env  string `json:"env"`
-	File string `json:"file"`
-}
-
-func (s secret) value(what string) (string, error) {
-	switch {
-	case s.Env != "":
-		v := os.Getenv(s.Env)
-		if v == "" {
-			return "", fmt.Errorf("%s: $%s is empty", what, s.Env)
-		}
-		return v, nil
-	case s.File != "":
-		b, err := os.ReadFile(s.File)
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", what, err)
-		}
-		return strings.TrimRight(string(b), "\r\n"), nil
-	}
-	return "", fmt.Errorf("%s: name an env or a file", what)
-}
-
-type server struct {
-	Name    string `json:"name"`    // CAS1
-	Version string `json:"version"` // optional: 2013, 2016, 2019/SE
-	WinRM   string `json:"winrm"`   // host[:port] of its WinRM listener; default: winrm.address
-}
-
-type winrmCfg struct {
-	Address  string `json:"address"` // host[:port] of the management server's listener
-	Auth     string `json:"auth"`    // ntlm (default), kerberos or basic
-	User     string `json:"user"`    // default: bind_user
-	Password secret `json:"password"`
-	TLS      bool   `json:"tls"`     // HTTPS (5986); without it NTLM and Kerberos seal every message
-	CAFile   string `json:"ca_file"` // the listener's CA
-	TestHost bool   `json:"test_host"`
+	ServiceAccount  string            `json:"service_account"` // svc_awseg
+	ServicePassword siteconfig.Secret `json:"service_password"`
+	EWS             bool              `json:"ews"`
+	KeepNTLM        bool              `json:"keep_ntlm"`
+	ResourceBased   bool              `json:"resource_based"` // RBCD on the ASA instead of msDS-AllowedToDelegateTo
+	TestUser        string            `json:"test_user"`      // for verify
+	Timeout         string            `json:"timeout"`        // default 2m
 }
 
 func main() {
@@ -252,65 +199,29 @@ func printChange(out io.Writer, ch segkcd.Change) {
 // administrator's Kerberos client, and a WinRM client per host. label
 // marks the stages that run on a test host.
 func (c *config) deployment(ctx context.Context) (*deploy.Deployment, map[int]string, func(), error) {
-	if c.LDAPURL == "" || c.BindUser == "" || c.ServiceAccount == "" || len(c.Servers) == 0 {
-		return nil, nil, nil, errors.New("ldap_url, bind_user, service_account and servers are required")
+	if c.ServiceAccount == "" || len(c.Servers) == 0 {
+		return nil, nil, nil, errors.New("service_account and servers are required")
 	}
-	bindPW, err := c.BindPassword.value("bind_password")
+	if err := c.AD.Check(); err != nil {
+		return nil, nil, nil, err
+	}
+	svcPW, err := c.ServicePassword.Value("service_password")
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	svcPW, err := c.ServicePassword.value("service_password")
+	conn, err := c.AD.Dial(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	tc := &tls.Config{ServerName: c.ServerName}
-	if c.CAFile != "" {
-		if tc.RootCAs, err = pool(c.CAFile); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	conn, err := ad.Dial(ctx, ad.Config{URL: c.LDAPURL, GCURL: c.GCURL, TLSConfig: tc,
-		Bind: ad.SimpleBind{Username: c.BindUser, Password: bindPW}})
+	closeAD := func() { conn.AD.Close() }
+	servers, exch, err := c.WinRM.Shells(c.Servers, conn, c.BindUser)
 	if err != nil {
-		return nil, nil, nil, err
-	}
-	closeAD := func() { conn.Close() }
-	fail := func(err error) (*deploy.Deployment, map[int]string, func(), error) {
 		closeAD()
 		return nil, nil, nil, err
 	}
-	krb, err := c.kerberos(ctx, conn, bindPW)
-	if err != nil {
-		return fail(err)
-	}
-	d := &deploy.Deployment{AD: conn, Kerberos: krb, ASA: c.ASA, MailHosts: c.MailHosts, ShortNames: c.ShortNames,
-		ServiceAccount: c.ServiceAccount, ServiceAccountPassword: svcPW, EWS: c.EWS, KeepNTLM: c.KeepNTLM, TestUser: c.TestUser,
-		ResourceBased: c.ResourceBased}
-	shells := map[string]winrs.Shell{}
-	for _, s := range c.Servers {
-		addr := s.WinRM
-		if addr == "" {
-			addr = c.WinRM.Address
-		}
-		if addr == "" {
-			return fail(fmt.Errorf("server %s: no WinRM address (servers[].winrm or winrm.address)", s.Name))
-		}
-		sh, ok := shells[addr]
-		if !ok {
-			if sh, err = c.WinRM.shell(addr, c.BindUser, krb); err != nil {
-				return fail(fmt.Errorf("server %s: %w", s.Name, err))
-			}
-			shells[addr] = sh
-		}
-		d.Servers = append(d.Servers, deploy.Server{Name: s.Name, Version: s.Version, Shell: sh})
-	}
-	if sh, ok := shells[c.WinRM.Address]; ok {
-		d.Exchange = sh // the management shell: the listener named in winrm.address
-	} else if c.WinRM.Address != "" {
-		if d.Exchange, err = c.WinRM.shell(c.WinRM.Address, c.BindUser, krb); err != nil {
-			return fail(err)
-		}
-	}
+	d := &deploy.Deployment{AD: conn.AD, Kerberos: conn.Kerberos, ASA: c.ASA, MailHosts: c.MailHosts, ShortNames: c.ShortNames,
+		Servers: servers, Exchange: exch, ServiceAccount: c.ServiceAccount, ServiceAccountPassword: svcPW, EWS: c.EWS,
+		KeepNTLM: c.KeepNTLM, TestUser: c.TestUser, ResourceBased: c.ResourceBased}
 	label := map[int]string{}
 	if c.WinRM.TestHost {
 		for _, st := range []int{deploy.StageCredential, deploy.StageIIS} {
@@ -318,92 +229,4 @@ func (c *config) deployment(ctx context.Context) (*deploy.Deployment, map[int]st
 		}
 	}
 	return d, label, closeAD, nil
-}
-
-// kerberos logs in as the bind account (its sAMAccountName, which AD
-// knows as a principal), for the roll's check and for verify.
-func (c *config) kerberos(ctx context.Context, conn *ad.Conn, password string) (*kerberos.Client, error) {
-	acct, err := conn.FindAccount(ctx, c.BindUser)
-	if err != nil {
-		return nil, err
-	}
-	realm := strings.ToUpper(conn.DomainInfo().DNSDomain)
-	if c.Krb5Conf != "" {
-		kcfg, err := kerberos.LoadConfig(c.Krb5Conf)
-		if err != nil {
-			return nil, err
-		}
-		return kerberos.NewWithPassword(acct.SAMAccountName, realm, password, kcfg), nil
-	}
-	kdcs := c.KDCs
-	if len(kdcs) == 0 {
-		u, err := neturl.Parse(c.LDAPURL)
-		if err != nil {
-			return nil, err
-		}
-		kdcs = []string{u.Hostname()}
-	}
-	for i, k := range kdcs {
-		if _, _, err := net.SplitHostPort(k); err != nil {
-			kdcs[i] = net.JoinHostPort(k, "88")
-		}
-	}
-	kcfg, err := kerberos.NewConfig(realm, kdcs...)
-	if err != nil {
-		return nil, err
-	}
-	return kerberos.NewWithPassword(acct.SAMAccountName, realm, password, kcfg), nil
-}
-
-// shell is a WinRM client for one listener.
-func (w winrmCfg) shell(addr, bindUser string, krb *kerberos.Client) (*winrs.Client, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		host, port = addr, ""
-	}
-	p, _ := strconv.Atoi(port)
-	user := w.User
-	if user == "" {
-		user = bindUser
-	}
-	cfg := winrs.Config{Host: host, Port: p}
-	if w.TLS {
-		cfg.TLS = &tls.Config{}
-		if w.CAFile != "" {
-			if cfg.TLS.RootCAs, err = pool(w.CAFile); err != nil {
-				return nil, err
-			}
-		}
-	}
-	switch w.Auth {
-	case "", "ntlm":
-		pw, err := w.Password.value("winrm.password")
-		if err != nil {
-			return nil, err
-		}
-		cfg.Auth = winrs.NTLM{User: user, Password: pw}
-	case "basic":
-		pw, err := w.Password.value("winrm.password")
-		if err != nil {
-			return nil, err
-		}
-		cfg.Auth = winrs.Basic{User: user, Password: pw}
-	case "kerberos":
-		cfg.Auth = winrs.Kerberos{Client: krb}
-	default:
-		return nil, fmt.Errorf("winrm.auth %q: ntlm, kerberos or basic", w.Auth)
-	}
-	return winrs.New(cfg)
-}
-
-func pool(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("no certificate in %s", file)
-	}
-	return p, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/exchange"
+	"github.com/segkcd/segkcd/internal/siteconfig"
 	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/winrs"
 	"github.com/segkcd/segkcd/winrs/winrstest"
@@ -55,11 +56,11 @@ func testConfig(t *testing.T, asa, mail, svc string) (*config, *winrstest.Host, 
 	if err := os.WriteFile(pwFile, []byte(winrmPW+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := &config{LDAPURL: l.LDAPSURL(), CAFile: l.CAFile, ServerName: l.HostName, BindUser: l.AdminBindName(),
-		BindPassword: secret{Env: "TEST_BIND_PW"}, Krb5Conf: l.Krb5Conf, ASA: asa, MailHosts: []string{mail},
-		Servers:        []server{{Name: "CAS1", Version: "2019/SE"}, {Name: "CAS2", Version: "2013", WinRM: ts2.Addr()}},
-		WinRM:          winrmCfg{Address: ts.Addr(), Password: secret{File: pwFile}, TestHost: true},
-		ServiceAccount: svc, ServicePassword: secret{Env: "TEST_SVC_PW"}, EWS: true, TestUser: "alice"}
+	c := &config{AD: siteconfig.AD{LDAPURL: l.LDAPSURL(), CAFile: l.CAFile, ServerName: l.HostName, BindUser: l.AdminBindName(),
+		BindPassword: siteconfig.Secret{Env: "TEST_BIND_PW"}, Krb5Conf: l.Krb5Conf}, ASA: asa, MailHosts: []string{mail},
+		Servers:        []siteconfig.Server{{Name: "CAS1", Version: "2019/SE"}, {Name: "CAS2", Version: "2013", WinRM: ts2.Addr()}},
+		WinRM:          siteconfig.WinRM{Address: ts.Addr(), Password: siteconfig.Secret{File: pwFile}, TestHost: true},
+		ServiceAccount: svc, ServicePassword: siteconfig.Secret{Env: "TEST_SVC_PW"}, EWS: true, TestUser: "alice"}
 	return c, h, ts
 }
 
@@ -159,9 +160,10 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatalf("unknown field: %v", err)
 	}
 	t.Setenv("EMPTY_PW", "")
-	c := &config{LDAPURL: "ldaps://127.0.0.1:1", BindUser: "admin", BindPassword: secret{Env: "EMPTY_PW"},
-		ServiceAccount: "svc", Servers: []server{{Name: "CAS1"}}}
-	if err := run(context.Background(), io.Discard, c, "plan"); err == nil || !strings.Contains(err.Error(), "$EMPTY_PW is empty") {
+	c := &config{AD: siteconfig.AD{LDAPURL: "ldaps://127.0.0.1:1", BindUser: "admin", BindPassword: siteconfig.Secret{Env: "EMPTY_PW"}},
+		ServiceAccount: "svc", Servers: []siteconfig.Server{{Name: "CAS1"}}, ServicePassword: siteconfig.Secret{Env: "SVC_PW"}}
+	t.Setenv("SVC_PW", "Some-Passw0rd!")
+	if err := run(context.Background(), io.Discard, c, "plan"); err == nil || !strings.Contains(err.Error(), "bind_password: $EMPTY_PW is empty") {
 		t.Fatalf("empty password: %v", err)
 	}
 	if err := run(context.Background(), io.Discard, c, "destroy"); err == nil || !strings.Contains(err.Error(), "plan, apply or verify") {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/segkcd/segkcd"
@@ -47,6 +48,77 @@ type Roller struct {
 	// Logger receives one line per check that does something, and
 	// failures; nil means slog.Default().
 	Logger *slog.Logger
+
+	mu     sync.Mutex
+	status RollStatus
+}
+
+// RollStatus is what a Roller last saw and did, for an admin API and
+// metrics. Times are zero until known.
+type RollStatus struct {
+	Replica string `json:"replica"`
+	ASA     string `json:"asa"`
+	Every   string `json:"every"` // the password age that makes a roll due
+	// LastCheck is when the last check ended; OK whether it succeeded
+	// (Result says what it found or did, LastError why it failed).
+	LastCheck time.Time `json:"last_check,omitzero"`
+	OK        bool      `json:"ok"`
+	Result    string    `json:"result,omitempty"`
+	// NextCheck is when Run checks next.
+	NextCheck time.Time `json:"next_check,omitzero"`
+	// LastRoll is when AD's password was last set: the last roll, by
+	// whichever replica (or an administrator) made it. NextRoll is when it
+	// is due again (the first check after it rolls).
+	LastRoll time.Time `json:"last_roll,omitzero"`
+	NextRoll time.Time `json:"next_roll,omitzero"`
+	// RollingBy is the replica whose claim on an unfinished roll was
+	// still open at the last check.
+	RollingBy string `json:"rolling_by,omitempty"`
+	// Rolls is how many rolls this replica finished (or took over and
+	// finished); Failures how many of its checks failed.
+	Rolls    int `json:"rolls"`
+	Failures int `json:"failures"`
+	// LastError is the last failed check's error, when it ended, and the
+	// hint for the administrator; kept after later checks succeed.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	Hint        string    `json:"hint,omitempty"`
+}
+
+// Status returns what the Roller last saw and did. It is safe to call
+// while Run runs.
+func (r *Roller) Status() RollStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.status
+	st.Replica, st.Every = r.name(), r.every().String()
+	if r.Deployment != nil && r.Deployment.ASA != "" {
+		st.ASA = r.Deployment.asaSAM()
+	}
+	return st
+}
+
+// seen is what one check learnt on its way, whatever its end.
+type seen struct {
+	passwordSet time.Time
+	rollingBy   string
+}
+
+// hintFor is the advice for a failed check: the cause's own, else ours.
+func hintFor(err error) string {
+	var h interface{ Hint() string }
+	if errors.As(err, &h) && h.Hint() != "" {
+		return h.Hint()
+	}
+	switch {
+	case errors.Is(err, ErrForeignNote):
+		return "the ASA's note (its info attribute) holds an administrator's text: move it elsewhere and clear the note; the Roller keeps its journal there"
+	case errors.Is(err, ErrInvalid):
+		return "fix the configuration and restart"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "the roll did not finish within the lease: check that AD and every server's WinRM answer; a claimed roll is finished by the next check after the lease"
+	}
+	return "the next check tries again; a roll left half-done is finished, with the password it started, after the lease"
 }
 
 // Journal is what the Roller keeps in the ASA's note: who claimed the
@@ -125,7 +197,34 @@ func fileTime(v int64) time.Time {
 // rolling it, and reports what it did: Modified when it rolled (or
 // finished another replica's roll), Unchanged with the reason otherwise.
 // After a roll it checks that every server decrypts with AD's password.
+// A check is bounded by Lease, so that it has stopped by the time another
+// replica may take its claim over; Status tells what it found.
 func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.lease())
+	defer cancel()
+	var sn seen
+	ch, err := r.rollIfDue(ctx, &sn)
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := &r.status
+	st.LastCheck, st.OK, st.RollingBy = now, err == nil, sn.rollingBy
+	if !sn.passwordSet.IsZero() {
+		st.LastRoll, st.NextRoll = sn.passwordSet, sn.passwordSet.Add(r.every())
+	}
+	if err != nil {
+		st.Failures++
+		st.Result, st.LastError, st.LastErrorAt, st.Hint = "failed", err.Error(), now, hintFor(err)
+		return ch, err
+	}
+	if ch.Changed() {
+		st.Rolls++
+	}
+	st.Result = strings.Join(ch.Details, "; ")
+	return ch, nil
+}
+
+func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error) {
 	d := r.Deployment
 	if d == nil || d.ASA == "" {
 		return segkcd.Change{}, fmt.Errorf("%w: the Roller needs a Deployment with an ASA", ErrInvalid)
@@ -148,10 +247,12 @@ func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
 	if err != nil {
 		return segkcd.Change{}, fmt.Errorf("%w (%s's %s attribute); clear it to let the Roller work", err, sam, ad.NoteAttribute)
 	}
+	sn.passwordSet = fileTime(acct.PasswordLastSet)
 	now := time.Now()
 	takeover := false
 	if note != "" && !j.Done {
 		if age := now.Sub(j.Claimed); age < r.lease() {
+			sn.rollingBy = j.Owner
 			ch.Details = []string{fmt.Sprintf("%s has been rolling it for %s", j.Owner, age.Round(time.Second))}
 			return ch, nil
 		}
@@ -208,6 +309,9 @@ func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
 		}
 		log.Error("ASA roll failed", "err", err)
 		return segkcd.Change{}, err
+	}
+	if a, err := d.AD.FindAccount(ctx, sam); err == nil {
+		sn.passwordSet = fileTime(a.PasswordLastSet)
 	}
 	claim.Done = true
 	done, err := marshal(claim)
@@ -274,7 +378,11 @@ func (r *Roller) Run(ctx context.Context) error {
 		} else if ch.Changed() {
 			r.log().Info("ASA roll", "change", ch.String())
 		}
-		t := time.NewTimer(interval + random(interval/10))
+		wait := interval + random(interval/10)
+		r.mu.Lock()
+		r.status.NextCheck = time.Now().Add(wait)
+		r.mu.Unlock()
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()

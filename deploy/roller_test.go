@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/deploy"
@@ -94,10 +98,24 @@ func TestRollerTwoReplicas(t *testing.T) {
 	if rolled != 1 || kvno(t, e.d) != before+1 {
 		t.Fatalf("%d replicas rolled, kvno %d -> %d: %v", rolled, before, kvno(t, e.d), changes)
 	}
+	// Both replicas saw the roll: the one that made it counts it, and the
+	// other's next check reads the new password's time from AD.
+	for i, r := range rollers {
+		st := r.Status()
+		if !st.OK || st.Rolls != btoi(changes[i].Changed()) || st.ASA != "ASAROL$" || st.Replica != r.Name ||
+			st.LastCheck.IsZero() || st.LastError != "" {
+			t.Errorf("status of %s: %+v", r.Name, st)
+		}
+	}
 	for _, r := range rollers {
 		r.Every = time.Hour
 		if ch, err := r.RollIfDue(ctxT(t)); err != nil || ch.Changed() {
 			t.Fatalf("just rolled, yet: %v %v", ch, err)
+		}
+		st := r.Status()
+		if age := time.Since(st.LastRoll); age < 0 || age > time.Minute || !st.NextRoll.Equal(st.LastRoll.Add(time.Hour)) ||
+			!strings.Contains(st.Result, "due after 1h0m0s") {
+			t.Errorf("after the roll, %s says %+v", r.Name, st)
 		}
 	}
 	if _, err := e.d.Verify(ctxT(t)); err != nil {
@@ -126,6 +144,9 @@ func TestRollerTakesOverACrashedRoll(t *testing.T) {
 	r := &deploy.Roller{Deployment: d, Every: time.Hour, Lease: 2 * time.Second, Name: "survivor"}
 	if ch, err := r.RollIfDue(ctx); err != nil || ch.Changed() {
 		t.Fatalf("took over a fresh claim: %v %v", ch, err)
+	}
+	if st := r.Status(); st.RollingBy != "crashed" || !st.OK {
+		t.Fatalf("status while the claim is fresh: %+v", st)
 	}
 	time.Sleep(2500 * time.Millisecond)
 	ch, err := r.RollIfDue(ctx)
@@ -156,6 +177,43 @@ func TestRollerTakesOverACrashedRoll(t *testing.T) {
 	if _, err := r.RollIfDue(ctx); !errors.Is(err, deploy.ErrForeignNote) {
 		t.Fatalf("foreign note: %v", err)
 	}
+	// The failure shows in the status, with its hint, and in the metrics;
+	// the last roll and the next stay as the last check that read them
+	// found them (Every was an hour then).
+	st := r.Status()
+	if st.OK || st.Failures != 1 || st.Rolls != 1 || !strings.Contains(st.LastError, "not a roll journal") ||
+		!strings.Contains(st.Hint, "info attribute") || st.RollingBy != "" {
+		t.Fatalf("status after a failed check: %+v", st)
+	}
+	reg := prometheus.NewRegistry()
+	if err := r.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if l := m.GetLabel(); len(l) != 1 || l[0].GetValue() != asa {
+				t.Errorf("%s labels %v", mf.GetName(), l)
+			}
+			got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if got["segkcd_asa_rolls_total"] != 1 || got["segkcd_asa_roll_failures_total"] != 1 || got["segkcd_asa_roll_last_check_ok"] != 0 ||
+		math.Abs(got["segkcd_asa_roll_next_roll_timestamp_seconds"]-got["segkcd_asa_roll_last_roll_timestamp_seconds"]-3600) > 1 ||
+		time.Since(time.Unix(int64(got["segkcd_asa_roll_last_error_timestamp_seconds"]), 0)) > time.Minute {
+		t.Fatalf("metrics %v", got)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // FuzzParseJournal feeds arbitrary notes to ParseJournal (anyone who may

@@ -32,6 +32,7 @@ import (
 //	GET    /v1/debug/devices              devices logged step by step
 //	PUT    /v1/debug/devices/{id}         start logging a device step by step
 //	DELETE /v1/debug/devices/{id}         stop
+//	GET    /v1/roll                       the ASA roll's state (Roll)
 //
 // The fields that are nil leave their endpoints answering 404.
 type Admin struct {
@@ -48,6 +49,10 @@ type Admin struct {
 	// Ready reports whether the gateway can serve (service TGT, KDC,
 	// Exchange); nil means always ready.
 	Ready func(context.Context) error
+	// Roll, when set, answers GET /v1/roll with its value as JSON: the
+	// state of the ASA roll the gateway runs (examples/gateway gives a
+	// deploy.Roller's Status, which holds no secret).
+	Roll func() any
 
 	once sync.Once
 	mux  *http.ServeMux
@@ -110,6 +115,11 @@ func (a *Admin) routes() {
 		m.HandleFunc("DELETE /v1/redirects/{user}", func(w http.ResponseWriter, r *http.Request) {
 			a.Redirects.Clear(r.PathValue("user"))
 			w.WriteHeader(http.StatusNoContent)
+		})
+	}
+	if a.Roll != nil {
+		m.HandleFunc("GET /v1/roll", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, a.Roll())
 		})
 	}
 	if a.Debug != nil {

@@ -1102,7 +1102,8 @@ func testAdmin(t *testing.T, r *rig) {
 	var readyErr error
 	admin := &seg.Admin{Token: "s3cret-admin-token", Policy: policy, Tickets: r.cache, SPN: r.spn, Debug: r.debug,
 		Metrics: promhttp.HandlerFor(r.registry, promhttp.HandlerOpts{}),
-		Ready:   func(context.Context) error { return readyErr }}
+		Ready:   func(context.Context) error { return readyErr },
+		Roll:    func() any { return map[string]string{"asa": "EXCHASA$"} }}
 	srv := httptest.NewServer(admin)
 	defer srv.Close()
 	call := func(method, path, token string) (int, string) {
@@ -1134,6 +1135,8 @@ func testAdmin(t *testing.T, r *rig) {
 		{"GET", "/v1/policy/devices/NEWPHONE?user=bob", tok, 200, `"rule": "rules.require_managed"`},
 		{"GET", "/v1/policy/users/CORP%5Calice", tok, 200, `"device_id": "ALICEPAD"`},
 		{"GET", "/v1/tickets", tok, 200, `"Hits"`},
+		{"GET", "/v1/roll", "", 401, ""},
+		{"GET", "/v1/roll", tok, 200, `"asa": "EXCHASA$"`},
 		{"GET", "/v1/nothing", tok, 404, ""},
 	} {
 		status, body := call(c.method, c.path, c.token)

@@ -339,6 +339,57 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 	return ch, nil
 }
 
+// RollCheck is what Check read: nothing in it was changed.
+type RollCheck struct {
+	// PasswordSet is when AD's ASA password was last set; Due when it is
+	// due again (PasswordSet + Every).
+	PasswordSet, Due time.Time
+	// Journal is the ASA's note: zero when empty.
+	Journal Journal
+	// Servers is whether each server holds AD's password.
+	Servers []exchange.ServerState
+}
+
+// Check reads what a roll depends on, and changes nothing: AD's password
+// time and the journal in the ASA's note (over the Deployment's AD
+// connection, with its rights), and each server's credential (over the
+// management shell, with a ticket to the ASA). For a configuration check
+// before Run. An error is what stops a roll: an unreadable account or
+// note, a foreign note, a server whose state cannot be read.
+func (r *Roller) Check(ctx context.Context) (RollCheck, error) {
+	d := r.Deployment
+	if d == nil || d.ASA == "" {
+		return RollCheck{}, fmt.Errorf("%w: the Roller needs a Deployment with an ASA", ErrInvalid)
+	}
+	if err := d.check(); err != nil {
+		return RollCheck{}, err
+	}
+	sam := d.asaSAM()
+	acct, err := d.AD.FindAccount(ctx, sam)
+	if err != nil {
+		return RollCheck{}, err
+	}
+	var rc RollCheck
+	rc.PasswordSet = fileTime(acct.PasswordLastSet)
+	rc.Due = rc.PasswordSet.Add(r.every())
+	note, err := d.AD.ReadNote(ctx, sam)
+	if err != nil {
+		return rc, err
+	}
+	if rc.Journal, err = ParseJournal(note); err != nil {
+		return rc, fmt.Errorf("%w (%s's %s attribute); clear it to let the Roller work", err, sam, ad.NoteAttribute)
+	}
+	if rc.Servers, err = d.org().CheckASA(ctx, d.roll()); err != nil {
+		return rc, err
+	}
+	for _, st := range rc.Servers {
+		if st.Err != nil {
+			return rc, fmt.Errorf("deploy: %s", st)
+		}
+	}
+	return rc, nil
+}
+
 // ParseJournal reads a Journal from the ASA's note (anyone who may write
 // the account's Notes can put text there): "" is no journal; anything but
 // a Journal is ErrForeignNote.

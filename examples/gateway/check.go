@@ -72,6 +72,9 @@ func (k *checker) check(ctx context.Context) bool {
 	}
 	k.upstreams(ctx)
 	k.policy(ctx)
+	if k.c.Roll != nil {
+		k.roll(ctx)
+	}
 	return !k.failed
 }
 

@@ -58,6 +58,7 @@ type config struct {
 
 	Policy *policyConfig `json:"policy,omitempty"` // MDM device policy; none: every device of a user may sync
 	Admin  *adminConfig  `json:"admin,omitempty"`  // the admin listener; none: no admin API
+	Roll   *rollConfig   `json:"roll,omitempty"`   // the ASA roll this gateway runs; none: rolled elsewhere
 
 	TicketTimeout   string `json:"ticket_timeout,omitempty"`          // default 15s
 	BodyTimeout     string `json:"body_timeout,omitempty"`            // wait for the next part of a request body, default 60s
@@ -311,6 +312,11 @@ func (c *config) check(plainHTTP bool) error {
 	}
 	if c.Admin != nil {
 		if err := c.Admin.check(); err != nil {
+			return err
+		}
+	}
+	if c.Roll != nil {
+		if err := c.Roll.check(c); err != nil {
 			return err
 		}
 	}

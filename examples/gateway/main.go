@@ -235,9 +235,15 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		}
 		g.policy.Metrics = metrics
 	}
+	var roll func() any
+	if c.Roll != nil {
+		ro := &roller{c: c.Roll, service: c.ServiceAccount, reg: reg, log: g.log}
+		g.run = append(g.run, ro.Run)
+		roll = ro.Status
+	}
 	if c.Admin != nil {
 		admin := &seg.Admin{Token: c.Admin.token, Policy: g.policy, Tickets: g.cache, SPN: ups[0].TicketSPN(), Debug: g.handler.Debug, Redirects: g.redirects,
-			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Ready: g.ready}
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Ready: g.ready, Roll: roll}
 		g.admin = &http.Server{Addr: c.Admin.Listen, Handler: admin, ReadHeaderTimeout: 10 * time.Second}
 	}
 	if err := g.loadTLS(); err != nil {

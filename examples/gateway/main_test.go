@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segkcd/segkcd/internal/siteconfig"
 	"github.com/segkcd/segkcd/internal/testinfra/eastest"
 	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/internal/testinfra/testpki"
@@ -233,27 +234,7 @@ func TestGatewayProgram(t *testing.T) {
 
 	// The admin listener: health, readiness (a KDC answers, Exchange takes
 	// a TLS connection), metrics behind the token.
-	var adminAddr string
-	for _, l := range strings.Split(pr.log(), "\n") {
-		if strings.Contains(l, `"msg":"admin API listening"`) {
-			var v struct{ Addr string }
-			json.Unmarshal([]byte(l), &v)
-			adminAddr = v.Addr
-		}
-	}
-	adminGet := func(path string, token bool) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+adminAddr+path, nil)
-		if token {
-			req.Header.Set("Authorization", "Bearer admin-token-0123456789")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	adminGet := func(path string, token bool) (int, string) { return f.admin(t, pr, path, token) }
 	if code, _ := adminGet("/healthz", false); code != 200 {
 		t.Errorf("healthz: %d", code)
 	}
@@ -347,11 +328,23 @@ func TestGatewayConfigErrors(t *testing.T) {
 		},
 		"policy.file":  func(c *config) { c.Policy = &policyConfig{File: c.Policy.File, URL: "https://mdm.example/p"} },
 		"admin.listen": func(c *config) { c.Admin = &adminConfig{Listen: "0.0.0.0:9090"} },
+		"roll.asa":     func(c *config) { c.Roll = rollSection(f, func(r *rollConfig) { r.ASA = "" }) },
+		"roll.bind_password": func(c *config) {
+			c.Roll = rollSection(f, func(r *rollConfig) { r.BindKeytab = filepath.Join(f.dir, "admin.token") })
+		},
+		"roll.servers[1]": func(c *config) {
+			c.Roll = rollSection(f, func(r *rollConfig) { r.WinRM.Address, r.Servers[0].WinRM = "", "cas1:5985" })
+		},
+		"roll.every": func(c *config) { c.Roll = rollSection(f, func(r *rollConfig) { r.Every = "monthly" }) },
+		"roll.lease": func(c *config) { c.Roll = rollSection(f, func(r *rollConfig) { r.Lease = "1m" }) },
 	} {
 		c := f.conf
 		mutate(&c)
 		path := f.writeConfig(t, c)
-		out, err := exec.Command(f.bin, "-config", path).CombinedOutput()
+		// A configuration that passes by mistake would serve: bounded.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, f.bin, "-config", path).CombinedOutput()
+		cancel()
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		if err == nil || len(lines) != 1 || !strings.Contains(lines[0], "config: "+field+":") {
 			t.Errorf("%s: %v %q", field, err, out)
@@ -378,6 +371,15 @@ func TestGatewayConfigErrors(t *testing.T) {
 		t.Errorf("exit: %v", err)
 	}
 	pr.done <- nil
+}
+
+// rollSection is a valid roll section, changed by mutate.
+func rollSection(f *fixture, mutate func(*rollConfig)) *rollConfig {
+	r := &rollConfig{AD: siteconfig.AD{LDAPURL: f.lab.LDAPSURL(), BindUser: f.lab.AdminBindName(),
+		BindPassword: siteconfig.Secret{File: filepath.Join(f.dir, "svc.password")}},
+		ASA: "EXCHASA", Servers: []siteconfig.Server{{Name: "CAS1"}, {Name: "CAS2"}}, WinRM: siteconfig.WinRM{Address: "cas1:5985"}}
+	mutate(r)
+	return r
 }
 
 // TestGatewayPolicyFromMDM: the policy comes from an MDM over HTTPS with a

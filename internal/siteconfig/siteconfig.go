@@ -83,17 +83,26 @@ type AD struct {
 	Realm string `json:"realm,omitempty"`
 }
 
-// Check says the first field that is missing or contradicts another.
+// FieldError is a field that is missing or contradicts another.
+type FieldError struct {
+	Field string // its JSON name
+	Why   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Why }
+
+// Check returns a *FieldError for the first field that is missing or
+// contradicts another.
 func (a AD) Check() error {
 	switch {
 	case a.LDAPURL == "":
-		return errors.New("ldap_url: required")
+		return &FieldError{"ldap_url", "required"}
 	case a.BindUser == "":
-		return errors.New("bind_user: required")
+		return &FieldError{"bind_user", "required"}
 	case a.BindPassword.Set() == (a.BindKeytab != ""):
-		return errors.New("bind_password: give bind_password or bind_keytab, not both")
+		return &FieldError{"bind_password", "give bind_password or bind_keytab, not both"}
 	case len(a.KDCs) > 0 && a.Krb5Conf != "":
-		return errors.New("kdcs: give kdcs or krb5_conf, not both")
+		return &FieldError{"kdcs", "give kdcs or krb5_conf, not both"}
 	}
 	return nil
 }

@@ -8,10 +8,13 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/deploy"
 	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/seg"
 	"github.com/segkcd/segkcd/winrs"
 )
 
@@ -61,11 +64,26 @@ func Example() {
 }
 
 // Every replica of an MDM backend runs a Roller; one of them rolls the
-// ASA's password every 21 days.
+// ASA's password every 21 days. Its state goes to Prometheus and to an
+// admin endpoint (seg.Admin's Roll hook serves it as GET /v1/roll).
 func ExampleRoller() {
 	var d *deploy.Deployment // as in the package example
 	r := &deploy.Roller{Deployment: d, Every: 21 * 24 * time.Hour}
+	if err := r.RegisterMetrics(prometheus.DefaultRegisterer); err != nil {
+		log.Fatal(err)
+	}
 	go r.Run(context.Background())
+	admin := &seg.Admin{Roll: func() any { return r.Status() }}
+	_ = admin
+}
+
+// A roll's state before its first check: nothing known yet but the
+// replica, the ASA and the schedule.
+func ExampleRoller_Status() {
+	r := &deploy.Roller{Deployment: &deploy.Deployment{ASA: "EXCHASA"}, Name: "gw-1", Every: 21 * 24 * time.Hour}
+	st := r.Status()
+	fmt.Println(st.Replica, st.ASA, st.Every, st.LastCheck.IsZero(), st.OK)
+	// Output: gw-1 EXCHASA$ 504h0m0s true false
 }
 
 // The SPNs a deployment registers and delegates to.

@@ -118,6 +118,13 @@ func TestRollerTwoReplicas(t *testing.T) {
 			t.Errorf("after the roll, %s says %+v", r.Name, st)
 		}
 	}
+	// Check reads the same, and changes nothing.
+	kv := kvno(t, e.d)
+	rc, err := rollers[0].Check(ctxT(t))
+	if err != nil || !rc.Journal.Done || len(rc.Servers) != 2 || !rc.Servers[0].LatestIsCurrent || !rc.Servers[1].LatestIsCurrent ||
+		!rc.Due.Equal(rc.PasswordSet.Add(time.Hour)) || time.Since(rc.PasswordSet) > time.Minute || kvno(t, e.d) != kv {
+		t.Fatalf("Check: %+v %v", rc, err)
+	}
 	if _, err := e.d.Verify(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}

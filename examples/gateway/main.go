@@ -21,6 +21,11 @@
 // user, by delegation), a TLS handshake with each Exchange server, and the
 // policy. It prints one line per check (ok, WARN or FAIL, with a hint) and
 // exits 0 when none failed, else 1.
+//
+// With a roll section the gateway also rolls the ASA's password
+// (deploy.Roller): every replica checks, exactly one rolls, a roll whose
+// replica died is finished by another after the lease; GET /v1/roll on
+// the admin API and the segkcd_asa_roll_* metrics say how it stands.
 package main
 
 import (

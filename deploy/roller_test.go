@@ -84,8 +84,27 @@ func TestRollerTwoReplicas(t *testing.T) {
 			changes[i], errs[i] = r.RollIfDue(ctxT(t))
 		}()
 	}
+	// An admin API reads the state while the checks run (-race).
+	stop := make(chan struct{})
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				for _, r := range rollers {
+					_ = r.Status()
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
 	close(start)
 	wg.Wait()
+	close(stop)
+	<-polled
 	rolled := 0
 	for i := range rollers {
 		if errs[i] != nil {

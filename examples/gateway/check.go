@@ -16,6 +16,7 @@ import (
 
 	krb5config "github.com/jcmturner/gokrb5/v8/config"
 
+	"github.com/segkcd/segkcd/internal/siteconfig"
 	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/seg"
 )
@@ -211,7 +212,7 @@ func (k *checker) tickets(ctx context.Context) {
 func (k *checker) upstreams(ctx context.Context) {
 	conf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if k.c.ExchangeCAFile != "" {
-		pool, err := loadPool(k.c.ExchangeCAFile)
+		pool, err := siteconfig.Pool(k.c.ExchangeCAFile)
 		if err != nil {
 			k.line("exchange_ca_file", "", err, "")
 			return

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/segkcd/segkcd/internal/siteconfig"
 	"github.com/segkcd/segkcd/seg"
 )
 
@@ -143,7 +143,7 @@ func (p *policyConfig) check() error {
 		}
 	}
 	if p.CAFile != "" {
-		if _, err := loadPool(p.CAFile); err != nil {
+		if _, err := siteconfig.Pool(p.CAFile); err != nil {
 			return bad("policy.ca_file", "%v", err)
 		}
 	}
@@ -224,7 +224,7 @@ func (c *config) check(plainHTTP bool) error {
 		return bad("crl_files", "required with client_ca_files: a revoked device must be refused")
 	}
 	for _, f := range c.ClientCAFiles {
-		if _, err := loadPool(f); err != nil {
+		if _, err := siteconfig.Pool(f); err != nil {
 			return bad("client_ca_files", "%v", err)
 		}
 	}
@@ -271,7 +271,7 @@ func (c *config) check(plainHTTP bool) error {
 		}
 	}
 	if c.ExchangeCAFile != "" {
-		if _, err := loadPool(c.ExchangeCAFile); err != nil {
+		if _, err := siteconfig.Pool(c.ExchangeCAFile); err != nil {
 			return bad("exchange_ca_file", "%v", err)
 		}
 	}
@@ -338,20 +338,6 @@ func (c *config) upstreams() []*seg.Upstream {
 		ups = append(ups, &seg.Upstream{URL: u, SPN: uc.SPN})
 	}
 	return ups
-}
-
-func loadPool(files ...string) (*x509.CertPool, error) {
-	pool := x509.NewCertPool()
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("%s: no PEM certificate", f)
-		}
-	}
-	return pool, nil
 }
 
 func (c *config) password() (string, error) {

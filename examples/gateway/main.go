@@ -53,6 +53,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/segkcd/segkcd/internal/siteconfig"
 	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/seg"
 )
@@ -200,7 +201,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 	}
 	upstreamTLS := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.ExchangeCAFile != "" {
-		if upstreamTLS.RootCAs, err = loadPool(c.ExchangeCAFile); err != nil {
+		if upstreamTLS.RootCAs, err = siteconfig.Pool(c.ExchangeCAFile); err != nil {
 			return nil, bad("exchange_ca_file", "%v", err)
 		}
 	}
@@ -339,7 +340,7 @@ func (g *gateway) setPolicy(names seg.Names) error {
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
 	if pc.CAFile != "" {
-		pool, err := loadPool(pc.CAFile)
+		pool, err := siteconfig.Pool(pc.CAFile)
 		if err != nil {
 			return bad("policy.ca_file", "%v", err)
 		}
@@ -382,7 +383,7 @@ func (g *gateway) loadTLS() error {
 		st.cert = &cert
 	}
 	if len(g.c.ClientCAFiles) > 0 {
-		pool, err := loadPool(g.c.ClientCAFiles...)
+		pool, err := siteconfig.Pool(g.c.ClientCAFiles...)
 		if err != nil {
 			return bad("client_ca_files", "%v", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/deploy"
 	"github.com/segkcd/segkcd/exchange"
 	"github.com/segkcd/segkcd/internal/siteconfig"
@@ -43,12 +44,39 @@ func TestGatewayRoll(t *testing.T) {
 	h := winrstest.NewHost("cas1")
 	h.AddExchangeServer("CAS1", winrstest.Exchange2019)
 	h.AddExchangeServer("CAS2", winrstest.Exchange2016)
+	// Once armed (started is set), the host kills the replica that
+	// claimed the roll as soon as CAS1 holds its new password: it calls
+	// AfterRun before it answers the script that set it, so the replica
+	// dies mid-roll.
+	var mu sync.Mutex
+	var started, killed string
+	procs := map[string]*process{}
+	var conn *ad.Conn
+	h.AfterRun = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if started == "" || killed != "" || h.ASA("CAS1")[0].Password == started {
+			return
+		}
+		note, err := conn.ReadNote(context.Background(), "GWRASA$")
+		j, jerr := deploy.ParseJournal(note)
+		pr := procs[j.Owner]
+		if err != nil || jerr != nil || pr == nil {
+			t.Errorf("CAS1 changed, yet the note names no replica: %q %v %v", note, err, jerr)
+			killed = "?"
+			return
+		}
+		killed = j.Owner
+		pr.cmd.Process.Signal(syscall.SIGKILL)
+		err = <-pr.done // the reader has seen it exit
+		pr.done <- err
+	}
 	ts := winrstest.StartTest(t, h)
 	sh, err := winrs.New(ts.ClientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := l.Dial(ctx)
+	conn, err = l.Dial(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +96,7 @@ func TestGatewayRoll(t *testing.T) {
 	if _, err := d.Apply(ctx, plan); err != nil {
 		t.Fatal(err)
 	}
-	started := h.ASA("CAS1")[0].Password
+	first := h.ASA("CAS1")[0].Password
 
 	// The roll section, once with a password and once with a keytab.
 	write := func(name string, b []byte) string {
@@ -91,14 +119,13 @@ func TestGatewayRoll(t *testing.T) {
 			ASA: "GWRASA", Servers: []siteconfig.Server{{Name: "CAS1"}, {Name: "CAS2"}},
 			WinRM: siteconfig.WinRM{Address: ts.Addr(), User: ts.User, Password: siteconfig.Secret{File: write("winrm.pw", []byte(ts.Password+"\n"))},
 				TestHost: true},
-			Every: "15s", Lease: "8s", Interval: "1s", Name: name}
+			Every: "20s", Lease: "8s", Interval: "1s", Name: name}
 	}
 	a, b := section("replica-a"), section("replica-b")
 	a.BindPassword = siteconfig.Secret{File: write("bind.pw", []byte(l.AdminPassword+"\n"))}
 	b.BindKeytab = write("bind.keytab", ktb)
 
 	// -check reads it all and changes nothing.
-	procs := map[string]*process{}
 	var order []string
 	for _, rc := range []*rollConfig{a, b} {
 		c := f.conf
@@ -112,35 +139,18 @@ func TestGatewayRoll(t *testing.T) {
 			}
 		}
 		t.Logf("gateway -check with %s's roll section:\n%s", rc.Name, grepLines(string(out), "roll"))
-		procs[rc.Name] = f.startCmd(t, exec.Command(f.bin, "-config", path))
+		pr := f.startCmd(t, exec.Command(f.bin, "-config", path))
+		mu.Lock()
+		procs[rc.Name] = pr
+		mu.Unlock()
 		order = append(order, rc.Name)
 	}
-	if h.ASA("CAS1")[0].Password != started {
+	if h.ASA("CAS1")[0].Password != first {
 		t.Fatal("-check or a start changed a server")
 	}
-
-	// Kill the replica that claimed the roll as soon as CAS1 holds its
-	// new password: the WS-Man host calls AfterRun before it answers the
-	// script that set it, so the replica dies mid-roll.
-	var mu sync.Mutex
-	var killed string
-	h.AfterRun = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if killed != "" || h.ASA("CAS1")[0].Password == started {
-			return
-		}
-		note, err := conn.ReadNote(context.Background(), "GWRASA$")
-		j, jerr := deploy.ParseJournal(note)
-		if err != nil || jerr != nil || procs[j.Owner] == nil {
-			t.Errorf("CAS1 changed, yet the note names no replica: %q %v %v", note, err, jerr)
-			killed = "?"
-			return
-		}
-		killed = j.Owner
-		procs[j.Owner].cmd.Process.Signal(syscall.SIGKILL)
-		procs[j.Owner].cmd.Process.Wait()
-	}
+	mu.Lock()
+	started = first
+	mu.Unlock()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		mu.Lock()
@@ -220,7 +230,7 @@ func TestGatewayRoll(t *testing.T) {
 	}
 	st := status()
 	if !st.OK || st.ASA != "GWRASA$" || st.Replica != survivor || time.Since(st.LastRoll) > time.Minute ||
-		!st.NextRoll.Equal(st.LastRoll.Add(15*time.Second)) || st.NextCheck.Before(st.LastCheck) || st.Every != "15s" {
+		!st.NextRoll.Equal(st.LastRoll.Add(20*time.Second)) || st.NextCheck.Before(st.LastCheck) || st.Every != "20s" {
 		t.Errorf("status after the roll: %+v", st)
 	}
 	_, metrics := f.admin(t, sp, "/metrics", true)
@@ -252,7 +262,7 @@ func TestGatewayRoll(t *testing.T) {
 	code, body := f.admin(t, cp, "/v1/roll", true)
 	var cst deploy.RollStatus
 	if code != 200 || json.Unmarshal([]byte(body), &cst) != nil || cst.OK || cst.Failures != 1 || cst.LastError == "" ||
-		!strings.HasPrefix(cst.Hint, "roll section: ") || cst.ASA != "GWRASA$" || cst.Every != "15s" || cst.Replica != "replica-c" || cst.NextCheck.IsZero() {
+		!strings.HasPrefix(cst.Hint, "roll section: ") || cst.ASA != "GWRASA$" || cst.Every != "20s" || cst.Replica != "replica-c" || cst.NextCheck.IsZero() {
 		t.Errorf("/v1/roll of a replica that cannot bind: %d %s", code, body)
 	}
 	t.Logf("-check with a wrong bind password:\n%s\n/v1/roll of that replica: %s", grepLines(string(out), ""), body)

@@ -288,9 +288,23 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 	}
 	org, roll := d.org(), d.roll()
 	var res *exchange.RollResult
-	if takeover && j.Roll.Source != "" {
+	reached := false // the taken-over roll had reached AD and every server
+	switch {
+	case takeover && fileTime(acct.PasswordLastSet).After(j.Claimed):
+		// AD's password was set after the claim: the dead replica's roll
+		// got that far. If every server holds it as Latest, only the
+		// journal was left; another roll now would be a needless one.
+		states, cerr := org.CheckASA(ctx, roll)
+		reached = cerr == nil
+		for _, st := range states {
+			reached = reached && st.LatestIsCurrent
+		}
+		if !reached {
+			res, err = org.RollASAPassword(ctx, roll)
+		}
+	case takeover && j.Roll.Source != "":
 		res, err = org.ResumeJournal(ctx, j.Roll, roll)
-	} else {
+	default:
 		res, err = org.RollASAPassword(ctx, roll)
 	}
 	if res != nil {
@@ -332,7 +346,10 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 	}
 	ch.Action = segkcd.Modified
 	ch.Details = []string{fmt.Sprintf("password was %s old; new one on %s, then in AD", age.Round(time.Second), strings.Join(roll.Servers, ", "))}
-	if takeover {
+	switch {
+	case reached:
+		ch.Details = []string{"the roll " + j.Owner + " started had reached every server and AD; recorded it as done"}
+	case takeover:
 		ch.Details = append(ch.Details, "finished the roll "+j.Owner+" started")
 	}
 	log.Info("ASA password rolled", "servers", roll.Servers)

@@ -242,6 +242,44 @@ func btoi(b bool) int {
 	return 0
 }
 
+// A replica died after its roll reached every server and AD, before it
+// marked the journal done: the survivor records it as done after the
+// lease, and does not roll again.
+func TestRollerTakesOverARollThatReachedAD(t *testing.T) {
+	e := newEnv(t, "reach")
+	e.applied(t)
+	ctx := ctxT(t)
+	d := e.replica(t)
+	asa := d.ASA + "$"
+	claim, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "died-late", Claimed: time.Now()})
+	if _, err := d.AD.SwapNote(ctx, asa, "", string(claim)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // pwdLastSet has a clock of its own: after the claim, clearly
+	roll := exchange.Roll{Servers: []string{"CAS1", "CAS2"}, User: e.l.Domain + `\` + asa, AD: d.AD, Kerberos: d.Kerberos}
+	if _, err := (&exchange.Org{Shell: d.Servers[0].Shell}).RollASAPassword(ctx, roll); err != nil {
+		t.Fatal(err)
+	}
+	rolled := kvno(t, d)
+	latest := e.hosts[0].Host.ASA("CAS1")[0].Password
+	r := &deploy.Roller{Deployment: d, Every: time.Hour, Lease: 2 * time.Second, Name: "survivor"}
+	time.Sleep(2500 * time.Millisecond)
+	ch, err := r.RollIfDue(ctx)
+	if err != nil || !ch.Changed() || !strings.Contains(ch.String(), "had reached every server and AD") {
+		t.Fatalf("takeover: %v %v", ch, err)
+	}
+	if kvno(t, d) != rolled || e.hosts[0].Host.ASA("CAS1")[0].Password != latest {
+		t.Fatal("the takeover rolled again")
+	}
+	note, _ := d.AD.ReadNote(ctx, asa)
+	if j, err := deploy.ParseJournal(note); err != nil || !j.Done || j.Owner != "survivor" {
+		t.Fatalf("journal %q %v", note, err)
+	}
+	if st := r.Status(); st.Rolls != 1 || !st.OK {
+		t.Fatalf("status %+v", st)
+	}
+}
+
 // FuzzParseJournal feeds arbitrary notes to ParseJournal (anyone who may
 // write the ASA's Notes chooses them): a Journal or ErrForeignNote, never
 // a panic. Seed corpus: testdata/fuzz/FuzzParseJournal.

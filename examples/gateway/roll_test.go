@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -27,16 +28,19 @@ import (
 // TestGatewayRoll: two replicas of the program with the same roll
 // section (one binding to AD with a password, the other with a keytab)
 // against the lab's AD and a WS-Man test host (a model of Windows with an
-// Exchange organisation, not a real Exchange). When the ASA's password
-// comes due, exactly one claims the roll; the test kills it (SIGKILL) the
-// moment its new password reached CAS1, before CAS2 and AD have it. The
-// other sees the open claim, takes it over after the lease, and finishes
-// the roll with the password the dead one started; /v1/roll and /metrics
-// say so, and devices are served throughout.
+// Exchange organisation, not a real Exchange). Each time the ASA's password
+// comes due, exactly one replica claims the roll, and the test kills it
+// (SIGKILL) at a step boundary of the roll: once CAS1 holds the new
+// password, once CAS2 holds it too, once AD holds it but the journal is
+// not done. Each time the other replica reports the open claim, takes it
+// over after the lease and finishes with the password the dead one
+// started (or, when it had reached AD, records it as done); the dead one
+// is started again for the next round. /v1/roll and /metrics say so, and
+// devices are served throughout.
 func TestGatewayRoll(t *testing.T) {
 	f := newFixture(t)
 	l := f.lab
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 
 	// The site as provision leaves it: an ASA whose password CAS1 and
@@ -44,25 +48,26 @@ func TestGatewayRoll(t *testing.T) {
 	h := winrstest.NewHost("cas1")
 	h.AddExchangeServer("CAS1", winrstest.Exchange2019)
 	h.AddExchangeServer("CAS2", winrstest.Exchange2016)
-	// Once armed (started is set), the host kills the replica that
-	// claimed the roll as soon as CAS1 holds its new password: it calls
-	// AfterRun before it answers the script that set it, so the replica
-	// dies mid-roll.
+	// While hit is set, the host kills the replica that claimed the roll
+	// as soon as hit says the roll has reached its step: the host calls
+	// AfterRun before it answers the script, so the replica dies there.
 	var mu sync.Mutex
-	var started, killed string
+	var hit func() bool
+	var killed string
 	procs := map[string]*process{}
 	var conn *ad.Conn
 	h.AfterRun = func() {
 		mu.Lock()
 		defer mu.Unlock()
-		if started == "" || killed != "" || h.ASA("CAS1")[0].Password == started {
+		if hit == nil || !hit() {
 			return
 		}
+		hit = nil
 		note, err := conn.ReadNote(context.Background(), "GWRASA$")
 		j, jerr := deploy.ParseJournal(note)
 		pr := procs[j.Owner]
-		if err != nil || jerr != nil || pr == nil {
-			t.Errorf("CAS1 changed, yet the note names no replica: %q %v %v", note, err, jerr)
+		if err != nil || jerr != nil || pr == nil || j.Done {
+			t.Errorf("the roll reached its step, yet the note names no replica rolling: %q %v %v", note, err, jerr)
 			killed = "?"
 			return
 		}
@@ -127,6 +132,7 @@ func TestGatewayRoll(t *testing.T) {
 
 	// -check reads it all and changes nothing.
 	var order []string
+	paths := map[string]string{}
 	for _, rc := range []*rollConfig{a, b} {
 		c := f.conf
 		c.Roll = rc
@@ -141,109 +147,159 @@ func TestGatewayRoll(t *testing.T) {
 		t.Logf("gateway -check with %s's roll section:\n%s", rc.Name, grepLines(string(out), "roll"))
 		pr := f.startCmd(t, exec.Command(f.bin, "-config", path))
 		mu.Lock()
-		procs[rc.Name] = pr
+		procs[rc.Name], paths[rc.Name] = pr, path
 		mu.Unlock()
 		order = append(order, rc.Name)
 	}
 	if h.ASA("CAS1")[0].Password != first {
 		t.Fatal("-check or a start changed a server")
 	}
-	mu.Lock()
-	started = first
-	mu.Unlock()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	proc := func(name string) *process {
 		mu.Lock()
-		k := killed
-		mu.Unlock()
-		if k != "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no roll started within a minute:\n%s\n%s", procs["replica-a"].log(), procs["replica-b"].log())
-		}
-		time.Sleep(50 * time.Millisecond)
+		defer mu.Unlock()
+		return procs[name]
 	}
-	if killed == "?" {
-		t.FailNow()
-	}
-	half := h.ASA("CAS1")[0].Password
-	if h.ASA("CAS2")[0].Password != started {
-		t.Fatal("killed after CAS2 had the new password too: not mid-roll")
-	}
-	survivor := order[0]
-	if survivor == killed {
-		survivor = order[1]
-	}
-	sp := procs[survivor]
-
-	// The survivor first leaves the fresh claim alone, then takes it over.
-	status := func() deploy.RollStatus {
-		code, body := f.admin(t, sp, "/v1/roll", true)
+	status := func(name string) deploy.RollStatus {
+		code, body := f.admin(t, proc(name), "/v1/roll", true)
 		var st deploy.RollStatus
 		if code != 200 || json.Unmarshal([]byte(body), &st) != nil {
-			t.Fatalf("/v1/roll: %d %s", code, body)
+			t.Fatalf("/v1/roll of %s: %d %s", name, code, body)
 		}
 		return st
 	}
-	sawClaim := false
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		st := status()
-		sawClaim = sawClaim || st.RollingBy == killed
-		if st.Rolls == 1 {
-			break
+	kvno := func() int {
+		acct, err := conn.FindAccount(ctx, "GWRASA$")
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not finish the roll: %+v\n%s", survivor, st, sp.log())
-		}
-		time.Sleep(200 * time.Millisecond)
+		return acct.KeyVersion
 	}
-	if !sawClaim {
-		t.Errorf("%s never reported %s's open claim", survivor, killed)
-	}
-	sp.wait(t, `"msg":"taking over an unfinished ASA roll"`)
-	t.Logf("%s killed mid-roll; %s took over:\n%s", killed, survivor, grepLines(sp.log(), "roll"))
-
-	// The roll finished with the dead replica's password, everywhere.
-	for _, s := range []string{"CAS1", "CAS2"} {
-		if c := h.ASA(s); len(c) < 2 || c[0].Password != half || c[1].Password != started {
-			t.Fatalf("%s does not hold the started roll's password as Latest and the old one as Previous", s)
-		}
-	}
-	states, err := (&exchange.Org{Shell: sh}).CheckASA(ctx, exchange.Roll{Servers: []string{"CAS1", "CAS2"},
-		User: l.Domain + `\GWRASA$`, AD: conn, Kerberos: d.Kerberos})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, st := range states {
-		if !st.LatestIsCurrent {
-			t.Fatalf("after the takeover: %s", st)
-		}
-	}
-	note, err := conn.ReadNote(ctx, "GWRASA$")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if j, err := deploy.ParseJournal(note); err != nil || !j.Done || j.Owner != survivor {
-		t.Fatalf("journal %q %v", note, err)
-	}
-	st := status()
-	if !st.OK || st.ASA != "GWRASA$" || st.Replica != survivor || time.Since(st.LastRoll) > time.Minute ||
-		!st.NextRoll.Equal(st.LastRoll.Add(20*time.Second)) || st.NextCheck.Before(st.LastCheck) || st.Every != "20s" {
-		t.Errorf("status after the roll: %+v", st)
-	}
-	_, metrics := f.admin(t, sp, "/metrics", true)
-	for _, want := range []string{`segkcd_asa_rolls_total{asa="GWRASA$"} 1`, `segkcd_asa_roll_last_check_ok{asa="GWRASA$"} 1`,
-		`segkcd_asa_roll_next_roll_timestamp_seconds{asa="GWRASA$"}`} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %s", want)
-		}
-	}
-	// Devices were served by the survivor all along.
 	netrc := write("roll.netrc", []byte("machine 127.0.0.1 login alice password "+lab.UserPassword+"\n"))
-	if code, _ := f.curl(t, sp, "Cmd=FolderSync&User=alice&DeviceId=ROLLPHONE&DeviceType=iPhone", "--netrc-file", netrc); code != 200 {
-		t.Errorf("a device during the roll: %d", code)
+	var passwords []string
+	for round, step := range []struct {
+		name string
+		hit  func(before string, kv int) bool
+	}{
+		{"CAS1 holds the new password", func(before string, kv int) bool { return h.ASA("CAS1")[0].Password != before }},
+		{"CAS2 holds it too, AD not yet", func(before string, kv int) bool { return h.ASA("CAS2")[0].Password != before }},
+		{"AD holds it, the journal is not done", func(before string, kv int) bool { return kvno() != kv }},
+	} {
+		before, kv := h.ASA("CAS1")[0].Password, kvno()
+		rolls, logged := map[string]int{}, map[string]int{}
+		for _, name := range order {
+			rolls[name] = status(name).Rolls
+			logged[name] = strings.Count(proc(name).log(), `"msg":"ASA roll"`)
+		}
+		mu.Lock()
+		killed, hit = "", func() bool { return step.hit(before, kv) }
+		mu.Unlock()
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			mu.Lock()
+			k := killed
+			mu.Unlock()
+			if k != "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: no roll reached %q:\n%s\n%s", round, step.name, proc("replica-a").log(), proc("replica-b").log())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if killed == "?" {
+			t.FailNow()
+		}
+		rolled := h.ASA("CAS1")[0].Password
+		passwords = append(passwords, before, rolled)
+		switch c2, kv2 := h.ASA("CAS2")[0].Password, kvno(); {
+		case round == 0 && (c2 != before || kv2 != kv), round == 1 && (c2 != rolled || kv2 != kv), round == 2 && (c2 != rolled || kv2 == kv):
+			t.Fatalf("round %d: killed elsewhere than when %s", round, step.name)
+		}
+		survivor := order[0]
+		if survivor == killed {
+			survivor = order[1]
+		}
+
+		// The survivor first leaves the fresh claim alone, then takes it
+		// over; devices are served meanwhile.
+		if code, _ := f.curl(t, proc(survivor), "Cmd=FolderSync&User=alice&DeviceId=ROLLPHONE&DeviceType=iPhone", "--netrc-file", netrc); code != 200 {
+			t.Errorf("round %d: a device during the roll: %d", round, code)
+		}
+		sawClaim := false
+		deadline = time.Now().Add(60 * time.Second)
+		for {
+			st := status(survivor)
+			sawClaim = sawClaim || st.RollingBy == killed
+			if st.Rolls == rolls[survivor]+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %s did not finish the roll: %+v\n%s", round, survivor, st, proc(survivor).log())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !sawClaim {
+			t.Errorf("round %d: %s never reported %s's open claim", round, survivor, killed)
+		}
+		// Its log line (written within 200 ms).
+		var took string
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if log := proc(survivor).log(); strings.Count(log, `"msg":"ASA roll"`) > logged[survivor] {
+				took = grepLines(log, `"msg":"ASA roll"`)
+				break
+			}
+		}
+		t.Logf("round %d: %s killed when %s; %s took over:\n%s", round, killed, step.name, survivor, took[strings.LastIndexByte(took, '\n')+1:])
+		if round == 2 && !strings.HasSuffix(took, "had reached every server and AD; recorded it as done)\"}") {
+			t.Errorf("round 2: the roll that had reached AD was not recorded as done: %s", took)
+		}
+
+		// The roll finished with the dead replica's password, everywhere,
+		// the old one kept as Previous (tickets still in use decrypt).
+		for _, s := range []string{"CAS1", "CAS2"} {
+			if c := h.ASA(s); len(c) < 2 || c[0].Password != rolled || c[1].Password != before {
+				t.Fatalf("round %d: %s does not hold the started roll's password as Latest and the old one as Previous", round, s)
+			}
+		}
+		states, err := (&exchange.Org{Shell: sh}).CheckASA(ctx, exchange.Roll{Servers: []string{"CAS1", "CAS2"},
+			User: l.Domain + `\GWRASA$`, AD: conn, Kerberos: d.Kerberos})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range states {
+			if !st.LatestIsCurrent {
+				t.Fatalf("round %d: after the takeover: %s", round, st)
+			}
+		}
+		note, err := conn.ReadNote(ctx, "GWRASA$")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j, err := deploy.ParseJournal(note); err != nil || !j.Done || j.Owner != survivor {
+			t.Fatalf("round %d: journal %q %v", round, note, err)
+		}
+		st := status(survivor)
+		if !st.OK || st.ASA != "GWRASA$" || st.Replica != survivor || time.Since(st.LastRoll) > time.Minute ||
+			!st.NextRoll.Equal(st.LastRoll.Add(20*time.Second)) || st.NextCheck.Before(st.LastCheck) || st.Every != "20s" {
+			t.Errorf("round %d: status after the roll: %+v", round, st)
+		}
+		_, metrics := f.admin(t, proc(survivor), "/metrics", true)
+		for _, want := range []string{fmt.Sprintf(`segkcd_asa_rolls_total{asa="GWRASA$"} %d`, st.Rolls),
+			`segkcd_asa_roll_last_check_ok{asa="GWRASA$"} 1`, `segkcd_asa_roll_next_roll_timestamp_seconds{asa="GWRASA$"}`} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("round %d: metrics lack %s", round, want)
+			}
+		}
+		for _, s := range append([]string{l.AdminPassword, ts.Password}, passwords...) {
+			if strings.Contains(proc(survivor).log()+proc(killed).log()+metrics, s) {
+				t.Fatalf("round %d: a password is in a log or the metrics", round)
+			}
+		}
+		// The dead replica is started again for the next round.
+		pr := f.startCmd(t, exec.Command(f.bin, "-config", paths[killed]))
+		mu.Lock()
+		procs[killed] = pr
+		mu.Unlock()
 	}
 
 	// A replica that cannot bind says so in /v1/roll, with a hint, and
@@ -272,12 +328,9 @@ func TestGatewayRoll(t *testing.T) {
 	if code, _ := f.curl(t, cp, "Cmd=FolderSync&User=alice&DeviceId=ROLLPHONE&DeviceType=iPhone", "--netrc-file", netrc); code != 200 {
 		t.Errorf("a device at the replica that cannot roll: %d", code)
 	}
-	for _, s := range []string{l.AdminPassword, ts.Password, half, started, "Not-The-Passw0rd!"} {
+	for _, s := range append([]string{l.AdminPassword, ts.Password, "Not-The-Passw0rd!"}, passwords...) {
 		if strings.Contains(string(out)+cp.log()+body, s) {
 			t.Fatal("a password is in -check's output, a log or /v1/roll")
-		}
-		if strings.Contains(sp.log()+procs[killed].log(), s) || strings.Contains(metrics, s) {
-			t.Fatal("a password is in a log or the metrics")
 		}
 	}
 }

@@ -26,7 +26,8 @@ import (
 )
 
 // TestGatewayRoll: two replicas of the program with the same roll
-// section (one binding to AD with a password, the other with a keytab)
+// section (one binding to AD with a password and to WinRM with NTLM, the
+// other with a keytab for both: GSSAPI to AD, Kerberos to WinRM)
 // against the lab's AD and a WS-Man test host (a model of Windows with an
 // Exchange organisation, not a real Exchange). Each time the ASA's password
 // comes due, exactly one replica claims the roll, and the test kills it
@@ -129,6 +130,14 @@ func TestGatewayRoll(t *testing.T) {
 	a, b := section("replica-a"), section("replica-b")
 	a.BindPassword = siteconfig.Secret{File: write("bind.pw", []byte(l.AdminPassword+"\n"))}
 	b.BindKeytab = write("bind.keytab", ktb)
+	// b has no password at all: it logs on to WinRM with Kerberos too, to
+	// the host's HTTP/ SPN (the listener is an address, so it is named).
+	spn, hostKT, err := l.HTTPHost(ctx, "GWCAS1", "Gw-Cas1-Host-Passw0rd-0123456789!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.AcceptKerberos(&kerberos.Acceptor{Keytab: hostKT})
+	b.WinRM = siteconfig.WinRM{Address: ts.Addr(), Auth: "kerberos", SPN: spn, TestHost: true}
 
 	// -check reads it all and changes nothing.
 	var order []string
@@ -300,6 +309,10 @@ func TestGatewayRoll(t *testing.T) {
 		mu.Lock()
 		procs[killed] = pr
 		mu.Unlock()
+	}
+
+	if users := ts.KerberosUsers(); len(users) == 0 || users[0] != l.AdminUser+"@"+l.Realm {
+		t.Errorf("replica-b did not log on to WinRM with Kerberos: %v", users)
 	}
 
 	// A replica that cannot bind says so in /v1/roll, with a hint, and

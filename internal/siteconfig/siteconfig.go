@@ -228,6 +228,9 @@ type Server struct {
 	Name    string `json:"name"`              // CAS1
 	Version string `json:"version,omitempty"` // optional: 2013, 2016, 2019/SE
 	WinRM   string `json:"winrm,omitempty"`   // host[:port] of its listener; default: winrm.address
+	// SPN of its listener for Kerberos logons; default HTTP/<host of
+	// winrm> (when winrm is empty, winrm.spn applies).
+	SPN string `json:"spn,omitempty"`
 }
 
 // WinRM is how to log on to the servers' WinRM listeners.
@@ -239,6 +242,10 @@ type WinRM struct {
 	TLS      bool   `json:"tls,omitempty"`       // HTTPS (5986); without it NTLM and Kerberos seal every message
 	CAFile   string `json:"ca_file,omitempty"`   // the listener's CA
 	TestHost bool   `json:"test_host,omitempty"` // segkcd's WS-Man test host, a model of Windows: said in every report
+	// SPN of the listener at Address for Kerberos logons; default
+	// HTTP/<host of Address> (set it when Address is an IP address or a
+	// name that is not the host's).
+	SPN string `json:"spn,omitempty"`
 }
 
 // Shells makes a WinRM client per listener and the servers of a
@@ -253,16 +260,16 @@ func (w WinRM) Shells(servers []Server, conn *Conn, bindUser string) (out []depl
 		if s.Name == "" {
 			return nil, nil, errors.New("servers: a server without a name")
 		}
-		addr := s.WinRM
+		addr, spn := s.WinRM, s.SPN
 		if addr == "" {
-			addr = w.Address
+			addr, spn = w.Address, w.SPN
 		}
 		if addr == "" {
 			return nil, nil, fmt.Errorf("server %s: no WinRM address (servers[].winrm or winrm.address)", s.Name)
 		}
 		sh, ok := shells[addr]
 		if !ok {
-			if sh, err = w.shell(addr, conn, bindUser); err != nil {
+			if sh, err = w.shell(addr, spn, conn, bindUser); err != nil {
 				return nil, nil, fmt.Errorf("server %s: %w", s.Name, err)
 			}
 			shells[addr] = sh
@@ -272,7 +279,7 @@ func (w WinRM) Shells(servers []Server, conn *Conn, bindUser string) (out []depl
 	if sh, ok := shells[w.Address]; ok {
 		exch = sh
 	} else if w.Address != "" {
-		if exch, err = w.shell(w.Address, conn, bindUser); err != nil {
+		if exch, err = w.shell(w.Address, w.SPN, conn, bindUser); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -280,7 +287,7 @@ func (w WinRM) Shells(servers []Server, conn *Conn, bindUser string) (out []depl
 }
 
 // shell is a WinRM client for one listener.
-func (w WinRM) shell(addr string, conn *Conn, bindUser string) (*winrs.Client, error) {
+func (w WinRM) shell(addr, spn string, conn *Conn, bindUser string) (*winrs.Client, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		host, port = addr, ""
@@ -322,7 +329,7 @@ func (w WinRM) shell(addr string, conn *Conn, bindUser string) (*winrs.Client, e
 		}
 		cfg.Auth = winrs.Basic{User: user, Password: pw}
 	case "kerberos":
-		cfg.Auth = winrs.Kerberos{Client: conn.Kerberos}
+		cfg.Auth = winrs.Kerberos{Client: conn.Kerberos, SPN: spn}
 	default:
 		return nil, fmt.Errorf("winrm.auth %q: ntlm, kerberos or basic", w.Auth)
 	}

@@ -280,6 +280,26 @@ func TestRollerTakesOverARollThatReachedAD(t *testing.T) {
 	}
 }
 
+// A claim dated in the future (someone who may write the note, or a
+// clock far off) does not hold off the roll: it is taken over at once.
+func TestRollerClaimFromTheFuture(t *testing.T) {
+	e := newEnv(t, "future")
+	e.applied(t)
+	ctx := ctxT(t)
+	d := e.replica(t)
+	asa := d.ASA + "$"
+	before := kvno(t, d)
+	claim, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "squatter", Claimed: time.Now().Add(24 * time.Hour)})
+	if _, err := d.AD.SwapNote(ctx, asa, "", string(claim)); err != nil {
+		t.Fatal(err)
+	}
+	r := &deploy.Roller{Deployment: d, Every: time.Hour, Name: "gw-1"}
+	ch, err := r.RollIfDue(ctx)
+	if err != nil || !ch.Changed() || kvno(t, d) != before+1 {
+		t.Fatalf("a claim from tomorrow held the roll off: %v %v", ch, err)
+	}
+}
+
 // FuzzParseJournal feeds arbitrary notes to ParseJournal (anyone who may
 // write the ASA's Notes chooses them): a Journal or ErrForeignNote, never
 // a panic. Seed corpus: testdata/fuzz/FuzzParseJournal.

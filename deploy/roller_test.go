@@ -45,6 +45,16 @@ func (e *env) replica(t *testing.T) *deploy.Deployment {
 	return &d
 }
 
+// claim writes a claim of owner, made at claimed, into the ASA's empty
+// note, as a replica that then died would leave it.
+func claim(t *testing.T, d *deploy.Deployment, owner string, claimed time.Time) {
+	t.Helper()
+	b, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: owner, Claimed: claimed})
+	if _, err := d.AD.SwapNote(ctxT(t), d.ASA+"$", "", string(b)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (e *env) applied(t *testing.T) {
 	t.Helper()
 	if _, err := e.d.Apply(ctxT(t), mustPlan(t, e.d)); err != nil {
@@ -163,10 +173,7 @@ func TestRollerTakesOverACrashedRoll(t *testing.T) {
 	if _, err := (&exchange.Org{Shell: d.Servers[0].Shell}).SetASA(ctx, "CAS1", e.l.Domain+`\`+asa, half); err != nil {
 		t.Fatal(err)
 	}
-	claim, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "crashed", Claimed: time.Now()})
-	if _, err := d.AD.SwapNote(ctx, asa, "", string(claim)); err != nil {
-		t.Fatal(err)
-	}
+	claim(t, d, "crashed", time.Now())
 	r := &deploy.Roller{Deployment: d, Every: time.Hour, Lease: 2 * time.Second, Name: "survivor"}
 	if ch, err := r.RollIfDue(ctx); err != nil || ch.Changed() {
 		t.Fatalf("took over a fresh claim: %v %v", ch, err)
@@ -251,10 +258,7 @@ func TestRollerTakesOverARollThatReachedAD(t *testing.T) {
 	ctx := ctxT(t)
 	d := e.replica(t)
 	asa := d.ASA + "$"
-	claim, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "died-late", Claimed: time.Now()})
-	if _, err := d.AD.SwapNote(ctx, asa, "", string(claim)); err != nil {
-		t.Fatal(err)
-	}
+	claim(t, d, "died-late", time.Now())
 	time.Sleep(1100 * time.Millisecond) // pwdLastSet has a clock of its own: after the claim, clearly
 	roll := exchange.Roll{Servers: []string{"CAS1", "CAS2"}, User: e.l.Domain + `\` + asa, AD: d.AD, Kerberos: d.Kerberos}
 	if _, err := (&exchange.Org{Shell: d.Servers[0].Shell}).RollASAPassword(ctx, roll); err != nil {
@@ -287,12 +291,8 @@ func TestRollerClaimFromTheFuture(t *testing.T) {
 	e.applied(t)
 	ctx := ctxT(t)
 	d := e.replica(t)
-	asa := d.ASA + "$"
 	before := kvno(t, d)
-	claim, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "squatter", Claimed: time.Now().Add(24 * time.Hour)})
-	if _, err := d.AD.SwapNote(ctx, asa, "", string(claim)); err != nil {
-		t.Fatal(err)
-	}
+	claim(t, d, "squatter", time.Now().Add(24*time.Hour))
 	r := &deploy.Roller{Deployment: d, Every: time.Hour, Name: "gw-1"}
 	ch, err := r.RollIfDue(ctx)
 	if err != nil || !ch.Changed() || kvno(t, d) != before+1 {

@@ -130,7 +130,10 @@ type ProxyHandler struct {
 	// BodyTimeout bounds the wait for each next part of a device's request
 	// body once the request is authenticated (default 60s): a device that
 	// stops sending half-way gets 408 and frees its connection. A body of
-	// any size passes as long as it keeps coming.
+	// any size passes as long as it keeps coming. A request refused before
+	// its body was read (no credentials, the policy) gets its answer once
+	// the rest of its body has come, or after BodyTimeout, when the
+	// connection is closed.
 	BodyTimeout time.Duration
 	// MaxLongPollsPerUser bounds the Ping and Sync requests one user holds
 	// open (default 32, UserPools' default connections per user: more
@@ -240,6 +243,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	line := &logLine{}
 	defer h.log(r, sw, line, start)
+	defer h.boundRest(w, r)
 	if h.initErr != nil {
 		h.fail(sw, r, line, &Error{Stage: StageRequest, Status: http.StatusInternalServerError, Err: h.initErr})
 		return
@@ -819,6 +823,25 @@ func (c *cancelOnClose) Close() error {
 func drain(resp *http.Response) {
 	io.CopyN(io.Discard, resp.Body, 4<<10)
 	resp.Body.Close()
+}
+
+// boundRest runs when the handler is done: before it answers, the server
+// reads what is left of a request body (to keep the connection), with no
+// deadline of its own. Bounded by BodyTimeout, as every read of the body
+// is: else a device that stops sending after its headers would hold its
+// connection and never get its answer, however early it was refused (no
+// credentials, a blocked device), before the body was ever read. A body
+// that timed out keeps its deadline in the past; one read to its end is
+// not read again; and the server lifts the deadline before the next
+// request on the connection.
+func (h *ProxyHandler) boundRest(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return
+	}
+	if b, ok := r.Body.(*deadlineBody); ok && b.timedOut.Load() {
+		return
+	}
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.bodyTimeout()))
 }
 
 // deadlineBody gives each read of a device's request body BodyTimeout: the

@@ -250,7 +250,9 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 	if c.Admin != nil {
 		admin := &seg.Admin{Token: c.Admin.token, Policy: g.policy, Tickets: g.cache, SPN: ups[0].TicketSPN(), Debug: g.handler.Debug, Redirects: g.redirects,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Ready: g.ready, Roll: roll}
-		g.admin = &http.Server{Addr: c.Admin.Listen, Handler: admin, ReadHeaderTimeout: 10 * time.Second}
+		// Admin requests are small: a whole one within 30 s, or the
+		// connection is closed (a client that stalls a body holds nothing).
+		g.admin = &http.Server{Addr: c.Admin.Listen, Handler: admin, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
 	}
 	if err := g.loadTLS(); err != nil {
 		return nil, err

@@ -656,6 +656,7 @@ func testIsolation(t *testing.T, r *rig) {
 
 func testLongPoll(t *testing.T, r *rig) {
 	c := r.deviceFor(t, "alice")
+	abandoned := countLines(r, "cmd=Ping", "status=200", "ended=")
 	// A Ping held for 3s: the first line arrives at once, the rest at the end.
 	req, _ := http.NewRequest(http.MethodPost, r.easURL("Ping", "alice", "ALICEPHONE1"), strings.NewReader("<ping/>"))
 	req.Header.Set(eastest.HoldHeader, "3s")
@@ -695,6 +696,14 @@ func testLongPoll(t *testing.T, r *rig) {
 			t.Fatal("Exchange's side of the Ping was not cancelled")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// Its log line says the device went away, not just 200; a Ping that
+	// ended does not.
+	if !logHas(r, "cmd=Ping", "status=200", `ended="device closed the connection"`) {
+		t.Error("the abandoned Ping's log line does not say the device went away")
+	}
+	if n := countLines(r, "cmd=Ping", "status=200", "ended=") - abandoned; n != 1 {
+		t.Errorf("%d Ping lines say ended, want 1 (the finished Ping must not)", n)
 	}
 }
 

@@ -674,6 +674,12 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 	if line.loginHash != "" {
 		attrs = append(attrs, slog.String("login_hash", line.loginHash))
 	}
+	if err == nil && r.Context().Err() != nil {
+		// The device hung up while its answer was on its way (a phone
+		// giving up a held Ping): the status is what had been sent, and
+		// an operator must tell this from an answer that ended.
+		attrs = append(attrs, slog.String("ended", "device closed the connection"))
+	}
 	route := line.route
 	if route == "" {
 		route = "unknown"

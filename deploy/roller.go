@@ -121,6 +121,17 @@ func hintFor(err error) string {
 	return "the next check tries again; a roll left half-done is finished, with the password it started, after the lease"
 }
 
+// The Roller's defaults, for programs that report or check them.
+const (
+	// DefaultEvery is Every's default, as the scheduled task of
+	// RollAlternateServiceAccountPassword.ps1 rolls.
+	DefaultEvery = 21 * 24 * time.Hour
+	// DefaultLease is Lease's default.
+	DefaultLease = 30 * time.Minute
+	// DefaultInterval is Interval's default.
+	DefaultInterval = time.Hour
+)
+
 // Journal is what the Roller keeps in the ASA's note: who claimed the
 // roll and when, and the exchange roll journal (no password: a roll
 // resumes by reading it back from the server that got it first).
@@ -143,7 +154,7 @@ func (r *Roller) every() time.Duration {
 	if r.Every > 0 {
 		return r.Every
 	}
-	return 21 * 24 * time.Hour
+	return DefaultEvery
 }
 
 func (r *Roller) jitter() time.Duration {
@@ -157,7 +168,7 @@ func (r *Roller) lease() time.Duration {
 	if r.Lease > 0 {
 		return r.Lease
 	}
-	return 30 * time.Minute
+	return DefaultLease
 }
 
 func (r *Roller) name() string {
@@ -441,7 +452,7 @@ func marshal(j Journal) (string, error) {
 func (r *Roller) Run(ctx context.Context) error {
 	interval := r.Interval
 	if interval <= 0 {
-		interval = time.Hour
+		interval = DefaultInterval
 	}
 	for {
 		if ch, err := r.RollIfDue(ctx); err != nil {

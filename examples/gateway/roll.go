@@ -89,10 +89,10 @@ func (r *rollConfig) check(gw *config) error {
 	}
 	interval, lease := r.interval, r.lease
 	if interval == 0 {
-		interval = time.Hour // deploy.Roller's defaults
+		interval = deploy.DefaultInterval
 	}
 	if lease == 0 {
-		lease = 30 * time.Minute
+		lease = deploy.DefaultLease
 	}
 	if lease < interval/10 {
 		return bad("roll.lease", "shorter than a tenth of the interval: a slow roll would be taken over while it runs")
@@ -109,7 +109,7 @@ func (r *rollConfig) everyOr() time.Duration {
 	if r.every > 0 {
 		return r.every
 	}
-	return 21 * 24 * time.Hour
+	return deploy.DefaultEvery
 }
 
 // roller is the deploy.Roller of the roll section and its connections:

@@ -48,6 +48,7 @@ func TestGateway(t *testing.T) {
 	t.Run("large body", func(t *testing.T) { testLargeBody(t, r) })
 	t.Run("slow body", func(t *testing.T) { testSlowBody(t, r) })
 	t.Run("long polls per user", func(t *testing.T) { testLongPollsPerUser(t, r) })
+	t.Run("parking", func(t *testing.T) { testParking(t, r) })
 	t.Run("authorize hook", func(t *testing.T) { testAuthorizeHook(t, r) })
 	t.Run("451 redirect", func(t *testing.T) { testRedirect451(t, r) })
 	t.Run("upstream health", func(t *testing.T) { testUpstreamHealth(t, r) })

@@ -40,8 +40,9 @@ type h1Conn struct {
 
 // bufio buffers, taken while bytes move and given back after.
 var (
-	h1Writers sync.Pool // *bufio.Writer
-	h1Readers sync.Pool // *bufio.Reader
+	h1Writers     sync.Pool // *bufio.Writer
+	h1Readers     sync.Pool // *bufio.Reader, 2 KiB
+	h1PollReaders sync.Pool // *bufio.Reader, 512 bytes
 )
 
 func getWriter(w io.Writer) *bufio.Writer {
@@ -65,7 +66,26 @@ func getReader(r io.Reader) *bufio.Reader {
 	return bufio.NewReaderSize(r, 2<<10)
 }
 
-func putReader(br *bufio.Reader) { br.Reset(nil); h1Readers.Put(br) }
+// getPollReader is getReader for a long poll's answer, whose reader is
+// held for as long as the answer is open (a streamed one: for an hour).
+// 512 bytes: headers longer than that are read in parts, and a body read
+// into the copy buffer, larger, goes past it.
+func getPollReader(r io.Reader) *bufio.Reader {
+	if br, ok := h1PollReaders.Get().(*bufio.Reader); ok {
+		br.Reset(r)
+		return br
+	}
+	return bufio.NewReaderSize(r, 512)
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	if br.Size() < 2<<10 {
+		h1PollReaders.Put(br)
+		return
+	}
+	h1Readers.Put(br)
+}
 
 // errServerClosedIdle: a reused connection ended before any byte of the
 // answer, as when the server closed it while idle just as the request went
@@ -143,16 +163,60 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return fail(err)
 	}
-	// Wait for the answer's first byte with no buffer held.
+	// Wait for the answer's first byte with no buffer held. A long poll
+	// that may be parked waits a moment only: an answer that has not
+	// begun by then is left on the connection, to be read when the
+	// poller says it came (h1Pending).
 	var first [1]byte
-	if _, err := io.ReadFull(c.conn, first[:]); err != nil {
+	hint, _ := ctx.Value(parkHintKey{}).(*parkHint)
+	if hint != nil && hint.wait > 0 && !streamed {
+		c.conn.SetReadDeadline(time.Now().Add(hint.wait))
+		n, err := c.conn.Read(first[:])
+		c.conn.SetReadDeadline(time.Time{})
+		if n == 0 && isTimeout(err) && stop() {
+			// Of the request, only what reading the answer needs:
+			// the rest (its headers, the ticket) is not kept for an hour.
+			hint.pending = &h1Pending{u: u, c: c, req: &http.Request{Method: req.Method, Close: req.Close}}
+			return nil, errParked
+		}
+		if n == 0 {
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			if c.reused && ctx.Err() == nil {
+				return closedIdle(err)
+			}
+			return fail(err)
+		}
+	} else if _, err := io.ReadFull(c.conn, first[:]); err != nil {
 		if c.reused && ctx.Err() == nil && !streamed {
 			return closedIdle(err)
 		}
 		return fail(err)
 	}
-	br := getReader(&prefixReader{b: first[0], r: c.conn})
+	return u.readAnswer(ctx, c, req, first[0], stop, wrote, hint)
+}
+
+// readAnswer reads the answer whose first byte came: its headers, then a
+// body that gives the connection back at its end.
+func (u *h1Conns) readAnswer(ctx context.Context, c *h1Conn, req *http.Request, first byte,
+	stop func() bool, wrote chan error, hint *parkHint) (*http.Response, error) {
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		u.discard(c)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	var br *bufio.Reader
+	if hint != nil {
+		br = getPollReader(&prefixReader{b: first, r: c.conn})
+	} else {
+		br = getReader(&prefixReader{b: first, r: c.conn})
+	}
 	var resp *http.Response
+	var err error
 	for {
 		resp, err = http.ReadResponse(br, req)
 		if err != nil {
@@ -178,9 +242,96 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body.Close()
 		return fail(errors.New("seg: upstream switched protocols"))
 	}
-	resp.Body = &h1Body{ReadCloser: resp.Body, u: u, c: c, br: br, stop: stop, wrote: wrote,
+	body := &h1Body{ReadCloser: resp.Body, u: u, c: c, br: br, stop: stop, wrote: wrote,
 		reuse: !resp.Close && !req.Close}
+	resp.Body = body
+	if hint != nil {
+		hint.h1 = body
+	}
 	return resp, nil
+}
+
+// errParked: the answer had not begun within parkHint.wait; it waits on
+// the connection in parkHint.pending.
+var errParked = errors.New("seg: the answer is awaited by the poller")
+
+// h1Pending is a request sent whose answer has not begun: the connection
+// stays the user's and busy, and nothing is held for it but the
+// connection.
+type h1Pending struct {
+	u       *h1Conns
+	c       *h1Conn
+	req     *http.Request
+	first   [1]byte
+	have    bool  // first holds the answer's first byte
+	err     error // the connection failed before it
+	release func()
+}
+
+// raw is the upstream socket, for the poller.
+func (p *h1Pending) raw() net.Conn { return p.c.raw }
+
+// ready reports whether the answer has begun (or the connection failed),
+// waiting at most wait: after the poller's word a byte is there, unless
+// what came was part of a TLS record or a message TLS handles itself.
+func (p *h1Pending) ready(wait time.Duration) bool {
+	if p.have || p.err != nil {
+		return true
+	}
+	p.c.conn.SetReadDeadline(time.Now().Add(wait))
+	n, err := p.c.conn.Read(p.first[:])
+	p.c.conn.SetReadDeadline(time.Time{})
+	switch {
+	case n == 1:
+		p.have = true
+	case isTimeout(err):
+		return false
+	case err == nil:
+		p.err = io.ErrNoProgress
+	default:
+		p.err = err
+	}
+	return true
+}
+
+// receive reads the answer (waiting for it when it has not begun), under
+// ctx as a round trip is.
+func (p *h1Pending) receive(ctx context.Context) (*http.Response, error) {
+	stop := context.AfterFunc(ctx, func() { p.c.conn.Close() })
+	if !p.have && p.err == nil {
+		if _, err := io.ReadFull(p.c.conn, p.first[:]); err != nil {
+			p.err = err
+		}
+	}
+	if p.err != nil {
+		stop()
+		p.abandon()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, p.err
+	}
+	hint, _ := ctx.Value(parkHintKey{}).(*parkHint)
+	resp, err := p.u.readAnswer(ctx, p.c, p.req, p.first[0], stop, nil, hint)
+	if err != nil {
+		p.done()
+		return nil, err
+	}
+	resp.Body = &releaseOnClose{ReadCloser: resp.Body, release: p.done}
+	return resp, nil
+}
+
+// abandon closes the connection: its answer is not wanted any more.
+func (p *h1Pending) abandon() {
+	p.u.discard(p.c)
+	p.done()
+}
+
+func (p *h1Pending) done() {
+	if p.release != nil {
+		p.release()
+		p.release = nil
+	}
 }
 
 // writeRequest writes req in HTTP/1.1 wire format through a pooled buffer.
@@ -229,6 +380,19 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		b.finish(true)
 	}
 	return n, err
+}
+
+// ready reports whether a byte of the body (or its end, or an error) can
+// be read, waiting at most wait: a long poll's answer that has begun and
+// then waits is parked between its parts.
+func (b *h1Body) ready(wait time.Duration) bool {
+	if b.br.Buffered() > 0 {
+		return true
+	}
+	b.c.conn.SetReadDeadline(time.Now().Add(wait))
+	_, err := b.br.Peek(1) // a timeout is not kept by bufio, nor by TLS
+	b.c.conn.SetReadDeadline(time.Time{})
+	return !isTimeout(err)
 }
 
 func (b *h1Body) Close() error {
@@ -425,6 +589,17 @@ func (p *UserPools) tlsConfig(host string) *tls.Config {
 	// HTTP/1.1 only: one request per connection at a time keeps the
 	// connection's authentication and the request's ticket the same user's.
 	c.NextProtos = []string{"http/1.1"}
+	// TLS sessions are resumed across users' connections: a session
+	// carries no HTTP authentication (IIS binds Kerberos to the TCP
+	// connection, and a resumed session is a new one), and resumption
+	// spares a full handshake per user and the certificate chain's
+	// buffers that a connection keeps for its life.
+	if c.ClientSessionCache == nil {
+		if p.sessions == nil {
+			p.sessions = tls.NewLRUClientSessionCache(0)
+		}
+		c.ClientSessionCache = p.sessions
+	}
 	if p.tlsByHost == nil {
 		p.tlsByHost = map[string]*tls.Config{}
 	}

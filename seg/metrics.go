@@ -16,6 +16,7 @@ type Metrics struct {
 	requests  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	longPolls prometheus.Gauge
+	parkedNow prometheus.Gauge
 	policy    *prometheus.CounterVec
 	kdc       *prometheus.HistogramVec
 	up        *prometheus.GaugeVec
@@ -36,6 +37,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			[]string{"route", "cmd"}),
 		longPolls: prometheus.NewGauge(prometheus.GaugeOpts{Name: "seg_long_polls_active",
 			Help: "Ping and Sync requests being held open now."}),
+		parkedNow: prometheus.NewGauge(prometheus.GaugeOpts{Name: "seg_long_polls_parked",
+			Help: "Long polls held open now that are parked: their connections on the poller, with no goroutine or buffer (of seg_long_polls_active)."}),
 		policy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seg_policy_decisions_total",
 			Help: "Device policy decisions: allow, block, or monitor (would block, let through), by rule."}, []string{"decision", "rule"}),
 		kdc: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "seg_kdc_exchange_seconds",
@@ -49,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Certificate logins checked against a CRL past its nextUpdate, by action (refused, or accepted with CRL.AllowStale)."},
 			[]string{"action"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.longPolls, m.policy, m.kdc, m.up, m.redirects, m.crlStale} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.longPolls, m.parkedNow, m.policy, m.kdc, m.up, m.redirects, m.crlStale} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -124,6 +127,12 @@ func (m *Metrics) request(route, cmd string, code int, took time.Duration) {
 func (m *Metrics) longPoll(delta float64) {
 	if m != nil {
 		m.longPolls.Add(delta)
+	}
+}
+
+func (m *Metrics) parked(delta float64) {
+	if m != nil {
+		m.parkedNow.Add(delta)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -57,6 +58,7 @@ type UserPools struct {
 	users     map[string]*list.Element // of *userPool
 	lru       list.List                // front: most recently used
 	tlsByHost map[string]*tls.Config   // one per upstream host, not one per connection
+	sessions  tls.ClientSessionCache   // shared by the hosts' configurations
 }
 
 type userPool struct {
@@ -96,6 +98,12 @@ type userRoundTripper struct {
 func (u *userRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	up := u.pools.acquire(u.user)
 	resp, err := up.t.RoundTrip(req)
+	if errors.Is(err, errParked) {
+		// The connection stays busy until the answer that waits is read.
+		hint := req.Context().Value(parkHintKey{}).(*parkHint)
+		hint.pending.release = func() { u.pools.release(up) }
+		return nil, err
+	}
 	if err != nil {
 		u.pools.release(up)
 		return nil, err

@@ -153,6 +153,9 @@ type ProxyHandler struct {
 	transport   UserTransport
 	redirects   *Redirects
 	initErr     error
+	poller      poller // parked long polls
+	serversMu   sync.Mutex
+	servers     map[*http.Server]*giveBackListener // that parked polls came from
 }
 
 // easPath is the ActiveSync virtual directory.
@@ -173,6 +176,12 @@ type forward struct {
 	timeout  time.Duration
 	err      *Error   // set by the RoundTripper for the ErrorHandler
 	line     *logLine // for per-device debug lines
+	// ctx is the request's context as the handler made it. Upstream
+	// requests take theirs from it, not from ReverseProxy's outgoing
+	// request, whose context holds an httptrace that refers to the
+	// device's ResponseWriter: a parked poll's upstream connection would
+	// keep the server's connection and its buffers alive through it.
+	ctx context.Context
 }
 
 func (h *ProxyHandler) init() {
@@ -242,8 +251,15 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	line := &logLine{}
-	defer h.log(r, sw, line, start)
-	defer h.boundRest(w, r)
+	// A parked long poll is logged and ended by the goroutine that
+	// finishes it; its connection is no longer the server's.
+	var parked *parkedPoll
+	defer func() {
+		if parked == nil {
+			h.log(r, sw, line, start)
+			h.boundRest(w, r)
+		}
+	}()
 	if h.initErr != nil {
 		h.fail(sw, r, line, &Error{Stage: StageRequest, Status: http.StatusInternalServerError, Err: h.initErr})
 		return
@@ -342,7 +358,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fw := &forward{user: id.User, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route, line: line}
 	if r.Body != nil && r.Body != http.NoBody {
 		body := &deadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: h.bodyTimeout()}
-		defer body.clear()
+		defer func() {
+			if parked == nil {
+				body.clear()
+			}
+		}()
 		r.Body, fw.body0 = body, body
 	}
 	if line.route == routeAutodiscover {
@@ -369,21 +389,54 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	line.fw = fw
 	proxy := h.proxy
 	ctx := r.Context()
-	if params.LongPoll() {
-		proxy = h.longPoll
-		h.Metrics.longPoll(1)
-		defer h.Metrics.longPoll(-1)
-		var end context.CancelCauseFunc
-		ctx, end = context.WithCancelCause(ctx)
-		device := ""
-		if params.Cmd == "Ping" {
-			device = params.DeviceID // a device holds one Ping; its Syncs may overlap
-		}
-		held := h.polls.hold(id.User, device, h.maxLongPolls(), end)
-		line.poll = ctx
-		defer func() { h.polls.release(id.User, held); end(nil) }()
+	if !params.LongPoll() {
+		fw.ctx = context.WithValue(ctx, ctxKey{}, fw)
+		proxy.ServeHTTP(sw, r.WithContext(fw.ctx))
+		return
 	}
-	proxy.ServeHTTP(sw, r.WithContext(context.WithValue(ctx, ctxKey{}, fw)))
+	h.Metrics.longPoll(1)
+	// The poll's context outlives the handler when the poll is parked;
+	// until then the device's hang-up (the server's context) ends it.
+	ctx, end := context.WithCancelCause(context.WithoutCancel(ctx))
+	unlink := context.AfterFunc(r.Context(), func() { end(context.Cause(r.Context())) })
+	device := ""
+	if params.Cmd == "Ping" {
+		device = params.DeviceID // a device holds one Ping; its Syncs may overlap
+	}
+	held := h.polls.hold(id.User, device, h.maxLongPolls(), end)
+	line.poll = ctx
+	finish := func() {
+		h.polls.release(id.User, held)
+		end(nil)
+		h.Metrics.longPoll(-1)
+	}
+	defer func() { // also when ReverseProxy aborts a cut answer (panic)
+		if parked == nil {
+			unlink()
+			finish()
+		}
+	}()
+	var hint *parkHint
+	if h.parkable(w, r, fw) {
+		hint = &parkHint{wait: parkAfter}
+		ctx = context.WithValue(ctx, parkHintKey{}, hint)
+	}
+	fw.ctx = context.WithValue(ctx, ctxKey{}, fw)
+	pr := r.WithContext(fw.ctx)
+	h.longPoll.ServeHTTP(sw, pr)
+	if hint != nil && hint.waiting() {
+		if unlink() {
+			if parked = h.hijack(w, sw, pr, line, start, hint, end, finish); parked != nil {
+				return
+			}
+			unlink = context.AfterFunc(r.Context(), func() { end(context.Cause(r.Context())) })
+		}
+		// Not parked (or the device has gone): held here, as a poll
+		// that cannot be parked is.
+		if err := h.hold(sw, pr, hint); err != nil {
+			panic(http.ErrAbortHandler) // the answer had begun: the device must see it cut, not ended
+		}
+	}
 }
 
 // sameUser reports whether the EAS User parameter names the authenticated
@@ -463,7 +516,14 @@ func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 		}
 	}
 	if h.ModifyResponse != nil {
-		return h.ModifyResponse(resp)
+		body := resp.Body
+		err := h.ModifyResponse(resp)
+		if hint, _ := resp.Request.Context().Value(parkHintKey{}).(*parkHint); hint != nil && hint.body != nil && resp.Body != body {
+			// The hook reads the body itself: an early end would be taken
+			// for the answer's end, so this one is not paused.
+			hint.body.wait = 0
+		}
+		return err
 	}
 	return nil
 }
@@ -545,6 +605,9 @@ func isEASPath(p string) bool {
 
 // proxyError is the ReverseProxy's ErrorHandler: the RoundTripper failed.
 func (h *ProxyHandler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errParked) {
+		return // the answer has not begun: the handler parks the request
+	}
 	fw, _ := r.Context().Value(ctxKey{}).(*forward)
 	var e *Error
 	if !errors.As(err, &e) {
@@ -553,9 +616,9 @@ func (h *ProxyHandler) proxyError(w http.ResponseWriter, r *http.Request, err er
 			e.User = fw.user
 		}
 		switch cause := context.Cause(r.Context()); {
-		case fw != nil && fw.body0 != nil && fw.body0.timedOut.Load():
+		case fw != nil && fw.body0 != nil && fw.body0.stalled():
 			e.Stage, e.Status, e.Err = StageRequest, http.StatusRequestTimeout, errBodyTimeout
-		case errors.Is(cause, errLongPollEnded):
+		case errors.Is(cause, errLongPollEnded), errors.Is(cause, errShuttingDown):
 			e.Status, e.Err = http.StatusServiceUnavailable, cause
 		}
 	}
@@ -636,6 +699,9 @@ type logLine struct {
 	err       *Error
 	debug     bool            // the device is on the Debug list
 	poll      context.Context // a long poll's context, to tell why it ended
+	// parked: the long poll's connection was taken from the server, whose
+	// request context has ended; deviceGone says the device hung up.
+	parked, deviceGone bool
 }
 
 func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, start time.Time) {
@@ -653,7 +719,7 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 	if err == nil && line.poll != nil {
 		// Ended after its answer had begun: the copy was cut, no error
 		// answer could be sent, and the log still says why.
-		if cause := context.Cause(line.poll); errors.Is(cause, errLongPollEnded) {
+		if cause := context.Cause(line.poll); errors.Is(cause, errLongPollEnded) || errors.Is(cause, errShuttingDown) {
 			err = &Error{Stage: StageForward, Status: status, User: line.user, Err: cause}
 		}
 	}
@@ -674,7 +740,7 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 	if line.loginHash != "" {
 		attrs = append(attrs, slog.String("login_hash", line.loginHash))
 	}
-	if err == nil && r.Context().Err() != nil {
+	if err == nil && (line.deviceGone || !line.parked && r.Context().Err() != nil) {
 		// The device hung up while its answer was on its way (a phone
 		// giving up a held Ping): the status is what had been sent, and
 		// an operator must tell this from an answer that ended.
@@ -703,7 +769,8 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 // (which ReverseProxy flushes through) reach the server's writer.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status  int
+	written int64 // body bytes
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -717,7 +784,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.written += int64(n)
+	return n, err
 }
 
 func (w *statusWriter) Flush() {
@@ -744,9 +813,17 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// sending on it: the body can go again on a new one.
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(fw.body)), nil }
 	}
-	resp, err := k.attempt(rt, req, fw)
+	hint, _ := req.Context().Value(parkHintKey{}).(*parkHint)
+	var resp *http.Response
+	var err error
+	if hint != nil && hint.pending != nil {
+		resp, err = k.receive(req, fw, hint)
+	} else {
+		resp, err = k.attempt(rt, req, fw)
+	}
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		return resp, err
+		forget(req, fw)
+		return k.pausing(resp, hint), err
 	}
 	// Exchange refused the ticket: the ASA's key changed since it was issued
 	// (a roll), or the ticket was revoked. Forget it and try once more.
@@ -766,7 +843,8 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err = k.attempt(rt, retry, fw)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		return resp, err
+		forget(retry, fw)
+		return k.pausing(resp, hint), err
 	}
 	drain(resp)
 	k.h.Tickets.Invalidate(fw.user, fw.upstream.TicketSPN())
@@ -781,7 +859,7 @@ func (k *kcdTransport) attempt(rt http.RoundTripper, req *http.Request, fw *forw
 		return nil, &Error{Stage: StageTicket, User: fw.user, Err: err}
 	}
 	req.Header.Set("Authorization", auth)
-	ctx, cancel := context.WithCancel(req.Context())
+	ctx, cancel := context.WithCancel(fw.ctx)
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(fw.timeout, func() { timedOut.Store(true); cancel() })
 	debug := fw.line != nil && fw.line.debug // the warm path pays no clock read
@@ -789,8 +867,23 @@ func (k *kcdTransport) attempt(rt http.RoundTripper, req *http.Request, fw *forw
 	if debug {
 		sent = time.Now()
 	}
+	hint, _ := ctx.Value(parkHintKey{}).(*parkHint)
+	if hint != nil {
+		hint.deadline = time.Now().Add(fw.timeout)
+	}
 	resp, err := rt.RoundTrip(req.WithContext(ctx))
 	timer.Stop()
+	if errors.Is(err, errParked) {
+		// Sent; the answer has not begun and is awaited by the poller,
+		// which keeps the rest of the timeout.
+		cancel()
+		if timedOut.Load() {
+			hint.pending.abandon()
+			hint.pending = nil
+			return nil, errUpstreamTime
+		}
+		return nil, err
+	}
 	if debug {
 		status := 0
 		if resp != nil {
@@ -811,6 +904,55 @@ func (k *kcdTransport) attempt(rt http.RoundTripper, req *http.Request, fw *forw
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
+}
+
+// forget drops the Negotiate header from a request that went whole: the
+// answer keeps its request (a chunked body refers to it for trailers) for
+// as long as a long poll's answer is open, and a ModifyResponse hook has no
+// use for the ticket. A body still streaming may still be written beside
+// this, and keeps it.
+func forget(req *http.Request, fw *forward) {
+	if fw.replay {
+		req.Header.Del("Authorization")
+	}
+}
+
+// receive reads the answer to a request sent before its poll was parked:
+// the second half of attempt.
+func (k *kcdTransport) receive(req *http.Request, fw *forward, hint *parkHint) (*http.Response, error) {
+	pend := hint.pending
+	hint.pending = nil
+	if hint.timedOut {
+		pend.abandon()
+		return nil, errUpstreamTime
+	}
+	ctx, cancel := context.WithCancel(fw.ctx)
+	resp, err := pend.receive(ctx)
+	if fw.line != nil && fw.line.debug {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		k.h.debugf(fw.line, "upstream answered", slog.Bool("parked", true), slog.Int("status", status))
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Request = req // for ModifyResponse: this request's context
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// pausing lets a parkable answer's body pause, so that the poll can be
+// parked between its parts.
+func (k *kcdTransport) pausing(resp *http.Response, hint *parkHint) *http.Response {
+	if resp == nil || hint == nil || hint.wait <= 0 || hint.h1 == nil {
+		return resp
+	}
+	hint.body = &pausingBody{ReadCloser: resp.Body, h1: hint.h1, left: resp.ContentLength, wait: hint.wait}
+	resp.Body = hint.body
+	return resp
 }
 
 type cancelOnClose struct {
@@ -860,14 +1002,29 @@ type deadlineBody struct {
 	d        time.Duration
 	timedOut atomic.Bool
 	ended    atomic.Bool
+	due      atomic.Int64 // the deadline of a read in progress (Unix ns), 0 when none
+}
+
+// stalled reports whether the body timed out, or is timing out: the
+// server ends the request's context from inside the read that fails, so
+// the request may fail before that read returns and says why.
+func (b *deadlineBody) stalled() bool {
+	if b.timedOut.Load() {
+		return true
+	}
+	due := b.due.Load()
+	return due != 0 && time.Now().UnixNano() >= due
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
 	if b.ended.Load() {
 		return b.ReadCloser.Read(p)
 	}
-	b.rc.SetReadDeadline(time.Now().Add(b.d))
+	due := time.Now().Add(b.d)
+	b.rc.SetReadDeadline(due)
+	b.due.Store(due.UnixNano())
 	n, err := b.ReadCloser.Read(p)
+	b.due.Store(0)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && b.ended.CompareAndSwap(false, true) {

@@ -1,12 +1,16 @@
 // Command heldping measures what one held long poll costs a proxy, in one
 // process: the proxy (the seg gateway's ProxyHandler, or
-// httputil.ReverseProxy) behind TLS on loopback, a backend that answers a
-// Ping's first line at once and holds the rest, and the phones, each on a
-// TLS connection of its own. It prints the heap in use, the goroutines and
-// the resident memory before and while holding, per held Ping, and writes a
-// heap profile taken while holding.
+// httputil.ReverseProxy) behind TLS on loopback, a backend that holds each
+// Ping, and the phones, each on a TLS connection of its own. With -answer
+// begun the backend answers a Ping's first line at once and holds the rest
+// (a streamed answer: the worst case for a proxy, which holds its copy
+// buffer); with -answer quiet it says nothing until it answers, as
+// Exchange answers a Ping when its heartbeat ends or something changed. It
+// prints the heap in use, the live heap, the goroutines and the resident
+// memory before and while holding, per held Ping, and writes a heap profile
+// taken while holding.
 //
-//	go run ./bench/heldping -proxy seg -n 2000 -profile /tmp/seg.heap
+//	go run ./bench/heldping -proxy seg -n 2000 -answer quiet -profile /tmp/seg.heap
 //
 // Tickets are made up (the backend does not check them): what a held
 // request costs does not depend on the KDC, which bench/gateway measures.
@@ -30,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jcmturner/gokrb5/v8/iana/nametype"
@@ -46,16 +51,20 @@ func main() {
 	n := flag.Int("n", 2000, "held Pings")
 	users := flag.Int("users", 0, "users (default n/10)")
 	profile := flag.String("profile", "", "write a heap profile taken while holding")
+	answer := flag.String("answer", "begun", "begun (the first line at once, the rest held) or quiet (nothing until the end)")
 	flag.Parse()
 	if *users <= 0 {
 		*users = max(1, *n/10)
 	}
-	if err := run(*proxy, *n, *users, *profile); err != nil {
+	if *answer != "begun" && *answer != "quiet" {
+		log.Fatalf("-answer %q: want begun or quiet", *answer)
+	}
+	if err := run(*proxy, *n, *users, *profile, *answer == "quiet"); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(kind string, n, users int, profile string) error {
+func run(kind string, n, users int, profile string, quiet bool) error {
 	ca, err := testpki.New("heldping CA")
 	if err != nil {
 		return err
@@ -64,15 +73,24 @@ func run(kind string, n, users int, profile string) error {
 	if err != nil {
 		return err
 	}
-	// The backend: the first line at once, then nothing until released.
+	// The backend: the first line at once (begun) or nothing (quiet),
+	// then nothing until released.
 	release := make(chan struct{})
+	var pings atomic.Int64
 	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/vnd.ms-sync.wbxml")
-		io.WriteString(w, "held\n")
-		w.(http.Flusher).Flush()
+		if quiet && r.URL.Query().Get("Cmd") == "Ping" {
+			pings.Add(1)
+		} else {
+			io.WriteString(w, "held\n")
+			w.(http.Flusher).Flush()
+		}
 		select {
 		case <-release:
+			if quiet {
+				io.WriteString(w, "held\n")
+			}
 		case <-r.Context().Done():
 		}
 	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{srvCert.TLS}}}
@@ -129,11 +147,19 @@ func run(kind string, n, users int, profile string) error {
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func(i int) {
+			if quiet {
+				wg.Done() // the answer comes at the end
+				ping(phone(ca), base, i%users, "Ping", true)
+				return
+			}
 			defer wg.Done()
 			errs <- ping(phone(ca), base, i%users, "Ping", true)
 		}(i)
 	}
 	wg.Wait()
+	for quiet && pings.Load() < int64(n) {
+		time.Sleep(10 * time.Millisecond) // every Ping reached the backend
+	}
 	close(errs)
 	for err := range errs {
 		if err != nil {
@@ -153,8 +179,9 @@ func run(kind string, n, users int, profile string) error {
 	}
 	per := func(a, b uint64) string { return fmt.Sprintf("%.1f KiB", float64(int64(b)-int64(a))/float64(n)/1024) }
 	fmt.Printf("proxy %s, %d held Pings of %d users, in one process with the phones and the backend\n", kind, n, users)
-	fmt.Printf("  per held Ping: heap and stacks %.0f B (stacks %.0f B), goroutines %.2f\n",
+	fmt.Printf("  per held Ping: heap and stacks %.0f B (stacks %.0f B), live heap and stacks %.0f B, goroutines %.2f\n",
 		float64(int64(holding.heap)-int64(before.heap))/float64(n), float64(int64(holding.stacks)-int64(before.stacks))/float64(n),
+		float64(int64(holding.live)-int64(before.live))/float64(n),
 		float64(holding.goroutines-before.goroutines)/float64(n))
 	fmt.Printf("  heap in use: %.1f MiB -> %.1f MiB, %s per held Ping\n", mib(before.heap), mib(holding.heap), per(before.heap, holding.heap))
 	fmt.Printf("  goroutines: %d -> %d, %.2f per held Ping\n", before.goroutines, holding.goroutines,
@@ -166,6 +193,7 @@ func run(kind string, n, users int, profile string) error {
 
 type memSample struct {
 	heap, stacks, rss uint64
+	live              uint64 // objects reachable after a collection, and stacks
 	goroutines        int
 }
 
@@ -173,7 +201,8 @@ func sample() memSample {
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	s := memSample{heap: m.HeapInuse + m.StackInuse, stacks: m.StackInuse, goroutines: runtime.NumGoroutine()}
+	s := memSample{heap: m.HeapInuse + m.StackInuse, stacks: m.StackInuse, live: m.HeapAlloc + m.StackInuse,
+		goroutines: runtime.NumGoroutine()}
 	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
 		f := strings.Fields(string(b))
 		if len(f) > 1 {

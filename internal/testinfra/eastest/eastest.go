@@ -11,6 +11,7 @@
 package eastest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -45,6 +46,11 @@ const (
 	// once and then hold the body open for this long (a Go duration): a
 	// long poll.
 	HoldHeader = "X-Eastest-Hold"
+	// WaitHeader, on a request, makes the stand-in wait this long (a Go
+	// duration) before it answers at all, then answer whole: a long poll
+	// as Exchange answers a Ping, when its heartbeat ends or something
+	// changed.
+	WaitHeader = "X-Eastest-Wait"
 )
 
 // Server is the stand-in. Its handler answers 200 with "user\n" in the body
@@ -298,6 +304,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.hold(w, r, user, d)
 		return
 	}
+	if d, err := time.ParseDuration(r.Header.Get(WaitHeader)); err == nil && d > 0 && !s.wait(r, user, d) {
+		return
+	}
 	fmt.Fprintf(w, "%s\n", user)
 	if r.ContentLength != 0 {
 		h := sha256.New()
@@ -316,6 +325,29 @@ const autodiscoverAnswer = `<?xml version="1.0" encoding="utf-8"?>
 </Autodiscover>
 `
 
+// wait waits d before the answer, and reports whether the client is still
+// there for it.
+func (s *Server) wait(r *http.Request, user string, d time.Duration) bool {
+	// The body is read first, as IIS reads it: the server notices a
+	// client that goes away only once it has.
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	select {
+	case s.held <- user:
+	default:
+	}
+	start := time.Now()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		s.ended(r, user, start, d)
+		return false
+	}
+}
+
 // hold answers at once, then keeps the body open: the headers and the first
 // line must reach the device before the hold ends.
 func (s *Server) hold(w http.ResponseWriter, r *http.Request, user string, d time.Duration) {
@@ -333,11 +365,16 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, user string, d tim
 	case <-t.C:
 		fmt.Fprintf(w, "done\n")
 	case <-r.Context().Done():
-		s.cancelled.Add(1)
-		s.mu.Lock()
-		if len(s.early) < 1000 {
-			s.early = append(s.early, EarlyEnd{At: time.Now(), User: user, Remote: r.RemoteAddr, Held: time.Since(start), Asked: d})
-		}
-		s.mu.Unlock()
+		s.ended(r, user, start, d)
 	}
+}
+
+// ended counts a held request whose client went away first.
+func (s *Server) ended(r *http.Request, user string, start time.Time, d time.Duration) {
+	s.cancelled.Add(1)
+	s.mu.Lock()
+	if len(s.early) < 1000 {
+		s.early = append(s.early, EarlyEnd{At: time.Now(), User: user, Remote: r.RemoteAddr, Held: time.Since(start), Asked: d})
+	}
+	s.mu.Unlock()
 }

@@ -272,14 +272,14 @@ type parkedPoll struct {
 	line   *logLine
 	start  time.Time
 	hint   *parkHint
-	finish func()           // releases the poll's place, ends its context
-	ctx    context.Context  // the poll's
+	finish func()          // releases the poll's place, ends its context
+	ctx    context.Context // the poll's
 	cancel context.CancelCauseFunc
-	keep   bool             // the connection can go back to the server
-	watch  bool             // the device's socket is watched (no stray bytes came)
-	id     uint64           // the poller's, while parked
-	timer  *time.Timer      // LongPollTimeout while the answer has not begun
-	stop   func() bool      // the context's AfterFunc, while parked
+	keep   bool               // the connection can go back to the server
+	watch  bool               // the device's socket is watched (no stray bytes came)
+	id     uint64             // the poller's, while parked
+	timer  *time.Timer        // LongPollTimeout while the answer has not begun
+	stop   func() bool        // the context's AfterFunc, while parked
 	fds    [2]syscall.RawConn // device, upstream: registered with the poller
 }
 

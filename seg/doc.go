@@ -69,5 +69,9 @@
 // bounds only the wait for response headers (LongPollTimeout, 61 minutes by
 // default), never the body; NewServer gives an http.Server without read or
 // write timeouts that would cut them. A device that hangs up cancels its
-// request to Exchange.
+// request to Exchange. On Linux a long poll that waits is parked: its
+// device connection is taken from the http.Server, its two sockets wait on
+// an epoll of the handler's own with no goroutine or buffer of its own,
+// and the connection goes back to the server when the answer has gone (see
+// the comment at the top of park.go, and README's "Parked long polls").
 package seg

@@ -398,7 +398,10 @@ func (p *parkedPoll) resume(why wake) {
 			p.cut()
 			return
 		case deviceSent:
+			// Watched no more; the answer is still awaited.
 			p.keep, p.watch, p.cw.close = false, false, true
+			p.h.park(p)
+			return
 		}
 	case wakeTimeout:
 		p.hint.timedOut = true

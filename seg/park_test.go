@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"os/exec"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -34,6 +35,7 @@ func testParking(t *testing.T, r *rig) {
 	t.Run("newer Ping", func(t *testing.T) { testParkedNewerPing(t, r) })
 	t.Run("timeout", func(t *testing.T) { testParkedTimeout(t, r) })
 	t.Run("shutdown", func(t *testing.T) { testParkedShutdown(t, r) })
+	t.Run("curl", func(t *testing.T) { testParkedCurl(t, r) })
 }
 
 // reuse records whether a device's requests found their connection kept.
@@ -325,5 +327,42 @@ func testParkedShutdown(t *testing.T, r *rig) {
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("Shutdown took %v", took)
+	}
+}
+
+// testParkedCurl: curl, an HTTP client of its own, reads a parked quiet
+// answer and a parked begun (chunked) one, and sends its next request on
+// the connection each came on (num_connects 0).
+func testParkedCurl(t *testing.T, r *rig) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatalf("curl is not installed: %v", err) // make test installs it
+	}
+	cert, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, _ := testpki.WriteFile(dir, "alice.crt", cert.CertPEM)
+	keyFile, _ := testpki.WriteFile(dir, "alice.key", cert.KeyPEM)
+	caFile, _ := testpki.WriteFile(dir, "ca.pem", r.ca.PEM)
+	for _, how := range []string{eastest.WaitHeader, eastest.HoldHeader} {
+		args := []string{"-sS", "--cacert", caFile, "--cert", certFile, "--key", keyFile,
+			"-X", "POST", "-d", "<ping/>", "-H", how + ": 1500ms", "-w", "\n[%{http_code} %{num_connects}]\n",
+			r.easURL("Ping", "alice", "CURLPARK"),
+			"--next", "-sS", "--cacert", caFile, "--cert", certFile, "--key", keyFile,
+			"-X", "POST", "-d", "<sync/>", "-w", "\n[%{http_code} %{num_connects}]\n",
+			r.easURL("Sync", "alice", "CURLPARK")}
+		out, err := exec.Command("curl", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: curl: %v\n%s", how, err, out)
+		}
+		want := "alice\n7 "
+		if how == eastest.HoldHeader {
+			want = "alice\ndone\n"
+		}
+		s := string(out)
+		if !strings.HasPrefix(s, want) || !strings.Contains(s, "[200 1]\nalice\n") || !strings.HasSuffix(s, "[200 0]\n") {
+			t.Errorf("%s: curl saw:\n%s", how, s)
+		}
 	}
 }

@@ -47,7 +47,10 @@ type Request struct {
 // come (httputil.ReverseProxy does the copying; a streamed answer is
 // flushed write by write), so a Ping held for an hour or an attachment of
 // any size passes without being buffered, and a device that hangs up
-// cancels its request to Exchange.
+// cancels its request to Exchange. A long poll that waits is parked (on
+// Linux, over HTTP/1.1, with UserPools): its connection is taken from the
+// server and waits on the handler's poller without a goroutine, then goes
+// back to the server it came from when the answer has gone.
 //
 // Upstream connections are never shared between users (see UserTransport).
 //

@@ -90,11 +90,16 @@ func main() {
 	perUser := flag.Int("per-user", 10, "held Pings per user")
 	d := flag.Duration("duration", 10*time.Second, "each warm-path run")
 	rounds := flag.Int("rounds", 3, "warm-path runs per target (median reported)")
+	heldOnly := flag.Bool("held-only", false, "measure the held Pings only (no cold or warm path)")
+	answer := flag.String("answer", "begun", "held Pings' answers: begun (first line at once, the rest held) or quiet (never begun, as Exchange holds a Ping)")
 	flag.Parse()
 	if *warmUsers > *users {
 		log.Fatal("bench: -warm-users must not exceed -users")
 	}
-	if err := run(*out, *users, *warmUsers, *perUser, *d, *rounds); err != nil {
+	if *answer != "begun" && *answer != "quiet" {
+		log.Fatalf("bench: -answer %q: want begun or quiet", *answer)
+	}
+	if err := run(*out, *users, *warmUsers, *perUser, *d, *rounds, *heldOnly, *answer == "quiet"); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -117,7 +122,7 @@ func (b *bench) printf(format string, args ...any) {
 	fmt.Printf(format, args...)
 }
 
-func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int) error {
+func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int, heldOnly, quiet bool) error {
 	heldUsers := users
 	// 10,000 held requests: the proxy holds 20,000 sockets, the backend and
 	// the load generator 10,000 each. Without CAP_SYS_RESOURCE (some
@@ -146,6 +151,12 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 
 	b.printf("# seg gateway benchmarks (%s)\n\n", time.Now().UTC().Format("2006-01-02"))
 	b.printf("%d cores; lab Samba KDC on loopback; %d users made in %v.\n\n", numCPU(), users+1, time.Since(start).Round(time.Second))
+	if heldOnly {
+		if err := b.heldPings(backendURL, heldUsers, perUser, quiet); err != nil {
+			return err
+		}
+		return os.WriteFile(out, []byte(b.report.String()), 0o644)
+	}
 
 	// Cold path.
 	gw, err := b.startGateway(backendURL)
@@ -242,7 +253,7 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int)
 	stopRP()
 
 	// Idle long polls, on fresh proxy processes.
-	if err := b.heldPings(backendURL, heldUsers, perUser); err != nil {
+	if err := b.heldPings(backendURL, heldUsers, perUser, quiet); err != nil {
 		return err
 	}
 	return os.WriteFile(out, []byte(b.report.String()), 0o644)
@@ -597,7 +608,7 @@ func fire(n, conc int, dev func(int) (string, *http.Client), base string, shared
 // heldPings measures the resident memory each held Ping costs a proxy, at
 // growing counts: the slope of RSS over held Pings (least squares), and
 // the resident memory at each step.
-func (b *bench) heldPings(backendURL string, users, perUser int) error {
+func (b *bench) heldPings(backendURL string, users, perUser int, quiet bool) error {
 	type proxy struct {
 		name string
 		url  string
@@ -628,7 +639,11 @@ func (b *bench) heldPings(backendURL string, users, perUser int) error {
 	for _, s := range steps {
 		stepArg = append(stepArg, strconv.Itoa(s))
 	}
-	b.printf("## Idle long polls: held Pings in steps up to %d (%d users × %d), fresh proxy processes\n\n", users*perUser, users, perUser)
+	how := "each answer's first line at once, the rest held"
+	if quiet {
+		how = "answers that never begin, as Exchange holds a Ping"
+	}
+	b.printf("## Idle long polls: held Pings in steps up to %d (%d users × %d), %s, fresh proxy processes\n\n", users*perUser, users, perUser, how)
 	b.printf("| proxy | RSS before |")
 	for _, s := range steps {
 		b.printf(" RSS at %d held |", s*perUser)
@@ -645,7 +660,8 @@ func (b *bench) heldPings(backendURL string, users, perUser int) error {
 		fire(users, 100, func(i int) (string, *http.Client) { u := userName(i); return u, device(b.dir, u) }, p.url, false)
 		time.Sleep(time.Second)
 		before := rss(p.pid)
-		cmd := b.command("hold", "-url", p.url, "-dir", b.dir, "-users", strings.Join(stepArg, ","), "-per-user", strconv.Itoa(perUser))
+		cmd := b.command("hold", "-url", p.url, "-dir", b.dir, "-users", strings.Join(stepArg, ","), "-per-user", strconv.Itoa(perUser),
+			"-quiet="+strconv.FormatBool(quiet))
 		out, _ := cmd.StdoutPipe()
 		in, _ := cmd.StdinPipe()
 		if err := cmd.Start(); err != nil {

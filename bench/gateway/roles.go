@@ -12,6 +12,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -43,6 +44,10 @@ func backend(args []string) {
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.Copy(io.Discard, r.Body)
+			if r.Header.Get(eastest.HoldHeader) == "quiet" {
+				<-r.Context().Done() // an answer that never begins, as a Ping's at Exchange
+				return
+			}
 			if r.Header.Get(eastest.HoldHeader) != "" {
 				w.WriteHeader(200)
 				io.WriteString(w, "held\n")
@@ -216,6 +221,7 @@ func hold(args []string) {
 	dir := fs.String("dir", "", "files")
 	steps := fs.String("users", "1000", "cumulative user counts, comma-separated")
 	perUser := fs.Int("per-user", 10, "held requests per user")
+	quiet := fs.Bool("quiet", false, "the backend's answers do not begin: a Ping counts as held once it is written")
 	fs.Parse(args)
 	var ready, failed atomic.Int64
 	sem := make(chan struct{}, 200) // handshakes in flight
@@ -238,7 +244,18 @@ func hold(args []string) {
 					req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost,
 						*base+"/Microsoft-Server-ActiveSync?Cmd=Ping&User="+user+"&DeviceId="+device+"&DeviceType=Bench", nil)
 					req.Header.Set(eastest.HoldHeader, "1h")
+					if *quiet {
+						req.Header.Set(eastest.HoldHeader, "quiet")
+						req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+							WroteRequest: func(httptrace.WroteRequestInfo) { <-sem; ready.Add(1) }}))
+					}
 					resp, err := c.Do(req)
+					if *quiet {
+						if err != nil {
+							failed.Add(1)
+						}
+						return
+					}
 					if err != nil {
 						<-sem
 						failed.Add(1)
@@ -255,6 +272,9 @@ func hold(args []string) {
 		}
 		for ready.Load()+failed.Load() < int64(to**perUser) {
 			time.Sleep(100 * time.Millisecond)
+		}
+		if *quiet {
+			time.Sleep(5 * time.Second) // for the proxy to send the last ones on, and park them
 		}
 		fmt.Printf("ready %d failed %d\n", ready.Load(), failed.Load())
 		from = to

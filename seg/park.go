@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -253,7 +254,8 @@ const (
 	wakeUpstream wake = iota // Exchange's socket has bytes (or closed)
 	wakeDevice               // the device's socket has bytes (or closed)
 	wakeTimeout              // the answer's headers are past LongPollTimeout
-	wakeEnded                // the poll's context ended: a newer Ping, the user's bound, the server's shutdown
+	wakeEnded                // the poll's context ended: a newer Ping, the user's bound, Shutdown's deadline
+	wakeShutdown             // the server shuts down: an answer not begun ends, a begun one goes on
 )
 
 // errShuttingDown ends the parked long polls of a server that shuts down:
@@ -281,6 +283,9 @@ type parkedPoll struct {
 	timer  *time.Timer        // LongPollTimeout while the answer has not begun
 	stop   func() bool        // the context's AfterFunc, while parked
 	fds    [2]syscall.RawConn // device, upstream: registered with the poller
+	// closing: the server shuts down. The goroutine that runs p reads it
+	// when it parks p, since a wake that finds p running is lost.
+	closing atomic.Bool
 }
 
 // parkable reports whether a long poll may be parked: HTTP/1.1 from a
@@ -319,7 +324,7 @@ func (h *ProxyHandler) hijack(w http.ResponseWriter, sw *statusWriter, r *http.R
 	p := &parkedPoll{h: h, conn: conn, r: r, line: line, start: start, hint: hint, finish: finish,
 		ctx: r.Context(), cancel: cancel, keep: !r.Close, watch: true}
 	p.srv, _ = r.Context().Value(http.ServerContextKey).(*http.Server)
-	h.serving(p.srv)
+	h.track(p, true)
 	if brw.Reader.Buffered() > 0 {
 		// The device sent more before its answer (pipelining): those
 		// bytes are the server's, lost with its buffers, so the
@@ -353,6 +358,10 @@ func (h *ProxyHandler) hijack(w http.ResponseWriter, sw *statusWriter, r *http.R
 // park hands p to the poller, or, when that fails, serves it on this
 // goroutine.
 func (h *ProxyHandler) park(p *parkedPoll) {
+	if p.closing.Load() && p.hint.pending != nil {
+		go p.resume(wakeShutdown)
+		return
+	}
 	if p.hint.pending != nil && !p.hint.deadline.IsZero() && !p.hint.timedOut {
 		// LongPollTimeout: a timer that fired while p ran is found here.
 		d := time.Until(p.hint.deadline)
@@ -409,6 +418,15 @@ func (p *parkedPoll) resume(why wake) {
 		if errors.Is(context.Cause(p.ctx), errShuttingDown) {
 			p.keep, p.cw.close = false, true
 		}
+	case wakeShutdown:
+		p.keep, p.cw.close = false, true
+		if p.hint.pending == nil {
+			// The answer has begun: it goes on, and the connection
+			// closes after it (Shutdown waits for it).
+			p.h.park(p)
+			return
+		}
+		p.cancel(errShuttingDown) // 503, Retry-After: the device asks another replica
 	}
 	if p.hint.pending != nil {
 		if why == wakeUpstream && p.hint.wait > 0 && !p.hint.pending.ready(p.hint.wait) {
@@ -556,15 +574,95 @@ func (p *parkedPoll) done() {
 	if p.timer != nil {
 		p.timer.Stop()
 	}
+	p.h.track(p, false)
 	p.h.Metrics.parked(-1)
 	p.h.log(p.r, p.sw, p.line, p.start)
 	p.finish()
 }
 
-// serving makes ready what srv needs before its first poll parks: a
-// listener on which it serves the connections given back, and, at its
-// Shutdown, the end of its parked polls (Shutdown does not know hijacked
-// connections, and would otherwise wait for none of them nor end them).
+// track adds p to the polls taken from their servers, or removes it.
+func (h *ProxyHandler) track(p *parkedPoll, add bool) {
+	h.parkMu.Lock()
+	defer h.parkMu.Unlock()
+	if add {
+		if h.live == nil {
+			h.live = map[*parkedPoll]struct{}{}
+		}
+		if len(h.live) == 0 {
+			h.liveGone = make(chan struct{})
+		}
+		h.live[p] = struct{}{}
+		if h.closing {
+			p.closing.Store(true)
+		}
+		return
+	}
+	delete(h.live, p)
+	if len(h.live) == 0 && h.liveGone != nil {
+		close(h.liveGone)
+		h.liveGone = nil
+	}
+}
+
+// endAll tells every poll taken from srv (nil: from any server) that it
+// shuts down.
+func (h *ProxyHandler) endAll(srv *http.Server) {
+	h.parkMu.Lock()
+	var list []*parkedPoll
+	for p := range h.live {
+		if srv == nil || p.srv == srv {
+			list = append(list, p)
+		}
+	}
+	h.parkMu.Unlock()
+	for _, p := range list {
+		p.closing.Store(true)
+		h.poller.wake(p, wakeShutdown)
+	}
+}
+
+// Shutdown ends the long polls the handler took from their servers
+// (parked, see ProxyHandler), which http.Server.Shutdown knows nothing of:
+// one whose answer has not begun gets 503 with Retry-After and
+// "Connection: close" (http.Server.Shutdown does that much itself), and one
+// whose answer has begun is waited for, its connection closed after it.
+// When ctx ends first, the polls left are cut, and ctx's error returned.
+// Call it after http.Server.Shutdown, within the same deadline. Requests
+// that come after it are served as before.
+func (h *ProxyHandler) Shutdown(ctx context.Context) error {
+	h.parkMu.Lock()
+	h.closing = true
+	h.parkMu.Unlock()
+	defer func() {
+		h.parkMu.Lock()
+		h.closing = false
+		h.parkMu.Unlock()
+	}()
+	h.endAll(nil)
+	for {
+		h.parkMu.Lock()
+		gone := h.liveGone
+		h.parkMu.Unlock()
+		if gone == nil {
+			return nil
+		}
+		select {
+		case <-gone:
+		case <-ctx.Done():
+			h.parkMu.Lock()
+			for p := range h.live {
+				p.cancel(errShuttingDown)
+			}
+			h.parkMu.Unlock()
+			return ctx.Err()
+		}
+	}
+}
+
+// serving makes ready what srv needs once the handler may take a
+// connection from it: a listener on which it serves the connections given
+// back, and, at its Shutdown, the end of the polls not begun that it gave
+// (http.Server.Shutdown does not know hijacked connections).
 func (h *ProxyHandler) serving(srv *http.Server) *giveBackListener {
 	h.serversMu.Lock()
 	defer h.serversMu.Unlock()
@@ -578,11 +676,7 @@ func (h *ProxyHandler) serving(srv *http.Server) *giveBackListener {
 	h.servers[srv] = l
 	srv.RegisterOnShutdown(func() {
 		l.Close()
-		h.poller.each(func(p *parkedPoll) {
-			if p.srv == srv {
-				p.cancel(errShuttingDown)
-			}
-		})
+		h.endAll(srv)
 	})
 	go func() {
 		srv.Serve(l) // returns at the server's Shutdown or Close

@@ -130,18 +130,6 @@ func (pl *poller) wake(p *parkedPoll, why wake) {
 	}
 }
 
-// each calls f for every parked poll.
-func (pl *poller) each(f func(*parkedPoll)) {
-	pl.mu.Lock()
-	list := make([]*parkedPoll, 0, len(pl.polls))
-	for _, p := range pl.polls {
-		list = append(list, p)
-	}
-	pl.mu.Unlock()
-	for _, p := range list {
-		f(p)
-	}
-}
 
 // run waits for readiness and wakes the polls it concerns, until no poll
 // has been parked for a second.

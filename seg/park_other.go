@@ -15,5 +15,3 @@ func (*poller) add(*parkedPoll) error {
 }
 
 func (*poller) wake(*parkedPoll, wake) {}
-
-func (*poller) each(func(*parkedPoll)) {}

@@ -3,7 +3,7 @@ package seg_test
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -285,49 +285,92 @@ func testParkedTimeout(t *testing.T, r *rig) {
 func testParkedShutdown(t *testing.T, r *rig) {
 	h := r.handlerWith(func(*seg.ProxyHandler) {})
 	srv := r.serve(t, h)
-	conf := &tls.Config{RootCAs: r.ca.Pool}
 	cert, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf.Certificates = []tls.Certificate{cert.TLS}
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: conf}}
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceType=T&DeviceId=PARKPHONE6",
-		strings.NewReader("<ping/>"))
-	req.Header.Set(eastest.WaitHeader, "1m")
 	type ended struct {
 		status int
+		body   string
 		close  bool
+		err    error
 	}
-	got := make(chan ended, 1)
-	go func() {
-		resp, err := c.Do(req)
-		if err != nil {
-			got <- ended{}
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		got <- ended{resp.StatusCode, resp.Close}
-	}()
-	time.Sleep(2 * time.Second) // parked after parkAfter
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ping := func(device, how, d string) chan ended {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceType=T&DeviceId="+device,
+			strings.NewReader("<ping/>"))
+		req.Header.Set(how, d)
+		got := make(chan ended, 1)
+		go func() {
+			c := r.device(t, cert)
+			resp, err := c.Do(req)
+			if err != nil {
+				got <- ended{err: err}
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got <- ended{resp.StatusCode, string(b), resp.Close, err}
+		}()
+		return got
+	}
+	quiet := ping("PARKPHONE6", eastest.WaitHeader, "1m")
+	begun := ping("PARKPHONE7", eastest.HoldHeader, "3s")
+	time.Sleep(2 * time.Second) // both parked after parkAfter
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
 	if err := srv.Config.Shutdown(ctx); err != nil {
-		t.Errorf("Shutdown: %v", err)
+		t.Errorf("http.Server.Shutdown: %v", err)
 	}
+	// The server's Shutdown ends the quiet one: 503, and the device is
+	// told to go elsewhere.
 	select {
-	case a := <-got:
-		if a.status != http.StatusServiceUnavailable || !a.close {
-			t.Errorf("a parked Ping at shutdown: %d, connection closed after it: %v", a.status, a.close)
+	case a := <-quiet:
+		if a.status != http.StatusServiceUnavailable || !a.close || a.err != nil {
+			t.Errorf("a parked Ping not begun at shutdown: %d, connection closed after it: %v, %v", a.status, a.close, a.err)
 		}
 	case <-time.After(3 * time.Second):
-		t.Fatal("a parked Ping was not ended by the server's Shutdown")
+		t.Fatal("a parked Ping not begun was not ended by the server's Shutdown")
 	}
-	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("Shutdown took %v", took)
+	// The handler's Shutdown waits for the begun one, which ends whole.
+	if err := h.Shutdown(ctx); err != nil {
+		t.Errorf("ProxyHandler.Shutdown: %v", err)
 	}
+	if waited := time.Since(start); waited < 500*time.Millisecond {
+		t.Errorf("ProxyHandler.Shutdown returned after %v, before the begun Ping's end", waited)
+	}
+	select {
+	case a := <-begun:
+		if a.status != 200 || a.body != "alice\ndone\n" || a.err != nil {
+			t.Errorf("a parked Ping whose answer had begun, across the shutdown: %d %q %v", a.status, a.body, a.err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("the begun Ping did not end")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the shutdown took %v", took)
+	}
+	// With a deadline too short, what is left is cut.
+	srv2 := r.serve(t, h)
+	c := r.device(t, cert)
+	req, _ := http.NewRequest(http.MethodPost, srv2.URL+"/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceType=T&DeviceId=PARKPHONE8",
+		strings.NewReader("<ping/>"))
+	req.Header.Set(eastest.HoldHeader, "1m")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // parked after parkAfter
+	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	srv2.Config.Shutdown(short)
+	if err := h.Shutdown(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("ProxyHandler.Shutdown past its deadline: %v", err)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Error("a begun Ping left at the deadline was not cut")
+	}
+	resp.Body.Close()
 }
 
 // testParkedCurl: curl, an HTTP client of its own, reads a parked quiet

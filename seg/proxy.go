@@ -159,6 +159,10 @@ type ProxyHandler struct {
 	poller      poller // parked long polls
 	serversMu   sync.Mutex
 	servers     map[*http.Server]*giveBackListener // that parked polls came from
+	parkMu      sync.Mutex
+	live        map[*parkedPoll]struct{} // taken from their servers, not ended
+	liveGone    chan struct{}            // closed when live empties
+	closing     bool                     // Shutdown runs
 }
 
 // easPath is the ActiveSync virtual directory.
@@ -421,6 +425,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	var hint *parkHint
 	if h.parkable(w, r, fw) {
+		h.serving(r.Context().Value(http.ServerContextKey).(*http.Server)) // its Shutdown hook, before a poll parks
 		hint = &parkHint{wait: parkAfter}
 		ctx = context.WithValue(ctx, parkHintKey{}, hint)
 	}

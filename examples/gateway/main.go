@@ -467,6 +467,11 @@ func (g *gateway) serve(ctx context.Context, hup <-chan os.Signal) error {
 			sctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			err := g.srv.Shutdown(sctx)
+			if err == nil {
+				// The long polls the handler parked are not the server's:
+				// those whose answer has begun are waited for too.
+				err = g.handler.Shutdown(sctx)
+			}
 			if errors.Is(err, context.DeadlineExceeded) {
 				g.log.Warn("requests still in flight at the shutdown timeout were cut", "timeout", timeout.String())
 				g.srv.Close()

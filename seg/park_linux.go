@@ -130,7 +130,6 @@ func (pl *poller) wake(p *parkedPoll, why wake) {
 	}
 }
 
-
 // run waits for readiness and wakes the polls it concerns, until no poll
 // has been parked for a second.
 func (pl *poller) run(epfd int) {

@@ -134,14 +134,7 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 	// The request's end (the device hung up, the header timeout) closes
 	// the connection, which ends whatever read or write waits on it.
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
-	fail := func(err error) (*http.Response, error) {
-		stop()
-		u.discard(c)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, err
-	}
+	fail := func(err error) (*http.Response, error) { return u.fail(ctx, c, stop, err) }
 	// A reused connection that broke before any byte of the answer: the
 	// caller may send the request again on a new one.
 	closedIdle := func(err error) (*http.Response, error) {
@@ -201,14 +194,7 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 // body that gives the connection back at its end.
 func (u *h1Conns) readAnswer(ctx context.Context, c *h1Conn, req *http.Request, first byte,
 	stop func() bool, wrote chan error, hint *parkHint) (*http.Response, error) {
-	fail := func(err error) (*http.Response, error) {
-		stop()
-		u.discard(c)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, err
-	}
+	fail := func(err error) (*http.Response, error) { return u.fail(ctx, c, stop, err) }
 	var br *bufio.Reader
 	if hint != nil {
 		br = getPollReader(&prefixReader{b: first, r: c.conn})
@@ -249,6 +235,17 @@ func (u *h1Conns) readAnswer(ctx context.Context, c *h1Conn, req *http.Request, 
 		hint.h1 = body
 	}
 	return resp, nil
+}
+
+// fail ends a round trip that failed on c: the connection is closed, and
+// the request's end, when it came first, is the error.
+func (u *h1Conns) fail(ctx context.Context, c *h1Conn, stop func() bool, err error) (*http.Response, error) {
+	stop()
+	u.discard(c)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, err
 }
 
 // errParked: the answer had not begun within parkHint.wait; it waits on

@@ -332,6 +332,11 @@ func (s *Server) wait(r *http.Request, user string, d time.Duration) bool {
 	// client that goes away only once it has.
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
+	return s.await(r, user, d)
+}
+
+// await holds r for d and reports whether its client is still there.
+func (s *Server) await(r *http.Request, user string, d time.Duration) bool {
 	select {
 	case s.held <- user:
 	default:
@@ -354,18 +359,8 @@ func (s *Server) hold(w http.ResponseWriter, r *http.Request, user string, d tim
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprintf(w, "%s\n", user)
 	http.NewResponseController(w).Flush()
-	select {
-	case s.held <- user:
-	default:
-	}
-	start := time.Now()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
+	if s.await(r, user, d) {
 		fmt.Fprintf(w, "done\n")
-	case <-r.Context().Done():
-		s.ended(r, user, start, d)
 	}
 }
 

@@ -3,6 +3,7 @@ package seg_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
@@ -36,6 +37,7 @@ func testParking(t *testing.T, r *rig) {
 	t.Run("timeout", func(t *testing.T) { testParkedTimeout(t, r) })
 	t.Run("shutdown", func(t *testing.T) { testParkedShutdown(t, r) })
 	t.Run("curl", func(t *testing.T) { testParkedCurl(t, r) })
+	t.Run("pipelined", func(t *testing.T) { testParkedPipelined(t, r) })
 }
 
 // reuse records whether a device's requests found their connection kept.
@@ -407,5 +409,39 @@ func testParkedCurl(t *testing.T, r *rig) {
 		if !strings.HasPrefix(s, want) || !strings.Contains(s, "[200 1]\nalice\n") || !strings.HasSuffix(s, "[200 0]\n") {
 			t.Errorf("%s: curl saw:\n%s", how, s)
 		}
+	}
+}
+
+// testParkedPipelined: a device that sends more while its Ping is parked
+// (pipelining, which phones do not do) gets its answer, framed, with
+// "Connection: close", and the connection ends: the bytes it sent were
+// read by the poll's check and cannot be served.
+func testParkedPipelined(t *testing.T, r *rig) {
+	cert, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(r.gateway.URL, "https://"),
+		&tls.Config{RootCAs: r.ca.Pool, Certificates: []tls.Certificate{cert.TLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	path := strings.TrimPrefix(r.easURL("Ping", "alice", "PARKPIPE"), r.gateway.URL)
+	io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: gw\r\nContent-Length: 7\r\n"+eastest.WaitHeader+": 2s\r\n\r\n<ping/>")
+	time.Sleep(1500 * time.Millisecond) // parked
+	io.WriteString(conn, "OPTIONS "+path+" HTTP/1.1\r\nHost: gw\r\n\r\n")
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(string(body), "alice\n") || !resp.Close {
+		t.Fatalf("the parked Ping's answer: %d %q %v, Connection: close %v", resp.StatusCode, body, err, resp.Close)
+	}
+	if rest, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the answer: %q %v, want the connection closed", rest, err)
 	}
 }

@@ -1,10 +1,12 @@
 package seg_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -104,4 +106,29 @@ func ExamplePolicy() {
 	// ALICE1 iPhone true rules
 	// NEWPHONE iPhone false rules.require_managed
 	// ALICE1 BlackBerry false block.device_types
+}
+
+// Stopping a gateway: the server's Shutdown waits for the requests it holds
+// and ends the parked long polls whose answer has not begun (503: the
+// phones ask another replica); the handler's waits for the parked answers
+// that have begun, within the same deadline.
+func ExampleProxyHandler_Shutdown() {
+	gw := &seg.ProxyHandler{} // Upstreams, Tickets, Authenticate: see ExampleProxyHandler
+	srv := seg.NewServer(gw, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go srv.Serve(ln)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Print(err)
+	}
+	if err := gw.Shutdown(ctx); err != nil {
+		log.Print("parked long polls cut: ", err)
+	}
+	fmt.Println("stopped")
+	// Output: stopped
 }

@@ -376,12 +376,18 @@ func (h *ProxyHandler) park(p *parkedPoll) {
 	if err := h.poller.add(p); err != nil {
 		h.logger().LogAttrs(context.Background(), slog.LevelWarn, "a long poll could not be parked; held instead",
 			slog.String("user", p.line.user), slog.String("error", err.Error()))
-		p.hint.wait = 0 // nothing pauses now
-		if p.hint.body != nil {
-			p.hint.body.wait = 0
-		}
-		go p.resume(wakeUpstream)
+		p.holdInstead()
 	}
+}
+
+// holdInstead serves p on a goroutine of its own that waits for the
+// answer, as a poll that cannot be parked waits.
+func (p *parkedPoll) holdInstead() {
+	p.hint.wait = 0 // nothing pauses now
+	if p.hint.body != nil {
+		p.hint.body.wait = 0
+	}
+	go p.resume(wakeUpstream)
 }
 
 // resume runs when the poller woke p: it moves the answer on as far as it

@@ -130,6 +130,24 @@ func (pl *poller) wake(p *parkedPoll, why wake) {
 	}
 }
 
+// fail stops the poller after epoll_wait failed: every parked poll is
+// held on a goroutine of its own instead, as a poll that cannot be parked
+// is, and the next one to park starts a new epoll instance.
+func (pl *poller) fail(epfd int) {
+	pl.mu.Lock()
+	var list []*parkedPoll
+	for _, p := range pl.polls {
+		list = append(list, p)
+		pl.forget(p)
+	}
+	pl.on = false
+	syscall.Close(epfd)
+	pl.mu.Unlock()
+	for _, p := range list {
+		p.holdInstead()
+	}
+}
+
 // run waits for readiness and wakes the polls it concerns, until no poll
 // has been parked for a second.
 func (pl *poller) run(epfd int) {
@@ -137,7 +155,8 @@ func (pl *poller) run(epfd int) {
 	for {
 		n, err := syscall.EpollWait(epfd, events, int(time.Second/time.Millisecond))
 		if err != nil && err != syscall.EINTR {
-			panic(fmt.Sprintf("seg: epoll_wait: %v", err)) // a bad descriptor: the poller's own bug
+			pl.fail(epfd) // only a bug of the poller's can cause it
+			return
 		}
 		for _, ev := range events[:max(n, 0)] {
 			data := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32

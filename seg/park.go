@@ -442,6 +442,9 @@ func (p *parkedPoll) resume(why wake) {
 		// The answer came (or the poll ended): ReverseProxy reads it
 		// as it reads any other, through kcdTransport.
 		p.h.longPoll.ServeHTTP(p.sw, p.r)
+		if p.hint.pending == nil && p.timer != nil {
+			p.timer.Stop() // the answer began: LongPollTimeout is over
+		}
 		if !p.hint.waiting() {
 			p.end()
 			return

@@ -55,36 +55,34 @@ func getWriter(w io.Writer) *bufio.Writer {
 
 func putWriter(bw *bufio.Writer) { bw.Reset(nil); h1Writers.Put(bw) }
 
-func getReader(r io.Reader) *bufio.Reader {
-	if br, ok := h1Readers.Get().(*bufio.Reader); ok {
+// getReader lends a reader for an answer; it is held for as long as an
+// answer that has begun stays open. 2 KiB: an answer's headers and a
+// chunk's size line fit, and a body read into the copy buffer, larger, goes
+// past it. A long poll's (poll) is 512 bytes, since a streamed one is open
+// for an hour: longer headers are read in parts.
+func getReader(r io.Reader, poll bool) *bufio.Reader {
+	size := 2 << 10
+	if poll {
+		size = 512
+	}
+	if br, ok := readerPool(size).Get().(*bufio.Reader); ok {
 		br.Reset(r)
 		return br
 	}
-	// 2 KiB: an answer's headers and a chunk's size line fit, and a body
-	// read into the copy buffer, larger, goes past it; the reader is held
-	// for as long as an answer that has begun stays open.
-	return bufio.NewReaderSize(r, 2<<10)
+	return bufio.NewReaderSize(r, size)
 }
 
-// getPollReader is getReader for a long poll's answer, whose reader is
-// held for as long as the answer is open (a streamed one: for an hour).
-// 512 bytes: headers longer than that are read in parts, and a body read
-// into the copy buffer, larger, goes past it.
-func getPollReader(r io.Reader) *bufio.Reader {
-	if br, ok := h1PollReaders.Get().(*bufio.Reader); ok {
-		br.Reset(r)
-		return br
+// readerPool is the pool of readers of size bytes.
+func readerPool(size int) *sync.Pool {
+	if size < 2<<10 {
+		return &h1PollReaders
 	}
-	return bufio.NewReaderSize(r, 512)
+	return &h1Readers
 }
 
 func putReader(br *bufio.Reader) {
 	br.Reset(nil)
-	if br.Size() < 2<<10 {
-		h1PollReaders.Put(br)
-		return
-	}
-	h1Readers.Put(br)
+	readerPool(br.Size()).Put(br)
 }
 
 // errServerClosedIdle: a reused connection ended before any byte of the
@@ -160,34 +158,29 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 	// that may be parked waits a moment only: an answer that has not
 	// begun by then is left on the connection, to be read when the
 	// poller says it came (h1Pending).
-	var first [1]byte
 	hint, _ := ctx.Value(parkHintKey{}).(*parkHint)
+	p := &h1Pending{u: u, c: c} // where the first byte is read, parked or not
 	if hint != nil && hint.wait > 0 && !streamed {
-		c.conn.SetReadDeadline(time.Now().Add(hint.wait))
-		n, err := c.conn.Read(first[:])
-		c.conn.SetReadDeadline(time.Time{})
-		if n == 0 && isTimeout(err) && stop() {
-			// Of the request, only what reading the answer needs:
-			// the rest (its headers, the ticket) is not kept for an hour.
-			hint.pending = &h1Pending{u: u, c: c, req: &http.Request{Method: req.Method, Close: req.Close}}
-			return nil, errParked
-		}
-		if n == 0 {
-			if err == nil {
-				err = io.ErrNoProgress
+		if !p.ready(hint.wait) {
+			if stop() {
+				// Of the request, only what reading the answer needs:
+				// its headers and the ticket are not kept for an hour.
+				p.req = &http.Request{Method: req.Method, Close: req.Close}
+				hint.pending = p
+				return nil, errParked
 			}
-			if c.reused && ctx.Err() == nil {
-				return closedIdle(err)
-			}
-			return fail(err)
+			p.err = ctx.Err() // the request ended as it would have parked
 		}
-	} else if _, err := io.ReadFull(c.conn, first[:]); err != nil {
-		if c.reused && ctx.Err() == nil && !streamed {
-			return closedIdle(err)
-		}
-		return fail(err)
+	} else if _, err := io.ReadFull(c.conn, p.first[:]); err != nil {
+		p.err = err
 	}
-	return u.readAnswer(ctx, c, req, first[0], stop, wrote, hint)
+	if p.err != nil {
+		if c.reused && ctx.Err() == nil && !streamed {
+			return closedIdle(p.err)
+		}
+		return fail(p.err)
+	}
+	return u.readAnswer(ctx, c, req, p.first[0], stop, wrote, hint)
 }
 
 // readAnswer reads the answer whose first byte came: its headers, then a
@@ -195,12 +188,7 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 func (u *h1Conns) readAnswer(ctx context.Context, c *h1Conn, req *http.Request, first byte,
 	stop func() bool, wrote chan error, hint *parkHint) (*http.Response, error) {
 	fail := func(err error) (*http.Response, error) { return u.fail(ctx, c, stop, err) }
-	var br *bufio.Reader
-	if hint != nil {
-		br = getPollReader(&prefixReader{b: first, r: c.conn})
-	} else {
-		br = getReader(&prefixReader{b: first, r: c.conn})
-	}
+	br := getReader(&prefixReader{b: first, r: c.conn}, hint != nil)
 	var resp *http.Response
 	var err error
 	for {
@@ -301,12 +289,9 @@ func (p *h1Pending) receive(ctx context.Context) (*http.Response, error) {
 		}
 	}
 	if p.err != nil {
-		stop()
-		p.abandon()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, p.err
+		resp, err := p.u.fail(ctx, p.c, stop, p.err)
+		p.done()
+		return resp, err
 	}
 	hint, _ := ctx.Value(parkHintKey{}).(*parkHint)
 	resp, err := p.u.readAnswer(ctx, p.c, p.req, p.first[0], stop, nil, hint)

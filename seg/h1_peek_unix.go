@@ -12,11 +12,7 @@ import (
 // non-blocking peek at the socket, so a request is never sent on a
 // connection that is already gone.
 func closedByPeer(raw net.Conn) bool {
-	sc, ok := raw.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := rawConn(raw)
 	if err != nil {
 		return false
 	}

@@ -405,7 +405,10 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The poll's context outlives the handler when the poll is parked;
 	// until then the device's hang-up (the server's context) ends it.
 	ctx, end := context.WithCancelCause(context.WithoutCancel(ctx))
-	unlink := context.AfterFunc(r.Context(), func() { end(context.Cause(r.Context())) })
+	link := func() (unlink func() bool) {
+		return context.AfterFunc(r.Context(), func() { end(context.Cause(r.Context())) })
+	}
+	unlink := link()
 	device := ""
 	if params.Cmd == "Ping" {
 		device = params.DeviceID // a device holds one Ping; its Syncs may overlap
@@ -437,7 +440,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if parked = h.hijack(w, sw, pr, line, start, hint, end, finish); parked != nil {
 				return
 			}
-			unlink = context.AfterFunc(r.Context(), func() { end(context.Cause(r.Context())) })
+			unlink = link()
 		}
 		// Not parked (or the device has gone): held here, as a poll
 		// that cannot be parked is.

@@ -78,6 +78,35 @@ func (c *Client) Account(ctx context.Context, name string) (*Account, error) {
 	return a, nil
 }
 
+// ImpersonateAccount does S4U2Self for acct.User, checks that the evidence
+// ticket's PAC names acct.SID, then S4U2Proxy to spn. A name that AD has
+// given to another account since it was resolved (a rename, a UPN moved)
+// fails with ErrAccountChanged instead of yielding the other account's
+// ticket. It needs the service account's key to open the PAC
+// (ErrNoServiceKey without one).
+func (c *Client) ImpersonateAccount(ctx context.Context, acct *Account, spn string) (*Ticket, error) {
+	const op = "S4U2Self"
+	if acct == nil || acct.User == "" || acct.SID == "" {
+		return nil, fail(op, "", errors.New("an account without a name or a SID"))
+	}
+	ev, err := c.S4U2Self(ctx, acct.User)
+	if err != nil {
+		return nil, err
+	}
+	key, err := c.serviceKey(ev.Ticket.EncPart.EType, ev.Ticket.EncPart.KVNO)
+	if err != nil {
+		return nil, fail(op, acct.User, err)
+	}
+	var got *Account
+	if err := safely(func() (err error) { got, err = accountFromTicket(ev.Ticket, key); return err }); err != nil {
+		return nil, fail(op, acct.User, err)
+	}
+	if got.SID != acct.SID {
+		return nil, fail(op, acct.User, fmt.Errorf("%w: the PAC names %s, the account resolved was %s", ErrAccountChanged, got.SID, acct.SID))
+	}
+	return c.S4U2Proxy(ctx, ev, spn)
+}
+
 // accountFromTicket opens a ticket encrypted to the service account and reads
 // its PAC. It may panic on malformed input (gokrb5's NDR decoder): callers
 // wrap it in safely.

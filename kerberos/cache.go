@@ -16,6 +16,13 @@ type Impersonator interface {
 	Impersonate(ctx context.Context, user, spn string) (*Ticket, error)
 }
 
+// AccountImpersonator gets a ticket from an account the directory resolved
+// to spn, checking that the name it asks the KDC for (acct.User) still
+// belongs to that account (acct.SID). *Client is one.
+type AccountImpersonator interface {
+	ImpersonateAccount(ctx context.Context, acct *Account, spn string) (*Ticket, error)
+}
+
 // TicketSource supplies a ticket for one fixed user and SPN, like
 // oauth2.TokenSource supplies tokens.
 type TicketSource interface {
@@ -88,10 +95,16 @@ type Cache struct {
 	refreshErrs, refreshesLate                                                    atomic.Int64
 }
 
-type cacheKey struct{ user, spn string }
+// cacheKey is a user name (Ticket) or, with sid set, an account's SID
+// (AccountTicket): the two never meet, since a name is never a SID's key.
+type cacheKey struct {
+	user, spn string
+	sid       bool
+}
 
 type cacheEntry struct {
 	key       cacheKey
+	name      string // what S4U2Self asks for: key.user, or the account's name
 	ticket    *Ticket
 	refreshAt time.Time // when a hit queues a background refresh
 	queued    *refresh  // the refresh waiting for a slot, if any
@@ -175,12 +188,36 @@ func (c *Cache) skew(t *Ticket) time.Duration {
 	return defaultMargin(t)
 }
 
-func key(user, spn string) cacheKey { return cacheKey{user, spn} }
+func key(user, spn string) cacheKey { return cacheKey{user: user, spn: spn} }
 
 // Ticket returns a valid ticket from user to spn, from the cache or from
 // one shared exchange with the KDC.
 func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
-	k := key(user, spn)
+	return c.ticket(ctx, key(user, spn), user)
+}
+
+// AccountTicket returns a valid ticket from the account acct (as
+// Client.Account resolved it) to spn. Its entry is keyed by the account's
+// SID, not by a name: every name of one account shares it, and a name that
+// AD gives to another account (a rename, a UPN moved) can never be served
+// the ticket of the account that held it before. The exchange asks the KDC
+// for acct.User and, when Source is an AccountImpersonator (a *Client),
+// checks the evidence ticket's PAC against acct.SID: a name that now belongs
+// to someone else fails with ErrAccountChanged.
+func (c *Cache) AccountTicket(ctx context.Context, acct *Account, spn string) (*Ticket, error) {
+	if acct == nil || acct.SID == "" || acct.User == "" {
+		return nil, &Error{Op: "cache", Err: errors.New("an account without a SID or a name")}
+	}
+	return c.ticket(ctx, cacheKey{user: acct.SID, spn: spn, sid: true}, acct.User)
+}
+
+// InvalidateAccount drops the ticket (or refusal) of the account with sid
+// for spn, e.g. after Exchange answered 401 to it.
+func (c *Cache) InvalidateAccount(sid, spn string) {
+	c.invalidate(cacheKey{user: sid, spn: spn, sid: true})
+}
+
+func (c *Cache) ticket(ctx context.Context, k cacheKey, user string) (*Ticket, error) {
 	c.mu.Lock()
 	if c.entries == nil {
 		c.entries = map[cacheKey]*list.Element{}
@@ -190,7 +227,7 @@ func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
 	if el, ok := c.entries[k]; ok {
 		e := el.Value.(*cacheEntry)
 		switch {
-		case e.ticket != nil && !e.ticket.IsFor(user):
+		case e.ticket != nil && !e.ticket.IsFor(e.name):
 			// Never expected with exact keys; a ticket for someone else is never served.
 			c.mismatches.Add(1)
 		case e.ticket != nil && now.Add(c.skew(e.ticket)).Before(e.ticket.EndTime):
@@ -215,7 +252,7 @@ func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
 	if !ok {
 		f = &fetch{done: make(chan struct{})}
 		c.inflight[k] = f
-		go c.run(ctx, k, user, spn, f, false)
+		go c.run(ctx, k, user, f, false)
 	}
 	c.mu.Unlock()
 	select {
@@ -228,7 +265,7 @@ func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
 
 // run performs one exchange for all waiters of a key; background says it is
 // a refresh ahead, which nobody waits for.
-func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch, background bool) {
+func (c *Cache) run(ctx context.Context, k cacheKey, user string, f *fetch, background bool) {
 	timeout := c.FetchTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -236,7 +273,13 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch,
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	c.exchanges.Add(1)
-	t, err := c.Source.Impersonate(fctx, user, spn)
+	var t *Ticket
+	var err error
+	if ai, ok := c.Source.(AccountImpersonator); ok && k.sid {
+		t, err = ai.ImpersonateAccount(fctx, &Account{User: user, SID: k.user}, k.spn)
+	} else {
+		t, err = c.Source.Impersonate(fctx, user, k.spn)
+	}
 	if err == nil && (t == nil || !t.IsFor(user)) {
 		c.mismatches.Add(1)
 		name := "no ticket"
@@ -260,7 +303,7 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch,
 	// the clock as it was when the answer came.
 	defer close(f.done)
 	if err == nil {
-		c.storeLocked(&cacheEntry{key: k, ticket: t, refreshAt: c.refreshPoint(t)})
+		c.storeLocked(&cacheEntry{key: k, name: user, ticket: t, refreshAt: c.refreshPoint(t)})
 		return
 	}
 	ttl := c.NegativeTTL
@@ -278,7 +321,7 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user, spn string, f *fetch,
 		}
 	}
 	if refusal(err) {
-		c.storeLocked(&cacheEntry{key: k, err: err, expires: c.now().Add(ttl)})
+		c.storeLocked(&cacheEntry{key: k, name: user, err: err, expires: c.now().Add(ttl)})
 	}
 }
 
@@ -369,7 +412,7 @@ func (c *Cache) refreshLoop() {
 		c.inflight[e.key] = f
 		c.refreshes.Add(1)
 		c.mu.Unlock()
-		c.run(context.Background(), e.key, e.key.user, e.key.spn, f, true)
+		c.run(context.Background(), e.key, e.name, f, true)
 		c.mu.Lock()
 	}
 	c.workers--
@@ -378,10 +421,12 @@ func (c *Cache) refreshLoop() {
 
 // Invalidate drops the ticket (or refusal) for user and spn, e.g. after
 // Exchange answered 401 to it.
-func (c *Cache) Invalidate(user, spn string) {
+func (c *Cache) Invalidate(user, spn string) { c.invalidate(key(user, spn)) }
+
+func (c *Cache) invalidate(k cacheKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.entries[key(user, spn)]; ok {
+	if el, ok := c.entries[k]; ok {
 		c.removeLocked(el)
 	}
 }

@@ -73,6 +73,10 @@ var (
 	ErrNoKDC = errors.New("no KDC answered")
 	// ErrBadReply: a KDC reply failed verification (nonce, names, decryption).
 	ErrBadReply = errors.New("KDC reply failed verification")
+	// ErrAccountChanged: the name asked for now belongs to another account
+	// than the one it was resolved to (a rename, a UPN moved): the ticket
+	// would speak for someone else (ImpersonateAccount).
+	ErrAccountChanged = errors.New("the name now belongs to another account")
 )
 
 var sentinelOf = map[int32]error{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/segkcd/segkcd/internal/redact"
+	"github.com/segkcd/segkcd/internal/sid"
 	"github.com/segkcd/segkcd/kerberos"
 )
 
@@ -24,11 +26,18 @@ import (
 //	GET    /v1/policy/devices/{id}        what the policy decides for a device, and why
 //	                                      (?user=&type=&agent=&version= fill in the request)
 //	GET    /v1/policy/users/{user}        the user's devices known to the policy, each decided
+//	GET    /v1/policy/unresolved          the policy's user entries that name no account
 //	GET    /v1/tickets                    ticket cache counters
 //	DELETE /v1/tickets/{user}             forget a user's ticket (after a password or group change)
-//	GET    /v1/redirects                  users mapped to another upstream by a 451
+//	GET    /v1/redirects                  accounts mapped to another upstream by a 451
 //	DELETE /v1/redirects                  forget all of them
 //	DELETE /v1/redirects/{user}           forget one
+//
+// A {user} (and ?user=) is an account's SID or any name of it, which the
+// directory resolves to its SID (Names.Accounts); per-user state is keyed by
+// SID, so two names of one account reach the same entry and a name never
+// reaches another account's. A name that names no account is 404.
+//
 //	GET    /v1/debug/devices              devices logged step by step
 //	PUT    /v1/debug/devices/{id}         start logging a device step by step
 //	DELETE /v1/debug/devices/{id}         stop
@@ -38,7 +47,11 @@ import (
 type Admin struct {
 	// Token, when set, is required as "Authorization: Bearer <Token>" on
 	// every endpoint but /healthz.
-	Token   string
+	Token string
+	// Names resolves the {user} of the per-user routes to an account's
+	// SID (give the gateway's, with its Accounts). Without it a {user} must
+	// be a SID.
+	Names   Names
 	Policy  *Policy
 	Tickets *kerberos.Cache
 	// SPN is Exchange's, whose tickets DELETE /v1/tickets/{user} forgets.
@@ -94,14 +107,19 @@ func (a *Admin) routes() {
 	if a.Policy != nil {
 		m.HandleFunc("GET /v1/policy/devices/{id}", a.policyDevice)
 		m.HandleFunc("GET /v1/policy/users/{user}", a.policyUser)
+		m.HandleFunc("GET /v1/policy/unresolved", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string][]Unresolved{"unresolved": append([]Unresolved{}, a.Policy.Unresolved()...)})
+		})
 	}
 	if a.Tickets != nil {
 		m.HandleFunc("GET /v1/tickets", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, a.Tickets.Stats())
 		})
 		m.HandleFunc("DELETE /v1/tickets/{user}", func(w http.ResponseWriter, r *http.Request) {
-			a.Tickets.Invalidate(r.PathValue("user"), a.SPN)
-			w.WriteHeader(http.StatusNoContent)
+			if sid, ok := a.sidOf(w, r, r.PathValue("user")); ok {
+				a.Tickets.InvalidateAccount(sid, a.SPN)
+				w.WriteHeader(http.StatusNoContent)
+			}
 		})
 	}
 	if a.Redirects != nil {
@@ -113,8 +131,10 @@ func (a *Admin) routes() {
 			w.WriteHeader(http.StatusNoContent)
 		})
 		m.HandleFunc("DELETE /v1/redirects/{user}", func(w http.ResponseWriter, r *http.Request) {
-			a.Redirects.Clear(r.PathValue("user"))
-			w.WriteHeader(http.StatusNoContent)
+			if sid, ok := a.sidOf(w, r, r.PathValue("user")); ok {
+				a.Redirects.Clear(sid)
+				w.WriteHeader(http.StatusNoContent)
+			}
 		})
 	}
 	if a.Roll != nil {
@@ -160,30 +180,62 @@ func (a *Admin) policyDevice(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if in.User != "" {
+		var ok bool
+		if in.SID, ok = a.sidOf(w, r, in.User); !ok {
+			return
+		}
+	}
 	ans.Decision = a.Policy.Decide(in)
 	writeJSON(w, http.StatusOK, ans)
 }
 
 func (a *Admin) policyUser(w http.ResponseWriter, r *http.Request) {
 	user := r.PathValue("user")
+	sid, ok := a.sidOf(w, r, user)
+	if !ok {
+		return
+	}
 	rules, loaded := a.Policy.Rules()
 	out := struct {
 		User    string         `json:"user"`
 		Loaded  time.Time      `json:"policy_loaded"`
 		Devices []deviceAnswer `json:"devices"`
-	}{User: user, Loaded: loaded, Devices: []deviceAnswer{}}
+		SID     string         `json:"sid"`
+	}{User: user, SID: sid, Loaded: loaded, Devices: []deviceAnswer{}}
 	if rules != nil {
 		for id, st := range rules.Devices {
-			if st.User == "" || !a.Policy.Names.Same(st.User, user) {
+			if st.User == "" || a.Policy.enrolledSID(id) != sid {
 				continue
 			}
 			st := st
-			d := a.Policy.Decide(PolicyInput{User: user, DeviceID: id})
+			d := a.Policy.Decide(PolicyInput{SID: sid, User: user, DeviceID: id})
 			out.Devices = append(out.Devices, deviceAnswer{DeviceID: id, Known: true, State: &st, Decision: d})
 		}
 	}
 	sort.Slice(out.Devices, func(i, j int) bool { return out.Devices[i].DeviceID < out.Devices[j].DeviceID })
 	writeJSON(w, http.StatusOK, out)
+}
+
+// sidOf is the SID of a {user}: a SID as written, else the account the
+// directory names (Names). It answers 404 for a name of no account, 503
+// when the directory could not be asked, and says whether to go on.
+func (a *Admin) sidOf(w http.ResponseWriter, r *http.Request, user string) (string, bool) {
+	if s, err := sid.Parse(user); err == nil {
+		return s, true
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+	defer cancel()
+	acct, err := a.Names.Resolve(ctx, user)
+	switch {
+	case err == nil:
+		return acct.SID, true
+	case errors.Is(err, ErrBadName), errors.Is(err, ErrNoDirectory):
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no account of the domain holds that name"})
+	default:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the directory could not be asked: " + err.Error()})
+	}
+	return "", false
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

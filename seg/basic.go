@@ -23,7 +23,8 @@ import (
 // alice); the password is then checked with a Kerberos AS exchange for that
 // account against the domain's KDC, not with an LDAP bind.
 //
-// Every answer is remembered for TTL under an HMAC of (account, password)
+// Every answer is remembered for TTL under an HMAC of (the account's SID,
+// password)
 // with a key drawn at random for each BasicAuth, never the password itself:
 // a correct password so that a phone's requests do not each cost an AS
 // exchange, and a wrong one so that a phone stuck on an old password costs
@@ -68,7 +69,7 @@ type BasicAuth struct {
 	tr      *kerberos.Transport
 	mu      sync.Mutex
 	verdict map[[32]byte]*basicEntry
-	rates   map[string]*passwordRate // kerberos.UpperName(account) -> its allowance
+	rates   map[string]*passwordRate // the account's SID -> its allowance
 }
 
 // passwordRate is a token bucket of new passwords for one account.
@@ -139,22 +140,27 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 	if password == "" {
 		return nil, &loginError{acct.User, fmt.Errorf("%w: empty password", ErrBadCredentials)}
 	}
-	if err := b.Check(r.Context(), acct.User, password); err != nil {
+	if err := b.Check(r.Context(), acct, password); err != nil {
 		return nil, &loginError{acct.User, err}
 	}
 	return identity(acct, name, "basic"), nil
 }
 
-// Check verifies the password of account (as Names.Resolve names it), from
-// memory when it was checked within TTL. A wrong password is an error
+// Check verifies the password of acct (as Names.Resolve names it: the AS
+// exchange is for acct.User, and the answer and the account's allowance of
+// new passwords are keyed by acct.SID), from memory when it was checked
+// within TTL. A wrong password is an error
 // matching ErrBadCredentials (and kerberos.ErrPreauthFailed); an account
 // the KDC refuses (disabled, locked, expired) matches ErrBadCredentials and
 // kerberos.ErrPolicy; a new password past the account's rate matches
 // ErrBadCredentials and ErrTooManyPasswords; a KDC that does not answer
 // gives the kerberos error (ErrNoKDC), which is not remembered.
-func (b *BasicAuth) Check(ctx context.Context, account, password string) error {
+func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password string) error {
 	b.once.Do(b.init)
-	k := b.keyFor(account, password)
+	if acct == nil || acct.SID == "" || acct.User == "" {
+		return errors.New("seg: BasicAuth.Check needs an account with a name and a SID")
+	}
+	k := b.keyFor(acct.SID, password)
 	now := time.Now()
 	b.mu.Lock()
 	e := b.verdict[k]
@@ -173,7 +179,7 @@ func (b *BasicAuth) Check(ctx context.Context, account, password string) error {
 		if len(b.verdict) >= b.maxEntries() || len(b.rates) >= b.maxEntries() {
 			b.evict(now)
 		}
-		if !b.allow(kerberos.UpperName(account), now) {
+		if !b.allow(acct.SID, now) {
 			b.mu.Unlock()
 			return fmt.Errorf("%w: %w", ErrBadCredentials, ErrTooManyPasswords)
 		}
@@ -185,7 +191,7 @@ func (b *BasicAuth) Check(ctx context.Context, account, password string) error {
 	if owner {
 		// Apart from this request, which may stop waiting (its context)
 		// while the exchange goes on for the others.
-		go b.settle(k, e, account, password)
+		go b.settle(k, e, acct.User, password)
 	}
 	select {
 	case <-e.done:

@@ -2,6 +2,7 @@ package seg
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/pem"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 // NameSource is a place in a device certificate that can name its user.
@@ -50,7 +53,12 @@ func (s NameSource) String() string {
 // only requested a certificate.
 //
 // The user is the account that holds the certificate's UPN, as the domain's
-// KDC resolves it (Names.Accounts), never the UPN's prefix.
+// KDC resolves it (Names.Accounts), never the UPN's prefix. A UPN is a weak
+// mapping (KB5014754): an MDM CA that lets an enrollee choose the UPN in its
+// SAN hands every enrollee every mailbox. So the certificate must also be
+// bound to that account strongly (Mapping, full by default): it carries the
+// account's SID, which the PAC confirms, or matches a strong
+// altSecurityIdentities entry of the account (Directory).
 type CertificateAuth struct {
 	// Sources are tried in order; the first that holds a name wins. Empty
 	// means FromUPN only: the UPN is what an MDM's CA writes for the user.
@@ -63,6 +71,24 @@ type CertificateAuth struct {
 	Names Names
 	// Revocation, when set, refuses revoked certificates.
 	Revocation *CRL
+	// Mapping is how strongly the certificate must be bound to its account
+	// (default MappingFull). A certificate whose SID is another account's
+	// is refused in every mode.
+	Mapping CertificateMapping
+	// Directory, when set, gives each account's altSecurityIdentities (a
+	// strong mapping for certificates without a SID, in MappingFull) and
+	// its creation time (a weakly mapped certificate issued before it is
+	// refused, in MappingCompatibility). An *ad.Conn over LDAPS.
+	Directory CertificateDirectory
+	// Metrics, when set, counts the mappings by result
+	// (seg_certificate_mappings_total).
+	Metrics *Metrics
+	// Logger receives refused mappings, and each weakly mapped certificate
+	// once (default slog.Default()).
+	Logger *slog.Logger
+
+	dir  certDirectoryCache
+	seen seenCerts
 }
 
 // Authenticate implements ProxyHandler.Authenticate.
@@ -99,11 +125,111 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 		if err != nil {
 			return nil, &loginError{who: printable(name), err: err}
 		}
+		if acct, err = a.bind(r.Context(), leaf, name, acct); err != nil {
+			return nil, &loginError{who: printable(name), err: err}
+		}
 		id := identity(acct, name, "certificate")
 		id.Certificate = leaf
 		return id, nil
 	}
 	return nil, fmt.Errorf("%w: the certificate names no user (%v)", ErrBadCredentials, sources)
+}
+
+// bind checks that leaf is bound to acct as Mapping requires, and returns the
+// account it is bound to: a certificate whose SID is not the remembered
+// account's has its name asked about again first, in case AD gave the name
+// to the SID's account since (a UPN moved).
+func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name string, acct *kerberos.Account) (*kerberos.Account, error) {
+	certSID, err := CertificateSID(leaf)
+	if err != nil {
+		a.mapped(ctx, "malformed", leaf, acct, slog.LevelWarn, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadCredentials, err)
+	}
+	if certSID != "" && certSID != acct.SID {
+		if fresh, ferr := a.Names.Refresh(ctx, name); ferr == nil && fresh.SID == certSID {
+			acct = fresh
+		} else {
+			err := fmt.Errorf("%w: %w (the certificate carries %s, its name belongs to %s)", ErrBadCredentials, ErrSIDMismatch, certSID, acct.SID)
+			a.mapped(ctx, "sid_mismatch", leaf, acct, slog.LevelWarn, err)
+			return nil, err
+		}
+	}
+	switch {
+	case certSID != "":
+		a.mapped(ctx, "strong_sid", leaf, acct, 0, nil)
+		return acct, nil
+	case a.Mapping == MappingOff:
+		a.mapped(ctx, "weak_served", leaf, acct, 0, nil)
+		return acct, nil
+	case a.Mapping == MappingFull:
+		if a.Directory != nil {
+			alt, _, err := a.dir.get(ctx, a.Directory, acct.SID)
+			if err != nil {
+				return nil, fmt.Errorf("seg: reading the account's certificate mappings: %w", err)
+			}
+			for _, v := range alt {
+				if strongAltSecID(v, leaf) {
+					a.mapped(ctx, "strong_alt_security_identities", leaf, acct, 0, nil)
+					return acct, nil
+				}
+			}
+		}
+		err := fmt.Errorf("%w: %w", ErrBadCredentials, ErrNoStrongMapping)
+		a.mapped(ctx, "no_strong_mapping", leaf, acct, slog.LevelWarn, err)
+		return nil, err
+	}
+	// Compatibility: served, unless the directory says the account is
+	// younger than the certificate.
+	if a.Directory != nil {
+		_, created, err := a.dir.get(ctx, a.Directory, acct.SID)
+		if err != nil {
+			return nil, fmt.Errorf("seg: reading the account's creation time: %w", err)
+		}
+		if !created.IsZero() && leaf.NotBefore.Before(created) {
+			err := fmt.Errorf("%w: %w (issued %s, account created %s)", ErrBadCredentials, ErrCertificatePredatesAccount,
+				leaf.NotBefore.UTC().Format(time.RFC3339), created.UTC().Format(time.RFC3339))
+			a.mapped(ctx, "predates_account", leaf, acct, slog.LevelWarn, err)
+			return nil, err
+		}
+	}
+	level := slog.Level(0)
+	if a.seen.first(leaf) {
+		level = slog.LevelWarn
+	}
+	a.mapped(ctx, "weak_served", leaf, acct, level, nil)
+	return acct, nil
+}
+
+// mapped counts a mapping's result and, at level (0: no line), logs it with
+// what an administrator needs to find the device and its CA.
+func (a *CertificateAuth) mapped(ctx context.Context, result string, leaf *x509.Certificate, acct *kerberos.Account, level slog.Level, err error) {
+	a.Metrics.certMapping(result)
+	if level == 0 {
+		return
+	}
+	attrs := []slog.Attr{slog.String("result", result), slog.String("mode", a.Mapping.String()),
+		slog.String("user", acct.User), slog.String("sid", acct.SID),
+		slog.String("issuer", printable(leaf.Issuer.String())), slog.String("serial", leaf.SerialNumber.Text(16))}
+	msg := "certificate served without a strong mapping (no SID): have the MDM's CA put the account's SID in its certificates"
+	if err != nil {
+		msg = "certificate refused"
+		attrs = append(attrs, slog.String("error", err.Error()), slog.String("hint", certHint(result)))
+	}
+	logOr(a.Logger).LogAttrs(ctx, level, msg, attrs...)
+}
+
+func certHint(result string) string {
+	switch result {
+	case "sid_mismatch":
+		return "the certificate carries another account's SID than the account its name belongs to: a certificate issued to someone else, or a UPN moved to another account (Windows logs event 41)"
+	case "no_strong_mapping":
+		return "the certificate carries no SID (extension 1.3.6.1.4.1.311.25.2 or SAN URI tag:microsoft.com,2022-09-14:sid:) and matches no strong altSecurityIdentities entry; reissue it with the SID, add X509:<I>issuer<SR>serial to the account, or set the mapping to compatibility (Windows logs event 39)"
+	case "predates_account":
+		return "the certificate was issued before its account was created: it was meant for an earlier holder of the name (Windows logs event 40)"
+	case "malformed":
+		return "the certificate's SID extension or SID URI cannot be read"
+	}
+	return ""
 }
 
 func certName(c *x509.Certificate, s NameSource) (string, error) {

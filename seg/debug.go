@@ -6,17 +6,15 @@ import (
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/segkcd/segkcd/kerberos"
 )
 
 // DebugDevices is the set of devices whose requests are logged step by step
 // (SEG's per-device logging), switched on and off at run time through the
-// admin API. Device ids compare without case. The zero value is an empty
+// admin API. Device ids compare with ASCII letters folded (foldDeviceID). The zero value is an empty
 // set; methods are safe for concurrent use.
 type DebugDevices struct {
 	mu  sync.RWMutex
-	ids map[string]time.Time // upper-cased id -> when debugging was switched on
+	ids map[string]time.Time // foldDeviceID(id) -> when debugging was switched on
 }
 
 // Enable switches debugging on for a device.
@@ -26,14 +24,14 @@ func (d *DebugDevices) Enable(id string) {
 	if d.ids == nil {
 		d.ids = map[string]time.Time{}
 	}
-	d.ids[kerberos.UpperName(id)] = time.Now()
+	d.ids[foldDeviceID(id)] = time.Now()
 }
 
 // Disable switches it off.
 func (d *DebugDevices) Disable(id string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.ids, kerberos.UpperName(id))
+	delete(d.ids, foldDeviceID(id))
 }
 
 // Has reports whether a device is being debugged.
@@ -43,7 +41,7 @@ func (d *DebugDevices) Has(id string) bool {
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	_, ok := d.ids[kerberos.UpperName(id)]
+	_, ok := d.ids[foldDeviceID(id)]
 	return ok
 }
 

@@ -87,6 +87,7 @@ var (
 	errNotFound      = errors.New("not an ActiveSync path")
 	errMethod        = errors.New("method not allowed")
 	errUserMismatch  = errors.New("the User parameter names another user")
+	errNoSID         = errors.New("the authenticator named no account SID (give Names an Accounts, which asks the KDC)")
 	errTicketRefused = errors.New("Exchange answered 401 to a fresh ticket")
 	errNoReplay      = errors.New("Exchange answered 401 and the body cannot be sent again")
 	errUpstreamTime  = fmt.Errorf("no answer from Exchange in time: %w", context.DeadlineExceeded)

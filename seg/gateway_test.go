@@ -223,6 +223,10 @@ func testBasic(t *testing.T, r *rig) {
 	// Guesses sent all at once are bounded the same way.
 	guessme := r.newUser(t, "guessme")
 	b := &seg.BasicAuth{Realm: r.lab.Realm, Config: r.krb5, Names: seg.Names{Realm: r.lab.Realm, Accounts: r.accounts}}
+	guessmeAcct, err := b.Names.Resolve(context.Background(), guessme)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	asked := 0
@@ -230,7 +234,7 @@ func testBasic(t *testing.T, r *rig) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			err := b.Check(context.Background(), guessme, fmt.Sprintf("Parallel-Guess-%d!", i))
+			err := b.Check(context.Background(), guessmeAcct, fmt.Sprintf("Parallel-Guess-%d!", i))
 			if !errors.Is(err, seg.ErrTooManyPasswords) {
 				mu.Lock()
 				asked++

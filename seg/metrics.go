@@ -22,6 +22,7 @@ type Metrics struct {
 	up        *prometheus.GaugeVec
 	redirects prometheus.Counter
 	crlStale  *prometheus.CounterVec
+	certMaps  *prometheus.CounterVec
 	reg       prometheus.Registerer
 }
 
@@ -51,8 +52,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		crlStale: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seg_crl_stale_total",
 			Help: "Certificate logins checked against a CRL past its nextUpdate, by action (refused, or accepted with CRL.AllowStale)."},
 			[]string{"action"}),
+		certMaps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seg_certificate_mappings_total",
+			Help: "Device certificates mapped to their accounts, by result: strong_sid, strong_alt_security_identities, weak_served (no SID, let in by compatibility or off), and the refusals sid_mismatch, no_strong_mapping, predates_account, malformed."},
+			[]string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.longPolls, m.parkedNow, m.policy, m.kdc, m.up, m.redirects, m.crlStale} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.longPolls, m.parkedNow, m.policy, m.kdc, m.up, m.redirects, m.crlStale, m.certMaps} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -177,4 +181,11 @@ func (m *Metrics) staleCRL(accepted bool) {
 		action = "accepted"
 	}
 	m.crlStale.WithLabelValues(action).Inc()
+}
+
+func (m *Metrics) certMapping(result string) {
+	if m == nil {
+		return
+	}
+	m.certMaps.WithLabelValues(result).Inc()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -19,14 +20,18 @@ import (
 // A UPN's prefix is not an account name in Active Directory: the account
 // jdoe may hold j.doe@corp.example.com, and alice@example.com may be xsmith's
 // UPN while another account is called alice. So a UPN is never cut to its
-// prefix. With Accounts set, every name is resolved by the domain's KDC to the
-// account that holds it (Accounts, *kerberos.Client.Account), and that
-// account is the one impersonated, with its name spelled as AD keeps it, so
-// that "alice", "ALICE" and "CORP\aLiCe" are one user in the ticket cache,
-// the upstream pools and the redirects. Without Accounts, bare and
-// DOMAIN\user names are taken as typed and UPNs are refused.
+// prefix. Every name is resolved by the domain's KDC to the account that
+// holds it (Accounts, *kerberos.Client.Account), and that account's SID,
+// read from the PAC the KDC signs, is the user everywhere after: "alice",
+// "ALICE", "CORP\aLiCe" and alice's UPN are one user in the ticket cache,
+// the upstream pools, the redirects and the policy because the KDC names one
+// SID for them, never because the gateway folded them into one string.
+// Names never compares two names itself beyond what AD is known to fold
+// (ASCII letters, see foldASCII): Go's Unicode tables join letters that AD
+// keeps apart (U+10D0 and U+1C90 are two accounts' names on Samba).
 //
-// The zero value accepts bare names only.
+// Accounts is required to name an account: without it Resolve refuses
+// every name.
 type Names struct {
 	// Realm is the Kerberos realm of the users, e.g. CORP.EXAMPLE.COM. Its
 	// lower case is a UPN suffix of the domain.
@@ -82,63 +87,72 @@ func (n Names) Principal(name string) (string, error) {
 	return n.bare(name)
 }
 
-// Resolve returns the account that name belongs to: through Accounts when
-// set; else a bare or DOMAIN\user name as typed, and a UPN refused (its
-// prefix may be another account's name). Errors for names the domain does
-// not know, or that cannot be its users', match ErrBadName.
+// Resolve returns the account that name belongs to, as the KDC says
+// (Accounts). Errors for names the domain does not know, or that cannot be
+// its users', match ErrBadName; without Accounts every name is refused
+// (ErrNoDirectory).
 func (n Names) Resolve(ctx context.Context, name string) (*kerberos.Account, error) {
 	p, err := n.Principal(name)
 	if err != nil {
 		return nil, err
 	}
-	if n.Accounts != nil {
-		return n.Accounts.Account(ctx, p)
+	if n.Accounts == nil {
+		return nil, ErrNoDirectory
 	}
-	if strings.Contains(p, "@") {
-		return nil, nameErr("a UPN names an account only through the directory: set Names.Accounts")
-	}
-	return &kerberos.Account{User: p, Name: p}, nil
+	return n.Accounts.Account(ctx, p)
 }
 
-// Same reports whether two names given by a device or an MDM are written
-// for the same user, without asking the directory: DOMAIN\user and a bare
-// name compare as account names, UPNs as UPNs, compared as AD compares
-// names. A UPN and an account name are never the same here (see Matches).
-func (n Names) Same(a, b string) bool {
-	pa, err := n.Principal(a)
-	if err != nil {
-		return false
-	}
-	pb, err := n.Principal(b)
-	if err != nil {
-		return false
-	}
-	return kerberos.EqualNames(pa, pb)
-}
-
-// Matches reports whether name, as an MDM or a device writes it, names the
-// account: an account name compares with acct.User, a UPN with acct.UPN.
-func (n Names) Matches(name string, acct *kerberos.Account) bool {
-	if acct == nil {
-		return false
-	}
+// Refresh is Resolve asking the KDC again (Accounts.Refresh): for a name
+// whose remembered account has been contradicted.
+func (n Names) Refresh(ctx context.Context, name string) (*kerberos.Account, error) {
 	p, err := n.Principal(name)
 	if err != nil {
-		return false
+		return nil, err
 	}
-	if strings.Contains(p, "@") {
-		return acct.UPN != "" && kerberos.EqualNames(p, acct.UPN) || kerberos.EqualNames(p, acct.User)
+	if n.Accounts == nil {
+		return nil, ErrNoDirectory
 	}
-	return kerberos.EqualNames(p, acct.User)
+	return n.Accounts.Refresh(ctx, p)
 }
 
-// key is the key of name in a set of users written as Matches reads them.
-func (n Names) key(name string) string {
-	if p, err := n.Principal(name); err == nil {
-		name = p
+// ErrNoDirectory is the error of Names.Resolve without Accounts: a name
+// becomes a user only through the directory.
+var ErrNoDirectory = errors.New("seg: Names has no Accounts to resolve names with")
+
+// foldASCII upper-cases the ASCII letters of s and nothing else. It is the
+// only folding the gateway does to a name, and only where a name is a key
+// (Accounts) or compared with a configured one (a realm, a UPN suffix, a
+// NetBIOS name). Every version of Windows' upcase table (which AD uses for
+// sAMAccountName and userPrincipalName, whose syntax is case-insensitive)
+// and Samba's casefold map a-z to A-Z, so two spellings that differ only
+// there are one name to AD. Beyond ASCII the tables differ between Windows
+// versions, Samba and Go's Unicode version (Go upper-cases U+10D0 to U+1C90,
+// Unicode 11; AD keeps geoაx and geoᲐx as two accounts), so nothing else is
+// folded: a second spelling of one account costs one more question to the
+// KDC, which names the same SID, and never makes two accounts one.
+func foldASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'a' <= s[i] && s[i] <= 'z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'a' <= b[j] && b[j] <= 'z' {
+					b[j] -= 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
 	}
-	return kerberos.UpperName(name)
+	return s
 }
+
+// equalASCII compares two configured or presented names as foldASCII does.
+func equalASCII(a, b string) bool { return len(a) == len(b) && foldASCII(a) == foldASCII(b) }
+
+// foldDeviceID is the key of an EAS device id (policy, debug list, the
+// Ping a device holds): ids are ASCII letters and digits in practice
+// (MS-ASHTTP), compared without case as Exchange does, and a non-ASCII id
+// is compared as written rather than through Go's Unicode tables.
+func foldDeviceID(id string) string { return foldASCII(id) }
 
 func (n Names) bare(user string) (string, error) {
 	if user == "" || strings.ContainsAny(user, "@\\") {
@@ -151,7 +165,7 @@ func (n Names) isDomain(dom string) bool {
 	if dom == "" {
 		return false
 	}
-	if n.NetBIOS != "" && kerberos.EqualNames(dom, n.NetBIOS) {
+	if n.NetBIOS != "" && equalASCII(dom, n.NetBIOS) {
 		return true
 	}
 	_, ok := n.suffix(dom)
@@ -163,14 +177,14 @@ func (n Names) suffix(s string) (string, bool) {
 	if s == "" {
 		return "", false
 	}
-	if n.Realm != "" && kerberos.EqualNames(s, n.Realm) {
+	if n.Realm != "" && equalASCII(s, n.Realm) {
 		// Lower case: "alice@CORP.EXAMPLE.COM" written in the realm's
 		// spelling would be read by the KDC as the account alice, not as
 		// the UPN, which AD may have given to another account.
 		return strings.ToLower(n.Realm), true
 	}
 	for _, x := range n.Suffixes {
-		if kerberos.EqualNames(s, x) {
+		if equalASCII(s, x) {
 			return x, true
 		}
 	}
@@ -212,12 +226,17 @@ type AccountResolver interface {
 // Accounts resolves names to accounts and remembers the answers: an
 // account for TTL, a name the KDC refused (unknown, disabled) for
 // NegativeTTL. Concurrent first requests for one name share one exchange.
-// Spellings that AD takes for one name (kerberos.EqualNames) share an entry.
+// Each name is remembered as it was asked, with its ASCII letters folded and
+// nothing more (foldASCII): two names that AD may keep as two accounts never
+// share an entry. Two names of one account have an entry each and the same
+// SID, which is what every piece of per-user state is keyed by.
 // Only Resolver is required.
 //
-// A UPN moved to another account in AD reaches the gateway within TTL;
-// Forget makes it at once. A certificate that carries the UPN then names the
-// new holder, as it would at a Windows logon that maps certificates by UPN.
+// A UPN moved to another account in AD reaches the gateway within TTL, at
+// once where the gateway learns of it first: Refresh asks again (the gateway
+// calls it when a certificate's SID or the KDC's ticket names another account
+// than the one remembered), and Forget drops everything. From the new answer
+// on, every request that presents the name is the new holder's.
 type Accounts struct {
 	// Resolver asks the directory (a *kerberos.Client: one S4U2Self per
 	// name and TTL).
@@ -232,9 +251,17 @@ type Accounts struct {
 	MaxEntries int
 	// Timeout bounds one exchange with the KDC (default 10s).
 	Timeout time.Duration
+	// MinRefresh is how often Refresh may ask the KDC again about one name,
+	// whoever presents it (default 5s): a device whose certificate keeps
+	// contradicting the directory costs one exchange per MinRefresh.
+	MinRefresh time.Duration
 
 	mu    sync.Mutex
 	names map[string]*accountEntry
+	// changes counts answers that named another SID than the one
+	// remembered for the name before, and Forget calls: whoever compiled
+	// names into SIDs (Policy) compiles again when it moves.
+	changes atomic.Uint64
 }
 
 type accountEntry struct {
@@ -242,6 +269,8 @@ type accountEntry struct {
 	acct    *kerberos.Account
 	err     error
 	expires time.Time
+	asked   time.Time // when the exchange began
+	prevSID string    // the SID an earlier answer named, if any
 }
 
 // Account returns the account that name (as Names.Principal gives it)
@@ -249,20 +278,46 @@ type accountEntry struct {
 // and carries the KDC's error; a KDC that does not answer gives its error
 // (kerberos.ErrNoKDC), which is not remembered.
 func (a *Accounts) Account(ctx context.Context, name string) (*kerberos.Account, error) {
+	return a.lookup(ctx, name, false)
+}
+
+// Refresh asks the KDC about name again, whatever is remembered (at most once
+// per name every MinRefresh), and returns the new answer: the gateway calls it
+// when what it remembers is contradicted (a certificate carries another
+// SID, a ticket for the name names another account).
+func (a *Accounts) Refresh(ctx context.Context, name string) (*kerberos.Account, error) {
+	return a.lookup(ctx, name, true)
+}
+
+// Changes counts the answers that moved a name to another SID, and the
+// calls of Forget: a caller that turned names into SIDs (Policy) turns them
+// again when it grows.
+func (a *Accounts) Changes() uint64 {
+	if a == nil {
+		return 0
+	}
+	return a.changes.Load()
+}
+
+func (a *Accounts) lookup(ctx context.Context, name string, fresh bool) (*kerberos.Account, error) {
 	if a == nil || a.Resolver == nil {
 		return nil, errors.New("seg: Accounts without a Resolver")
 	}
-	k := kerberos.UpperName(name)
+	k := foldASCII(name)
 	now := time.Now()
 	a.mu.Lock()
 	if a.names == nil {
 		a.names = map[string]*accountEntry{}
 	}
 	e := a.names[k]
+	prev := ""
 	if e != nil {
 		select {
 		case <-e.done:
-			if !now.Before(e.expires) {
+			if !now.Before(e.expires) || fresh && now.Sub(e.asked) >= positiveOr(a.MinRefresh, 5*time.Second) {
+				if e.acct != nil {
+					prev = e.acct.SID
+				}
 				delete(a.names, k)
 				e = nil
 			}
@@ -274,7 +329,7 @@ func (a *Accounts) Account(ctx context.Context, name string) (*kerberos.Account,
 		if len(a.names) >= a.maxEntries() {
 			a.evict(now)
 		}
-		e = &accountEntry{done: make(chan struct{})}
+		e = &accountEntry{done: make(chan struct{}), asked: now, prevSID: prev}
 		a.names[k] = e
 	}
 	a.mu.Unlock()
@@ -298,8 +353,8 @@ func (a *Accounts) fetch(k, name string, e *accountEntry) {
 	acct, err := a.Resolver.Account(ctx, name)
 	ttl := a.ttl()
 	switch {
-	case err == nil && (acct == nil || acct.User == ""):
-		err = errors.New("seg: the resolver named no account")
+	case err == nil && (acct == nil || acct.User == "" || acct.SID == ""):
+		err = errors.New("seg: the resolver named no account, or one without a SID")
 		ttl = 0
 	case err == nil:
 	case errors.Is(err, kerberos.ErrClientUnknown):
@@ -318,6 +373,9 @@ func (a *Accounts) fetch(k, name string, e *accountEntry) {
 		if ttl == 0 && a.names[k] == e {
 			delete(a.names, k)
 		}
+	}
+	if e.prevSID != "" && (e.acct == nil && ttl > 0 || e.acct != nil && e.acct.SID != e.prevSID) {
+		a.changes.Add(1)
 	}
 	a.mu.Unlock()
 	close(e.done)
@@ -360,6 +418,7 @@ func (a *Accounts) Len() int {
 func (a *Accounts) Forget() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.changes.Add(1)
 	for k, e := range a.names {
 		select {
 		case <-e.done:

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -116,44 +118,113 @@ func TestAccountsBounded(t *testing.T) {
 	}
 }
 
-// TestRedirectsKeepNamesApart: a 451 mapping for one account is not served
-// to another that Unicode's upper-casing joins with it.
-func TestRedirectsKeepNamesApart(t *testing.T) {
+// TestRedirectsBySID: a 451 mapping is the account's, keyed by its SID; a
+// name is only carried for List.
+func TestRedirectsBySID(t *testing.T) {
 	u, _ := url.Parse("https://mail2.corp.example.test")
 	up := &seg.Upstream{URL: u}
 	var r seg.Redirects
-	r.Set("\u017fam", up)
-	if r.Get("SAM") != nil || r.Get("sam") != nil {
-		t.Error("sam got \u017fam's redirect")
+	r.Set("S-1-5-21-1-2001", "\u017fam", up)
+	if r.Get("S-1-5-21-1-2002") != nil || r.Get("sam") != nil {
+		t.Error("another account got \u017fam's redirect")
 	}
-	if r.Get("\u017fAM") != up {
-		t.Error("\u017fAM lost \u017fam's redirect")
+	if r.Get("S-1-5-21-1-2001") != up {
+		t.Error("the account lost its redirect")
 	}
-	r.Set("tim", up)
-	if r.Get("T\u0131M") != nil || r.Get("TIM") != up {
-		t.Error("dotless i")
+	if l := r.List(); len(l) != 1 || l[0].SID != "S-1-5-21-1-2001" || l[0].User != "\u017fam" {
+		t.Errorf("List: %+v", l)
+	}
+	r.Clear("S-1-5-21-1-2001")
+	if r.Get("S-1-5-21-1-2001") != nil {
+		t.Error("Clear")
 	}
 }
 
-// TestPolicyUsersKeepNamesApart: a policy entry for SAM does not match the
-// account \u017fam, and an entry written as a UPN matches its account.
-func TestPolicyUsersKeepNamesApart(t *testing.T) {
-	p := &seg.Policy{Names: seg.Names{Realm: "CORP.EXAMPLE.TEST", Suffixes: []string{"example.com"}}}
-	if err := p.Set(&seg.PolicyRules{Block: seg.PolicyList{Users: []string{"SAM", "alice@example.com"}}}); err != nil {
+// TestPolicyUsersBySID: policy entries are resolved to SIDs through the
+// directory; an entry for SAM does not match the account \u017fam, an entry
+// written as a UPN matches its holder, an entry that names no account
+// matches no one and is reported, and a SID matches as written.
+func TestPolicyUsersBySID(t *testing.T) {
+	dir := testDirectory()
+	sam := &kerberos.Account{User: "sam", Name: "sam", SID: "S-1-5-21-1-2001"}
+	longS := &kerberos.Account{User: "\u017fam", Name: "\u017fam", SID: "S-1-5-21-1-2002"}
+	dir["SAM"], dir["\u017fAM"] = sam, longS
+	names := seg.Names{Realm: "CORP.EXAMPLE.TEST", Suffixes: []string{"example.com"}, Accounts: &seg.Accounts{Resolver: dir}}
+	p := &seg.Policy{Names: names}
+	err := p.Set(&seg.PolicyRules{
+		Block:   seg.PolicyList{Users: []string{"SAM", "alice@example.com", "ghost"}},
+		Allow:   seg.PolicyList{Users: []string{"S-1-5-21-1-1103", "nobody@example.com"}},
+		Devices: map[string]seg.DeviceState{"ENROLLED": {User: "alice", Managed: true}, "ORPHAN": {User: "ghost2", Managed: true}},
+		Rules:   seg.PolicyChecks{RequireManaged: true}})
+	if err != nil {
 		t.Fatal(err)
 	}
+	alice := dir["ALICE"]
 	for _, tc := range []struct {
-		in      seg.PolicyInput
-		blocked bool
+		in   seg.PolicyInput
+		rule string
 	}{
-		{seg.PolicyInput{User: "sam", DeviceID: "D1"}, true},
-		{seg.PolicyInput{User: "\u017fam", DeviceID: "D1"}, false},
-		{seg.PolicyInput{User: "xsmith", UPN: "alice@example.com", DeviceID: "D1"}, true},
-		{seg.PolicyInput{User: "alice", UPN: "alice@corp.example.test", DeviceID: "D1"}, false},
+		{seg.PolicyInput{SID: sam.SID, User: "sam", DeviceID: "D1"}, "block.users"},
+		{seg.PolicyInput{SID: longS.SID, User: "\u017fam", DeviceID: "D1"}, "rules.require_managed"},
+		{seg.PolicyInput{SID: dir["XSMITH"].SID, User: "xsmith", DeviceID: "D1"}, "block.users"},
+		{seg.PolicyInput{SID: dir["JDOE"].SID, User: "jdoe", DeviceID: "D1"}, "allow.users"},
+		{seg.PolicyInput{SID: alice.SID, User: "alice", DeviceID: "enrolled"}, "rules"},
+		{seg.PolicyInput{SID: longS.SID, User: "\u017fam", DeviceID: "ENROLLED"}, "devices.user"},
+		{seg.PolicyInput{SID: alice.SID, User: "alice", DeviceID: "ORPHAN"}, "devices.user"},
 	} {
-		if d := p.Decide(tc.in); d.Allow == tc.blocked {
+		if d := p.Decide(tc.in); d.Rule != tc.rule {
 			t.Errorf("%+v: %+v", tc.in, d)
 		}
+	}
+	var unresolved []string
+	for _, u := range p.Unresolved() {
+		unresolved = append(unresolved, u.Where+":"+u.Entry)
+	}
+	sort.Strings(unresolved)
+	if want := []string{"allow.users:nobody@example.com", "block.users:ghost", "devices.ORPHAN.user:ghost2"}; !slices.Equal(unresolved, want) {
+		t.Errorf("unresolved: %q", unresolved)
+	}
+}
+
+// TestAccountsMovedName: a name asked again (Refresh) that now names
+// another SID is the new holder's for every later request, and counts as a
+// change, which makes a Policy resolve its names again.
+func TestAccountsMovedName(t *testing.T) {
+	dir := testDirectory()
+	a := &seg.Accounts{Resolver: dir, MinRefresh: time.Nanosecond}
+	ctx := context.Background()
+	if acct, _ := a.Account(ctx, "alice@example.com"); acct.User != "xsmith" {
+		t.Fatalf("before: %+v", acct)
+	}
+	p := &seg.Policy{Names: seg.Names{Realm: "CORP.EXAMPLE.TEST", Suffixes: []string{"example.com"}, Accounts: a}}
+	if err := p.Set(&seg.PolicyRules{Block: seg.PolicyList{Users: []string{"alice@example.com"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if d := p.Decide(seg.PolicyInput{SID: dir["XSMITH"].SID}); d.Rule != "block.users" {
+		t.Fatalf("xsmith: %+v", d)
+	}
+	// The UPN passes to jdoe.
+	dir["ALICE@EXAMPLE.COM"] = dir["JDOE"]
+	before := a.Changes()
+	if acct, _ := a.Account(ctx, "alice@example.com"); acct.User != "xsmith" {
+		t.Fatalf("remembered: %+v", acct)
+	}
+	if acct, err := a.Refresh(ctx, "alice@example.com"); err != nil || acct.User != "jdoe" {
+		t.Fatalf("refresh: %+v %v", acct, err)
+	}
+	if acct, _ := a.Account(ctx, "alice@example.com"); acct.User != "jdoe" || a.Changes() == before {
+		t.Fatalf("after: %+v, changes %d", acct, a.Changes())
+	}
+	// The policy follows in the background.
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Decide(seg.PolicyInput{SID: dir["JDOE"].SID}).Rule != "block.users" {
+		if time.Now().After(deadline) {
+			t.Fatal("the policy kept the old holder")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := p.Decide(seg.PolicyInput{SID: dir["XSMITH"].SID}); d.Rule == "block.users" {
+		t.Errorf("xsmith still blocked: %+v", d)
 	}
 }
 

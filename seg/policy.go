@@ -11,10 +11,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/internal/sid"
 )
 
 // PolicyRules is an MDM's device policy, as the JSON that PolicyFile and
@@ -39,8 +40,12 @@ type PolicyRules struct {
 }
 
 // PolicyList names devices, users, device types and mail clients (User-Agent
-// regular expressions, RE2 syntax). Device ids and types compare without
-// case; users compare as AD compares names, in any of their forms.
+// regular expressions, RE2 syntax). Device ids and types compare with their
+// ASCII letters folded. A user is an account's SID ("S-1-5-21-...") or any
+// name of it (UPN, DOMAIN\user, bare), which Policy.Set asks the directory
+// about (Names.Accounts): the lists hold SIDs, and a request matches by its
+// account's SID, never by comparing names. An entry that names no account
+// matches no one and is reported (Policy.Unresolved, the log, -check).
 type PolicyList struct {
 	Devices     []string `json:"devices,omitempty"`
 	Users       []string `json:"users,omitempty"`
@@ -50,7 +55,7 @@ type PolicyList struct {
 
 // DeviceState is what the MDM knows of one device.
 type DeviceState struct {
-	User        string    `json:"user,omitempty"` // the enrolled user; another user on it is blocked
+	User        string    `json:"user,omitempty"` // the enrolled user (SID or name); another account on it is blocked
 	Managed     bool      `json:"managed"`
 	Compromised bool      `json:"compromised"`
 	Encrypted   bool      `json:"encrypted"`
@@ -90,7 +95,7 @@ func ParsePolicy(b []byte) (*PolicyRules, error) {
 	if err := decodeStrict(b, &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadPolicy, err)
 	}
-	if _, err := compilePolicy(&r, Names{}); err != nil {
+	if _, err := compilePolicy(context.Background(), &r, Names{}, nil); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -109,11 +114,11 @@ func decodeStrict(b []byte, v any) error {
 	return nil
 }
 
-// compiled is a policy ready for lookups: sets keyed in upper case,
-// patterns compiled.
+// compiled is a policy ready for lookups: device ids and types keyed with
+// ASCII letters folded, users by SID, patterns compiled.
 type compiled struct {
 	allow, block compiledList
-	devices      map[string]DeviceState
+	devices      map[string]compiledDevice
 	rules        PolicyChecks
 	maxInactive  time.Duration
 	mailClients  []*regexp.Regexp
@@ -121,22 +126,49 @@ type compiled struct {
 	minProto     int
 	loaded       time.Time
 	source       *PolicyRules
+	// sids is each user entry's account, as the directory named it;
+	// unresolved the entries it named none for (they match no one).
+	sids       map[string]string
+	unresolved []Unresolved
+	// changes is Names.Accounts.Changes() when the names were resolved;
+	// retry says some failed for a reason that may pass (no KDC).
+	changes uint64
+	retry   bool
+	reasons map[string]string
 }
 
 type compiledList struct {
-	devices, users, types map[string]bool
+	devices, users, types map[string]bool // users: SIDs
 	agents                []*regexp.Regexp
 }
 
-// compilePolicy prepares r for lookups; users are keyed by the user names
-// maps them to, upper-cased, so that a lookup is one map access.
-func compilePolicy(r *PolicyRules, names Names) (*compiled, error) {
-	c := &compiled{devices: make(map[string]DeviceState, len(r.Devices)), loaded: time.Now(), source: r}
+type compiledDevice struct {
+	state DeviceState
+	sid   string // the enrolled user's SID; "" when none or unresolved
+}
+
+// Unresolved is a user entry of the policy that names no account: it
+// matches no one (an allow entry lets no one in, a block entry blocks no
+// one, a device enrolled to it is blocked for everyone).
+type Unresolved struct {
+	Entry  string `json:"entry"`  // as the policy writes it
+	Where  string `json:"where"`  // "allow.users", "block.users" or "devices.<id>.user"
+	Reason string `json:"reason"` // what the directory said
+}
+
+// compilePolicy prepares r for lookups. With names.Accounts, every user
+// entry is resolved to its account's SID first (prev, the policy in force,
+// stands in for names the KDC could not be asked about); without, users are
+// not resolved (ParsePolicy's check) and match only as SIDs.
+func compilePolicy(ctx context.Context, r *PolicyRules, names Names, prev *compiled) (*compiled, error) {
+	c := &compiled{devices: make(map[string]compiledDevice, len(r.Devices)), loaded: time.Now(), source: r}
 	var err error
-	if c.allow, err = compileList("allow", r.Allow, names); err != nil {
+	c.changes = names.Accounts.Changes()
+	c.sids = resolveUsers(ctx, r, names, prev, c)
+	if c.allow, err = compileList("allow", r.Allow, c.sids); err != nil {
 		return nil, err
 	}
-	if c.block, err = compileList("block", r.Block, names); err != nil {
+	if c.block, err = compileList("block", r.Block, c.sids); err != nil {
 		return nil, err
 	}
 	if len(r.Devices) > maxPolicyDevices {
@@ -146,7 +178,10 @@ func compilePolicy(r *PolicyRules, names Names) (*compiled, error) {
 		if id == "" || checkText("device id", id, maxDeviceID) != nil {
 			return nil, fmt.Errorf("%w: devices: bad device id %q", ErrBadPolicy, printable(id))
 		}
-		c.devices[kerberos.UpperName(id)] = d
+		c.devices[foldDeviceID(id)] = compiledDevice{state: d, sid: c.sids[d.User]}
+		if d.User != "" && c.sids[d.User] == "" && names.Accounts != nil {
+			c.unresolved = append(c.unresolved, Unresolved{Entry: d.User, Where: "devices." + id + ".user", Reason: c.reason(d.User)})
+		}
 	}
 	c.rules = r.Rules
 	if r.Rules.MaxInactive != "" {
@@ -157,7 +192,7 @@ func compilePolicy(r *PolicyRules, names Names) (*compiled, error) {
 	if c.mailClients, err = compilePatterns("rules.mail_clients", r.Rules.MailClients); err != nil {
 		return nil, err
 	}
-	c.types = upperSet(r.Rules.DeviceTypes)
+	c.types = foldSet(r.Rules.DeviceTypes)
 	if r.Rules.MinProtocol != "" {
 		if c.minProto = protoNumber(r.Rules.MinProtocol); c.minProto == 0 {
 			return nil, fmt.Errorf("%w: rules.min_protocol_version: %q is not like \"14.0\"", ErrBadPolicy, printable(r.Rules.MinProtocol))
@@ -166,13 +201,103 @@ func compilePolicy(r *PolicyRules, names Names) (*compiled, error) {
 	return c, nil
 }
 
-func compileList(name string, l PolicyList, names Names) (compiledList, error) {
+func compileList(name string, l PolicyList, sids map[string]string) (compiledList, error) {
 	agents, err := compilePatterns(name+".user_agents", l.UserAgents)
 	users := make(map[string]bool, len(l.Users))
 	for _, u := range l.Users {
-		users[names.key(u)] = true
+		if s := sids[u]; s != "" {
+			users[s] = true
+		}
 	}
-	return compiledList{devices: upperSet(l.Devices), users: users, types: upperSet(l.DeviceTypes), agents: agents}, err
+	return compiledList{devices: foldSet(l.Devices), users: users, types: foldSet(l.DeviceTypes), agents: agents}, err
+}
+
+// resolveWorkers bounds the policy's questions to the KDC in flight, and
+// resolveBudget the time Set spends on them all.
+const (
+	resolveWorkers = 8
+	resolveBudget  = 2 * time.Minute
+)
+
+// resolveUsers maps each user entry of r to its account's SID: a SID as
+// written, a name through names (the KDC, remembered by Accounts). A name
+// the KDC could not be asked about keeps its SID from prev, the policy in
+// force, so that a KDC outage during a reload does not empty a block list.
+func resolveUsers(ctx context.Context, r *PolicyRules, names Names, prev *compiled, c *compiled) map[string]string {
+	where := map[string]string{}
+	add := func(u, w string) {
+		if _, ok := where[u]; !ok && u != "" {
+			where[u] = w
+		}
+	}
+	for _, u := range r.Block.Users {
+		add(u, "block.users")
+	}
+	for _, u := range r.Allow.Users {
+		add(u, "allow.users")
+	}
+	for _, d := range r.Devices {
+		add(d.User, "")
+	}
+	out := make(map[string]string, len(where))
+	reasons := map[string]string{}
+	var todo []string
+	for u := range where {
+		if s, err := sid.Parse(u); err == nil {
+			out[u] = s
+		} else if names.Accounts != nil {
+			todo = append(todo, u)
+		}
+	}
+	if len(todo) > 0 {
+		ctx, cancel := context.WithTimeout(ctx, resolveBudget)
+		defer cancel()
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		next := make(chan string)
+		for range min(resolveWorkers, len(todo)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for u := range next {
+					acct, err := names.Resolve(ctx, u)
+					mu.Lock()
+					switch {
+					case err == nil:
+						out[u] = acct.SID
+					case !errors.Is(err, ErrBadName) && prev != nil && prev.sids[u] != "":
+						out[u] = prev.sids[u]
+						c.retry = true
+					default:
+						if !errors.Is(err, ErrBadName) {
+							c.retry = true
+						}
+						reasons[u] = err.Error()
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		for _, u := range todo {
+			next <- u
+		}
+		close(next)
+		wg.Wait()
+	}
+	c.reasons = reasons
+	for u, w := range where {
+		if out[u] == "" && w != "" && names.Accounts != nil {
+			c.unresolved = append(c.unresolved, Unresolved{Entry: u, Where: w, Reason: c.reason(u)})
+		}
+	}
+	return out
+}
+
+func (c *compiled) reason(u string) string {
+	if r := c.reasons[u]; r != "" {
+		return r
+	}
+	return "not a SID, and the directory was not asked"
 }
 
 func compilePatterns(field string, ps []string) ([]*regexp.Regexp, error) {
@@ -193,10 +318,10 @@ func compilePatterns(field string, ps []string) ([]*regexp.Regexp, error) {
 	return out, nil
 }
 
-func upperSet(v []string) map[string]bool {
+func foldSet(v []string) map[string]bool {
 	m := make(map[string]bool, len(v))
 	for _, s := range v {
-		m[kerberos.UpperName(s)] = true
+		m[foldDeviceID(s)] = true
 	}
 	return m
 }
@@ -214,8 +339,11 @@ func protoNumber(v string) int {
 
 // PolicyInput is what a decision is made on.
 type PolicyInput struct {
-	User            string // the authenticated account (Identity.User)
-	UPN             string // its UPN, when the directory said (Identity.UPN)
+	// SID is the authenticated account's (Identity.SID): the lists and a
+	// device's enrolled user are compared with it, and with nothing else.
+	SID             string
+	User            string // the account's name, for the log (Identity.User)
+	UPN             string // its UPN (Identity.UPN), for the log
 	DeviceID        string
 	DeviceType      string
 	UserAgent       string
@@ -248,7 +376,9 @@ type Policy struct {
 	// FailOpen lets requests through while no rules have been loaded yet.
 	// By default they get 503 with Retry-After (fail closed).
 	FailOpen bool
-	// Names compares the users of the lists with the authenticated user.
+	// Names resolves the users the policy names to their accounts' SIDs
+	// (Names.Accounts, the one the authenticators share). Without Accounts
+	// only SIDs written in the policy match anyone.
 	Names Names
 	// Logger receives monitor-mode decisions (default slog.Default()).
 	Logger *slog.Logger
@@ -257,21 +387,66 @@ type Policy struct {
 	// Now replaces time.Now for the inactivity rule; nil means time.Now.
 	now func() time.Time
 
-	rules atomic.Pointer[compiled]
+	rules     atomic.Pointer[compiled]
+	compiling atomic.Bool // a background recompile runs
 }
 
 // ErrNoPolicy is the cause of a request refused because no policy has been
 // loaded yet (fail closed).
 var ErrNoPolicy = errors.New("seg: no device policy loaded yet")
 
-// Set replaces the rules. It checks them as ParsePolicy does.
+// Set replaces the rules. It checks them as ParsePolicy does, then asks the
+// directory for the account of every user the rules name (Names.Accounts;
+// for at most 2 minutes, 8 questions at a time, remembered by Accounts).
+// Entries that name no account are logged and listed by Unresolved.
 func (p *Policy) Set(r *PolicyRules) error {
-	c, err := compilePolicy(r, p.Names)
+	c, err := compilePolicy(context.Background(), r, p.Names, p.rules.Load())
 	if err != nil {
 		return err
 	}
 	p.rules.Store(c)
+	p.report(c)
 	return nil
+}
+
+// report logs the entries that name no account.
+func (p *Policy) report(c *compiled) {
+	for _, u := range c.unresolved {
+		p.logger().LogAttrs(context.Background(), slog.LevelWarn, "policy entry names no account: it matches no one",
+			slog.String("entry", printable(u.Entry)), slog.String("where", printable(u.Where)), slog.String("reason", u.Reason))
+	}
+}
+
+// Unresolved lists the policy's user entries that name no account.
+func (p *Policy) Unresolved() []Unresolved {
+	c := p.rules.Load()
+	if c == nil {
+		return nil
+	}
+	return append([]Unresolved(nil), c.unresolved...)
+}
+
+// fresh resolves the rules in force again, in the background, when the
+// directory's answers moved since they were resolved (a UPN passed to
+// another account, Forget) or some could not be had; requests meanwhile
+// are decided on the rules as they are.
+func (p *Policy) fresh(c *compiled) {
+	if p.Names.Accounts == nil || !c.retry && c.changes == p.Names.Accounts.Changes() {
+		return
+	}
+	if c.retry && time.Since(c.loaded) < time.Minute {
+		return
+	}
+	if !p.compiling.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer p.compiling.Store(false)
+		n, err := compilePolicy(context.Background(), c.source, p.Names, c)
+		if err == nil && p.rules.CompareAndSwap(c, n) {
+			p.report(n)
+		}
+	}()
 }
 
 // Rules returns the rules in force and when they were loaded (nil before
@@ -290,8 +465,18 @@ func (p *Policy) deviceState(id string) (DeviceState, bool) {
 	if c == nil {
 		return DeviceState{}, false
 	}
-	st, ok := c.devices[kerberos.UpperName(id)]
-	return st, ok
+	d, ok := c.devices[foldDeviceID(id)]
+	return d.state, ok
+}
+
+// enrolledSID is the SID of the account a device is enrolled to, as the
+// policy in force resolved it ("" for none).
+func (p *Policy) enrolledSID(id string) string {
+	c := p.rules.Load()
+	if c == nil {
+		return ""
+	}
+	return c.devices[foldDeviceID(id)].sid
 }
 
 // Decide evaluates in against the rules in force.
@@ -303,20 +488,22 @@ func (p *Policy) Decide(in PolicyInput) Decision {
 		}
 		return Decision{Rule: "no policy", Reason: "no policy loaded yet"}
 	}
-	dev := kerberos.UpperName(in.DeviceID)
-	typ := kerberos.UpperName(in.DeviceType)
+	p.fresh(c)
+	dev := foldDeviceID(in.DeviceID)
+	typ := foldDeviceID(in.DeviceType)
 	if d, ok := p.onList(&c.block, in, dev, typ); ok {
 		return Decision{Rule: "block." + d, Reason: "on the global block list (" + d + ")"}
 	}
 	if d, ok := p.onList(&c.allow, in, dev, typ); ok {
 		return Decision{Allow: true, Rule: "allow." + d, Reason: "on the global allow list (" + d + ")"}
 	}
-	state, known := c.devices[dev]
+	d, known := c.devices[dev]
+	state := d.state
 	r := c.rules
 	switch {
 	case r.RequireManaged && (!known || !state.Managed):
 		return Decision{Rule: "rules.require_managed", Reason: "the device is not managed by the MDM"}
-	case known && state.User != "" && !p.Names.Matches(state.User, &kerberos.Account{User: in.User, UPN: in.UPN}):
+	case known && state.User != "" && (d.sid == "" || d.sid != in.SID):
 		return Decision{Rule: "devices.user", Reason: "the device is enrolled to another user"}
 	case r.BlockCompromised && known && state.Compromised:
 		return Decision{Rule: "rules.block_compromised", Reason: "the device is compromised (jailbroken or rooted)"}
@@ -339,7 +526,7 @@ func (p *Policy) onList(l *compiledList, in PolicyInput, dev, typ string) (strin
 	switch {
 	case dev != "" && l.devices[dev]:
 		return "devices", true
-	case len(l.users) > 0 && (l.users[p.Names.key(in.User)] || in.UPN != "" && l.users[p.Names.key(in.UPN)]):
+	case in.SID != "" && l.users[in.SID]:
 		return "users", true
 	case typ != "" && l.types[typ]:
 		return "device_types", true
@@ -377,7 +564,7 @@ func (e *PolicyError) Error() string {
 // BlockStatus and a *PolicyError cause, or in monitor mode a log line and
 // no refusal.
 func (p *Policy) Authorize(ctx context.Context, r *Request) error {
-	d := p.Decide(PolicyInput{User: r.Identity.User, UPN: r.Identity.UPN, DeviceID: r.Params.DeviceID, DeviceType: r.Params.DeviceType,
+	d := p.Decide(PolicyInput{SID: r.Identity.SID, User: r.Identity.User, UPN: r.Identity.UPN, DeviceID: r.Params.DeviceID, DeviceType: r.Params.DeviceType,
 		UserAgent: r.HTTP.UserAgent(), Cmd: r.Params.Cmd, ProtocolVersion: r.Params.ProtocolVersion})
 	p.Metrics.decision(d, p.Monitor)
 	if d.Allow {

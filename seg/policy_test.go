@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/segkcd/segkcd/kerberos"
 )
 
 var testNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -39,9 +41,25 @@ const testPolicy = `{
            "min_protocol_version": "14.0"}
 }`
 
+// testSIDs is the directory of the policy tests: each account's SID by its
+// name, ASCII letters upper-cased (as AD folds them, and no further: the
+// Kelvin sign's kelly is an account of its own).
+var testSIDs = map[string]string{"ALICE": "S-1-5-21-7-1101", "BOB": "S-1-5-21-7-1102", "CEO": "S-1-5-21-7-1103",
+	"MALLORY": "S-1-5-21-7-1104", "SOMEONE": "S-1-5-21-7-1105", "KELLY": "S-1-5-21-7-1106", "\u212aELLY": "S-1-5-21-7-1107"}
+
+type sidDirectory map[string]string
+
+func (d sidDirectory) Account(ctx context.Context, name string) (*kerberos.Account, error) {
+	if s, ok := d[foldASCII(name)]; ok {
+		return &kerberos.Account{User: name, Name: name, SID: s}, nil
+	}
+	return nil, fmt.Errorf("%w: %s", kerberos.ErrClientUnknown, name)
+}
+
 func testPolicyValue(t testing.TB) *Policy {
 	t.Helper()
-	p := &Policy{Names: Names{Realm: "CORP.EXAMPLE.TEST", NetBIOS: "CORP"}, now: func() time.Time { return testNow }}
+	p := &Policy{Names: Names{Realm: "CORP.EXAMPLE.TEST", NetBIOS: "CORP", Accounts: &Accounts{Resolver: sidDirectory(testSIDs)}},
+		now: func() time.Time { return testNow }}
 	r, err := ParsePolicy([]byte(testPolicy))
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +101,7 @@ func TestPolicyOrder(t *testing.T) {
 	} {
 		in := ok
 		tc.edit(&in)
+		in.SID = testSIDs[foldASCII(in.User)]
 		d := p.Decide(in)
 		if d.Allow != tc.allow || d.Rule != tc.rule || d.Reason == "" {
 			t.Errorf("%s: %+v, want allow=%v rule %s", tc.name, d, tc.allow, tc.rule)
@@ -94,7 +113,7 @@ func TestPolicyAuthorize(t *testing.T) {
 	req := func(device string) *Request {
 		h := httptest.NewRequest(http.MethodPost, "/Microsoft-Server-ActiveSync", nil)
 		h.Header.Set("User-Agent", "Apple-iPhone/1403")
-		return &Request{Identity: &Identity{User: "alice"}, Params: Params{Cmd: "Sync", DeviceID: device, DeviceType: "iPhone", ProtocolVersion: "16.1"}, HTTP: h}
+		return &Request{Identity: &Identity{User: "alice", SID: testSIDs["ALICE"]}, Params: Params{Cmd: "Sync", DeviceID: device, DeviceType: "iPhone", ProtocolVersion: "16.1"}, HTTP: h}
 	}
 	// Before any load: fail closed with 503, or open when asked.
 	var empty Policy

@@ -24,11 +24,14 @@ import (
 	"github.com/segkcd/segkcd/kerberos"
 )
 
-// Tickets supplies Kerberos tickets from a user to an SPN and forgets one
-// that Exchange refused. *kerberos.Cache is one.
+// Tickets supplies Kerberos tickets from an account to an SPN and forgets
+// one that Exchange refused. *kerberos.Cache is one. Tickets are the
+// account's, keyed by its SID: the name in acct.User is only what the KDC is
+// asked for, and a ticket must not come back when that name has passed to
+// another account since it was resolved (kerberos.ErrAccountChanged).
 type Tickets interface {
-	Ticket(ctx context.Context, user, spn string) (*kerberos.Ticket, error)
-	Invalidate(user, spn string)
+	AccountTicket(ctx context.Context, acct *kerberos.Account, spn string) (*kerberos.Ticket, error)
+	InvalidateAccount(sid, spn string)
 }
 
 // Request is what the Authorize hook decides on.
@@ -172,7 +175,9 @@ type ctxKey struct{}
 
 // forward is the state of one request that the RoundTripper needs.
 type forward struct {
-	user     string
+	user     string // the account's name, for the log and errors
+	sid      string // the account's SID: the key of everything per user
+	account  *kerberos.Account
 	upstream *Upstream
 	host     string // the Host the device asked for, for rewritten locations
 	route    string
@@ -315,6 +320,12 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err == nil && (id == nil || id.User == "") {
 		err = fmt.Errorf("%w: the authenticator named no user", ErrBadCredentials)
 	}
+	if err == nil && id.SID == "" {
+		// Every piece of per-user state is keyed by the account's SID; an
+		// identity without one could only be keyed by a name.
+		h.fail(sw, r, line, &Error{Stage: StageAuthenticate, Status: http.StatusInternalServerError, User: id.User, Err: errNoSID})
+		return
+	}
 	if err != nil {
 		// Who tried: the account, or a certificate's name (an administrator
 		// reading about refused logins needs it); for a Basic name that is
@@ -331,6 +342,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	line.user = id.User
 	h.debugf(line, "authenticated", slog.String("method", id.Method), slog.String("name", printable(id.Name)))
+	line.sid = id.SID
 	if params.User != "" && !h.sameUser(r.Context(), params.User, id) {
 		h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: errUserMismatch})
 		return
@@ -352,9 +364,17 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.autodiscoverJSON(sw, r, line, adq)
 		return
 	}
-	up := h.upstreamFor(id.User)
+	up := h.upstreamFor(id.SID)
 	ticketStart := time.Now()
-	t, err := h.ticket(r.Context(), id.User, up.TicketSPN())
+	acct := id.account()
+	t, err := h.ticket(r.Context(), acct, up.TicketSPN())
+	if errors.Is(err, kerberos.ErrAccountChanged) {
+		// The name this identity was resolved from has passed to another
+		// account since: forget it, so that every later request asks AD.
+		h.Names.Refresh(r.Context(), id.Name)
+		h.fail(sw, r, line, &Error{Stage: StageTicket, Status: http.StatusServiceUnavailable, User: id.User, Err: err})
+		return
+	}
 	if err != nil {
 		h.fail(sw, r, line, &Error{Stage: StageTicket, User: id.User, Err: err})
 		return
@@ -362,7 +382,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", up.TicketSPN()),
 		slog.Time("ticket_end", t.EndTime))
 
-	fw := &forward{user: id.User, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route, line: line}
+	fw := &forward{user: id.User, sid: id.SID, account: acct, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route, line: line}
 	if r.Body != nil && r.Body != http.NoBody {
 		body := &deadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: h.bodyTimeout()}
 		defer func() {
@@ -413,10 +433,10 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if params.Cmd == "Ping" {
 		device = params.DeviceID // a device holds one Ping; its Syncs may overlap
 	}
-	held := h.polls.hold(id.User, device, h.maxLongPolls(), end)
+	held := h.polls.hold(id.SID, device, h.maxLongPolls(), end)
 	line.poll = ctx
 	finish := func() {
-		h.polls.release(id.User, held)
+		h.polls.release(id.SID, held)
 		end(nil)
 		h.Metrics.longPoll(-1)
 	}
@@ -451,30 +471,22 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // sameUser reports whether the EAS User parameter names the authenticated
-// account: the name the device authenticated with, any other name of the
-// same account as the directory resolves it (Names.Accounts), or without a
-// directory the account's name or UPN as written.
+// account: the very name the device authenticated with, or a name that the
+// directory resolves to the same SID (Names.Accounts, which remembers).
+// Names are never compared by folding them here: two names that Go's
+// Unicode tables join may be two accounts in AD.
 func (h *ProxyHandler) sameUser(ctx context.Context, param string, id *Identity) bool {
-	if param == id.Name || h.Names.Matches(param, id.account()) {
+	if param == id.Name {
 		return true
 	}
-	if h.Names.Accounts == nil {
-		return false
-	}
 	acct, err := h.Names.Resolve(ctx, param)
-	if err != nil {
-		return false
-	}
-	if acct.SID != "" && id.SID != "" {
-		return acct.SID == id.SID
-	}
-	return kerberos.EqualNames(acct.User, id.User)
+	return err == nil && acct.SID != "" && acct.SID == id.SID
 }
 
-// upstreamFor chooses the user's upstream: the one a 451 named, else the
-// first healthy one, else the first.
-func (h *ProxyHandler) upstreamFor(user string) *Upstream {
-	if u := h.redirects.Get(user); u != nil {
+// upstreamFor chooses the account's upstream: the one a 451 named, else
+// the first healthy one, else the first.
+func (h *ProxyHandler) upstreamFor(sid string) *Upstream {
+	if u := h.redirects.Get(sid); u != nil {
 		return u
 	}
 	for _, u := range h.Upstreams {
@@ -511,7 +523,7 @@ func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 		if to == nil {
 			return &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errUnknownRedirect}
 		}
-		h.redirects.Set(fw.user, to)
+		h.redirects.Set(fw.sid, fw.user, to)
 		h.Metrics.redirected()
 		rewritten := h.publicBase(fw.host) + loc.EscapedPath()
 		if loc.RawQuery != "" {
@@ -543,10 +555,10 @@ func (h *ProxyHandler) ticketTimeout() time.Duration {
 	return positiveOr(h.TicketTimeout, 15*time.Second)
 }
 
-func (h *ProxyHandler) ticket(ctx context.Context, user, spn string) (*kerberos.Ticket, error) {
+func (h *ProxyHandler) ticket(ctx context.Context, acct *kerberos.Account, spn string) (*kerberos.Ticket, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.ticketTimeout())
 	defer cancel()
-	return h.Tickets.Ticket(ctx, user, spn)
+	return h.Tickets.AccountTicket(ctx, acct, spn)
 }
 
 func (h *ProxyHandler) timeoutFor(p Params) time.Duration {
@@ -702,6 +714,7 @@ func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 type logLine struct {
 	route string
 	user  string
+	sid   string // the account's SID: the identity, where user is its name
 	login string // the account of a refused Basic login
 	// loginHash stands for a refused Basic name that is no account.
 	loginHash string
@@ -736,6 +749,7 @@ func (h *ProxyHandler) log(r *http.Request, w *statusWriter, line *logLine, star
 	}
 	attrs := []slog.Attr{
 		slog.String("user", line.user),
+		slog.String("sid", line.sid),
 		slog.String("device", line.params.DeviceID),
 		slog.String("device_type", line.params.DeviceType),
 		slog.String("cmd", line.params.Cmd),
@@ -818,7 +832,7 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		return nil, errors.New("seg: upstream request without its user")
 	}
-	rt := k.h.transport.ForUser(fw.user)
+	rt := k.h.transport.ForUser(fw.sid)
 	if fw.body != nil {
 		// A kept-alive connection that the server closed is found only by
 		// sending on it: the body can go again on a new one.
@@ -839,11 +853,11 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// Exchange refused the ticket: the ASA's key changed since it was issued
 	// (a roll), or the ticket was revoked. Forget it and try once more.
 	drain(resp)
-	k.h.Tickets.Invalidate(fw.user, fw.upstream.TicketSPN())
+	k.h.Tickets.InvalidateAccount(fw.sid, fw.upstream.TicketSPN())
 	if !fw.replay {
 		return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errNoReplay}
 	}
-	t, err := k.h.ticket(req.Context(), fw.user, fw.upstream.TicketSPN())
+	t, err := k.h.ticket(req.Context(), fw.account, fw.upstream.TicketSPN())
 	if err != nil {
 		return nil, &Error{Stage: StageTicket, User: fw.user, Err: err}
 	}
@@ -858,7 +872,7 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return k.pausing(resp, hint), err
 	}
 	drain(resp)
-	k.h.Tickets.Invalidate(fw.user, fw.upstream.TicketSPN())
+	k.h.Tickets.InvalidateAccount(fw.sid, fw.upstream.TicketSPN())
 	return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errTicketRefused}
 }
 
@@ -1078,10 +1092,11 @@ type heldPoll struct {
 // errLongPollEnded is the cause of a long poll ended for a newer one.
 var errLongPollEnded = errors.New("long poll ended: the device sent a new Ping, or the user holds MaxLongPollsPerUser")
 
-// hold registers a long poll of user, ending device's older one (device is
-// "" for a Sync, which ends none) and, past max, the user's oldest.
+// hold registers a long poll of the account sid, ending device's older one
+// (device is "" for a Sync, which ends none) and, past max, the account's
+// oldest. Device ids compare with ASCII letters folded only (foldDeviceID).
 func (hp *heldPolls) hold(user, device string, max int, end context.CancelCauseFunc) *heldPoll {
-	p := &heldPoll{device: kerberos.UpperName(device), end: end}
+	p := &heldPoll{device: foldDeviceID(device), end: end}
 	hp.mu.Lock()
 	defer hp.mu.Unlock()
 	if hp.users == nil {

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/segkcd/segkcd/kerberos"
 )
 
 // Upstream is one Exchange server (or a load-balanced namespace) the gateway
@@ -117,9 +115,10 @@ func (hc *HealthCheck) Run(ctx context.Context) {
 	repeat(ctx, hc.Interval, 10*time.Second, func() { hc.Check(ctx) })
 }
 
-// Redirects remembers which upstream serves a user after Exchange answered
-// 451 (MS-ASHTTP: the mailbox is elsewhere; X-MS-Location says where), so
-// that the user's next requests go there. Entries end after TTL; the map
+// Redirects remembers which upstream serves an account after Exchange
+// answered 451 (MS-ASHTTP: the mailbox is elsewhere; X-MS-Location says
+// where), so that the account's next requests go there. Mappings are keyed
+// by the account's SID; its name is kept for List only. Entries end after TTL; the map
 // is bounded (least recently used first). The zero value is ready to use.
 type Redirects struct {
 	// TTL of a mapping (default 24h).
@@ -128,7 +127,7 @@ type Redirects struct {
 	MaxEntries int
 
 	mu    sync.Mutex
-	users map[string]*list.Element // kerberos.UpperName(user) -> *redirect
+	users map[string]*list.Element // SID -> *redirect
 	lru   list.List
 }
 
@@ -138,21 +137,22 @@ type redirect struct {
 	expires   time.Time
 }
 
-// Redirect is one user's mapping, as List returns it.
+// Redirect is one account's mapping, as List returns it.
 type Redirect struct {
+	SID      string    `json:"sid"`
 	User     string    `json:"user"`
 	Upstream string    `json:"upstream"`
 	Expires  time.Time `json:"expires"`
 }
 
-// Set maps user to u.
-func (r *Redirects) Set(user string, u *Upstream) {
+// Set maps the account sid (named user, for List) to u.
+func (r *Redirects) Set(sid, user string, u *Upstream) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.users == nil {
 		r.users = map[string]*list.Element{}
 	}
-	key := kerberos.UpperName(user)
+	key := sid
 	if e, ok := r.users[key]; ok {
 		r.lru.Remove(e)
 	}
@@ -172,14 +172,14 @@ func (r *Redirects) Set(user string, u *Upstream) {
 	}
 }
 
-// Get returns the upstream user is mapped to, if any.
-func (r *Redirects) Get(user string) *Upstream {
+// Get returns the upstream the account sid is mapped to, if any.
+func (r *Redirects) Get(sid string) *Upstream {
 	if r == nil {
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.users[kerberos.UpperName(user)]
+	e, ok := r.users[sid]
 	if !ok {
 		return nil
 	}
@@ -202,24 +202,24 @@ func (r *Redirects) List() []Redirect {
 	for e := r.lru.Front(); e != nil; e = e.Next() {
 		rd := e.Value.(*redirect)
 		if now.Before(rd.expires) {
-			out = append(out, Redirect{User: rd.user, Upstream: rd.upstream.URL.String(), Expires: rd.expires})
+			out = append(out, Redirect{SID: rd.key, User: rd.user, Upstream: rd.upstream.URL.String(), Expires: rd.expires})
 		}
 	}
 	return out
 }
 
-// Clear drops one user's mapping, or all of them when user is "".
-func (r *Redirects) Clear(user string) {
+// Clear drops one account's mapping, or all of them when sid is "".
+func (r *Redirects) Clear(sid string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if user == "" {
+	if sid == "" {
 		r.users = nil
 		r.lru.Init()
 		return
 	}
-	if e, ok := r.users[kerberos.UpperName(user)]; ok {
+	if e, ok := r.users[sid]; ok {
 		r.lru.Remove(e)
-		delete(r.users, kerberos.UpperName(user))
+		delete(r.users, sid)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log"
 	"net"
@@ -252,19 +253,23 @@ func userFromHeader(r *http.Request) (*seg.Identity, error) {
 	if u == "" {
 		return nil, seg.ErrNoCredentials
 	}
-	return &seg.Identity{User: u, Name: u, Method: "bench"}, nil
+	// The bench has no directory: a SID made up from the name stands for
+	// the account's, one per name as a directory's would be.
+	h := fnv.New32a()
+	h.Write([]byte(u))
+	return &seg.Identity{User: u, SID: fmt.Sprintf("S-1-5-21-1-2-3-%d", h.Sum32()), Name: u, Method: "bench"}, nil
 }
 
 // fakeTickets makes up a ticket per user and keeps it, as a
 // kerberos.Cache would; the backend does not check it.
 type fakeTickets struct{ m *sync.Map }
 
-func (f fakeTickets) Ticket(ctx context.Context, user, spn string) (*kerberos.Ticket, error) {
-	if t, ok := f.m.Load(user); ok {
+func (f fakeTickets) AccountTicket(ctx context.Context, acct *kerberos.Account, spn string) (*kerberos.Ticket, error) {
+	if t, ok := f.m.Load(acct.SID); ok {
 		return t.(*kerberos.Ticket), nil
 	}
-	t := newTicket(user, spn)
-	f.m.Store(user, t)
+	t := newTicket(acct.User, spn)
+	f.m.Store(acct.SID, t)
 	return t, nil
 }
 
@@ -282,4 +287,4 @@ func newTicket(user, spn string) *kerberos.Ticket {
 	}
 }
 
-func (fakeTickets) Invalidate(user, spn string) {}
+func (fakeTickets) InvalidateAccount(sid, spn string) {}

@@ -34,3 +34,56 @@ func Decode(b []byte) (string, error) {
 	}
 	return s.String(), nil
 }
+
+// Parse checks the string form of a SID, "S-1-5-21-...-1104", as the PAC's
+// and the directory's are written (decimal, no leading zeros, at most 15
+// sub-authorities, an authority below 2^48) and returns it. Anything else,
+// including the hexadecimal authority form and a lower-case "s", is
+// ErrMalformed: a SID that compares as text must have one spelling.
+func Parse(s string) (string, error) {
+	rest, ok := strings.CutPrefix(s, "S-1-")
+	if !ok || len(s) > 184 {
+		return "", ErrMalformed
+	}
+	parts := strings.Split(rest, "-")
+	if len(parts) < 1 || len(parts) > 16 {
+		return "", ErrMalformed
+	}
+	for i, p := range parts {
+		if p == "" || len(p) > 1 && p[0] == '0' {
+			return "", ErrMalformed
+		}
+		bits := 32
+		if i == 0 {
+			bits = 48
+		}
+		for _, c := range []byte(p) {
+			if c < '0' || c > '9' {
+				return "", ErrMalformed
+			}
+		}
+		if _, err := strconv.ParseUint(p, 10, bits); err != nil {
+			return "", ErrMalformed
+		}
+	}
+	return s, nil
+}
+
+// Encode is the binary form of a SID in the string form Parse accepts.
+func Encode(s string) ([]byte, error) {
+	if _, err := Parse(s); err != nil {
+		return nil, err
+	}
+	parts := strings.Split(strings.TrimPrefix(s, "S-1-"), "-")
+	auth, _ := strconv.ParseUint(parts[0], 10, 48)
+	b := make([]byte, 8, 8+4*(len(parts)-1))
+	b[0], b[1] = 1, byte(len(parts)-1)
+	for i := 0; i < 6; i++ {
+		b[7-i] = byte(auth >> (8 * i))
+	}
+	for _, p := range parts[1:] {
+		v, _ := strconv.ParseUint(p, 10, 32)
+		b = binary.LittleEndian.AppendUint32(b, uint32(v))
+	}
+	return b, nil
+}

@@ -137,30 +137,73 @@ func (ca *CA) Server(hosts ...string) (*Issued, error) {
 // cn goes into the certificate when not empty: the UPN as a SAN otherName,
 // the e-mail as an RFC 822 SAN, cn as the subject's common name.
 func (ca *CA) Device(upn, email, cn string) (*Issued, error) {
-	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: cn},
+	return ca.DeviceFor(DeviceSpec{UPN: upn, Email: email, CN: cn})
+}
+
+// SIDPlace says where a device certificate carries its account's SID
+// (KB5014754's strong mappings).
+type SIDPlace int
+
+const (
+	// SIDExtension is the SID extension 1.3.6.1.4.1.311.25.2, as ADCS writes it.
+	SIDExtension SIDPlace = 1 << iota
+	// SIDURI is the SAN URI tag:microsoft.com,2022-09-14:sid:<SID>, as Intune writes it.
+	SIDURI
+)
+
+// DeviceSpec is what a device certificate says. SID goes where SIDIn says
+// (nowhere when SIDIn is 0); NotBefore, when set, dates the certificate.
+type DeviceSpec struct {
+	UPN, Email, CN string
+	SID            string
+	SIDIn          SIDPlace
+	NotBefore      time.Time
+}
+
+// DeviceFor issues a client-authentication certificate as d says.
+func (ca *CA) DeviceFor(d DeviceSpec) (*Issued, error) {
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: d.CN},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if upn != "" {
+	if !d.NotBefore.IsZero() {
+		tmpl.NotBefore, tmpl.NotAfter = d.NotBefore, d.NotBefore.Add(90*24*time.Hour)
+	}
+	var names [][]byte
+	if d.UPN != "" {
 		// A SAN extension of our own replaces the one x509 would build from
 		// EmailAddresses, so the e-mail goes in as a GeneralName as well.
-		gn, err := seg.MarshalUPN(upn)
+		gn, err := seg.MarshalUPN(d.UPN)
 		if err != nil {
 			return nil, err
 		}
-		names := [][]byte{gn}
-		if email != "" {
-			e, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 1, Bytes: []byte(email)})
-			if err != nil {
-				return nil, err
-			}
-			names = append(names, e)
+		names = append(names, gn)
+	}
+	if d.Email != "" {
+		e, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 1, Bytes: []byte(d.Email)})
+		if err != nil {
+			return nil, err
 		}
+		names = append(names, e)
+	}
+	if d.SIDIn&SIDURI != 0 {
+		u, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(seg.SIDURI(d.SID))})
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, u)
+	}
+	if len(names) > 0 {
 		san, err := seg.SANExtension(names...)
 		if err != nil {
 			return nil, err
 		}
-		tmpl.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san}}
-	} else if email != "" {
-		tmpl.EmailAddresses = []string{email}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san})
+	}
+	if d.SIDIn&SIDExtension != 0 {
+		ext, err := seg.MarshalSIDExtension(d.SID)
+		if err != nil {
+			return nil, err
+		}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 25, 2}, Value: ext})
 	}
 	return ca.Issue(tmpl)
 }

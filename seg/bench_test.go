@@ -27,7 +27,7 @@ func BenchmarkProxyWarm(b *testing.B) {
 	target, _ := url.Parse(backend.URL)
 	names := seg.Names{Realm: r.lab.Realm, NetBIOS: r.lab.Domain, Accounts: r.accounts}
 	certs := &seg.CertificateAuth{Names: names, Revocation: &seg.CRL{Files: []string{r.crlPath}}}
-	dev, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "")
+	dev, err := r.cert(b, "alice@"+r.lab.DNSDomain, "", "")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func testNamesMapToAccounts(t *testing.T, r *rig) {
 	for _, tc := range []struct{ upn, account string }{
 		{"alice2@" + altSuffix, "xsmith"}, {"alice2@" + dom, "alice2"}, {"j.doe@" + dom, "jdoe"},
 	} {
-		cert, err := r.ca.Device(tc.upn, "", "")
+		cert, err := r.cert(t, tc.upn, "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,8 +110,8 @@ func testNamesMapToAccounts(t *testing.T, r *rig) {
 	}
 	// Each device is refused when it names the other account, in the plain
 	// query and in the base64 one.
-	xsmith, _ := r.ca.Device("alice2@"+altSuffix, "", "")
-	alice2, _ := r.ca.Device("alice2@"+dom, "", "")
+	xsmith, _ := r.cert(t, "alice2@"+altSuffix, "", "")
+	alice2, _ := r.cert(t, "alice2@"+dom, "", "")
 	for _, tc := range []struct {
 		cert  *testpki.Issued
 		other string
@@ -359,7 +359,7 @@ func testBadCertificates(t *testing.T, r *rig) {
 	}
 	// A revoked certificate: the CRL file is replaced; the gateway reads it
 	// again by itself.
-	revoked, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "alice")
+	revoked, err := r.cert(t, "alice@"+r.lab.DNSDomain, "", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,7 +389,7 @@ func testBadCertificates(t *testing.T, r *rig) {
 	// machine or Wi-Fi certificate of the same CA): by default only the UPN
 	// names a user.
 	for _, tc := range []struct{ upn, email, cn string }{{"", "bob@" + r.lab.DNSDomain, "ignored"}, {"", "", "bob"}} {
-		cert, err := r.ca.Device(tc.upn, tc.email, tc.cn)
+		cert, err := r.cert(t, tc.upn, tc.email, tc.cn)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -398,7 +398,7 @@ func testBadCertificates(t *testing.T, r *rig) {
 		}
 	}
 	// A UPN of another domain.
-	cert, err = r.ca.Device("alice@elsewhere.example", "", "")
+	cert, err = r.cert(t, "alice@elsewhere.example", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,10 +508,10 @@ func testStaleTicket(t *testing.T, r *rig) {
 // testColdPath: 1000 concurrent first requests of one user make one
 // S4U2Self and one S4U2Proxy.
 func testColdPath(t *testing.T, r *rig) {
-	r.cache.Invalidate("cold1", r.spn)
+	r.forget(t, "cold1")
 	r.accounts.Forget()
 	c0 := r.counter.Counts()
-	cert, err := r.ca.Device("cold1@"+r.lab.DNSDomain, "", "")
+	cert, err := r.cert(t, "cold1@"+r.lab.DNSDomain, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -596,7 +596,7 @@ func testColdPath(t *testing.T, r *rig) {
 // connection may carry two users.
 func testIsolation(t *testing.T, r *rig) {
 	for i := 0; i < isoUsers; i++ {
-		r.cache.Invalidate(isoUser(i), r.spn)
+		r.forget(t, isoUser(i))
 		r.accounts.Forget()
 	}
 	c0 := r.counter.Counts()
@@ -889,6 +889,10 @@ func testKDCOutage(t *testing.T, r *rig) {
 	if a := post(t, alice, r.easURL("Sync", "alice", "ALICEPHONE1"), ""); a.status != 200 {
 		t.Fatalf("before: %d", a.status)
 	}
+	// Asked of LDAP before the DC stops: no ticket yet, also when the test
+	// runs again, and a certificate with the account's SID.
+	r.forget(t, "outage1")
+	fresh := r.deviceFor(t, "outage1")
 	if err := r.lab.Pause(); err != nil {
 		t.Fatal(err)
 	}
@@ -903,8 +907,6 @@ func testKDCOutage(t *testing.T, r *rig) {
 			t.Errorf("alice during the outage: %d", a.status)
 		}
 	}
-	r.cache.Invalidate("outage1", r.spn) // no ticket yet, also when the test runs again
-	fresh := r.deviceFor(t, "outage1")
 	start := time.Now()
 	a := post(t, fresh, r.easURL("Sync", "outage1", "ADMINPHONE"), "")
 	took := time.Since(start)
@@ -967,7 +969,7 @@ func writeReplace(path string, b []byte) error {
 // testUpstreamFailures: Exchange down gives 502, Exchange too slow 504, and
 // the ErrorHandler hook sees a *seg.Error that names the stage.
 func testUpstreamFailures(t *testing.T, r *rig) {
-	dev, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "")
+	dev, err := r.cert(t, "alice@"+r.lab.DNSDomain, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1014,7 +1016,7 @@ func testUpstreamFailures(t *testing.T, r *rig) {
 // refuses with 403 or with the status of the *seg.Error it returns; nothing
 // it refuses reaches Exchange.
 func testAuthorizeHook(t *testing.T, r *rig) {
-	dev, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "")
+	dev, err := r.cert(t, "alice@"+r.lab.DNSDomain, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1124,14 +1126,14 @@ func testMetrics(t *testing.T, r *rig) {
 
 // testAdmin drives every endpoint of the admin API against the rig.
 func testAdmin(t *testing.T, r *rig) {
-	policy := &seg.Policy{Names: seg.Names{Realm: r.lab.Realm, NetBIOS: r.lab.Domain}}
+	policy := &seg.Policy{Names: seg.Names{Realm: r.lab.Realm, NetBIOS: r.lab.Domain, Accounts: r.accounts}}
 	if err := policy.Set(&seg.PolicyRules{Rules: seg.PolicyChecks{RequireManaged: true},
 		Block:   seg.PolicyList{Devices: []string{"STOLEN"}},
 		Devices: map[string]seg.DeviceState{"ALICEPHONE1": {User: "alice", Managed: true}, "ALICEPAD": {User: "alice", Managed: false}}}); err != nil {
 		t.Fatal(err)
 	}
 	var readyErr error
-	admin := &seg.Admin{Token: "s3cret-admin-token", Policy: policy, Tickets: r.cache, SPN: r.spn, Debug: r.debug,
+	admin := &seg.Admin{Token: "s3cret-admin-token", Names: r.handler.Names, Policy: policy, Tickets: r.cache, SPN: r.spn, Debug: r.debug,
 		Metrics: promhttp.HandlerFor(r.registry, promhttp.HandlerOpts{}),
 		Ready:   func(context.Context) error { return readyErr },
 		Roll:    func() any { return map[string]string{"asa": "EXCHASA$"} }}
@@ -1169,6 +1171,12 @@ func testAdmin(t *testing.T, r *rig) {
 		{"GET", "/v1/roll", "", 401, ""},
 		{"GET", "/v1/roll", tok, 200, `"asa": "EXCHASA$"`},
 		{"GET", "/v1/nothing", tok, 404, ""},
+		// Per-user routes take a SID or any name, resolved by the KDC; a
+		// name of no account is 404.
+		{"GET", "/v1/policy/users/" + r.sidOf(t, "alice"), tok, 200, `"device_id": "ALICEPAD"`},
+		{"GET", "/v1/policy/users/alice@" + r.lab.DNSDomain, tok, 200, `"sid": "` + r.sidOf(t, "alice") + `"`},
+		{"GET", "/v1/policy/unresolved", tok, 200, `"unresolved": []`},
+		{"DELETE", "/v1/tickets/nosuchuser", tok, 404, "no account"},
 	} {
 		status, body := call(c.method, c.path, c.token)
 		if status != c.status || !strings.Contains(body, c.body) {
@@ -1226,7 +1234,7 @@ func testAdmin(t *testing.T, r *rig) {
 // verified is a device request as the TLS server hands it over.
 func (r *rig) verified(t *testing.T, user, query string) *http.Request {
 	t.Helper()
-	dev, err := r.ca.Device(user+"@"+r.lab.DNSDomain, "", "")
+	dev, err := r.cert(t, user+"@"+r.lab.DNSDomain, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1272,7 +1280,7 @@ func testRedirect451(t *testing.T, r *rig) {
 		t.Errorf("alice: %d %q", w.Code, w.Header().Get(eastest.SPNHeader))
 	}
 	// The mapping through the admin API: listed, then cleared.
-	admin := httptest.NewServer(&seg.Admin{Redirects: redirects})
+	admin := httptest.NewServer(&seg.Admin{Names: names, Redirects: redirects})
 	defer admin.Close()
 	resp, err := http.Get(admin.URL + "/v1/redirects")
 	if err != nil {

@@ -227,9 +227,47 @@ func (r *rig) device(t testing.TB, cert *testpki.Issued) *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: conf, MaxConnsPerHost: 4, MaxIdleConnsPerHost: 4}}
 }
 
+// cert issues a device certificate as an MDM's CA that writes SIDs does:
+// the UPN, e-mail and CN as given, and the SID of the account that holds
+// the UPN, read over LDAP (not through the gateway's resolver), in the SID
+// extension. A UPN that no account holds gets no SID.
+func (r *rig) cert(t testing.TB, upn, email, cn string) (*testpki.Issued, error) {
+	t.Helper()
+	spec := testpki.DeviceSpec{UPN: upn, Email: email, CN: cn}
+	if upn != "" {
+		if sid := r.sidOf(t, upn); sid != "" {
+			spec.SID, spec.SIDIn = sid, testpki.SIDExtension
+		}
+	}
+	return r.ca.DeviceFor(spec)
+}
+
+// sidOf is the SID of the account that holds name (sAMAccountName or UPN),
+// read over LDAP; "" when none does.
+func (r *rig) sidOf(t testing.TB, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	c, err := r.lab.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, err := c.FindAccount(ctx, name)
+	if err != nil {
+		return ""
+	}
+	return a.SID
+}
+
+// forget drops the gateway's ticket of the account that holds name.
+func (r *rig) forget(t testing.TB, name string) {
+	t.Helper()
+	r.cache.InvalidateAccount(r.sidOf(t, name), r.spn)
+}
+
 func (r *rig) deviceFor(t testing.TB, user string) *http.Client {
 	t.Helper()
-	cert, err := r.ca.Device(user+"@"+r.lab.DNSDomain, "", user)
+	cert, err := r.cert(t, user+"@"+r.lab.DNSDomain, "", user)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -207,7 +207,7 @@ func testParkedMany(t *testing.T, r *rig) {
 	users := isoNames()[:10]
 	certs := map[string]*testpki.Issued{}
 	for _, u := range users {
-		cert, err := r.ca.Device(u+"@"+r.lab.DNSDomain, "", u)
+		cert, err := r.cert(t, u+"@"+r.lab.DNSDomain, "", u)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -287,7 +287,7 @@ func testParkedTimeout(t *testing.T, r *rig) {
 func testParkedShutdown(t *testing.T, r *rig) {
 	h := r.handlerWith(func(*seg.ProxyHandler) {})
 	srv := r.serve(t, h)
-	cert, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "alice")
+	cert, err := r.cert(t, "alice@"+r.lab.DNSDomain, "", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func testParkedCurl(t *testing.T, r *rig) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatalf("curl is not installed: %v", err) // make test installs it
 	}
-	cert, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "alice")
+	cert, err := r.cert(t, "alice@"+r.lab.DNSDomain, "", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +417,7 @@ func testParkedCurl(t *testing.T, r *rig) {
 // "Connection: close", and the connection ends: the bytes it sent were
 // read by the poll's check and cannot be served.
 func testParkedPipelined(t *testing.T, r *rig) {
-	cert, err := r.ca.Device("alice@"+r.lab.DNSDomain, "", "alice")
+	cert, err := r.cert(t, "alice@"+r.lab.DNSDomain, "", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -29,12 +30,14 @@ type checker struct {
 	c      *config
 	plain  bool
 	user   string // -check-user: also get a ticket as this user (S4U)
+	cert   string // -check-cert: a device certificate to map as a login would
 	out    io.Writer
 	now    time.Time
 	failed bool
 
-	kcfg *krb5config.Config
-	svc  *kerberos.Client
+	kcfg     *krb5config.Config
+	svc      *kerberos.Client
+	loggedIn bool // the service account got its TGT
 }
 
 // soon is how close to its end a certificate is reported.
@@ -71,6 +74,7 @@ func (k *checker) check(ctx context.Context) bool {
 	if k.kerberosConfig() && k.serviceAccount() {
 		k.tickets(ctx)
 	}
+	k.certMapping(ctx)
 	k.upstreams(ctx)
 	k.policy(ctx)
 	if k.c.Roll != nil {
@@ -191,6 +195,7 @@ func (k *checker) tickets(ctx context.Context) {
 		k.line("service TGT", "", err, kerberosHint(err, true))
 		return
 	}
+	k.loggedIn = true
 	k.line("service TGT", fmt.Sprintf("%s@%s, valid until %s", k.c.ServiceAccount, k.c.Realm, tgt.EndTime.UTC().Format(time.RFC3339)), nil, "")
 	for _, u := range k.c.upstreams() {
 		spn := u.TicketSPN()
@@ -256,12 +261,13 @@ func (k *checker) policy(ctx context.Context) {
 		return
 	}
 	g := &gateway{c: k.c, log: discardLogger(), handler: &seg.ProxyHandler{}}
-	if err := g.setPolicy(seg.Names{Realm: k.c.Realm}); err != nil {
+	if err := g.setPolicy(k.names()); err != nil {
 		k.line("policy", "", err, "")
 		return
 	}
 	if pc.File != "" {
 		k.line("policy.file", pc.File+": loaded", nil, "")
+		k.unresolved(g.policy)
 		return
 	}
 	// The URL: one fetch, as the gateway's first poll makes it.
@@ -273,6 +279,7 @@ func (k *checker) policy(ctx context.Context) {
 	for {
 		if d := g.policy.Decide(seg.PolicyInput{}); d.Rule != "no policy" {
 			k.line("policy.url", pc.URL+": loaded", nil, "")
+			k.unresolved(g.policy)
 			return
 		}
 		select {
@@ -287,6 +294,97 @@ func (k *checker) policy(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// names is the gateway's Names, resolving through the service account
+// when it logged in (else names resolve to nothing).
+func (k *checker) names() seg.Names {
+	n := seg.Names{Realm: k.c.Realm, NetBIOS: k.c.NetBIOS, Suffixes: k.c.UPNSuffixes}
+	if k.loggedIn {
+		n.Accounts = &seg.Accounts{Resolver: k.svc}
+	}
+	return n
+}
+
+// unresolved reports the policy's user entries that name no account: they
+// match no one (an allow entry lets no one in, a block entry blocks no one).
+func (k *checker) unresolved(p *seg.Policy) {
+	if !k.loggedIn {
+		k.line("policy.users", "WARN not resolved: the service account did not log in", nil, "")
+		return
+	}
+	u := p.Unresolved()
+	if len(u) == 0 {
+		k.line("policy.users", "every user entry names an account", nil, "")
+		return
+	}
+	for _, e := range u {
+		k.line("policy.users", fmt.Sprintf("WARN %s %q names no account and matches no one: %s", e.Where, e.Entry, e.Reason), nil,
+			"correct the entry, or write the account's SID (S-1-5-21-...)")
+	}
+}
+
+// certMapping says how device certificates are bound to their accounts, and
+// with -check-cert maps one as a login would.
+func (k *checker) certMapping(ctx context.Context) {
+	if len(k.c.ClientCAFiles) == 0 {
+		return
+	}
+	const hint = "KB5014754: a certificate mapped by its UPN alone is weak; an MDM CA that lets an enrollee choose the UPN hands every enrollee every mailbox. Have the CA write the account's SID (extension 1.3.6.1.4.1.311.25.2 or SAN URI tag:microsoft.com,2022-09-14:sid:<SID>), then set cert_mapping to full"
+	switch k.c.certMapping {
+	case seg.MappingFull:
+		k.line("cert_mapping", "full: a device certificate must carry its account's SID, or match a strong altSecurityIdentities entry (cert_directory)", nil, "")
+	case seg.MappingCompatibility:
+		k.line("cert_mapping", "WARN compatibility: certificates without a SID are served (counted in seg_certificate_mappings_total{result=\"weak_served\"}, logged once each); weaker than full", nil, hint)
+	default:
+		k.line("cert_mapping", "WARN off: no strong mapping required; weaker than full", nil, hint)
+	}
+	var dir seg.CertificateDirectory
+	if k.c.CertDirectory != nil {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		conn, err := k.c.CertDirectory.Dial(dctx)
+		cancel()
+		if err != nil {
+			k.line("cert_directory", "", err, "check cert_directory's ldap_url, ca_file and bind identity")
+		} else {
+			defer conn.AD.Close()
+			k.line("cert_directory", k.c.CertDirectory.LDAPURL+": bound", nil, "")
+			dir = conn.AD
+		}
+	}
+	if k.cert == "" {
+		return
+	}
+	certs, err := readCerts(k.cert)
+	if err != nil {
+		k.line("check-cert", "", err, "")
+		return
+	}
+	leaf := certs[0]
+	sid, err := seg.CertificateSID(leaf)
+	switch {
+	case err != nil:
+		k.line("check-cert", "", err, "the certificate's SID extension or SID URI cannot be read: it is refused in every mode")
+		return
+	case sid == "":
+		k.line("check-cert", "WARN "+k.cert+" carries no SID (neither the extension 1.3.6.1.4.1.311.25.2 nor a SAN URI tag:microsoft.com,2022-09-14:sid:)", nil, "")
+	default:
+		k.line("check-cert", k.cert+" carries the SID "+sid, nil, "")
+	}
+	if !k.loggedIn {
+		return
+	}
+	// A login as the gateway makes it, without serving: the chain is not
+	// verified here (the TLS server does that).
+	auth := &seg.CertificateAuth{Sources: k.c.certNames, Names: k.names(), Mapping: k.c.certMapping, Directory: dir, Logger: discardLogger()}
+	r, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
+	r.TLS = &tls.ConnectionState{PeerCertificates: certs, VerifiedChains: [][]*x509.Certificate{certs}}
+	id, err := auth.Authenticate(r)
+	if err != nil {
+		k.line("check-cert", "", err, "see the hint of the refusal in the gateway's log for the same certificate")
+		return
+	}
+	k.line("check-cert", fmt.Sprintf("maps to %s (%s) in mode %s", id.User, id.SID, k.c.certMapping), nil, "")
 }
 
 // kerberosHint is advice for an administrator on a KDC's answer; svc says

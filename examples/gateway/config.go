@@ -32,7 +32,16 @@ type config struct {
 	// user, in order: "upn" (default, alone), "email", "cn". The last two
 	// are weaker: see seg.CertificateAuth.Sources.
 	CertNames []string `json:"cert_names,omitempty"`
-	Basic     bool     `json:"basic"` // accept Basic logins
+	// CertMapping is how strongly a device certificate must be bound to
+	// its account (KB5014754): "full" (default: the account's SID in the
+	// certificate, or a strong altSecurityIdentities entry), "compatibility"
+	// (a certificate without a SID is served, counted and logged) or "off".
+	// A certificate carrying another account's SID is refused in each.
+	CertMapping string `json:"cert_mapping,omitempty"`
+	// CertDirectory, when set, is the AD connection (LDAPS) the gateway
+	// reads accounts' altSecurityIdentities and whenCreated from.
+	CertDirectory *siteconfig.AD `json:"cert_directory,omitempty"`
+	Basic         bool           `json:"basic"` // accept Basic logins
 
 	Realm       string   `json:"realm"`        // CORP.EXAMPLE.COM
 	NetBIOS     string   `json:"netbios"`      // CORP
@@ -68,6 +77,7 @@ type config struct {
 
 	ticketTimeout, shutdownTimeout, bodyTimeout time.Duration
 	certNames                                   []seg.NameSource
+	certMapping                                 seg.CertificateMapping
 }
 
 // policyConfig is where the device policy comes from and what a block does.
@@ -289,6 +299,17 @@ func (c *config) check(plainHTTP bool) error {
 	case "", "refuse", "warn":
 	default:
 		return bad("crl_stale", "want refuse or warn")
+	}
+	if c.certMapping, err2 = seg.ParseCertificateMapping(c.CertMapping); err2 != nil {
+		return bad("cert_mapping", "want full, compatibility or off")
+	}
+	if c.CertDirectory != nil {
+		var fe *siteconfig.FieldError
+		if err := c.CertDirectory.Check(); errors.As(err, &fe) {
+			return bad("cert_directory."+fe.Field, "%s", fe.Why)
+		} else if err != nil {
+			return bad("cert_directory", "%v", err)
+		}
 	}
 	for _, n := range c.CertNames {
 		switch n {

@@ -44,6 +44,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 
@@ -74,6 +75,7 @@ func run(ctx context.Context, args []string, hup <-chan os.Signal, stdout, stder
 	plain := fs.Bool("insecure-dev-http", false, "DEVELOPMENT ONLY: serve plain HTTP to devices (Basic passwords in clear)")
 	check := fs.Bool("check", false, "check the configuration (files, certificates, CRLs, the KDC, tickets, Exchange's TLS, the policy), print one line per check, exit 0 when all pass; serves nothing")
 	checkUser := fs.String("check-user", "", "with -check: also get a ticket as this user (S4U2Self and S4U2Proxy), which shows the delegation")
+	checkCert := fs.String("check-cert", "", "with -check: a device certificate (PEM) to map to its account as a login would: does it carry a SID, and is it strong enough for cert_mapping")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -87,7 +89,7 @@ func run(ctx context.Context, args []string, hup <-chan os.Signal, stdout, stder
 			fmt.Fprintf(stdout, "FAIL config: %v\n", err)
 			return 1
 		}
-		k := &checker{c: c, plain: *plain, user: *checkUser, out: stdout}
+		k := &checker{c: c, plain: *plain, user: *checkUser, cert: *checkCert, out: stdout}
 		if !k.check(ctx) {
 			return 1
 		}
@@ -194,7 +196,12 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		if err := g.crl.Reload(); err != nil {
 			return nil, bad("crl_files", "%v", err)
 		}
-		auths = append(auths, (&seg.CertificateAuth{Sources: c.certNames, Names: names, Revocation: g.crl}).Authenticate)
+		certs := &seg.CertificateAuth{Sources: c.certNames, Names: names, Revocation: g.crl, Mapping: c.certMapping,
+			Metrics: metrics, Logger: g.log}
+		if c.CertDirectory != nil {
+			certs.Directory = &lazyDirectory{ad: *c.CertDirectory}
+		}
+		auths = append(auths, certs.Authenticate)
 	}
 	if c.Basic {
 		auths = append(auths, (&seg.BasicAuth{Realm: c.Realm, Config: kcfg, Transport: kdcs, Names: names}).Authenticate)
@@ -248,7 +255,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		roll = ro.Status
 	}
 	if c.Admin != nil {
-		admin := &seg.Admin{Token: c.Admin.token, Policy: g.policy, Tickets: g.cache, SPN: ups[0].TicketSPN(), Debug: g.handler.Debug, Redirects: g.redirects,
+		admin := &seg.Admin{Token: c.Admin.token, Names: names, Policy: g.policy, Tickets: g.cache, SPN: ups[0].TicketSPN(), Debug: g.handler.Debug, Redirects: g.redirects,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Ready: g.ready, Roll: roll}
 		// Admin requests are small: a whole one within 30 s, or the
 		// connection is closed (a client that stalls a body holds nothing).
@@ -480,4 +487,29 @@ func (g *gateway) serve(ctx context.Context, hup <-chan os.Signal) error {
 			return err
 		}
 	}
+}
+
+// lazyDirectory is cert_directory's connection, dialled at its first use
+// and again after a failure, so that the gateway starts while a DC is away
+// (a certificate login that needs the directory fails meanwhile).
+type lazyDirectory struct {
+	ad   siteconfig.AD
+	mu   sync.Mutex
+	conn *siteconfig.Conn
+}
+
+// CertificateMappings implements seg.CertificateDirectory.
+func (d *lazyDirectory) CertificateMappings(ctx context.Context, sid string) ([]string, time.Time, error) {
+	d.mu.Lock()
+	conn := d.conn
+	if conn == nil {
+		var err error
+		if conn, err = d.ad.Dial(ctx); err != nil {
+			d.mu.Unlock()
+			return nil, time.Time{}, fmt.Errorf("cert_directory: %w", err)
+		}
+		d.conn = conn
+	}
+	d.mu.Unlock()
+	return conn.AD.CertificateMappings(ctx, sid)
 }

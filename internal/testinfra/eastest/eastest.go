@@ -186,16 +186,18 @@ func (s *Server) Tokens() []string {
 func (s *Server) RejectNext(n int) { s.reject.Store(int64(n)) }
 
 // Redirect makes the stand-in answer 451 with X-MS-Location: location to
-// user's requests, as Exchange does for a mailbox on another server (an
+// user's requests (the ticket's client name exactly: Exchange reads the
+// PAC's SID, and a stand-in that folded names would join two accounts),
+// as Exchange does for a mailbox on another server (an
 // empty location stops it).
 func (s *Server) Redirect(user, location string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if location == "" {
-		delete(s.redirect, strings.ToUpper(user))
+		delete(s.redirect, user)
 		return
 	}
-	s.redirect[strings.ToUpper(user)] = location
+	s.redirect[user] = location
 }
 
 // ticketSPN reads the server name of the ticket inside a Negotiate header.
@@ -274,7 +276,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	loc := s.redirect[strings.ToUpper(user)]
+	loc := s.redirect[user]
 	s.mu.Unlock()
 	if loc != "" {
 		w.Header().Set("X-MS-Location", loc)

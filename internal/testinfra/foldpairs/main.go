@@ -26,9 +26,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"time"
-	"runtime"
 	"unicode"
 
 	"github.com/go-ldap/ldap/v3"

@@ -1,0 +1,277 @@
+package seg_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/internal/testinfra/eastest"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/testpki"
+	"github.com/segkcd/segkcd/seg"
+)
+
+// identityPairs are letters Go's Unicode tables upper-case into one another
+// while the lab's Samba keeps them apart as account names: the report's
+// Georgian pair first, then five from other scripts. Each must be "apart" in
+// testdata/foldpairs.txt, which go run ./internal/testinfra/foldpairs wrote
+// by asking a lab (788 such pairs of 1,355).
+var identityPairs = [][2]rune{
+	{0x10D0, 0x1C90},   // Georgian an, Mkhedruli and Mtavruli: geoაx and geoᲐx
+	{0x0219, 0x0218},   // Latin s with comma below (Romanian)
+	{0x0371, 0x0370},   // Greek heta
+	{0xAB70, 0x13A0},   // Cherokee a
+	{0x2C30, 0x2C00},   // Glagolitic azu
+	{0x10428, 0x10400}, // Deseret long i (outside the BMP: a surrogate pair to AD)
+}
+
+// pairNames are the two account names of a pair: geoაx and geoᲐx.
+func pairNames(p [2]rune) (string, string) {
+	return "geo" + string(p[0]) + "x", "geo" + string(p[1]) + "x"
+}
+
+// checkPairsApart reads testdata/foldpairs.txt: each pair used here must be
+// one the lab was seen to keep apart.
+func checkPairsApart(t *testing.T) {
+	f, err := os.Open("testdata/foldpairs.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	verdict := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fs := strings.Fields(sc.Text()); len(fs) == 3 && !strings.HasPrefix(fs[0], "#") {
+			verdict[fs[0]+" "+fs[1]] = fs[2]
+		}
+	}
+	for _, p := range identityPairs {
+		if k := fmt.Sprintf("U+%04X U+%04X", p[0], p[1]); verdict[k] != "apart" {
+			t.Fatalf("%s is %q in testdata/foldpairs.txt, not apart", k, verdict[k])
+		}
+	}
+}
+
+// testIdentityPairs: two accounts whose names Go's Unicode tables join but
+// AD keeps apart are two users through the whole gateway, in either order,
+// cold and cached: by certificate (with the mapping in compatibility and no
+// SID in the certificates, so that the name alone decides, and in full mode
+// with SIDs), by Basic, and in the EAS User parameter; and for each pair
+// the policy's allow and block lists, a 451 redirect and the per-user bound
+// on held Pings are the account's own.
+func testIdentityPairs(t *testing.T, r *rig) {
+	checkPairsApart(t)
+	ctx := context.Background()
+	c, err := r.lab.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range identityPairs {
+		lo, up := pairNames(p)
+		for _, n := range []string{lo, up} {
+			if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: n, Password: lab.UserPassword,
+				UserPrincipalName: n + "@" + r.lab.DNSDomain, PasswordNeverExpires: true}); err != nil {
+				t.Fatalf("%q: %v", n, err)
+			}
+		}
+		if r.sidOf(t, lo) == r.sidOf(t, up) {
+			t.Fatalf("%q and %q are one account in the lab", lo, up)
+		}
+	}
+	c.Close()
+
+	// A gateway whose certificates are mapped in compatibility mode, and
+	// devices whose certificates carry no SID: the name is all there is.
+	names := r.handler.Names
+	compat := &seg.CertificateAuth{Names: names, Mapping: seg.MappingCompatibility}
+	basic := &seg.BasicAuth{Realm: r.lab.Realm, Config: r.krb5, Names: names}
+	byName := r.serve(t, r.handlerWith(func(h *seg.ProxyHandler) { h.Authenticate = seg.AnyOf(compat.Authenticate, basic.Authenticate) }))
+	dom := r.lab.DNSDomain
+	url := func(base, cmd, user, device string) string {
+		return strings.Replace(r.easURL(cmd, user, device), r.gateway.URL, base, 1)
+	}
+	for _, p := range identityPairs {
+		lo, up := pairNames(p)
+		plain := map[string]*http.Client{}
+		withSID := map[string]*http.Client{}
+		for _, n := range []string{lo, up} {
+			cert, err := r.ca.DeviceFor(testpki.DeviceSpec{UPN: n + "@" + dom})
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain[n] = r.device(t, cert)
+			withSID[n] = r.deviceFor(t, n)
+		}
+		for _, order := range [][2]string{{lo, up}, {up, lo}} {
+			// Cold: nothing remembered of either name, no ticket.
+			r.accounts.Forget()
+			r.forget(t, lo)
+			r.forget(t, up)
+			for _, state := range []string{"cold", "cached"} {
+				for _, who := range order {
+					for _, user := range []string{who + "@" + dom, who, ""} {
+						a := post(t, plain[who], url(byName.URL, "FolderSync", user, "ID-"+who), "")
+						if a.status != http.StatusOK || a.user != who {
+							t.Errorf("%s certificate of %q (%s first, %s), User=%q: %d, Exchange saw %q", state, who, order[0], state, user, a.status, a.user)
+						}
+					}
+					rq, _ := http.NewRequest(http.MethodPost, url(byName.URL, "Sync", who+"@"+dom, "ID-B-"+who), nil)
+					rq.SetBasicAuth(who+"@"+dom, lab.UserPassword)
+					if a := do(t, r.device(t, nil), rq); a.status != http.StatusOK || a.user != who {
+						t.Errorf("%s Basic %q (%s first): %d, Exchange saw %q", state, who, order[0], a.status, a.user)
+					}
+					if a := post(t, withSID[who], r.easURL("FolderSync", who, "ID-S-"+who), ""); a.status != http.StatusOK || a.user != who {
+						t.Errorf("%s certificate with SID of %q (%s first): %d, Exchange saw %q", state, who, order[0], a.status, a.user)
+					}
+				}
+			}
+			// Each names the other in User=: refused, plain and base64.
+			for i, who := range order {
+				other := order[1-i]
+				for _, user := range []string{other, other + "@" + dom} {
+					if a := post(t, plain[who], url(byName.URL, "Sync", user, "ID-X"), ""); a.status != http.StatusForbidden {
+						t.Errorf("%q's device, User=%q: %d %q", who, user, a.status, a.user)
+					}
+				}
+				rq, _ := http.NewRequest(http.MethodPost, strings.Replace(base64Query(r, other), r.gateway.URL, byName.URL, 1), nil)
+				if a := do(t, plain[who], rq); a.status != http.StatusForbidden {
+					t.Errorf("%q's device, base64 User=%q: %d %q", who, other, a.status, a.user)
+				}
+			}
+		}
+		testPairPolicy(t, r, lo, up, plain)
+		testPair451(t, r, lo, up, withSID)
+		testPairPollBound(t, r, lo, up, plain)
+	}
+}
+
+// testPairPolicy: an allow entry for one and a block entry for the other
+// are the accounts' own; written the other way round, too.
+func testPairPolicy(t *testing.T, r *rig, lo, up string, devices map[string]*http.Client) {
+	t.Helper()
+	for _, tc := range [][2]string{{lo, up}, {up, lo}} {
+		allowed, blocked := tc[0], tc[1]
+		policy := &seg.Policy{Names: r.handler.Names}
+		if err := policy.Set(&seg.PolicyRules{Rules: seg.PolicyChecks{RequireManaged: true},
+			Allow: seg.PolicyList{Users: []string{allowed}}, Block: seg.PolicyList{Users: []string{blocked + "@" + r.lab.DNSDomain}}}); err != nil {
+			t.Fatal(err)
+		}
+		if u := policy.Unresolved(); len(u) != 0 {
+			t.Errorf("unresolved: %+v", u)
+		}
+		compat := &seg.CertificateAuth{Names: r.handler.Names, Mapping: seg.MappingCompatibility}
+		srv := r.serve(t, r.handlerWith(func(h *seg.ProxyHandler) { h.Authenticate = compat.Authenticate; h.Authorize = policy.Authorize }))
+		if a := post(t, devices[allowed], strings.Replace(r.easURL("Sync", allowed, "POL-"+allowed), r.gateway.URL, srv.URL, 1), ""); a.status != http.StatusOK || a.user != allowed {
+			t.Errorf("policy allows %q: %d %q", allowed, a.status, a.user)
+		}
+		if a := post(t, devices[blocked], strings.Replace(r.easURL("Sync", blocked, "POL-"+blocked), r.gateway.URL, srv.URL, 1), ""); a.status != http.StatusForbidden {
+			t.Errorf("policy blocks %q: %d %q", blocked, a.status, a.user)
+		}
+		srv.Close()
+	}
+}
+
+// testPair451: a 451 that sends one account to a second server sends only
+// that account there.
+func testPair451(t *testing.T, r *rig, lo, up string, devices map[string]*http.Client) {
+	t.Helper()
+	second := eastest.NewServer(r.asa)
+	defer second.Close()
+	u1, _ := url.Parse(r.exchange.URL)
+	u2, _ := url.Parse(second.URL)
+	redirects := &seg.Redirects{}
+	srv := r.serve(t, r.handlerWith(func(h *seg.ProxyHandler) {
+		h.Upstreams = []*seg.Upstream{{URL: u1, SPN: r.spn}, {URL: u2, SPN: r.spn2}}
+		h.Redirects = redirects
+	}))
+	defer srv.Close()
+	at := func(who string) string {
+		return strings.Replace(r.easURL("Sync", who, "R-"+who), r.gateway.URL, srv.URL, 1)
+	}
+	r.exchange.Redirect(lo, second.URL+"/Microsoft-Server-ActiveSync")
+	defer r.exchange.Redirect(lo, "")
+	if a := post(t, devices[lo], at(lo), ""); a.status != 451 {
+		t.Fatalf("%q: %d, want 451", lo, a.status)
+	}
+	before := second.Stats().Requests
+	if a := post(t, devices[up], at(up), ""); a.status != http.StatusOK || a.user != up {
+		t.Errorf("%q after %q's 451: %d %q", up, lo, a.status, a.user)
+	}
+	if n := second.Stats().Requests - before; n != 0 {
+		t.Errorf("%q went to %q's server", up, lo)
+	}
+	if a := post(t, devices[lo], at(lo), ""); a.status != http.StatusOK || a.user != lo || second.Stats().Requests-before != 1 {
+		t.Errorf("%q after its 451: %d %q", lo, a.status, a.user)
+	}
+	if l := redirects.List(); len(l) != 1 || l[0].SID != r.sidOf(t, lo) {
+		t.Errorf("redirects: %+v", l)
+	}
+}
+
+// testPairPollBound: with one held Ping per user, each account holds its
+// own; the other's Ping does not end it.
+func testPairPollBound(t *testing.T, r *rig, lo, up string, devices map[string]*http.Client) {
+	t.Helper()
+	compat := &seg.CertificateAuth{Names: r.handler.Names, Mapping: seg.MappingCompatibility}
+	srv := r.serve(t, r.handlerWith(func(h *seg.ProxyHandler) { h.Authenticate = compat.Authenticate; h.MaxLongPollsPerUser = 1 }))
+	defer srv.Close()
+	type held struct {
+		status chan int
+		cancel context.CancelFunc
+	}
+	ping := func(who string) held {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost,
+			strings.Replace(r.easURL("Ping", who, "PB-"+who), r.gateway.URL, srv.URL, 1), strings.NewReader("<ping/>"))
+		req.Header.Set(eastest.HoldHeader, "1m")
+		h := held{status: make(chan int, 1), cancel: cancel}
+		go func() {
+			resp, err := devices[who].Do(req)
+			if err != nil {
+				h.status <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			h.status <- resp.StatusCode
+		}()
+		return h
+	}
+	first := ping(lo)
+	waitHeld(t, r, lo)
+	second := ping(up)
+	waitHeld(t, r, up)
+	select {
+	case st := <-first.status:
+		t.Errorf("%q's Ping ended when %q's began: %d", lo, up, st)
+	case <-time.After(300 * time.Millisecond):
+	}
+	first.cancel()
+	second.cancel()
+	<-first.status
+	<-second.status
+}
+
+// waitHeld waits until Exchange's stand-in holds a request of who.
+func waitHeld(t *testing.T, r *rig, who string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case u := <-r.exchange.Held():
+			if u == who {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no held Ping of %q", who)
+		}
+	}
+}

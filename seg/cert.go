@@ -80,6 +80,13 @@ type CertificateAuth struct {
 	// its creation time (a weakly mapped certificate issued before it is
 	// refused, in MappingCompatibility). An *ad.Conn over LDAPS.
 	Directory CertificateDirectory
+	// BackdatingCompensation is how much earlier than its account a weakly
+	// mapped certificate may be dated (default 10 minutes: Windows CAs date
+	// certificates back by their ClockSkewMinutes, 10 by default, so a
+	// certificate issued right after its account was created starts before
+	// it). Windows' DCs have the same allowance
+	// (CertificateBackdatingCompensation).
+	BackdatingCompensation time.Duration
 	// Metrics, when set, counts the mappings by result
 	// (seg_certificate_mappings_total).
 	Metrics *Metrics
@@ -185,7 +192,7 @@ func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name
 		if err != nil {
 			return nil, fmt.Errorf("seg: reading the account's creation time: %w", err)
 		}
-		if !created.IsZero() && leaf.NotBefore.Before(created) {
+		if !created.IsZero() && leaf.NotBefore.Before(created.Add(-positiveOr(a.BackdatingCompensation, 10*time.Minute))) {
 			err := fmt.Errorf("%w: %w (issued %s, account created %s)", ErrBadCredentials, ErrCertificatePredatesAccount,
 				leaf.NotBefore.UTC().Format(time.RFC3339), created.UTC().Format(time.RFC3339))
 			a.mapped(ctx, "predates_account", leaf, acct, slog.LevelWarn, err)

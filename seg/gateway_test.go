@@ -37,6 +37,7 @@ func TestGateway(t *testing.T) {
 	t.Run("certificate", func(t *testing.T) { testCertificate(t, r) })
 	t.Run("names map to accounts", func(t *testing.T) { testNamesMapToAccounts(t, r) })
 	t.Run("identity pairs", func(t *testing.T) { testIdentityPairs(t, r) })
+	t.Run("strong mapping", func(t *testing.T) { testStrongMapping(t, r) })
 	t.Run("basic", func(t *testing.T) { testBasic(t, r) })
 	t.Run("refused users", func(t *testing.T) { testRefusedUsers(t, r) })
 	t.Run("bad certificates", func(t *testing.T) { testBadCertificates(t, r) })

@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-ldap/ldap/v3"
 
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/internal/testinfra/eastest"
@@ -274,4 +277,234 @@ func waitHeld(t *testing.T, r *rig, who string) {
 			t.Fatalf("no held Ping of %q", who)
 		}
 	}
+}
+
+// modify replaces (or with no values clears) an attribute of the account
+// named name, over LDAPS as the domain's administrator, as an admin's tool
+// would.
+func (r *rig) modify(t *testing.T, name, attr string, values ...string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := r.lab.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.FindAccount(ctx, name)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := r.lab.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ldap.DialURL(r.lab.LDAPSURL(), ldap.DialWithTLSConfig(tc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Bind(r.lab.AdminUser+"@"+r.lab.DNSDomain, r.lab.AdminPassword); err != nil {
+		t.Fatal(err)
+	}
+	m := ldap.NewModifyRequest(a.DN, nil)
+	if len(values) == 0 {
+		m.Delete(attr, nil)
+	} else {
+		m.Replace(attr, values)
+	}
+	if err := l.Modify(m); err != nil {
+		t.Fatalf("%s of %s: %v", attr, name, err)
+	}
+}
+
+func (r *rig) newAccount(t *testing.T, name, upn string) string {
+	t.Helper()
+	ctx := context.Background()
+	c, err := r.lab.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: name, Password: lab.UserPassword,
+		UserPrincipalName: upn, PasswordNeverExpires: true}); err != nil {
+		t.Fatal(err)
+	}
+	return r.sidOf(t, name)
+}
+
+// testStrongMapping: KB5014754's strong mapping through the whole gateway on
+// the lab: a certificate carrying another account's SID (extension and SAN
+// URI) or a deleted account's is refused in every mode; one without a SID
+// is refused in full mode unless the account's altSecurityIdentities (read
+// over LDAPS) names it, and served in compatibility and off unless it is
+// older than its account; a UPN moved to another account while both
+// devices keep syncing passes to the new holder at once, and never serves
+// one account's device as the other.
+func testStrongMapping(t *testing.T, r *rig) {
+	dom := r.lab.DNSDomain
+	bobSID := r.sidOf(t, "bob")
+	gone := r.newAccount(t, "gone1", "gone1@"+dom)
+	if out, err := r.lab.SambaTool(context.Background(), "user", "delete", "gone1"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	ctx := context.Background()
+	dirConn, err := r.lab.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dirConn.Close()
+	gateway := func(mode seg.CertificateMapping) string {
+		certs := &seg.CertificateAuth{Names: r.handler.Names, Mapping: mode, Directory: dirConn, Metrics: r.handler.Metrics,
+			Logger: r.handler.Logger}
+		return r.serve(t, r.handlerWith(func(h *seg.ProxyHandler) { h.Authenticate = certs.Authenticate })).URL
+	}
+	modes := map[seg.CertificateMapping]string{seg.MappingFull: gateway(seg.MappingFull),
+		seg.MappingCompatibility: gateway(seg.MappingCompatibility), seg.MappingOff: gateway(seg.MappingOff)}
+	sync := func(base string, cert *testpki.Issued, user string) answer {
+		return post(t, r.device(t, cert), strings.Replace(r.easURL("Sync", user, "MAP-"+user), r.gateway.URL, base, 1), "")
+	}
+	issue := func(spec testpki.DeviceSpec) *testpki.Issued {
+		c, err := r.ca.DeviceFor(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	alice := "alice@" + dom
+	for _, tc := range []struct {
+		name string
+		cert *testpki.Issued
+	}{
+		{"bob's SID in the extension", issue(testpki.DeviceSpec{UPN: alice, SID: bobSID, SIDIn: testpki.SIDExtension})},
+		{"bob's SID as a SAN URI", issue(testpki.DeviceSpec{UPN: alice, SID: bobSID, SIDIn: testpki.SIDURI})},
+		{"a deleted account's SID", issue(testpki.DeviceSpec{UPN: alice, SID: gone, SIDIn: testpki.SIDExtension | testpki.SIDURI})},
+		{"a deleted account's own certificate", issue(testpki.DeviceSpec{UPN: "gone1@" + dom, SID: gone, SIDIn: testpki.SIDExtension})},
+	} {
+		for mode, base := range modes {
+			if a := sync(base, tc.cert, "alice"); a.status != http.StatusForbidden {
+				t.Errorf("%s, mode %s: %d, Exchange saw %q", tc.name, mode, a.status, a.user)
+			}
+		}
+	}
+	aliceSID := r.sidOf(t, "alice")
+	for _, form := range []testpki.SIDPlace{testpki.SIDExtension, testpki.SIDURI} {
+		for mode, base := range modes {
+			if a := sync(base, issue(testpki.DeviceSpec{UPN: alice, SID: aliceSID, SIDIn: form}), "alice"); a.status != http.StatusOK || a.user != "alice" {
+				t.Errorf("alice's own SID (form %d), mode %s: %d %q", form, mode, a.status, a.user)
+			}
+		}
+	}
+	// Dated now: alice's account is younger than the CA's usual hour of
+	// backdating, and compatibility mode refuses older certificates.
+	noSID := issue(testpki.DeviceSpec{UPN: alice, NotBefore: time.Now()})
+	for mode, want := range map[seg.CertificateMapping]int{seg.MappingFull: 403, seg.MappingCompatibility: 200, seg.MappingOff: 200} {
+		if a := sync(modes[mode], noSID, "alice"); a.status != want {
+			t.Errorf("no SID, mode %s: %d, want %d", mode, a.status, want)
+		}
+	}
+	if !logHas(r, "result=no_strong_mapping", "event 39") {
+		t.Error("no log line for the certificate without a strong mapping")
+	}
+	// A strong altSecurityIdentities entry (issuer and serial, as Windows
+	// writes it) maps a certificate without a SID in full mode; an
+	// account created after the certificate refuses it in compatibility.
+	mappedName := fmt.Sprintf("mapped%d", userSeq.Add(1))
+	upn := mappedName + "@" + dom
+	r.newAccount(t, mappedName, upn)
+	cert := issue(testpki.DeviceSpec{UPN: upn})
+	serial := cert.Cert.SerialNumber.Bytes()
+	for i, j := 0, len(serial)-1; i < j; i, j = i+1, j-1 {
+		serial[i], serial[j] = serial[j], serial[i]
+	}
+	if a := sync(modes[seg.MappingFull], cert, mappedName); a.status != http.StatusForbidden {
+		t.Errorf("full mode before the mapping: %d", a.status)
+	}
+	r.modify(t, mappedName, "altSecurityIdentities", "X509:<I>CN=segkcd test device CA<SR>"+fmt.Sprintf("%x", serial))
+	// The directory's answers are remembered for five minutes: a gateway
+	// of its own sees the new entry.
+	if a := sync(gateway(seg.MappingFull), cert, mappedName); a.status != http.StatusOK || a.user != mappedName {
+		t.Errorf("full mode with altSecurityIdentities: %d %q", a.status, a.user)
+	}
+	old := issue(testpki.DeviceSpec{UPN: upn, NotBefore: time.Now().Add(-72 * time.Hour)})
+	if a := sync(modes[seg.MappingCompatibility], old, mappedName); a.status != http.StatusForbidden {
+		t.Errorf("a certificate older than its account, compatibility: %d", a.status)
+	}
+	if !logHas(r, "result=predates_account", "event 40") {
+		t.Error("no log line for the certificate older than its account")
+	}
+	testMovedUPN(t, r)
+}
+
+// testMovedUPN: the UPN mover@<alternative suffix> passes from one account
+// to another while a device of each keeps syncing with a certificate that
+// carries the UPN and its own account's SID. Before the move only the old
+// holder is served, after it only the new one, and no answer is ever the
+// other account's.
+func testMovedUPN(t *testing.T, r *rig) {
+	n := userSeq.Add(1)
+	upn := fmt.Sprintf("mover%d@%s", n, altSuffix)
+	oldName, newName := fmt.Sprintf("mvold%d", n), fmt.Sprintf("mvnew%d", n)
+	oldSID := r.newAccount(t, oldName, upn)
+	newSID := r.newAccount(t, newName, "")
+	devices := map[string]*http.Client{}
+	for name, sid := range map[string]string{oldName: oldSID, newName: newSID} {
+		c, err := r.ca.DeviceFor(testpki.DeviceSpec{UPN: upn, SID: sid, SIDIn: testpki.SIDExtension})
+		if err != nil {
+			t.Fatal(err)
+		}
+		devices[name] = r.device(t, c)
+	}
+	type result struct {
+		device string
+		a      answer
+		at     time.Time
+	}
+	results := make(chan result, 4096)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	for name, c := range devices {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				results <- result{name, post(t, c, r.easURL("Sync", upn, "MOVE-"+name), ""), time.Now()}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	moved := time.Now()
+	r.modify(t, oldName, "userPrincipalName")
+	r.modify(t, newName, "userPrincipalName", upn)
+	time.Sleep(7 * time.Second) // past Accounts.MinRefresh (5 s)
+	close(stop)
+	<-done
+	<-done
+	close(results)
+	var last = map[string]answer{}
+	counts := map[string]int{}
+	for res := range results {
+		a := res.a
+		switch {
+		case a.status == http.StatusOK && a.user != res.device:
+			t.Errorf("%s's device was served as %q", res.device, a.user)
+		case res.at.Before(moved) && res.device == oldName && a.status != http.StatusOK:
+			t.Errorf("the old holder before the move: %d", a.status)
+		case res.at.Before(moved) && res.device == newName && a.status != http.StatusForbidden && a.status != http.StatusServiceUnavailable:
+			t.Errorf("the new holder before the move: %d", a.status)
+		}
+		counts[res.device+" "+strconv.Itoa(a.status)]++
+		last[res.device] = a
+	}
+	if last[newName].status != http.StatusOK || last[newName].user != newName {
+		t.Errorf("the new holder after the move: %d %q", last[newName].status, last[newName].user)
+	}
+	if last[oldName].status != http.StatusForbidden {
+		t.Errorf("the old holder after the move: %d %q", last[oldName].status, last[oldName].user)
+	}
+	t.Logf("answers by device and status: %v", counts)
 }

@@ -37,18 +37,30 @@
 // (kerberos.ErrNotDelegable, ErrBadCredentials, ...); the device sees only
 // the status, the log line says what an administrator should do (Hint).
 //
-// Names and accounts: a UPN's prefix is not an account name in Active
-// Directory (jdoe may hold j.doe@corp.example.com; alice@example.com may be
-// xsmith's while another account is called alice), so the gateway never cuts
-// one. Names.Accounts asks the KDC which account holds each name a device
-// presents (S4U2Self, then the PAC of the ticket, which the KDC signs), and
-// that account, spelled as AD keeps it, is the user everywhere after: the
-// ticket (its client name is the sAMAccountName and its PAC the account's,
-// so Exchange, which reads the PAC, and backends that read the name agree),
-// the ticket cache, the upstream pools, the redirects and the log.
+// Identity: a UPN's prefix is not an account name in Active Directory (jdoe
+// may hold j.doe@corp.example.com; alice@example.com may be xsmith's while
+// another account is called alice), and two names that Go's Unicode tables
+// upper-case alike may be two accounts (Samba keeps geoაx and geoᲐx apart).
+// So the gateway never cuts a name and never folds one beyond ASCII letters:
+// Names.Accounts asks the KDC which account holds each name a device presents
+// (S4U2Self, then the PAC of the ticket, which the KDC signs), and that
+// account's SID is the user everywhere after: the ticket cache
+// (kerberos.Cache.AccountTicket, which checks the SID again in each new
+// evidence ticket), the upstream pools, the held-poll bound, Basic's verdicts
+// and rates, the redirects, the policy's lists (Policy resolves their names to
+// SIDs) and the admin API. The ticket is for the account's sAMAccountName, so
+// Exchange, which reads the PAC, and backends that read the name agree.
+//
+// Certificates are bound to their accounts strongly, as Windows DCs require
+// since 2025 (KB5014754, CertificateAuth.Mapping): by default a device
+// certificate must carry its account's SID (extension 1.3.6.1.4.1.311.25.2
+// or the SAN URI tag:microsoft.com,2022-09-14:sid:<SID>) or match a strong
+// altSecurityIdentities entry (CertificateAuth.Directory); a certificate
+// carrying another account's SID is refused in every mode.
 //
 // Statuses: a malformed request 400, an unknown path 404; no or wrong
-// Basic credentials 401, a refused certificate 403; a User parameter for
+// Basic credentials 401, a refused certificate 403 (also one not strongly
+// mapped to its account); a User parameter for
 // someone else 403; a user the KDC will not delegate (sensitive, disabled,
 // not allowed) 403; no KDC answer in time 503 with Retry-After; a body
 // that stops coming 408; Exchange unreachable 502, too slow 504.

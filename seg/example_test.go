@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/seg"
 )
@@ -131,4 +132,38 @@ func ExampleProxyHandler_Shutdown() {
 	}
 	fmt.Println("stopped")
 	// Output: stopped
+}
+
+// A device certificate's SID, in the extension a Windows CA writes and in
+// the SAN URI Intune writes: what CertificateAuth compares with the SID in
+// the PAC of the account its UPN resolves to.
+func ExampleParseSIDExtension() {
+	ext, err := seg.MarshalSIDExtension("S-1-5-21-3623811015-3361044348-30300820-1013")
+	if err != nil {
+		log.Fatal(err)
+	}
+	sid, err := seg.ParseSIDExtension(ext)
+	fmt.Println(sid, err)
+	sid, ok, err := seg.SIDFromURI(seg.SIDURI("S-1-5-21-3623811015-3361044348-30300820-1013"))
+	fmt.Println(sid, ok, err)
+	_, err = seg.ParseSIDExtension([]byte{0x30, 0x00})
+	fmt.Println(err)
+	// Output:
+	// S-1-5-21-3623811015-3361044348-30300820-1013 <nil>
+	// S-1-5-21-3623811015-3361044348-30300820-1013 true <nil>
+	// seg: malformed SID in the certificate: SID extension: no SID
+}
+
+// Certificates mapped as Windows DCs have required since 2025: the SID in
+// the certificate, or a strong altSecurityIdentities entry read over LDAPS.
+func ExampleCertificateAuth_strongMapping() {
+	var dir *ad.Conn // ad.Dial(ctx, ad.Config{URL: "ldaps://dc1.corp.example.com", ...})
+	names := seg.Names{Realm: "CORP.EXAMPLE.COM", Accounts: &seg.Accounts{Resolver: nil /* a *kerberos.Client */}}
+	certs := &seg.CertificateAuth{Names: names, Mapping: seg.MappingFull}
+	if dir != nil {
+		certs.Directory = dir
+	}
+	mode, _ := seg.ParseCertificateMapping("compatibility")
+	fmt.Println(certs.Mapping, mode)
+	// Output: full compatibility
 }

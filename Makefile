@@ -53,6 +53,8 @@ fuzz:
 	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParseParams -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParseUPNs -fuzztime 60s
+	$(GO) test ./seg -run '^$$' -fuzz FuzzParseSIDExtension -fuzztime 60s
+	$(GO) test ./seg -run '^$$' -fuzz FuzzSIDFromURI -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzPrincipal -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParsePolicy -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzRewriteAutodiscover -fuzztime 60s

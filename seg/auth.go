@@ -10,14 +10,16 @@ import (
 
 // Identity is the user a device authenticated as.
 type Identity struct {
-	// User is the account S4U2Self is asked for: its sAMAccountName as AD
-	// keeps it when Names.Accounts resolved it (name@REALM for an account
-	// of another realm), else the account name as the device wrote it. The
-	// ticket cache, the upstream pools and the redirects are keyed by it.
+	// User is the account's name, which S4U2Self is asked for: its
+	// sAMAccountName as the PAC spells it (name@REALM for an account of
+	// another realm). It is for the KDC and the log, never a key.
 	User string
-	// UPN is the account's user principal name, when the directory said.
+	// UPN is the account's user principal name, when the PAC carries one.
 	UPN string
-	// SID is the account's security identifier, when the directory said.
+	// SID is the account's security identifier from the PAC: the identity.
+	// The ticket cache, the upstream pools, the held-poll bound, the
+	// redirects and the policy are keyed by it; ProxyHandler refuses an
+	// Identity without one (500: the authenticator is misconfigured).
 	SID string
 	// Name is what the device presented: the certificate's UPN (or e-mail
 	// or CN when those sources are enabled), or the Basic login name.

@@ -25,7 +25,7 @@ const autodiscoverJSONPath = "/autodiscover/autodiscover.json"
 
 // isAutodiscoverJSONPath accepts the two forms' paths, in any case.
 func isAutodiscoverJSONPath(p string) bool {
-	if len(p) < len(autodiscoverJSONPath) || !strings.EqualFold(p[:len(autodiscoverJSONPath)], autodiscoverJSONPath) {
+	if len(p) < len(autodiscoverJSONPath) || !equalASCII(p[:len(autodiscoverJSONPath)], autodiscoverJSONPath) {
 		return false
 	}
 	rest := p[len(autodiscoverJSONPath):]
@@ -33,7 +33,7 @@ func isAutodiscoverJSONPath(p string) bool {
 		return true
 	}
 	const v1 = "/v1.0/"
-	return len(rest) > len(v1) && strings.EqualFold(rest[:len(v1)], v1) && !strings.Contains(rest[len(v1):], "/")
+	return len(rest) > len(v1) && equalASCII(rest[:len(v1)], v1) && !strings.Contains(rest[len(v1):], "/")
 }
 
 // errBadAutodiscoverJSON is the cause of a malformed Autodiscover v2 request.
@@ -58,7 +58,7 @@ func parseAutodiscoverJSON(r *http.Request) (autodiscoverJSONRequest, error) {
 	get := func(name string) (string, error) {
 		var found []string
 		for k, v := range values {
-			if strings.EqualFold(k, name) {
+			if equalASCII(k, name) {
 				found = append(found, v...)
 			}
 		}
@@ -107,11 +107,11 @@ func (h *ProxyHandler) autodiscoverJSON(w *statusWriter, r *http.Request, line *
 		supported = append(supported, "Ews")
 	}
 	switch {
-	case strings.EqualFold(q.Protocol, "ActiveSync"):
+	case equalASCII(q.Protocol, "ActiveSync"):
 		answer.Protocol, answer.URL = "ActiveSync", base+easPath
-	case strings.EqualFold(q.Protocol, "AutodiscoverV1"):
+	case equalASCII(q.Protocol, "AutodiscoverV1"):
 		answer.Protocol, answer.URL = "AutodiscoverV1", base+"/autodiscover/autodiscover.xml"
-	case h.EWS && strings.EqualFold(q.Protocol, "Ews"):
+	case h.EWS && equalASCII(q.Protocol, "Ews"):
 		answer.Protocol, answer.URL = "Ews", base+"/EWS/Exchange.asmx"
 	default:
 		line.err = &Error{Stage: StageRequest, Status: http.StatusBadRequest, User: line.user,

@@ -158,9 +158,9 @@ func parsePlain(raw string) (Params, error) {
 		case "occurrence":
 			p.Occurrence = val
 		case "saveinsent":
-			p.SaveInSent = strings.EqualFold(val, "T")
+			p.SaveInSent = equalASCII(val, "T")
 		case "acceptmultipart":
-			p.AcceptMultiPart = strings.EqualFold(val, "T")
+			p.AcceptMultiPart = equalASCII(val, "T")
 		default:
 			// Unknown parameters pass through to Exchange; they must still be text.
 		}

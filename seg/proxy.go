@@ -524,7 +524,7 @@ func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 		var to *Upstream
 		if err == nil {
 			for _, u := range h.Upstreams {
-				if strings.EqualFold(u.URL.Scheme, loc.Scheme) && strings.EqualFold(u.URL.Host, loc.Host) {
+				if equalASCII(u.URL.Scheme, loc.Scheme) && equalASCII(u.URL.Host, loc.Host) {
 					to = u
 				}
 			}
@@ -612,11 +612,11 @@ func (h *ProxyHandler) route(p string) string {
 	switch {
 	case isEASPath(p):
 		return routeEAS
-	case h.Autodiscover && strings.EqualFold(p, "/Autodiscover/Autodiscover.xml"):
+	case h.Autodiscover && equalASCII(p, "/Autodiscover/Autodiscover.xml"):
 		return routeAutodiscover
 	case h.Autodiscover && isAutodiscoverJSONPath(p):
 		return routeAutodiscover2
-	case h.EWS && len(p) > 5 && strings.EqualFold(p[:5], "/EWS/") && path.Clean(p) == p:
+	case h.EWS && len(p) > 5 && equalASCII(p[:5], "/EWS/") && path.Clean(p) == p:
 		return routeEWS
 	}
 	return ""
@@ -629,7 +629,7 @@ func isEASPath(p string) bool {
 	if path.Clean(p) != p && path.Clean(p)+"/" != p {
 		return false
 	}
-	if len(p) < len(easPath) || !strings.EqualFold(p[:len(easPath)], easPath) {
+	if len(p) < len(easPath) || !equalASCII(p[:len(easPath)], easPath) {
 		return false
 	}
 	return len(p) == len(easPath) || p[len(easPath)] == '/'

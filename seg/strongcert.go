@@ -193,7 +193,7 @@ func SIDURI(s string) string { return sidURIPrefix + s }
 // form; a URI of that form whose SID is malformed is an error matching
 // ErrBadSIDExtension.
 func SIDFromURI(uri string) (s string, ok bool, err error) {
-	if len(uri) < len(sidURIPrefix) || !strings.EqualFold(uri[:len(sidURIPrefix)], sidURIPrefix) {
+	if len(uri) < len(sidURIPrefix) || !equalASCII(uri[:len(sidURIPrefix)], sidURIPrefix) {
 		return "", false, nil
 	}
 	s, err = sid.Parse(uri[len(sidURIPrefix):])

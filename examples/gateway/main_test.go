@@ -47,6 +47,24 @@ type fixture struct {
 	bin      string
 }
 
+// deviceCert issues the device certificate of user as an MDM's CA that
+// writes SIDs does: the UPN, and the account's SID (read over LDAP) in the
+// SID extension, which the gateway's default mapping (full) requires.
+func (f *fixture) deviceCert(t testing.TB, user string) (*testpki.Issued, error) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := f.lab.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	a, err := c.FindAccount(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return f.ca.DeviceFor(testpki.DeviceSpec{UPN: user + "@" + f.lab.DNSDomain, SID: a.SID, SIDIn: testpki.SIDExtension})
+}
+
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	l := theLab.Get(t)
@@ -200,7 +218,7 @@ func TestGatewayProgram(t *testing.T) {
 	pr := f.start(t)
 
 	// curl with alice's client certificate.
-	alice, err := f.ca.Device("alice@"+f.lab.DNSDomain, "", "")
+	alice, err := f.deviceCert(t, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +437,7 @@ func TestGatewayPolicyFromMDM(t *testing.T) {
 	f.confPath = f.writeConfig(t, c)
 	pr := f.start(t)
 	pr.wait(t, `"msg":"policy loaded"`)
-	alice, err := f.ca.Device("alice@"+f.lab.DNSDomain, "", "")
+	alice, err := f.deviceCert(t, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,17 +484,37 @@ func TestGatewayCheck(t *testing.T) {
 		return string(out), err
 	}
 	spn := f.conf.ExchangeSPN
-	out, err := check(f.conf, "-check-user", "alice")
+	aliceCert, err := f.deviceCert(t, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noSID, _ := f.ca.Device("alice@"+f.lab.DNSDomain, "", "")
+	aliceFile, _ := testpki.WriteFile(f.dir, "alice-sid.crt", aliceCert.CertPEM)
+	noSIDFile, _ := testpki.WriteFile(f.dir, "alice-nosid.crt", noSID.CertPEM)
+	out, err := check(f.conf, "-check-user", "alice", "-check-cert", aliceFile)
 	// Whether a certificate is near its end (a warning) depends on the CA.
 	for _, want := range []string{"ok   config:", " tls_cert: \"localhost\"", " client_ca_files ", "ok   crl_files: 1 read, none past its nextUpdate",
 		"ok   krb5_conf:", "ok   password_file: set", "ok   service TGT: svc_awseg@" + f.lab.Realm, "ok   ticket " + spn + ": the KDC issues it",
-		"ok   delegation " + spn + ": as alice@" + f.lab.Realm + " by S4U2Self and S4U2Proxy", "ok   upstream 127.0.0.1:", "ok   policy.file:"} {
+		"ok   delegation " + spn + ": as alice@" + f.lab.Realm + " by S4U2Self and S4U2Proxy", "ok   upstream 127.0.0.1:", "ok   policy.file:",
+		"ok   cert_mapping: full", "ok   check-cert: " + aliceFile + " carries the SID S-1-5-21-", "ok   check-cert: maps to alice (S-1-5-21-"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
 	}
 	if err != nil || strings.Contains(out, "FAIL") {
 		t.Errorf("a good configuration: %v\n%s", err, out)
+	}
+	// A certificate without a SID: a warning that says so, and a failure
+	// in full mode; compatibility maps it, with a warning for the mode.
+	if out, err := check(f.conf, "-check-cert", noSIDFile); err == nil || !strings.Contains(out, "WARN check-cert: "+noSIDFile+" carries no SID") ||
+		!strings.Contains(out, "FAIL check-cert: ") || !strings.Contains(out, "not strongly mapped") {
+		t.Errorf("no SID, full: %v\n%s", err, out)
+	}
+	compat := f.conf
+	compat.CertMapping = "compatibility"
+	if out, err := check(compat, "-check-cert", noSIDFile); err != nil || !strings.Contains(out, "WARN cert_mapping: compatibility") ||
+		!strings.Contains(out, "ok   check-cert: maps to alice") {
+		t.Errorf("no SID, compatibility: %v\n%s", err, out)
 	}
 
 	// Each fault: its check fails, with a hint, and the others still run.

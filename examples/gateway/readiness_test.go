@@ -138,7 +138,7 @@ backend gateways
 	}
 	waitFor("both in rotation", 30*time.Second, func(s map[string]string) bool { return s["a"] == "UP" && s["b"] == "UP" })
 
-	alice, err := f.ca.Device("alice@"+f.lab.DNSDomain, "", "")
+	alice, err := f.deviceCert(t, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}

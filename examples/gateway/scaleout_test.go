@@ -112,7 +112,7 @@ backend gateways
 	killAt := time.Now().Add(2 * time.Second)
 	var wg sync.WaitGroup
 	for _, u := range names {
-		dev, err := f.ca.Device(u+"@"+f.lab.DNSDomain, "", "")
+		dev, err := f.deviceCert(t, u)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-
-	"github.com/segkcd/segkcd/internal/sid"
 )
 
 // CertificateMappings reads what the directory keeps about the certificates
@@ -20,18 +18,12 @@ import (
 // error matching ErrNotFound.
 func (c *Conn) CertificateMappings(ctx context.Context, s string) ([]string, time.Time, error) {
 	const op = "read certificate mappings"
-	raw, err := sid.Encode(s)
+	filter, err := sidFilter(s)
 	if err != nil {
 		return nil, time.Time{}, invalid(op, s, "not a SID")
 	}
-	var filter strings.Builder
-	filter.WriteString("(objectSid=")
-	for _, b := range raw {
-		fmt.Fprintf(&filter, "\\%02x", b)
-	}
-	filter.WriteString(")")
 	ents, err := c.searchFor(ctx, op, s, ldap.NewSearchRequest(c.baseDN, ldap.ScopeWholeSubtree,
-		ldap.NeverDerefAliases, 2, 0, false, filter.String(), []string{"altSecurityIdentities", "whenCreated"}, nil))
+		ldap.NeverDerefAliases, 2, 0, false, filter, []string{"altSecurityIdentities", "whenCreated"}, nil))
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -45,6 +37,23 @@ func (c *Conn) CertificateMappings(ctx context.Context, s string) ([]string, tim
 		}
 	}
 	return ents[0].GetAttributeValues("altSecurityIdentities"), created, nil
+}
+
+// sidFilter is an LDAP filter for the object whose objectSid is s, each
+// byte of its binary form escaped (RFC 4515): nothing of s reaches the
+// filter as text.
+func sidFilter(s string) (string, error) {
+	raw, err := EncodeSID(s)
+	if err != nil {
+		return "", err
+	}
+	var f strings.Builder
+	f.WriteString("(objectSid=")
+	for _, b := range raw {
+		fmt.Fprintf(&f, "\\%02x", b)
+	}
+	f.WriteString(")")
+	return f.String(), nil
 }
 
 // parseGeneralizedTime reads AD's GeneralizedTime ("20261206143000.0Z").

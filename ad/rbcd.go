@@ -3,7 +3,6 @@ package ad
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
@@ -175,19 +174,13 @@ func (c *Conn) namesOf(ctx context.Context, op, object string, sids []string) ([
 	}
 	out := make([]string, 0, len(sids))
 	for _, sid := range sids {
-		b, err := EncodeSID(sid)
+		f, err := sidFilter(sid)
 		if err != nil {
 			out = append(out, sid)
 			continue
 		}
-		var f strings.Builder
-		f.WriteString("(objectSid=")
-		for _, x := range b {
-			fmt.Fprintf(&f, "\\%02x", x)
-		}
-		f.WriteString(")")
 		ents, err := c.searchFor(ctx, op, object, ldap.NewSearchRequest(c.baseDN, ldap.ScopeWholeSubtree,
-			ldap.NeverDerefAliases, 0, 0, false, f.String(), []string{"sAMAccountName"}, nil))
+			ldap.NeverDerefAliases, 0, 0, false, f, []string{"sAMAccountName"}, nil))
 		if err != nil {
 			return nil, err
 		}

@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
+
+	"github.com/segkcd/segkcd/internal/sid"
 )
 
 // SecurityDescriptor is a Windows security descriptor in its self-relative
@@ -233,27 +233,12 @@ func (sd *SecurityDescriptor) allowedSIDs() []string {
 }
 
 // EncodeSID writes a SID string ("S-1-5-21-...") in its binary form, as
-// objectSid holds it.
+// objectSid holds it. The string must be written as AD writes it (decimal,
+// no leading zeros, an upper-case S).
 func EncodeSID(s string) ([]byte, error) {
-	parts := strings.Split(s, "-")
-	if len(parts) < 3 || !strings.EqualFold(parts[0], "S") || parts[1] != "1" || len(parts) > 3+15 {
-		return nil, fmt.Errorf("ad: %q is not a SID", s)
-	}
-	auth, err := strconv.ParseUint(parts[2], 10, 48)
+	b, err := sid.Encode(s)
 	if err != nil {
-		return nil, fmt.Errorf("ad: %q is not a SID: %v", s, err)
-	}
-	b := make([]byte, 8, 8+4*(len(parts)-3))
-	b[0], b[1] = 1, byte(len(parts)-3)
-	for i := 0; i < 6; i++ {
-		b[7-i] = byte(auth >> (8 * i))
-	}
-	for _, p := range parts[3:] {
-		v, err := strconv.ParseUint(p, 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("ad: %q is not a SID: %v", s, err)
-		}
-		b = binary.LittleEndian.AppendUint32(b, uint32(v))
+		return nil, fmt.Errorf("ad: %q is not a SID", s)
 	}
 	return b, nil
 }

@@ -24,7 +24,7 @@ import (
 // account against the domain's KDC, not with an LDAP bind.
 //
 // Every answer is remembered for TTL under an HMAC of (the account's SID,
-// password)
+// its name, password)
 // with a key drawn at random for each BasicAuth, never the password itself:
 // a correct password so that a phone's requests do not each cost an AS
 // exchange, and a wrong one so that a phone stuck on an old password costs
@@ -160,7 +160,11 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 	if acct == nil || acct.SID == "" || acct.User == "" {
 		return errors.New("seg: BasicAuth.Check needs an account with a name and a SID")
 	}
-	k := b.keyFor(acct.SID, password)
+	// The answer is about the password of the principal the AS exchange
+	// names (acct.User), and is kept for that account (acct.SID): both are
+	// in the key, so that the verdict of a name that has passed to another
+	// account since (a rename) never vouches for the account it left.
+	k := b.keyFor(acct.SID+"\x00"+acct.User, password)
 	now := time.Now()
 	b.mu.Lock()
 	e := b.verdict[k]

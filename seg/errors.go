@@ -57,6 +57,8 @@ func (e *Error) Hint() string {
 		return "the KDC refuses delegation: add the Exchange SPN to the service account's msDS-AllowedToDelegateTo, and check that the user is not sensitive"
 	case errors.Is(e.Err, kerberos.ErrPolicy):
 		return "the KDC refuses the account: it is disabled, locked out or expired"
+	case errors.Is(e.Err, kerberos.ErrAccountChanged):
+		return "the name the device's account was resolved from now belongs to another account (a rename, a UPN moved in AD): the name is asked about again and the device's next request is its new holder's"
 	case errors.Is(e.Err, kerberos.ErrClientUnknown):
 		return "no such user in the domain (check the name mapping: UPN suffixes, NetBIOS name)"
 	case errors.Is(e.Err, kerberos.ErrServerUnknown):
@@ -131,7 +133,7 @@ func statusFor(stage Stage, err error, basic bool) int {
 		return http.StatusForbidden
 	case StageTicket:
 		switch {
-		case kdcUnreachable(err):
+		case kdcUnreachable(err), errors.Is(err, kerberos.ErrAccountChanged):
 			return http.StatusServiceUnavailable
 		case errors.Is(err, kerberos.ErrEvidenceNotForwardable), errors.Is(err, kerberos.ErrNotDelegable),
 			errors.Is(err, kerberos.ErrPolicy), errors.Is(err, kerberos.ErrClientUnknown):

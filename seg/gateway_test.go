@@ -784,27 +784,9 @@ func testLongPollsPerUser(t *testing.T, r *rig) {
 	h := r.handlerWith(func(h *seg.ProxyHandler) { h.MaxLongPollsPerUser = 2 })
 	srv := r.serve(t, h)
 	c := r.deviceFor(t, "alice")
-	type held struct {
-		status chan int
-		cancel context.CancelFunc
-	}
+	type held = heldPing
 	ping := func(device string) held {
-		ctx, cancel := context.WithCancel(context.Background())
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost,
-			srv.URL+"/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceType=T&DeviceId="+device, strings.NewReader("<ping/>"))
-		req.Header.Set(eastest.HoldHeader, "1m")
-		h := held{status: make(chan int, 1), cancel: cancel}
-		go func() {
-			resp, err := c.Do(req)
-			if err != nil {
-				h.status <- 0
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			h.status <- resp.StatusCode
-		}()
-		return h
+		return holdPing(c, srv.URL+"/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceType=T&DeviceId="+device)
 	}
 	ended := func(name string, p held) {
 		t.Helper()

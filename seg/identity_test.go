@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -226,27 +225,8 @@ func testPairPollBound(t *testing.T, r *rig, lo, up string, devices map[string]*
 	compat := &seg.CertificateAuth{Names: r.handler.Names, Mapping: seg.MappingCompatibility}
 	srv := r.serve(t, r.handlerWith(func(h *seg.ProxyHandler) { h.Authenticate = compat.Authenticate; h.MaxLongPollsPerUser = 1 }))
 	defer srv.Close()
-	type held struct {
-		status chan int
-		cancel context.CancelFunc
-	}
-	ping := func(who string) held {
-		ctx, cancel := context.WithCancel(context.Background())
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost,
-			strings.Replace(r.easURL("Ping", who, "PB-"+who), r.gateway.URL, srv.URL, 1), strings.NewReader("<ping/>"))
-		req.Header.Set(eastest.HoldHeader, "1m")
-		h := held{status: make(chan int, 1), cancel: cancel}
-		go func() {
-			resp, err := devices[who].Do(req)
-			if err != nil {
-				h.status <- 0
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			h.status <- resp.StatusCode
-		}()
-		return h
+	ping := func(who string) heldPing {
+		return holdPing(devices[who], strings.Replace(r.easURL("Ping", who, "PB-"+who), r.gateway.URL, srv.URL, 1))
 	}
 	first := ping(lo)
 	waitHeld(t, r, lo)
@@ -284,11 +264,7 @@ func waitHeld(t *testing.T, r *rig, who string) {
 // would.
 func (r *rig) modify(t *testing.T, name, attr string, values ...string) {
 	t.Helper()
-	ctx := context.Background()
-	c, err := r.lab.Dial(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := r.dial(t)
 	a, err := c.FindAccount(ctx, name)
 	c.Close()
 	if err != nil {
@@ -319,11 +295,7 @@ func (r *rig) modify(t *testing.T, name, attr string, values ...string) {
 
 func (r *rig) newAccount(t *testing.T, name, upn string) string {
 	t.Helper()
-	ctx := context.Background()
-	c, err := r.lab.Dial(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := r.dial(t)
 	defer c.Close()
 	if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: name, Password: lab.UserPassword,
 		UserPrincipalName: upn, PasswordNeverExpires: true}); err != nil {

@@ -196,17 +196,33 @@ var userSeq atomic.Int64
 func (r *rig) newUser(t *testing.T, prefix string) string {
 	t.Helper()
 	name := fmt.Sprintf("%s%d", prefix, userSeq.Add(1))
-	ctx := context.Background()
-	c, err := r.lab.Dial(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: name, Password: lab.UserPassword,
-		UserPrincipalName: name + "@" + r.lab.DNSDomain, PasswordNeverExpires: true}); err != nil {
-		t.Fatal(err)
-	}
+	r.newAccount(t, name, name+"@"+r.lab.DNSDomain)
 	return name
+}
+
+// heldPing is a Ping that Exchange's stand-in holds open.
+type heldPing struct {
+	status chan int // its status when it ends (0: the request failed)
+	cancel context.CancelFunc
+}
+
+// holdPing sends a Ping from c to url that the stand-in holds for a minute.
+func holdPing(c *http.Client, url string) heldPing {
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader("<ping/>"))
+	req.Header.Set(eastest.HoldHeader, "1m")
+	h := heldPing{status: make(chan int, 1), cancel: cancel}
+	go func() {
+		resp, err := c.Do(req)
+		if err != nil {
+			h.status <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		h.status <- resp.StatusCode
+	}()
+	return h
 }
 
 func isoNames() []string {
@@ -242,15 +258,22 @@ func (r *rig) cert(t testing.TB, upn, email, cn string) (*testpki.Issued, error)
 	return r.ca.DeviceFor(spec)
 }
 
-// sidOf is the SID of the account that holds name (sAMAccountName or UPN),
-// read over LDAP; "" when none does.
-func (r *rig) sidOf(t testing.TB, name string) string {
+// dial connects to the lab's LDAPS as its administrator.
+func (r *rig) dial(t testing.TB) (*ad.Conn, context.Context) {
 	t.Helper()
 	ctx := context.Background()
 	c, err := r.lab.Dial(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, ctx
+}
+
+// sidOf is the SID of the account that holds name (sAMAccountName or UPN),
+// read over LDAP; "" when none does.
+func (r *rig) sidOf(t testing.TB, name string) string {
+	t.Helper()
+	c, ctx := r.dial(t)
 	defer c.Close()
 	a, err := c.FindAccount(ctx, name)
 	if err != nil {

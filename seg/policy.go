@@ -431,10 +431,11 @@ func (p *Policy) Unresolved() []Unresolved {
 // another account, Forget) or some could not be had; requests meanwhile
 // are decided on the rules as they are.
 func (p *Policy) fresh(c *compiled) {
-	if p.Names.Accounts == nil || !c.retry && c.changes == p.Names.Accounts.Changes() {
+	if p.Names.Accounts == nil {
 		return
 	}
-	if c.retry && time.Since(c.loaded) < time.Minute {
+	moved := c.changes != p.Names.Accounts.Changes()
+	if !moved && !(c.retry && time.Since(c.loaded) >= time.Minute) {
 		return
 	}
 	if !p.compiling.CompareAndSwap(false, true) {

@@ -177,6 +177,7 @@ type ctxKey struct{}
 type forward struct {
 	user     string // the account's name, for the log and errors
 	sid      string // the account's SID: the key of everything per user
+	name     string // what the device presented (Identity.Name)
 	account  *kerberos.Account
 	upstream *Upstream
 	host     string // the Host the device asked for, for rewritten locations
@@ -368,13 +369,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ticketStart := time.Now()
 	acct := id.account()
 	t, err := h.ticket(r.Context(), acct, up.TicketSPN())
-	if errors.Is(err, kerberos.ErrAccountChanged) {
-		// The name this identity was resolved from has passed to another
-		// account since: forget it, so that every later request asks AD.
-		h.Names.Refresh(r.Context(), id.Name)
-		h.fail(sw, r, line, &Error{Stage: StageTicket, Status: http.StatusServiceUnavailable, User: id.User, Err: err})
-		return
-	}
+	h.accountChanged(r.Context(), err, id.Name)
 	if err != nil {
 		h.fail(sw, r, line, &Error{Stage: StageTicket, User: id.User, Err: err})
 		return
@@ -382,7 +377,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", up.TicketSPN()),
 		slog.Time("ticket_end", t.EndTime))
 
-	fw := &forward{user: id.User, sid: id.SID, account: acct, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route, line: line}
+	fw := &forward{user: id.User, sid: id.SID, name: id.Name, account: acct, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route, line: line}
 	if r.Body != nil && r.Body != http.NoBody {
 		body := &deadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: h.bodyTimeout()}
 		defer func() {
@@ -490,6 +485,16 @@ func (h *ProxyHandler) sameUser(ctx context.Context, param string, id *Identity)
 	}
 	acct, err := h.Names.Resolve(ctx, param)
 	return err == nil && acct.SID != "" && acct.SID == id.SID
+}
+
+// accountChanged asks the directory again about the name a device presented
+// when the KDC's ticket for the account it was resolved to says the name now
+// belongs to someone else (kerberos.ErrAccountChanged): the request fails
+// (503, the device retries), and every later one gets the name's new holder.
+func (h *ProxyHandler) accountChanged(ctx context.Context, err error, name string) {
+	if errors.Is(err, kerberos.ErrAccountChanged) {
+		h.Names.Refresh(ctx, name)
+	}
 }
 
 // upstreamFor chooses the account's upstream: the one a 451 named, else
@@ -867,6 +872,7 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errNoReplay}
 	}
 	t, err := k.h.ticket(req.Context(), fw.account, fw.upstream.TicketSPN())
+	k.h.accountChanged(req.Context(), err, fw.name)
 	if err != nil {
 		return nil, &Error{Stage: StageTicket, User: fw.user, Err: err}
 	}

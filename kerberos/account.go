@@ -33,6 +33,10 @@ type Account struct {
 	// UPN is the account's user principal name (UPN_DNS_INFO), explicit or
 	// implicit (sAMAccountName@dnsdomain); "" when the PAC carries none.
 	UPN string
+	// ImplicitUPN says UPN is the implicit one: the account has no
+	// userPrincipalName (UPN_DNS_INFO's U flag), and another account may
+	// hold the same name as its explicit UPN, which AD looks up first.
+	ImplicitUPN bool
 	// SID is the account's security identifier, "S-1-5-21-...-1104".
 	SID string
 }

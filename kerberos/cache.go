@@ -198,12 +198,15 @@ func (c *Cache) Ticket(ctx context.Context, user, spn string) (*Ticket, error) {
 
 // AccountTicket returns a valid ticket from the account acct (as
 // Client.Account resolved it) to spn. Its entry is keyed by the account's
-// SID, not by a name: every name of one account shares it, and a name that
-// AD gives to another account (a rename, a UPN moved) can never be served
-// the ticket of the account that held it before. The exchange asks the KDC
+// SID, not by a name: every name of one account shares it, and no exchange
+// for a name that AD has given to another account since (a rename, a UPN
+// moved) is ever stored under the SID it left. Whether acct is the right
+// account for a request is the caller's to know: the cache serves the SID
+// it is given. The exchange asks the KDC
 // for acct.User and, when Source is an AccountImpersonator (a *Client),
 // checks the evidence ticket's PAC against acct.SID: a name that now belongs
-// to someone else fails with ErrAccountChanged.
+// to someone else fails with ErrAccountChanged. A Source that cannot check
+// (no AccountImpersonator) fails every AccountTicket.
 func (c *Cache) AccountTicket(ctx context.Context, acct *Account, spn string) (*Ticket, error) {
 	if acct == nil || acct.SID == "" || acct.User == "" {
 		return nil, &Error{Op: "cache", Err: errors.New("an account without a SID or a name")}
@@ -275,9 +278,14 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user string, f *fetch, back
 	c.exchanges.Add(1)
 	var t *Ticket
 	var err error
-	if ai, ok := c.Source.(AccountImpersonator); ok && k.sid {
+	ai, checks := c.Source.(AccountImpersonator)
+	switch {
+	case k.sid && checks:
 		t, err = ai.ImpersonateAccount(fctx, &Account{User: user, SID: k.user}, k.spn)
-	} else {
+	case k.sid:
+		// A ticket keyed by a SID must be checked for it.
+		err = &Error{Op: "cache", Target: user, Err: errors.New("the Source cannot check an account's SID (it is no AccountImpersonator)")}
+	default:
 		t, err = c.Source.Impersonate(fctx, user, k.spn)
 	}
 	if err == nil && (t == nil || !t.IsFor(user)) {

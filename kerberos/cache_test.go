@@ -481,3 +481,56 @@ func waitFor(t *testing.T, ok func() bool) {
 		t.Fatal("timed out")
 	}
 }
+
+// accountSource is a fakeSource that checks SIDs: owner maps names to the
+// SID that holds them now.
+type accountSource struct {
+	fakeSource
+	mu    sync.Mutex
+	owner map[string]string
+}
+
+func (a *accountSource) ImpersonateAccount(ctx context.Context, acct *Account, spn string) (*Ticket, error) {
+	a.mu.Lock()
+	sid := a.owner[acct.User]
+	a.mu.Unlock()
+	if sid != acct.SID {
+		return nil, &Error{Op: "S4U2Self", Target: acct.User, Err: ErrAccountChanged}
+	}
+	return a.Impersonate(ctx, acct.User, spn)
+}
+
+// TestCacheAccountTicket: tickets keyed by SID are shared by the account's
+// names, never fetched for a name that has passed to another SID (the
+// refusal is not remembered: the account's next name gets its ticket at
+// once), and refused outright by a Source that cannot check SIDs.
+func TestCacheAccountTicket(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	src := &accountSource{fakeSource: fakeSource{now: clk.Now, life: 10 * time.Hour}, owner: map[string]string{"jsmith": "S-1-5-21-1-1"}}
+	c := &Cache{Source: src, clock: clk.Now}
+	ctx := context.Background()
+	a := &Account{User: "jsmith", SID: "S-1-5-21-1-1"}
+	if _, err := c.AccountTicket(ctx, a, "http/mail"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AccountTicket(ctx, &Account{User: "JSMITH", SID: "S-1-5-21-1-1"}, "http/mail"); err != nil || src.calls.Load() != 1 {
+		t.Fatalf("another name of the same SID: %v, %d exchanges", err, src.calls.Load())
+	}
+	// jsmith is renamed jsmith2; a new account takes jsmith.
+	src.mu.Lock()
+	src.owner = map[string]string{"jsmith": "S-1-5-21-1-2", "jsmith2": "S-1-5-21-1-1"}
+	src.mu.Unlock()
+	c.InvalidateAccount("S-1-5-21-1-1", "http/mail")
+	if _, err := c.AccountTicket(ctx, a, "http/mail"); !errors.Is(err, ErrAccountChanged) {
+		t.Fatalf("a name that passed to another SID: %v", err)
+	}
+	if _, err := c.AccountTicket(ctx, &Account{User: "jsmith2", SID: "S-1-5-21-1-1"}, "http/mail"); err != nil {
+		t.Fatalf("the account's new name: %v", err)
+	}
+	if _, err := (&Cache{Source: &fakeSource{now: clk.Now, life: time.Hour}}).AccountTicket(ctx, a, "http/mail"); err == nil {
+		t.Error("a Source that cannot check SIDs served a ticket keyed by one")
+	}
+	if _, err := c.AccountTicket(ctx, &Account{User: "jsmith"}, "http/mail"); err == nil {
+		t.Error("an account without a SID")
+	}
+}

@@ -27,6 +27,9 @@ const (
 	// structure carries the sAMAccountName and the SID. Windows DCs since
 	// the November 2021 updates and Samba since 4.15 set it.
 	upnHasSamNameAndSID = 0x2
+	// upnImplicit is UPN_DNS_INFO's U flag: the account has no
+	// userPrincipalName; the UPN given is sAMAccountName@dnsdomain.
+	upnImplicit = 0x1
 )
 
 // pacBuffer is one PAC_INFO_BUFFER, its data bounds checked.
@@ -158,6 +161,7 @@ func readUPNDNSInfo(b []byte, a *Account) error {
 	if a.UPN, err = utf16le(upn); err != nil {
 		return err
 	}
+	a.ImplicitUPN = binary.LittleEndian.Uint32(b[8:])&upnImplicit != 0
 	if binary.LittleEndian.Uint32(b[8:])&upnHasSamNameAndSID == 0 {
 		return nil
 	}

@@ -16,6 +16,9 @@ type Identity struct {
 	User string
 	// UPN is the account's user principal name, when the PAC carries one.
 	UPN string
+	// ImplicitUPN says UPN is sAMAccountName@dnsdomain, not a
+	// userPrincipalName of the account's own (kerberos.Account.ImplicitUPN).
+	ImplicitUPN bool
 	// SID is the account's security identifier from the PAC: the identity.
 	// The ticket cache, the upstream pools, the held-poll bound, the
 	// redirects and the policy are keyed by it; ProxyHandler refuses an
@@ -57,10 +60,10 @@ func AnyOf(auths ...func(*http.Request) (*Identity, error)) func(*http.Request) 
 
 // identity is the Identity of an account the directory resolved name to.
 func identity(acct *kerberos.Account, name, method string) *Identity {
-	return &Identity{User: acct.User, UPN: acct.UPN, SID: acct.SID, Name: name, Method: method}
+	return &Identity{User: acct.User, UPN: acct.UPN, ImplicitUPN: acct.ImplicitUPN, SID: acct.SID, Name: name, Method: method}
 }
 
 // account is the Identity as the account it names, for Names.Matches.
 func (id *Identity) account() *kerberos.Account {
-	return &kerberos.Account{User: id.User, UPN: id.UPN, SID: id.SID}
+	return &kerberos.Account{User: id.User, UPN: id.UPN, ImplicitUPN: id.ImplicitUPN, SID: id.SID}
 }

@@ -141,6 +141,12 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 		return nil, &loginError{acct.User, fmt.Errorf("%w: empty password", ErrBadCredentials)}
 	}
 	if err := b.Check(r.Context(), acct, password); err != nil {
+		if errors.Is(err, kerberos.ErrAccountChanged) {
+			// The login name was remembered for an account whose name
+			// has passed to another since: ask about it again, so that
+			// the device's next try is checked for the name's holder.
+			b.Names.Refresh(r.Context(), name)
+		}
 		return nil, &loginError{acct.User, err}
 	}
 	return identity(acct, name, "basic"), nil
@@ -195,7 +201,7 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 	if owner {
 		// Apart from this request, which may stop waiting (its context)
 		// while the exchange goes on for the others.
-		go b.settle(k, e, acct.User, password)
+		go b.settle(k, e, acct, password)
 	}
 	select {
 	case <-e.done:
@@ -206,8 +212,11 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 }
 
 // settle asks the KDC about a password and records the answer.
-func (b *BasicAuth) settle(k [32]byte, e *basicEntry, account, password string) {
-	err := b.exchange(account, password)
+func (b *BasicAuth) settle(k [32]byte, e *basicEntry, acct *kerberos.Account, password string) {
+	err := b.exchange(acct.User, password)
+	if err == nil {
+		err = b.sameAccount(acct)
+	}
 	b.mu.Lock()
 	e.err = err
 	e.expires = time.Now().Add(b.ttl())
@@ -216,6 +225,30 @@ func (b *BasicAuth) settle(k [32]byte, e *basicEntry, account, password string) 
 	}
 	b.mu.Unlock()
 	close(e.done)
+}
+
+// sameAccount checks, after the KDC took a password for acct.User, that the
+// name still belongs to acct.SID: the AS exchange proves a password for a
+// name, and the SID the request will carry was remembered for that name
+// earlier. A name that has passed to another account since (a rename)
+// would otherwise let the new holder's password in as the old holder.
+func (b *BasicAuth) sameAccount(acct *kerberos.Account) error {
+	if b.Names.Accounts == nil {
+		return ErrNoDirectory
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout())
+	defer cancel()
+	// Asked now, not MinRefresh ago: new passwords are already bounded per
+	// account (PasswordBurst, PasswordRate), and each costs an AS exchange.
+	now, err := b.Names.Accounts.lookup(ctx, acct.User, time.Nanosecond)
+	switch {
+	case err != nil:
+		return err // not remembered: the next try asks again
+	case now.SID != acct.SID:
+		return &opaqueError{msg: "seg: the login name's account changed since it was resolved; try again",
+			err: fmt.Errorf("%w: %s is now %s, not %s", kerberos.ErrAccountChanged, acct.User, now.SID, acct.SID)}
+	}
+	return nil
 }
 
 // allow takes one new password from the account's allowance. b.mu is held.

@@ -75,6 +75,12 @@ type CertificateAuth struct {
 	// (default MappingFull). A certificate whose SID is another account's
 	// is refused in every mode.
 	Mapping CertificateMapping
+	// SIDExtensionOnly takes the SID from the SID extension only, never from
+	// a SAN URI. A CA that lets its enrollees write their own SAN (the case
+	// strong mapping exists for) lets them write any SID URI too, where
+	// the SID extension is the CA's own (ADCS writes it from the
+	// requester's account). Windows DCs take both; so does the default.
+	SIDExtensionOnly bool
 	// Directory, when set, gives each account's altSecurityIdentities (a
 	// strong mapping for certificates without a SID, in MappingFull) and
 	// its creation time (a weakly mapped certificate issued before it is
@@ -87,6 +93,13 @@ type CertificateAuth struct {
 	// it). Windows' DCs have the same allowance
 	// (CertificateBackdatingCompensation).
 	BackdatingCompensation time.Duration
+	// WeakMaxAge bounds how old the directory's answer for the name of a
+	// weakly mapped certificate (one served without a SID, in
+	// compatibility or off) may be (default 5 minutes): such a certificate
+	// carries nothing but the name, so a UPN moved to another account must
+	// reach it soon, not after Accounts.TTL. It costs one S4U2Self per such
+	// name and WeakMaxAge.
+	WeakMaxAge time.Duration
 	// Metrics, when set, counts the mappings by result
 	// (seg_certificate_mappings_total).
 	Metrics *Metrics
@@ -147,7 +160,7 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 // account's has its name asked about again first, in case AD gave the name
 // to the SID's account since (a UPN moved).
 func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name string, acct *kerberos.Account) (*kerberos.Account, error) {
-	certSID, err := CertificateSID(leaf)
+	certSID, err := certificateSID(leaf, !a.SIDExtensionOnly)
 	if err != nil {
 		a.mapped(ctx, "malformed", leaf, acct, slog.LevelWarn, err)
 		return nil, fmt.Errorf("%w: %w", ErrBadCredentials, err)
@@ -166,6 +179,9 @@ func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name
 		a.mapped(ctx, "strong_sid", leaf, acct, 0, nil)
 		return acct, nil
 	case a.Mapping == MappingOff:
+		if acct, err = a.Names.Fresh(ctx, name, positiveOr(a.WeakMaxAge, 5*time.Minute)); err != nil {
+			return nil, weakNameError(err)
+		}
 		a.mapped(ctx, "weak_served", leaf, acct, 0, nil)
 		return acct, nil
 	case a.Mapping == MappingFull:
@@ -185,8 +201,12 @@ func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name
 		a.mapped(ctx, "no_strong_mapping", leaf, acct, slog.LevelWarn, err)
 		return nil, err
 	}
-	// Compatibility: served, unless the directory says the account is
+	// Compatibility: served, for the name's holder as the directory said it
+	// at most WeakMaxAge ago, unless the directory says the account is
 	// younger than the certificate.
+	if acct, err = a.Names.Fresh(ctx, name, positiveOr(a.WeakMaxAge, 5*time.Minute)); err != nil {
+		return nil, weakNameError(err)
+	}
 	if a.Directory != nil {
 		_, created, err := a.dir.get(ctx, a.Directory, acct.SID)
 		if err != nil {
@@ -223,6 +243,15 @@ func (a *CertificateAuth) mapped(ctx context.Context, result string, leaf *x509.
 		attrs = append(attrs, slog.String("error", err.Error()), slog.String("hint", certHint(result)))
 	}
 	logOr(a.Logger).LogAttrs(ctx, level, msg, attrs...)
+}
+
+// weakNameError is the error of a weakly mapped certificate's name asked
+// about again: refused by the directory, or not answered.
+func weakNameError(err error) error {
+	if errors.Is(err, ErrBadName) {
+		return fmt.Errorf("%w: certificate: %w", ErrBadCredentials, err)
+	}
+	return err
 }
 
 func certHint(result string) string {

@@ -125,7 +125,7 @@ func statusFor(stage Stage, err error, basic bool) int {
 				return http.StatusUnauthorized
 			}
 			return http.StatusForbidden
-		case kdcUnreachable(err):
+		case kdcUnreachable(err), errors.Is(err, kerberos.ErrAccountChanged):
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusInternalServerError

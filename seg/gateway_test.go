@@ -38,6 +38,7 @@ func TestGateway(t *testing.T) {
 	t.Run("names map to accounts", func(t *testing.T) { testNamesMapToAccounts(t, r) })
 	t.Run("identity pairs", func(t *testing.T) { testIdentityPairs(t, r) })
 	t.Run("strong mapping", func(t *testing.T) { testStrongMapping(t, r) })
+	t.Run("renamed account", func(t *testing.T) { testRenamedAccount(t, r) })
 	t.Run("basic", func(t *testing.T) { testBasic(t, r) })
 	t.Run("refused users", func(t *testing.T) { testRefusedUsers(t, r) })
 	t.Run("bad certificates", func(t *testing.T) { testBadCertificates(t, r) })
@@ -840,7 +841,11 @@ func (r *rig) serve(t *testing.T, h http.Handler) *httptest.Server {
 	cfg := seg.NewServer(h, r.gateway.TLS.Clone())
 	srv.Config, srv.TLS = cfg, cfg.TLSConfig
 	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	// The server's own Close first: it also ends the Serve loop the handler
+	// runs on the same server for parked polls given back, which
+	// httptest's Close alone leaves running into its wait for connections
+	// (a race the detector saw under load).
+	t.Cleanup(func() { cfg.Close(); srv.Close() })
 	return srv
 }
 

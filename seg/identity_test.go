@@ -260,8 +260,8 @@ func waitHeld(t *testing.T, r *rig, who string) {
 }
 
 // modify replaces (or with no values clears) an attribute of the account
-// named name, over LDAPS as the domain's administrator, as an admin's tool
-// would.
+// named name, or with attr "" gives its object the new RDN values[0], over
+// LDAPS as the domain's administrator, as an admin's tool would.
 func (r *rig) modify(t *testing.T, name, attr string, values ...string) {
 	t.Helper()
 	c, ctx := r.dial(t)
@@ -281,6 +281,12 @@ func (r *rig) modify(t *testing.T, name, attr string, values ...string) {
 	defer l.Close()
 	if err := l.Bind(r.lab.AdminUser+"@"+r.lab.DNSDomain, r.lab.AdminPassword); err != nil {
 		t.Fatal(err)
+	}
+	if attr == "" { // a new RDN
+		if err := l.ModifyDN(ldap.NewModifyDNRequest(a.DN, values[0], true, "")); err != nil {
+			t.Fatalf("renaming %s: %v", name, err)
+		}
+		return
 	}
 	m := ldap.NewModifyRequest(a.DN, nil)
 	if len(values) == 0 {
@@ -479,4 +485,67 @@ func testMovedUPN(t *testing.T, r *rig) {
 		t.Errorf("the old holder after the move: %d %q", last[oldName].status, last[oldName].user)
 	}
 	t.Logf("answers by device and status: %v", counts)
+}
+
+// testRenamedAccount: an account that used the gateway by Basic is renamed
+// and a new account takes its old name. The new account's password for the
+// name is never taken as the old account's (whose SID the gateway still
+// remembers for the name, and whose ticket it still holds): the first try
+// is refused for a retry (503), the next is the new account's own; the old
+// account goes on under its new name, and neither password opens the
+// other's name.
+func testRenamedAccount(t *testing.T, r *rig) {
+	dom := r.lab.DNSDomain
+	n := userSeq.Add(1)
+	name, renamed := fmt.Sprintf("ren%d", n), fmt.Sprintf("ren%dold", n)
+	const newPassword = "Another-Passw0rd-For-The-Name!"
+	oldSID := r.newAccount(t, name, name+"@"+dom)
+	basic := func(login, password, device string) answer {
+		rq, _ := http.NewRequest(http.MethodPost, r.easURL("Sync", "", device), nil)
+		rq.SetBasicAuth(login, password)
+		return do(t, r.device(t, nil), rq)
+	}
+	if a := basic(name, lab.UserPassword, "REN-A1"); a.status != http.StatusOK || a.user != name {
+		t.Fatalf("before the rename: %d %q", a.status, a.user)
+	}
+	r.modify(t, name, "userPrincipalName", renamed+"@"+dom)
+	r.modify(t, name, "sAMAccountName", renamed)
+	r.modify(t, renamed, "", "CN="+renamed) // its object too, for the new account's
+	c, ctx := r.dial(t)
+	if _, err := c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: name, Password: newPassword,
+		UserPrincipalName: name + "@" + dom, PasswordNeverExpires: true}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	newSID := r.sidOf(t, name)
+	if newSID == oldSID || r.sidOf(t, renamed) != oldSID {
+		t.Fatalf("the rename: %s %s %s", oldSID, newSID, r.sidOf(t, renamed))
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for i := 0; ; i++ {
+		device := fmt.Sprintf("REN-C%d", i)
+		a := basic(name, newPassword, device)
+		if a.status == http.StatusOK {
+			if !logHas(r, "device="+device, "sid="+newSID, "status=200") {
+				t.Errorf("the new account's login was served as another SID than %s", newSID)
+			}
+			break
+		}
+		if a.status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("the new account's login, try %d: %d", i, a.status)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if countLines(r, "sid="+oldSID, "status=200", "device=REN-C") != 0 {
+		t.Error("the new account's password was served as the old account")
+	}
+	if a := basic(renamed, lab.UserPassword, "REN-A2"); a.status != http.StatusOK || !logHas(r, "device=REN-A2", "sid="+oldSID, "status=200") {
+		t.Errorf("the old account under its new name: %d %q", a.status, a.user)
+	}
+	if a := basic(renamed, newPassword, "REN-X1"); a.status != http.StatusUnauthorized {
+		t.Errorf("the new account's password for the old account's new name: %d", a.status)
+	}
+	if a := basic(name, lab.UserPassword, "REN-X2"); a.status != http.StatusUnauthorized {
+		t.Errorf("the old account's password for its old name: %d", a.status)
+	}
 }

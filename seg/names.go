@@ -105,6 +105,12 @@ func (n Names) Resolve(ctx context.Context, name string) (*kerberos.Account, err
 // Refresh is Resolve asking the KDC again (Accounts.Refresh): for a name
 // whose remembered account has been contradicted.
 func (n Names) Refresh(ctx context.Context, name string) (*kerberos.Account, error) {
+	return n.Fresh(ctx, name, 0)
+}
+
+// Fresh is Resolve with an answer at most maxAge old (Accounts.Fresh); 0
+// means as fresh as Accounts.MinRefresh allows.
+func (n Names) Fresh(ctx context.Context, name string, maxAge time.Duration) (*kerberos.Account, error) {
 	p, err := n.Principal(name)
 	if err != nil {
 		return nil, err
@@ -112,7 +118,7 @@ func (n Names) Refresh(ctx context.Context, name string) (*kerberos.Account, err
 	if n.Accounts == nil {
 		return nil, ErrNoDirectory
 	}
-	return n.Accounts.Refresh(ctx, p)
+	return n.Accounts.Fresh(ctx, p, maxAge)
 }
 
 // ErrNoDirectory is the error of Names.Resolve without Accounts: a name
@@ -264,13 +270,16 @@ type Accounts struct {
 	changes atomic.Uint64
 }
 
+// negativeAnswer stands for a refusal in accountEntry.prevSID.
+const negativeAnswer = "-"
+
 type accountEntry struct {
 	done    chan struct{} // closed when acct or err is set
 	acct    *kerberos.Account
 	err     error
 	expires time.Time
 	asked   time.Time // when the exchange began
-	prevSID string    // the SID an earlier answer named, if any
+	prevSID string    // the SID an earlier answer named, negativeAnswer, or "" (none known)
 }
 
 // Account returns the account that name (as Names.Principal gives it)
@@ -278,7 +287,7 @@ type accountEntry struct {
 // and carries the KDC's error; a KDC that does not answer gives its error
 // (kerberos.ErrNoKDC), which is not remembered.
 func (a *Accounts) Account(ctx context.Context, name string) (*kerberos.Account, error) {
-	return a.lookup(ctx, name, false)
+	return a.lookup(ctx, name, 0)
 }
 
 // Refresh asks the KDC about name again, whatever is remembered (at most once
@@ -286,7 +295,15 @@ func (a *Accounts) Account(ctx context.Context, name string) (*kerberos.Account,
 // when what it remembers is contradicted (a certificate carries another
 // SID, a ticket for the name names another account).
 func (a *Accounts) Refresh(ctx context.Context, name string) (*kerberos.Account, error) {
-	return a.lookup(ctx, name, true)
+	return a.Fresh(ctx, name, 0)
+}
+
+// Fresh is Account with an answer asked of the KDC at most maxAge ago (but
+// never more often than MinRefresh allows; 0 means MinRefresh): where a
+// stale answer would matter, as for a certificate that carries nothing but
+// a name (weak mapping), or the name a Basic password was just checked for.
+func (a *Accounts) Fresh(ctx context.Context, name string, maxAge time.Duration) (*kerberos.Account, error) {
+	return a.lookup(ctx, name, max(maxAge, positiveOr(a.MinRefresh, 5*time.Second)))
 }
 
 // Changes counts the answers that moved a name to another SID, and the
@@ -299,7 +316,10 @@ func (a *Accounts) Changes() uint64 {
 	return a.changes.Load()
 }
 
-func (a *Accounts) lookup(ctx context.Context, name string, fresh bool) (*kerberos.Account, error) {
+// lookup returns the remembered answer for name, or asks the KDC: when
+// there is none, it has expired, or maxAge (when set) has passed since it
+// was asked.
+func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration) (*kerberos.Account, error) {
 	if a == nil || a.Resolver == nil {
 		return nil, errors.New("seg: Accounts without a Resolver")
 	}
@@ -314,7 +334,8 @@ func (a *Accounts) lookup(ctx context.Context, name string, fresh bool) (*kerber
 	if e != nil {
 		select {
 		case <-e.done:
-			if !now.Before(e.expires) || fresh && now.Sub(e.asked) >= positiveOr(a.MinRefresh, 5*time.Second) {
+			if !now.Before(e.expires) || maxAge > 0 && now.Sub(e.asked) >= maxAge {
+				prev = negativeAnswer
 				if e.acct != nil {
 					prev = e.acct.SID
 				}
@@ -374,7 +395,13 @@ func (a *Accounts) fetch(k, name string, e *accountEntry) {
 			delete(a.names, k)
 		}
 	}
-	if e.prevSID != "" && (e.acct == nil && ttl > 0 || e.acct != nil && e.acct.SID != e.prevSID) {
+	// A name that names another account than before, or none where it
+	// named one, or one where it named none (an account enabled again):
+	// whoever turned names into SIDs turns them again.
+	switch {
+	case e.prevSID == "":
+	case e.acct != nil && e.acct.SID != e.prevSID,
+		e.acct == nil && ttl > 0 && e.prevSID != negativeAnswer:
 		a.changes.Add(1)
 	}
 	a.mu.Unlock()

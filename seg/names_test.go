@@ -255,3 +255,68 @@ func FuzzPrincipal(f *testing.F) {
 		}
 	})
 }
+
+// lockable is a directory whose accounts can be disabled, as the KDC
+// refuses them then (ErrPolicy).
+type lockable struct {
+	mu       sync.Mutex
+	dir      directory
+	disabled map[string]bool
+}
+
+func (l *lockable) Account(ctx context.Context, name string) (*kerberos.Account, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.disabled[asciiUpper(name)] {
+		return nil, fmt.Errorf("%w: %s", kerberos.ErrPolicy, name)
+	}
+	return l.dir.Account(ctx, name)
+}
+
+// TestPolicyKeepsBlockedAccount: a blocked user who gets their account
+// disabled or locked out (a few bad passwords) while the policy resolves its
+// names again stays blocked once it is enabled again; and a user entry that
+// looks like a SID but is not one as AD writes it is refused, never taken
+// for a name that matches no one.
+func TestPolicyKeepsBlockedAccount(t *testing.T) {
+	dir := &lockable{dir: testDirectory(), disabled: map[string]bool{}}
+	accounts := &seg.Accounts{Resolver: dir, TTL: time.Millisecond, NegativeTTL: time.Millisecond}
+	p := &seg.Policy{Names: seg.Names{Realm: "CORP.EXAMPLE.TEST", Accounts: accounts}}
+	rules := &seg.PolicyRules{Block: seg.PolicyList{Users: []string{"jdoe"}}}
+	if err := p.Set(rules); err != nil {
+		t.Fatal(err)
+	}
+	jdoe := testDirectory()["JDOE"].SID
+	blocked := func() bool { return p.Decide(seg.PolicyInput{SID: jdoe}).Rule == "block.users" }
+	if !blocked() {
+		t.Fatal("not blocked")
+	}
+	dir.mu.Lock()
+	dir.disabled["JDOE"] = true
+	dir.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	if err := p.Set(rules); err != nil { // a reload while the account is locked out
+		t.Fatal(err)
+	}
+	if !blocked() {
+		t.Error("the block entry was dropped while the account was locked out")
+	}
+	if u := p.Unresolved(); len(u) != 1 || !strings.Contains(u[0].Reason, "is kept") {
+		t.Errorf("unresolved: %+v", u)
+	}
+	dir.mu.Lock()
+	delete(dir.disabled, "JDOE")
+	dir.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	for i := 0; i < 3; i++ {
+		if !blocked() {
+			t.Error("unblocked after the lockout ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, bad := range []string{"s-1-5-21-1-1103", "S-1-5-021-1-1103", "S-1-5-21-1-1103x"} {
+		if _, err := seg.ParsePolicy([]byte(`{"block": {"users": ["` + bad + `"]}}`)); !errors.Is(err, seg.ErrBadPolicy) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}

@@ -132,9 +132,10 @@ type compiled struct {
 	unresolved []Unresolved
 	// changes is Names.Accounts.Changes() when the names were resolved;
 	// retry says some failed for a reason that may pass (no KDC).
-	changes uint64
-	retry   bool
-	reasons map[string]string
+	changes   uint64
+	retry     bool
+	reasons   map[string]string
+	malformed []string // user entries that look like SIDs and are not
 }
 
 type compiledList struct {
@@ -165,6 +166,9 @@ func compilePolicy(ctx context.Context, r *PolicyRules, names Names, prev *compi
 	var err error
 	c.changes = names.Accounts.Changes()
 	c.sids = resolveUsers(ctx, r, names, prev, c)
+	if len(c.malformed) > 0 {
+		return nil, fmt.Errorf("%w: users: %q is not a SID as AD writes one (S-1-5-21-..., decimal)", ErrBadPolicy, printable(c.malformed[0]))
+	}
 	if c.allow, err = compileList("allow", r.Allow, c.sids); err != nil {
 		return nil, err
 	}
@@ -179,7 +183,7 @@ func compilePolicy(ctx context.Context, r *PolicyRules, names Names, prev *compi
 			return nil, fmt.Errorf("%w: devices: bad device id %q", ErrBadPolicy, printable(id))
 		}
 		c.devices[foldDeviceID(id)] = compiledDevice{state: d, sid: c.sids[d.User]}
-		if d.User != "" && c.sids[d.User] == "" && names.Accounts != nil {
+		if d.User != "" && (c.sids[d.User] == "" || c.reasons[d.User] != "") && names.Accounts != nil {
 			c.unresolved = append(c.unresolved, Unresolved{Entry: d.User, Where: "devices." + id + ".user", Reason: c.reason(d.User)})
 		}
 	}
@@ -217,6 +221,10 @@ func compileList(name string, l PolicyList, sids map[string]string) (compiledLis
 const (
 	resolveWorkers = 8
 	resolveBudget  = 2 * time.Minute
+	// resolveEvery: the names are resolved again this often even when
+	// Accounts counted no change (an answer it forgot before it changed,
+	// under MaxEntries, is not counted); remembered answers cost nothing.
+	resolveEvery = 5 * time.Minute
 )
 
 // resolveUsers maps each user entry of r to its account's SID: a SID as
@@ -245,6 +253,10 @@ func resolveUsers(ctx context.Context, r *PolicyRules, names Names, prev *compil
 	for u := range where {
 		if s, err := sid.Parse(u); err == nil {
 			out[u] = s
+		} else if looksLikeSID(u) {
+			// Never a name: a SID spelt another way would resolve to no
+			// one and silently match no one.
+			c.malformed = append(c.malformed, u)
 		} else if names.Accounts != nil {
 			todo = append(todo, u)
 		}
@@ -265,13 +277,17 @@ func resolveUsers(ctx context.Context, r *PolicyRules, names Names, prev *compil
 					switch {
 					case err == nil:
 						out[u] = acct.SID
-					case !errors.Is(err, ErrBadName) && prev != nil && prev.sids[u] != "":
+					case prev != nil && prev.sids[u] != "":
+						// Not answered, or refused now (deleted,
+						// disabled, locked out): the entry keeps the
+						// account it named, so that a blocked user
+						// who locks their own account out does not
+						// leave the block list.
 						out[u] = prev.sids[u]
 						c.retry = true
+						reasons[u] = err.Error() + "; its earlier account " + prev.sids[u] + " is kept"
 					default:
-						if !errors.Is(err, ErrBadName) {
-							c.retry = true
-						}
+						c.retry = true
 						reasons[u] = err.Error()
 					}
 					mu.Unlock()
@@ -286,12 +302,15 @@ func resolveUsers(ctx context.Context, r *PolicyRules, names Names, prev *compil
 	}
 	c.reasons = reasons
 	for u, w := range where {
-		if out[u] == "" && w != "" && names.Accounts != nil {
+		if (out[u] == "" || reasons[u] != "") && w != "" && names.Accounts != nil {
 			c.unresolved = append(c.unresolved, Unresolved{Entry: u, Where: w, Reason: c.reason(u)})
 		}
 	}
 	return out
 }
+
+// looksLikeSID: an entry that begins as a SID does, in any case.
+func looksLikeSID(u string) bool { return len(u) >= 4 && equalASCII(u[:4], "S-1-") }
 
 func (c *compiled) reason(u string) string {
 	if r := c.reasons[u]; r != "" {
@@ -428,14 +447,15 @@ func (p *Policy) Unresolved() []Unresolved {
 
 // fresh resolves the rules in force again, in the background, when the
 // directory's answers moved since they were resolved (a UPN passed to
-// another account, Forget) or some could not be had; requests meanwhile
-// are decided on the rules as they are.
+// another account, Forget), a minute after some could not be had, and every
+// 5 minutes; requests meanwhile are decided on the rules as they are.
 func (p *Policy) fresh(c *compiled) {
 	if p.Names.Accounts == nil {
 		return
 	}
 	moved := c.changes != p.Names.Accounts.Changes()
-	if !moved && !(c.retry && time.Since(c.loaded) >= time.Minute) {
+	age := time.Since(c.loaded)
+	if !moved && !(c.retry && age >= time.Minute) && !(len(c.sids) > 0 && age >= resolveEvery) {
 		return
 	}
 	if !p.compiling.CompareAndSwap(false, true) {

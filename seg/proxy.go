@@ -467,8 +467,9 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // sameUser reports whether the EAS User parameter names the authenticated
 // account: the very name the device authenticated with, one of the
-// account's own names as the PAC spells them (its sAMAccountName, its UPN)
-// with at most ASCII letters in another case, or a name that the directory
+// account's own names as the PAC spells them (its sAMAccountName, its
+// explicit UPN: an implicit one may be another account's explicit UPN) with
+// at most ASCII letters in another case, or a name that the directory
 // resolves to the same SID (Names.Accounts, which remembers). Names are
 // never compared through Go's Unicode tables: two names that they join may
 // be two accounts in AD.
@@ -479,7 +480,7 @@ func (h *ProxyHandler) sameUser(ctx context.Context, param string, id *Identity)
 	if p, err := h.Names.Principal(param); err == nil {
 		// AD folds ASCII letters in both names (foldASCII), so these
 		// name this account and no other.
-		if strings.Contains(p, "@") && id.UPN != "" && equalASCII(p, id.UPN) || !strings.Contains(p, "@") && equalASCII(p, id.User) {
+		if strings.Contains(p, "@") && id.UPN != "" && !id.ImplicitUPN && equalASCII(p, id.UPN) || !strings.Contains(p, "@") && equalASCII(p, id.User) {
 			return true
 		}
 	}

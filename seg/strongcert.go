@@ -207,7 +207,10 @@ func SIDFromURI(uri string) (s string, ok bool, err error) {
 // extension and its SAN URIs (each may be absent; where both are present
 // they must agree). "" means none. A malformed or contradictory SID is an
 // error matching ErrBadSIDExtension.
-func CertificateSID(c *x509.Certificate) (string, error) {
+func CertificateSID(c *x509.Certificate) (string, error) { return certificateSID(c, true) }
+
+// certificateSID is CertificateSID, with the SAN URIs read or not.
+func certificateSID(c *x509.Certificate, uris bool) (string, error) {
 	found := ""
 	add := func(s string) error {
 		if found != "" && found != s {
@@ -229,6 +232,9 @@ func CertificateSID(c *x509.Certificate) (string, error) {
 		}
 	}
 	for _, u := range c.URIs {
+		if !uris {
+			break
+		}
 		s, ok, err := SIDFromURI(u.String())
 		if err != nil {
 			return "", err
@@ -278,14 +284,29 @@ func strongAltSecID(v string, c *x509.Certificate) bool {
 		if err != nil || len(sr) == 0 || !sameIssuer(issuer, c) {
 			return false
 		}
-		// Windows writes the serial's bytes in reverse order.
-		want := c.SerialNumber.Bytes()
-		for i, j := 0, len(sr)-1; i < j; i, j = i+1, j-1 {
-			sr[i], sr[j] = sr[j], sr[i]
-		}
-		return bytes.Equal(bytes.TrimRight(sr, "\x00"), want) || bytes.Equal(sr, want)
+		return sameSerial(sr, c)
 	}
 	return false
+}
+
+// sameSerial compares a serial number as altSecurityIdentities writes it
+// (the bytes of the certificate's DER INTEGER in reverse order, as Windows
+// keeps CERT_INFO.SerialNumber: little-endian, with the sign byte of a
+// serial whose top bit is set) with the certificate's, exactly: the DER
+// sign byte may be there or not, and nothing else may differ (no other
+// zero is dropped, at either end).
+func sameSerial(reversed []byte, c *x509.Certificate) bool {
+	if c.SerialNumber == nil || c.SerialNumber.Sign() <= 0 {
+		return false
+	}
+	be := make([]byte, len(reversed))
+	for i, b := range reversed {
+		be[len(be)-1-i] = b
+	}
+	if len(be) > 1 && be[0] == 0 && be[1]&0x80 != 0 {
+		be = be[1:] // the DER sign byte
+	}
+	return bytes.Equal(be, c.SerialNumber.Bytes())
 }
 
 // publicKeyBits is the subjectPublicKey BIT STRING's content.
@@ -301,9 +322,13 @@ func publicKeyBits(c *x509.Certificate) []byte {
 }
 
 // sameIssuer compares an issuer DN as altSecurityIdentities writes it
-// ("DC=com,DC=corp,CN=Corp CA", most significant first, or the other way)
-// with the certificate's issuer, attribute by attribute, ASCII letters of
-// the values folded.
+// ("DC=com,DC=corp,CN=Corp CA": most significant first, the order of the
+// certificate's own RDNs, which is how Windows writes it) with the
+// certificate's issuer, attribute by attribute, ASCII letters of the values
+// folded. The reverse order is not taken: a CA named in reverse is another
+// CA. Any CA the TLS server trusts for devices (ClientCAs) with this name
+// matches, as any CA in NTAuth does for a Windows DC: trust only device CAs
+// that are yours.
 func sameIssuer(dn string, c *x509.Certificate) bool {
 	var want []string
 	for _, part := range splitDN(dn) {
@@ -324,12 +349,12 @@ func sameIssuer(dn string, c *x509.Certificate) bool {
 	if len(want) != len(have) || len(want) == 0 {
 		return false
 	}
-	forward, backward := true, true
 	for i := range want {
-		forward = forward && want[i] == have[i]
-		backward = backward && want[i] == have[len(have)-1-i]
+		if want[i] != have[i] {
+			return false
+		}
 	}
-	return forward || backward
+	return true
 }
 
 // dnKey names an attribute type as Windows' DN strings do.

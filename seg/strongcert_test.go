@@ -232,6 +232,14 @@ func TestCertificateMapping(t *testing.T) {
 	if strings.Count(log.String(), "served without a strong mapping") != 1 {
 		t.Error("a weakly mapped certificate logged more than once")
 	}
+	// SIDExtensionOnly: a SID in the SAN URI alone is no strong mapping
+	// (an enrollee who writes the SAN writes that too); the extension is.
+	for cert, want := range map[*x509.Certificate]error{uri: seg.ErrNoStrongMapping, ext: nil, otherURI: seg.ErrNoStrongMapping} {
+		a := &seg.CertificateAuth{Names: names, SIDExtensionOnly: true}
+		if id, err := a.Authenticate(verifiedRequest(cert, ca.Cert)); !errors.Is(err, want) || want == nil && id.SID != alice.SID {
+			t.Errorf("extension only: %+v %v, want %v", id, err, want)
+		}
+	}
 	if mode, err := seg.ParseCertificateMapping(""); err != nil || mode != seg.MappingFull || mode.String() != "full" {
 		t.Errorf("default mode: %v %v", mode, err)
 	}

@@ -376,7 +376,8 @@ func (k *checker) certMapping(ctx context.Context) {
 	}
 	// A login as the gateway makes it, without serving: the chain is not
 	// verified here (the TLS server does that).
-	auth := &seg.CertificateAuth{Sources: k.c.certNames, Names: k.names(), Mapping: k.c.certMapping, Directory: dir, Logger: discardLogger()}
+	auth := &seg.CertificateAuth{Sources: k.c.certNames, Names: k.names(), Mapping: k.c.certMapping, Directory: dir,
+		SIDExtensionOnly: k.c.CertSIDExtensionOnly, Logger: discardLogger()}
 	r, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
 	r.TLS = &tls.ConnectionState{PeerCertificates: certs, VerifiedChains: [][]*x509.Certificate{certs}}
 	id, err := auth.Authenticate(r)

@@ -38,6 +38,10 @@ type config struct {
 	// (a certificate without a SID is served, counted and logged) or "off".
 	// A certificate carrying another account's SID is refused in each.
 	CertMapping string `json:"cert_mapping,omitempty"`
+	// CertSIDExtensionOnly takes a certificate's SID from its SID extension
+	// only, not from a SAN URI: for a device CA whose enrollees write
+	// their own SAN (see seg.CertificateAuth.SIDExtensionOnly).
+	CertSIDExtensionOnly bool `json:"cert_sid_extension_only,omitempty"`
 	// CertDirectory, when set, is the AD connection (LDAPS) the gateway
 	// reads accounts' altSecurityIdentities and whenCreated from.
 	CertDirectory *siteconfig.AD `json:"cert_directory,omitempty"`

@@ -197,7 +197,8 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 			return nil, bad("crl_files", "%v", err)
 		}
 		certs := &seg.CertificateAuth{Sources: c.certNames, Names: names, Revocation: g.crl, Mapping: c.certMapping,
-			Metrics: metrics, Logger: g.log}
+			SIDExtensionOnly: c.CertSIDExtensionOnly,
+			Metrics:          metrics, Logger: g.log}
 		if c.CertDirectory != nil {
 			certs.Directory = &lazyDirectory{ad: *c.CertDirectory}
 		}

@@ -44,12 +44,12 @@ func TestSameIssuer(t *testing.T) {
 	cn := asn1.ObjectIdentifier{2, 5, 4, 3}
 	c := &x509.Certificate{Issuer: pkix.Name{Names: []pkix.AttributeTypeAndValue{{Type: dc, Value: "com"}, {Type: dc, Value: "corp"}, {Type: cn, Value: "Corp CA"}}}}
 	for dn, want := range map[string]bool{
-		"DC=com,DC=corp,CN=Corp CA":      true,
-		"dc=COM, DC=corp, CN=corp ca":    true,
-		"CN=Corp CA,DC=corp,DC=com":      false,
-		"DC=com,DC=corp":                 false,
-		"DC=com,DC=corp,CN=Corp CA,O=x":  false,
-		`DC=com,DC=corp,CN=Corp\, CA`:    false,
+		"DC=com,DC=corp,CN=Corp CA":     true,
+		"dc=COM, DC=corp, CN=corp ca":   true,
+		"CN=Corp CA,DC=corp,DC=com":     false,
+		"DC=com,DC=corp":                false,
+		"DC=com,DC=corp,CN=Corp CA,O=x": false,
+		`DC=com,DC=corp,CN=Corp\, CA`:   false,
 		"DC=com,DC=corp,CN=Corp CA\r\n": true,
 	} {
 		if got := sameIssuer(dn, c); got != want {

@@ -82,6 +82,33 @@ func (c *Client) Account(ctx context.Context, name string) (*Account, error) {
 	return a, nil
 }
 
+// AccountIn reads the account of a ticket issued to c's own account (a
+// ticket some user got to c's principal with their own TGT): the PAC, opened
+// with c's long-term key and checked against the PAC's server signature. A
+// password proved in an AS exchange, then such a ticket, names the account
+// the password belongs to in one chain of the KDC's own answers: the PAC is
+// the TGT's, made by the KDC that took the password.
+func (c *Client) AccountIn(t *Ticket) (*Account, error) {
+	const op = "read a ticket's account"
+	if t == nil {
+		return nil, fail(op, "", errors.New("no ticket"))
+	}
+	key, err := c.serviceKey(t.Ticket.EncPart.EType, t.Ticket.EncPart.KVNO)
+	if err != nil {
+		return nil, fail(op, t.ClientName(), err)
+	}
+	var a *Account
+	if err := safely(func() (err error) { a, err = accountFromTicket(t.Ticket, key); return err }); err != nil {
+		return nil, fail(op, t.ClientName(), err)
+	}
+	a.Realm = t.ClientRealm
+	a.User = a.Name
+	if !EqualNames(a.Realm, c.realm) {
+		a.User = a.Name + "@" + a.Realm
+	}
+	return a, nil
+}
+
 // ImpersonateAccount does S4U2Self for acct.User, checks that the evidence
 // ticket's PAC names acct.SID, then S4U2Proxy to spn. A name that AD has
 // given to another account since it was resolved (a rename, a UPN moved)

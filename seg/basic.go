@@ -50,6 +50,14 @@ type BasicAuth struct {
 	Transport *kerberos.Transport
 	// Names maps the login name to the account (UPN, DOMAIN\user, bare).
 	Names Names
+	// Service, when set, is the gateway's service account (the
+	// kerberos.Client of Names.Accounts): a new password's TGT then gets a
+	// ticket to it, and the PAC of that ticket, opened with its key, must
+	// name the account the login name was resolved to. The password and
+	// the SID are then proved by one chain of the KDC's answers. Without
+	// it the name is asked about again after the password (two answers,
+	// which may come from two DCs while a rename replicates).
+	Service *kerberos.Client
 	// TTL is how long an answer, right or wrong, is remembered (default 5m).
 	TTL time.Duration
 	// MaxEntries bounds the remembered answers and the per-account rates
@@ -141,10 +149,21 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 		return nil, &loginError{acct.User, fmt.Errorf("%w: empty password", ErrBadCredentials)}
 	}
 	if err := b.Check(r.Context(), acct, password); err != nil {
-		if errors.Is(err, kerberos.ErrAccountChanged) {
-			// The login name was remembered for an account whose name
-			// has passed to another since: ask about it again, so that
-			// the device's next try is checked for the name's holder.
+		switch {
+		case errors.Is(err, kerberos.ErrAccountChanged):
+			// A right password, for an account the login name was not
+			// remembered for: the name has passed to another since (a
+			// rename). Asked about again now, so that the next try is
+			// the name's holder's (a right password is rare enough, and
+			// bounded per account).
+			if p, perr := b.Names.Principal(name); perr == nil && b.Names.Accounts != nil {
+				b.Names.Accounts.lookup(r.Context(), p, time.Nanosecond)
+			}
+		case errors.Is(err, kerberos.ErrPreauthFailed):
+			// A wrong password: the name may be remembered for an
+			// account it has left (a UPN moved); asked about again at
+			// most every Accounts.MinRefresh, so that a stale name does
+			// not keep failing logons of its old holder.
 			b.Names.Refresh(r.Context(), name)
 		}
 		return nil, &loginError{acct.User, err}
@@ -213,10 +232,7 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 
 // settle asks the KDC about a password and records the answer.
 func (b *BasicAuth) settle(k [32]byte, e *basicEntry, acct *kerberos.Account, password string) {
-	err := b.exchange(acct.User, password)
-	if err == nil {
-		err = b.sameAccount(acct)
-	}
+	err := b.exchange(acct, password)
 	b.mu.Lock()
 	e.err = err
 	e.expires = time.Now().Add(b.ttl())
@@ -228,19 +244,30 @@ func (b *BasicAuth) settle(k [32]byte, e *basicEntry, acct *kerberos.Account, pa
 }
 
 // sameAccount checks, after the KDC took a password for acct.User, that the
-// name still belongs to acct.SID: the AS exchange proves a password for a
-// name, and the SID the request will carry was remembered for that name
-// earlier. A name that has passed to another account since (a rename)
-// would otherwise let the new holder's password in as the old holder.
-func (b *BasicAuth) sameAccount(acct *kerberos.Account) error {
-	if b.Names.Accounts == nil {
+// password is acct.SID's: the AS exchange proves a password for a name, and
+// the SID the request will carry was remembered for that name earlier. A
+// name that has passed to another account since (a rename) would otherwise
+// let the new holder's password in as the old holder. With Service the
+// proof is the PAC of a ticket from the password's TGT; without, the name
+// is asked about again.
+func (b *BasicAuth) sameAccount(ctx context.Context, user *kerberos.Client, acct *kerberos.Account) error {
+	var now *kerberos.Account
+	var err error
+	if b.Service != nil && equalASCII(acct.Realm, b.Service.Realm()) {
+		// The password's TGT, then a ticket to the gateway's own account:
+		// its PAC is the TGT's, whose KDC took the password.
+		var t *kerberos.Ticket
+		if t, err = user.ServiceTicket(ctx, b.Service.Principal().PrincipalNameString()); err == nil {
+			now, err = b.Service.AccountIn(t)
+		}
+	} else if b.Names.Accounts == nil {
 		return ErrNoDirectory
+	} else {
+		// Asked now, not MinRefresh ago: new passwords are already bounded
+		// per account (PasswordBurst, PasswordRate), and each costs an AS
+		// exchange.
+		now, err = b.Names.Accounts.lookup(ctx, acct.User, time.Nanosecond)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout())
-	defer cancel()
-	// Asked now, not MinRefresh ago: new passwords are already bounded per
-	// account (PasswordBurst, PasswordRate), and each costs an AS exchange.
-	now, err := b.Names.Accounts.lookup(ctx, acct.User, time.Nanosecond)
 	switch {
 	case err != nil:
 		return err // not remembered: the next try asks again
@@ -272,17 +299,17 @@ func (b *BasicAuth) allow(key string, now time.Time) bool {
 // way to the KDC.
 func remembered(err error) bool { return errors.Is(err, ErrBadCredentials) }
 
-func (b *BasicAuth) exchange(user, password string) error {
+func (b *BasicAuth) exchange(acct *kerberos.Account, password string) error {
 	// Not the request's context: waiters share this exchange, and one
 	// device hanging up must not fail the others.
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout())
 	defer cancel()
-	c := kerberos.NewWithPassword(user, b.Realm, password, b.Config)
+	c := kerberos.NewWithPassword(acct.User, b.Realm, password, b.Config)
 	c.Transport = b.tr
 	_, err := c.TGT(ctx)
 	switch {
 	case err == nil:
-		return nil
+		return b.sameAccount(ctx, c, acct)
 	case errors.Is(err, kerberos.ErrPreauthFailed), errors.Is(err, kerberos.ErrClientUnknown),
 		errors.Is(err, kerberos.ErrPolicy):
 		return fmt.Errorf("%w: %w", ErrBadCredentials, err)

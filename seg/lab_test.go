@@ -167,7 +167,7 @@ func newRig(l *lab.Lab) (*rig, error) {
 	r.accounts = &seg.Accounts{Resolver: svc}
 	names := seg.Names{Realm: l.Realm, NetBIOS: l.Domain, Suffixes: []string{altSuffix}, Accounts: r.accounts}
 	certs := &seg.CertificateAuth{Names: names, Revocation: &seg.CRL{Files: []string{r.crlPath}}}
-	basic := &seg.BasicAuth{Realm: l.Realm, Config: cfg, Transport: tr, Names: names}
+	basic := &seg.BasicAuth{Realm: l.Realm, Config: cfg, Transport: tr, Names: names, Service: svc}
 	target, _ := url.Parse(r.exchange.URL)
 	r.handler = &seg.ProxyHandler{
 		Upstreams:     []*seg.Upstream{{URL: target, SPN: r.spn}},

@@ -280,6 +280,10 @@ type accountEntry struct {
 	expires time.Time
 	asked   time.Time // when the exchange began
 	prevSID string    // the SID an earlier answer named, negativeAnswer, or "" (none known)
+	// replaced is the answer, still valid, that this one was asked to
+	// replace: put back when the KDC cannot be asked, so that a failed
+	// re-ask fails only the caller that wanted a fresh answer.
+	replaced *accountEntry
 }
 
 // Account returns the account that name (as Names.Principal gives it)
@@ -331,6 +335,7 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 	}
 	e := a.names[k]
 	prev := ""
+	var replaced *accountEntry // a good answer asked about again
 	if e != nil {
 		select {
 		case <-e.done:
@@ -338,6 +343,9 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 				prev = negativeAnswer
 				if e.acct != nil {
 					prev = e.acct.SID
+				}
+				if now.Before(e.expires) {
+					replaced = e
 				}
 				delete(a.names, k)
 				e = nil
@@ -350,7 +358,7 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 		if len(a.names) >= a.maxEntries() {
 			a.evict(now)
 		}
-		e = &accountEntry{done: make(chan struct{}), asked: now, prevSID: prev}
+		e = &accountEntry{done: make(chan struct{}), asked: now, prevSID: prev, replaced: replaced}
 		a.names[k] = e
 	}
 	a.mu.Unlock()
@@ -393,8 +401,12 @@ func (a *Accounts) fetch(k, name string, e *accountEntry) {
 		e.acct = nil
 		if ttl == 0 && a.names[k] == e {
 			delete(a.names, k)
+			if r := e.replaced; r != nil && time.Now().Before(r.expires) {
+				a.names[k] = r
+			}
 		}
 	}
+	e.replaced = nil
 	// A name that names another account than before, or none where it
 	// named one, or one where it named none (an account enabled again):
 	// whoever turned names into SIDs turns them again.

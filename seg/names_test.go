@@ -314,9 +314,83 @@ func TestPolicyKeepsBlockedAccount(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, bad := range []string{"s-1-5-21-1-1103", "S-1-5-021-1-1103", "S-1-5-21-1-1103x"} {
-		if _, err := seg.ParsePolicy([]byte(`{"block": {"users": ["` + bad + `"]}}`)); !errors.Is(err, seg.ErrBadPolicy) {
-			t.Errorf("%q: %v", bad, err)
+	// A SID written another way is the same SID; one out of range, or a
+	// name that begins like a SID, names no one and is reported, and the
+	// rest of the policy stands (one bad entry from an MDM must not stop
+	// every later update).
+	for spelling, want := range map[string]bool{"s-1-5-21-1-1103": true, "S-1-5-21-01-001103": true, "S-1-5-21-1-1103x": false,
+		"S-1-5-21-99999999999-1103": false, "s-1-admin": false} {
+		q := &seg.Policy{Names: seg.Names{Realm: "CORP.EXAMPLE.TEST", Accounts: &seg.Accounts{Resolver: testDirectory()}}}
+		if err := q.Set(&seg.PolicyRules{Block: seg.PolicyList{Users: []string{spelling}, Devices: []string{"STOLEN"}}}); err != nil {
+			t.Fatalf("%q: %v", spelling, err)
 		}
+		if got := q.Decide(seg.PolicyInput{SID: jdoe}).Rule == "block.users"; got != want {
+			t.Errorf("%q blocks jdoe: %v", spelling, got)
+		}
+		if q.Decide(seg.PolicyInput{SID: jdoe, DeviceID: "STOLEN"}).Allow {
+			t.Errorf("%q: the rest of the policy was lost", spelling)
+		}
+		if !want && len(q.Unresolved()) != 1 {
+			t.Errorf("%q not reported: %+v", spelling, q.Unresolved())
+		}
+	}
+}
+
+// TestPolicyAllowEntryGone: an allow entry whose name no account holds any
+// more (renamed, deleted) lets no one in, where a block entry keeps its
+// account.
+func TestPolicyAllowEntryGone(t *testing.T) {
+	dir := testDirectory()
+	accounts := &seg.Accounts{Resolver: dir, TTL: time.Millisecond, NegativeTTL: time.Millisecond}
+	p := &seg.Policy{Names: seg.Names{Realm: "CORP.EXAMPLE.TEST", Accounts: accounts}}
+	rules := &seg.PolicyRules{Allow: seg.PolicyList{Users: []string{"jdoe"}}, Block: seg.PolicyList{Users: []string{"xsmith"}},
+		Rules: seg.PolicyChecks{RequireManaged: true}}
+	if err := p.Set(rules); err != nil {
+		t.Fatal(err)
+	}
+	jdoe, xsmith := dir["JDOE"].SID, dir["XSMITH"].SID
+	delete(dir, "JDOE")
+	delete(dir, "XSMITH")
+	time.Sleep(5 * time.Millisecond)
+	if err := p.Set(rules); err != nil {
+		t.Fatal(err)
+	}
+	if d := p.Decide(seg.PolicyInput{SID: jdoe}); d.Rule == "allow.users" {
+		t.Error("an allow entry whose name is gone still lets its old account in")
+	}
+	if d := p.Decide(seg.PolicyInput{SID: xsmith}); d.Rule != "block.users" {
+		t.Error("a block entry whose name is gone let its account go")
+	}
+}
+
+// flaky answers from dir until down is set, then fails as an absent KDC.
+type flaky struct {
+	dir  directory
+	down atomic.Bool
+}
+
+func (f *flaky) Account(ctx context.Context, name string) (*kerberos.Account, error) {
+	if f.down.Load() {
+		return nil, kerberos.ErrNoKDC
+	}
+	return f.dir.Account(ctx, name)
+}
+
+// TestAccountsRefreshKDCDown: a name asked about again while no KDC answers
+// fails for the caller that wanted a fresh answer, and keeps its good answer
+// for everyone else.
+func TestAccountsRefreshKDCDown(t *testing.T) {
+	f := &flaky{dir: testDirectory()}
+	a := &seg.Accounts{Resolver: f, MinRefresh: time.Nanosecond}
+	ctx := context.Background()
+	if _, err := a.Account(ctx, "jdoe"); err != nil {
+		t.Fatal(err)
+	}
+	f.down.Store(true)
+	if _, err := a.Refresh(ctx, "jdoe"); !errors.Is(err, kerberos.ErrNoKDC) {
+		t.Fatalf("refresh without a KDC: %v", err)
+	}
+	if acct, err := a.Account(ctx, "jdoe"); err != nil || acct.User != "jdoe" {
+		t.Fatalf("the good answer was lost: %+v %v", acct, err)
 	}
 }

@@ -132,10 +132,9 @@ type compiled struct {
 	unresolved []Unresolved
 	// changes is Names.Accounts.Changes() when the names were resolved;
 	// retry says some failed for a reason that may pass (no KDC).
-	changes   uint64
-	retry     bool
-	reasons   map[string]string
-	malformed []string // user entries that look like SIDs and are not
+	changes uint64
+	retry   bool
+	reasons map[string]string
 }
 
 type compiledList struct {
@@ -166,9 +165,6 @@ func compilePolicy(ctx context.Context, r *PolicyRules, names Names, prev *compi
 	var err error
 	c.changes = names.Accounts.Changes()
 	c.sids = resolveUsers(ctx, r, names, prev, c)
-	if len(c.malformed) > 0 {
-		return nil, fmt.Errorf("%w: users: %q is not a SID as AD writes one (S-1-5-21-..., decimal)", ErrBadPolicy, printable(c.malformed[0]))
-	}
 	if c.allow, err = compileList("allow", r.Allow, c.sids); err != nil {
 		return nil, err
 	}
@@ -238,8 +234,10 @@ func resolveUsers(ctx context.Context, r *PolicyRules, names Names, prev *compil
 			where[u] = w
 		}
 	}
+	blocked := map[string]bool{}
 	for _, u := range r.Block.Users {
 		add(u, "block.users")
+		blocked[u] = true
 	}
 	for _, u := range r.Allow.Users {
 		add(u, "allow.users")
@@ -251,12 +249,12 @@ func resolveUsers(ctx context.Context, r *PolicyRules, names Names, prev *compil
 	reasons := map[string]string{}
 	var todo []string
 	for u := range where {
-		if s, err := sid.Parse(u); err == nil {
+		if s, ok := canonicalSID(u); ok {
 			out[u] = s
 		} else if looksLikeSID(u) {
-			// Never a name: a SID spelt another way would resolve to no
-			// one and silently match no one.
-			c.malformed = append(c.malformed, u)
+			// Never a name: a SID whose numbers are out of range names no
+			// one; reported, and the rest of the policy stands.
+			reasons[u] = "not a SID: a number out of range, or too many"
 		} else if names.Accounts != nil {
 			todo = append(todo, u)
 		}
@@ -277,17 +275,20 @@ func resolveUsers(ctx context.Context, r *PolicyRules, names Names, prev *compil
 					switch {
 					case err == nil:
 						out[u] = acct.SID
-					case prev != nil && prev.sids[u] != "":
-						// Not answered, or refused now (deleted,
-						// disabled, locked out): the entry keeps the
-						// account it named, so that a blocked user
-						// who locks their own account out does not
-						// leave the block list.
+					case prev != nil && prev.sids[u] != "" && (blocked[u] || !errors.Is(err, ErrBadName)):
+						// Not answered (kept everywhere), or refused now
+						// (deleted, disabled, locked out: kept on the
+						// block list only, so that a blocked user who
+						// locks their own account out does not leave
+						// it, while an allow entry whose name has gone
+						// lets no one in).
 						out[u] = prev.sids[u]
-						c.retry = true
+						c.retry = c.retry || !errors.Is(err, ErrBadName)
 						reasons[u] = err.Error() + "; its earlier account " + prev.sids[u] + " is kept"
 					default:
-						c.retry = true
+						// Only an unanswered question is asked again
+						// soon; a refusal waits for resolveEvery.
+						c.retry = c.retry || !errors.Is(err, ErrBadName)
 						reasons[u] = err.Error()
 					}
 					mu.Unlock()
@@ -309,8 +310,40 @@ func resolveUsers(ctx context.Context, r *PolicyRules, names Names, prev *compil
 	return out
 }
 
-// looksLikeSID: an entry that begins as a SID does, in any case.
-func looksLikeSID(u string) bool { return len(u) >= 4 && equalASCII(u[:4], "S-1-") }
+// looksLikeSID: "S-1-" in either case, then nothing but digits and dashes
+// ("s-1-admin" is a name).
+func looksLikeSID(u string) bool {
+	if len(u) < 5 || !equalASCII(u[:4], "S-1-") {
+		return false
+	}
+	for _, c := range []byte(u[4:]) {
+		if (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalSID is a SID-like entry as AD writes it: an MDM may write
+// "s-1-5-21-…" or keep leading zeros, and the same account must match.
+func canonicalSID(u string) (string, bool) {
+	if !looksLikeSID(u) {
+		return "", false
+	}
+	parts := strings.Split(u[4:], "-")
+	for i, p := range parts {
+		if p == "" {
+			return "", false
+		}
+		if t := strings.TrimLeft(p, "0"); t != "" {
+			parts[i] = t
+		} else {
+			parts[i] = "0"
+		}
+	}
+	s, err := sid.Parse("S-1-" + strings.Join(parts, "-"))
+	return s, err == nil
+}
 
 func (c *compiled) reason(u string) string {
 	if r := c.reasons[u]; r != "" {

@@ -205,7 +205,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		auths = append(auths, certs.Authenticate)
 	}
 	if c.Basic {
-		auths = append(auths, (&seg.BasicAuth{Realm: c.Realm, Config: kcfg, Transport: kdcs, Names: names}).Authenticate)
+		auths = append(auths, (&seg.BasicAuth{Realm: c.Realm, Config: kcfg, Transport: kdcs, Names: names, Service: svc}).Authenticate)
 	}
 	upstreamTLS := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.ExchangeCAFile != "" {

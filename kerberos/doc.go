@@ -24,6 +24,11 @@
 // ErrEvidenceNotForwardable, carrying the *KDCError.
 // No error or log holds a password, key or ticket.
 //
+// Identity is the account's SID, read from the PAC the KDC signs
+// (Client.Account, Client.AccountIn), never a name: Cache.AccountTicket keeps
+// tickets per SID and checks each new evidence ticket's PAC against it
+// (ErrAccountChanged when a name has passed to another account).
+//
 // The service account needs TRUSTED_TO_AUTH_FOR_DELEGATION and the target
 // SPNs in msDS-AllowedToDelegateTo (see package ad).
 package kerberos

@@ -115,6 +115,8 @@ type bench struct {
 	relay                 *kdcRelay
 	spn                   string
 	report                strings.Builder
+	sidsMu                sync.Mutex
+	sids                  map[string]string // each user's SID, as LDAP says
 }
 
 func (b *bench) printf(format string, args ...any) {
@@ -360,6 +362,17 @@ func (b *bench) makeUsers(ctx context.Context, users []string) error {
 					errs <- err
 					return
 				}
+				a, err := c.FindAccount(ctx, users[i])
+				if err != nil {
+					errs <- err
+					return
+				}
+				b.sidsMu.Lock()
+				if b.sids == nil {
+					b.sids = map[string]string{}
+				}
+				b.sids[users[i]] = a.SID
+				b.sidsMu.Unlock()
 			}
 		}(w)
 	}
@@ -388,10 +401,12 @@ func (b *bench) makeFiles(users []string, perUser int) error {
 	rules := seg.PolicyRules{Block: seg.PolicyList{Devices: []string{"STOLEN"}, UserAgents: []string{"^EvilSync"}},
 		Rules:   seg.PolicyChecks{RequireManaged: true, BlockCompromised: true, MailClients: []string{"^Go-http-client", "^Apple-iPhone"}},
 		Devices: map[string]seg.DeviceState{}}
+	// The MDM names each enrolled user by SID, as the directory gives it:
+	// the gateway then asks the KDC nothing to load the policy.
 	for _, u := range users {
-		rules.Devices["BENCH"+u] = seg.DeviceState{User: u, Managed: true}
+		rules.Devices["BENCH"+u] = seg.DeviceState{User: b.sids[u], Managed: true}
 		for j := 0; j < perUser; j++ { // the held Pings' devices (bench hold)
-			rules.Devices[fmt.Sprintf("H%sD%d", u, j)] = seg.DeviceState{User: u, Managed: true}
+			rules.Devices[fmt.Sprintf("H%sD%d", u, j)] = seg.DeviceState{User: b.sids[u], Managed: true}
 		}
 	}
 	policy, err := json.Marshal(rules)
@@ -409,7 +424,9 @@ func (b *bench) makeFiles(users []string, perUser int) error {
 		return err
 	}
 	for _, u := range users {
-		dev, err := ca.Device(u+"@"+b.lab.DNSDomain, "", "")
+		// As a Windows CA writes them: the account's SID in the SID
+		// extension (the gateway's default mapping, full, requires it).
+		dev, err := ca.DeviceFor(testpki.DeviceSpec{UPN: u + "@" + b.lab.DNSDomain, SID: b.sids[u], SIDIn: testpki.SIDExtension})
 		if err != nil {
 			return err
 		}

@@ -90,7 +90,7 @@ type CertificateAuth struct {
 	// mapped certificate may be dated (default 10 minutes: Windows CAs date
 	// certificates back by their ClockSkewMinutes, 10 by default, so a
 	// certificate issued right after its account was created starts before
-	// it). Windows' DCs have the same allowance
+	// it). Windows DCs have a setting for the same allowance
 	// (CertificateBackdatingCompensation).
 	BackdatingCompensation time.Duration
 	// WeakMaxAge bounds how old the directory's answer for the name of a

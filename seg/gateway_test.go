@@ -39,6 +39,7 @@ func TestGateway(t *testing.T) {
 	t.Run("identity pairs", func(t *testing.T) { testIdentityPairs(t, r) })
 	t.Run("strong mapping", func(t *testing.T) { testStrongMapping(t, r) })
 	t.Run("renamed account", func(t *testing.T) { testRenamedAccount(t, r) })
+	t.Run("Exchange's auth headers", func(t *testing.T) { testExchangeAuthHeaders(t, r) })
 	t.Run("basic", func(t *testing.T) { testBasic(t, r) })
 	t.Run("refused users", func(t *testing.T) { testRefusedUsers(t, r) })
 	t.Run("bad certificates", func(t *testing.T) { testBadCertificates(t, r) })

@@ -188,13 +188,17 @@ func (u *h1Conns) roundTrip(req *http.Request) (*http.Response, error) {
 func (u *h1Conns) readAnswer(ctx context.Context, c *h1Conn, req *http.Request, first byte,
 	stop func() bool, wrote chan error, hint *parkHint) (*http.Response, error) {
 	fail := func(err error) (*http.Response, error) { return u.fail(ctx, c, stop, err) }
-	br := getReader(&prefixReader{b: first, r: c.conn}, hint != nil)
+	limit := &headerLimit{r: &prefixReader{b: first, r: c.conn}, left: u.pools.maxResponseHeaderBytes()}
+	br := getReader(limit, hint != nil)
 	var resp *http.Response
 	var err error
 	for {
 		resp, err = http.ReadResponse(br, req)
 		if err != nil {
 			putReader(br)
+			if limit.left <= 0 {
+				err = errHeadersTooLong
+			}
 			return fail(err)
 		}
 		// Interim answers (100 Continue, 103 Early Hints) are not the answer.
@@ -203,6 +207,7 @@ func (u *h1Conns) readAnswer(ctx context.Context, c *h1Conn, req *http.Request, 
 		}
 		resp.Body.Close()
 	}
+	limit.lift()
 	if ctx.Err() != nil {
 		// The request ended as the answer came: closing the connection
 		// sends TLS's close_notify first, and a server quick enough
@@ -327,6 +332,37 @@ func writeRequest(conn net.Conn, req *http.Request) error {
 	return err
 }
 
+// errHeadersTooLong: an upstream answer's headers (interim answers'
+// included) ran past UserPools.MaxResponseHeaderBytes.
+var errHeadersTooLong = errors.New("seg: the upstream answer's headers are longer than MaxResponseHeaderBytes")
+
+// headerLimit bounds what an answer's headers may take from the connection:
+// until lifted, reads stop at left bytes (the reader's read-ahead counts
+// too, so the bound is approximate by its size).
+type headerLimit struct {
+	r      io.Reader
+	left   int64
+	lifted bool
+}
+
+func (h *headerLimit) Read(p []byte) (int, error) {
+	if h.lifted {
+		return h.r.Read(p)
+	}
+	if h.left <= 0 {
+		return 0, errHeadersTooLong
+	}
+	if int64(len(p)) > h.left {
+		p = p[:h.left]
+	}
+	n, err := h.r.Read(p)
+	h.left -= int64(n)
+	return n, err
+}
+
+// lift ends the bound once the headers are read: the body is unbounded.
+func (h *headerLimit) lift() { h.lifted = true }
+
 // prefixReader gives back a byte already read, then reads on.
 type prefixReader struct {
 	b    byte
@@ -388,7 +424,7 @@ func (b *h1Body) Close() error {
 // the connection in an unknown state, and it is closed.
 func (b *h1Body) finish(eof bool) {
 	b.once.Do(func() {
-		keep := eof && b.reuse && b.br.Buffered() == 0 && b.stop()
+		keep := eof && b.reuse && b.br.Buffered() == 0 && !leftover(b.c.conn) && b.stop()
 		if b.wrote != nil {
 			var err error
 			select {
@@ -412,6 +448,23 @@ func (b *h1Body) finish(eof bool) {
 		b.stop()
 		b.u.discard(b.c)
 	})
+}
+
+// leftover reports whether conn holds bytes after an answer's end that are
+// no longer on the socket (where closedByPeer looks) nor in our reader:
+// TLS decrypts a whole record, and an upstream that sends a second answer
+// in the record of the first would have it taken for the answer to the
+// connection's next request, and every later one answered one behind. A
+// read with a deadline already past returns what TLS holds at once and
+// never waits (TLS keeps no error from a timeout).
+func leftover(conn net.Conn) bool {
+	if err := conn.SetReadDeadline(time.Now()); err != nil {
+		return true
+	}
+	var b [1]byte
+	n, err := conn.Read(b[:])
+	conn.SetReadDeadline(time.Time{})
+	return n > 0 || !isTimeout(err)
 }
 
 // get returns an idle connection to key, or dials one when fewer than

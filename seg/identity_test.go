@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strconv"
@@ -547,5 +549,30 @@ func testRenamedAccount(t *testing.T, r *rig) {
 	}
 	if a := basic(name, lab.UserPassword, "REN-X2"); a.status != http.StatusUnauthorized {
 		t.Errorf("the old account's password for its old name: %d", a.status)
+	}
+}
+
+// testExchangeAuthHeaders: Exchange's Negotiate answer (a mutual
+// authentication token) and Persistent-Auth never reach the device.
+func testExchangeAuthHeaders(t *testing.T, r *rig) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("WWW-Authenticate", "Negotiate oYGZMIGWoAMKAQChCwYJKoZIgvcSAQICon")
+		w.Header().Set("Persistent-Auth", "true")
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	target, _ := url.Parse(up.URL)
+	srv := r.serve(t, r.handlerWith(func(h *seg.ProxyHandler) {
+		h.Upstreams = []*seg.Upstream{{URL: target, SPN: r.spn}}
+		h.Transport = &seg.UserPools{TLSClientConfig: up.Client().Transport.(*http.Transport).TLSClientConfig}
+	}))
+	a := post(t, r.deviceFor(t, "alice"), strings.Replace(r.easURL("FolderSync", "alice", "AUTHHDR"), r.gateway.URL, srv.URL, 1), "")
+	if a.status != http.StatusOK || a.body != "ok" {
+		t.Fatalf("%d %q", a.status, a.body)
+	}
+	for _, h := range []string{"WWW-Authenticate", "Persistent-Auth"} {
+		if v := a.header.Get(h); v != "" {
+			t.Errorf("the device got %s: %s", h, v)
+		}
 	}
 }

@@ -53,6 +53,10 @@ type UserPools struct {
 	// pool dropped while busy closes its connections once its last request
 	// ends.
 	MaxUsers int
+	// MaxResponseHeaderBytes bounds an upstream answer's headers (default
+	// 1 MiB; Exchange's are a few KiB): past it the answer is refused (502)
+	// and its connection closed, rather than read into memory without end.
+	MaxResponseHeaderBytes int64
 
 	mu        sync.Mutex
 	users     map[string]*list.Element // of *userPool
@@ -203,6 +207,10 @@ func (p *UserPools) newTransport() *h1Conns {
 func (p *UserPools) maxConnsPerUser() int { return positiveOr(p.MaxConnsPerUser, 32) }
 
 func (p *UserPools) maxIdlePerUser() int { return positiveOr(p.MaxIdlePerUser, 2) }
+
+func (p *UserPools) maxResponseHeaderBytes() int64 {
+	return positiveOr(p.MaxResponseHeaderBytes, 1<<20)
+}
 
 func (p *UserPools) idleTimeout() time.Duration {
 	if p.IdleTimeout > 0 {

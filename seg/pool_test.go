@@ -1,7 +1,9 @@
 package seg_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,4 +209,121 @@ func TestUserPoolsEarlyAnswer(t *testing.T) {
 		t.Fatal("the early answer and the unread body waited for each other")
 	}
 	pr.CloseWithError(io.ErrClosedPipe)
+}
+
+// smuggler is a TLS upstream that answers a connection's first request with
+// an 8 KiB answer followed, in the same TLS record, by a whole second answer
+// nobody asked for, and every later request on any connection with "good".
+func smuggler(t *testing.T) (url string, pools *seg.UserPools, conns *int32) {
+	t.Helper()
+	ts := httptest.NewUnstartedServer(nil)
+	ts.StartTLS() // for its certificate and client configuration
+	ts.Listener.Close()
+	// Full-size records, as IIS writes them (Go's server starts small).
+	conf := ts.TLS.Clone()
+	conf.DynamicRecordSizingDisabled = true
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); ts.Close() })
+	var n int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			first := atomic.AddInt32(&n, 1) == 1
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					if first && i == 0 {
+						body := strings.Repeat("x", 8192)
+						c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 8192\r\n\r\n" + body +
+							"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"))
+						continue
+					}
+					c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"))
+				}
+			}()
+		}
+	}()
+	return "https://" + ln.Addr().String(), &seg.UserPools{TLSClientConfig: ts.Client().Transport.(*http.Transport).TLSClientConfig}, &n
+}
+
+// TestUserPoolsNoDesync: a connection whose answer is followed by bytes
+// nobody asked for (left in TLS's own buffer, where neither our reader nor
+// a peek at the socket sees them) is never used again: the next request is
+// answered by the server, not by what it smuggled.
+func TestUserPoolsNoDesync(t *testing.T) {
+	url, pools, conns := smuggler(t)
+	defer func() { t.Logf("connections: %d", atomic.LoadInt32(conns)) }()
+	rt := pools.ForUser("S-1-5-21-1-1")
+	for i, want := range []string{strings.Repeat("x", 8192), "good", "good"} {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		// Read as ReverseProxy copies, 32 KiB at a time: the body's last
+		// part comes straight from TLS, which keeps what follows it.
+		var got []byte
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := resp.Body.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		resp.Body.Close()
+		if string(got) != want {
+			t.Fatalf("request %d was answered %q: the connection is out of step", i, got[:min(len(got), 16)])
+		}
+	}
+}
+
+// TestUserPoolsHeaderBound: an upstream whose headers never end is cut off
+// at MaxResponseHeaderBytes, not read into memory without end.
+func TestUserPoolsHeaderBound(t *testing.T) {
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS()
+	srv.Listener.Close()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ln.Close(); srv.Close() }()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		http.ReadRequest(bufio.NewReader(c))
+		c.Write([]byte("HTTP/1.1 200 OK\r\n"))
+		line := []byte("X-Filler: " + strings.Repeat("y", 1000) + "\r\n")
+		for i := 0; i < 20000; i++ { // 20 MB of headers
+			if _, err := c.Write(line); err != nil {
+				return
+			}
+		}
+	}()
+	pools := &seg.UserPools{TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig, MaxResponseHeaderBytes: 64 << 10}
+	req, _ := http.NewRequest(http.MethodGet, "https://"+ln.Addr().String(), nil)
+	resp, err := pools.ForUser("S-1-5-21-1-1").RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("20 MB of headers were taken")
+	}
+	if !strings.Contains(err.Error(), "headers") {
+		t.Errorf("error: %v", err)
+	}
 }

@@ -525,6 +525,12 @@ func (h *ProxyHandler) publicBase(host string) string {
 // at the gateway again), then calls the caller's ModifyResponse.
 func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 	fw := resp.Request.Context().Value(ctxKey{}).(*forward)
+	// Exchange's side of the Negotiate exchange is the gateway's, not the
+	// device's: a mutual-authentication token (an AP-REP for the user's
+	// ticket) or a challenge would only tell the device about the
+	// gateway's Kerberos, and Persistent-Auth about Exchange's connection.
+	resp.Header.Del("WWW-Authenticate")
+	resp.Header.Del("Persistent-Auth")
 	if resp.StatusCode == 451 {
 		loc, err := url.Parse(resp.Header.Get("X-MS-Location"))
 		var to *Upstream

@@ -697,12 +697,7 @@ func (h *ProxyHandler) serving(srv *http.Server) *giveBackListener {
 // giveBack hands a device connection whose answer ended back to srv, which
 // reads the device's next request from it as from any connection.
 func (h *ProxyHandler) giveBack(srv *http.Server, conn net.Conn) {
-	l := h.serving(srv)
-	select {
-	case l.conns <- conn:
-	case <-l.done:
-		conn.Close()
-	}
+	h.serving(srv).give(conn)
 }
 
 // giveBackListener is the listener on which a server serves the connections
@@ -724,7 +719,37 @@ func (l *giveBackListener) Accept() (net.Conn, error) {
 
 func (l *giveBackListener) Close() error {
 	l.once.Do(func() { close(l.done) })
+	l.drain()
 	return nil
+}
+
+// give hands conn to the server's Accept, or closes it once the listener
+// is closed. A connection that went in as the listener closed (select
+// picks at random when both are ready) is closed by the drain after it:
+// no Accept will take it.
+func (l *giveBackListener) give(conn net.Conn) {
+	select {
+	case l.conns <- conn:
+		select {
+		case <-l.done:
+			l.drain()
+		default:
+		}
+	case <-l.done:
+		conn.Close()
+	}
+}
+
+// drain closes the connections given back that no Accept took.
+func (l *giveBackListener) drain() {
+	for {
+		select {
+		case c := <-l.conns:
+			c.Close()
+		default:
+			return
+		}
+	}
 }
 
 func (l *giveBackListener) Addr() net.Addr { return givenBackAddr{} }

@@ -162,27 +162,19 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name string, acct *kerberos.Account) (*kerberos.Account, error) {
 	certSID, err := certificateSID(leaf, !a.SIDExtensionOnly)
 	if err != nil {
-		a.mapped(ctx, "malformed", leaf, acct, slog.LevelWarn, err)
-		return nil, fmt.Errorf("%w: %w", ErrBadCredentials, err)
+		return nil, a.refuse(ctx, "malformed", leaf, acct, fmt.Errorf("%w: %w", ErrBadCredentials, err))
 	}
 	if certSID != "" && certSID != acct.SID {
-		if fresh, ferr := a.Names.Refresh(ctx, name); ferr == nil && fresh.SID == certSID {
-			acct = fresh
-		} else {
-			err := fmt.Errorf("%w: %w (the certificate carries %s, its name belongs to %s)", ErrBadCredentials, ErrSIDMismatch, certSID, acct.SID)
-			a.mapped(ctx, "sid_mismatch", leaf, acct, slog.LevelWarn, err)
-			return nil, err
+		fresh, ferr := a.Names.Refresh(ctx, name)
+		if ferr != nil || fresh.SID != certSID {
+			return nil, a.refuse(ctx, "sid_mismatch", leaf, acct, fmt.Errorf("%w: %w (the certificate carries %s, its name belongs to %s)",
+				ErrBadCredentials, ErrSIDMismatch, certSID, acct.SID))
 		}
+		acct = fresh
 	}
 	switch {
 	case certSID != "":
-		a.mapped(ctx, "strong_sid", leaf, acct, 0, nil)
-		return acct, nil
-	case a.Mapping == MappingOff:
-		if acct, err = a.Names.Fresh(ctx, name, positiveOr(a.WeakMaxAge, 5*time.Minute)); err != nil {
-			return nil, weakNameError(err)
-		}
-		a.mapped(ctx, "weak_served", leaf, acct, 0, nil)
+		a.Metrics.certMapping("strong_sid")
 		return acct, nil
 	case a.Mapping == MappingFull:
 		if a.Directory != nil {
@@ -192,57 +184,54 @@ func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name
 			}
 			for _, v := range alt {
 				if strongAltSecID(v, leaf) {
-					a.mapped(ctx, "strong_alt_security_identities", leaf, acct, 0, nil)
+					a.Metrics.certMapping("strong_alt_security_identities")
 					return acct, nil
 				}
 			}
 		}
-		err := fmt.Errorf("%w: %w", ErrBadCredentials, ErrNoStrongMapping)
-		a.mapped(ctx, "no_strong_mapping", leaf, acct, slog.LevelWarn, err)
-		return nil, err
+		return nil, a.refuse(ctx, "no_strong_mapping", leaf, acct, fmt.Errorf("%w: %w", ErrBadCredentials, ErrNoStrongMapping))
 	}
-	// Compatibility: served, for the name's holder as the directory said it
-	// at most WeakMaxAge ago, unless the directory says the account is
-	// younger than the certificate.
+	// Compatibility and off: served without a strong mapping, for the
+	// name's holder as the directory said it at most WeakMaxAge ago.
 	if acct, err = a.Names.Fresh(ctx, name, positiveOr(a.WeakMaxAge, 5*time.Minute)); err != nil {
 		return nil, weakNameError(err)
 	}
-	if a.Directory != nil {
-		_, created, err := a.dir.get(ctx, a.Directory, acct.SID)
-		if err != nil {
-			return nil, fmt.Errorf("seg: reading the account's creation time: %w", err)
+	if a.Mapping == MappingCompatibility {
+		// Unless the directory says the account is younger than the
+		// certificate; logged once per certificate.
+		if a.Directory != nil {
+			_, created, err := a.dir.get(ctx, a.Directory, acct.SID)
+			if err != nil {
+				return nil, fmt.Errorf("seg: reading the account's creation time: %w", err)
+			}
+			if !created.IsZero() && leaf.NotBefore.Before(created.Add(-positiveOr(a.BackdatingCompensation, 10*time.Minute))) {
+				return nil, a.refuse(ctx, "predates_account", leaf, acct, fmt.Errorf("%w: %w (issued %s, account created %s)",
+					ErrBadCredentials, ErrCertificatePredatesAccount, leaf.NotBefore.UTC().Format(time.RFC3339), created.UTC().Format(time.RFC3339)))
+			}
 		}
-		if !created.IsZero() && leaf.NotBefore.Before(created.Add(-positiveOr(a.BackdatingCompensation, 10*time.Minute))) {
-			err := fmt.Errorf("%w: %w (issued %s, account created %s)", ErrBadCredentials, ErrCertificatePredatesAccount,
-				leaf.NotBefore.UTC().Format(time.RFC3339), created.UTC().Format(time.RFC3339))
-			a.mapped(ctx, "predates_account", leaf, acct, slog.LevelWarn, err)
-			return nil, err
+		if a.seen.first(leaf) {
+			a.log(ctx, "certificate served without a strong mapping (no SID): have the MDM's CA put the account's SID in its certificates",
+				"weak_served", leaf, acct)
 		}
 	}
-	level := slog.Level(0)
-	if a.seen.first(leaf) {
-		level = slog.LevelWarn
-	}
-	a.mapped(ctx, "weak_served", leaf, acct, level, nil)
+	a.Metrics.certMapping("weak_served")
 	return acct, nil
 }
 
-// mapped counts a mapping's result and, at level (0: no line), logs it with
-// what an administrator needs to find the device and its CA.
-func (a *CertificateAuth) mapped(ctx context.Context, result string, leaf *x509.Certificate, acct *kerberos.Account, level slog.Level, err error) {
+// refuse counts and logs a refused mapping, with what an administrator
+// needs to find the device and its CA, and returns err.
+func (a *CertificateAuth) refuse(ctx context.Context, result string, leaf *x509.Certificate, acct *kerberos.Account, err error) error {
 	a.Metrics.certMapping(result)
-	if level == 0 {
-		return
-	}
-	attrs := []slog.Attr{slog.String("result", result), slog.String("mode", a.Mapping.String()),
+	a.log(ctx, "certificate refused", result, leaf, acct, slog.String("error", err.Error()), slog.String("hint", certHint(result)))
+	return err
+}
+
+// log writes a line about a certificate's mapping, at Warn.
+func (a *CertificateAuth) log(ctx context.Context, msg, result string, leaf *x509.Certificate, acct *kerberos.Account, more ...slog.Attr) {
+	attrs := append([]slog.Attr{slog.String("result", result), slog.String("mode", a.Mapping.String()),
 		slog.String("user", acct.User), slog.String("sid", acct.SID),
-		slog.String("issuer", printable(leaf.Issuer.String())), slog.String("serial", leaf.SerialNumber.Text(16))}
-	msg := "certificate served without a strong mapping (no SID): have the MDM's CA put the account's SID in its certificates"
-	if err != nil {
-		msg = "certificate refused"
-		attrs = append(attrs, slog.String("error", err.Error()), slog.String("hint", certHint(result)))
-	}
-	logOr(a.Logger).LogAttrs(ctx, level, msg, attrs...)
+		slog.String("issuer", printable(leaf.Issuer.String())), slog.String("serial", leaf.SerialNumber.Text(16))}, more...)
+	logOr(a.Logger).LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 }
 
 // weakNameError is the error of a weakly mapped certificate's name asked
@@ -312,30 +301,18 @@ func ParseUPNs(der []byte) ([]string, error) {
 	}
 	var upns []string
 	for _, n := range names {
-		// otherName [0] IMPLICIT SEQUENCE { type-id OID, value [0] EXPLICIT ANY }
-		if n.Class != asn1.ClassContextSpecific || n.Tag != 0 || !n.IsCompound {
-			continue
-		}
-		var id asn1.ObjectIdentifier
-		rest, err := asn1.Unmarshal(n.Bytes, &id)
+		id, rest, ok, err := otherNameID(n)
 		if err != nil {
 			return nil, fmt.Errorf("subjectAltName otherName: %w", err)
 		}
-		if !id.Equal(oidUPN) {
+		if !ok || !id.Equal(oidUPN) {
 			continue
 		}
-		var wrapped asn1.RawValue
-		if rest, err = asn1.Unmarshal(rest, &wrapped); err != nil {
+		v, err := otherNameValue(rest)
+		if err != nil {
 			return nil, fmt.Errorf("subjectAltName UPN: %w", err)
 		}
-		if len(rest) != 0 || wrapped.Class != asn1.ClassContextSpecific || wrapped.Tag != 0 || !wrapped.IsCompound {
-			return nil, errors.New("subjectAltName UPN: not an explicit [0] value")
-		}
-		var v asn1.RawValue
-		if rest, err = asn1.Unmarshal(wrapped.Bytes, &v); err != nil {
-			return nil, fmt.Errorf("subjectAltName UPN: %w", err)
-		}
-		if len(rest) != 0 || v.Class != asn1.ClassUniversal || v.Tag != asn1.TagUTF8String || v.IsCompound {
+		if v.Class != asn1.ClassUniversal || v.Tag != asn1.TagUTF8String || v.IsCompound {
 			return nil, errors.New("subjectAltName UPN: not a UTF8String")
 		}
 		if !utf8.Valid(v.Bytes) {
@@ -354,7 +331,48 @@ func MarshalUPN(upn string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := asn1.Marshal(oidUPN)
+	return marshalOtherName(oidUPN, value)
+}
+
+// An otherName GeneralName (RFC 5280 4.2.1.6) is
+// [0] IMPLICIT SEQUENCE { type-id OID, value [0] EXPLICIT ANY }: the UPN of
+// the SAN and the SID of the SID extension are both written so.
+
+// otherNameID reads an otherName's type-id; ok is false for a GeneralName
+// of another kind, and rest is what follows the type-id.
+func otherNameID(n asn1.RawValue) (id asn1.ObjectIdentifier, rest []byte, ok bool, err error) {
+	if n.Class != asn1.ClassContextSpecific || n.Tag != 0 || !n.IsCompound {
+		return nil, nil, false, nil
+	}
+	if rest, err = asn1.Unmarshal(n.Bytes, &id); err != nil {
+		return nil, nil, false, err
+	}
+	return id, rest, true, nil
+}
+
+// otherNameValue reads the [0] EXPLICIT value after an otherName's type-id:
+// one element, nothing after it.
+func otherNameValue(rest []byte) (asn1.RawValue, error) {
+	var wrapped, v asn1.RawValue
+	rest, err := asn1.Unmarshal(rest, &wrapped)
+	if err != nil {
+		return v, err
+	}
+	if len(rest) != 0 || wrapped.Class != asn1.ClassContextSpecific || wrapped.Tag != 0 || !wrapped.IsCompound {
+		return v, errors.New("not an explicit [0] value")
+	}
+	if rest, err = asn1.Unmarshal(wrapped.Bytes, &v); err != nil {
+		return v, err
+	}
+	if len(rest) != 0 {
+		return v, errors.New("data after the value")
+	}
+	return v, nil
+}
+
+// marshalOtherName writes an otherName of type id around value (DER).
+func marshalOtherName(id asn1.ObjectIdentifier, value []byte) ([]byte, error) {
+	oid, err := asn1.Marshal(id)
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +380,7 @@ func MarshalUPN(upn string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: append(id, explicit...)})
+	return asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: append(oid, explicit...)})
 }
 
 // SANExtension wraps GeneralName values (MarshalUPN's and others) into a

@@ -129,24 +129,21 @@ func ParseSIDExtension(der []byte) (string, error) {
 		if b, err = asn1.Unmarshal(b, &on); err != nil {
 			return bad("a malformed entry")
 		}
-		if on.Class != asn1.ClassContextSpecific || on.Tag != 0 || !on.IsCompound {
+		oid, inner, ok, err := otherNameID(on)
+		switch {
+		case !ok && err == nil:
 			return bad("an entry that is not an otherName")
-		}
-		var oid asn1.ObjectIdentifier
-		inner, err := asn1.Unmarshal(on.Bytes, &oid)
-		if err != nil || !oid.Equal(oidSIDOtherName) {
+		case err != nil || !oid.Equal(oidSIDOtherName):
 			return bad("an otherName that is not a SID")
 		}
-		var explicit asn1.RawValue
-		if rest, err := asn1.Unmarshal(inner, &explicit); err != nil || len(rest) > 0 ||
-			explicit.Class != asn1.ClassContextSpecific || explicit.Tag != 0 || !explicit.IsCompound {
-			return bad("the SID's [0] is missing")
+		v, err := otherNameValue(inner)
+		if err != nil {
+			return bad("the SID's [0] is missing or holds more than one value")
 		}
-		var text []byte
-		if rest, err := asn1.Unmarshal(explicit.Bytes, &text); err != nil || len(rest) > 0 {
+		if v.Class != asn1.ClassUniversal || v.Tag != asn1.TagOctetString || v.IsCompound {
 			return bad("the SID is not one OCTET STRING")
 		}
-		s, err := sid.Parse(string(text))
+		s, err := sid.Parse(string(v.Bytes))
 		if err != nil {
 			return bad("the value is not a SID")
 		}
@@ -171,15 +168,7 @@ func MarshalSIDExtension(s string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	oid, err := asn1.Marshal(oidSIDOtherName)
-	if err != nil {
-		return nil, err
-	}
-	value, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: octets})
-	if err != nil {
-		return nil, err
-	}
-	on, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: append(oid, value...)})
+	on, err := marshalOtherName(oidSIDOtherName, octets)
 	if err != nil {
 		return nil, err
 	}

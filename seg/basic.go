@@ -71,6 +71,13 @@ type BasicAuth struct {
 	// PasswordBurst is how many new passwords one account may have checked
 	// at once (default 3).
 	PasswordBurst int
+	// MaxPasswordChecks bounds the new passwords being checked with the KDC
+	// at once, for all accounts together (default 2). A new password past it
+	// is refused without asking (ErrPasswordsBusy: 503 with Retry-After):
+	// someone who knows many users' names cannot take more than this many of
+	// a KDC's kerberos.Transport.MaxInFlight slots from the tickets of users
+	// already signed in.
+	MaxPasswordChecks int
 
 	once    sync.Once
 	key     []byte
@@ -78,6 +85,7 @@ type BasicAuth struct {
 	mu      sync.Mutex
 	verdict map[[32]byte]*basicEntry
 	rates   map[string]*passwordRate // the account's SID -> its allowance
+	checks  int                      // new passwords being checked
 }
 
 // passwordRate is a token bucket of new passwords for one account.
@@ -90,6 +98,11 @@ type passwordRate struct {
 // password for an account is refused without asking the KDC: more new
 // passwords came for it than PasswordBurst and PasswordRate allow.
 var ErrTooManyPasswords = errors.New("seg: too many new passwords for this user at once; try again shortly")
+
+// ErrPasswordsBusy is the error for a new password when
+// BasicAuth.MaxPasswordChecks are being checked already: it is not asked
+// about, and the device is told to try again (503, Retry-After).
+var ErrPasswordsBusy = errors.New("seg: too many new passwords are being checked at once; try again shortly")
 
 type basicEntry struct {
 	done    chan struct{} // closed when err is set
@@ -125,6 +138,8 @@ func loginNameError(err error) error {
 	case errors.Is(err, ErrBadName):
 		return &opaqueError{msg: ErrBadCredentials.Error() + ": the login name names no account of the domain",
 			err: fmt.Errorf("%w: %w", ErrBadCredentials, err)}
+	case errors.Is(err, ErrNamesBusy), errors.Is(err, ErrSourceLimited):
+		return err
 	case errors.Is(err, kerberos.ErrNoKDC):
 		return &opaqueError{msg: "seg: resolving the login name: " + kerberos.ErrNoKDC.Error(), err: err}
 	case isTimeout(err):
@@ -139,7 +154,7 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 	if !ok {
 		return nil, ErrNoCredentials
 	}
-	acct, err := b.Names.Resolve(r.Context(), name)
+	acct, err := b.Names.resolveUnproven(r.Context(), name)
 	if err != nil {
 		// The name may be a password typed in the wrong field: the error
 		// keeps its causes for errors.Is but says none of what was typed.
@@ -157,7 +172,7 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 			// the name's holder's (a right password is rare enough, and
 			// bounded per account).
 			if p, perr := b.Names.Principal(name); perr == nil && b.Names.Accounts != nil {
-				b.Names.Accounts.lookup(r.Context(), p, time.Nanosecond)
+				b.Names.Accounts.lookup(r.Context(), p, time.Nanosecond, false)
 			}
 		case errors.Is(err, kerberos.ErrPreauthFailed):
 			// A wrong password: the name may be remembered for an
@@ -205,6 +220,14 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 	}
 	owner := e == nil
 	if owner {
+		switch {
+		case sourceSpent(ctx):
+			b.mu.Unlock()
+			return ErrSourceLimited
+		case b.checks >= positiveOr(b.MaxPasswordChecks, 2):
+			b.mu.Unlock()
+			return ErrPasswordsBusy
+		}
 		if len(b.verdict) >= b.maxEntries() || len(b.rates) >= b.maxEntries() {
 			b.evict(now)
 		}
@@ -212,6 +235,7 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 			b.mu.Unlock()
 			return fmt.Errorf("%w: %w", ErrBadCredentials, ErrTooManyPasswords)
 		}
+		b.checks++
 		e = &basicEntry{done: make(chan struct{})}
 		b.verdict[k] = e
 	}
@@ -234,6 +258,7 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 func (b *BasicAuth) settle(k [32]byte, e *basicEntry, acct *kerberos.Account, password string) {
 	err := b.exchange(acct, password)
 	b.mu.Lock()
+	b.checks--
 	e.err = err
 	e.expires = time.Now().Add(b.ttl())
 	if err != nil && !remembered(err) {
@@ -266,7 +291,7 @@ func (b *BasicAuth) sameAccount(ctx context.Context, user *kerberos.Client, acct
 		// Asked now, not MinRefresh ago: new passwords are already bounded
 		// per account (PasswordBurst, PasswordRate), and each costs an AS
 		// exchange.
-		now, err = b.Names.Accounts.lookup(ctx, acct.User, time.Nanosecond)
+		now, err = b.Names.Accounts.lookup(ctx, acct.User, time.Nanosecond, false)
 	}
 	switch {
 	case err != nil:
@@ -386,14 +411,15 @@ func (b *BasicAuth) timeout() time.Duration { return positiveOr(b.Timeout, 10*ti
 // remembered answers are never printed.
 func (b *BasicAuth) Format(f fmt.State, verb rune) {
 	type shown struct {
-		Realm         string
-		Names         Names
-		TTL           time.Duration
-		MaxEntries    int
-		Timeout       time.Duration
-		PasswordRate  float64
-		PasswordBurst int
+		Realm             string
+		Names             Names
+		TTL               time.Duration
+		MaxEntries        int
+		Timeout           time.Duration
+		PasswordRate      float64
+		PasswordBurst     int
+		MaxPasswordChecks int
 	}
 	redact.Format(f, verb, "seg.BasicAuth", shown{Realm: b.Realm, Names: b.Names, TTL: b.TTL, MaxEntries: b.MaxEntries,
-		Timeout: b.Timeout, PasswordRate: b.PasswordRate, PasswordBurst: b.PasswordBurst})
+		Timeout: b.Timeout, PasswordRate: b.PasswordRate, PasswordBurst: b.PasswordBurst, MaxPasswordChecks: b.MaxPasswordChecks})
 }

@@ -125,7 +125,7 @@ func statusFor(stage Stage, err error, basic bool) int {
 				return http.StatusUnauthorized
 			}
 			return http.StatusForbidden
-		case kdcUnreachable(err), errors.Is(err, kerberos.ErrAccountChanged):
+		case kdcUnreachable(err), errors.Is(err, kerberos.ErrAccountChanged), busy(err):
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusInternalServerError
@@ -150,6 +150,26 @@ func statusFor(stage Stage, err error, basic bool) int {
 		return http.StatusBadGateway
 	}
 	return http.StatusInternalServerError
+}
+
+// busy: a login refused before the KDC was asked, because a bound of the
+// gateway's was reached (ErrNamesBusy, ErrPasswordsBusy) or the source has
+// spent its failed logins (ErrSourceLimited).
+func busy(err error) bool {
+	return errors.Is(err, ErrNamesBusy) || errors.Is(err, ErrPasswordsBusy) || errors.Is(err, ErrSourceLimited)
+}
+
+// retryAfter is the Retry-After of a 503: soon for a bound of the gateway's
+// that frees in milliseconds, later for a source that has to earn back a
+// failed login, and for the rest (no KDC, shutting down) 30s.
+func retryAfter(err error) string {
+	switch {
+	case errors.Is(err, ErrSourceLimited):
+		return "60"
+	case busy(err):
+		return "5"
+	}
+	return "30"
 }
 
 // kdcUnreachable: no KDC answered, or not before the deadline.

@@ -102,6 +102,21 @@ func (n Names) Resolve(ctx context.Context, name string) (*kerberos.Account, err
 	return n.Accounts.Account(ctx, p)
 }
 
+// resolveUnproven is Resolve for a name nothing vouches for yet (a Basic
+// login name before its password is checked): a name not remembered is
+// asked of the KDC only within Accounts.MaxUnproven, and not at all for a
+// request whose source has spent its failed logins (sourceSpent).
+func (n Names) resolveUnproven(ctx context.Context, name string) (*kerberos.Account, error) {
+	p, err := n.Principal(name)
+	if err != nil {
+		return nil, err
+	}
+	if n.Accounts == nil {
+		return nil, ErrNoDirectory
+	}
+	return n.Accounts.lookup(ctx, p, 0, true)
+}
+
 // Refresh is Resolve asking the KDC again (Accounts.Refresh): for a name
 // whose remembered account has been contradicted.
 func (n Names) Refresh(ctx context.Context, name string) (*kerberos.Account, error) {
@@ -231,7 +246,9 @@ type AccountResolver interface {
 
 // Accounts resolves names to accounts and remembers the answers: an
 // account for TTL, a name the KDC refused (unknown, disabled) for
-// NegativeTTL. Concurrent first requests for one name share one exchange.
+// NegativeTTL, each in a memory of its own (MaxEntries, MaxRefused), so that
+// a flood of names no account holds never pushes out a real user's answer.
+// Concurrent first requests for one name share one exchange.
 // Each name is remembered as it was asked, with its ASCII letters folded and
 // nothing more (foldASCII): two names that AD may keep as two accounts never
 // share an entry. Two names of one account have an entry each and the same
@@ -253,8 +270,23 @@ type Accounts struct {
 	TTL time.Duration
 	// NegativeTTL is how long a refused name is remembered (default 1m).
 	NegativeTTL time.Duration
-	// MaxEntries bounds the remembered names (default 100000).
+	// MaxEntries bounds the remembered accounts (default 100000). Only the
+	// KDC's positive answers count, so only real accounts' names fill it.
 	MaxEntries int
+	// MaxRefused bounds the remembered refusals (default 10000), kept apart
+	// from the accounts: past it, older refusals are dropped, never an
+	// account.
+	MaxRefused int
+	// MaxUnproven bounds, gateway-wide, the names asked of the KDC at once
+	// that nothing vouches for yet: a Basic login name before its password
+	// is checked, which anyone can send (default 2). A name that is not
+	// remembered and comes past the bound is refused at once, without a
+	// question to the KDC (ErrNamesBusy; the device gets 503 with
+	// Retry-After). Names from certificates, the policy and the admin API
+	// are not bounded by it: with the default, a flood of random Basic names
+	// holds at most two of a KDC's kerberos.Transport.MaxInFlight slots,
+	// and known users and certificate users keep the rest.
+	MaxUnproven int
 	// Timeout bounds one exchange with the KDC (default 10s).
 	Timeout time.Duration
 	// MinRefresh is how often Refresh may ask the KDC again about one name,
@@ -262,8 +294,10 @@ type Accounts struct {
 	// contradicting the directory costs one exchange per MinRefresh.
 	MinRefresh time.Duration
 
-	mu    sync.Mutex
-	names map[string]*accountEntry
+	mu       sync.Mutex
+	names    map[string]*accountEntry // accounts, and questions in flight
+	refused  map[string]*accountEntry // refusals, until NegativeTTL
+	unproven int                      // questions in flight for unproven names
 	// changes counts answers that named another SID than the one
 	// remembered for the name before, and Forget calls: whoever compiled
 	// names into SIDs (Policy) compiles again when it moves.
@@ -274,12 +308,13 @@ type Accounts struct {
 const negativeAnswer = "-"
 
 type accountEntry struct {
-	done    chan struct{} // closed when acct or err is set
-	acct    *kerberos.Account
-	err     error
-	expires time.Time
-	asked   time.Time // when the exchange began
-	prevSID string    // the SID an earlier answer named, negativeAnswer, or "" (none known)
+	done     chan struct{} // closed when acct or err is set
+	acct     *kerberos.Account
+	err      error
+	expires  time.Time
+	asked    time.Time // when the exchange began
+	prevSID  string    // the SID an earlier answer named, negativeAnswer, or "" (none known)
+	unproven bool      // asked for an unproven name: counted in Accounts.unproven
 	// replaced is the answer, still valid, that this one was asked to
 	// replace: put back when the KDC cannot be asked, so that a failed
 	// re-ask fails only the caller that wanted a fresh answer.
@@ -291,8 +326,14 @@ type accountEntry struct {
 // and carries the KDC's error; a KDC that does not answer gives its error
 // (kerberos.ErrNoKDC), which is not remembered.
 func (a *Accounts) Account(ctx context.Context, name string) (*kerberos.Account, error) {
-	return a.lookup(ctx, name, 0)
+	return a.lookup(ctx, name, 0, false)
 }
+
+// ErrNamesBusy is the error for a name nothing vouches for yet (a Basic
+// login name) that is not remembered, when Accounts.MaxUnproven such names
+// are being asked of the KDC already: it is refused without asking, and the
+// device is told to try again (503, Retry-After).
+var ErrNamesBusy = errors.New("seg: too many unknown login names are being resolved at once; try again shortly")
 
 // Refresh asks the KDC about name again, whatever is remembered (at most once
 // per name every MinRefresh), and returns the new answer: the gateway calls it
@@ -307,7 +348,7 @@ func (a *Accounts) Refresh(ctx context.Context, name string) (*kerberos.Account,
 // stale answer would matter, as for a certificate that carries nothing but
 // a name (weak mapping), or the name a Basic password was just checked for.
 func (a *Accounts) Fresh(ctx context.Context, name string, maxAge time.Duration) (*kerberos.Account, error) {
-	return a.lookup(ctx, name, max(maxAge, positiveOr(a.MinRefresh, 5*time.Second)))
+	return a.lookup(ctx, name, max(maxAge, positiveOr(a.MinRefresh, 5*time.Second)), false)
 }
 
 // Changes counts the answers that moved a name to another SID, and the
@@ -322,8 +363,9 @@ func (a *Accounts) Changes() uint64 {
 
 // lookup returns the remembered answer for name, or asks the KDC: when
 // there is none, it has expired, or maxAge (when set) has passed since it
-// was asked.
-func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration) (*kerberos.Account, error) {
+// was asked. An unproven name is asked within MaxUnproven only, and not for
+// a request whose source has spent its failed logins.
+func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration, unproven bool) (*kerberos.Account, error) {
 	if a == nil || a.Resolver == nil {
 		return nil, errors.New("seg: Accounts without a Resolver")
 	}
@@ -332,8 +374,14 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 	a.mu.Lock()
 	if a.names == nil {
 		a.names = map[string]*accountEntry{}
+		a.refused = map[string]*accountEntry{}
 	}
-	e := a.names[k]
+	mem := a.names
+	e := mem[k]
+	if e == nil {
+		mem = a.refused
+		e = mem[k]
+	}
 	prev := ""
 	var replaced *accountEntry // a good answer asked about again
 	if e != nil {
@@ -347,7 +395,7 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 				if now.Before(e.expires) {
 					replaced = e
 				}
-				delete(a.names, k)
+				delete(mem, k)
 				e = nil
 			}
 		default:
@@ -355,10 +403,23 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 	}
 	owner := e == nil
 	if owner {
-		if len(a.names) >= a.maxEntries() {
-			a.evict(now)
+		if unproven {
+			switch {
+			case sourceSpent(ctx):
+				a.restore(k, replaced)
+				a.mu.Unlock()
+				return nil, ErrSourceLimited
+			case a.unproven >= positiveOr(a.MaxUnproven, 2):
+				a.restore(k, replaced)
+				a.mu.Unlock()
+				return nil, ErrNamesBusy
+			}
+			a.unproven++
 		}
-		e = &accountEntry{done: make(chan struct{}), asked: now, prevSID: prev, replaced: replaced}
+		if len(a.names) >= a.maxEntries() {
+			a.evict(a.names, a.maxEntries(), now)
+		}
+		e = &accountEntry{done: make(chan struct{}), asked: now, prevSID: prev, replaced: replaced, unproven: unproven}
 		a.names[k] = e
 	}
 	a.mu.Unlock()
@@ -372,6 +433,18 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 		return e.acct, e.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// restore puts back an answer that was to be asked about again, when the
+// question is not asked after all. a.mu is held.
+func (a *Accounts) restore(k string, e *accountEntry) {
+	switch {
+	case e == nil:
+	case e.acct != nil:
+		a.names[k] = e
+	default:
+		a.refused[k] = e
 	}
 }
 
@@ -396,13 +469,22 @@ func (a *Accounts) fetch(k, name string, e *accountEntry) {
 		ttl = 0 // the way to the KDC failed: ask again next time
 	}
 	a.mu.Lock()
+	if e.unproven {
+		a.unproven--
+	}
 	e.acct, e.err, e.expires = acct, err, time.Now().Add(ttl)
 	if err != nil {
 		e.acct = nil
-		if ttl == 0 && a.names[k] == e {
+		if a.names[k] == e {
 			delete(a.names, k)
-			if r := e.replaced; r != nil && time.Now().Before(r.expires) {
-				a.names[k] = r
+			if ttl > 0 {
+				// A refusal: remembered apart from the accounts.
+				if len(a.refused) >= a.maxRefused() {
+					a.evict(a.refused, a.maxRefused(), time.Now())
+				}
+				a.refused[k] = e
+			} else if r := e.replaced; r != nil && time.Now().Before(r.expires) {
+				a.restore(k, r)
 			}
 		}
 	}
@@ -420,37 +502,39 @@ func (a *Accounts) fetch(k, name string, e *accountEntry) {
 	close(e.done)
 }
 
-// evict drops expired entries and, if that is not enough, a tenth of the
-// rest (map order), so a flood of distinct names costs one sweep per tenth.
-func (a *Accounts) evict(now time.Time) {
-	for k, e := range a.names {
+// evict drops the expired entries of mem and, if that is not enough, a
+// tenth of the rest (map order), so a flood of distinct names costs one
+// sweep per tenth. mem is a.names or a.refused: a flood of refused names
+// only ever pushes out refusals.
+func (a *Accounts) evict(mem map[string]*accountEntry, bound int, now time.Time) {
+	for k, e := range mem {
 		select {
 		case <-e.done:
 			if !now.Before(e.expires) {
-				delete(a.names, k)
+				delete(mem, k)
 			}
 		default:
 		}
 	}
-	excess := len(a.names) - a.maxEntries()*9/10
-	for k, e := range a.names {
+	excess := len(mem) - bound*9/10
+	for k, e := range mem {
 		if excess <= 0 {
 			break
 		}
 		select {
 		case <-e.done:
-			delete(a.names, k)
+			delete(mem, k)
 			excess--
 		default:
 		}
 	}
 }
 
-// Len reports how many names are remembered.
+// Len reports how many names are remembered, accounts and refusals.
 func (a *Accounts) Len() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.names)
+	return len(a.names) + len(a.refused)
 }
 
 // Forget drops every remembered answer (after a rename in AD).
@@ -465,6 +549,7 @@ func (a *Accounts) Forget() {
 		default:
 		}
 	}
+	clear(a.refused)
 }
 
 func (a *Accounts) ttl() time.Duration { return positiveOr(a.TTL, 10*time.Hour) }
@@ -472,6 +557,8 @@ func (a *Accounts) ttl() time.Duration { return positiveOr(a.TTL, 10*time.Hour) 
 func (a *Accounts) negativeTTL() time.Duration { return positiveOr(a.NegativeTTL, time.Minute) }
 
 func (a *Accounts) maxEntries() int { return positiveOr(a.MaxEntries, 100000) }
+
+func (a *Accounts) maxRefused() int { return positiveOr(a.MaxRefused, 10000) }
 
 func (a *Accounts) timeout() time.Duration { return positiveOr(a.Timeout, 10*time.Second) }
 

@@ -105,12 +105,12 @@ func TestAccounts(t *testing.T) {
 // TestAccountsBounded: a flood of distinct names keeps the memory bounded.
 func TestAccountsBounded(t *testing.T) {
 	res := &countingResolver{dir: testDirectory()}
-	a := &seg.Accounts{Resolver: res, MaxEntries: 100}
+	a := &seg.Accounts{Resolver: res, MaxEntries: 100, MaxRefused: 100}
 	for i := 0; i < 5000; i++ {
 		a.Account(context.Background(), fmt.Sprintf("flood%d", i))
 	}
-	if n := a.Len(); n > 100 {
-		t.Errorf("%d names remembered, bound 100", n)
+	if n := a.Len(); n > 200 {
+		t.Errorf("%d names remembered, bound 100 accounts and 100 refusals", n)
 	}
 	a.Forget()
 	if a.Len() != 0 {

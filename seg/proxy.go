@@ -148,9 +148,28 @@ type ProxyHandler struct {
 	// that lost its connection asks again; the newer wins, as at
 	// Exchange). An ended long poll gets 503 with Retry-After.
 	MaxLongPollsPerUser int
+	// FailedLoginBurst is how many failed logins (credentials refused, a
+	// login name no account holds) one source may have before the gateway
+	// stops asking the KDC about its logins (default 20; negative: no
+	// limit). The source is an IPv4 address or an IPv6 /64, as the
+	// request's RemoteAddr gives it: behind a load balancer, take the
+	// client's address from the PROXY protocol (ProxyProtocolListener),
+	// since the TLS of client certificates must pass through the balancer
+	// untouched and no HTTP header can carry it. A source past its limit
+	// still gets in where the KDC need not be asked (a password checked
+	// right within BasicAuth.TTL, a certificate); a name not remembered or
+	// a new password is refused (ErrSourceLimited, 503 with Retry-After).
+	FailedLoginBurst int
+	// FailedLoginRate is how many failed logins per second a source gets
+	// back once its burst is spent (default 0.1: one every 10s).
+	FailedLoginRate float64
+	// MaxSources bounds the sources whose failed logins are counted
+	// (default 100000); past it the least spent are forgotten first.
+	MaxSources int
 
 	once        sync.Once
-	hashKey     []byte // for refused login names in the log
+	failed      *failedLogins // nil: no limit
+	hashKey     []byte        // for refused login names in the log
 	polls       heldPolls
 	buffers     bufferPool             // copy buffers of ordinary answers
 	longBuffers bufferPool             // of long polls
@@ -220,6 +239,10 @@ func (h *ProxyHandler) init() {
 	h.transport = h.Transport
 	if h.transport == nil {
 		h.transport = &UserPools{}
+	}
+	if h.FailedLoginBurst >= 0 {
+		h.failed = &failedLogins{burst: float64(positiveOr(h.FailedLoginBurst, 20)),
+			rate: positiveOr(h.FailedLoginRate, 0.1), max: positiveOr(h.MaxSources, 100000)}
 	}
 	// Answers are copied as they come and flushed at their end; one of
 	// unknown length (streamed, chunked) is flushed write by write
@@ -316,8 +339,16 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Naming the account and checking a password ask the KDC too: bounded
 	// as a ticket is.
 	actx, cancel := context.WithTimeout(r.Context(), h.ticketTimeout())
+	src, limited := source(r.RemoteAddr)
+	limited = limited && h.failed != nil
+	if limited && h.failed.spent(src, start) {
+		actx = context.WithValue(actx, sourceSpentKey{}, true)
+	}
 	id, err := h.Authenticate(r.WithContext(actx))
 	cancel()
+	if limited && err != nil && countsAgainstSource(err) {
+		h.failed.failed(src, time.Now())
+	}
 	if err == nil && (id == nil || id.User == "") {
 		err = fmt.Errorf("%w: the authenticator named no user", ErrBadCredentials)
 	}
@@ -700,7 +731,7 @@ func (h *ProxyHandler) answer(w *statusWriter, r *http.Request, e *Error) {
 		}
 		hdr.Set("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", realm))
 	case http.StatusServiceUnavailable:
-		hdr.Set("Retry-After", "30")
+		hdr.Set("Retry-After", retryAfter(e.Err))
 	}
 	hdr.Set("Content-Type", "text/plain; charset=utf-8")
 	hdr.Set("Cache-Control", "no-store")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -20,11 +21,23 @@ import (
 // the service account's password comes from a file or an environment
 // variable named here, or a keytab file is used.
 type config struct {
-	Listen        string   `json:"listen"`          // e.g. ":443"
-	TLSCert       string   `json:"tls_cert"`        // PEM certificate (chain) devices see
-	TLSKey        string   `json:"tls_key"`         // its PEM key
-	ClientCAFiles []string `json:"client_ca_files"` // device CAs; empty: no certificate logins
-	CRLFiles      []string `json:"crl_files"`       // required with client_ca_files
+	Listen string `json:"listen"` // e.g. ":443"
+	// ProxyProtocolFrom lists the load balancers (addresses or CIDR
+	// prefixes) that pass TLS through to the gateway and announce each
+	// client with a PROXY protocol header (HAProxy's send-proxy or
+	// send-proxy-v2). When set, every connection must come from one of
+	// them with a header, and the client's address is the one failed logins
+	// are counted by and logged.
+	ProxyProtocolFrom []string `json:"proxy_protocol_from,omitempty"`
+	// FailedLoginBurst and FailedLoginRate bound failed logins per client
+	// address (seg.ProxyHandler.FailedLoginBurst, FailedLoginRate): default
+	// 20, then one every 10s; a negative burst turns the limit off.
+	FailedLoginBurst int      `json:"failed_login_burst,omitempty"`
+	FailedLoginRate  float64  `json:"failed_login_rate,omitempty"`
+	TLSCert          string   `json:"tls_cert"`        // PEM certificate (chain) devices see
+	TLSKey           string   `json:"tls_key"`         // its PEM key
+	ClientCAFiles    []string `json:"client_ca_files"` // device CAs; empty: no certificate logins
+	CRLFiles         []string `json:"crl_files"`       // required with client_ca_files
 	// CRLStale is what a CRL past its nextUpdate does: "refuse" (default)
 	// the certificate logins it covers, or "warn" and accept them.
 	CRLStale string `json:"crl_stale,omitempty"`
@@ -80,6 +93,7 @@ type config struct {
 	LogLevel        string `json:"log_level,omitempty"`               // debug, info (default), warn, error
 
 	ticketTimeout, shutdownTimeout, bodyTimeout time.Duration
+	proxyProtocolFrom                           []netip.Prefix
 	certNames                                   []seg.NameSource
 	certMapping                                 seg.CertificateMapping
 }
@@ -298,6 +312,20 @@ func (c *config) check(plainHTTP bool) error {
 	}
 	if c.MaxLongPolls < 0 {
 		return bad("max_long_polls_per_user", "want a positive number")
+	}
+	for _, v := range c.ProxyProtocolFrom {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return bad("proxy_protocol_from", "%q is neither an address nor a CIDR prefix", v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.proxyProtocolFrom = append(c.proxyProtocolFrom, p.Masked())
+	}
+	if c.FailedLoginRate < 0 {
+		return bad("failed_login_rate", "want a positive number of failed logins per second")
 	}
 	switch c.CRLStale {
 	case "", "refuse", "warn":

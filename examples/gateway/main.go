@@ -242,6 +242,8 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		Logger:        g.log,
 
 		MaxLongPollsPerUser: c.MaxLongPolls,
+		FailedLoginBurst:    c.FailedLoginBurst,
+		FailedLoginRate:     c.FailedLoginRate,
 	}
 	if c.Policy != nil {
 		if err := g.setPolicy(names); err != nil {
@@ -422,6 +424,9 @@ func (g *gateway) serve(ctx context.Context, hup <-chan os.Signal) error {
 	ln, err := net.Listen("tcp", g.c.Listen)
 	if err != nil {
 		return bad("listen", "%v", err)
+	}
+	if len(g.c.proxyProtocolFrom) > 0 {
+		ln = &seg.ProxyProtocolListener{Listener: ln, Trusted: g.c.proxyProtocolFrom}
 	}
 	errc := make(chan error, 1)
 	go func() {

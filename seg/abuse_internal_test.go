@@ -1,0 +1,192 @@
+package seg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segkcd/segkcd/kerberos"
+)
+
+// heldDirectory answers like sidDirectory, counts the questions and holds
+// each until release is closed.
+type heldDirectory struct {
+	dir     sidDirectory
+	calls   atomic.Int64
+	release chan struct{}
+}
+
+func (d *heldDirectory) Account(ctx context.Context, name string) (*kerberos.Account, error) {
+	d.calls.Add(1)
+	if d.release != nil {
+		<-d.release
+	}
+	return d.dir.Account(ctx, name)
+}
+
+func waitCalls(t *testing.T, d *heldDirectory, n int64) {
+	t.Helper()
+	for i := 0; d.calls.Load() < n; i++ {
+		if i > 5000 {
+			t.Fatalf("%d questions, want %d", d.calls.Load(), n)
+		}
+		runtimeGosched()
+	}
+}
+
+// TestUnprovenNamesBudget: Basic login names not remembered are asked of
+// the KDC MaxUnproven at a time, gateway-wide; past that they are refused
+// at once without a question (issue 27: each random name cost one
+// S4U2Self). Names from certificates and remembered names are not bounded.
+func TestUnprovenNamesBudget(t *testing.T) {
+	d := &heldDirectory{dir: sidDirectory{"ALICE": "S-1-5-21-7-1101"}, release: make(chan struct{})}
+	b := &BasicAuth{Realm: "CORP.EXAMPLE.TEST", Names: Names{Realm: "CORP.EXAMPLE.TEST", Accounts: &Accounts{Resolver: d}}}
+	login := func(name string) error {
+		r := httptest.NewRequest(http.MethodPost, "/Microsoft-Server-ActiveSync?Cmd=Ping", nil)
+		r.SetBasicAuth(name, "pw")
+		_, err := b.Authenticate(r)
+		return err
+	}
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); login(fmt.Sprintf("random%d", i)) }()
+	}
+	waitCalls(t, d, 2)
+	for i := range 100 {
+		if err := login(fmt.Sprintf("more%d", i)); !errors.Is(err, ErrNamesBusy) {
+			t.Fatalf("past the budget: %v", err)
+		}
+	}
+	if n := d.calls.Load(); n != 2 {
+		t.Errorf("100 names past the budget cost %d questions", n-2)
+	}
+	if got := statusFor(StageAuthenticate, loginNameError(ErrNamesBusy), true); got != http.StatusServiceUnavailable {
+		t.Errorf("status %d", got)
+	}
+	// A certificate's name is asked all the same.
+	wg.Add(1)
+	go func() { defer wg.Done(); b.Names.Resolve(context.Background(), "alice") }()
+	waitCalls(t, d, 3)
+	close(d.release)
+	wg.Wait()
+	// Remembered: answered without a question, whatever is in flight.
+	d.release = make(chan struct{})
+	for i := range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); login(fmt.Sprintf("again%d", i)) }()
+	}
+	waitCalls(t, d, 5)
+	if acct, err := b.Names.resolveUnproven(context.Background(), "ALICE"); err != nil || acct.SID != "S-1-5-21-7-1101" {
+		t.Errorf("a remembered name during a flood: %+v %v", acct, err)
+	}
+	close(d.release)
+	wg.Wait()
+}
+
+// TestRefusalsApart: a flood of names no account holds, past every bound,
+// never pushes a real user's answer out (issue 27: past 100,000 names the
+// cache dropped a random tenth, real users included).
+func TestRefusalsApart(t *testing.T) {
+	d := &heldDirectory{dir: sidDirectory{"ALICE": "S-1-5-21-7-1101", "BOB": "S-1-5-21-7-1102"}}
+	a := &Accounts{Resolver: d, MaxEntries: 10, MaxRefused: 100}
+	ctx := context.Background()
+	for _, n := range []string{"alice", "bob"} {
+		if _, err := a.Account(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5000 {
+		a.lookup(ctx, fmt.Sprintf("flood%d", i), 0, true)
+	}
+	before := d.calls.Load()
+	for _, n := range []string{"alice", "bob"} {
+		if _, err := a.Account(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d.calls.Load() != before {
+		t.Error("the flood pushed a real user's answer out")
+	}
+	if n := a.Len(); n > 2+100 {
+		t.Errorf("%d names remembered, bound 2+100", n)
+	}
+}
+
+// TestFailedLoginsPerSource: a source that has spent its failed logins
+// gets no more questions to the KDC for names or passwords (503 with
+// Retry-After, no question); other sources are not touched, and an IPv6
+// source is its /64.
+func TestFailedLoginsPerSource(t *testing.T) {
+	d := &heldDirectory{dir: sidDirectory{"ALICE": "S-1-5-21-7-1101"}}
+	names := Names{Realm: "CORP.EXAMPLE.TEST", Accounts: &Accounts{Resolver: d}}
+	b := &BasicAuth{Realm: "CORP.EXAMPLE.TEST", Names: names}
+	up, _ := url.Parse("https://127.0.0.1:1")
+	h := &ProxyHandler{Upstreams: []*Upstream{{URL: up}}, Tickets: noTickets{}, Authenticate: b.Authenticate,
+		Names: names, FailedLoginBurst: 3, Logger: discardLogger()}
+	try := func(from, name string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "/Microsoft-Server-ActiveSync?Cmd=Ping&User=x&DeviceId=d1&DeviceType=t", nil)
+		r.RemoteAddr = from
+		r.SetBasicAuth(name, "pw")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for i := range 3 {
+		if w := try("192.0.2.7:1000", fmt.Sprintf("nobody%d", i)); w.Code != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d", i, w.Code)
+		}
+	}
+	for i := range 20 {
+		w := try("192.0.2.7:1001", fmt.Sprintf("spent%d", i))
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+			t.Fatalf("spent source: %d %q", w.Code, w.Header().Get("Retry-After"))
+		}
+	}
+	if n := d.calls.Load(); n != 3 {
+		t.Errorf("a spent source cost %d questions", n-3)
+	}
+	if w := try("192.0.2.8:1000", "other"); w.Code != http.StatusUnauthorized || d.calls.Load() != 4 {
+		t.Errorf("another source: %d, %d questions", w.Code, d.calls.Load())
+	}
+	for i := range 3 {
+		try(fmt.Sprintf("[2001:db8:1:2::%x]:443", i+1), fmt.Sprintf("v6-%d", i))
+	}
+	if w := try("[2001:db8:1:2:ffff::9]:443", "v6-more"); w.Code != http.StatusServiceUnavailable {
+		t.Errorf("the same /64: %d", w.Code)
+	}
+	if w := try("[2001:db8:1:3::1]:443", "v6-other"); w.Code != http.StatusUnauthorized {
+		t.Errorf("another /64: %d", w.Code)
+	}
+	// Off: every failure asks.
+	h2 := &ProxyHandler{Upstreams: h.Upstreams, Tickets: noTickets{}, Authenticate: b.Authenticate, Names: names, FailedLoginBurst: -1, Logger: discardLogger()}
+	for i := range 10 {
+		r := httptest.NewRequest(http.MethodPost, "/Microsoft-Server-ActiveSync?Cmd=Ping&User=x&DeviceId=d1&DeviceType=t", nil)
+		r.RemoteAddr = "192.0.2.7:1"
+		r.SetBasicAuth(fmt.Sprintf("off%d", i), "pw")
+		w := httptest.NewRecorder()
+		h2.ServeHTTP(w, r)
+		if w.Code != http.StatusUnauthorized {
+			t.Fatalf("no limit: %d", w.Code)
+		}
+	}
+}
+
+type noTickets struct{}
+
+func (noTickets) AccountTicket(context.Context, *kerberos.Account, string) (*kerberos.Ticket, error) {
+	return nil, errors.New("no tickets here")
+}
+func (noTickets) InvalidateAccount(string, string) {}
+
+func runtimeGosched() { time.Sleep(time.Millisecond) }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

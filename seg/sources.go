@@ -1,0 +1,134 @@
+package seg
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// ErrSourceLimited is the error for a login that would make the KDC work
+// (a Basic name not remembered, a new password) from a source that has spent
+// its failed logins (ProxyHandler.FailedLoginBurst and FailedLoginRate). It
+// is refused without asking the KDC, and the device is told to try again
+// later (503, Retry-After). What needs no question to the KDC (a password
+// checked right within BasicAuth.TTL, a certificate) still passes: a phone
+// behind the same carrier NAT as an attacker keeps working while its
+// password is remembered.
+var ErrSourceLimited = errors.New("seg: too many failed logins from this address; try again later")
+
+// sourceSpentKey marks a request whose source has spent its failed logins.
+type sourceSpentKey struct{}
+
+// sourceSpent reports whether the request's source has spent its failed
+// logins: no unproven name or new password of it is asked of the KDC.
+func sourceSpent(ctx context.Context) bool {
+	v, _ := ctx.Value(sourceSpentKey{}).(bool)
+	return v
+}
+
+// failedLogins is a token bucket of failed logins per source: an IPv4
+// address, or the /64 of an IPv6 one (which one subscriber gets whole).
+// The source is the request's RemoteAddr: the peer's address, or the
+// client's as a PROXY protocol header gives it (ProxyProtocolListener).
+type failedLogins struct {
+	burst float64
+	rate  float64 // tokens per second
+	max   int
+
+	mu sync.Mutex
+	m  map[netip.Prefix]*passwordRate
+}
+
+// source is the key of a request's source, or false when RemoteAddr holds
+// no address (a listener of another kind: nothing is limited).
+func source(remoteAddr string) (netip.Prefix, bool) {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		host, _, herr := net.SplitHostPort(remoteAddr)
+		if herr != nil {
+			return netip.Prefix{}, false
+		}
+		a, perr := netip.ParseAddr(host)
+		if perr != nil {
+			return netip.Prefix{}, false
+		}
+		ap = netip.AddrPortFrom(a, 0)
+	}
+	a := ap.Addr().Unmap().WithZone("")
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p, true
+}
+
+// spent reports whether src has no failed login left.
+func (f *failedLogins) spent(src netip.Prefix, now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.m[src]
+	return r != nil && f.refill(r, now) < 1
+}
+
+// failed takes one failed login from src's allowance.
+func (f *failedLogins) failed(src netip.Prefix, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[netip.Prefix]*passwordRate{}
+	}
+	r := f.m[src]
+	if r == nil {
+		if len(f.m) >= f.max {
+			f.evict(now)
+		}
+		r = &passwordRate{tokens: f.burst, last: now}
+		f.m[src] = r
+	}
+	r.tokens = max(0, f.refill(r, now)-1)
+}
+
+// refill brings r's tokens up to now and returns them. f.mu is held.
+func (f *failedLogins) refill(r *passwordRate, now time.Time) float64 {
+	r.tokens = min(f.burst, r.tokens+now.Sub(r.last).Seconds()*f.rate)
+	r.last = now
+	return r.tokens
+}
+
+// evict drops sources whose allowance has filled up again (the same as no
+// entry), then, if that is not enough, the tenth of the rest with the most
+// left: a flood from many addresses keeps the memory bounded and the most
+// spent sources limited.
+func (f *failedLogins) evict(now time.Time) {
+	for k, r := range f.m {
+		if f.refill(r, now) >= f.burst {
+			delete(f.m, k)
+		}
+	}
+	for k, r := range f.m {
+		if len(f.m) < f.max*9/10 {
+			break
+		}
+		if r.tokens >= 1 {
+			delete(f.m, k)
+		}
+	}
+	for k := range f.m {
+		if len(f.m) < f.max*9/10 {
+			break
+		}
+		delete(f.m, k)
+	}
+}
+
+// countsAgainstSource tells a failed login (credentials refused, a name no
+// account holds) from a request without credentials (a device's first
+// request, answered with the challenge) and from failures of the gateway's
+// own (the KDC down, a bound reached).
+func countsAgainstSource(err error) bool {
+	return errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrBadName)
+}

@@ -283,6 +283,17 @@ type parkedPoll struct {
 	timer  *time.Timer        // LongPollTimeout while the answer has not begun
 	stop   func() bool        // the context's AfterFunc, while parked
 	fds    [2]syscall.RawConn // device, upstream: registered with the poller
+	// timerAt is the deadline timer was set for: a request sent again
+	// (a refused ticket) has a new one.
+	timerAt time.Time
+	// Held instead of parked: unwatch stops the goroutine that watches
+	// the device, which sets gone when it hung up, and sentMore when it
+	// sent bytes before its answer.
+	unwatch        func()
+	gone, sentMore atomic.Bool
+	// resting: the answer ended, and the connection waits on the poller
+	// for the device's next request (rest).
+	resting bool
 	// closing: the server shuts down. The goroutine that runs p reads it
 	// when it parks p, since a wake that finds p running is lost.
 	closing atomic.Bool
@@ -369,7 +380,13 @@ func (h *ProxyHandler) park(p *parkedPoll) {
 			go p.resume(wakeTimeout)
 			return
 		}
-		if p.timer == nil {
+		if p.timer == nil || !p.timerAt.Equal(p.hint.deadline) {
+			// The first park, or a request sent again (after Exchange
+			// refused a ticket: a new deadline for its answer).
+			if p.timer != nil {
+				p.timer.Stop()
+			}
+			p.timerAt = p.hint.deadline
 			p.timer = time.AfterFunc(d, func() { h.poller.wake(p, wakeTimeout) })
 		}
 	}
@@ -381,18 +398,56 @@ func (h *ProxyHandler) park(p *parkedPoll) {
 }
 
 // holdInstead serves p on a goroutine of its own that waits for the
-// answer, as a poll that cannot be parked waits.
+// answer, as a poll that cannot be parked waits. LongPollTimeout still
+// bounds the wait for the answer's headers (kcdTransport.receive), and a
+// goroutine of its own watches the device, so that its hang-up ends the
+// poll as the poller would have seen it.
 func (p *parkedPoll) holdInstead() {
 	p.hint.wait = 0 // nothing pauses now
 	if p.hint.body != nil {
 		p.hint.body.wait = 0
 	}
+	if p.watch {
+		p.unwatch = p.watchDevice()
+	}
 	go p.resume(wakeUpstream)
+}
+
+// watchDevice waits on a goroutine for the device to hang up or send more
+// while p is held, and returns the function that stops it. A hang-up ends
+// the poll; bytes (pipelining) are the next request's, read from the
+// connection, which therefore closes after this answer.
+func (p *parkedPoll) watchDevice() (stop func()) {
+	done := make(chan struct{})
+	var stopping atomic.Bool
+	go func() {
+		defer close(done)
+		var b [1]byte
+		n, err := p.conn.Read(b[:])
+		switch {
+		case n > 0:
+			p.sentMore.Store(true)
+		case stopping.Load() && isTimeout(err):
+		default:
+			p.gone.Store(true)
+			p.cancel(context.Canceled)
+		}
+	}()
+	return func() {
+		stopping.Store(true)
+		p.conn.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		p.conn.SetReadDeadline(time.Time{})
+	}
 }
 
 // resume runs when the poller woke p: it moves the answer on as far as it
 // can without waiting, then parks p again or ends it.
 func (p *parkedPoll) resume(why wake) {
+	if p.resting {
+		p.wakeRested(why)
+		return
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			if v != http.ErrAbortHandler {
@@ -419,6 +474,12 @@ func (p *parkedPoll) resume(why wake) {
 			return
 		}
 	case wakeTimeout:
+		if p.hint.pending != nil && time.Now().Before(p.hint.deadline) {
+			// The timer of a deadline since moved (the request was sent
+			// again), stopped too late.
+			p.h.park(p)
+			return
+		}
 		p.hint.timedOut = true
 	case wakeEnded:
 		if errors.Is(context.Cause(p.ctx), errShuttingDown) {
@@ -550,21 +611,34 @@ func (p *parkedPoll) checkDevice() deviceState {
 }
 
 // end finishes a poll whose answer went: the connection goes back to the
-// server when it can carry another request.
+// server when it can carry another request (see rest).
 func (p *parkedPoll) end() {
+	p.stopWatching()
 	whole := p.cw.end()
 	p.done()
-	if whole && p.keep {
-		p.h.giveBack(p.srv, p.conn)
+	if whole && p.keep && !p.sentMore.Load() {
+		p.h.rest(p.srv, p.conn)
 		return
 	}
 	p.conn.Close()
+}
+
+// stopWatching stops the goroutine that watches a held poll's device.
+func (p *parkedPoll) stopWatching() {
+	if p.unwatch != nil {
+		p.unwatch()
+		p.unwatch = nil
+	}
+	if p.gone.Load() {
+		p.line.deviceGone = true
+	}
 }
 
 // cut ends a poll that cannot be answered: the device went, its
 // connection failed, or the poll ended after its answer had begun.
 func (p *parkedPoll) cut() {
 	p.cancel(context.Canceled) // a no-op when the poll ended already
+	p.stopWatching()
 	if pend := p.hint.pending; pend != nil {
 		p.hint.pending = nil
 		pend.abandon()
@@ -692,6 +766,54 @@ func (h *ProxyHandler) serving(srv *http.Server) *giveBackListener {
 		l.Close()
 	}()
 	return l
+}
+
+// rest keeps a device connection whose long poll's answer ended on the
+// poller until the device begins its next request, then gives it back to
+// srv. http.Server gives a kept-alive connection IdleTimeout (or
+// ReadTimeout) to begin its next request, and ReadHeaderTimeout from its
+// first byte; a connection given back at once would be a new connection to
+// it, with ReadHeaderTimeout from the start: a device that waited longer
+// than that after a Ping's answer had its connection cut, where one that
+// ran any other command kept it for IdleTimeout. Resting, it has the same
+// rules as any other, and costs no goroutine until the device sends.
+func (h *ProxyHandler) rest(srv *http.Server, conn net.Conn) {
+	idle := srv.IdleTimeout
+	if idle <= 0 {
+		idle = srv.ReadTimeout
+	}
+	q := &parkedPoll{h: h, srv: srv, conn: conn, ctx: context.Background(), watch: true, resting: true}
+	if idle > 0 {
+		q.timerAt = time.Now().Add(idle)
+		q.timer = time.AfterFunc(idle, func() { h.poller.wake(q, wakeTimeout) })
+	}
+	h.track(q, true)
+	if q.closing.Load() {
+		q.wakeRested(wakeShutdown)
+		return
+	}
+	if err := h.poller.add(q); err != nil {
+		q.wakeRested(wakeDevice) // given back at once, as before
+		return
+	}
+	if !q.timerAt.IsZero() && !time.Now().Before(q.timerAt) {
+		h.poller.wake(q, wakeTimeout) // the timer fired before q was parked
+	}
+}
+
+// wakeRested ends a resting connection's rest: the device began its next
+// request (given back to the server), or IdleTimeout passed or the server
+// shuts down (closed).
+func (p *parkedPoll) wakeRested(why wake) {
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.h.track(p, false)
+	if why == wakeDevice && !p.closing.Load() {
+		p.h.giveBack(p.srv, p.conn)
+		return
+	}
+	p.conn.Close()
 }
 
 // giveBack hands a device connection whose answer ended back to srv, which

@@ -27,11 +27,13 @@ type poller struct {
 // add parks p: its sockets are watched (the device's only while no stray
 // bytes came from it), and its context's end and LongPollTimeout wake it.
 func (pl *poller) add(p *parkedPoll) error {
-	up, err := p.upstream()
-	if err != nil {
-		return err
+	var up, dev syscall.RawConn
+	var err error
+	if !p.resting { // a resting connection waits for its device only
+		if up, err = p.upstream(); err != nil {
+			return err
+		}
 	}
-	var dev syscall.RawConn
 	if p.watch {
 		if dev, err = rawConn(p.conn); err != nil {
 			return err

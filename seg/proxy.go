@@ -1005,7 +1005,23 @@ func (k *kcdTransport) receive(req *http.Request, fw *forward, hint *parkHint) (
 		return nil, errUpstreamTime
 	}
 	ctx, cancel := context.WithCancel(fw.ctx)
+	// LongPollTimeout bounds the wait for the answer's headers here too:
+	// a poll the poller does not watch (held on a goroutine: a listener
+	// whose connections have no socket, an epoll failure, a failed Hijack)
+	// waits in this read.
+	var timedOut atomic.Bool
+	var timer *time.Timer
+	if !hint.deadline.IsZero() {
+		timer = time.AfterFunc(time.Until(hint.deadline), func() { timedOut.Store(true); cancel() })
+	}
 	resp, err := pend.receive(ctx)
+	if timer != nil {
+		timer.Stop()
+	}
+	if err != nil && timedOut.Load() {
+		cancel()
+		return nil, errUpstreamTime
+	}
 	if fw.line != nil && fw.line.debug {
 		status := 0
 		if resp != nil {

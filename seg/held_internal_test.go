@@ -105,12 +105,15 @@ func (l bareListener) Accept() (net.Conn, error) {
 }
 
 // pollGateway serves a ProxyHandler in front of x; bare hides the sockets.
-func pollGateway(t *testing.T, x *scriptedExchange, longPoll time.Duration, bare bool, srvConf func(*http.Server)) string {
+func pollGateway(t *testing.T, x *scriptedExchange, longPoll time.Duration, bare bool, srvConf func(*http.Server), hConf ...func(*ProxyHandler)) string {
 	t.Helper()
 	acct := &kerberos.Account{User: "alice", Name: "alice", SID: "S-1-5-21-1-1101"}
 	h := &ProxyHandler{Upstreams: []*Upstream{{URL: x.url, SPN: "HTTP/mail.corp.example.test"}}, Tickets: fakeTickets{},
 		Authenticate:    func(*http.Request) (*Identity, error) { return identity(acct, "alice", "test"), nil },
 		LongPollTimeout: longPoll, Logger: discardLogger()}
+	for _, f := range hConf {
+		f(h)
+	}
 	srv := httptest.NewUnstartedServer(h)
 	if bare {
 		srv.Listener = bareListener{srv.Listener}
@@ -238,5 +241,34 @@ func TestRestedConnIdle(t *testing.T) {
 	c2.SetReadDeadline(time.Now().Add(20 * time.Second))
 	if _, err := br2.ReadByte(); err != io.EOF {
 		t.Errorf("an idle connection past IdleTimeout: %v, want EOF", err)
+	}
+}
+
+// TestStalledReader (issue 27, defect 8): a device that stops reading its
+// answer is cut after WriteTimeout, held or parked, and the answer's
+// Exchange connection is closed; it used to hold the writer for good.
+func TestStalledReader(t *testing.T) {
+	big := strings.Repeat("x", 32<<20)
+	for _, cmd := range []string{"FolderSync", "Ping"} {
+		t.Run(cmd, func(t *testing.T) {
+			x := newScriptedExchange(t, func(n int64, req *http.Request, conn net.Conn) {
+				wait := time.Duration(0)
+				if cmd == "Ping" {
+					wait = 2 * parkAfter // parked first
+				}
+				answerAfter(conn, wait, http.StatusOK, big)
+			})
+			addr := pollGateway(t, x, time.Minute, false, nil, func(h *ProxyHandler) { h.WriteTimeout = time.Second })
+			c, _ := dialDevice(t, addr)
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetReadBuffer(4 << 10)
+			}
+			io.WriteString(c, strings.Replace(pingRequest, "Cmd=Ping", "Cmd="+cmd, 1))
+			select {
+			case <-x.eof:
+			case <-time.After(30 * time.Second):
+				t.Fatal("a device that stopped reading still holds its answer's Exchange connection")
+			}
+		})
 	}
 }

@@ -121,8 +121,9 @@ type connWriter struct {
 	wrote   bool // the status line and headers went
 	noBody  bool
 	chunked bool
-	left    int64 // of a Content-Length body, -1 when none
-	close   bool  // the device's connection ends with this answer
+	left    int64         // of a Content-Length body, -1 when none
+	close   bool          // the device's connection ends with this answer
+	timeout time.Duration // bounds each write (ProxyHandler.WriteTimeout)
 	err     error
 }
 
@@ -135,9 +136,21 @@ func (w *connWriter) Header() http.Header {
 
 func (w *connWriter) writer() *bufio.Writer {
 	if w.bw == nil {
-		w.bw = getWriter(w.conn)
+		w.bw = getWriter(deadlineWriter{w.conn, w.timeout})
 	}
 	return w.bw
+}
+
+// deadlineWriter bounds each write to the device by a deadline
+// (ProxyHandler.WriteTimeout) from its start.
+type deadlineWriter struct {
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	d.conn.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.conn.Write(p)
 }
 
 func (w *connWriter) WriteHeader(code int) {
@@ -342,7 +355,7 @@ func (h *ProxyHandler) hijack(w http.ResponseWriter, sw *statusWriter, r *http.R
 		// connection ends with this answer.
 		p.keep, p.watch = false, false
 	}
-	p.cw = &connWriter{conn: conn, head: r.Method == http.MethodHead, close: !p.keep}
+	p.cw = &connWriter{conn: conn, head: r.Method == http.MethodHead, close: !p.keep, timeout: h.writeTimeout()}
 	if hint.paused() {
 		// net/http wrote the status and headers: go on in its framing.
 		p.cw.wrote = true
@@ -616,6 +629,7 @@ func (p *parkedPoll) end() {
 	p.stopWatching()
 	whole := p.cw.end()
 	p.done()
+	p.conn.SetWriteDeadline(time.Time{}) // the server's from here on
 	if whole && p.keep && !p.sentMore.Load() {
 		p.h.rest(p.srv, p.conn)
 		return

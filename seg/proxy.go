@@ -148,6 +148,13 @@ type ProxyHandler struct {
 	// that lost its connection asks again; the newer wins, as at
 	// Exchange). An ended long poll gets 503 with Retry-After.
 	MaxLongPollsPerUser int
+	// WriteTimeout bounds each write of an answer to the device (default
+	// 60s): a device that stops reading its answer, whose TCP window stays
+	// shut, has its connection closed after it, and the answer's Exchange
+	// connection with it. An answer of any size passes as long as the
+	// device keeps reading. It replaces http.Server.WriteTimeout, which
+	// bounds a whole answer and so cannot be set with hour-long polls.
+	WriteTimeout time.Duration
 	// FailedLoginBurst is how many failed logins (credentials refused, a
 	// login name no account holds) one source may have before the gateway
 	// stops asking the KDC about its logins (default 20; negative: no
@@ -285,7 +292,12 @@ func (h *ProxyHandler) logger() *slog.Logger { return logOr(h.Logger) }
 func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.once.Do(h.init)
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, rc: http.NewResponseController(w), writeTimeout: h.writeTimeout()}
+	// The deadline the last answer on this connection left (the server
+	// sets none of its own without WriteTimeout) must not fail this one.
+	if sw.rc.SetWriteDeadline(time.Time{}) != nil {
+		sw.rc = nil
+	}
 	line := &logLine{}
 	// A parked long poll is logged and ended by the goroutine that
 	// finishes it; its connection is no longer the server's.
@@ -628,6 +640,8 @@ func (h *ProxyHandler) timeoutFor(p Params) time.Duration {
 
 func (h *ProxyHandler) bodyTimeout() time.Duration { return positiveOr(h.BodyTimeout, time.Minute) }
 
+func (h *ProxyHandler) writeTimeout() time.Duration { return positiveOr(h.WriteTimeout, time.Minute) }
+
 func (h *ProxyHandler) maxLongPolls() int { return positiveOr(h.MaxLongPollsPerUser, 32) }
 
 // nameHash is a keyed hash of a refused login name: one name gives one hash
@@ -848,6 +862,19 @@ type statusWriter struct {
 	http.ResponseWriter
 	status  int
 	written int64 // body bytes
+	// rc and writeTimeout, when set, bound each write to the device: one
+	// that stops reading its answer fails the write after writeTimeout
+	// instead of holding the copy, its buffers and its Exchange
+	// connection for good.
+	rc           *http.ResponseController
+	writeTimeout time.Duration
+}
+
+// deadline sets the device's write deadline writeTimeout from now.
+func (w *statusWriter) deadline() {
+	if w.rc != nil && w.rc.SetWriteDeadline(time.Now().Add(w.writeTimeout)) != nil {
+		w.rc = nil // not supported: nothing to bound
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -861,12 +888,14 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.deadline()
 	n, err := w.ResponseWriter.Write(b)
 	w.written += int64(n)
 	return n, err
 }
 
 func (w *statusWriter) Flush() {
+	w.deadline()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

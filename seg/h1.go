@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -580,6 +581,97 @@ func (u *h1Conns) closeIdle(drop bool) {
 // and the TCP connection under it.
 func (p *UserPools) dial(ctx context.Context, req *http.Request) (net.Conn, net.Conn, error) {
 	addr := canonicalAddr(req)
+	hd := p.hostDials(addr)
+	if err := hd.begin(ctx); err != nil {
+		return nil, nil, err
+	}
+	conn, raw, err := p.dialHost(ctx, req, addr)
+	hd.end(err, ctx.Err() != nil, p.dialBackoff())
+	return conn, raw, err
+}
+
+// hostDials bounds and paces the dials to one upstream host.
+type hostDials struct {
+	slots chan struct{}
+
+	mu       sync.Mutex
+	failures int       // dials failed in a row
+	until    time.Time // no dial before, while failures > 0
+	last     error     // the last failure
+}
+
+// errDialBackoff is the error of a dial refused while its host's back-off
+// runs (UserPools.DialBackoff), with the failure that started it.
+var errDialBackoff = errors.New("seg: upstream dials paused after failures")
+
+func (p *UserPools) hostDials(addr string) *hostDials {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hosts == nil {
+		p.hosts = map[string]*hostDials{}
+	}
+	hd := p.hosts[addr]
+	if hd == nil {
+		hd = &hostDials{slots: make(chan struct{}, positiveOr(p.MaxDialsPerHost, 32))}
+		p.hosts[addr] = hd
+	}
+	return hd
+}
+
+// begin takes a dial slot, or refuses while the back-off runs.
+func (hd *hostDials) begin(ctx context.Context) error {
+	hd.mu.Lock()
+	if hd.failures > 0 && time.Now().Before(hd.until) {
+		err := hd.last
+		hd.mu.Unlock()
+		// A dial error, as the health check and the log expect one.
+		return &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("%w: %w", errDialBackoff, err)}
+	}
+	hd.mu.Unlock()
+	select {
+	case hd.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// A dial that waited its turn while others failed does not try again.
+	hd.mu.Lock()
+	paused := hd.failures > 0 && time.Now().Before(hd.until)
+	last := hd.last
+	hd.mu.Unlock()
+	if paused {
+		<-hd.slots
+		return &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("%w: %w", errDialBackoff, last)}
+	}
+	return nil
+}
+
+// end gives the slot back and records how the dial went; a dial cut by its
+// request's end says nothing of the host.
+func (hd *hostDials) end(err error, cancelled bool, backoff time.Duration) {
+	<-hd.slots
+	hd.mu.Lock()
+	defer hd.mu.Unlock()
+	switch {
+	case err == nil:
+		hd.failures, hd.last = 0, nil
+	case cancelled:
+	case hd.failures > 0 && time.Now().Before(hd.until):
+		// Dials begun before the pause that fail with the first are one
+		// failure, not a run of them.
+	default:
+		hd.failures++
+		d := min(backoff<<min(hd.failures-1, 16), 10*time.Second)
+		d = d/2 + rand.N(d/2+1)
+		hd.until, hd.last = time.Now().Add(d), err
+	}
+}
+
+func (p *UserPools) dialBackoff() time.Duration {
+	return positiveOr(p.DialBackoff, 200*time.Millisecond)
+}
+
+// dialHost dials addr: TCP, then TLS for https.
+func (p *UserPools) dialHost(ctx context.Context, req *http.Request, addr string) (net.Conn, net.Conn, error) {
 	dial := p.DialContext
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext

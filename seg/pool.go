@@ -57,8 +57,21 @@ type UserPools struct {
 	// 1 MiB; Exchange's are a few KiB): past it the answer is refused (502)
 	// and its connection closed, rather than read into memory without end.
 	MaxResponseHeaderBytes int64
+	// MaxDialsPerHost bounds the connections being opened (TCP and TLS
+	// handshake) to one upstream host at once, for all users together
+	// (default 32); more wait their turn. When Exchange restarts, every
+	// user's pool would otherwise dial it at the same moment.
+	MaxDialsPerHost int
+	// DialBackoff is the first pause after a failed dial to a host
+	// (default 200ms); it doubles with each failure in a row up to 10s, and
+	// each is drawn at random between half and all of it, so that replicas
+	// and users do not come back in step. During the pause, dials to the
+	// host fail at once with the last error (the device gets 502 and asks
+	// again); the first dial that succeeds ends it.
+	DialBackoff time.Duration
 
 	mu        sync.Mutex
+	hosts     map[string]*hostDials // upstream host -> its dials
 	users     map[string]*list.Element // of *userPool
 	lru       list.List                // front: most recently used
 	tlsByHost map[string]*tls.Config   // one per upstream host, not one per connection

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -325,5 +326,66 @@ func TestUserPoolsHeaderBound(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "headers") {
 		t.Errorf("error: %v", err)
+	}
+}
+
+// TestUserPoolsDialPacing (issue 27, defect 8): when an upstream is down,
+// every user's request does not dial it: after a failure the host's dials
+// pause (jittered, doubling), and at most MaxDialsPerHost are open at once.
+func TestUserPoolsDialPacing(t *testing.T) {
+	// A port that refuses: Exchange restarting.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	var dials, open, most atomic.Int32
+	pools := &seg.UserPools{MaxDialsPerHost: 4, DialBackoff: 300 * time.Millisecond,
+		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+			dials.Add(1)
+			n := open.Add(1)
+			defer open.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(20 * time.Millisecond)
+			return (&net.Dialer{}).DialContext(ctx, network, a)
+		}}
+	get := func(user string) error {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+		resp, err := pools.ForUser(user).RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() { defer wg.Done(); get(fmt.Sprintf("user%d", i)) }()
+	}
+	wg.Wait()
+	if m := most.Load(); m > 4 {
+		t.Errorf("%d dials at once, bound 4", m)
+	}
+	if n := dials.Load(); n > 8 {
+		t.Errorf("200 users' requests to a host that refuses cost %d dials", n)
+	}
+	// In the pause: refused without dialing, as a dial error.
+	before := dials.Load()
+	err := get("late")
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" || dials.Load() != before {
+		t.Errorf("during the pause: %v, %d dials", err, dials.Load()-before)
+	}
+	// The host is back: after the pause, one dial succeeds and the pause ends.
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	defer ln2.Close()
+	go http.Serve(ln2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	time.Sleep(700 * time.Millisecond)
+	for i := range 20 {
+		if err := get(fmt.Sprintf("back%d", i)); err != nil {
+			t.Fatalf("after the host came back: %v", err)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/big"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,12 +46,25 @@ type Roller struct {
 	Interval time.Duration
 	// Name identifies this replica in the journal; default host:pid.
 	Name string
+	// Replicas, when set, are the names of every replica that may claim a
+	// roll (Name of each). A claim in the note by anyone else is not
+	// honoured: the roll goes ahead over it, and the log says so. Anyone
+	// the directory lets write the ASA's note can write a claim; with
+	// Replicas such a claim holds off no roll unless it takes a replica's
+	// name. List every replica, or one that is missing is overridden while
+	// it rolls.
+	Replicas []string
 	// Logger receives one line per check that does something, and
 	// failures; nil means slog.Default().
 	Logger *slog.Logger
 
 	mu     sync.Mutex
 	status RollStatus
+	// heldSince is when this replica first saw a due roll held off by an
+	// unfinished claim (or a foreign note), with AD's password unchanged
+	// since (heldPwd): claims rewritten again and again keep it.
+	heldSince time.Time
+	heldPwd   int64
 }
 
 // RollStatus is what a Roller last saw and did, for an admin API and
@@ -74,6 +88,14 @@ type RollStatus struct {
 	// RollingBy is the replica whose claim on an unfinished roll was
 	// still open at the last check.
 	RollingBy string `json:"rolling_by,omitempty"`
+	// HeldSince is when this replica first found a roll that was due held
+	// off by someone else's unfinished claim or by a foreign note, AD's
+	// password unchanged since; zero when nothing holds a due roll off. A
+	// real roll holds its claim seconds per server and at most Lease: a
+	// HeldSince older than two leases is someone rewriting claims, or an
+	// administrator's note in the way. Blocked says by what.
+	HeldSince time.Time `json:"held_since,omitzero"`
+	Blocked   string    `json:"blocked,omitempty"`
 	// Rolls is how many rolls this replica finished (or took over and
 	// finished); Failures how many of its checks failed.
 	Rolls    int `json:"rolls"`
@@ -101,7 +123,9 @@ func (r *Roller) Status() RollStatus {
 // seen is what one check learnt on its way, whatever its end.
 type seen struct {
 	passwordSet time.Time
+	pwd         int64
 	rollingBy   string
+	blocked     string // a due roll held off: by whom
 }
 
 // hintFor is the advice for a failed check: the cause's own, else ours.
@@ -220,6 +244,20 @@ func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
 	defer r.mu.Unlock()
 	st := &r.status
 	st.LastCheck, st.OK, st.RollingBy = now, err == nil, sn.rollingBy
+	if errors.Is(err, ErrForeignNote) && !sn.passwordSet.IsZero() && now.Sub(sn.passwordSet) >= r.every() {
+		sn.blocked = "a note that is not a roll journal"
+	}
+	switch {
+	case sn.blocked == "":
+		r.heldSince = time.Time{}
+	case r.heldSince.IsZero() || r.heldPwd != sn.pwd:
+		r.heldSince, r.heldPwd = now, sn.pwd
+	}
+	st.HeldSince, st.Blocked = r.heldSince, sn.blocked
+	if held := now.Sub(r.heldSince); sn.blocked != "" && held >= 2*r.lease() {
+		r.log().Warn("a due ASA roll has been held off for longer than two leases", "asa", r.Deployment.asaSAM(),
+			"by", sn.blocked, "since", r.heldSince, "hint", "a real roll holds its claim at most one lease: find who writes the ASA's note (its info attribute), and set the Roller's Replicas")
+	}
 	if !sn.passwordSet.IsZero() {
 		st.LastRoll, st.NextRoll = sn.passwordSet, sn.passwordSet.Add(r.every())
 	}
@@ -258,21 +296,30 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 	if err != nil {
 		return segkcd.Change{}, fmt.Errorf("%w (%s's %s attribute); clear it to let the Roller work", err, sam, ad.NoteAttribute)
 	}
-	sn.passwordSet = fileTime(acct.PasswordLastSet)
+	sn.passwordSet, sn.pwd = fileTime(acct.PasswordLastSet), acct.PasswordLastSet
 	now := time.Now()
+	age := now.Sub(fileTime(acct.PasswordLastSet))
 	takeover := false
 	if note != "" && !j.Done {
 		// A claim from further in the future than clocks drift apart
-		// (Kerberos allows 5 minutes) is no replica's: whoever may write
-		// the note must not hold off every roll with it.
-		if age := now.Sub(j.Claimed); age < r.lease() && age > -5*time.Minute {
+		// (Kerberos allows 5 minutes) is no replica's, nor is one by a
+		// name Replicas does not list: whoever may write the note must
+		// not hold off every roll with it.
+		stranger := len(r.Replicas) > 0 && !slices.Contains(r.Replicas, j.Owner)
+		if a := now.Sub(j.Claimed); a < r.lease() && a > -5*time.Minute && !stranger {
 			sn.rollingBy = j.Owner
-			ch.Details = []string{fmt.Sprintf("%s has been rolling it for %s", j.Owner, age.Round(time.Second))}
+			if age >= r.every() && j.Owner != r.name() {
+				sn.blocked = "the unfinished claim of " + j.Owner
+			}
+			ch.Details = []string{fmt.Sprintf("%s has been rolling it for %s", j.Owner, a.Round(time.Second))}
 			return ch, nil
+		}
+		if stranger {
+			r.log().Warn("overriding a roll claim by a name that is not one of the replicas", "asa", sam, "owner", j.Owner,
+				"claimed", j.Claimed, "replicas", r.Replicas)
 		}
 		takeover = true
 	}
-	age := now.Sub(fileTime(acct.PasswordLastSet))
 	if due := r.every() + random(r.jitter()); !takeover && age < due {
 		ch.Details = []string{fmt.Sprintf("password set %s ago, due after %s", age.Round(time.Second), r.every())}
 		return ch, nil

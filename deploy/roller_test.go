@@ -300,6 +300,81 @@ func TestRollerClaimFromTheFuture(t *testing.T) {
 	}
 }
 
+// With Replicas, a claim by a name that is not one of them holds off no
+// roll (issue 27: anyone who may write the note could hold off every roll
+// with claims dated now).
+func TestRollerReplicasOverrideStranger(t *testing.T) {
+	e := newEnv(t, "stranger")
+	e.applied(t)
+	d := e.replica(t)
+	before := kvno(t, d)
+	claim(t, d, "squatter", time.Now())
+	r := &deploy.Roller{Deployment: d, Every: time.Nanosecond, Name: "gw-1", Replicas: []string{"gw-1", "gw-2"}}
+	ch, err := r.RollIfDue(ctxT(t))
+	if err != nil || !ch.Changed() || kvno(t, d) != before+1 {
+		t.Fatalf("a stranger's claim held the roll off: %v %v", ch, err)
+	}
+}
+
+// A due roll held off by claims that keep being rewritten, even under a
+// replica's name, is reported from when it was first seen held
+// (RollStatus.HeldSince, segkcd_asa_roll_held_since_timestamp_seconds), so
+// that an operator's alert fires after two leases; a roll that happens
+// clears it.
+func TestRollerHeldOffIsReported(t *testing.T) {
+	e := newEnv(t, "heldoff")
+	e.applied(t)
+	d := e.replica(t)
+	ctx := ctxT(t)
+	first := time.Now()
+	claim(t, d, "gw-2", first)
+	r := &deploy.Roller{Deployment: d, Every: time.Nanosecond, Name: "gw-1", Replicas: []string{"gw-1", "gw-2"}}
+	if ch, err := r.RollIfDue(ctx); err != nil || ch.Changed() {
+		t.Fatalf("a replica's fresh claim: %v %v", ch, err)
+	}
+	st := r.Status()
+	if st.HeldSince.IsZero() || !strings.Contains(st.Blocked, "gw-2") {
+		t.Fatalf("not reported held: %+v", st)
+	}
+	since := st.HeldSince
+	// The squatter rewrites its claim, dated now again.
+	old, _ := d.AD.ReadNote(ctx, d.ASA+"$")
+	b, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "gw-2", Claimed: time.Now()})
+	if _, err := d.AD.SwapNote(ctx, d.ASA+"$", old, string(b)); err != nil {
+		t.Fatal(err)
+	}
+	r.RollIfDue(ctx)
+	if st := r.Status(); !st.HeldSince.Equal(since) {
+		t.Errorf("a rewritten claim restarted the count: %v, was %v", st.HeldSince, since)
+	}
+	reg := prometheus.NewRegistry()
+	if err := r.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	mfs, _ := reg.Gather()
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "segkcd_asa_roll_held_since_timestamp_seconds" {
+			found = math.Abs(mf.GetMetric()[0].GetGauge().GetValue()-float64(since.UnixNano())/1e9) < 1
+		}
+	}
+	if !found {
+		t.Error("segkcd_asa_roll_held_since_timestamp_seconds missing or wrong")
+	}
+	// The claim ends (the note cleared): the roll happens, and nothing is
+	// held any more.
+	cur, _ := d.AD.ReadNote(ctx, d.ASA+"$")
+	if _, err := d.AD.SwapNote(ctx, d.ASA+"$", cur, ""); err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := r.RollIfDue(ctx); err != nil || !ch.Changed() {
+		t.Fatalf("after the claim ended: %v %v", ch, err)
+	}
+	if st := r.Status(); !st.HeldSince.IsZero() || st.Blocked != "" {
+		t.Errorf("still reported held after the roll: %+v", st)
+	}
+}
+
 // FuzzParseJournal feeds arbitrary notes to ParseJournal (anyone who may
 // write the ASA's Notes chooses them): a Journal or ErrForeignNote, never
 // a panic. Seed corpus: testdata/fuzz/FuzzParseJournal.

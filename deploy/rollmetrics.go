@@ -17,9 +17,12 @@ import (
 //	segkcd_asa_roll_last_error_timestamp_seconds  its last failed check
 //	segkcd_asa_rolls_total                        rolls this replica finished
 //	segkcd_asa_roll_failures_total                checks of this replica that failed
+//	segkcd_asa_roll_held_since_timestamp_seconds  since when a due roll is held off by another's claim or a foreign note
 //
-// A time not known yet (no check made) is left out. Alert on
-// time() - last_roll > every + a day, and on last_check_ok == 0.
+// A time not known yet (no check made) is left out, and held_since while
+// nothing holds a due roll off. Alert on time() - last_roll > every + a day,
+// on last_check_ok == 0, and on time() - held_since > 2 × lease (a real
+// roll holds its claim at most one lease).
 func (r *Roller) RegisterMetrics(reg prometheus.Registerer) error {
 	labels := []string{"asa"}
 	return reg.Register(&rollCollector{r: r,
@@ -31,17 +34,18 @@ func (r *Roller) RegisterMetrics(reg prometheus.Registerer) error {
 		lastError: prometheus.NewDesc("segkcd_asa_roll_last_error_timestamp_seconds", "When a roll check of this replica last failed.", labels, nil),
 		rolls:     prometheus.NewDesc("segkcd_asa_rolls_total", "ASA rolls this replica finished (or took over and finished).", labels, nil),
 		failures:  prometheus.NewDesc("segkcd_asa_roll_failures_total", "Roll checks of this replica that failed.", labels, nil),
+		heldSince: prometheus.NewDesc("segkcd_asa_roll_held_since_timestamp_seconds", "Since when a roll that is due has been held off by another's unfinished claim or a foreign note (AD's password unchanged), as this replica saw it.", labels, nil),
 	})
 }
 
 // rollCollector reads a Roller's Status at each scrape.
 type rollCollector struct {
-	r                                                                        *Roller
-	lastRoll, nextRoll, lastCheck, nextCheck, ok, lastError, rolls, failures *prometheus.Desc
+	r                                                                                   *Roller
+	lastRoll, nextRoll, lastCheck, nextCheck, ok, lastError, rolls, failures, heldSince *prometheus.Desc
 }
 
 func (c *rollCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lastRoll, c.nextRoll, c.lastCheck, c.nextCheck, c.ok, c.lastError, c.rolls, c.failures} {
+	for _, d := range []*prometheus.Desc{c.lastRoll, c.nextRoll, c.lastCheck, c.nextCheck, c.ok, c.lastError, c.rolls, c.failures, c.heldSince} {
 		ch <- d
 	}
 }
@@ -58,6 +62,7 @@ func (c *rollCollector) Collect(ch chan<- prometheus.Metric) {
 	stamp(c.lastCheck, st.LastCheck)
 	stamp(c.nextCheck, st.NextCheck)
 	stamp(c.lastError, st.LastErrorAt)
+	stamp(c.heldSince, st.HeldSince)
 	if !st.LastCheck.IsZero() {
 		ok := 0.0
 		if st.OK {

@@ -88,14 +88,15 @@ type config struct {
 
 	TicketTimeout   string `json:"ticket_timeout,omitempty"`          // default 15s
 	BodyTimeout     string `json:"body_timeout,omitempty"`            // wait for the next part of a request body, default 60s
+	WriteTimeout    string `json:"write_timeout,omitempty"`           // each write of an answer to a device, default 60s
 	MaxLongPolls    int    `json:"max_long_polls_per_user,omitempty"` // default 32
 	ShutdownTimeout string `json:"shutdown_timeout,omitempty"`        // default 30s
 	LogLevel        string `json:"log_level,omitempty"`               // debug, info (default), warn, error
 
-	ticketTimeout, shutdownTimeout, bodyTimeout time.Duration
-	proxyProtocolFrom                           []netip.Prefix
-	certNames                                   []seg.NameSource
-	certMapping                                 seg.CertificateMapping
+	ticketTimeout, shutdownTimeout, bodyTimeout, writeTimeout time.Duration
+	proxyProtocolFrom                                         []netip.Prefix
+	certNames                                                 []seg.NameSource
+	certMapping                                               seg.CertificateMapping
 }
 
 // policyConfig is where the device policy comes from and what a block does.
@@ -308,6 +309,9 @@ func (c *config) check(plainHTTP bool) error {
 		return err2
 	}
 	if c.bodyTimeout, err2 = parseDuration("body_timeout", c.BodyTimeout); err2 != nil {
+		return err2
+	}
+	if c.writeTimeout, err2 = parseDuration("write_timeout", c.WriteTimeout); err2 != nil {
 		return err2
 	}
 	if c.MaxLongPolls < 0 {

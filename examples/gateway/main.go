@@ -239,6 +239,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		Transport:     &seg.UserPools{TLSClientConfig: upstreamTLS},
 		TicketTimeout: c.ticketTimeout,
 		BodyTimeout:   c.bodyTimeout,
+		WriteTimeout:  c.writeTimeout,
 		Logger:        g.log,
 
 		MaxLongPollsPerUser: c.MaxLongPolls,

@@ -355,6 +355,12 @@ func TestGatewayConfigErrors(t *testing.T) {
 		},
 		"roll.every": func(c *config) { c.Roll = rollSection(f, func(r *rollConfig) { r.Every = "monthly" }) },
 		"roll.lease": func(c *config) { c.Roll = rollSection(f, func(r *rollConfig) { r.Lease = "1m" }) },
+		"roll.name": func(c *config) {
+			c.Roll = rollSection(f, func(r *rollConfig) { r.Name, r.Replicas = "gw-3", []string{"gw-1", "gw-2"} })
+		},
+		"proxy_protocol_from": func(c *config) { c.ProxyProtocolFrom = []string{"haproxy.example"} },
+		"failed_login_rate":   func(c *config) { c.FailedLoginRate = -1 },
+		"write_timeout":       func(c *config) { c.WriteTimeout = "forever" },
 	} {
 		c := f.conf
 		mutate(&c)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,11 @@ type rollConfig struct {
 	Lease    string `json:"lease,omitempty"`    // how long a claimed roll stays its replica's; default 30m
 	Interval string `json:"interval,omitempty"` // between checks; default 1h
 	Name     string `json:"name,omitempty"`     // this replica in the journal; default host:pid
+	// Replicas names every replica that may claim a roll (each one's
+	// name). A claim by anyone else in the ASA's note is overridden, so
+	// that whoever may write the note cannot hold rolls off with claims of
+	// their own. With it, name must be set, and be one of them.
+	Replicas []string `json:"replicas,omitempty"`
 
 	every, lease, interval time.Duration
 }
@@ -97,11 +103,29 @@ func (r *rollConfig) check(gw *config) error {
 	if lease < interval/10 {
 		return bad("roll.lease", "shorter than a tenth of the interval: a slow roll would be taken over while it runs")
 	}
+	if len(r.Replicas) > 0 && (r.Name == "" || !slices.Contains(r.Replicas, r.Name)) {
+		return bad("roll.name", "with roll.replicas, name this replica, as one of them (a host:pid default changes at each start)")
+	}
 	if r.Name == "" {
 		host, _ := os.Hostname()
 		r.Name = host + ":" + strconv.Itoa(os.Getpid())
 	}
 	return nil
+}
+
+// leaseOr and intervalOr are lease and interval, or the Roller's defaults.
+func (r *rollConfig) leaseOr() time.Duration {
+	if r.lease > 0 {
+		return r.lease
+	}
+	return deploy.DefaultLease
+}
+
+func (r *rollConfig) intervalOr() time.Duration {
+	if r.interval > 0 {
+		return r.interval
+	}
+	return deploy.DefaultInterval
 }
 
 // everyOr is every, or deploy.Roller's default when not set.
@@ -144,7 +168,7 @@ func (ro *roller) deployment(ctx context.Context) (*deploy.Deployment, func(), e
 
 func (ro *roller) newRoller(d *deploy.Deployment) *deploy.Roller {
 	return &deploy.Roller{Deployment: d, Every: ro.c.every, Lease: ro.c.lease, Interval: ro.c.interval, Name: ro.c.Name,
-		Logger: ro.log}
+		Replicas: ro.c.Replicas, Logger: ro.log}
 }
 
 // Run connects, then rolls when due until ctx ends.
@@ -248,6 +272,15 @@ func (k *checker) roll(ctx context.Context) {
 		k.line("roll: journal", "none yet (the first roll writes it)", nil, "")
 	case j.Done:
 		k.line("roll: journal", fmt.Sprintf("last roll finished by %s, claimed %s", j.Owner, j.Claimed.UTC().Format(time.RFC3339)), nil, "")
+	case len(rc.Replicas) > 0 && !slices.Contains(rc.Replicas, j.Owner):
+		k.line("roll: journal", fmt.Sprintf("WARN %s, not one of roll.replicas, claimed a roll at %s that has not finished", j.Owner, j.Claimed.UTC().Format(time.RFC3339)),
+			nil, "the next check overrides the claim; find who writes the ASA's note (its info attribute)")
+	case age > every+rc.intervalOr()+rc.leaseOr():
+		// Due for longer than a check and a lease, and a claim open: a
+		// real roll holds its claim at most the lease.
+		k.line("roll: journal", "", fmt.Errorf("%s claimed a roll at %s that has not finished, and the password is overdue",
+			j.Owner, j.Claimed.UTC().Format(time.RFC3339)),
+			"a roll holds its claim at most roll.lease: someone may be rewriting the ASA's note to hold rolls off; list the replicas in roll.replicas, and find who writes the note")
 	default:
 		k.line("roll: journal", fmt.Sprintf("WARN %s claimed a roll at %s that has not finished", j.Owner, j.Claimed.UTC().Format(time.RFC3339)),
 			nil, "a replica finishes it after the lease, with the password it started")

@@ -51,6 +51,7 @@ fuzz:
 	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzChallenge -fuzztime 60s
 	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzAuthenticate -fuzztime 60s
 	$(GO) test ./internal/ntlm -run '^$$' -fuzz FuzzNegotiate -fuzztime 60s
+	$(GO) test ./internal/proxyproto -run '^$$' -fuzz FuzzRead -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParseParams -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParseUPNs -fuzztime 60s
 	$(GO) test ./seg -run '^$$' -fuzz FuzzParseSIDExtension -fuzztime 60s

@@ -131,7 +131,7 @@ func TestFailedLoginsPerSource(t *testing.T) {
 	b := &BasicAuth{Realm: "CORP.EXAMPLE.TEST", Names: names}
 	up, _ := url.Parse("https://127.0.0.1:1")
 	h := &ProxyHandler{Upstreams: []*Upstream{{URL: up}}, Tickets: noTickets{}, Authenticate: b.Authenticate,
-		Names: names, FailedLoginBurst: 3, Logger: discardLogger()}
+		Names: names, FailedLoginBurst: 3, FailedLoginDelay: -1, Logger: discardLogger()}
 	try := func(from, name string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(http.MethodPost, "/Microsoft-Server-ActiveSync?Cmd=Ping&User=x&DeviceId=d1&DeviceType=t", nil)
 		r.RemoteAddr = from
@@ -167,7 +167,7 @@ func TestFailedLoginsPerSource(t *testing.T) {
 		t.Errorf("another /64: %d", w.Code)
 	}
 	// Off: every failure asks.
-	h2 := &ProxyHandler{Upstreams: h.Upstreams, Tickets: noTickets{}, Authenticate: b.Authenticate, Names: names, FailedLoginBurst: -1, Logger: discardLogger()}
+	h2 := &ProxyHandler{Upstreams: h.Upstreams, Tickets: noTickets{}, Authenticate: b.Authenticate, Names: names, FailedLoginBurst: -1, FailedLoginDelay: -1, Logger: discardLogger()}
 	for i := range 10 {
 		r := httptest.NewRequest(http.MethodPost, "/Microsoft-Server-ActiveSync?Cmd=Ping&User=x&DeviceId=d1&DeviceType=t", nil)
 		r.RemoteAddr = "192.0.2.7:1"
@@ -190,3 +190,28 @@ func (noTickets) InvalidateAccount(string, string) {}
 func runtimeGosched() { time.Sleep(time.Millisecond) }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestUnprovenBudgetFavoursCleanSources: a source with failed logins may
+// find only half the budget in flight; a source without keeps the rest, so
+// real users signing in for the first time are not all turned away by a
+// flood whose sources have failed.
+func TestUnprovenBudgetFavoursCleanSources(t *testing.T) {
+	d := &heldDirectory{dir: sidDirectory{"ALICE": "S-1-5-21-7-1101"}, release: make(chan struct{})}
+	a := &Accounts{Resolver: d, MaxUnproven: 2}
+	failed := context.WithValue(context.Background(), sourceKey{}, sourceFailed)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a.lookup(failed, "flood1", 0, true) }()
+	waitCalls(t, d, 1)
+	if _, err := a.lookup(failed, "flood2", 0, true); !errors.Is(err, ErrNamesBusy) {
+		t.Errorf("a failing source past half the budget: %v", err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); a.lookup(context.Background(), "alice", 0, true) }()
+	waitCalls(t, d, 2)
+	if _, err := a.lookup(context.Background(), "newcomer", 0, true); !errors.Is(err, ErrNamesBusy) {
+		t.Errorf("a clean source past the whole budget: %v", err)
+	}
+	close(d.release)
+	wg.Wait()
+}

@@ -76,7 +76,8 @@ type BasicAuth struct {
 	// is refused without asking (ErrPasswordsBusy: 503 with Retry-After):
 	// someone who knows many users' names cannot take more than this many of
 	// a KDC's kerberos.Transport.MaxInFlight slots from the tickets of users
-	// already signed in.
+	// already signed in. A source with failed logins before may find only
+	// half of them in flight (see Accounts.MaxUnproven).
 	MaxPasswordChecks int
 
 	once    sync.Once
@@ -224,7 +225,7 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 		case sourceSpent(ctx):
 			b.mu.Unlock()
 			return ErrSourceLimited
-		case b.checks >= positiveOr(b.MaxPasswordChecks, 2):
+		case b.checks >= unprovenLimit(ctx, positiveOr(b.MaxPasswordChecks, 2)):
 			b.mu.Unlock()
 			return ErrPasswordsBusy
 		}

@@ -62,8 +62,22 @@
 // Basic credentials 401, a refused certificate 403 (also one not strongly
 // mapped to its account); a User parameter for
 // someone else 403; a user the KDC will not delegate (sensitive, disabled,
-// not allowed) 403; no KDC answer in time 503 with Retry-After; a body
+// not allowed) 403; no KDC answer in time 503 with Retry-After; a login
+// turned away by a bound before the KDC was asked (ErrNamesBusy,
+// ErrPasswordsBusy, ErrSourceLimited) 503 with Retry-After; a body
 // that stops coming 408; Exchange unreachable 502, too slow 504.
+//
+// The front door bounds what clients that have not authenticated can make
+// the gateway and the KDC do: Basic login names not remembered are resolved
+// within Accounts.MaxUnproven at a time and new passwords within
+// BasicAuth.MaxPasswordChecks, gateway-wide; refused names are remembered
+// apart from accounts (Accounts.MaxRefused); failed logins are limited per
+// source (ProxyHandler.FailedLoginBurst, FailedLoginRate; the source from
+// the PROXY protocol behind a balancer, ProxyProtocolListener), and each
+// refusal is answered after FailedLoginDelay. Each write of an answer to a
+// device is bounded (WriteTimeout), and dials to an Exchange host are
+// bounded and paced after failures (UserPools.MaxDialsPerHost,
+// DialBackoff).
 //
 // Every request logs one line (user, device, command, status, duration)
 // through log/slog. No password, ticket, key or Authorization header
@@ -84,6 +98,7 @@
 // request to Exchange. On Linux a long poll that waits is parked: its
 // device connection is taken from the http.Server, its two sockets wait on
 // an epoll of the handler's own with no goroutine or buffer of its own,
-// and the connection goes back to the server when the answer has gone (see
+// and the connection goes back to the server when the answer has gone and
+// the device begins its next request (see
 // the comment at the top of park.go, and README's "Parked long polls").
 package seg

@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -166,4 +168,32 @@ func ExampleCertificateAuth_strongMapping() {
 	mode, _ := seg.ParseCertificateMapping("compatibility")
 	fmt.Println(certs.Mapping, mode)
 	// Output: full compatibility
+}
+
+// A gateway behind HAProxy (send-proxy-v2, TLS passed through): the
+// client's address, which failed logins are counted by, comes from the
+// balancer's header, and the balancer alone is believed.
+func ExampleProxyProtocolListener() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	l := &seg.ProxyProtocolListener{Listener: ln, Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
+	defer l.Close()
+	go func() { // the balancer
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			panic(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "PROXY TCP4 192.0.2.7 198.51.100.1 51234 443\r\n")
+		time.Sleep(100 * time.Millisecond)
+	}()
+	c, err := l.Accept()
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	fmt.Println(c.RemoteAddr()) // srv := seg.NewServer(gw, tlsConf); srv.ServeTLS(l, "", "")
+	// Output: 192.0.2.7:51234
 }

@@ -178,7 +178,10 @@ func newRig(l *lab.Lab) (*rig, error) {
 		TicketTimeout: 5 * time.Second,
 		Metrics:       metrics,
 		Debug:         r.debug,
-		Logger:        slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Refusals answered at once: the subtests refuse hundreds of
+		// logins (FailedLoginDelay is tested on its own).
+		FailedLoginDelay: time.Millisecond,
+		Logger:           slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	srv := seg.NewServer(r.handler, &tls.Config{Certificates: []tls.Certificate{serverCert.TLS},
 		ClientCAs: r.ca.Pool, ClientAuth: tls.VerifyClientCertIfGiven})

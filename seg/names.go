@@ -282,10 +282,14 @@ type Accounts struct {
 	// is checked, which anyone can send (default 2). A name that is not
 	// remembered and comes past the bound is refused at once, without a
 	// question to the KDC (ErrNamesBusy; the device gets 503 with
-	// Retry-After). Names from certificates, the policy and the admin API
-	// are not bounded by it: with the default, a flood of random Basic names
-	// holds at most two of a KDC's kerberos.Transport.MaxInFlight slots,
-	// and known users and certificate users keep the rest.
+	// Retry-After). A request from a source that has failed logins before
+	// (ProxyHandler.FailedLoginBurst) may find only half the bound in
+	// flight: a flood's sources soon have, and leave the other half to
+	// real users signing in for the first time. Names from certificates,
+	// the policy and the admin API are not bounded by it: with the default,
+	// a flood of random Basic names holds at most two of a KDC's
+	// kerberos.Transport.MaxInFlight slots, and known users and
+	// certificate users keep the rest.
 	MaxUnproven int
 	// Timeout bounds one exchange with the KDC (default 10s).
 	Timeout time.Duration
@@ -409,7 +413,7 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 				a.restore(k, replaced)
 				a.mu.Unlock()
 				return nil, ErrSourceLimited
-			case a.unproven >= positiveOr(a.MaxUnproven, 2):
+			case a.unproven >= unprovenLimit(ctx, positiveOr(a.MaxUnproven, 2)):
 				a.restore(k, replaced)
 				a.mu.Unlock()
 				return nil, ErrNamesBusy

@@ -71,7 +71,7 @@ type UserPools struct {
 	DialBackoff time.Duration
 
 	mu        sync.Mutex
-	hosts     map[string]*hostDials // upstream host -> its dials
+	hosts     map[string]*hostDials    // upstream host -> its dials
 	users     map[string]*list.Element // of *userPool
 	lru       list.List                // front: most recently used
 	tlsByHost map[string]*tls.Config   // one per upstream host, not one per connection

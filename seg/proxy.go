@@ -170,6 +170,17 @@ type ProxyHandler struct {
 	// FailedLoginRate is how many failed logins per second a source gets
 	// back once its burst is spent (default 0.1: one every 10s).
 	FailedLoginRate float64
+	// FailedLoginDelay is how long a refused login waits for its answer
+	// (default 1s; negative: none): credentials refused, logins turned
+	// away by a bound (ErrNamesBusy, ErrPasswordsBusy, ErrSourceLimited),
+	// and requests no device sends (an unknown path, a malformed ActiveSync
+	// query), whose connection is closed after the answer.
+	// A request without credentials (the challenge a device asks for) is
+	// answered at once. The wait costs a timer and a parked goroutine; an
+	// attacker's loop on one connection is slowed to one refusal per
+	// FailedLoginDelay, where without it a few hundred connections drew
+	// tens of thousands of refusals a second from the real users' cores.
+	FailedLoginDelay time.Duration
 	// MaxSources bounds the sources whose failed logins are counted
 	// (default 100000); past it the least spent are forgotten first.
 	MaxSources int
@@ -353,8 +364,10 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	actx, cancel := context.WithTimeout(r.Context(), h.ticketTimeout())
 	src, limited := source(r.RemoteAddr)
 	limited = limited && h.failed != nil
-	if limited && h.failed.spent(src, start) {
-		actx = context.WithValue(actx, sourceSpentKey{}, true)
+	if limited {
+		if st := h.failed.state(src, start); st != sourceClean {
+			actx = context.WithValue(actx, sourceKey{}, st)
+		}
 	}
 	id, err := h.Authenticate(r.WithContext(actx))
 	cancel()
@@ -380,6 +393,13 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			line.login = le.who
 		} else if name, _, ok := r.BasicAuth(); ok {
 			line.loginHash = h.nameHash(name)
+		}
+		if countsAgainstSource(err) || busy(err) {
+			// A refused login is answered late: a client that loops on
+			// refusals (guessing, flooding names) gets one answer per
+			// FailedLoginDelay per connection, not thousands a second
+			// of the cores the real users need.
+			h.delayRefusal(r.Context())
 		}
 		h.fail(sw, r, line, &Error{Stage: StageAuthenticate, Err: err})
 		return
@@ -640,6 +660,23 @@ func (h *ProxyHandler) timeoutFor(p Params) time.Duration {
 
 func (h *ProxyHandler) bodyTimeout() time.Duration { return positiveOr(h.BodyTimeout, time.Minute) }
 
+// delayRefusal waits FailedLoginDelay, or until the device hangs up.
+func (h *ProxyHandler) delayRefusal(ctx context.Context) {
+	d := h.FailedLoginDelay
+	if d < 0 {
+		return
+	}
+	if d == 0 {
+		d = time.Second
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 func (h *ProxyHandler) writeTimeout() time.Duration { return positiveOr(h.WriteTimeout, time.Minute) }
 
 func (h *ProxyHandler) maxLongPolls() int { return positiveOr(h.MaxLongPollsPerUser, 32) }
@@ -721,9 +758,19 @@ func (h *ProxyHandler) proxyError(w http.ResponseWriter, r *http.Request, err er
 	h.answer(sw, r, e)
 }
 
-// fail answers a failure found before forwarding.
+// fail answers a failure found before forwarding. A request the gateway
+// cannot serve at all (an unknown path or method, a malformed ActiveSync
+// request: no device sends one) is answered after FailedLoginDelay, and
+// its connection closed: a client that pipelines hundreds of them on one
+// connection gets one answer per FailedLoginDelay and must then pay for a
+// new connection, where each used to cost a log line and the real users'
+// cores.
 func (h *ProxyHandler) fail(w *statusWriter, r *http.Request, line *logLine, e *Error) {
 	line.err = e
+	if e.Stage == StageRequest && e.Status != http.StatusInternalServerError && e.Status != http.StatusRequestTimeout {
+		w.Header().Set("Connection", "close")
+		h.delayRefusal(r.Context())
+	}
 	h.answer(w, r, e)
 }
 

@@ -1,8 +1,11 @@
 package seg
 
 import (
+	"container/list"
 	"crypto/tls"
+	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -13,13 +16,24 @@ import (
 // closed after two minutes. tlsConf is used as is; set ClientCAs and
 // ClientAuth on it for certificate devices. HTTP/2 is offered to devices
 // only when tlsConf.NextProtos lists "h2" (devices' EAS stacks use HTTP/1.1).
+//
+// Its ConnState hook bounds the connections that have not begun a request
+// (in the TLS handshake, or silent after it) to a quarter of the process's
+// open-file limit, at least 1024: past it, the oldest of them is closed.
+// Without it, a flood of connections that send nothing held every
+// descriptor for the 30s the handshake may take, again and again, and no
+// device could connect (BENCHMARKS.md, the front door). A real device's
+// handshake and request take milliseconds, so it is never the oldest. Set
+// ConnState to a function of your own that calls this one to keep it.
 func NewServer(h http.Handler, tlsConf *tls.Config) *http.Server {
+	pending := &pendingConns{max: max(1024, openFileLimit()/4)}
 	s := &http.Server{
 		Handler:           h,
 		TLSConfig:         tlsConf,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
+		ConnState:         pending.track,
 	}
 	if tlsConf != nil && !hasProto(tlsConf.NextProtos, "h2") {
 		s.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
@@ -34,4 +48,39 @@ func hasProto(protos []string, p string) bool {
 		}
 	}
 	return false
+}
+
+// pendingConns are a server's connections that have not begun a request,
+// oldest first.
+type pendingConns struct {
+	max int
+
+	mu   sync.Mutex
+	list list.List // of net.Conn
+	at   map[net.Conn]*list.Element
+}
+
+// track is the server's ConnState hook.
+func (p *pendingConns) track(c net.Conn, st http.ConnState) {
+	p.mu.Lock()
+	if p.at == nil {
+		p.at = map[net.Conn]*list.Element{}
+	}
+	var shed net.Conn
+	if st == http.StateNew {
+		p.at[c] = p.list.PushBack(c)
+		if p.list.Len() > p.max {
+			e := p.list.Front()
+			shed = e.Value.(net.Conn)
+			p.list.Remove(e)
+			delete(p.at, shed)
+		}
+	} else if e, ok := p.at[c]; ok {
+		p.list.Remove(e)
+		delete(p.at, c)
+	}
+	p.mu.Unlock()
+	if shed != nil {
+		shed.Close() // its goroutine sees the error, and the server StateClosed
+	}
 }

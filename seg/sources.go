@@ -19,14 +19,36 @@ import (
 // password is remembered.
 var ErrSourceLimited = errors.New("seg: too many failed logins from this address; try again later")
 
-// sourceSpentKey marks a request whose source has spent its failed logins.
-type sourceSpentKey struct{}
+// sourceState is what a request's source has done before: nothing wrong
+// (the zero value), failed logins, or all the failed logins it may have.
+type sourceState int
+
+const (
+	sourceClean sourceState = iota
+	sourceFailed
+	sourceExhausted
+)
+
+// sourceKey carries a request's sourceState when it is not clean.
+type sourceKey struct{}
 
 // sourceSpent reports whether the request's source has spent its failed
 // logins: no unproven name or new password of it is asked of the KDC.
 func sourceSpent(ctx context.Context) bool {
-	v, _ := ctx.Value(sourceSpentKey{}).(bool)
-	return v
+	v, _ := ctx.Value(sourceKey{}).(sourceState)
+	return v == sourceExhausted
+}
+
+// unprovenLimit is how many of a gateway-wide bound of questions for
+// unproven names or passwords (max) a request may find in flight and still
+// ask: all of them from a source without failed logins, half from one with
+// some. A flood's sources fail at once, and then leave half the bound to
+// real users signing in for the first time from sources that have not.
+func unprovenLimit(ctx context.Context, max int) int {
+	if v, _ := ctx.Value(sourceKey{}).(sourceState); v != sourceClean {
+		return (max + 1) / 2
+	}
+	return max
 }
 
 // failedLogins is a token bucket of failed logins per source: an IPv4
@@ -66,12 +88,18 @@ func source(remoteAddr string) (netip.Prefix, bool) {
 	return p, true
 }
 
-// spent reports whether src has no failed login left.
-func (f *failedLogins) spent(src netip.Prefix, now time.Time) bool {
+// state says whether src has failed logins, and whether it has any left.
+func (f *failedLogins) state(src netip.Prefix, now time.Time) sourceState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r := f.m[src]
-	return r != nil && f.refill(r, now) < 1
+	switch {
+	case r == nil:
+		return sourceClean
+	case f.refill(r, now) < 1:
+		return sourceExhausted
+	}
+	return sourceFailed
 }
 
 // failed takes one failed login from src's allowance.

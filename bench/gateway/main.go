@@ -82,6 +82,17 @@ func main() {
 				log.Fatal(err)
 			}
 			return
+		case "abuse":
+			if err := abuse(os.Args[2:]); err != nil {
+				log.Fatal(err)
+			}
+			return
+		case "legit":
+			legit(os.Args[2:])
+			return
+		case "attack":
+			attack(os.Args[2:])
+			return
 		}
 	}
 	out := flag.String("out", "bench/results/gateway.md", "where to write the results")
@@ -422,6 +433,24 @@ func (b *bench) makeFiles(users []string, perUser int) error {
 	udir := filepath.Join(b.dir, "users")
 	if err := os.MkdirAll(udir, 0o700); err != nil {
 		return err
+	}
+	// Certificates from the trusted CA for UPNs no account holds (the
+	// abuse bench's certificate flood), written by the CA as any other.
+	sdir := filepath.Join(b.dir, "strangers")
+	if err := os.MkdirAll(sdir, 0o700); err != nil {
+		return err
+	}
+	for i := range strangerCerts {
+		dev, err := ca.DeviceFor(testpki.DeviceSpec{UPN: fmt.Sprintf("stranger%03d@%s", i, b.lab.DNSDomain)})
+		if err != nil {
+			return err
+		}
+		if _, err := testpki.WriteFile(sdir, fmt.Sprintf("s%03d.crt", i), dev.CertPEM); err != nil {
+			return err
+		}
+		if _, err := testpki.WriteFile(sdir, fmt.Sprintf("s%03d.key", i), dev.KeyPEM); err != nil {
+			return err
+		}
 	}
 	for _, u := range users {
 		// As a Windows CA writes them: the account's SID in the SID

@@ -1,0 +1,48 @@
+package seg
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// TestPendingConnsShed: connections that send nothing past the bound are
+// closed oldest first, and a real client still gets through at once.
+func TestPendingConnsShed(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	p := &pendingConns{max: 10}
+	srv.Config.ConnState = p.track
+	srv.Start()
+	defer srv.Close()
+	var silent []net.Conn
+	for range 30 {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+		time.Sleep(2 * time.Millisecond) // accepted in this order
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(srv.URL)
+	if err != nil {
+		t.Fatalf("a real client behind 30 silent connections: %v", err)
+	}
+	resp.Body.Close()
+	closed := 0
+	for i, c := range silent {
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			closed++
+		} else if i < 15 {
+			t.Errorf("silent connection %d (of the oldest) still open", i)
+		}
+	}
+	if closed < 20 {
+		t.Errorf("%d of 30 silent connections closed, want at least 20 (bound 10)", closed)
+	}
+}

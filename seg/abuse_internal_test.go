@@ -49,8 +49,9 @@ func waitCalls(t *testing.T, d *heldDirectory, n int64) {
 func TestUnprovenNamesBudget(t *testing.T) {
 	d := &heldDirectory{dir: sidDirectory{"ALICE": "S-1-5-21-7-1101"}, release: make(chan struct{})}
 	b := &BasicAuth{Realm: "CORP.EXAMPLE.TEST", Names: Names{Realm: "CORP.EXAMPLE.TEST", Accounts: &Accounts{Resolver: d}}}
-	login := func(name string) error {
+	login := func(name string, st sourceState) error {
 		r := httptest.NewRequest(http.MethodPost, "/Microsoft-Server-ActiveSync?Cmd=Ping", nil)
+		r = r.WithContext(context.WithValue(r.Context(), sourceKey{}, st))
 		r.SetBasicAuth(name, "pw")
 		_, err := b.Authenticate(r)
 		return err
@@ -58,13 +59,18 @@ func TestUnprovenNamesBudget(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 2 {
 		wg.Add(1)
-		go func() { defer wg.Done(); login(fmt.Sprintf("random%d", i)) }()
+		go func() { defer wg.Done(); login(fmt.Sprintf("random%d", i), sourceClean) }()
 	}
 	waitCalls(t, d, 2)
+	// From sources that have failed before: turned away at once.
 	for i := range 100 {
-		if err := login(fmt.Sprintf("more%d", i)); !errors.Is(err, ErrNamesBusy) {
+		if err := login(fmt.Sprintf("more%d", i), sourceFailed); !errors.Is(err, ErrNamesBusy) {
 			t.Fatalf("past the budget: %v", err)
 		}
+	}
+	// From a clean source: after waiting its moment.
+	if err := login("clean", sourceClean); !errors.Is(err, ErrNamesBusy) {
+		t.Fatalf("past the budget, a clean source: %v", err)
 	}
 	if n := d.calls.Load(); n != 2 {
 		t.Errorf("100 names past the budget cost %d questions", n-2)
@@ -82,7 +88,7 @@ func TestUnprovenNamesBudget(t *testing.T) {
 	d.release = make(chan struct{})
 	for i := range 2 {
 		wg.Add(1)
-		go func() { defer wg.Done(); login(fmt.Sprintf("again%d", i)) }()
+		go func() { defer wg.Done(); login(fmt.Sprintf("again%d", i), sourceClean) }()
 	}
 	waitCalls(t, d, 5)
 	if acct, err := b.Names.resolveUnproven(context.Background(), "ALICE"); err != nil || acct.SID != "S-1-5-21-7-1101" {
@@ -196,7 +202,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // real users signing in for the first time are not all turned away by a
 // flood whose sources have failed.
 func TestUnprovenBudgetFavoursCleanSources(t *testing.T) {
-	d := &heldDirectory{dir: sidDirectory{"ALICE": "S-1-5-21-7-1101"}, release: make(chan struct{})}
+	d := &heldDirectory{dir: sidDirectory{"ALICE": "S-1-5-21-7-1101", "BOB": "S-1-5-21-7-1102"}, release: make(chan struct{})}
 	a := &Accounts{Resolver: d, MaxUnproven: 2}
 	failed := context.WithValue(context.Background(), sourceKey{}, sourceFailed)
 	var wg sync.WaitGroup
@@ -212,6 +218,18 @@ func TestUnprovenBudgetFavoursCleanSources(t *testing.T) {
 	if _, err := a.lookup(context.Background(), "newcomer", 0, true); !errors.Is(err, ErrNamesBusy) {
 		t.Errorf("a clean source past the whole budget: %v", err)
 	}
+	// Through Names, a clean source waits a moment for its turn, where a
+	// failing one is turned away at once.
+	names := Names{Realm: "CORP.EXAMPLE.TEST", Accounts: a}
+	if _, err := names.resolveUnproven(failed, "flood3"); !errors.Is(err, ErrNamesBusy) {
+		t.Errorf("a failing source through Names: %v", err)
+	}
+	got := make(chan error, 1)
+	go func() { _, err := names.resolveUnproven(context.Background(), "bob"); got <- err }()
+	time.Sleep(50 * time.Millisecond)
 	close(d.release)
+	if err := <-got; err != nil {
+		t.Errorf("a clean source that waited its turn: %v", err)
+	}
 	wg.Wait()
 }

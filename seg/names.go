@@ -114,7 +114,14 @@ func (n Names) resolveUnproven(ctx context.Context, name string) (*kerberos.Acco
 	if n.Accounts == nil {
 		return nil, ErrNoDirectory
 	}
-	return n.Accounts.lookup(ctx, p, 0, true)
+	acct, err := n.Accounts.lookup(ctx, p, 0, true)
+	if errors.Is(err, ErrNamesBusy) && unprovenLimit(ctx, 2) == 2 && n.Accounts.waitUnproven(ctx, time.Second) {
+		// A source without failed logins waits a moment for its turn
+		// (those with failures are turned away at once): a real user's
+		// first login during a flood goes through late rather than not.
+		acct, err = n.Accounts.lookup(ctx, p, 0, true)
+	}
+	return acct, err
 }
 
 // Refresh is Resolve asking the KDC again (Accounts.Refresh): for a name
@@ -302,6 +309,7 @@ type Accounts struct {
 	names    map[string]*accountEntry // accounts, and questions in flight
 	refused  map[string]*accountEntry // refusals, until NegativeTTL
 	unproven int                      // questions in flight for unproven names
+	freed    chan struct{}            // closed when one of them ends (waitUnproven)
 	// changes counts answers that named another SID than the one
 	// remembered for the name before, and Forget calls: whoever compiled
 	// names into SIDs (Policy) compiles again when it moves.
@@ -440,6 +448,26 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 	}
 }
 
+// waitUnproven waits at most d for a question about an unproven name to
+// end, and reports whether one did.
+func (a *Accounts) waitUnproven(ctx context.Context, d time.Duration) bool {
+	a.mu.Lock()
+	if a.freed == nil {
+		a.freed = make(chan struct{})
+	}
+	freed := a.freed
+	a.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-freed:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
 // restore puts back an answer that was to be asked about again, when the
 // question is not asked after all. a.mu is held.
 func (a *Accounts) restore(k string, e *accountEntry) {
@@ -475,6 +503,10 @@ func (a *Accounts) fetch(k, name string, e *accountEntry) {
 	a.mu.Lock()
 	if e.unproven {
 		a.unproven--
+		if a.freed != nil {
+			close(a.freed)
+			a.freed = nil
+		}
 	}
 	e.acct, e.err, e.expires = acct, err, time.Now().Add(ttl)
 	if err != nil {

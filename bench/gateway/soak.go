@@ -53,10 +53,11 @@ func easRole(args []string) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", *addr)
+	raw, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
+	ln := &acceptCurve{Listener: raw, start: time.Now()}
 	s := eastest.Listen(ln, &kerberos.Acceptor{Keytab: kt, Principal: "EXCHASA$"},
 		&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
 	sl, err := net.Listen("tcp", *statsAddr)
@@ -69,8 +70,40 @@ func easRole(args []string) {
 			json.NewEncoder(w).Encode(s.EarlyEnds())
 			return
 		}
+		if r.URL.Path == "/accepts" {
+			json.NewEncoder(w).Encode(ln.curve())
+			return
+		}
 		json.NewEncoder(w).Encode(s.Stats())
 	})))
+}
+
+// acceptCurve counts the connections a listener accepts in each 250 ms of
+// its first 10 s: after the stand-in's restart, how the gateway's users'
+// pools come back (UserPools.MaxDialsPerHost, DialBackoff).
+type acceptCurve struct {
+	net.Listener
+	start  time.Time
+	mu     sync.Mutex
+	counts [40]int
+}
+
+func (a *acceptCurve) Accept() (net.Conn, error) {
+	c, err := a.Listener.Accept()
+	if err == nil {
+		if i := int(time.Since(a.start) / (250 * time.Millisecond)); i < len(a.counts) {
+			a.mu.Lock()
+			a.counts[i]++
+			a.mu.Unlock()
+		}
+	}
+	return c, err
+}
+
+func (a *acceptCurve) curve() []int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]int(nil), a.counts[:]...)
 }
 
 // soakResult is what the phones report.
@@ -445,6 +478,8 @@ func soak(args []string) error {
 		return st
 	}
 	events := map[int]string{}
+	var curveMu sync.Mutex
+	var reconnects []int // connections the restarted stand-in accepted, per 250 ms
 	kdcAt, easAt := *d/3, 2**d/3
 	var kdcDown, easDown time.Duration
 	minute := time.NewTicker(time.Minute)
@@ -475,6 +510,13 @@ loop:
 			}
 			easDown = time.Since(t)
 			events[int(time.Since(start).Minutes())] = fmt.Sprintf("Exchange stand-in restarted (down %v)", easDown.Round(time.Millisecond))
+			time.AfterFunc(12*time.Second, func() {
+				var c []int
+				b.getJSON("http://"+statsAddr+"/accepts", &c)
+				curveMu.Lock()
+				reconnects = c
+				curveMu.Unlock()
+			})
 		case <-minute.C:
 			all, fast := gatewayFast(adminAddr)
 			if len(samples) == 1 { // two minutes in: warm
@@ -526,6 +568,13 @@ loop:
 	b.printf("| TCP on this host during the run: SYNs sent again / listen queue overflows / drops | %d / %d / %d |\n",
 		tcp1["TCPSynRetrans"]-tcp0["TCPSynRetrans"], tcp1["ListenOverflows"]-tcp0["ListenOverflows"], tcp1["ListenDrops"]-tcp0["ListenDrops"])
 	b.printf("| KDC: AS / S4U2Self / S4U2Proxy / sent again | %d / %d / %d / %d |\n\n", c1.AS-c0.AS, c1.S4U2Self-c0.S4U2Self, c1.S4U2Proxy-c0.S4U2Proxy, c1.Resent-c0.Resent)
+	curveMu.Lock()
+	if len(reconnects) > 0 {
+		b.printf("Connections the restarted Exchange stand-in accepted from the gateway in each 250 ms of its first 10 s "+
+			"(%d users' pools; at most `UserPools.MaxDialsPerHost` = 32 dials at once, dials paced by `DialBackoff` after failures): %s.\n\n",
+			*users, strings.Trim(fmt.Sprint(reconnects), "[]"))
+	}
+	curveMu.Unlock()
 	b.printf("Gateway each minute:\n\n| at | RSS | goroutines | long polls held | S4U exchanges so far | non-Ping requests over 250 ms (gateway's histogram) | event in the minute before | failed requests in the minute before |\n|---|---|---|---|---|---|---|---|\n")
 	for i, s := range samples {
 		b.printf("| %v | %.1f MiB | %.0f | %.0f | %d | %.0f of %.0f | %s | %s |\n", s.at, float64(s.rss)/1024, s.goroutines, s.held, s.exch, s.slow, s.answered, events[i],

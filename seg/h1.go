@@ -618,16 +618,28 @@ func (p *UserPools) hostDials(addr string) *hostDials {
 	return hd
 }
 
-// begin takes a dial slot, or refuses while the back-off runs.
+// begin takes a dial slot, or refuses while the back-off runs. A pause
+// that ends within a second is waited out (an Exchange restarted in a
+// moment costs its users a short wait, not a 502); a longer one is not.
 func (hd *hostDials) begin(ctx context.Context) error {
 	hd.mu.Lock()
-	if hd.failures > 0 && time.Now().Before(hd.until) {
+	if left := time.Until(hd.until); hd.failures > 0 && left > 0 {
 		err := hd.last
 		hd.mu.Unlock()
-		// A dial error, as the health check and the log expect one.
-		return &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("%w: %w", errDialBackoff, err)}
+		if left > time.Second {
+			// A dial error, as the health check and the log expect one.
+			return &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("%w: %w", errDialBackoff, err)}
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	} else {
+		hd.mu.Unlock()
 	}
-	hd.mu.Unlock()
 	select {
 	case hd.slots <- struct{}{}:
 	case <-ctx.Done():

@@ -65,9 +65,10 @@ type UserPools struct {
 	// DialBackoff is the first pause after a failed dial to a host
 	// (default 200ms); it doubles with each failure in a row up to 10s, and
 	// each is drawn at random between half and all of it, so that replicas
-	// and users do not come back in step. During the pause, dials to the
-	// host fail at once with the last error (the device gets 502 and asks
-	// again); the first dial that succeeds ends it.
+	// and users do not come back in step. A dial that finds less than a
+	// second of the pause left waits it out; past that, dials to the host
+	// fail at once with the last error (the device gets 502 and asks
+	// again). The first dial that succeeds ends the pauses.
 	DialBackoff time.Duration
 
 	mu        sync.Mutex

@@ -338,7 +338,7 @@ func TestUserPoolsDialPacing(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	var dials, open, most atomic.Int32
-	pools := &seg.UserPools{MaxDialsPerHost: 4, DialBackoff: 300 * time.Millisecond,
+	pools := &seg.UserPools{MaxDialsPerHost: 4, DialBackoff: 4 * time.Second,
 		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
 			dials.Add(1)
 			n := open.Add(1)
@@ -382,10 +382,34 @@ func TestUserPoolsDialPacing(t *testing.T) {
 	}
 	defer ln2.Close()
 	go http.Serve(ln2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	time.Sleep(700 * time.Millisecond)
+	time.Sleep(4200 * time.Millisecond) // the pause (2-4 s) is over
 	for i := range 20 {
 		if err := get(fmt.Sprintf("back%d", i)); err != nil {
 			t.Fatalf("after the host came back: %v", err)
 		}
+	}
+	// A pause about to end is waited out: an Exchange back in a moment
+	// costs a short wait, not a 502.
+	ln2.Close()
+	short := &seg.UserPools{DialBackoff: 300 * time.Millisecond}
+	get = func(user string) error {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+		resp, err := short.ForUser(user).RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := get("first"); err == nil {
+		t.Fatal("a closed port answered")
+	}
+	ln3, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	defer ln3.Close()
+	go http.Serve(ln3, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	if err := get("second"); err != nil {
+		t.Errorf("right after a short pause began: %v", err)
 	}
 }

@@ -346,6 +346,34 @@ func TestGatewayRoll(t *testing.T) {
 			t.Fatal("a password is in -check's output, a log or /v1/roll")
 		}
 	}
+
+	// Someone who may write the ASA's note claims the roll as "now" (issue
+	// 27): with the password overdue by more than a check and a lease,
+	// -check fails and says why.
+	for i := 0; ; i++ {
+		note, err := conn.ReadNote(ctx, "GWRASA$")
+		if err != nil {
+			t.Fatal(err)
+		}
+		squat, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "squatter", Claimed: time.Now()})
+		if _, err = conn.SwapNote(ctx, "GWRASA$", note, string(squat)); err == nil {
+			break
+		} else if i == 20 {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+	}
+	tight := section("replica-d")
+	tight.BindPassword = a.BindPassword
+	tight.Every, tight.Interval, tight.Lease = "1s", "1s", "1s"
+	time.Sleep(4 * time.Second) // overdue for tight: past every, a check and a lease
+	c = f.conf
+	c.Roll = tight
+	out, err = exec.Command(f.bin, "-check", "-config", f.writeConfig(t, c)).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "FAIL roll: journal") || !strings.Contains(string(out), "squatter claimed a roll") ||
+		!strings.Contains(string(out), "roll.replicas") {
+		t.Errorf("-check with an overdue roll held by another's claim: %v\n%s", err, grepLines(string(out), "roll"))
+	}
 }
 
 // admin GETs path from the process's admin API, with the fixture's

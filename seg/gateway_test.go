@@ -41,6 +41,7 @@ func TestGateway(t *testing.T) {
 	t.Run("renamed account", func(t *testing.T) { testRenamedAccount(t, r) })
 	t.Run("Exchange's auth headers", func(t *testing.T) { testExchangeAuthHeaders(t, r) })
 	t.Run("basic", func(t *testing.T) { testBasic(t, r) })
+	t.Run("failed logins per source", func(t *testing.T) { testFailedLoginsPerSource(t, r) })
 	t.Run("refused users", func(t *testing.T) { testRefusedUsers(t, r) })
 	t.Run("bad certificates", func(t *testing.T) { testBadCertificates(t, r) })
 	t.Run("bad input", func(t *testing.T) { testBadInput(t, r) })
@@ -239,7 +240,9 @@ func testBasic(t *testing.T, r *rig) {
 		go func(i int) {
 			defer wg.Done()
 			err := b.Check(context.Background(), guessmeAcct, fmt.Sprintf("Parallel-Guess-%d!", i))
-			if !errors.Is(err, seg.ErrTooManyPasswords) {
+			// Refused without asking: past the account's rate, or past
+			// the gateway-wide bound of new passwords in flight.
+			if !errors.Is(err, seg.ErrTooManyPasswords) && !errors.Is(err, seg.ErrPasswordsBusy) {
 				mu.Lock()
 				asked++
 				mu.Unlock()
@@ -824,6 +827,47 @@ func testLongPollsPerUser(t *testing.T, r *rig) {
 	}
 	if !logHas(r, "cmd=Ping", "newer Ping of the same device") {
 		t.Error("no log line for the ended Ping")
+	}
+}
+
+// testFailedLoginsPerSource (issue 27): once a source has spent its failed
+// logins, its logins make the KDC do nothing more: a name not remembered
+// and a new password are refused (503, Retry-After) without a KDC request,
+// while a user whose right password is remembered still gets in.
+func testFailedLoginsPerSource(t *testing.T, r *rig) {
+	user := r.newUser(t, "src")
+	h := r.handlerWith(func(h *seg.ProxyHandler) {
+		h.FailedLoginBurst, h.FailedLoginRate, h.FailedLoginDelay = 3, 0.001, -1
+	})
+	srv := r.serve(t, h)
+	c := r.device(t, nil)
+	req := func(name, password string) answer {
+		u := strings.Replace(r.easURL("Sync", name, "SRCPHONE"), r.gateway.URL, srv.URL, 1)
+		rq, _ := http.NewRequest(http.MethodPost, u, nil)
+		rq.SetBasicAuth(name, password)
+		return do(t, c, rq)
+	}
+	if a := req(user, lab.UserPassword); a.status != http.StatusOK || a.user != user {
+		t.Fatalf("%s's first login: %d %q", user, a.status, a.body)
+	}
+	for i := range 3 {
+		if a := req(fmt.Sprintf("nobody%d-%d", i, time.Now().UnixNano()), "guess"); a.status != http.StatusUnauthorized {
+			t.Fatalf("failed login %d: %d", i, a.status)
+		}
+	}
+	c0 := r.counter.Counts()
+	if a := req(fmt.Sprintf("nobody-%d", time.Now().UnixNano()), "guess"); a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") == "" {
+		t.Errorf("a new name from a spent source: %d %q", a.status, a.header.Get("Retry-After"))
+	}
+	if a := req(user, "Not-"+lab.UserPassword); a.status != http.StatusServiceUnavailable {
+		t.Errorf("a new password from a spent source: %d", a.status)
+	}
+	if a := req(user, lab.UserPassword); a.status != http.StatusOK || a.user != user {
+		t.Errorf("a remembered right password from a spent source: %d %q", a.status, a.body)
+	}
+	c1 := r.counter.Counts()
+	if n := (c1.AS + c1.S4U2Self + c1.S4U2Proxy) - (c0.AS + c0.S4U2Self + c0.S4U2Proxy); n != 0 {
+		t.Errorf("a spent source's logins cost the KDC %d requests", n)
 	}
 }
 

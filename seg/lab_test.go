@@ -178,9 +178,11 @@ func newRig(l *lab.Lab) (*rig, error) {
 		TicketTimeout: 5 * time.Second,
 		Metrics:       metrics,
 		Debug:         r.debug,
-		// Refusals answered at once: the subtests refuse hundreds of
-		// logins (FailedLoginDelay is tested on its own).
+		// Refusals answered at once, and not counted per source: the
+		// subtests refuse hundreds of logins, all from loopback
+		// (testFailedLoginsPerSource and the unit tests cover both).
 		FailedLoginDelay: time.Millisecond,
+		FailedLoginBurst: -1,
 		Logger:           slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	srv := seg.NewServer(r.handler, &tls.Config{Certificates: []tls.Certificate{serverCert.TLS},

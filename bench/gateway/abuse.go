@@ -255,6 +255,18 @@ func attack(args []string) {
 		resp.Body.Close()
 		count(strconv.Itoa(resp.StatusCode))
 	}
+	// send sends one request of a flood and counts its answer.
+	send := func(c *http.Client, req *http.Request) {
+		requests.Add(1)
+		resp, err := c.Do(req)
+		if err != nil {
+			count(errKind(err))
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		count(strconv.Itoa(resp.StatusCode))
+	}
 	var wg sync.WaitGroup
 	run := func(n int, f func(i int)) {
 		for i := 0; i < n; i++ {
@@ -273,15 +285,7 @@ func attack(args []string) {
 				name := fmt.Sprintf("r%016x", rand.Uint64())
 				req, _ := http.NewRequest(http.MethodPost, easURL(*base, name), nil)
 				req.SetBasicAuth(name, "guess")
-				requests.Add(1)
-				resp, err := c.Do(req)
-				if err != nil {
-					count(errKind(err))
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				count(strconv.Itoa(resp.StatusCode))
+				send(c, req)
 			}
 		})
 	case "cert-unknown":
@@ -296,15 +300,8 @@ func attack(args []string) {
 			tr := &http.Transport{TLSClientConfig: conf, DialContext: attackerDialer(i).DialContext, MaxIdleConnsPerHost: 1}
 			c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 			for time.Now().Before(stop) {
-				requests.Add(1)
-				resp, err := c.Post(easURL(*base, fmt.Sprintf("stranger%03d", i%strangerCerts)), "application/vnd.ms-sync.wbxml", nil)
-				if err != nil {
-					count(errKind(err))
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				count(strconv.Itoa(resp.StatusCode))
+				req, _ := http.NewRequest(http.MethodPost, easURL(*base, fmt.Sprintf("stranger%03d", i%strangerCerts)), nil)
+				send(c, req)
 			}
 		})
 	case "slowloris-headers", "slowloris-body", "slowloris-tls":

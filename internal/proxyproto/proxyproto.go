@@ -143,25 +143,26 @@ func readV2(r io.Reader, first []byte) (Header, error) {
 	}
 	switch fam {
 	case 0x11: // TCP over IPv4
-		if n < 12 {
-			return Header{}, fmt.Errorf("%w: version 2 IPv4 block of %d bytes", ErrMalformed, n)
-		}
-		src := netip.AddrFrom4([4]byte(rest[0:4]))
-		dst := netip.AddrFrom4([4]byte(rest[4:8]))
-		return Header{Source: netip.AddrPortFrom(src, binary.BigEndian.Uint16(rest[8:10])),
-			Dest: netip.AddrPortFrom(dst, binary.BigEndian.Uint16(rest[10:12]))}, nil
+		return v2Addrs(rest, 4)
 	case 0x21: // TCP over IPv6
-		if n < 36 {
-			return Header{}, fmt.Errorf("%w: version 2 IPv6 block of %d bytes", ErrMalformed, n)
-		}
-		src := netip.AddrFrom16([16]byte(rest[0:16]))
-		dst := netip.AddrFrom16([16]byte(rest[16:32]))
-		return Header{Source: netip.AddrPortFrom(src, binary.BigEndian.Uint16(rest[32:34])),
-			Dest: netip.AddrPortFrom(dst, binary.BigEndian.Uint16(rest[34:36]))}, nil
+		return v2Addrs(rest, 16)
 	}
 	// UNSPEC, UDP, UNIX sockets: the specification says to accept the
 	// connection and use its own addresses.
 	return Header{Local: true}, nil
+}
+
+// v2Addrs reads a version 2 address block of addresses of size bytes:
+// source, destination, source port, destination port.
+func v2Addrs(b []byte, size int) (Header, error) {
+	if len(b) < 2*size+4 {
+		return Header{}, fmt.Errorf("%w: version 2 address block of %d bytes for %d-byte addresses", ErrMalformed, len(b), size)
+	}
+	src, _ := netip.AddrFromSlice(b[:size])
+	dst, _ := netip.AddrFromSlice(b[size : 2*size])
+	ports := b[2*size:]
+	return Header{Source: netip.AddrPortFrom(src, binary.BigEndian.Uint16(ports[0:2])),
+		Dest: netip.AddrPortFrom(dst, binary.BigEndian.Uint16(ports[2:4]))}, nil
 }
 
 // AppendV1 appends h as a version 1 line (for tests and for balancers

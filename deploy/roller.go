@@ -233,7 +233,9 @@ func fileTime(v int64) time.Time {
 // finished another replica's roll), Unchanged with the reason otherwise.
 // After a roll it checks that every server decrypts with AD's password.
 // A check is bounded by Lease, so that it has stopped by the time another
-// replica may take its claim over; Status tells what it found.
+// replica may take its claim over; Status tells what it found. Checks of
+// one Roller must not overlap (Run makes them one at a time): a claim under
+// the Roller's own Name is taken for one of its dead runs, and taken over.
 func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.lease())
 	defer cancel()
@@ -292,11 +294,11 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 	if err != nil {
 		return segkcd.Change{}, err
 	}
+	sn.passwordSet, sn.pwd = fileTime(acct.PasswordLastSet), acct.PasswordLastSet
 	j, err := ParseJournal(note)
 	if err != nil {
 		return segkcd.Change{}, fmt.Errorf("%w (%s's %s attribute); clear it to let the Roller work", err, sam, ad.NoteAttribute)
 	}
-	sn.passwordSet, sn.pwd = fileTime(acct.PasswordLastSet), acct.PasswordLastSet
 	now := time.Now()
 	age := now.Sub(fileTime(acct.PasswordLastSet))
 	takeover := false
@@ -305,18 +307,26 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 		// (Kerberos allows 5 minutes) is no replica's, nor is one by a
 		// name Replicas does not list: whoever may write the note must
 		// not hold off every roll with it.
+		// A claim under this replica's own name is not a roll it is
+		// making (its checks run one at a time): the roll of its previous
+		// run, which died, or someone's who took its name. Taken over.
 		stranger := len(r.Replicas) > 0 && !slices.Contains(r.Replicas, j.Owner)
-		if a := now.Sub(j.Claimed); a < r.lease() && a > -5*time.Minute && !stranger {
+		own := j.Owner == r.name()
+		if a := now.Sub(j.Claimed); a < r.lease() && a > -5*time.Minute && !stranger && !own {
 			sn.rollingBy = j.Owner
-			if age >= r.every() && j.Owner != r.name() {
+			if age >= r.every() {
 				sn.blocked = "the unfinished claim of " + j.Owner
 			}
 			ch.Details = []string{fmt.Sprintf("%s has been rolling it for %s", j.Owner, a.Round(time.Second))}
 			return ch, nil
 		}
-		if stranger {
+		switch {
+		case stranger:
 			r.log().Warn("overriding a roll claim by a name that is not one of the replicas", "asa", sam, "owner", j.Owner,
 				"claimed", j.Claimed, "replicas", r.Replicas)
+		case own:
+			r.log().Warn("taking over an unfinished roll claimed under this replica's own name, which it is not making", "asa", sam,
+				"claimed", j.Claimed)
 		}
 		takeover = true
 	}

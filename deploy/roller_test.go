@@ -314,6 +314,19 @@ func TestRollerReplicasOverrideStranger(t *testing.T) {
 	if err != nil || !ch.Changed() || kvno(t, d) != before+1 {
 		t.Fatalf("a stranger's claim held the roll off: %v %v", ch, err)
 	}
+	// A fresh claim under the replica's own name is not a roll it is
+	// making: taken over at once.
+	cur, err := d.AD.ReadNote(ctxT(t), d.ASA+"$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "gw-1", Claimed: time.Now()})
+	if _, err := d.AD.SwapNote(ctxT(t), d.ASA+"$", cur, string(mine)); err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := r.RollIfDue(ctxT(t)); err != nil || !ch.Changed() || kvno(t, d) != before+2 {
+		t.Fatalf("a claim under the replica's own name held the roll off: %v %v", ch, err)
+	}
 }
 
 // A due roll held off by claims that keep being rewritten, even under a

@@ -233,3 +233,76 @@ func TestUnprovenBudgetFavoursCleanSources(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestSharedSourceKeepsProvenPasswords (review of issue 27): a source spent
+// by someone else's failures (a carrier NAT, an office) does not lock out a
+// user whose password was right before, once its remembered answer has
+// expired: a proven password is checked, a new one is not.
+func TestSharedSourceKeepsProvenPasswords(t *testing.T) {
+	b := &BasicAuth{Realm: "CORP.EXAMPLE.TEST", TTL: time.Millisecond}
+	b.once.Do(b.init)
+	acct := &kerberos.Account{User: "alice", SID: "S-1-5-21-7-1101"}
+	k := b.keyFor(acct.SID+"\x00"+acct.User, "Right-Passw0rd!")
+	b.proven[k] = time.Now().Add(time.Hour)
+	spent := context.WithValue(context.Background(), sourceKey{}, sourceExhausted)
+	if _, err := b.check(spent, acct, "Guess-Passw0rd!"); !errors.Is(err, ErrSourceLimited) {
+		t.Errorf("a new password from a spent source: %v", err)
+	}
+	// The proven one goes to the KDC (none here: its error is the way to
+	// the KDC's, not the source limit's).
+	ctx, cancel := context.WithTimeout(spent, 2*time.Second)
+	defer cancel()
+	if _, err := b.check(ctx, acct, "Right-Passw0rd!"); errors.Is(err, ErrSourceLimited) || errors.Is(err, ErrPasswordsBusy) {
+		t.Errorf("a proven password from a spent source: %v", err)
+	}
+}
+
+// TestWrongPasswordsApart (review of issue 27): wrong answers are kept apart
+// from right ones, so guesses never push out a user's right password.
+func TestWrongPasswordsApart(t *testing.T) {
+	b := &BasicAuth{Realm: "CORP.EXAMPLE.TEST", MaxEntries: 10}
+	b.once.Do(b.init)
+	right := &basicEntry{done: make(chan struct{}), expires: time.Now().Add(time.Hour)}
+	close(right.done)
+	k := b.keyFor("S-1-5-21-7-1101\x00alice", "Right-Passw0rd!")
+	b.verdict[k] = right
+	for i := range 1000 {
+		e := &basicEntry{done: make(chan struct{}), err: ErrBadCredentials, expires: time.Now().Add(time.Hour)}
+		close(e.done)
+		b.mu.Lock()
+		if len(b.wrong) >= b.maxEntries() {
+			evictVerdicts(b.wrong, b.maxEntries(), time.Now())
+		}
+		b.wrong[b.keyFor(fmt.Sprintf("S-1-5-21-7-%d\x00u", i), "guess")] = e
+		b.mu.Unlock()
+	}
+	if b.verdict[k] != right || len(b.wrong) > 10 {
+		t.Errorf("right answer kept: %v; %d wrong answers, bound 10", b.verdict[k] == right, len(b.wrong))
+	}
+}
+
+// TestAccountsEvictLeastUsed (review of issue 27): past MaxEntries, the
+// names no request has found for longest go first; an account a device
+// keeps using stays, however many other spellings come.
+func TestAccountsEvictLeastUsed(t *testing.T) {
+	dir := sidDirectory{"ALICE": "S-1-5-21-7-1101"}
+	for i := range 500 {
+		dir[fmt.Sprintf("SPELLING%d", i)] = fmt.Sprintf("S-1-5-21-7-%d", 2000+i)
+	}
+	a := &Accounts{Resolver: dir, MaxEntries: 50}
+	ctx := context.Background()
+	var asked []*kerberos.Account
+	for i := range 500 {
+		acct, err := a.Account(ctx, "alice") // the device's requests
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(asked) == 0 || asked[len(asked)-1] != acct {
+			asked = append(asked, acct) // a new answer: alice was asked again
+		}
+		a.Account(ctx, fmt.Sprintf("spelling%d", i))
+	}
+	if len(asked) != 1 {
+		t.Errorf("an account in use was evicted %d times by names found once", len(asked)-1)
+	}
+}

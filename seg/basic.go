@@ -84,7 +84,9 @@ type BasicAuth struct {
 	key     []byte
 	tr      *kerberos.Transport
 	mu      sync.Mutex
-	verdict map[[32]byte]*basicEntry
+	verdict map[[32]byte]*basicEntry // right answers, and questions in flight
+	wrong   map[[32]byte]*basicEntry // wrong answers, apart
+	proven  map[[32]byte]time.Time   // right passwords, until provenFor after
 	rates   map[string]*passwordRate // the account's SID -> its allowance
 	checks  int                      // new passwords being checked
 }
@@ -164,8 +166,13 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 	if password == "" {
 		return nil, &loginError{acct.User, fmt.Errorf("%w: empty password", ErrBadCredentials)}
 	}
-	if err := b.Check(r.Context(), acct, password); err != nil {
+	if fresh, err := b.check(r.Context(), acct, password); err != nil {
+		// What follows asks the KDC about the name again: only for an
+		// answer the KDC has just given, never for one remembered (a
+		// remembered wrong password repeated would otherwise cost the KDC
+		// a question per MinRefresh per spelling, past every bound).
 		switch {
+		case !fresh:
 		case errors.Is(err, kerberos.ErrAccountChanged):
 			// A right password, for an account the login name was not
 			// remembered for: the name has passed to another since (a
@@ -197,9 +204,16 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 // ErrBadCredentials and ErrTooManyPasswords; a KDC that does not answer
 // gives the kerberos error (ErrNoKDC), which is not remembered.
 func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password string) error {
+	_, err := b.check(ctx, acct, password)
+	return err
+}
+
+// check is Check that also says whether this call asked the KDC (and so
+// holds a new answer), rather than finding one remembered or shared.
+func (b *BasicAuth) check(ctx context.Context, acct *kerberos.Account, password string) (fresh bool, err error) {
 	b.once.Do(b.init)
 	if acct == nil || acct.SID == "" || acct.User == "" {
-		return errors.New("seg: BasicAuth.Check needs an account with a name and a SID")
+		return false, errors.New("seg: BasicAuth.Check needs an account with a name and a SID")
 	}
 	// The answer is about the password of the principal the AS exchange
 	// names (acct.User), and is kept for that account (acct.SID): both are
@@ -208,12 +222,17 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 	k := b.keyFor(acct.SID+"\x00"+acct.User, password)
 	now := time.Now()
 	b.mu.Lock()
-	e := b.verdict[k]
+	mem := b.verdict
+	e := mem[k]
+	if e == nil {
+		mem = b.wrong
+		e = mem[k]
+	}
 	if e != nil {
 		select {
 		case <-e.done:
 			if now.After(e.expires) {
-				delete(b.verdict, k)
+				delete(mem, k)
 				e = nil
 			}
 		default:
@@ -221,20 +240,29 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 	}
 	owner := e == nil
 	if owner {
+		// A password this account has signed in with before (within
+		// provenFor) is not a guess: it is checked even from a source
+		// that has spent its failed logins (a phone behind the same NAT
+		// as a client that keeps failing), and within the whole bound.
+		proven := now.Before(b.proven[k])
+		limit := positiveOr(b.MaxPasswordChecks, 2)
+		if !proven {
+			limit = unprovenLimit(ctx, limit)
+		}
 		switch {
-		case sourceSpent(ctx):
+		case sourceSpent(ctx) && !proven:
 			b.mu.Unlock()
-			return ErrSourceLimited
-		case b.checks >= unprovenLimit(ctx, positiveOr(b.MaxPasswordChecks, 2)):
+			return false, ErrSourceLimited
+		case b.checks >= limit:
 			b.mu.Unlock()
-			return ErrPasswordsBusy
+			return false, ErrPasswordsBusy
 		}
 		if len(b.verdict) >= b.maxEntries() || len(b.rates) >= b.maxEntries() {
 			b.evict(now)
 		}
 		if !b.allow(acct.SID, now) {
 			b.mu.Unlock()
-			return fmt.Errorf("%w: %w", ErrBadCredentials, ErrTooManyPasswords)
+			return false, fmt.Errorf("%w: %w", ErrBadCredentials, ErrTooManyPasswords)
 		}
 		b.checks++
 		e = &basicEntry{done: make(chan struct{})}
@@ -249,25 +277,49 @@ func (b *BasicAuth) Check(ctx context.Context, acct *kerberos.Account, password 
 	}
 	select {
 	case <-e.done:
-		return e.err
+		return owner, e.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 }
 
 // settle asks the KDC about a password and records the answer.
 func (b *BasicAuth) settle(k [32]byte, e *basicEntry, acct *kerberos.Account, password string) {
 	err := b.exchange(acct, password)
+	now := time.Now()
 	b.mu.Lock()
 	b.checks--
 	e.err = err
-	e.expires = time.Now().Add(b.ttl())
-	if err != nil && !remembered(err) {
+	e.expires = now.Add(b.ttl())
+	switch {
+	case err == nil:
+		if len(b.proven) >= b.maxEntries() {
+			for pk, until := range b.proven {
+				if now.After(until) || len(b.proven) > b.maxEntries()*9/10 {
+					delete(b.proven, pk)
+				}
+			}
+		}
+		b.proven[k] = now.Add(provenFor)
+	case b.verdict[k] != e:
+	case !remembered(err):
 		delete(b.verdict, k)
+	default:
+		// A wrong password: remembered apart from the right ones, so
+		// that guesses push out guesses, never a user's right password.
+		delete(b.verdict, k)
+		if len(b.wrong) >= b.maxEntries() {
+			evictVerdicts(b.wrong, b.maxEntries(), now)
+		}
+		b.wrong[k] = e
 	}
 	b.mu.Unlock()
 	close(e.done)
 }
+
+// provenFor is how long a right password counts as proven (BasicAuth.check):
+// a phone signs in at least daily.
+const provenFor = 24 * time.Hour
 
 // sameAccount checks, after the KDC took a password for acct.User, that the
 // password is acct.SID's: the AS exchange proves a password for a name, and
@@ -328,6 +380,9 @@ func remembered(err error) bool { return errors.Is(err, ErrBadCredentials) }
 func (b *BasicAuth) exchange(acct *kerberos.Account, password string) error {
 	// Not the request's context: waiters share this exchange, and one
 	// device hanging up must not fail the others.
+	if b.Config == nil {
+		return errors.New("seg: BasicAuth has no Config (the realm's KDCs)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout())
 	defer cancel()
 	c := kerberos.NewWithPassword(acct.User, b.Realm, password, b.Config)
@@ -349,6 +404,8 @@ func (b *BasicAuth) init() {
 		panic("seg: no randomness: " + err.Error())
 	}
 	b.verdict = map[[32]byte]*basicEntry{}
+	b.wrong = map[[32]byte]*basicEntry{}
+	b.proven = map[[32]byte]time.Time{}
 	b.rates = map[string]*passwordRate{}
 	b.tr = b.Transport
 	if b.tr == nil {
@@ -366,33 +423,31 @@ func (b *BasicAuth) keyFor(user, password string) [32]byte {
 	return k
 }
 
-// evict drops expired answers and idle allowances, and if that is not
-// enough, arbitrary answers (map order): under a flood of distinct
-// credentials, memory stays bounded.
+// evict drops idle allowances and answers past their time, and if that is
+// not enough, a tenth of the right answers (map order): under a flood of
+// distinct credentials, memory stays bounded, and each sweep makes room for
+// many more.
 func (b *BasicAuth) evict(now time.Time) {
 	// An allowance that has filled up again is the same as none.
 	full := float64(b.passwordBurst())
 	for u, r := range b.rates {
-		if r.tokens+now.Sub(r.last).Seconds()*b.passwordRate() >= full || len(b.rates) > b.maxEntries() {
+		if r.tokens+now.Sub(r.last).Seconds()*b.passwordRate() >= full || len(b.rates) > b.maxEntries()*9/10 {
 			delete(b.rates, u)
 		}
 	}
-	for k, e := range b.verdict {
+	evictVerdicts(b.verdict, b.maxEntries(), now)
+}
+
+// evictVerdicts drops the answers of mem past their time and, if that is
+// not enough, answers down to nine tenths of bound. Questions in flight
+// stay.
+func evictVerdicts(mem map[[32]byte]*basicEntry, bound int, now time.Time) {
+	for k, e := range mem {
 		select {
 		case <-e.done:
-			if now.After(e.expires) {
-				delete(b.verdict, k)
+			if now.After(e.expires) || len(mem) > bound*9/10 {
+				delete(mem, k)
 			}
-		default:
-		}
-	}
-	for k, e := range b.verdict {
-		if len(b.verdict) < b.maxEntries() {
-			break
-		}
-		select {
-		case <-e.done:
-			delete(b.verdict, k)
 		default:
 		}
 	}

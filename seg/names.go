@@ -3,6 +3,7 @@ package seg
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -325,6 +326,7 @@ type accountEntry struct {
 	err      error
 	expires  time.Time
 	asked    time.Time // when the exchange began
+	used     time.Time // when a request last found it (eviction drops the least used first)
 	prevSID  string    // the SID an earlier answer named, negativeAnswer, or "" (none known)
 	unproven bool      // asked for an unproven name: counted in Accounts.unproven
 	// replaced is the answer, still valid, that this one was asked to
@@ -413,6 +415,9 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 		default:
 		}
 	}
+	if e != nil {
+		e.used = now
+	}
 	owner := e == nil
 	if owner {
 		if unproven {
@@ -431,7 +436,7 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 		if len(a.names) >= a.maxEntries() {
 			a.evict(a.names, a.maxEntries(), now)
 		}
-		e = &accountEntry{done: make(chan struct{}), asked: now, prevSID: prev, replaced: replaced, unproven: unproven}
+		e = &accountEntry{done: make(chan struct{}), asked: now, used: now, prevSID: prev, replaced: replaced, unproven: unproven}
 		a.names[k] = e
 	}
 	a.mu.Unlock()
@@ -538,29 +543,42 @@ func (a *Accounts) fetch(k, name string, e *accountEntry) {
 	close(e.done)
 }
 
-// evict drops the expired entries of mem and, if that is not enough, a
-// tenth of the rest (map order), so a flood of distinct names costs one
-// sweep per tenth. mem is a.names or a.refused: a flood of refused names
-// only ever pushes out refusals.
+// evict drops the expired entries of mem and, if that is not enough, down
+// to nine tenths of bound: those no request has found for the longest
+// first (a device's own name is found at each of its requests; a flood's
+// names, or the odd spellings of real ones, once), so a flood costs one
+// sweep per tenth and a real user's answer goes last. mem is a.names or
+// a.refused: a flood of refused names only ever pushes out refusals.
 func (a *Accounts) evict(mem map[string]*accountEntry, bound int, now time.Time) {
+	var done []*accountEntry
 	for k, e := range mem {
 		select {
 		case <-e.done:
 			if !now.Before(e.expires) {
 				delete(mem, k)
+			} else {
+				done = append(done, e)
 			}
 		default:
 		}
 	}
-	excess := len(mem) - bound*9/10
+	excess := min(len(mem)-bound*9/10, len(done))
+	if excess <= 0 {
+		return
+	}
+	// The cut-off is the excess-th least recent use.
+	slices.SortFunc(done, func(x, y *accountEntry) int { return x.used.Compare(y.used) })
+	cut := done[excess-1].used
 	for k, e := range mem {
 		if excess <= 0 {
 			break
 		}
 		select {
 		case <-e.done:
-			delete(mem, k)
-			excess--
+			if !e.used.After(cut) {
+				delete(mem, k)
+				excess--
+			}
 		default:
 		}
 	}

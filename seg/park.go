@@ -57,6 +57,7 @@ type parkHint struct {
 	body     *pausingBody
 	deadline time.Time // the answer's headers are due (LongPollTimeout)
 	timedOut bool      // the poller woke the poll at deadline
+	answered func()    // called when the answer's headers came (a held poll stops watching its device)
 }
 
 type parkHintKey struct{}
@@ -420,8 +421,12 @@ func (p *parkedPoll) holdInstead() {
 	if p.hint.body != nil {
 		p.hint.body.wait = 0
 	}
-	if p.watch {
+	if p.watch && p.hint.pending != nil {
+		// Until the answer begins: then a hang-up shows in the writes,
+		// and bytes the device sends after its answer are its next
+		// request's, which a watcher must not take (parkHint.answered).
 		p.unwatch = p.watchDevice()
+		p.hint.answered = p.stopWatching
 	}
 	go p.resume(wakeUpstream)
 }
@@ -796,7 +801,8 @@ func (h *ProxyHandler) rest(srv *http.Server, conn net.Conn) {
 	if idle <= 0 {
 		idle = srv.ReadTimeout
 	}
-	q := &parkedPoll{h: h, srv: srv, conn: conn, ctx: context.Background(), watch: true, resting: true}
+	q := &parkedPoll{h: h, srv: srv, conn: conn, ctx: context.Background(), watch: true, resting: true,
+		cancel: func(error) {}} // Shutdown's deadline cancels every live poll: nothing to cancel here
 	if idle > 0 {
 		q.timerAt = time.Now().Add(idle)
 		q.timer = time.AfterFunc(idle, func() { h.poller.wake(q, wakeTimeout) })
@@ -810,7 +816,10 @@ func (h *ProxyHandler) rest(srv *http.Server, conn net.Conn) {
 		q.wakeRested(wakeDevice) // given back at once, as before
 		return
 	}
-	if !q.timerAt.IsZero() && !time.Now().Before(q.timerAt) {
+	switch {
+	case q.closing.Load():
+		h.poller.wake(q, wakeShutdown) // the shutdown's wake came before q was parked
+	case !q.timerAt.IsZero() && !time.Now().Before(q.timerAt):
 		h.poller.wake(q, wakeTimeout) // the timer fired before q was parked
 	}
 }

@@ -146,6 +146,10 @@ func (pl *poller) fail(epfd int) {
 	syscall.Close(epfd)
 	pl.mu.Unlock()
 	for _, p := range list {
+		if p.resting {
+			go p.wakeRested(wakeDevice) // the server waits for its next request
+			continue
+		}
 		p.holdInstead()
 	}
 }

@@ -399,7 +399,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// refusals (guessing, flooding names) gets one answer per
 			// FailedLoginDelay per connection, not thousands a second
 			// of the cores the real users need.
-			h.delayRefusal(r.Context())
+			h.delayRefusal()
 		}
 		h.fail(sw, r, line, &Error{Stage: StageAuthenticate, Err: err})
 		return
@@ -407,9 +407,14 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	line.user = id.User
 	h.debugf(line, "authenticated", slog.String("method", id.Method), slog.String("name", printable(id.Name)))
 	line.sid = id.SID
-	if params.User != "" && !h.sameUser(r.Context(), params.User, id) {
-		h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: errUserMismatch})
-		return
+	if params.User != "" {
+		if same, err := h.sameUser(r.Context(), params.User, id); err != nil {
+			h.fail(sw, r, line, &Error{Stage: StageAuthorize, Status: http.StatusServiceUnavailable, User: id.User, Err: err})
+			return
+		} else if !same {
+			h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: errUserMismatch})
+			return
+		}
 	}
 	// Autodiscover and EWS go through the policy too: they reach the same
 	// mailbox, and a device the policy blocks must not read it through EWS.
@@ -536,19 +541,27 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // resolves to the same SID (Names.Accounts, which remembers). Names are
 // never compared through Go's Unicode tables: two names that they join may
 // be two accounts in AD.
-func (h *ProxyHandler) sameUser(ctx context.Context, param string, id *Identity) bool {
+//
+// A name resolved here is one the device chose, so it is resolved within
+// Accounts.MaxUnproven as a Basic login name is: an authenticated device
+// that names a new account in each request costs the KDC no more than an
+// unauthenticated one. When the bound is reached, err is ErrNamesBusy.
+func (h *ProxyHandler) sameUser(ctx context.Context, param string, id *Identity) (bool, error) {
 	if param == id.Name {
-		return true
+		return true, nil
 	}
 	if p, err := h.Names.Principal(param); err == nil {
 		// AD folds ASCII letters in both names (foldASCII), so these
 		// name this account and no other.
 		if strings.Contains(p, "@") && id.UPN != "" && !id.ImplicitUPN && equalASCII(p, id.UPN) || !strings.Contains(p, "@") && equalASCII(p, id.User) {
-			return true
+			return true, nil
 		}
 	}
-	acct, err := h.Names.Resolve(ctx, param)
-	return err == nil && acct.SID != "" && acct.SID == id.SID
+	acct, err := h.Names.resolveUnproven(ctx, param)
+	if busy(err) {
+		return false, err
+	}
+	return err == nil && acct.SID != "" && acct.SID == id.SID, nil
 }
 
 // accountChanged asks the directory again about the name a device presented
@@ -660,8 +673,10 @@ func (h *ProxyHandler) timeoutFor(p Params) time.Duration {
 
 func (h *ProxyHandler) bodyTimeout() time.Duration { return positiveOr(h.BodyTimeout, time.Minute) }
 
-// delayRefusal waits FailedLoginDelay, or until the device hangs up.
-func (h *ProxyHandler) delayRefusal(ctx context.Context) {
+// delayRefusal waits FailedLoginDelay, whatever the device does: a client
+// that half-closes its connection after its request ends the request's
+// context at once, and would otherwise have its refusals at full speed.
+func (h *ProxyHandler) delayRefusal() {
 	d := h.FailedLoginDelay
 	if d < 0 {
 		return
@@ -669,12 +684,7 @@ func (h *ProxyHandler) delayRefusal(ctx context.Context) {
 	if d == 0 {
 		d = time.Second
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
+	time.Sleep(d)
 }
 
 func (h *ProxyHandler) writeTimeout() time.Duration { return positiveOr(h.WriteTimeout, time.Minute) }
@@ -769,7 +779,7 @@ func (h *ProxyHandler) fail(w *statusWriter, r *http.Request, line *logLine, e *
 	line.err = e
 	if e.Stage == StageRequest && e.Status != http.StatusInternalServerError && e.Status != http.StatusRequestTimeout {
 		w.Header().Set("Connection", "close")
-		h.delayRefusal(r.Context())
+		h.delayRefusal()
 	}
 	h.answer(w, r, e)
 }
@@ -1091,12 +1101,18 @@ func (k *kcdTransport) receive(req *http.Request, fw *forward, hint *parkHint) (
 		timer = time.AfterFunc(time.Until(hint.deadline), func() { timedOut.Store(true); cancel() })
 	}
 	resp, err := pend.receive(ctx)
-	if timer != nil {
-		timer.Stop()
+	if timer != nil && !timer.Stop() && err == nil {
+		// The deadline passed as the answer came: the timer's cancel
+		// closed its connection under it.
+		resp.Body.Close()
+		err = errUpstreamTime
 	}
 	if err != nil && timedOut.Load() {
 		cancel()
 		return nil, errUpstreamTime
+	}
+	if err == nil && hint.answered != nil {
+		hint.answered()
 	}
 	if fw.line != nil && fw.line.debug {
 		status := 0

@@ -17,14 +17,18 @@ import (
 // ClientAuth on it for certificate devices. HTTP/2 is offered to devices
 // only when tlsConf.NextProtos lists "h2" (devices' EAS stacks use HTTP/1.1).
 //
-// Its ConnState hook bounds the connections that have not begun a request
-// (in the TLS handshake, or silent after it) to a quarter of the process's
-// open-file limit, at least 1024: past it, the oldest of them is closed.
-// Without it, a flood of connections that send nothing held every
-// descriptor for the 30s the handshake may take, again and again, and no
-// device could connect (BENCHMARKS.md, the front door). A real device's
-// handshake and request take milliseconds, so it is never the oldest. Set
-// ConnState to a function of your own that calls this one to keep it.
+// Its ConnState hook bounds the connections that serve no request (new: in
+// the TLS handshake or silent after it; idle: kept alive between requests)
+// to a quarter of the process's open-file limit, at least 1024: past it,
+// the oldest of them is closed. Without it, a flood of connections that
+// send nothing held every descriptor for the 30s the handshake may take,
+// again and again, and no device could connect (BENCHMARKS.md, the front
+// door); one cheap request first would have kept each for IdleTimeout. A
+// real device's handshake and request take milliseconds, so it is never
+// the oldest new connection; an idle one may be closed under such a flood,
+// and the device connects again. Long polls being served, parked or not,
+// are not counted. Set ConnState to a function of your own that calls this
+// one to keep it.
 func NewServer(h http.Handler, tlsConf *tls.Config) *http.Server {
 	pending := &pendingConns{max: max(1024, openFileLimit()/4)}
 	s := &http.Server{
@@ -50,8 +54,8 @@ func hasProto(protos []string, p string) bool {
 	return false
 }
 
-// pendingConns are a server's connections that have not begun a request,
-// oldest first.
+// pendingConns are a server's connections that serve no request (new or
+// idle), oldest first.
 type pendingConns struct {
 	max int
 
@@ -67,7 +71,11 @@ func (p *pendingConns) track(c net.Conn, st http.ConnState) {
 		p.at = map[net.Conn]*list.Element{}
 	}
 	var shed net.Conn
-	if st == http.StateNew {
+	if e, ok := p.at[c]; ok { // idle again, or active
+		p.list.Remove(e)
+		delete(p.at, c)
+	}
+	if st == http.StateNew || st == http.StateIdle {
 		p.at[c] = p.list.PushBack(c)
 		if p.list.Len() > p.max {
 			e := p.list.Front()
@@ -75,9 +83,6 @@ func (p *pendingConns) track(c net.Conn, st http.ConnState) {
 			p.list.Remove(e)
 			delete(p.at, shed)
 		}
-	} else if e, ok := p.at[c]; ok {
-		p.list.Remove(e)
-		delete(p.at, c)
 	}
 	p.mu.Unlock()
 	if shed != nil {

@@ -1,6 +1,7 @@
 package seg
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -44,5 +45,41 @@ func TestPendingConnsShed(t *testing.T) {
 	}
 	if closed < 20 {
 		t.Errorf("%d of 30 silent connections closed, want at least 20 (bound 10)", closed)
+	}
+}
+
+// TestPendingConnsShedIdle (review of issue 27): one cheap request, then
+// silence, does not escape the bound: idle connections are counted too.
+func TestPendingConnsShedIdle(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "no") }))
+	p := &pendingConns{max: 10}
+	srv.Config.ConnState = p.track
+	srv.Start()
+	defer srv.Close()
+	var idle []net.Conn
+	for range 30 {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	time.Sleep(100 * time.Millisecond)
+	open := 0
+	for _, c := range idle {
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			open++
+		}
+	}
+	if open > 10 {
+		t.Errorf("%d of 30 idle connections still open, bound 10", open)
 	}
 }

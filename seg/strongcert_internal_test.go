@@ -66,16 +66,23 @@ func TestSameUserImplicitUPN(t *testing.T) {
 	h := &ProxyHandler{Names: Names{Realm: "CORP.EXAMPLE.TEST", Accounts: &Accounts{Resolver: dir}}}
 	id := &Identity{User: "alice", UPN: "alice@corp.example.test", ImplicitUPN: true, SID: "S-1-5-21-7-1101", Name: "alice"}
 	ctx := context.Background()
-	if h.sameUser(ctx, "alice@corp.example.test", id) {
+	same := func(param string, id *Identity) bool {
+		ok, err := h.sameUser(ctx, param, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if same("alice@corp.example.test", id) {
 		t.Error("an implicit UPN that AD gives to another account was taken")
 	}
-	if !h.sameUser(ctx, "ALICE", id) {
+	if !same("ALICE", id) {
 		t.Error("the account's own name")
 	}
 	id.ImplicitUPN = false
 	id.SID = "S-1-5-21-7-1102"
 	id.User, id.Name = "bob", "bob"
-	if !h.sameUser(ctx, "Alice@corp.example.test", id) {
+	if !same("Alice@corp.example.test", id) {
 		t.Error("an explicit UPN, ASCII case aside")
 	}
 }

@@ -165,10 +165,17 @@ func v2Addrs(b []byte, size int) (Header, error) {
 		Dest: netip.AddrPortFrom(dst, binary.BigEndian.Uint16(ports[2:4]))}, nil
 }
 
+// proxied reports whether h can be written as a PROXY header: two valid
+// addresses of one family (else it is written as LOCAL or UNKNOWN).
+func (h Header) proxied() bool {
+	return !h.Local && h.Source.IsValid() && h.Dest.IsValid() && h.Source.Addr().Is4() == h.Dest.Addr().Is4() &&
+		h.Source.Addr().Zone() == "" && h.Dest.Addr().Zone() == ""
+}
+
 // AppendV1 appends h as a version 1 line (for tests and for balancers
 // written in Go).
 func (h Header) AppendV1(b []byte) []byte {
-	if h.Local || !h.Source.IsValid() || !h.Dest.IsValid() {
+	if !h.proxied() {
 		return append(b, "PROXY UNKNOWN\r\n"...)
 	}
 	fam := "TCP6"
@@ -181,7 +188,7 @@ func (h Header) AppendV1(b []byte) []byte {
 // AppendV2 appends h as a version 2 header.
 func (h Header) AppendV2(b []byte) []byte {
 	b = append(b, sigV2...)
-	if h.Local || !h.Source.IsValid() || !h.Dest.IsValid() {
+	if !h.proxied() {
 		return append(b, 0x20, 0x00, 0, 0)
 	}
 	if h.Source.Addr().Is4() {

@@ -172,6 +172,18 @@ func TestFailedLoginsPerSource(t *testing.T) {
 	if w := try("[2001:db8:1:3::1]:443", "v6-other"); w.Code != http.StatusUnauthorized {
 		t.Errorf("another /64: %d", w.Code)
 	}
+	// Rotating through the /64s of one /48 spends the /48's allowance
+	// (sharedScale sources' worth).
+	spentAt := -1
+	for i := range 4 * sharedScale {
+		if w := try(fmt.Sprintf("[2001:db8:2:%x::1]:443", i), fmt.Sprintf("rot-%d", i)); w.Code == http.StatusServiceUnavailable {
+			spentAt = i
+			break
+		}
+	}
+	if spentAt < 0 || spentAt > 3*sharedScale+1 {
+		t.Errorf("rotating /64s in a /48: refused from the %dth on, want about %d", spentAt, 3*sharedScale)
+	}
 	// Off: every failure asks.
 	h2 := &ProxyHandler{Upstreams: h.Upstreams, Tickets: noTickets{}, Authenticate: b.Authenticate, Names: names, FailedLoginBurst: -1, FailedLoginDelay: -1, Logger: discardLogger()}
 	for i := range 10 {

@@ -53,6 +53,9 @@ func unprovenLimit(ctx context.Context, max int) int {
 
 // failedLogins is a token bucket of failed logins per source: an IPv4
 // address, or the /64 of an IPv6 one (which one subscriber gets whole).
+// An IPv6 /64 also spends from its /48's bucket, which holds sharedScale
+// times as much: a site or a tunnel broker's customer gets a /48, and
+// would otherwise have 65,536 fresh allowances to rotate through.
 // The source is the request's RemoteAddr: the peer's address, or the
 // client's as a PROXY protocol header gives it (ProxyProtocolListener).
 type failedLogins struct {
@@ -88,41 +91,68 @@ func source(remoteAddr string) (netip.Prefix, bool) {
 	return p, true
 }
 
-// state says whether src has failed logins, and whether it has any left.
+// sharedScale is how many /64s' worth of failed logins an IPv6 /48 holds.
+const sharedScale = 16
+
+// buckets are the keys src spends from: itself, and its /48 for an IPv6 /64.
+func buckets(src netip.Prefix) []netip.Prefix {
+	if src.Bits() == 64 {
+		site, _ := src.Addr().Prefix(48)
+		return []netip.Prefix{src, site}
+	}
+	return []netip.Prefix{src}
+}
+
+// scale is how many sources' worth a bucket holds.
+func scale(p netip.Prefix) float64 {
+	if p.Bits() == 48 {
+		return sharedScale
+	}
+	return 1
+}
+
+// state says whether src has failed logins, and whether it has any left:
+// spent when it or its /48 is.
 func (f *failedLogins) state(src netip.Prefix, now time.Time) sourceState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	r := f.m[src]
-	switch {
-	case r == nil:
-		return sourceClean
-	case f.refill(r, now) < 1:
-		return sourceExhausted
+	st := sourceClean
+	for _, k := range buckets(src) {
+		r := f.m[k]
+		switch {
+		case r == nil:
+		case f.refill(k, r, now) < 1:
+			return sourceExhausted
+		default:
+			st = sourceFailed
+		}
 	}
-	return sourceFailed
+	return st
 }
 
-// failed takes one failed login from src's allowance.
+// failed takes one failed login from src's allowance, and its /48's.
 func (f *failedLogins) failed(src netip.Prefix, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
 		f.m = map[netip.Prefix]*passwordRate{}
 	}
-	r := f.m[src]
-	if r == nil {
-		if len(f.m) >= f.max {
-			f.evict(now)
+	for _, k := range buckets(src) {
+		r := f.m[k]
+		if r == nil {
+			if len(f.m) >= f.max {
+				f.evict(now)
+			}
+			r = &passwordRate{tokens: f.burst * scale(k), last: now}
+			f.m[k] = r
 		}
-		r = &passwordRate{tokens: f.burst, last: now}
-		f.m[src] = r
+		r.tokens = max(0, f.refill(k, r, now)-1)
 	}
-	r.tokens = max(0, f.refill(r, now)-1)
 }
 
-// refill brings r's tokens up to now and returns them. f.mu is held.
-func (f *failedLogins) refill(r *passwordRate, now time.Time) float64 {
-	r.tokens = min(f.burst, r.tokens+now.Sub(r.last).Seconds()*f.rate)
+// refill brings k's tokens up to now and returns them. f.mu is held.
+func (f *failedLogins) refill(k netip.Prefix, r *passwordRate, now time.Time) float64 {
+	r.tokens = min(f.burst*scale(k), r.tokens+now.Sub(r.last).Seconds()*f.rate*scale(k))
 	r.last = now
 	return r.tokens
 }
@@ -133,7 +163,7 @@ func (f *failedLogins) refill(r *passwordRate, now time.Time) float64 {
 // spent sources limited.
 func (f *failedLogins) evict(now time.Time) {
 	for k, r := range f.m {
-		if f.refill(r, now) >= f.burst {
+		if f.refill(k, r, now) >= f.burst*scale(k) {
 			delete(f.m, k)
 		}
 	}

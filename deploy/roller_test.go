@@ -211,11 +211,11 @@ func TestRollerTakesOverACrashedRoll(t *testing.T) {
 		t.Fatalf("foreign note: %v", err)
 	}
 	// The failure shows in the status, with its hint, and in the metrics;
-	// the last roll and the next stay as the last check that read them
-	// found them (Every was an hour then).
+	// the password's time is read before the note, so the next roll is due
+	// (Every is a nanosecond now) and held off by the foreign note.
 	st := r.Status()
 	if st.OK || st.Failures != 1 || st.Rolls != 1 || !strings.Contains(st.LastError, "not a roll journal") ||
-		!strings.Contains(st.Hint, "info attribute") || st.RollingBy != "" {
+		!strings.Contains(st.Hint, "info attribute") || st.RollingBy != "" || st.HeldSince.IsZero() || !strings.Contains(st.Blocked, "not a roll journal") {
 		t.Fatalf("status after a failed check: %+v", st)
 	}
 	reg := prometheus.NewRegistry()
@@ -236,7 +236,8 @@ func TestRollerTakesOverACrashedRoll(t *testing.T) {
 		}
 	}
 	if got["segkcd_asa_rolls_total"] != 1 || got["segkcd_asa_roll_failures_total"] != 1 || got["segkcd_asa_roll_last_check_ok"] != 0 ||
-		math.Abs(got["segkcd_asa_roll_next_roll_timestamp_seconds"]-got["segkcd_asa_roll_last_roll_timestamp_seconds"]-3600) > 1 ||
+		math.Abs(got["segkcd_asa_roll_next_roll_timestamp_seconds"]-got["segkcd_asa_roll_last_roll_timestamp_seconds"]) > 1 ||
+		got["segkcd_asa_roll_held_since_timestamp_seconds"] == 0 ||
 		time.Since(time.Unix(int64(got["segkcd_asa_roll_last_error_timestamp_seconds"]), 0)) > time.Minute {
 		t.Fatalf("metrics %v", got)
 	}

@@ -13,11 +13,7 @@ import (
 // TestPendingConnsShed: connections that send nothing past the bound are
 // closed oldest first, and a real client still gets through at once.
 func TestPendingConnsShed(t *testing.T) {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	p := &pendingConns{max: 10}
-	srv.Config.ConnState = p.track
-	srv.Start()
-	defer srv.Close()
+	srv := shedServer(t, 10)
 	var silent []net.Conn
 	for range 30 {
 		c, err := net.Dial("tcp", srv.Listener.Addr().String())
@@ -51,11 +47,7 @@ func TestPendingConnsShed(t *testing.T) {
 // TestPendingConnsShedIdle (review of issue 27): one cheap request, then
 // silence, does not escape the bound: idle connections are counted too.
 func TestPendingConnsShedIdle(t *testing.T) {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "no") }))
-	p := &pendingConns{max: 10}
-	srv.Config.ConnState = p.track
-	srv.Start()
-	defer srv.Close()
+	srv := shedServer(t, 10)
 	var idle []net.Conn
 	for range 30 {
 		c, err := net.Dial("tcp", srv.Listener.Addr().String())
@@ -82,4 +74,16 @@ func TestPendingConnsShedIdle(t *testing.T) {
 	if open > 10 {
 		t.Errorf("%d of 30 idle connections still open, bound 10", open)
 	}
+}
+
+// shedServer serves "ok" with NewServer's shedding of connections that
+// serve no request, at most max of them.
+func shedServer(t *testing.T, max int) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	p := &pendingConns{max: max}
+	srv.Config.ConnState = p.track
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
 }

@@ -244,6 +244,18 @@ func attack(args []string) {
 	dialTLS := func(i int, conf *tls.Config) (*tls.Conn, error) {
 		return tls.DialWithDialer(attackerDialer(i), "tcp", addr, conf)
 	}
+	// connect opens the next connection of a flood, counted; nil when the
+	// dial failed (counted by its error, after a pause).
+	connect := func(i int) *tls.Conn {
+		requests.Add(1)
+		c, err := dialTLS(i, tlsConf)
+		if err != nil {
+			count(errKind(err))
+			time.Sleep(100 * time.Millisecond)
+			return nil
+		}
+		return c
+	}
 	status := func(c net.Conn, br *bufio.Reader) {
 		c.SetReadDeadline(time.Now().Add(40 * time.Second))
 		resp, err := http.ReadResponse(br, nil)
@@ -370,11 +382,8 @@ func attack(args []string) {
 		}
 		run(*workers, func(i int) {
 			for j := 0; time.Now().Before(stop); j++ {
-				requests.Add(1)
-				c, err := dialTLS(i, tlsConf)
-				if err != nil {
-					count(errKind(err))
-					time.Sleep(100 * time.Millisecond)
+				c := connect(i)
+				if c == nil {
 					continue
 				}
 				go io.WriteString(c, reqs[j%len(reqs)]) // the gateway may answer before it has read it all
@@ -411,11 +420,8 @@ func attack(args []string) {
 			strings.Repeat("\x00\xff\x16\x03 NOT HTTP\r\n", 1000)
 		run(*workers, func(i int) {
 			for time.Now().Before(stop) {
-				requests.Add(1)
-				c, err := dialTLS(i, tlsConf)
-				if err != nil {
-					count(errKind(err))
-					time.Sleep(100 * time.Millisecond)
+				c := connect(i)
+				if c == nil {
 					continue
 				}
 				go io.WriteString(c, garbage)

@@ -22,6 +22,15 @@ type Config struct {
 	// URL of the DC: "ldaps://dc1.corp.example.com" (port 636) or
 	// "ldap://dc1.corp.example.com" (port 389, upgraded with StartTLS).
 	URL string
+	// URLs are more DCs, tried in order after URL when it cannot be
+	// reached or bound (each within DialTimeout).
+	URLs []string
+	// Locator, when set, finds more DCs in DNS (the domain's SRV records),
+	// tried after URL and URLs: over LDAPS on 636 (StartTLS on the SRV
+	// port with PlaintextKerberosBind, or when URL is ldap://). A Conn
+	// stays on the DC it bound to, so an operation never mixes two DCs'
+	// views; Conn.URL says which.
+	Locator *Locator
 	// GCURL is the global catalog, used for forest-wide SPN duplicate checks.
 	// Empty means the same host on 3269 (ldaps) or 3268 (ldap + StartTLS).
 	GCURL string
@@ -132,12 +141,45 @@ type Conn struct {
 }
 
 // Dial connects, secures (LDAPS or StartTLS), binds, and reads the rootDSE.
+//
+// With URLs or a Locator, the DCs are tried in order, each within
+// DialTimeout; the first that connects, binds and answers is used. When
+// none does, the error is a *DialError naming each DC tried and why it
+// failed (it matches ErrNoDC). A configuration error (a malformed URL) stops
+// at once.
 func Dial(ctx context.Context, cfg Config) (*Conn, error) {
-	l, isTLS, host, err := connect(ctx, cfg, cfg.URL)
+	urls, err := cfg.urls(ctx)
 	if err != nil {
-		return nil, wrap("dial", cfg.URL, err)
+		return nil, err
+	}
+	var tried []DCFailure
+	for _, u := range urls {
+		c, err := dialOne(ctx, cfg, u)
+		if err == nil {
+			return c, nil
+		}
+		if errors.Is(err, ErrInvalidArgument) || ctx.Err() != nil {
+			return nil, err
+		}
+		tried = append(tried, DCFailure{URL: u, Err: err})
+	}
+	if len(tried) == 1 && cfg.Locator == nil {
+		return nil, tried[0].Err // one DC: its error, as before
+	}
+	return nil, &DialError{Tried: tried}
+}
+
+// URL is the DC this connection is bound to, of those Dial tried.
+func (c *Conn) URL() string { return c.cfg.URL }
+
+// dialOne connects to one DC, binds and reads its rootDSE.
+func dialOne(ctx context.Context, cfg Config, u string) (*Conn, error) {
+	l, isTLS, host, err := connect(ctx, cfg, u)
+	if err != nil {
+		return nil, wrap("dial", u, err)
 	}
 	c := &Conn{cfg: cfg, l: l, tls: isTLS, host: host}
+	c.cfg.URL = u
 	if err := c.readRootDSE(ctx); err != nil {
 		l.Close()
 		return nil, err

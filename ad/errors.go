@@ -51,12 +51,16 @@ var (
 	// expected: another writer got there first (LDAP 16 noSuchAttribute or
 	// 20 attributeOrValueExists on a delete-and-add).
 	ErrConflict = errors.New("the value changed since it was read")
+	// ErrNoDC: no domain controller could be reached and bound (DialError
+	// says which were tried and why each failed), or DNS named none.
+	ErrNoDC = errors.New("no domain controller could be reached")
 )
 
 // hints tell the administrator what to do about each kind of failure.
 var hints = map[error]string{
 	ErrSystemOnly:          "a Samba DC takes resource-based delegation only from samba-tool delegation add-principal TARGET$ PRINCIPAL, run on the DC; a Windows DC takes it over LDAP",
 	ErrConflict:            "another process changed the value first: read it again and decide anew",
+	ErrNoDC:                "check that a DC answers on LDAP (636 or 389) from here, the URLs or the Locator's domain and DNS, and the bind identity",
 	ErrNotFound:            "check the name (sAMAccountName, UPN or DN) and the base DN",
 	ErrAmbiguous:           "pass the distinguished name instead",
 	ErrExists:              "the name is taken; pick another or remove the old object",

@@ -179,3 +179,47 @@ func TestConnRedialsAfterBreak(t *testing.T) {
 		t.Errorf("after Close: %v", err)
 	}
 }
+
+// TestDialFailsOver: the first DC is dead (a port nothing listens on), the
+// second is the lab's: Dial binds to the second and says so; the dead one
+// costs a refused connection, not a timeout. The rootDSE, the bind and
+// every read come from the DC bound to.
+func TestDialFailsOver(t *testing.T) {
+	l, _, ctx := dial(t)
+	cfg, err := l.ADConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "ldaps://" + ln.Addr().String()
+	ln.Close()
+	cfg.URLs = []string{cfg.URL}
+	cfg.URL = dead
+	cfg.GCURL = ""
+	c, err := ad.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("failover to the live DC: %v", err)
+	}
+	defer c.Close()
+	if c.URL() != l.LDAPSURL() {
+		t.Errorf("bound to %s, want %s", c.URL(), l.LDAPSURL())
+	}
+	if _, err := c.FindAccount(ctx, "Administrator"); err != nil {
+		t.Errorf("a read on the DC failed over to: %v", err)
+	}
+	// Every DC dead: one error naming both.
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead2 := "ldaps://" + ln2.Addr().String()
+	ln2.Close()
+	cfg.URLs = []string{dead2}
+	var de *ad.DialError
+	if _, err := ad.Dial(ctx, cfg); !errors.Is(err, ad.ErrNoDC) || !errors.As(err, &de) || len(de.Tried) != 2 {
+		t.Errorf("every DC dead: %v", err)
+	}
+}

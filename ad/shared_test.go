@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -221,5 +222,21 @@ func TestDialFailsOver(t *testing.T) {
 	var de *ad.DialError
 	if _, err := ad.Dial(ctx, cfg); !errors.Is(err, ad.ErrNoDC) || !errors.As(err, &de) || len(de.Tried) != 2 {
 		t.Errorf("every DC dead: %v", err)
+	}
+}
+
+// TestPDCEmulator: the lab's one DC holds the role, as samba-tool fsmo show
+// says; its host name and site come from its server object.
+func TestPDCEmulator(t *testing.T) {
+	l, c, ctx := dial(t)
+	pdc, err := c.PDCEmulator(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.EqualFold(pdc.DNSHostName, l.HostName) || pdc.Site != "Default-First-Site-Name" || !strings.HasPrefix(pdc.DN, "CN=NTDS Settings,") {
+		t.Errorf("PDC emulator: %+v (lab DC %s)", pdc, l.HostName)
+	}
+	if out := sambaTool(t, l, "fsmo", "show"); !strings.Contains(out, "PdcEmulationMasterRole owner: "+pdc.DN) {
+		t.Errorf("samba-tool fsmo show disagrees:\n%s", out)
 	}
 }

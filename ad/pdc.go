@@ -1,0 +1,60 @@
+package ad
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// DomainController is a DC as the directory describes it.
+type DomainController struct {
+	// DNSHostName is its host name (the server object's dNSHostName).
+	DNSHostName string
+	// Name is its server object's name (the DC's NetBIOS name).
+	Name string
+	// Site is the AD site its server object is in.
+	Site string
+	// DN is its NTDS Settings object (what fSMORoleOwner names).
+	DN string
+}
+
+// PDCEmulator reads, on the DC this connection is bound to, which DC holds
+// the domain's PDC emulator role: the fSMORoleOwner of the domain object
+// names that DC's NTDS Settings object, whose parent server object carries
+// its host name, and whose Sites container entry its site. Windows forwards
+// password changes to it; a roll that must not fork the ASA's password
+// writes there (issue 28). The answer is this DC's view: a role seized on
+// another DC reaches it by replication.
+func (c *Conn) PDCEmulator(ctx context.Context) (DomainController, error) {
+	const op = "read PDC emulator"
+	dom := c.info.DefaultNamingContext
+	ents, err := c.searchFor(ctx, op, dom, ldap.NewSearchRequest(dom, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", []string{"fSMORoleOwner"}, nil))
+	if err != nil {
+		return DomainController{}, err
+	}
+	owner := ""
+	if len(ents) == 1 {
+		owner = ents[0].GetAttributeValue("fSMORoleOwner")
+	}
+	dn, err := ldap.ParseDN(owner)
+	if err != nil || len(dn.RDNs) < 5 {
+		return DomainController{}, &Error{Op: op, Object: dom, Kind: ErrNotFound,
+			Err: fmt.Errorf("the domain object's fSMORoleOwner %q does not name an NTDS Settings object", owner)}
+	}
+	// CN=NTDS Settings,CN=<server>,CN=Servers,CN=<site>,CN=Sites,CN=Configuration,...
+	serverDN := strings.TrimPrefix(owner[strings.IndexByte(owner, ',')+1:], " ")
+	dc := DomainController{DN: owner, Name: dn.RDNs[1].Attributes[0].Value, Site: dn.RDNs[3].Attributes[0].Value}
+	srv, err := c.searchFor(ctx, op, serverDN, ldap.NewSearchRequest(serverDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=server)", []string{"dNSHostName"}, nil))
+	if err != nil {
+		return DomainController{}, err
+	}
+	if len(srv) != 1 || srv[0].GetAttributeValue("dNSHostName") == "" {
+		return DomainController{}, &Error{Op: op, Object: serverDN, Kind: ErrNotFound, Err: fmt.Errorf("the PDC emulator's server object has no dNSHostName")}
+	}
+	dc.DNSHostName = srv[0].GetAttributeValue("dNSHostName")
+	return dc, nil
+}

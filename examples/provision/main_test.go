@@ -151,6 +151,23 @@ func TestPlanApplyVerify(t *testing.T) {
 	}
 }
 
+// TestPlanWithFirstDCDead (issue 28): ldap_url names a DC that is down;
+// plan reads from the next one in ldap_urls.
+func TestPlanWithFirstDCDead(t *testing.T) {
+	l := theLab.Get(t)
+	c, _, _ := testConfig(t, "EXCHASA9", "mail9."+l.DNSDomain, "svc_awseg9")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "ldaps://" + ln.Addr().String()
+	ln.Close()
+	c.LDAPURLs, c.LDAPURL = []string{c.LDAPURL}, dead
+	if plan := runCmd(t, c, "plan"); !strings.Contains(plan, "steps to apply") {
+		t.Fatalf("plan with the first DC dead:\n%s", plan)
+	}
+}
+
 // Configuration errors say what is wrong; a secret's value never shows.
 func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()

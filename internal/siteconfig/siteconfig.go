@@ -64,10 +64,13 @@ func (s Secret) Value(field string) (string, error) {
 
 // AD is how to reach and bind to a domain controller, and its KDCs.
 type AD struct {
-	LDAPURL    string `json:"ldap_url"`              // ldaps://dc1.corp.example.com, or ldap:// (StartTLS)
-	GCURL      string `json:"gc_url,omitempty"`      // default: the same host, 3269
-	CAFile     string `json:"ca_file,omitempty"`     // the DC's CA (PEM); default: system roots
-	ServerName string `json:"server_name,omitempty"` // the name in the DC's certificate, when ldap_url holds an address
+	LDAPURL string `json:"ldap_url"` // ldaps://dc1.corp.example.com, or ldap:// (StartTLS)
+	// LDAPURLs are more DCs, tried in order when ldap_url cannot be
+	// reached or bound (ad.Config.URLs).
+	LDAPURLs   []string `json:"ldap_urls,omitempty"`
+	GCURL      string   `json:"gc_url,omitempty"`      // default: the same host, 3269
+	CAFile     string   `json:"ca_file,omitempty"`     // the DC's CA (PEM); default: system roots
+	ServerName string   `json:"server_name,omitempty"` // the name in the DC's certificate, when ldap_url holds an address
 	// BindUser is the account: CORP\admin, or its sAMAccountName. With
 	// BindPassword it binds with LDAP's simple bind (over TLS only); with
 	// BindKeytab by Kerberos (SASL GSSAPI over TLS), as BindUser's
@@ -130,7 +133,7 @@ func (a AD) Dial(ctx context.Context) (*Conn, error) {
 		}
 		tc.RootCAs = p
 	}
-	cfg := ad.Config{URL: a.LDAPURL, GCURL: a.GCURL, TLSConfig: tc}
+	cfg := ad.Config{URL: a.LDAPURL, URLs: a.LDAPURLs, GCURL: a.GCURL, TLSConfig: tc}
 	if a.BindKeytab != "" {
 		kt, err := kerberos.LoadKeytab(a.BindKeytab)
 		if err != nil {
@@ -205,11 +208,14 @@ func (a AD) kerberosConfig(realm string) (*krb5config.Config, error) {
 	}
 	kdcs := append([]string(nil), a.KDCs...)
 	if len(kdcs) == 0 {
-		u, err := neturl.Parse(a.LDAPURL)
-		if err != nil {
-			return nil, fmt.Errorf("ldap_url: %w", err)
+		// Every DC's KDC, in the order the DCs are tried.
+		for _, raw := range append([]string{a.LDAPURL}, a.LDAPURLs...) {
+			u, err := neturl.Parse(raw)
+			if err != nil || u.Hostname() == "" {
+				return nil, fmt.Errorf("ldap_url: not a URL: %q", raw)
+			}
+			kdcs = append(kdcs, u.Hostname())
 		}
-		kdcs = []string{u.Hostname()}
 	}
 	for i, k := range kdcs {
 		if _, _, err := net.SplitHostPort(k); err != nil {

@@ -102,3 +102,20 @@ func TestDialBadKeytab(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// TestEveryDCsKDC: with more DCs, each one's KDC is listed, in the order
+// the DCs are tried, and a dead first DC fails over (ad.Config.URLs).
+func TestEveryDCsKDC(t *testing.T) {
+	a := AD{LDAPURL: "ldaps://dc1.corp.example.com", LDAPURLs: []string{"ldaps://dc2.corp.example.com:636"}}
+	c, err := a.kerberosConfig("CORP.EXAMPLE.COM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Realms[0].KDC, " "); got != "dc1.corp.example.com:88 dc2.corp.example.com:88" {
+		t.Errorf("KDCs: %s", got)
+	}
+	a.LDAPURLs = []string{"ldaps://"}
+	if _, err := a.kerberosConfig("CORP.EXAMPLE.COM"); err == nil {
+		t.Error("a URL without a host")
+	}
+}

@@ -65,6 +65,17 @@ type Roller struct {
 	// since (heldPwd): claims rewritten again and again keep it.
 	heldSince time.Time
 	heldPwd   int64
+	started   time.Time // this Roller's first check
+}
+
+// since is when this Roller first checked (now, at the first call).
+func (r *Roller) since(now time.Time) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started.IsZero() {
+		r.started = now
+	}
+	return r.started
 }
 
 // RollStatus is what a Roller last saw and did, for an admin API and
@@ -233,9 +244,9 @@ func fileTime(v int64) time.Time {
 // finished another replica's roll), Unchanged with the reason otherwise.
 // After a roll it checks that every server decrypts with AD's password.
 // A check is bounded by Lease, so that it has stopped by the time another
-// replica may take its claim over; Status tells what it found. Checks of
-// one Roller must not overlap (Run makes them one at a time): a claim under
-// the Roller's own Name is taken for one of its dead runs, and taken over.
+// replica may take its claim over; Status tells what it found. A claim
+// under the Roller's own Name made before its first check is taken for one
+// of its dead runs, and taken over at once.
 func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.lease())
 	defer cancel()
@@ -307,11 +318,12 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 		// (Kerberos allows 5 minutes) is no replica's, nor is one by a
 		// name Replicas does not list: whoever may write the note must
 		// not hold off every roll with it.
-		// A claim under this replica's own name is not a roll it is
-		// making (its checks run one at a time): the roll of its previous
-		// run, which died, or someone's who took its name. Taken over.
+		// A claim under this replica's own name, made before this Roller's
+		// first check, is not a roll it is making: its previous run's, which
+		// died. Taken over. A newer one is honoured like any other: two
+		// processes given one name must not roll at once.
 		stranger := len(r.Replicas) > 0 && !slices.Contains(r.Replicas, j.Owner)
-		own := j.Owner == r.name()
+		own := j.Owner == r.name() && j.Claimed.Before(r.since(now))
 		if a := now.Sub(j.Claimed); a < r.lease() && a > -5*time.Minute && !stranger && !own {
 			sn.rollingBy = j.Owner
 			if age >= r.every() {

@@ -315,18 +315,29 @@ func TestRollerReplicasOverrideStranger(t *testing.T) {
 	if err != nil || !ch.Changed() || kvno(t, d) != before+1 {
 		t.Fatalf("a stranger's claim held the roll off: %v %v", ch, err)
 	}
-	// A fresh claim under the replica's own name is not a roll it is
-	// making: taken over at once.
-	cur, err := d.AD.ReadNote(ctxT(t), d.ASA+"$")
-	if err != nil {
-		t.Fatal(err)
+	// A claim under the replica's own name, made before it started, is its
+	// dead run's: taken over at once, within the lease. One made since is
+	// another process's under the same name: honoured.
+	own := func(at time.Time) {
+		cur, err := d.AD.ReadNote(ctxT(t), d.ASA+"$")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "gw-1", Claimed: at})
+		if _, err := d.AD.SwapNote(ctxT(t), d.ASA+"$", cur, string(mine)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	mine, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: "gw-1", Claimed: time.Now()})
-	if _, err := d.AD.SwapNote(ctxT(t), d.ASA+"$", cur, string(mine)); err != nil {
-		t.Fatal(err)
+	// (Dated after the last roll, so that the takeover has a roll to make.)
+	own(time.Now())
+	time.Sleep(20 * time.Millisecond)
+	fresh := &deploy.Roller{Deployment: d, Every: time.Nanosecond, Lease: time.Hour, Name: "gw-1", Replicas: []string{"gw-1", "gw-2"}}
+	if ch, err := fresh.RollIfDue(ctxT(t)); err != nil || !ch.Changed() || kvno(t, d) != before+2 {
+		t.Fatalf("its dead run's claim held the roll off: %v %v", ch, err)
 	}
-	if ch, err := r.RollIfDue(ctxT(t)); err != nil || !ch.Changed() || kvno(t, d) != before+2 {
-		t.Fatalf("a claim under the replica's own name held the roll off: %v %v", ch, err)
+	own(time.Now())
+	if ch, err := fresh.RollIfDue(ctxT(t)); err != nil || ch.Changed() || kvno(t, d) != before+2 {
+		t.Fatalf("a live claim under the same name was taken over: %v %v", ch, err)
 	}
 }
 

@@ -173,16 +173,22 @@ func TestFailedLoginsPerSource(t *testing.T) {
 		t.Errorf("another /64: %d", w.Code)
 	}
 	// Rotating through the /64s of one /48 spends the /48's allowance
-	// (sharedScale sources' worth).
-	spentAt := -1
-	for i := range 4 * sharedScale {
-		if w := try(fmt.Sprintf("[2001:db8:2:%x::1]:443", i), fmt.Sprintf("rot-%d", i)); w.Code == http.StatusServiceUnavailable {
-			spentAt = i
-			break
-		}
+	// (sharedScale sources' worth): a /64 of it that never failed is then
+	// marked failed (half the budgets), not refused.
+	for i := range 3*sharedScale + 1 {
+		try(fmt.Sprintf("[2001:db8:2:%x::1]:443", i), fmt.Sprintf("rot-%d", i))
 	}
-	if spentAt < 0 || spentAt > 3*sharedScale+1 {
-		t.Errorf("rotating /64s in a /48: refused from the %dth on, want about %d", spentAt, 3*sharedScale)
+	fresh, _ := source("[2001:db8:2:ffff::1]:443")
+	if st := h.failed.state(fresh, time.Now()); st != sourceFailed {
+		t.Errorf("a /64 of a spent /48: %v, want failed", st)
+	}
+	// A bucket that has filled up again is clean.
+	f := &failedLogins{burst: 2, rate: 1, max: 10}
+	one, _ := source("192.0.2.99:1")
+	t0 := time.Now()
+	f.failed(one, t0)
+	if f.state(one, t0) != sourceFailed || f.state(one, t0.Add(3*time.Second)) != sourceClean {
+		t.Error("a source whose failures have been earned back is not clean")
 	}
 	// Off: every failure asks.
 	h2 := &ProxyHandler{Upstreams: h.Upstreams, Tickets: noTickets{}, Authenticate: b.Authenticate, Names: names, FailedLoginBurst: -1, FailedLoginDelay: -1, Logger: discardLogger()}
@@ -316,5 +322,33 @@ func TestAccountsEvictLeastUsed(t *testing.T) {
 	}
 	if len(asked) != 1 {
 		t.Errorf("an account in use was evicted %d times by names found once", len(asked)-1)
+	}
+}
+
+// TestSpentSourceNoOracle (second review of issue 27): from a spent source,
+// every password not known right is refused the same way and charged to
+// the account; once its allowance is spent, a right one is refused too, so
+// guessing cannot find it. Other sources are not affected.
+func TestSpentSourceNoOracle(t *testing.T) {
+	b := &BasicAuth{Realm: "CORP.EXAMPLE.TEST"}
+	b.once.Do(b.init)
+	acct := &kerberos.Account{User: "alice", SID: "S-1-5-21-7-1101"}
+	right := &basicEntry{done: make(chan struct{}), expires: time.Now().Add(time.Hour)}
+	close(right.done)
+	b.verdict[b.keyFor(acct.SID+"\x00"+acct.User, "Right-Passw0rd!")] = right
+	spent := context.WithValue(context.Background(), sourceKey{}, sourceExhausted)
+	if _, err := b.check(spent, acct, "Right-Passw0rd!"); err != nil {
+		t.Fatalf("a remembered right password from a spent source: %v", err)
+	}
+	for i := range 100 {
+		if _, err := b.check(spent, acct, fmt.Sprintf("Guess-%d!", i)); !errors.Is(err, ErrSourceLimited) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	if _, err := b.check(spent, acct, "Right-Passw0rd!"); !errors.Is(err, ErrSourceLimited) {
+		t.Errorf("after 100 guesses, the right password from a spent source was confirmed: %v", err)
+	}
+	if _, err := b.check(context.Background(), acct, "Right-Passw0rd!"); err != nil {
+		t.Errorf("the right password from a clean source: %v", err)
 	}
 }

@@ -87,8 +87,11 @@ type BasicAuth struct {
 	verdict map[[32]byte]*basicEntry // right answers, and questions in flight
 	wrong   map[[32]byte]*basicEntry // wrong answers, apart
 	proven  map[[32]byte]time.Time   // right passwords, until provenFor after
-	rates   map[string]*passwordRate // the account's SID -> its allowance
-	checks  int                      // new passwords being checked
+	// spentGuesses is each account's allowance of passwords from sources
+	// that have spent their failed logins (spentSourceMay).
+	spentGuesses map[string]*passwordRate
+	rates        map[string]*passwordRate // the account's SID -> its allowance
+	checks       int                      // new passwords being checked
 }
 
 // passwordRate is a token bucket of new passwords for one account.
@@ -238,26 +241,27 @@ func (b *BasicAuth) check(ctx context.Context, acct *kerberos.Account, password 
 		default:
 		}
 	}
+	// A password this account has signed in with before (within
+	// provenFor) is not a guess: it is checked even from a source that has
+	// spent its failed logins (a phone behind the same NAT as a client that
+	// keeps failing), and within the whole bound.
+	proven := now.Before(b.proven[k])
+	if sourceSpent(ctx) && !b.spentSourceMay(acct.SID, proven || isRight(e), now) {
+		b.mu.Unlock()
+		return false, ErrSourceLimited
+	}
 	owner := e == nil
 	if owner {
-		// A password this account has signed in with before (within
-		// provenFor) is not a guess: it is checked even from a source
-		// that has spent its failed logins (a phone behind the same NAT
-		// as a client that keeps failing), and within the whole bound.
-		proven := now.Before(b.proven[k])
 		limit := positiveOr(b.MaxPasswordChecks, 2)
 		if !proven {
 			limit = unprovenLimit(ctx, limit)
 		}
 		switch {
-		case sourceSpent(ctx) && !proven:
-			b.mu.Unlock()
-			return false, ErrSourceLimited
 		case b.checks >= limit:
 			b.mu.Unlock()
 			return false, ErrPasswordsBusy
 		}
-		if len(b.verdict) >= b.maxEntries() || len(b.rates) >= b.maxEntries() {
+		if len(b.verdict) >= b.maxEntries() || len(b.rates) >= b.maxEntries() || len(b.spentGuesses) >= b.maxEntries() {
 			b.evict(now)
 		}
 		if !b.allow(acct.SID, now) {
@@ -305,6 +309,7 @@ func (b *BasicAuth) settle(k [32]byte, e *basicEntry, acct *kerberos.Account, pa
 	case !remembered(err):
 		delete(b.verdict, k)
 	default:
+		delete(b.proven, k) // a password changed since: no longer proven
 		// A wrong password: remembered apart from the right ones, so
 		// that guesses push out guesses, never a user's right password.
 		delete(b.verdict, k)
@@ -354,6 +359,52 @@ func (b *BasicAuth) sameAccount(ctx context.Context, user *kerberos.Client, acct
 			err: fmt.Errorf("%w: %s is now %s, not %s", kerberos.ErrAccountChanged, acct.User, now.SID, acct.SID)}
 	}
 	return nil
+}
+
+// isRight reports whether e is a remembered right answer.
+func isRight(e *basicEntry) bool {
+	if e == nil {
+		return false
+	}
+	select {
+	case <-e.done:
+		return e.err == nil
+	default:
+		return false
+	}
+}
+
+// Guesses from spent sources, per account: spentGuessBurst, then one per
+// spentGuessEvery.
+const (
+	spentGuessBurst = 3
+	spentGuessEvery = 10 * time.Minute
+)
+
+// spentSourceMay decides on a password from a source that has spent its
+// failed logins. Anything but a password known right is refused, and the
+// refusal is charged to the account: every refusal reads the same (503),
+// and without the charge a right password, which would pass, could be
+// found by guessing, with nothing reaching AD's lockout count. Once the
+// account's allowance of such guesses is spent, even a right password is
+// refused from spent sources (not from others) until it refills. b.mu is
+// held.
+func (b *BasicAuth) spentSourceMay(sid string, right bool, now time.Time) bool {
+	g := b.spentGuesses[sid]
+	if g == nil {
+		if len(b.spentGuesses) >= b.maxEntries() {
+			b.evict(now)
+		}
+		g = &passwordRate{tokens: spentGuessBurst, last: now}
+		b.spentGuesses[sid] = g
+	}
+	g.tokens = min(spentGuessBurst, g.tokens+now.Sub(g.last).Seconds()/spentGuessEvery.Seconds())
+	g.last = now
+	if !right {
+		g.tokens = max(0, g.tokens-1)
+		return false
+	}
+	return g.tokens >= 1
 }
 
 // allow takes one new password from the account's allowance. b.mu is held.
@@ -406,6 +457,7 @@ func (b *BasicAuth) init() {
 	b.verdict = map[[32]byte]*basicEntry{}
 	b.wrong = map[[32]byte]*basicEntry{}
 	b.proven = map[[32]byte]time.Time{}
+	b.spentGuesses = map[string]*passwordRate{}
 	b.rates = map[string]*passwordRate{}
 	b.tr = b.Transport
 	if b.tr == nil {
@@ -433,6 +485,11 @@ func (b *BasicAuth) evict(now time.Time) {
 	for u, r := range b.rates {
 		if r.tokens+now.Sub(r.last).Seconds()*b.passwordRate() >= full || len(b.rates) > b.maxEntries()*9/10 {
 			delete(b.rates, u)
+		}
+	}
+	for sid, g := range b.spentGuesses {
+		if g.tokens+now.Sub(g.last).Seconds()/spentGuessEvery.Seconds() >= spentGuessBurst || len(b.spentGuesses) > b.maxEntries()*9/10 {
+			delete(b.spentGuesses, sid)
 		}
 	}
 	evictVerdicts(b.verdict, b.maxEntries(), now)

@@ -116,7 +116,7 @@ func (n Names) resolveUnproven(ctx context.Context, name string) (*kerberos.Acco
 		return nil, ErrNoDirectory
 	}
 	acct, err := n.Accounts.lookup(ctx, p, 0, true)
-	if errors.Is(err, ErrNamesBusy) && unprovenLimit(ctx, 2) == 2 && n.Accounts.waitUnproven(ctx, time.Second) {
+	if errors.Is(err, ErrNamesBusy) && unprovenLimit(ctx, 2) == 2 && n.Accounts.waitUnproven(ctx, time.Second, unprovenLimit(ctx, positiveOr(n.Accounts.MaxUnproven, 2))) {
 		// A source without failed logins waits a moment for its turn
 		// (those with failures are turned away at once): a real user's
 		// first login during a flood goes through late rather than not.
@@ -454,9 +454,14 @@ func (a *Accounts) lookup(ctx context.Context, name string, maxAge time.Duration
 }
 
 // waitUnproven waits at most d for a question about an unproven name to
-// end, and reports whether one did.
-func (a *Accounts) waitUnproven(ctx context.Context, d time.Duration) bool {
+// end, and reports whether one did (or fewer than limit are in flight
+// already: one ended between the refusal and the wait).
+func (a *Accounts) waitUnproven(ctx context.Context, d time.Duration, limit int) bool {
 	a.mu.Lock()
+	if a.unproven < limit {
+		a.mu.Unlock()
+		return true
+	}
 	if a.freed == nil {
 		a.freed = make(chan struct{})
 	}

@@ -361,14 +361,17 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// Naming the account and checking a password ask the KDC too: bounded
 	// as a ticket is.
-	actx, cancel := context.WithTimeout(r.Context(), h.ticketTimeout())
+	// The source's record rides in the context of everything the device's
+	// words make the gateway ask: its credentials, and the User parameter.
+	sctx := r.Context()
 	src, limited := source(r.RemoteAddr)
 	limited = limited && h.failed != nil
 	if limited {
 		if st := h.failed.state(src, start); st != sourceClean {
-			actx = context.WithValue(actx, sourceKey{}, st)
+			sctx = context.WithValue(sctx, sourceKey{}, st)
 		}
 	}
+	actx, cancel := context.WithTimeout(sctx, h.ticketTimeout())
 	id, err := h.Authenticate(r.WithContext(actx))
 	cancel()
 	if limited && err != nil && countsAgainstSource(err) {
@@ -408,10 +411,17 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.debugf(line, "authenticated", slog.String("method", id.Method), slog.String("name", printable(id.Name)))
 	line.sid = id.SID
 	if params.User != "" {
-		if same, err := h.sameUser(r.Context(), params.User, id); err != nil {
+		if same, err := h.sameUser(sctx, params.User, id); err != nil {
 			h.fail(sw, r, line, &Error{Stage: StageAuthorize, Status: http.StatusServiceUnavailable, User: id.User, Err: err})
 			return
 		} else if !same {
+			// A name the device chose, that is not its own: counted and
+			// answered late as a refused login is, or one valid login would
+			// let a device spend the name budget at will.
+			if limited {
+				h.failed.failed(src, time.Now())
+			}
+			h.delayRefusal()
 			h.fail(sw, r, line, &Error{Stage: StageAuthorize, User: id.User, Err: errUserMismatch})
 			return
 		}
@@ -1111,8 +1121,8 @@ func (k *kcdTransport) receive(req *http.Request, fw *forward, hint *parkHint) (
 		cancel()
 		return nil, errUpstreamTime
 	}
-	if err == nil && hint.answered != nil {
-		hint.answered()
+	if err == nil && hint.answered != nil && resp.StatusCode != http.StatusUnauthorized {
+		hint.answered() // a 401 is sent again: the device is watched until the real answer
 	}
 	if fw.line != nil && fw.line.debug {
 		status := 0

@@ -86,6 +86,8 @@ func (p *pendingConns) track(c net.Conn, st http.ConnState) {
 	}
 	p.mu.Unlock()
 	if shed != nil {
-		shed.Close() // its goroutine sees the error, and the server StateClosed
+		// Not on the accept loop: closing a TLS connection may wait to
+		// send its close_notify to a peer that reads nothing.
+		go shed.Close() // its goroutine sees the error, and the server StateClosed
 	}
 }

@@ -55,7 +55,9 @@ func unprovenLimit(ctx context.Context, max int) int {
 // address, or the /64 of an IPv6 one (which one subscriber gets whole).
 // An IPv6 /64 also spends from its /48's bucket, which holds sharedScale
 // times as much: a site or a tunnel broker's customer gets a /48, and
-// would otherwise have 65,536 fresh allowances to rotate through.
+// would otherwise have 65,536 fresh allowances to rotate through. A spent
+// /48 halves its /64s' share of the unproven budgets (sourceFailed) but
+// refuses nothing by itself.
 // The source is the request's RemoteAddr: the peer's address, or the
 // client's as a PROXY protocol header gives it (ProxyProtocolListener).
 type failedLogins struct {
@@ -112,19 +114,28 @@ func scale(p netip.Prefix) float64 {
 }
 
 // state says whether src has failed logins, and whether it has any left:
-// spent when it or its /48 is.
+// spent when it is; a /48 spent by its /64s only marks them as failed.
 func (f *failedLogins) state(src netip.Prefix, now time.Time) sourceState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := sourceClean
 	for _, k := range buckets(src) {
 		r := f.m[k]
-		switch {
-		case r == nil:
-		case f.refill(k, r, now) < 1:
+		if r == nil {
+			continue
+		}
+		switch left := f.refill(k, r, now); {
+		case left >= f.burst*scale(k):
+			delete(f.m, k) // filled up again: as clean as one that never failed
+		case left >= 1:
+			st = max(st, sourceFailed)
+		case k == src:
 			return sourceExhausted
 		default:
-			st = sourceFailed
+			// A /48 spent by its neighbours halves this /64's share
+			// of the budgets, and refuses nothing by itself: a carrier's
+			// pool may hold many subscribers.
+			st = max(st, sourceFailed)
 		}
 	}
 	return st

@@ -874,7 +874,8 @@ func testFailedLoginsPerSource(t *testing.T, r *rig) {
 // handlerWith is a ProxyHandler like the rig's, changed by set.
 func (r *rig) handlerWith(set func(*seg.ProxyHandler)) *seg.ProxyHandler {
 	h := &seg.ProxyHandler{Upstreams: r.handler.Upstreams, Tickets: r.handler.Tickets, Authenticate: r.handler.Authenticate,
-		Names: r.handler.Names, Transport: r.handler.Transport, TicketTimeout: r.handler.TicketTimeout, Logger: r.handler.Logger}
+		Names: r.handler.Names, Transport: r.handler.Transport, TicketTimeout: r.handler.TicketTimeout, Logger: r.handler.Logger,
+		FailedLoginBurst: r.handler.FailedLoginBurst, FailedLoginDelay: r.handler.FailedLoginDelay}
 	set(h)
 	return h
 }

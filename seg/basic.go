@@ -89,15 +89,28 @@ type BasicAuth struct {
 	proven  map[[32]byte]time.Time   // right passwords, until provenFor after
 	// spentGuesses is each account's allowance of passwords from sources
 	// that have spent their failed logins (spentSourceMay).
-	spentGuesses map[string]*passwordRate
-	rates        map[string]*passwordRate // the account's SID -> its allowance
-	checks       int                      // new passwords being checked
+	spentGuesses map[string]*tokenBucket
+	rates        map[string]*tokenBucket // the account's SID -> its allowance
+	checks       int                     // new passwords being checked
 }
 
-// passwordRate is a token bucket of new passwords for one account.
-type passwordRate struct {
+// tokenBucket is a token bucket: an account's new passwords, its guesses
+// from spent sources, a source's failed logins.
+type tokenBucket struct {
 	tokens float64
 	last   time.Time
+}
+
+// level is t's tokens at now, refilled at perSecond up to burst, without
+// changing t.
+func (t *tokenBucket) level(now time.Time, burst, perSecond float64) float64 {
+	return min(burst, t.tokens+now.Sub(t.last).Seconds()*perSecond)
+}
+
+// refill brings t's tokens up to now and returns them.
+func (t *tokenBucket) refill(now time.Time, burst, perSecond float64) float64 {
+	t.tokens, t.last = t.level(now, burst, perSecond), now
+	return t.tokens
 }
 
 // ErrTooManyPasswords is matched (with ErrBadCredentials) when a new
@@ -395,11 +408,10 @@ func (b *BasicAuth) spentSourceMay(sid string, right bool, now time.Time) bool {
 		if len(b.spentGuesses) >= b.maxEntries() {
 			b.evict(now)
 		}
-		g = &passwordRate{tokens: spentGuessBurst, last: now}
+		g = &tokenBucket{tokens: spentGuessBurst, last: now}
 		b.spentGuesses[sid] = g
 	}
-	g.tokens = min(spentGuessBurst, g.tokens+now.Sub(g.last).Seconds()/spentGuessEvery.Seconds())
-	g.last = now
+	g.refill(now, spentGuessBurst, 1/spentGuessEvery.Seconds())
 	if !right {
 		g.tokens = max(0, g.tokens-1)
 		return false
@@ -412,12 +424,10 @@ func (b *BasicAuth) allow(key string, now time.Time) bool {
 	burst := float64(b.passwordBurst())
 	r := b.rates[key]
 	if r == nil {
-		r = &passwordRate{tokens: burst, last: now}
+		r = &tokenBucket{tokens: burst, last: now}
 		b.rates[key] = r
 	}
-	r.tokens = min(burst, r.tokens+now.Sub(r.last).Seconds()*b.passwordRate())
-	r.last = now
-	if r.tokens < 1 {
+	if r.refill(now, burst, b.passwordRate()) < 1 {
 		return false
 	}
 	r.tokens--
@@ -457,8 +467,8 @@ func (b *BasicAuth) init() {
 	b.verdict = map[[32]byte]*basicEntry{}
 	b.wrong = map[[32]byte]*basicEntry{}
 	b.proven = map[[32]byte]time.Time{}
-	b.spentGuesses = map[string]*passwordRate{}
-	b.rates = map[string]*passwordRate{}
+	b.spentGuesses = map[string]*tokenBucket{}
+	b.rates = map[string]*tokenBucket{}
 	b.tr = b.Transport
 	if b.tr == nil {
 		b.tr = &kerberos.Transport{Config: b.Config}
@@ -483,12 +493,12 @@ func (b *BasicAuth) evict(now time.Time) {
 	// An allowance that has filled up again is the same as none.
 	full := float64(b.passwordBurst())
 	for u, r := range b.rates {
-		if r.tokens+now.Sub(r.last).Seconds()*b.passwordRate() >= full || len(b.rates) > b.maxEntries()*9/10 {
+		if r.level(now, full, b.passwordRate()) >= full || len(b.rates) > b.maxEntries()*9/10 {
 			delete(b.rates, u)
 		}
 	}
 	for sid, g := range b.spentGuesses {
-		if g.tokens+now.Sub(g.last).Seconds()/spentGuessEvery.Seconds() >= spentGuessBurst || len(b.spentGuesses) > b.maxEntries()*9/10 {
+		if g.level(now, spentGuessBurst, 1/spentGuessEvery.Seconds()) >= spentGuessBurst || len(b.spentGuesses) > b.maxEntries()*9/10 {
 			delete(b.spentGuesses, sid)
 		}
 	}

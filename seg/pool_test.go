@@ -333,11 +333,26 @@ func TestUserPoolsHeaderBound(t *testing.T) {
 // every user's request does not dial it: after a failure the host's dials
 // pause (jittered, doubling), and at most MaxDialsPerHost are open at once.
 func TestUserPoolsDialPacing(t *testing.T) {
-	// A port that refuses: Exchange restarting.
+	// Exchange as the pools see it: one host, which the dialer sends to a
+	// port that refuses (Exchange restarting) or to one that serves (back).
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
+	refusing := ln.Addr().String()
 	ln.Close()
+	serving := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		return ln.Addr().String()
+	}
+	var target atomic.Value
+	target.Store(refusing)
 	var dials, open, most atomic.Int32
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, target.Load().(string))
+	}
 	pools := &seg.UserPools{MaxDialsPerHost: 4, DialBackoff: 4 * time.Second,
 		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
 			dials.Add(1)
@@ -346,11 +361,11 @@ func TestUserPoolsDialPacing(t *testing.T) {
 			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 			}
 			time.Sleep(20 * time.Millisecond)
-			return (&net.Dialer{}).DialContext(ctx, network, a)
+			return dial(ctx, network, a)
 		}}
-	get := func(user string) error {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
-		resp, err := pools.ForUser(user).RoundTrip(req)
+	getFrom := func(p *seg.UserPools, user string) error {
+		req, _ := http.NewRequest(http.MethodGet, "http://exchange.test/", nil)
+		resp, err := p.ForUser(user).RoundTrip(req)
 		if err == nil {
 			resp.Body.Close()
 		}
@@ -359,7 +374,7 @@ func TestUserPoolsDialPacing(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 200 {
 		wg.Add(1)
-		go func() { defer wg.Done(); get(fmt.Sprintf("user%d", i)) }()
+		go func() { defer wg.Done(); getFrom(pools, fmt.Sprintf("user%d", i)) }()
 	}
 	wg.Wait()
 	if m := most.Load(); m > 4 {
@@ -370,46 +385,28 @@ func TestUserPoolsDialPacing(t *testing.T) {
 	}
 	// In the pause: refused without dialing, as a dial error.
 	before := dials.Load()
-	err := get("late")
+	err := getFrom(pools, "late")
 	var op *net.OpError
 	if !errors.As(err, &op) || op.Op != "dial" || dials.Load() != before {
 		t.Errorf("during the pause: %v, %d dials", err, dials.Load()-before)
 	}
 	// The host is back: after the pause, one dial succeeds and the pause ends.
-	ln2, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("the port was taken meanwhile: %v", err)
-	}
-	defer ln2.Close()
-	go http.Serve(ln2, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	target.Store(serving())
 	time.Sleep(4200 * time.Millisecond) // the pause (2-4 s) is over
 	for i := range 20 {
-		if err := get(fmt.Sprintf("back%d", i)); err != nil {
+		if err := getFrom(pools, fmt.Sprintf("back%d", i)); err != nil {
 			t.Fatalf("after the host came back: %v", err)
 		}
 	}
 	// A pause about to end is waited out: an Exchange back in a moment
 	// costs a short wait, not a 502.
-	ln2.Close()
-	short := &seg.UserPools{DialBackoff: 300 * time.Millisecond}
-	get = func(user string) error {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
-		resp, err := short.ForUser(user).RoundTrip(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err
-	}
-	if err := get("first"); err == nil {
+	target.Store(refusing)
+	short := &seg.UserPools{DialBackoff: 300 * time.Millisecond, DialContext: dial}
+	if err := getFrom(short, "first"); err == nil {
 		t.Fatal("a closed port answered")
 	}
-	ln3, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("the port was taken meanwhile: %v", err)
-	}
-	defer ln3.Close()
-	go http.Serve(ln3, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	if err := get("second"); err != nil {
+	target.Store(serving())
+	if err := getFrom(short, "second"); err != nil {
 		t.Errorf("right after a short pause began: %v", err)
 	}
 }

@@ -66,7 +66,7 @@ type failedLogins struct {
 	max   int
 
 	mu sync.Mutex
-	m  map[netip.Prefix]*passwordRate
+	m  map[netip.Prefix]*tokenBucket
 }
 
 // source is the key of a request's source, or false when RemoteAddr holds
@@ -146,7 +146,7 @@ func (f *failedLogins) failed(src netip.Prefix, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
-		f.m = map[netip.Prefix]*passwordRate{}
+		f.m = map[netip.Prefix]*tokenBucket{}
 	}
 	for _, k := range buckets(src) {
 		r := f.m[k]
@@ -154,7 +154,7 @@ func (f *failedLogins) failed(src netip.Prefix, now time.Time) {
 			if len(f.m) >= f.max {
 				f.evict(now)
 			}
-			r = &passwordRate{tokens: f.burst * scale(k), last: now}
+			r = &tokenBucket{tokens: f.burst * scale(k), last: now}
 			f.m[k] = r
 		}
 		r.tokens = max(0, f.refill(k, r, now)-1)
@@ -162,10 +162,8 @@ func (f *failedLogins) failed(src netip.Prefix, now time.Time) {
 }
 
 // refill brings k's tokens up to now and returns them. f.mu is held.
-func (f *failedLogins) refill(k netip.Prefix, r *passwordRate, now time.Time) float64 {
-	r.tokens = min(f.burst*scale(k), r.tokens+now.Sub(r.last).Seconds()*f.rate*scale(k))
-	r.last = now
-	return r.tokens
+func (f *failedLogins) refill(k netip.Prefix, r *tokenBucket, now time.Time) float64 {
+	return r.refill(now, f.burst*scale(k), f.rate*scale(k))
 }
 
 // evict drops sources whose allowance has filled up again (the same as no

@@ -66,11 +66,18 @@ type Options struct {
 	// LDAP and the KDC, run in a mount namespace of its own, because each
 	// DC's winbindd puts its sockets in /run/samba and two would collide.
 	Trust bool
+	// MultiDC makes a DC that others can join (AddDC): Trust's services
+	// and mount namespace, plus Samba's internal DNS server (the domain is
+	// provisioned with SAMBA_INTERNAL), which serves the domain's SRV
+	// records on port 53 of the DC's address, and DRS replication.
+	MultiDC bool
 }
 
 // Lab is a running domain controller.
 type Lab struct {
-	trust         bool   // started with Options.Trust
+	trust         bool   // started with Options.Trust or MultiDC
+	multiDC       bool   // started with Options.MultiDC, or joined by AddDC
+	first         *Lab   // a DC AddDC joined: the domain's first DC
 	host          string // Options.Host
 	Dir           string // where everything lives
 	IP            string // the loopback address it binds
@@ -234,7 +241,8 @@ func Start(ctx context.Context, opt Options) (*Lab, error) {
 	} else if m := Missing(); len(m) > 0 {
 		return nil, fmt.Errorf("lab: %s not installed; run scripts/lab deps as root", strings.Join(m, ", "))
 	}
-	l := &Lab{Realm: opt.Realm, Domain: opt.Domain, AdminUser: "Administrator", logf: func(string, ...any) {}, trust: opt.Trust}
+	l := &Lab{Realm: opt.Realm, Domain: opt.Domain, AdminUser: "Administrator", logf: func(string, ...any) {},
+		trust: opt.Trust || opt.MultiDC, multiDC: opt.MultiDC}
 	if opt.Log != nil {
 		l.logf = func(f string, a ...any) { fmt.Fprintf(opt.Log, "lab: "+f+"\n", a...) }
 	}
@@ -335,9 +343,13 @@ func (l *Lab) provision(ctx context.Context) error {
 	}
 	l.AdminPassword = pw
 	t0 := time.Now()
+	dns := "NONE"
+	if l.multiDC {
+		dns = "SAMBA_INTERNAL"
+	}
 	cmd := exec.CommandContext(ctx, "samba-tool", "domain", "provision",
 		"--targetdir="+l.Dir, "--realm="+l.Realm, "--domain="+l.Domain,
-		"--server-role=dc", "--dns-backend=NONE", "--adminpass="+pw,
+		"--server-role=dc", "--dns-backend="+dns, "--adminpass="+pw,
 		"--host-name="+l.host, "--host-ip="+l.IP,
 		"--option=interfaces="+l.IP+"/8", "--option=bind interfaces only=yes")
 	var out bytes.Buffer
@@ -385,6 +397,16 @@ func (l *Lab) configure() error {
 		set["server services"] = "s3fs, rpc, nbt, ldap, cldap, kdc, drepl, winbindd"
 		delete(set, "ncalrpc dir")
 		delete(set, "winbindd socket directory")
+	}
+	if l.multiDC {
+		if err := l.writeMultiDC(); err != nil {
+			return err
+		}
+		set["server services"] += ", dns"
+		// One worker per service (memory), replication partners told of a
+		// change within a second (tests wait for replication).
+		set["prefork children"] = "1"
+		set["dreplsrv:notify_interval"] = "1"
 	}
 	if err := l.writeTLS(); err != nil {
 		return fmt.Errorf("lab: TLS: %w", err)
@@ -493,6 +515,14 @@ func (l *Lab) start(ctx context.Context) error {
 			cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
 				`mkdir -p /run/samba /etc/samba "$1" && mount --bind "$1" /run/samba && mount --bind "$2" /etc/hosts && mount --bind "$3" /etc/samba && shift 3 && exec "$@"`,
 				"sh", own, l.hostsFile(), l.etcSamba(), "samba", "-s", l.SmbConf, "-i", "--debug-stdout")
+		}
+		if l.multiDC {
+			// Its resolver is its own DNS server (a DC finds its partners
+			// there), and its Kerberos logons go to its own KDC.
+			cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+				`mkdir -p /run/samba /etc/samba "$1" && mount --bind "$1" /run/samba && mount --bind "$2" /etc/hosts && mount --bind "$3" /etc/samba && mount --bind "$4" /etc/resolv.conf && shift 4 && exec "$@"`,
+				"sh", filepath.Join(l.Dir, "run-samba"), l.hostsFile(), l.etcSamba(), l.resolvConf(), "samba", "-s", l.SmbConf, "-i", "--debug-stdout")
+			cmd.Env = append(os.Environ(), "KRB5_CONFIG="+l.Krb5Conf)
 		}
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

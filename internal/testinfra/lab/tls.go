@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -24,24 +25,11 @@ func (l *Lab) writeTLS() error {
 		return err
 	}
 	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caCert, caKey, err := l.labCA(now)
 	if err != nil {
 		return err
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(now.UnixNano()),
-		Subject:               pkix.Name{Organization: []string{"segkcd lab"}, CommonName: "segkcd lab CA " + l.Realm},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(30 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
+	caDER := caCert.Raw
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -73,6 +61,18 @@ func (l *Lab) writeTLS() error {
 		{"cert.pem", "CERTIFICATE", der, 0o644},
 		{"key.pem", "EC PRIVATE KEY", keyDER, 0o600}, // samba refuses a key others can read
 	}
+	if l.first == nil {
+		// AddDC's DCs get their certificates from this CA.
+		caKeyDER, err := x509.MarshalECPrivateKey(caKey)
+		if err != nil {
+			return err
+		}
+		files = append(files, struct {
+			name, typ string
+			der       []byte
+			mode      os.FileMode
+		}{"ca-key.pem", "EC PRIVATE KEY", caKeyDER, 0o600})
+	}
 	for _, f := range files {
 		b := pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der})
 		if err := os.WriteFile(filepath.Join(dir, f.name), b, f.mode); err != nil {
@@ -80,4 +80,50 @@ func (l *Lab) writeTLS() error {
 		}
 	}
 	return nil
+}
+
+// labCA is the CA of the lab's DCs: a new one for a domain's first DC, the
+// first DC's for the DCs AddDC joins (one CAFile trusts them all).
+func (l *Lab) labCA(now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	if l.first != nil {
+		dir := filepath.Join(l.first.Dir, "tls")
+		certPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+		if err != nil {
+			return nil, nil, err
+		}
+		keyPEM, err := os.ReadFile(filepath.Join(dir, "ca-key.pem"))
+		if err != nil {
+			return nil, nil, err
+		}
+		cb, _ := pem.Decode(certPEM)
+		kb, _ := pem.Decode(keyPEM)
+		if cb == nil || kb == nil {
+			return nil, nil, errors.New("the first DC's CA files hold no PEM")
+		}
+		cert, err := x509.ParseCertificate(cb.Bytes)
+		if err != nil {
+			return nil, nil, err
+		}
+		key, err := x509.ParseECPrivateKey(kb.Bytes)
+		return cert, key, err
+	}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(now.UnixNano()),
+		Subject:               pkix.Name{Organization: []string{"segkcd lab"}, CommonName: "segkcd lab CA " + l.Realm},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(30 * 24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(caDER)
+	return cert, caKey, err
 }

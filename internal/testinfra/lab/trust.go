@@ -109,6 +109,9 @@ func (l *Lab) writeHosts() error {
 		return err
 	}
 	line := fmt.Sprintf("\n%s %s %s\n", l.IP, l.HostName, l.host)
+	if l.first != nil {
+		line += fmt.Sprintf("%s %s %s\n", l.first.IP, l.first.HostName, l.first.host)
+	}
 	return os.WriteFile(l.hostsFile(), append(sys, line...), 0o644)
 }
 

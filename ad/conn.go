@@ -31,6 +31,11 @@ type Config struct {
 	// stays on the DC it bound to, so an operation never mixes two DCs'
 	// views; Conn.URL says which.
 	Locator *Locator
+	// Resolver resolves the DCs' host names (and, when the Locator has no
+	// Resolver of its own, its SRV records); nil means the host's. Give one
+	// whose Dial reaches AD's DNS servers when the host's resolver does not
+	// know the domain (a gateway in a DMZ).
+	Resolver *net.Resolver
 	// GCURL is the global catalog, used for forest-wide SPN duplicate checks.
 	// Empty means the same host on 3269 (ldaps) or 3268 (ldap + StartTLS).
 	GCURL string
@@ -127,10 +132,12 @@ func (b KerberosBind) bind(ctx context.Context, c *ldap.Conn, host string, _ boo
 // how long that can take). A connection that broke (the DC restarted, a
 // firewall dropped it) is dialled and bound again by the next call.
 type Conn struct {
-	cfg    Config
+	cfg    Config // as dialled: URL is the DC bound to
+	orig   Config // as given to Dial
 	l      *ldap.Conn
 	tls    bool
 	host   string
+	ip     net.IP // the address the DC was reached at
 	info   DomainInfo
 	baseDN string
 
@@ -156,6 +163,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	for _, u := range urls {
 		c, err := dialOne(ctx, cfg, u)
 		if err == nil {
+			c.orig = cfg
 			return c, nil
 		}
 		if errors.Is(err, ErrInvalidArgument) || ctx.Err() != nil {
@@ -172,13 +180,16 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 // URL is the DC this connection is bound to, of those Dial tried.
 func (c *Conn) URL() string { return c.cfg.URL }
 
+// IP is the address the DC was reached at (its KDC is on port 88 there).
+func (c *Conn) IP() net.IP { return c.ip }
+
 // dialOne connects to one DC, binds and reads its rootDSE.
 func dialOne(ctx context.Context, cfg Config, u string) (*Conn, error) {
-	l, isTLS, host, err := connect(ctx, cfg, u)
+	l, isTLS, host, ip, err := connect(ctx, cfg, u)
 	if err != nil {
 		return nil, wrap("dial", u, err)
 	}
-	c := &Conn{cfg: cfg, l: l, tls: isTLS, host: host}
+	c := &Conn{cfg: cfg, orig: cfg, l: l, tls: isTLS, host: host, ip: ip}
 	c.cfg.URL = u
 	if err := c.readRootDSE(ctx); err != nil {
 		l.Close()
@@ -187,11 +198,13 @@ func dialOne(ctx context.Context, cfg Config, u string) (*Conn, error) {
 	return c, nil
 }
 
-// connect dials one URL, applies TLS and binds.
-func connect(ctx context.Context, cfg Config, rawURL string) (*ldap.Conn, bool, string, error) {
+// connect dials one URL, applies TLS and binds; it returns the
+// connection, whether it is encrypted, the URL's host and the address
+// reached.
+func connect(ctx context.Context, cfg Config, rawURL string) (*ldap.Conn, bool, string, net.IP, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Host == "" {
-		return nil, false, "", invalid("dial", rawURL, "not an ldap:// or ldaps:// URL")
+		return nil, false, "", nil, invalid("dial", rawURL, "not an ldap:// or ldaps:// URL")
 	}
 	host, port := u.Hostname(), u.Port()
 	var useTLS bool
@@ -206,7 +219,7 @@ func connect(ctx context.Context, cfg Config, rawURL string) (*ldap.Conn, bool, 
 			port = "389"
 		}
 	default:
-		return nil, false, "", invalid("dial", rawURL, "scheme must be ldap or ldaps")
+		return nil, false, "", nil, invalid("dial", rawURL, "scheme must be ldap or ldaps")
 	}
 	dialTimeout := cfg.DialTimeout
 	if dialTimeout <= 0 {
@@ -214,9 +227,13 @@ func connect(ctx context.Context, cfg Config, rawURL string) (*ldap.Conn, bool, 
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	raw, err := (&net.Dialer{}).DialContext(dctx, "tcp", net.JoinHostPort(host, port))
+	raw, err := (&net.Dialer{Resolver: cfg.Resolver}).DialContext(dctx, "tcp", net.JoinHostPort(host, port))
 	if err != nil {
-		return nil, false, "", err
+		return nil, false, "", nil, err
+	}
+	var ip net.IP
+	if a, ok := raw.RemoteAddr().(*net.TCPAddr); ok {
+		ip = a.IP
 	}
 	tlsCfg := tlsConfig(cfg.TLSConfig, host)
 	var conn net.Conn = raw
@@ -224,7 +241,7 @@ func connect(ctx context.Context, cfg Config, rawURL string) (*ldap.Conn, bool, 
 		tc := tls.Client(raw, tlsCfg)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			raw.Close()
-			return nil, false, "", fmt.Errorf("TLS handshake: %w", err)
+			return nil, false, "", nil, fmt.Errorf("TLS handshake: %w", err)
 		}
 		conn = tc
 	}
@@ -239,17 +256,17 @@ func connect(ctx context.Context, cfg Config, rawURL string) (*ldap.Conn, bool, 
 		err := guard(dctx, l, func() error { return l.StartTLS(tlsCfg) })
 		if err != nil {
 			l.Close()
-			return nil, false, "", fmt.Errorf("StartTLS: %w", err)
+			return nil, false, "", nil, fmt.Errorf("StartTLS: %w", err)
 		}
 		useTLS = true
 	}
 	if cfg.Bind != nil {
 		if err := guard(ctx, l, func() error { return cfg.Bind.bind(ctx, l, tlsCfg.ServerName, useTLS) }); err != nil {
 			l.Close()
-			return nil, false, "", err
+			return nil, false, "", nil, err
 		}
 	}
-	return l, useTLS, host, nil
+	return l, useTLS, host, ip, nil
 }
 
 func tlsConfig(base *tls.Config, host string) *tls.Config {
@@ -302,7 +319,7 @@ func (c *Conn) conn(ctx context.Context) (*ldap.Conn, error) {
 	if !c.l.IsClosing() {
 		return c.l, nil
 	}
-	l, _, _, err := connect(ctx, c.cfg, c.cfg.URL)
+	l, _, _, _, err := connect(ctx, c.cfg, c.cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("the connection broke and dialling again failed: %w", err)
 	}
@@ -392,7 +409,7 @@ func (c *Conn) globalCatalog(ctx context.Context) (*ldap.Conn, error) {
 		}
 		gcURL = scheme + "://" + net.JoinHostPort(c.host, port)
 	}
-	gc, _, _, err := connect(ctx, c.cfg, gcURL)
+	gc, _, _, _, err := connect(ctx, c.cfg, gcURL)
 	if err != nil {
 		return nil, wrap("connect to the global catalog (set Config.GCURL if it is elsewhere)", gcURL, err)
 	}

@@ -54,6 +54,11 @@ var (
 	// ErrNoDC: no domain controller could be reached and bound (DialError
 	// says which were tried and why each failed), or DNS named none.
 	ErrNoDC = errors.New("no domain controller could be reached")
+	// ErrPDCUnavailable: the DC that holds the PDC emulator role could not
+	// be reached and bound. Writes that all writers must make on one DC
+	// (the ASA roll's claim and password) wait for it rather than go to
+	// another DC.
+	ErrPDCUnavailable = errors.New("the PDC emulator could not be reached")
 )
 
 // hints tell the administrator what to do about each kind of failure.
@@ -61,6 +66,7 @@ var hints = map[error]string{
 	ErrSystemOnly:          "a Samba DC takes resource-based delegation only from samba-tool delegation add-principal TARGET$ PRINCIPAL, run on the DC; a Windows DC takes it over LDAP",
 	ErrConflict:            "another process changed the value first: read it again and decide anew",
 	ErrNoDC:                "check that a DC answers on LDAP (636 or 389) from here, the URLs or the Locator's domain and DNS, and the bind identity",
+	ErrPDCUnavailable:      "the PDC emulator (see Conn.PDCEmulator) is down or unreachable from here: writes that must not fork wait for it; if it is gone for good, seize the role on another DC (ntdsutil, or samba-tool fsmo seize --role=pdc)",
 	ErrNotFound:            "check the name (sAMAccountName, UPN or DN) and the base DN",
 	ErrAmbiguous:           "pass the distinguished name instead",
 	ErrExists:              "the name is taken; pick another or remove the old object",

@@ -159,7 +159,11 @@ func (cfg Config) urls(ctx context.Context) ([]string, error) {
 		}
 	}
 	if cfg.Locator != nil {
-		dcs, err := cfg.Locator.DCs(ctx)
+		loc := *cfg.Locator
+		if loc.Resolver == nil && cfg.Resolver != nil {
+			loc.Resolver = cfg.Resolver
+		}
+		dcs, err := loc.DCs(ctx)
 		if err != nil && len(out) == 0 {
 			return nil, err
 		}

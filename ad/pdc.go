@@ -18,6 +18,10 @@ type DomainController struct {
 	Site string
 	// DN is its NTDS Settings object (what fSMORoleOwner names).
 	DN string
+	// PDC is whether it holds the PDC emulator role, and ReadOnly whether
+	// it is a read-only DC, as the DC that was asked sees them
+	// (DomainControllers; PDCEmulator leaves both false).
+	PDC, ReadOnly bool
 }
 
 // PDCEmulator reads, on the DC this connection is bound to, which DC holds

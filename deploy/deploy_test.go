@@ -22,7 +22,11 @@ import (
 
 var theLab lab.Shared
 
-func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
+func TestMain(m *testing.M) {
+	code := theLab.Run(m)
+	twoDCs.Close()
+	os.Exit(code)
+}
 
 // env is one deployment on the shared lab, with names of its own: two
 // Exchange servers (CAS1 2019, CAS2 2016), each its own WS-Man test host

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -99,6 +100,9 @@ type RollStatus struct {
 	// RollingBy is the replica whose claim on an unfinished roll was
 	// still open at the last check.
 	RollingBy string `json:"rolling_by,omitempty"`
+	// PDC is the DC that held the PDC emulator role at the last check: the
+	// one DC the roll reads its claim on and writes to.
+	PDC string `json:"pdc,omitempty"`
 	// HeldSince is when this replica first found a roll that was due held
 	// off by someone else's unfinished claim or by a foreign note, AD's
 	// password unchanged since; zero when nothing holds a due roll off. A
@@ -133,6 +137,7 @@ func (r *Roller) Status() RollStatus {
 
 // seen is what one check learnt on its way, whatever its end.
 type seen struct {
+	pdc         string
 	passwordSet time.Time
 	pwd         int64
 	rollingBy   string
@@ -257,6 +262,9 @@ func (r *Roller) RollIfDue(ctx context.Context) (segkcd.Change, error) {
 	defer r.mu.Unlock()
 	st := &r.status
 	st.LastCheck, st.OK, st.RollingBy = now, err == nil, sn.rollingBy
+	if sn.pdc != "" {
+		st.PDC = sn.pdc
+	}
 	if errors.Is(err, ErrForeignNote) && !sn.passwordSet.IsZero() && now.Sub(sn.passwordSet) >= r.every() {
 		sn.blocked = "a note that is not a roll journal"
 	}
@@ -297,6 +305,24 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 	const what = "roll ASA password"
 	sam := d.asaSAM()
 	ch := segkcd.Change{What: what, Object: sam, Action: segkcd.Unchanged}
+	// AD replicates multi-master: a compare-and-swap is a lock only if
+	// every replica swaps on the same DC. All of the roll's reads and
+	// writes go to the PDC emulator, and its ticket checks to that DC's
+	// KDC (another DC issues tickets under the old key until replication
+	// reaches it). Without the PDC emulator the roll waits.
+	pdc, pdcDC, err := d.AD.DialPDC(ctx)
+	sn.pdc = pdcDC.DNSHostName
+	if err != nil {
+		return segkcd.Change{}, fmt.Errorf("deploy: the roll waits for the PDC emulator, the one DC it writes to: %w", err)
+	}
+	defer pdc.Close()
+	kc, err := d.Kerberos.AtKDCs(net.JoinHostPort(pdc.IP().String(), "88"))
+	if err != nil {
+		return segkcd.Change{}, err
+	}
+	at := *d
+	at.AD, at.Kerberos = pdc, kc
+	d = &at
 	acct, err := d.AD.FindAccount(ctx, sam)
 	if err != nil {
 		return segkcd.Change{}, err
@@ -448,6 +474,10 @@ type RollCheck struct {
 	Journal Journal
 	// Servers is whether each server holds AD's password.
 	Servers []exchange.ServerState
+	// DCs is each DC's view of the ASA (Deployment.ASAViews): replication
+	// lag, and DCs that are down, show there. Empty when the DCs could not
+	// be listed.
+	DCs []DCView
 }
 
 // Check reads what a roll depends on, and changes nothing: AD's password
@@ -476,6 +506,7 @@ func (r *Roller) Check(ctx context.Context) (RollCheck, error) {
 	if err != nil {
 		return rc, err
 	}
+	rc.DCs, _ = d.ASAViews(ctx)
 	if rc.Journal, err = ParseJournal(note); err != nil {
 		return rc, fmt.Errorf("%w (%s's %s attribute); clear it to let the Roller work", err, sam, ad.NoteAttribute)
 	}

@@ -25,6 +25,10 @@ type Report struct {
 	AcceptedAs string
 	// Servers says, for each server, whether it holds AD's password.
 	Servers []exchange.ServerState
+	// DCs is each DC's view of the ASA's key version and note
+	// (Deployment.ASAViews), so that replication lag shows; empty in
+	// single-server mode.
+	DCs []DCView
 }
 
 // VerifyError is a deployment that does not hold: steps still pending, or
@@ -113,6 +117,9 @@ func (d *Deployment) Verify(ctx context.Context) (*Report, error) {
 		if !st.Decrypts() {
 			return nil, fail("%w: %s", errCannotDecrypt, st)
 		}
+	}
+	if r.DCs, err = d.ASAViews(ctx); err != nil {
+		return nil, fail("%w", err)
 	}
 	return r, nil
 }

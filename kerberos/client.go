@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -271,6 +273,49 @@ func (c *Client) ForAccount(user, password string) *Client {
 	o := NewWithPassword(user, c.realm, password, c.cfg)
 	o.Transport, o.RenewBefore = c.Transport, c.RenewBefore
 	return o
+}
+
+// AtKDCs is a client of the same account and credentials whose requests
+// go only to kdcs ("host" or "host:port") for its realm: the ASA roll
+// asks the DC it wrote the password on (the PDC emulator) for its ticket,
+// since another DC issues tickets under the old key until replication
+// reaches it. Its Transport keeps c's timeouts and hooks. A ccache client
+// carries its TGT over (any writable DC of the realm accepts it).
+func (c *Client) AtKDCs(kdcs ...string) (*Client, error) {
+	if len(kdcs) == 0 {
+		return nil, fail("choose KDCs", c.realm, errors.New("no KDC given"))
+	}
+	addrs := make([]string, len(kdcs))
+	for i, a := range kdcs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			a = net.JoinHostPort(a, "88")
+		}
+		addrs[i] = a
+	}
+	cfg := *c.cfg
+	cfg.LibDefaults.DNSLookupKDC = false
+	cfg.Realms = slices.Clone(c.cfg.Realms)
+	found := false
+	for i := range cfg.Realms {
+		if strings.EqualFold(cfg.Realms[i].Realm, c.realm) {
+			cfg.Realms[i].KDC, found = addrs, true
+		}
+	}
+	if !found {
+		cfg.Realms = append(cfg.Realms, config.Realm{Realm: c.realm, KDC: addrs})
+	}
+	o := newClient("", c.realm, &cfg)
+	o.cname, o.creds, o.RenewBefore = c.cname, c.creds, c.RenewBefore
+	if c.Transport != nil {
+		o.Transport = &Transport{Config: &cfg, Timeout: c.Transport.Timeout, Backoff: c.Transport.Backoff,
+			Dialer: c.Transport.Dialer, MaxInFlight: c.Transport.MaxInFlight, Observe: c.Transport.Observe}
+	}
+	if c.creds == nil {
+		c.mu.Lock()
+		o.tgt = c.tgt
+		c.mu.Unlock()
+	}
+	return o, nil
 }
 
 // NewFromCCache is a service account client whose TGT comes from an MIT

@@ -259,3 +259,28 @@ func Resolver(dcs ...*Lab) *net.Resolver {
 		return nil, errors.Join(errs...)
 	}}
 }
+
+// InboundReplication turns this DC's inbound replication off or on
+// (samba-tool drs options --dsa-option=±DISABLE_INBOUND_REPL), as an
+// administrator does: a DC that lags behind, for as long as a test needs.
+func (l *Lab) InboundReplication(ctx context.Context, on bool) error {
+	opt := "+DISABLE_INBOUND_REPL"
+	if on {
+		opt = "-DISABLE_INBOUND_REPL"
+	}
+	_, err := l.runNS(ctx, "samba-tool", "drs", "options", l.host, "--dsa-option="+opt,
+		"-U"+l.Domain+`\`+l.AdminUser+"%"+l.AdminPassword)
+	return err
+}
+
+// PullFrom has this DC pull every naming context from other now (samba-tool
+// drs replicate), rather than wait for a notification.
+func (l *Lab) PullFrom(ctx context.Context, other *Lab) error {
+	for _, nc := range l.NCs() {
+		if _, err := l.runNS(ctx, "samba-tool", "drs", "replicate", l.host, other.host, nc,
+			"-U"+l.Domain+`\`+l.AdminUser+"%"+l.AdminPassword); err != nil {
+			return err
+		}
+	}
+	return nil
+}

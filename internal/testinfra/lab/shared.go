@@ -70,3 +70,51 @@ func unavailable(t testing.TB, err error, ci bool) {
 		t.Skip(msg)
 	}
 }
+
+// SharedDCs is one two-DC domain per test binary (Options.MultiDC and
+// AddDC), seeded, started on first use; call Close from TestMain after the
+// tests. Tests that kill or pause a DC must leave it running again.
+type SharedDCs struct {
+	once     sync.Once
+	dc1, dc2 *Lab
+	err      error
+}
+
+// Get returns the domain's two DCs; DC1 holds every FSMO role at first.
+// When they cannot start, the test fails if CI=true, and is skipped
+// otherwise.
+func (s *SharedDCs) Get(t testing.TB) (dc1, dc2 *Lab) {
+	t.Helper()
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		opt := Options{MultiDC: true, InstallPackages: os.Getenv("CI") == "true"}
+		if testing.Verbose() {
+			opt.Log = os.Stderr
+		}
+		if s.dc1, s.err = Start(ctx, opt); s.err != nil {
+			return
+		}
+		if s.err = s.dc1.Seed(ctx); s.err == nil {
+			s.dc2, s.err = s.dc1.AddDC(ctx, "dc2")
+		}
+		if s.err != nil {
+			s.dc1.Close()
+			s.dc1 = nil
+		}
+	})
+	if s.err != nil {
+		unavailable(t, s.err, os.Getenv("CI") == "true")
+	}
+	return s.dc1, s.dc2
+}
+
+// Close stops both DCs, if they were started.
+func (s *SharedDCs) Close() {
+	if s.dc2 != nil {
+		s.dc2.Close()
+	}
+	if s.dc1 != nil {
+		s.dc1.Close()
+	}
+}

@@ -379,3 +379,195 @@ func pdcIs(t *testing.T, holder *lab.Lab, dcs ...*lab.Lab) {
 		}
 	}
 }
+
+// The PDC emulator (DC1) dies at each boundary of a roll. The roll fails;
+// while DC1 is down the next check waits and writes nothing to DC2; once
+// DC1 is back and the claim's lease is over, the roll is finished with the
+// password it started: one roll (the key version moves by one), the DCs
+// converge, and the servers hold AD's password.
+func TestTwoDCsRollWithThePDCDeadAtEachStep(t *testing.T) {
+	e, dc1, dc2 := pairEnv(t, "steps")
+	e.applied(t)
+	asa := e.d.ASA + "$"
+	isPush := func(s string) bool { return strings.Contains(s, "-AlternateServiceAccountCredential $cred") }
+	for step, name := range []string{"after the claim", "after the push to CAS1", "after the push to CAS2", "after AD's reset and the check"} {
+		t.Run(name, func(t *testing.T) {
+			ctx := ctxT(t)
+			before, _ := on(t, dc1, asa)
+			converged(t, asa, before, dc1, dc2)
+			d := e.deploymentAt(t, e.d.Servers, dc1, dc2)
+			const lease = 3 * time.Second
+			r := &deploy.Roller{Deployment: d, Every: time.Nanosecond, Lease: lease, Name: "gw-steps"}
+			h := e.hosts[0].Host
+			pushes, reads, killed := 0, 0, false
+			h.AfterRun = func() {
+				if killed {
+					return
+				}
+				scripts := h.Scripts()
+				s := scripts[len(scripts)-1]
+				if isPush(s) {
+					pushes++
+				} else if pushes == 2 {
+					reads++
+				}
+				switch step {
+				case 0:
+					killed = true // the first script comes after the claim
+				case 1:
+					killed = pushes == 1 && isPush(s)
+				case 2:
+					killed = pushes == 2 && isPush(s)
+				case 3:
+					// CAS2's credential is read back after the push, then
+					// AD is reset, then the servers are read again.
+					killed = reads == 2
+				}
+				if killed {
+					if err := dc1.Kill(); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+			_, err := r.RollIfDue(ctx)
+			h.AfterRun = nil
+			defer restarted(t, dc1)
+			// Before AD's reset the roll stops there; after it (and the
+			// servers' check), at marking the journal done.
+			want := "stopped at reset AD"
+			if step == 3 {
+				want = asa
+			}
+			if !killed || err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("killed %v, roll error %v; want one that %s", killed, err, want)
+			}
+			k2, n2 := on(t, dc2, asa)
+			if _, err := r.RollIfDue(ctx); !errors.Is(err, ad.ErrPDCUnavailable) {
+				t.Fatalf("with DC1 dead: %v", err)
+			}
+			if k, n := on(t, dc2, asa); k != k2 || n != n2 {
+				t.Fatalf("the waiting roll wrote to DC2: key version %d -> %d, note %q -> %q", k2, k, n2, n)
+			}
+			restarted(t, dc1)
+			time.Sleep(lease)
+			ch, err := r.RollIfDue(ctx)
+			if err != nil || !ch.Changed() {
+				t.Fatalf("finishing the roll: %v %v", ch, err)
+			}
+			if step == 3 && !strings.Contains(ch.String(), "had reached every server and AD") {
+				t.Fatalf("the roll had reached AD, yet: %s", ch)
+			}
+			note := converged(t, asa, before+1, dc1, dc2)
+			if j, err := deploy.ParseJournal(note); err != nil || !j.Done {
+				t.Fatalf("journal %q %v", note, err)
+			}
+			serversAgree(t, d)
+		})
+	}
+}
+
+// The premise of the PDC rule: a compare-and-swap of the note on one DC
+// is no lock against one on another DC. Both swaps of the same old value
+// succeed (replication is held off for the demonstration, as lag does for
+// a second in real life), and replication then keeps one of them: the
+// loser never learns it lost.
+func TestTwoDCsSwapIsNoLockAcrossDCs(t *testing.T) {
+	dc1, dc2 := twoDCs.Get(t)
+	ctx := ctxT(t)
+	c1, c2 := dialAt(t, dc1), dialAt(t, dc2)
+	const user = "carol"
+	old, err := c1.ReadNote(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dc := range []*lab.Lab{dc1, dc2} {
+		if err := dc.InboundReplication(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := dc.InboundReplication(context.Background(), true); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	if _, err := c1.SwapNote(ctx, user, old, "claimed on dc1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.SwapNote(ctx, user, old, "claimed on dc2"); err != nil {
+		t.Fatalf("the second claim, on the other DC: %v", err)
+	}
+	for _, dc := range []*lab.Lab{dc1, dc2} {
+		if err := dc.InboundReplication(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dc1.PullFrom(ctx, dc2); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc2.PullFrom(ctx, dc1); err != nil {
+		t.Fatal(err)
+	}
+	n1, _ := c1.ReadNote(ctx, user)
+	n2, _ := c2.ReadNote(ctx, user)
+	if n1 != n2 || (n1 != "claimed on dc1" && n1 != "claimed on dc2") {
+		t.Fatalf("after replication: %q on DC1, %q on DC2", n1, n2)
+	}
+	t.Logf("both claims succeeded; replication kept %q", n1)
+	if _, err := c1.SwapNote(ctx, user, n1, old); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A role seized while its holder was down, which then comes back before it
+// has replicated: each DC names itself. DialPDC, asked through either DC,
+// says they disagree and the roll waits, rather than let one replica claim
+// on DC1 and another on DC2. Replication settles it.
+func TestTwoDCsDisagreeOnThePDC(t *testing.T) {
+	e, dc1, dc2 := pairEnv(t, "split")
+	e.applied(t)
+	ctx := ctxT(t)
+	if err := dc1.InboundReplication(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc1.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		restarted(t, dc1)
+		if err := dc1.InboundReplication(context.Background(), true); err != nil {
+			t.Error(err)
+		}
+		if err := dc1.SeizePDC(context.Background()); err != nil {
+			t.Error(err)
+		}
+		pdcIs(t, dc1, dc1, dc2)
+	}()
+	if err := dc2.SeizePDC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted(t, dc1)
+	for _, order := range [][]*lab.Lab{{dc1, dc2}, {dc2, dc1}} {
+		c := dialAt(t, order...)
+		_, _, err := c.DialPDC(ctx)
+		if !errors.Is(err, ad.ErrPDCUnavailable) || !strings.Contains(err.Error(), "disagree") {
+			t.Fatalf("through %s: %v", c.URL(), err)
+		}
+		r := &deploy.Roller{Deployment: e.deploymentAt(t, e.d.Servers, order...), Every: time.Nanosecond, Name: "gw-split"}
+		if _, err := r.RollIfDue(ctx); !errors.Is(err, ad.ErrPDCUnavailable) {
+			t.Fatalf("a roll through %s: %v", c.URL(), err)
+		}
+	}
+	if err := dc1.InboundReplication(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc1.PullFrom(ctx, dc2); err != nil {
+		t.Fatal(err)
+	}
+	pdcIs(t, dc2, dc1, dc2)
+	c := dialAt(t, dc1, dc2)
+	p, dc, err := c.DialPDC(ctx)
+	if err != nil || dc.DNSHostName != dc2.HostName {
+		t.Fatalf("after replication: %v %v", dc, err)
+	}
+	p.Close()
+}

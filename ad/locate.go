@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // SRVResolver looks up DNS SRV records. *net.Resolver is one; give a
@@ -16,6 +17,33 @@ import (
 // resolver does not.
 type SRVResolver interface {
 	LookupSRV(ctx context.Context, service, proto, name string) (cname string, addrs []*net.SRV, err error)
+}
+
+// DNSResolver is a resolver that asks the given DNS servers (host or
+// host:port; AD's own, typically the DCs), each in turn, over TCP: a
+// server that is down is passed over at once (over UDP a dead server
+// costs the whole query's timeout), for Config.Resolver and
+// Locator.Resolver where the host's resolver does not know the domain.
+func DNSResolver(servers ...string) *net.Resolver {
+	addrs := make([]string, len(servers))
+	for i, s := range servers {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			s = net.JoinHostPort(s, "53")
+		}
+		addrs[i] = s
+	}
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var errs []error
+		for _, a := range addrs {
+			d := net.Dialer{Timeout: 2 * time.Second}
+			c, err := d.DialContext(ctx, "tcp", a)
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, err)
+		}
+		return nil, errors.Join(errs...)
+	}}
 }
 
 // Locator finds a domain's domain controllers as Windows clients do: the
@@ -34,8 +62,21 @@ type Locator struct {
 // DCs returns the LDAP addresses (host:port) of the domain's DCs in the
 // order to try them: the site's first, then the others, each once.
 func (l *Locator) DCs(ctx context.Context) ([]string, error) {
+	return l.lookup(ctx, "ldap", "locate DCs")
+}
+
+// KDCs returns the addresses (host:port) of the domain's KDCs in the order
+// to try them, from the SRV records _kerberos._tcp[.<site>._sites].dc._msdcs
+// .<domain>, as Windows clients find them: for a krb5 configuration, which
+// keeps its own list (Kerberos does not follow the LDAP connection's DC).
+func (l *Locator) KDCs(ctx context.Context) ([]string, error) {
+	return l.lookup(ctx, "kerberos", "locate KDCs")
+}
+
+// lookup resolves _<service>._tcp for the site, then the domain.
+func (l *Locator) lookup(ctx context.Context, service, op string) ([]string, error) {
 	if l == nil || l.Domain == "" || strings.ContainsAny(l.Domain, " /\\") {
-		return nil, invalid("locate DCs", "", "the Locator needs the domain's DNS name")
+		return nil, invalid(op, "", "the Locator needs the domain's DNS name")
 	}
 	res := l.Resolver
 	if res == nil {
@@ -49,9 +90,9 @@ func (l *Locator) DCs(ctx context.Context) ([]string, error) {
 	var out []string
 	var errs []error
 	for _, name := range names {
-		_, srvs, err := res.LookupSRV(ctx, "ldap", "tcp", name)
+		_, srvs, err := res.LookupSRV(ctx, service, "tcp", name)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("_ldap._tcp.%s: %w", name, err))
+			errs = append(errs, fmt.Errorf("_%s._tcp.%s: %w", service, name, err))
 			continue
 		}
 		for _, s := range orderSRV(srvs, rand.IntN) {
@@ -63,7 +104,7 @@ func (l *Locator) DCs(ctx context.Context) ([]string, error) {
 	}
 	if len(out) == 0 {
 		errs = append(errs, errors.New("no SRV record names a DC"))
-		return nil, &Error{Op: "locate DCs", Object: domain, Kind: ErrNoDC, Err: errors.Join(errs...)}
+		return nil, &Error{Op: op, Object: domain, Kind: ErrNoDC, Err: errors.Join(errs...)}
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -99,4 +100,26 @@ func (d *Deployment) ASAViews(ctx context.Context) ([]DCView, error) {
 		}()
 	}
 	return views, nil
+}
+
+// atPDC is the deployment with its AD connection on the PDC emulator and
+// its Kerberos client at that DC's KDC, for a roll: AD replicates
+// multi-master, so a compare-and-swap of the claim is a lock only if every
+// replica swaps on the same DC, and another DC's KDC issues tickets under
+// the old key until replication reaches it. The caller closes the
+// returned deployment's AD. Without the PDC emulator the error matches
+// ad.ErrPDCUnavailable: the roll waits, it never writes elsewhere.
+func (d *Deployment) atPDC(ctx context.Context) (*Deployment, ad.DomainController, error) {
+	pdc, dc, err := d.AD.DialPDC(ctx)
+	if err != nil {
+		return nil, dc, fmt.Errorf("deploy: the roll waits for the PDC emulator, the one DC it writes to: %w", err)
+	}
+	kc, err := d.Kerberos.AtKDCs(net.JoinHostPort(pdc.IP().String(), "88"))
+	if err != nil {
+		pdc.Close()
+		return nil, dc, err
+	}
+	at := *d
+	at.AD, at.Kerberos = pdc, kc
+	return &at, dc, nil
 }

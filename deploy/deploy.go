@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/ad"
@@ -531,8 +532,18 @@ func (d *Deployment) Apply(ctx context.Context, p *Plan) ([]segkcd.Change, error
 // rollIfNeeded rolls the ASA password unless every server already holds
 // the password AD has as its Latest credential. A server left mid-roll,
 // or holding a stale credential, gets the roll (which adopts an unfinished
-// roll's password).
+// roll's password). Like the Roller's, the roll reads and writes on the
+// PDC emulator, and asks its KDC; an ASA just created on another DC is
+// waited for there (30 s at most).
 func (d *Deployment) rollIfNeeded(ctx context.Context) (segkcd.Change, error) {
+	d, _, err := d.atPDC(ctx)
+	if err != nil {
+		return segkcd.Change{}, err
+	}
+	defer d.AD.Close()
+	if err := d.replicated(ctx, d.asaSAM(), 30*time.Second); err != nil {
+		return segkcd.Change{}, err
+	}
 	org, roll := d.org(), d.roll()
 	const what = "roll ASA credential"
 	stale, err := staleServers(ctx, org, roll)
@@ -549,6 +560,24 @@ func (d *Deployment) rollIfNeeded(ctx context.Context) (segkcd.Change, error) {
 	ch.Action = segkcd.Modified
 	ch.Details = append(stale, "new password on "+strings.Join(roll.Servers, ", ")+", then reset in AD")
 	return ch, nil
+}
+
+// replicated waits until d's DC has the account sam (made on another DC,
+// it reaches this one by replication), for at most wait.
+func (d *Deployment) replicated(ctx context.Context, sam string, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		_, err := d.AD.FindAccount(ctx, sam)
+		if !errors.Is(err, ad.ErrNotFound) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("deploy: %s has not reached %s by replication within %s: %w", sam, d.AD.DomainInfo().DCHostName, wait, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // staleServers describes each server whose Latest credential is not the

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
-	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -310,19 +309,12 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 	// writes go to the PDC emulator, and its ticket checks to that DC's
 	// KDC (another DC issues tickets under the old key until replication
 	// reaches it). Without the PDC emulator the roll waits.
-	pdc, pdcDC, err := d.AD.DialPDC(ctx)
-	sn.pdc = pdcDC.DNSHostName
-	if err != nil {
-		return segkcd.Change{}, fmt.Errorf("deploy: the roll waits for the PDC emulator, the one DC it writes to: %w", err)
-	}
-	defer pdc.Close()
-	kc, err := d.Kerberos.AtKDCs(net.JoinHostPort(pdc.IP().String(), "88"))
+	d, pdc, err := d.atPDC(ctx)
+	sn.pdc = pdc.DNSHostName
 	if err != nil {
 		return segkcd.Change{}, err
 	}
-	at := *d
-	at.AD, at.Kerberos = pdc, kc
-	d = &at
+	defer d.AD.Close()
 	acct, err := d.AD.FindAccount(ctx, sam)
 	if err != nil {
 		return segkcd.Change{}, err

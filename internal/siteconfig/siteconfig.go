@@ -18,6 +18,7 @@ import (
 	"net"
 	neturl "net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -64,10 +65,22 @@ func (s Secret) Value(field string) (string, error) {
 
 // AD is how to reach and bind to a domain controller, and its KDCs.
 type AD struct {
-	LDAPURL string `json:"ldap_url"` // ldaps://dc1.corp.example.com, or ldap:// (StartTLS)
+	LDAPURL string `json:"ldap_url,omitempty"` // ldaps://dc1.corp.example.com, or ldap:// (StartTLS)
 	// LDAPURLs are more DCs, tried in order when ldap_url cannot be
 	// reached or bound (ad.Config.URLs).
-	LDAPURLs   []string `json:"ldap_urls,omitempty"`
+	LDAPURLs []string `json:"ldap_urls,omitempty"`
+	// Domain finds the DCs in DNS as Windows clients do (ad.Locator: the
+	// SRV records _ldap._tcp[.<site>._sites].dc._msdcs.<domain>), tried
+	// after ldap_url and ldap_urls, which may then be left out; Site puts
+	// that AD site's DCs first. Without kdcs or krb5_conf, the KDCs come
+	// from the same DNS (_kerberos._tcp...).
+	Domain string `json:"domain,omitempty"`
+	Site   string `json:"site,omitempty"`
+	// DNSServers are the domain's DNS servers (host[:port], AD's DNS) for
+	// the SRV records and the DCs' and KDCs' names, when the host's
+	// resolver does not know the domain (a gateway in a DMZ); default: the
+	// host's resolver.
+	DNSServers []string `json:"dns_servers,omitempty"`
 	GCURL      string   `json:"gc_url,omitempty"`      // default: the same host, 3269
 	CAFile     string   `json:"ca_file,omitempty"`     // the DC's CA (PEM); default: system roots
 	ServerName string   `json:"server_name,omitempty"` // the name in the DC's certificate, when ldap_url holds an address
@@ -98,8 +111,10 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Why }
 // contradicts another.
 func (a AD) Check() error {
 	switch {
-	case a.LDAPURL == "":
-		return &FieldError{"ldap_url", "required"}
+	case a.LDAPURL == "" && len(a.LDAPURLs) == 0 && a.Domain == "":
+		return &FieldError{"ldap_url", "required (or ldap_urls, or domain to find the DCs in DNS)"}
+	case a.Site != "" && a.Domain == "":
+		return &FieldError{"site", "needs domain"}
 	case a.BindUser == "":
 		return &FieldError{"bind_user", "required"}
 	case a.BindPassword.Set() == (a.BindKeytab != ""):
@@ -133,7 +148,10 @@ func (a AD) Dial(ctx context.Context) (*Conn, error) {
 		}
 		tc.RootCAs = p
 	}
-	cfg := ad.Config{URL: a.LDAPURL, URLs: a.LDAPURLs, GCURL: a.GCURL, TLSConfig: tc}
+	cfg := ad.Config{URL: a.LDAPURL, URLs: a.LDAPURLs, GCURL: a.GCURL, TLSConfig: tc, Resolver: a.resolver()}
+	if a.Domain != "" {
+		cfg.Locator = &ad.Locator{Domain: a.Domain, Site: a.Site}
+	}
 	if a.BindKeytab != "" {
 		kt, err := kerberos.LoadKeytab(a.BindKeytab)
 		if err != nil {
@@ -149,7 +167,7 @@ func (a AD) Dial(ctx context.Context) (*Conn, error) {
 			realm = strings.ToUpper(anon.DomainInfo().DNSDomain)
 			anon.Close()
 		}
-		kcfg, err := a.kerberosConfig(realm)
+		kcfg, err := a.kerberosConfig(ctx, realm)
 		if err != nil {
 			return nil, err
 		}
@@ -181,7 +199,7 @@ func (a AD) Dial(ctx context.Context) (*Conn, error) {
 	if realm == "" {
 		realm = strings.ToUpper(conn.DomainInfo().DNSDomain)
 	}
-	kcfg, err := a.kerberosConfig(realm)
+	kcfg, err := a.kerberosConfig(ctx, realm)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -198,7 +216,20 @@ func accountName(user string) string {
 	return name
 }
 
-func (a AD) kerberosConfig(realm string) (*krb5config.Config, error) {
+// resolver asks dns_servers; nil (the host's) without them.
+func (a AD) resolver() *net.Resolver {
+	if len(a.DNSServers) == 0 {
+		return nil
+	}
+	return ad.DNSResolver(a.DNSServers...)
+}
+
+// kerberosConfig is krb5_conf, or a configuration of kdcs, or by default
+// every DC's KDC: the hosts of ldap_url and ldap_urls in their order, then
+// the KDCs domain's SRV records name. With dns_servers, KDC names are
+// resolved to addresses here (the Kerberos library asks the host's
+// resolver).
+func (a AD) kerberosConfig(ctx context.Context, realm string) (*krb5config.Config, error) {
 	if a.Krb5Conf != "" {
 		c, err := kerberos.LoadConfig(a.Krb5Conf)
 		if err != nil {
@@ -210,11 +241,21 @@ func (a AD) kerberosConfig(realm string) (*krb5config.Config, error) {
 	if len(kdcs) == 0 {
 		// Every DC's KDC, in the order the DCs are tried.
 		for _, raw := range append([]string{a.LDAPURL}, a.LDAPURLs...) {
+			if raw == "" {
+				continue
+			}
 			u, err := neturl.Parse(raw)
 			if err != nil || u.Hostname() == "" {
 				return nil, fmt.Errorf("ldap_url: not a URL: %q", raw)
 			}
 			kdcs = append(kdcs, u.Hostname())
+		}
+		if a.Domain != "" {
+			found, err := (&ad.Locator{Domain: a.Domain, Site: a.Site, Resolver: a.resolver()}).KDCs(ctx)
+			if err != nil && len(kdcs) == 0 {
+				return nil, fmt.Errorf("domain: %w", err)
+			}
+			kdcs = append(kdcs, found...)
 		}
 	}
 	for i, k := range kdcs {
@@ -222,7 +263,31 @@ func (a AD) kerberosConfig(realm string) (*krb5config.Config, error) {
 			kdcs[i] = net.JoinHostPort(k, "88")
 		}
 	}
-	c, err := kerberos.NewConfig(realm, kdcs...)
+	if res := a.resolver(); res != nil {
+		var addrs []string
+		for _, k := range kdcs {
+			host, port, _ := net.SplitHostPort(k)
+			if net.ParseIP(host) != nil {
+				addrs = append(addrs, k)
+				continue
+			}
+			ips, err := res.LookupHost(ctx, host)
+			if err != nil {
+				return nil, fmt.Errorf("kdcs: %s: %w", host, err)
+			}
+			for _, ip := range ips {
+				addrs = append(addrs, net.JoinHostPort(ip, port))
+			}
+		}
+		kdcs = addrs
+	}
+	var uniq []string
+	for _, k := range kdcs {
+		if !slices.Contains(uniq, k) {
+			uniq = append(uniq, k)
+		}
+	}
+	c, err := kerberos.NewConfig(realm, uniq...)
 	if err != nil {
 		return nil, fmt.Errorf("kdcs: %w", err)
 	}

@@ -107,7 +107,7 @@ func TestDialBadKeytab(t *testing.T) {
 // the DCs are tried, and a dead first DC fails over (ad.Config.URLs).
 func TestEveryDCsKDC(t *testing.T) {
 	a := AD{LDAPURL: "ldaps://dc1.corp.example.com", LDAPURLs: []string{"ldaps://dc2.corp.example.com:636"}}
-	c, err := a.kerberosConfig("CORP.EXAMPLE.COM")
+	c, err := a.kerberosConfig(context.Background(), "CORP.EXAMPLE.COM")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestEveryDCsKDC(t *testing.T) {
 		t.Errorf("KDCs: %s", got)
 	}
 	a.LDAPURLs = []string{"ldaps://"}
-	if _, err := a.kerberosConfig("CORP.EXAMPLE.COM"); err == nil {
+	if _, err := a.kerberosConfig(context.Background(), "CORP.EXAMPLE.COM"); err == nil {
 		t.Error("a URL without a host")
 	}
 }

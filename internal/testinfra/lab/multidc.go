@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/segkcd/segkcd/ad"
 )
 
 // A domain of several DCs (Options.MultiDC, AddDC): each DC runs in a mount
@@ -242,22 +244,15 @@ func (l *Lab) SeizePDC(ctx context.Context) error {
 	return nil
 }
 
-// Resolver resolves names with the DNS servers of dcs (Samba's, over TCP),
-// each tried in order: a client of the lab's domain whose DNS is AD's, as
-// a Windows client's is.
+// Resolver resolves names with the DNS servers of dcs (Samba's), each
+// tried in order: a client of the lab's domain whose DNS is AD's, as a
+// Windows client's is.
 func Resolver(dcs ...*Lab) *net.Resolver {
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var errs []error
-		for _, dc := range dcs {
-			d := net.Dialer{Timeout: time.Second}
-			c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(dc.IP, "53"))
-			if err == nil {
-				return c, nil
-			}
-			errs = append(errs, err)
-		}
-		return nil, errors.Join(errs...)
-	}}
+	var servers []string
+	for _, dc := range dcs {
+		servers = append(servers, dc.IP)
+	}
+	return ad.DNSResolver(servers...)
 }
 
 // InboundReplication turns this DC's inbound replication off or on

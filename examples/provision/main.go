@@ -173,6 +173,10 @@ func run(ctx context.Context, out io.Writer, c *config, cmd string) error {
 		for _, st := range r.Servers {
 			fmt.Fprintf(out, "  %s\n", st)
 		}
+		// Each DC's view of the ASA: replication lag shows here.
+		for _, v := range r.DCs {
+			fmt.Fprintf(out, "  DC %s\n", v)
+		}
 	}
 	return nil
 }

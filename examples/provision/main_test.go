@@ -23,7 +23,14 @@ import (
 
 var theLab lab.Shared
 
-func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
+// twoDCs is a domain of two DCs (issue 28).
+var twoDCs lab.SharedDCs
+
+func TestMain(m *testing.M) {
+	code := theLab.Run(m)
+	twoDCs.Close()
+	os.Exit(code)
+}
 
 const (
 	winrmPW = "Winrm-Passw0rd!"
@@ -34,7 +41,11 @@ const (
 // runs them: CAS1's holds the Exchange organisation (CAS1 2019, CAS2 2013)
 // and CAS1's IIS, CAS2's its IIS.
 func testConfig(t *testing.T, asa, mail, svc string) (*config, *winrstest.Host, *winrstest.Server) {
-	l := theLab.Get(t)
+	return testConfigOn(t, theLab.Get(t), asa, mail, svc)
+}
+
+// testConfigOn is testConfig on the domain of the DC l.
+func testConfigOn(t *testing.T, l *lab.Lab, asa, mail, svc string) (*config, *winrstest.Host, *winrstest.Server) {
 	h := winrstest.NewHost("cas1")
 	h.AddExchangeServer("CAS1", winrstest.Exchange2019)
 	h.AddExchangeServer("CAS2", winrstest.Exchange2013)
@@ -198,4 +209,54 @@ func mustPort(t *testing.T, addr string) int {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestTwoDCs (issue 28): the DCs and KDCs are found in the domain's DNS
+// (Samba's, on the DCs: domain and dns_servers, no ldap_url). With DC1,
+// the PDC emulator, killed, plan and verify work through DC2's LDAP and
+// KDC, and verify shows DC1 unreachable; an apply that has a roll to make
+// waits for the PDC emulator and says so.
+func TestTwoDCs(t *testing.T) {
+	dc1, dc2 := twoDCs.Get(t)
+	c, h, ts := testConfigOn(t, dc1, "EXCHASA2", "mail2."+dc1.DNSDomain, "svc_two")
+	c.AD = siteconfig.AD{Domain: dc1.DNSDomain, DNSServers: []string{dc1.IP, dc2.IP}, CAFile: dc1.CAFile,
+		BindUser: dc1.AdminBindName(), BindPassword: siteconfig.Secret{Env: "TEST_BIND_PW"}}
+	runCmd(t, c, "apply")
+	verify := runCmd(t, c, "verify")
+	for _, want := range []string{"DC " + dc1.HostName + " (site Default-First-Site-Name, PDC emulator): ASA key version",
+		"DC " + dc2.HostName + " (site Default-First-Site-Name): ASA key version"} {
+		if !strings.Contains(verify, want) {
+			t.Fatalf("verify lacks %q:\n%s", want, verify)
+		}
+	}
+	if err := dc1.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := dc1.Restart(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	plan := runCmd(t, c, "plan")
+	if !strings.Contains(plan, "DC "+dc2.HostName) || !strings.Contains(plan, "nothing to do") {
+		t.Fatalf("plan with DC1 dead:\n%s", plan)
+	}
+	verify = runCmd(t, c, "verify")
+	if !strings.Contains(verify, "DC "+dc1.HostName+" (site Default-First-Site-Name, PDC emulator): unreachable") ||
+		!strings.Contains(verify, "accepts it as alice@"+dc1.Realm) {
+		t.Fatalf("verify with DC1 dead:\n%s", verify)
+	}
+	// A stale credential on CAS2 makes a roll to do; it waits for DC1.
+	sh, err := winrs.New(winrs.Config{Host: "127.0.0.1", Port: mustPort(t, ts.Addr()), Auth: winrs.NTLM{User: dc1.AdminBindName(), Password: winrmPW}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&exchange.Org{Shell: sh}).SetASA(context.Background(), "CAS2", h.ASA("CAS2")[0].UserName, "Stale-Passw0rd-123!"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err = run(context.Background(), &out, c, "apply")
+	if !errors.Is(err, ad.ErrPDCUnavailable) || !strings.Contains(err.Error(), dc1.HostName) {
+		t.Fatalf("apply with the PDC emulator dead: %v\n%s", err, out.String())
+	}
 }

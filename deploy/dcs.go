@@ -30,22 +30,30 @@ type DCView struct {
 	Note    string
 }
 
-// String is one line: the DC, its role and its view.
+// String is one line: the DC, its place and role, and its view.
 func (v DCView) String() string {
-	var b strings.Builder
-	b.WriteString(v.DC.DNSHostName)
-	fmt.Fprintf(&b, " (site %s", v.DC.Site)
+	return v.DC.DNSHostName + " (" + v.Role() + "): " + v.View()
+}
+
+// Role is the DC's site, and whether it holds the PDC emulator role or is
+// read-only.
+func (v DCView) Role() string {
+	r := "site " + v.DC.Site
 	if v.DC.PDC {
-		b.WriteString(", PDC emulator")
+		r += ", PDC emulator"
 	}
 	if v.DC.ReadOnly {
-		b.WriteString(", read-only")
+		r += ", read-only"
 	}
-	b.WriteString("): ")
+	return r
+}
+
+// View is what the DC holds for the ASA, or why it could not be read.
+func (v DCView) View() string {
 	if v.Err != nil {
-		b.WriteString("unreachable: " + v.Err.Error())
-		return b.String()
+		return "unreachable: " + v.Err.Error()
 	}
+	var b strings.Builder
 	fmt.Fprintf(&b, "ASA key version %d, password set %s", v.KeyVersion, v.PasswordSet.UTC().Format(time.RFC3339))
 	switch j := v.Journal; {
 	case v.Note != "":

@@ -28,7 +28,14 @@ import (
 
 var theLab lab.Shared
 
-func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
+// twoDCs is a domain of two DCs (issue 28).
+var twoDCs lab.SharedDCs
+
+func TestMain(m *testing.M) {
+	code := theLab.Run(m)
+	twoDCs.Close()
+	os.Exit(code)
+}
 
 const (
 	svcPassword = "Gw-Svc-Passw0rd!"
@@ -67,7 +74,12 @@ func (f *fixture) deviceCert(t testing.TB, user string) (*testpki.Issued, error)
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	l := theLab.Get(t)
+	return newFixtureOn(t, theLab.Get(t))
+}
+
+// newFixtureOn is newFixture on the domain of the DC l.
+func newFixtureOn(t *testing.T, l *lab.Lab) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	spn := "http/mail." + l.DNSDomain
 	if err := l.ProvisionKCD(ctx, lab.KCD{ASA: "EXCHASA", ASAPassword: asaPassword, Service: "svc_awseg", Password: svcPassword,

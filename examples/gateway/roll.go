@@ -249,8 +249,22 @@ func (k *checker) roll(ctx context.Context) {
 		return
 	}
 	defer closeAD()
-	k.line("roll: AD", fmt.Sprintf("bound to %s as %s (%s)", rc.LDAPURL, rc.BindUser, how), nil, "")
+	k.line("roll: AD", fmt.Sprintf("bound to %s (%s) as %s (%s)", d.AD.URL(), d.AD.DomainInfo().DCHostName, rc.BindUser, how), nil, "")
 	check, err := ro.newRoller(d).Check(ctx)
+	// One line per DC: reachable and bound, its site, whether it holds the
+	// PDC emulator role (where the roll writes), and its view of the ASA.
+	for _, v := range check.DCs {
+		detail, hint := "reachable and bound; "+v.View(), ""
+		switch {
+		case v.Err != nil && v.DC.PDC:
+			detail = "WARN " + v.View()
+			hint = "the roll writes only on the PDC emulator and waits while it is down; if it is gone for good, seize the role on another DC"
+		case v.Err != nil:
+			detail = "WARN " + v.View()
+			hint = "the other DCs serve meanwhile"
+		}
+		k.line("roll: DC "+v.DC.DNSHostName+" ("+v.Role()+")", detail, nil, hint)
+	}
 	if check.PasswordSet.IsZero() && err != nil {
 		k.line("roll: ASA", "", err, "roll.asa must name the ASA's computer account, which the bind identity may read")
 		return

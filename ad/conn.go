@@ -181,7 +181,11 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 func (c *Conn) URL() string { return c.cfg.URL }
 
 // IP is the address the DC was reached at (its KDC is on port 88 there).
-func (c *Conn) IP() net.IP { return c.ip }
+func (c *Conn) IP() net.IP {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ip
+}
 
 // dialOne connects to one DC, binds and reads its rootDSE.
 func dialOne(ctx context.Context, cfg Config, u string) (*Conn, error) {
@@ -319,11 +323,30 @@ func (c *Conn) conn(ctx context.Context) (*ldap.Conn, error) {
 	if !c.l.IsClosing() {
 		return c.l, nil
 	}
-	l, _, _, _, err := connect(ctx, c.cfg, c.cfg.URL)
+	l, _, _, ip, err := connect(ctx, c.cfg, c.cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("the connection broke and dialling again failed: %w", err)
 	}
-	c.l = l
+	// The URL may reach several DCs (a balancer's address, a name with
+	// several addresses): a Conn stays on its DC, or a compare-and-swap
+	// read on one DC would be swapped on another.
+	if c.info.DCHostName != "" {
+		var res *ldap.SearchResult
+		err := guard(ctx, l, func() (err error) {
+			res, err = l.Search(ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+				"(objectClass=*)", []string{"dnsHostName"}, nil))
+			return err
+		})
+		if err != nil || len(res.Entries) != 1 || !strings.EqualFold(res.Entries[0].GetAttributeValue("dnsHostName"), c.info.DCHostName) {
+			l.Close()
+			got := "no answer"
+			if err == nil && len(res.Entries) == 1 {
+				got = res.Entries[0].GetAttributeValue("dnsHostName")
+			}
+			return nil, fmt.Errorf("the connection broke and %s now reaches another DC (%s), not %s; dial again", c.cfg.URL, got, c.info.DCHostName)
+		}
+	}
+	c.l, c.ip = l, ip
 	return l, nil
 }
 

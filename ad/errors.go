@@ -66,7 +66,7 @@ var hints = map[error]string{
 	ErrSystemOnly:          "a Samba DC takes resource-based delegation only from samba-tool delegation add-principal TARGET$ PRINCIPAL, run on the DC; a Windows DC takes it over LDAP",
 	ErrConflict:            "another process changed the value first: read it again and decide anew",
 	ErrNoDC:                "check that a DC answers on LDAP (636 or 389) from here, the URLs or the Locator's domain and DNS, and the bind identity",
-	ErrPDCUnavailable:      "the PDC emulator (see Conn.PDCEmulator) is down or unreachable from here: writes that must not fork wait for it; if it is gone for good, seize the role on another DC (ntdsutil, or samba-tool fsmo seize --role=pdc)",
+	ErrPDCUnavailable:      "rolls wait: from here the PDC emulator, or a majority of the domain's writable DCs, cannot be reached, or the DCs disagree on the holder; check the DCs and the network from this host first; only if the holder is gone for good, seize the role on another DC and remove the dead DC's metadata (ntdsutil metadata cleanup, or samba-tool domain demote --remove-other-dead-server)",
 	ErrNotFound:            "check the name (sAMAccountName, UPN or DN) and the base DN",
 	ErrAmbiguous:           "pass the distinguished name instead",
 	ErrExists:              "the name is taken; pick another or remove the old object",

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,10 +21,12 @@ type SRVResolver interface {
 }
 
 // DNSResolver is a resolver that asks the given DNS servers (host or
-// host:port; AD's own, typically the DCs), each in turn, over TCP: a
-// server that is down is passed over at once (over UDP a dead server
-// costs the whole query's timeout), for Config.Resolver and
-// Locator.Resolver where the host's resolver does not know the domain.
+// host:port; AD's own, typically the DCs) over TCP, for Config.Resolver
+// and Locator.Resolver where the host's resolver does not know the domain.
+// Each query starts at the next server in turn and passes over a server
+// that refuses the connection at once, so the resolver's second attempt
+// after a server that failed (SERVFAIL) or hung (its timeout) goes to
+// another; over UDP a dead server would cost the whole timeout.
 func DNSResolver(servers ...string) *net.Resolver {
 	addrs := make([]string, len(servers))
 	for i, s := range servers {
@@ -32,9 +35,15 @@ func DNSResolver(servers ...string) *net.Resolver {
 		}
 		addrs[i] = s
 	}
+	var next atomic.Uint32
 	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		if len(addrs) == 0 {
+			return nil, errors.New("ad: DNSResolver has no server")
+		}
+		start := int(next.Add(1)-1) % len(addrs)
 		var errs []error
-		for _, a := range addrs {
+		for i := range addrs {
+			a := addrs[(start+i)%len(addrs)]
 			d := net.Dialer{Timeout: 2 * time.Second}
 			c, err := d.DialContext(ctx, "tcp", a)
 			if err == nil {

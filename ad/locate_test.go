@@ -2,10 +2,15 @@ package ad
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // fakeSRV answers SRV lookups from a table, as a domain's DNS would.
@@ -91,5 +96,118 @@ func TestDialErrorNamesEveryDC(t *testing.T) {
 	}
 	if _, err := Dial(context.Background(), Config{URL: "http://x", URLs: []string{b}}); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("a malformed URL is a configuration error, not a dead DC: %v", err)
+	}
+}
+
+// tcpDNS serves DNS over TCP on loopback: answer turns a query into its
+// reply (nil: hang up). It returns the address and a counter of queries.
+func tcpDNS(t *testing.T, answer func(q []byte) []byte) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					var l [2]byte
+					if _, err := io.ReadFull(c, l[:]); err != nil {
+						return
+					}
+					q := make([]byte, binary.BigEndian.Uint16(l[:]))
+					if _, err := io.ReadFull(c, q); err != nil {
+						return
+					}
+					n.Add(1)
+					r := answer(q)
+					if r == nil {
+						return
+					}
+					c.Write(binary.BigEndian.AppendUint16(nil, uint16(len(r))))
+					c.Write(r)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), &n
+}
+
+// servfail is the reply SERVFAIL to q.
+func servfail(q []byte) []byte {
+	r := append([]byte(nil), q...)
+	r[2] |= 0x80                   // a response
+	r[3] = r[3]&0xf0 | 2           // SERVFAIL
+	copy(r[6:12], make([]byte, 6)) // no answers
+	return r
+}
+
+// srvAnswer is a reply to q (one SRV question) with one record naming
+// target on port.
+func srvAnswer(target string, port uint16) func(q []byte) []byte {
+	return func(q []byte) []byte {
+		r := append([]byte(nil), q...)
+		r[2] |= 0x84 // a response, authoritative
+		r[3] &= 0xf0
+		binary.BigEndian.PutUint16(r[6:], 1)  // one answer
+		binary.BigEndian.PutUint16(r[8:], 0)  // no authority
+		binary.BigEndian.PutUint16(r[10:], 0) // no additional (drop an EDNS OPT)
+		// Keep the question only: cut what follows it.
+		i := 12
+		for r[i] != 0 {
+			i += int(r[i]) + 1
+		}
+		r = r[:i+5]
+		var rdata []byte
+		rdata = binary.BigEndian.AppendUint16(rdata, 0)   // priority
+		rdata = binary.BigEndian.AppendUint16(rdata, 100) // weight
+		rdata = binary.BigEndian.AppendUint16(rdata, port)
+		for _, label := range strings.Split(target, ".") {
+			rdata = append(append(rdata, byte(len(label))), label...)
+		}
+		rdata = append(rdata, 0)
+		r = append(r, 0xc0, 12)                  // the question's name
+		r = binary.BigEndian.AppendUint16(r, 33) // SRV
+		r = binary.BigEndian.AppendUint16(r, 1)  // IN
+		r = binary.BigEndian.AppendUint32(r, 60)
+		r = binary.BigEndian.AppendUint16(r, uint16(len(rdata)))
+		return append(r, rdata...)
+	}
+}
+
+// TestDNSResolverFailsOver: beside a good server, one that refuses
+// connections, one that answers SERVFAIL and one that hangs up are passed
+// over: every lookup is answered (the resolver's second attempt goes to
+// the next server).
+func TestDNSResolverFailsOver(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	refused := ln.Addr().String()
+	ln.Close()
+	bad, badN := tcpDNS(t, servfail)
+	hang, hangN := tcpDNS(t, func([]byte) []byte { return nil })
+	good, goodN := tcpDNS(t, srvAnswer("dc2.corp.example.test", 389))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, first := range []string{refused, bad, hang} {
+		res := DNSResolver(first, good)
+		for i := range 4 {
+			_, srvs, err := res.LookupSRV(ctx, "ldap", "tcp", "dc._msdcs.corp.example.test.")
+			if err != nil || len(srvs) != 1 || srvs[0].Target != "dc2.corp.example.test." || srvs[0].Port != 389 {
+				t.Fatalf("lookup %d with %s first: %v %v", i, first, srvs, err)
+			}
+		}
+	}
+	if goodN.Load() != 12 || badN.Load() == 0 || hangN.Load() == 0 {
+		t.Fatalf("good server asked %d times, SERVFAIL server %d, hanging one %d", goodN.Load(), badN.Load(), hangN.Load())
+	}
+	if _, _, err := DNSResolver().LookupSRV(ctx, "ldap", "tcp", "x.test."); err == nil {
+		t.Fatal("a resolver without servers answered")
 	}
 }

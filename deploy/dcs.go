@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/segkcd/segkcd/ad"
@@ -82,31 +83,38 @@ func (d *Deployment) ASAViews(ctx context.Context) ([]DCView, error) {
 	}
 	sam := d.asaSAM()
 	views := make([]DCView, len(dcs))
+	// All at once: a DC that is down costs its bound once, not once per DC.
+	var wg sync.WaitGroup
 	for i, dc := range dcs {
 		views[i] = DCView{DC: dc}
-		views[i].Err = func() error {
-			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			defer cancel()
-			c, err := d.AD.DialDC(cctx, dc)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			acct, err := c.FindAccount(cctx, sam)
-			if err != nil {
-				return err
-			}
-			views[i].KeyVersion, views[i].PasswordSet = acct.KeyVersion, fileTime(acct.PasswordLastSet)
-			note, err := c.ReadNote(cctx, sam)
-			if err != nil {
-				return err
-			}
-			if views[i].Journal, err = ParseJournal(note); err != nil {
-				views[i].Note = note
-			}
-			return nil
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			views[i].Err = func() error {
+				cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+				defer cancel()
+				c, err := d.AD.DialDC(cctx, dc)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				acct, err := c.FindAccount(cctx, sam)
+				if err != nil {
+					return err
+				}
+				views[i].KeyVersion, views[i].PasswordSet = acct.KeyVersion, fileTime(acct.PasswordLastSet)
+				note, err := c.ReadNote(cctx, sam)
+				if err != nil {
+					return err
+				}
+				if views[i].Journal, err = ParseJournal(note); err != nil {
+					views[i].Note = note
+				}
+				return nil
+			}()
 		}()
 	}
+	wg.Wait()
 	return views, nil
 }
 

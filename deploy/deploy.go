@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -554,12 +555,73 @@ func (d *Deployment) rollIfNeeded(ctx context.Context) (segkcd.Change, error) {
 	if len(stale) == 0 {
 		return ch, nil
 	}
-	if _, err := org.RollASAPassword(ctx, roll); err != nil {
+	// Claimed in the note as a Roller claims, so that an apply and a
+	// gateway's Roller never roll at once.
+	claim, release, err := d.claimForApply(ctx)
+	if err != nil {
+		return segkcd.Change{}, err
+	}
+	res, err := org.RollASAPassword(ctx, roll)
+	if res != nil {
+		claim.Roll = res.Journal
+	}
+	release(claim, err == nil)
+	if err != nil {
 		return segkcd.Change{}, err
 	}
 	ch.Action = segkcd.Modified
 	ch.Details = append(stale, "new password on "+strings.Join(roll.Servers, ", ")+", then reset in AD")
 	return ch, nil
+}
+
+// ErrRollInProgress is a roll claimed by a Roller (a gateway replica)
+// that has not finished: Apply leaves the ASA's credential to it, and
+// says to apply again later.
+var ErrRollInProgress = errors.New("deploy: a roll of the ASA's password is in progress")
+
+// claimForApply claims the roll in the ASA's note, on d's DC (the PDC
+// emulator), for Apply. A fresh unfinished claim of a Roller stops it with
+// ErrRollInProgress; an unfinished claim of an earlier apply (which
+// failed) is taken over. release records the roll's journal, done or not
+// (a Roller finishes an unfinished one after its lease).
+func (d *Deployment) claimForApply(ctx context.Context) (Journal, func(Journal, bool), error) {
+	sam := d.asaSAM()
+	note, err := d.AD.ReadNote(ctx, sam)
+	if err != nil {
+		return Journal{}, nil, err
+	}
+	j, err := ParseJournal(note)
+	if err != nil {
+		return Journal{}, nil, fmt.Errorf("%w (%s's %s attribute); clear it to let the roll claim it", err, sam, ad.NoteAttribute)
+	}
+	now := time.Now()
+	if a := now.Sub(j.Claimed); note != "" && !j.Done && !strings.HasPrefix(j.Owner, "apply ") && a < DefaultLease && a > -5*time.Minute {
+		return Journal{}, nil, fmt.Errorf("%w: %s claimed it %s ago; apply again once it has finished (a claim is honoured for %s)",
+			ErrRollInProgress, j.Owner, a.Round(time.Second), DefaultLease)
+	}
+	host, _ := os.Hostname()
+	claim := Journal{Kind: journalKind, Owner: "apply " + host + ":" + strconv.Itoa(os.Getpid()), Claimed: now}
+	cur, err := marshal(claim)
+	if err != nil {
+		return Journal{}, nil, err
+	}
+	if _, err := d.AD.SwapNote(ctx, sam, note, cur); err != nil {
+		if errors.Is(err, ad.ErrConflict) {
+			return Journal{}, nil, fmt.Errorf("%w: another claim was written first", ErrRollInProgress)
+		}
+		return Journal{}, nil, err
+	}
+	release := func(j Journal, done bool) {
+		j.Done = done
+		next, err := marshal(j)
+		if err != nil {
+			return
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_, _ = d.AD.SwapNote(sctx, sam, cur, next)
+	}
+	return claim, release, nil
 }
 
 // replicated waits until d's DC has the account sam (made on another DC,

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -201,6 +203,17 @@ func TestTwoDCsOneRoll(t *testing.T) {
 	if rolled != 1 {
 		t.Fatalf("%d replicas rolled: %v", rolled, changes)
 	}
+	// The other lost the swap on the PDC emulator, or found the claim (or,
+	// slower, the fresh password) there.
+	for _, ch := range changes {
+		if !ch.Changed() {
+			d := strings.Join(ch.Details, "; ")
+			if !strings.Contains(d, "claimed the roll first") && !strings.Contains(d, "has been rolling it") && !strings.Contains(d, "password set") {
+				t.Fatalf("the other replica: %s", ch)
+			}
+			t.Logf("the other replica: %s", d)
+		}
+	}
 	note := converged(t, asa, before+1, dc1, dc2)
 	if j, err := deploy.ParseJournal(note); err != nil || !j.Done {
 		t.Fatalf("journal %q %v", note, err)
@@ -282,8 +295,9 @@ func TestTwoDCsLagIsCoveredByPrevious(t *testing.T) {
 }
 
 // With the PDC emulator (DC1) down, the roll waits and says so: it claims
-// on no other DC. -check's reads work through DC2. Once DC2 seizes the
-// role, the roll goes there; DC1, back, learns it by replication.
+// on no other DC. -check's reads work through DC2. Once DC2 has seized the
+// role it still waits while DC1 is down (one DC of two is no majority);
+// DC1, back, learns the seizure by replication, and the roll goes to DC2.
 func TestTwoDCsRollWaitsForThePDC(t *testing.T) {
 	e, dc1, dc2 := pairEnv(t, "pdc")
 	e.applied(t)
@@ -322,9 +336,22 @@ func TestTwoDCsRollWaitsForThePDC(t *testing.T) {
 		t.Fatalf("Check's DCs with DC1 dead: %v", rc.DCs)
 	}
 
+	// Seized on DC2 with DC1 still down: DC2 alone is no majority of two,
+	// and a DC1 that came back unreplicated would name itself. Still
+	// waiting, and nothing written.
 	if err := dc2.SeizePDC(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := r.RollIfDue(ctx); !errors.Is(err, ad.ErrPDCUnavailable) || !strings.Contains(err.Error(), "only 1 of the domain's 2 writable DCs") {
+		t.Fatalf("seized, DC1 still down: %v", err)
+	}
+	if k, n := on(t, dc2, asa); k != before || n != note {
+		t.Fatalf("the waiting roll wrote to DC2: key version %d, note %q", k, n)
+	}
+	// DC1 back learns the seizure by replication; then the roll goes to
+	// DC2, the holder.
+	restarted(t, dc1)
+	pdcIs(t, dc2, dc1, dc2)
 	ch, err := r.RollIfDue(ctx)
 	if err != nil || !ch.Changed() {
 		t.Fatalf("roll on the seized PDC emulator: %v %v", ch, err)
@@ -336,9 +363,7 @@ func TestTwoDCsRollWaitsForThePDC(t *testing.T) {
 		t.Fatalf("DC2 key version %d after the roll, want %d", k, before+1)
 	}
 	serversAgree(t, fresh)
-	restarted(t, dc1)
 	converged(t, asa, before+1, dc1, dc2)
-	pdcIs(t, dc2, dc1, dc2)
 	// Give the role back for the other tests.
 	if err := dc1.SeizePDC(ctx); err != nil {
 		t.Fatal(err)
@@ -546,6 +571,22 @@ func TestTwoDCsDisagreeOnThePDC(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted(t, dc1)
+	// Replicas that each reach only one DC (an address and that DC's
+	// name, no DNS for the other): each DC names itself, and each replica
+	// alone would find a holder. Neither rolls: one DC of two is no
+	// majority.
+	asa := e.d.ASA + "$"
+	k1, _ := on(t, dc1, asa)
+	k2, _ := on(t, dc2, asa)
+	for _, dc := range []*lab.Lab{dc1, dc2} {
+		r := &deploy.Roller{Deployment: e.pinnedTo(t, dc), Every: time.Nanosecond, Name: "gw-only-" + dc.HostName}
+		if _, err := r.RollIfDue(ctx); !errors.Is(err, ad.ErrPDCUnavailable) || !strings.Contains(err.Error(), "only 1 of the domain's 2 writable DCs") {
+			t.Fatalf("a replica that reaches only %s: %v", dc.HostName, err)
+		}
+	}
+	if a, b := mustOn(t, dc1, asa), mustOn(t, dc2, asa); a != k1 || b != k2 {
+		t.Fatalf("a replica rolled: key versions %d, %d -> %d, %d", k1, k2, a, b)
+	}
 	for _, order := range [][]*lab.Lab{{dc1, dc2}, {dc2, dc1}} {
 		c := dialAt(t, order...)
 		_, _, err := c.DialPDC(ctx)
@@ -570,4 +611,128 @@ func TestTwoDCsDisagreeOnThePDC(t *testing.T) {
 		t.Fatalf("after replication: %v %v", dc, err)
 	}
 	p.Close()
+}
+
+func mustOn(t *testing.T, dc *lab.Lab, asa string) int {
+	k, _ := on(t, dc, asa)
+	return k
+}
+
+// pinnedTo is e's deployment as a replica that reaches one DC only: its
+// address, its name in TLS, and a Kerberos client of its KDC alone.
+func (e *env) pinnedTo(t *testing.T, dc *lab.Lab) *deploy.Deployment {
+	t.Helper()
+	tc, err := dc.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ad.Dial(ctxT(t), ad.Config{URL: dc.LDAPSURL(), TLSConfig: tc, DialTimeout: 3 * time.Second,
+		Bind: ad.SimpleBind{Username: dc.AdminBindName(), Password: dc.AdminPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	d := e.deploymentAt(t, e.d.Servers, dc)
+	d.AD.Close()
+	d.AD = c
+	return d
+}
+
+// A connection stays on its DC. Reached through an address that moves to
+// another DC (a balancer; here a TCP relay, and a name both DCs'
+// certificates carry), it refuses to go on there after a break rather than
+// read on one DC and write on the other. And DialDC takes a DC only under
+// its own name in TLS: DC2's address, asked for DC1, fails in the
+// handshake, before any bind.
+func TestTwoDCsConnStaysOnItsDC(t *testing.T) {
+	dc1, dc2 := twoDCs.Get(t)
+	ctx := ctxT(t)
+	relay := newRelay(t, net.JoinHostPort(dc1.IP, "636"))
+	tc, err := dc1.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ad.Config{URL: "ldaps://" + relay.addr, TLSConfig: &tls.Config{RootCAs: tc.RootCAs, ServerName: dc1.DNSDomain},
+		DialTimeout: 3 * time.Second, Bind: ad.SimpleBind{Username: dc1.AdminBindName(), Password: dc1.AdminPassword}}
+	c, err := ad.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.ReadNote(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	relay.switchTo(net.JoinHostPort(dc2.IP, "636"))
+	_, err = c.ReadNote(ctx, "carol")
+	if err == nil || !strings.Contains(err.Error(), "now reaches another DC") {
+		t.Fatalf("after the relay moved to DC2: %v", err)
+	}
+	// DialDC: asked for DC1 through DC2's address, the handshake fails.
+	c2 := dialAt(t, dc2)
+	dcs, err := c2.DomainControllers(ctx)
+	if err != nil || len(dcs) != 2 {
+		t.Fatalf("DCs: %v %v", dcs, err)
+	}
+	only2, err := ad.Dial(ctx, ad.Config{URL: dc2.LDAPSURL(), TLSConfig: &tls.Config{RootCAs: tc.RootCAs, ServerName: dc2.HostName},
+		DialTimeout: 3 * time.Second, Bind: ad.SimpleBind{Username: dc1.AdminBindName(), Password: dc1.AdminPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer only2.Close()
+	_, err = only2.DialDC(ctx, dcs[0])
+	var de *ad.DialError
+	if dcs[0].DNSHostName != dc1.HostName || !errors.As(err, &de) || !strings.Contains(de.Tried[0].Err.Error(), "certificate") {
+		t.Fatalf("DialDC(%s) through DC2's address: %v", dcs[0].DNSHostName, err)
+	}
+}
+
+// relay is a TCP relay whose target can be switched; switching cuts the
+// connections it carries.
+type relay struct {
+	addr   string
+	mu     sync.Mutex
+	target string
+	conns  []net.Conn
+}
+
+func newRelay(t *testing.T, target string) *relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	r := &relay{addr: ln.Addr().String(), target: target}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			target := r.target
+			r.mu.Unlock()
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, c, u)
+			r.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return r
+}
+
+func (r *relay) switchTo(target string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.target = target
+	for _, c := range r.conns {
+		c.Close()
+	}
+	r.conns = nil
 }

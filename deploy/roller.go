@@ -340,7 +340,10 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 		// first check, is not a roll it is making: its previous run's, which
 		// died. Taken over. A newer one is honoured like any other: two
 		// processes given one name must not roll at once.
-		stranger := len(r.Replicas) > 0 && !slices.Contains(r.Replicas, j.Owner)
+		// An apply's claim (Deployment.Apply rolls the credential
+		// too) is honoured for its lease like a replica's; held off
+		// too long, it shows in HeldSince as any claim does.
+		stranger := len(r.Replicas) > 0 && !slices.Contains(r.Replicas, j.Owner) && !strings.HasPrefix(j.Owner, "apply ")
 		own := j.Owner == r.name() && j.Claimed.Before(r.since(now))
 		if a := now.Sub(j.Claimed); a < r.lease() && a > -5*time.Minute && !stranger && !own {
 			sn.rollingBy = j.Owner

@@ -88,6 +88,24 @@ func (d *Deployment) Verify(ctx context.Context) (*Report, error) {
 	}
 	r := &Report{User: t.ClientName(), SPN: spn, Ticket: t.String(), KVNO: t.Ticket.EncPart.KVNO}
 	if r.KVNO != holder.KeyVersion {
+		// Another DC's KDC may have issued it before replication brought
+		// it the last roll: that is lag, not a wrong SPN.
+		if d.ASA != "" {
+			if views, err := d.ASAViews(ctx); err == nil {
+				var seen []string
+				for _, v := range views {
+					if v.Err == nil {
+						seen = append(seen, fmt.Sprintf("%s holds version %d", v.DC.DNSHostName, v.KeyVersion))
+					}
+				}
+				for _, v := range views {
+					if v.Err == nil && v.KeyVersion != views[0].KeyVersion {
+						return nil, fail("the ticket is encrypted with key version %d of %s, and the DCs differ (%s): replication has not settled; verify again in a minute",
+							r.KVNO, holder.SAMAccountName, strings.Join(seen, ", "))
+					}
+				}
+			}
+		}
 		return nil, fail("the ticket is encrypted with key version %d of %s, which holds version %d: the SPN resolves elsewhere", r.KVNO, holder.SAMAccountName, holder.KeyVersion)
 	}
 	if d.ASA == "" {

@@ -258,10 +258,10 @@ func (k *checker) roll(ctx context.Context) {
 		switch {
 		case v.Err != nil && v.DC.PDC:
 			detail = "WARN " + v.View()
-			hint = "the roll writes only on the PDC emulator and waits while it is down; if it is gone for good, seize the role on another DC"
+			hint = "the roll writes only on the PDC emulator and waits while it is unreachable from here: check the DC and the network first; only if it is gone for good, seize the role on another DC and remove its metadata"
 		case v.Err != nil:
 			detail = "WARN " + v.View()
-			hint = "the other DCs serve meanwhile"
+			hint = "the other DCs serve devices meanwhile; a roll needs a majority of the writable DCs to answer"
 		}
 		k.line("roll: DC "+v.DC.DNSHostName+" ("+v.Role()+")", detail, nil, hint)
 	}

@@ -264,7 +264,10 @@ func (a AD) kerberosConfig(ctx context.Context, realm string) (*krb5config.Confi
 		}
 	}
 	if res := a.resolver(); res != nil {
+		// A name that does not resolve (a demoted DC's stale SRV record)
+		// is left out, as long as one KDC remains.
 		var addrs []string
+		var errs []error
 		for _, k := range kdcs {
 			host, port, _ := net.SplitHostPort(k)
 			if net.ParseIP(host) != nil {
@@ -273,11 +276,15 @@ func (a AD) kerberosConfig(ctx context.Context, realm string) (*krb5config.Confi
 			}
 			ips, err := res.LookupHost(ctx, host)
 			if err != nil {
-				return nil, fmt.Errorf("kdcs: %s: %w", host, err)
+				errs = append(errs, fmt.Errorf("%s: %w", host, err))
+				continue
 			}
 			for _, ip := range ips {
 				addrs = append(addrs, net.JoinHostPort(ip, port))
 			}
+		}
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("kdcs: no KDC name resolves: %w", errors.Join(errs...))
 		}
 		kdcs = addrs
 	}

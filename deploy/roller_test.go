@@ -45,12 +45,20 @@ func (e *env) replica(t *testing.T) *deploy.Deployment {
 	return &d
 }
 
-// claim writes a claim of owner, made at claimed, into the ASA's empty
-// note, as a replica that then died would leave it.
+// claim writes a claim of owner, made at claimed, into the ASA's note
+// (which holds the done journal of Apply's roll), as a replica that then
+// died would leave it.
 func claim(t *testing.T, d *deploy.Deployment, owner string, claimed time.Time) {
 	t.Helper()
+	cur, err := d.AD.ReadNote(ctxT(t), d.ASA+"$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err := deploy.ParseJournal(cur); err != nil || (cur != "" && !j.Done) {
+		t.Fatalf("the note before the claim: %q %v", cur, err)
+	}
 	b, _ := json.Marshal(deploy.Journal{Kind: "asa-roll", Owner: owner, Claimed: claimed})
-	if _, err := d.AD.SwapNote(ctxT(t), d.ASA+"$", "", string(b)); err != nil {
+	if _, err := d.AD.SwapNote(ctxT(t), d.ASA+"$", cur, string(b)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -148,7 +148,7 @@ func TestGatewayRoll(t *testing.T) {
 		path := f.writeConfig(t, c)
 		out, err := exec.Command(f.bin, "-check", "-config", path).CombinedOutput()
 		for _, want := range []string{"ok   roll: AD: bound to " + l.LDAPSURL(), "ok   roll: ASA: GWRASA$ password set",
-			"ok   roll: journal: none yet", "ok   roll: CAS2 [TEST HOST: modeled Windows, not a real Exchange]: decrypts (AD's password is its Latest)"} {
+			"ok   roll: journal: last roll finished by apply ", "ok   roll: CAS2 [TEST HOST: modeled Windows, not a real Exchange]: decrypts (AD's password is its Latest)"} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("-check for %s lacks %q (%v):\n%s", rc.Name, want, err, out)
 			}

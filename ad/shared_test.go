@@ -1,115 +1,28 @@
 package ad_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/internal/testinfra/tcprelay"
 )
 
-// faultyLink relays TCP to the DC, records what the client sent, and can
-// hold the client's bytes back (a DC that stops answering) or cut every
-// connection (a DC restart, a firewall dropping the flow).
-type faultyLink struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	sent  bytes.Buffer
-	held  bool
-	gate  *sync.Cond
-	conns []net.Conn
-}
-
-func newFaultyLink(t *testing.T, target string) *faultyLink {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &faultyLink{ln: ln}
-	f.gate = sync.NewCond(&f.mu)
-	t.Cleanup(func() { ln.Close(); f.cut() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			f.mu.Lock()
-			f.conns = append(f.conns, c, up)
-			f.mu.Unlock()
-			go func() { io.Copy(c, up); c.Close() }()
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						f.mu.Lock()
-						for f.held {
-							f.gate.Wait()
-						}
-						f.sent.Write(buf[:n])
-						f.mu.Unlock()
-						if _, werr := up.Write(buf[:n]); werr != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				up.Close()
-			}()
-		}
-	}()
-	return f
-}
-
-// saw reports whether the client sent s in clear.
-func (f *faultyLink) saw(s string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return bytes.Contains(f.sent.Bytes(), []byte(s))
-}
-
-func (f *faultyLink) hold(on bool) {
-	f.mu.Lock()
-	f.held = on
-	f.mu.Unlock()
-	f.gate.Broadcast()
-}
-
-func (f *faultyLink) cut() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.conns {
-		c.Close()
-	}
-	f.conns = nil
-}
-
 // dialThroughLink dials the lab as Administrator over LDAPS through a
-// faultyLink; the Conn is closed when the test ends.
-func dialThroughLink(t *testing.T) (*ad.Conn, *faultyLink) {
+// relay; the Conn is closed when the test ends.
+func dialThroughLink(t *testing.T) (*ad.Conn, *tcprelay.Relay) {
 	t.Helper()
 	l := theLab.Get(t)
-	link := newFaultyLink(t, net.JoinHostPort(l.IP, "636"))
+	link := tcprelay.New(t, net.JoinHostPort(l.IP, "636"))
 	cfg, err := l.ADConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.URL = "ldaps://" + link.ln.Addr().String()
+	cfg.URL = "ldaps://" + link.Addr()
 	c, err := ad.Dial(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +36,7 @@ func dialThroughLink(t *testing.T) (*ad.Conn, *faultyLink) {
 // connection still gets its answer.
 func TestConnSharedCancel(t *testing.T) {
 	c, link := dialThroughLink(t)
-	link.hold(true)
+	link.Hold(true)
 	impatient, cancel := context.WithCancel(context.Background())
 	gaveUp := make(chan error, 1)
 	go func() { _, err := c.FindAccount(impatient, "alice"); gaveUp <- err }()
@@ -145,7 +58,7 @@ func TestConnSharedCancel(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the cancelled call did not return")
 	}
-	link.hold(false)
+	link.Hold(false)
 	if err := <-patient; err != nil {
 		t.Errorf("the other caller's call failed: %v", err)
 	}
@@ -159,7 +72,7 @@ func TestConnRedialsAfterBreak(t *testing.T) {
 	if _, err := c.FindAccount(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	link.cut()
+	link.Cut()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		a, err := c.FindAccount(ctx, "alice")

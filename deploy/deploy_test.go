@@ -50,6 +50,21 @@ func newEnv(t *testing.T, tag string) *env {
 		t.Fatal(err)
 	}
 	e := &env{l: l}
+	servers := e.startHosts(t)
+	servers[0].Version, servers[1].Version = "2019/SE", "2016"
+	e.d = &deploy.Deployment{
+		AD: c, Kerberos: kerberos.NewWithPassword(l.AdminUser, l.Realm, l.AdminPassword, kcfg),
+		ASA: "ASA" + strings.ToUpper(tag), MailHosts: []string{"mail-" + tag + "." + l.DNSDomain}, ShortNames: false,
+		Servers: servers, ServiceAccount: "svc_" + tag, ServiceAccountPassword: "Gw-" + tag + "-Passw0rd!",
+		EWS: true, TestUser: "alice",
+	}
+	return e
+}
+
+// startHosts starts the two Exchange servers' WS-Man test hosts (CAS1's
+// also runs the organisation's cmdlets) and returns them as servers.
+func (e *env) startHosts(t *testing.T) []deploy.Server {
+	t.Helper()
 	var servers []deploy.Server
 	for i := range 2 {
 		name := fmt.Sprintf("CAS%d", i+1)
@@ -66,14 +81,7 @@ func newEnv(t *testing.T, tag string) *env {
 		e.hosts = append(e.hosts, ts)
 		servers = append(servers, deploy.Server{Name: name, Shell: sh})
 	}
-	servers[0].Version, servers[1].Version = "2019/SE", "2016"
-	e.d = &deploy.Deployment{
-		AD: c, Kerberos: kerberos.NewWithPassword(l.AdminUser, l.Realm, l.AdminPassword, kcfg),
-		ASA: "ASA" + strings.ToUpper(tag), MailHosts: []string{"mail-" + tag + "." + l.DNSDomain}, ShortNames: false,
-		Servers: servers, ServiceAccount: "svc_" + tag, ServiceAccountPassword: "Gw-" + tag + "-Passw0rd!",
-		EWS: true, TestUser: "alice",
-	}
-	return e
+	return servers
 }
 
 func ctxT(t *testing.T) context.Context {

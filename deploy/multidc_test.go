@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -16,9 +14,9 @@ import (
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/deploy"
 	"github.com/segkcd/segkcd/internal/testinfra/lab"
+	"github.com/segkcd/segkcd/internal/testinfra/tcprelay"
 	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/winrs"
-	"github.com/segkcd/segkcd/winrs/winrstest"
 )
 
 // twoDCs is a domain of two DCs replicating with each other (issue 28).
@@ -57,22 +55,7 @@ func pairEnv(t *testing.T, tag string) (*env, *lab.Lab, *lab.Lab) {
 	t.Helper()
 	dc1, dc2 := twoDCs.Get(t)
 	e := &env{l: dc1}
-	var servers []deploy.Server
-	for i := range 2 {
-		name := fmt.Sprintf("CAS%d", i+1)
-		h := winrstest.NewHost(strings.ToLower(name))
-		if i == 0 {
-			h.AddExchangeServer("CAS1", winrstest.Exchange2019)
-			h.AddExchangeServer("CAS2", winrstest.Exchange2016)
-		}
-		ts := winrstest.StartTest(t, h)
-		sh, err := winrs.New(ts.ClientConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.hosts = append(e.hosts, ts)
-		servers = append(servers, deploy.Server{Name: name, Shell: sh})
-	}
+	servers := e.startHosts(t)
 	e.d = e.deploymentAt(t, servers, dc1, dc2)
 	e.d.ASA, e.d.MailHosts = "ASA"+strings.ToUpper(tag), []string{"mail-" + tag + "." + dc1.DNSDomain}
 	e.d.ServiceAccount, e.d.ServiceAccountPassword = "svc_"+tag, "Gw-"+tag+"-Passw0rd!"
@@ -647,12 +630,12 @@ func (e *env) pinnedTo(t *testing.T, dc *lab.Lab) *deploy.Deployment {
 func TestTwoDCsConnStaysOnItsDC(t *testing.T) {
 	dc1, dc2 := twoDCs.Get(t)
 	ctx := ctxT(t)
-	relay := newRelay(t, net.JoinHostPort(dc1.IP, "636"))
+	relay := tcprelay.New(t, net.JoinHostPort(dc1.IP, "636"))
 	tc, err := dc1.TLSConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := ad.Config{URL: "ldaps://" + relay.addr, TLSConfig: &tls.Config{RootCAs: tc.RootCAs, ServerName: dc1.DNSDomain},
+	cfg := ad.Config{URL: "ldaps://" + relay.Addr(), TLSConfig: &tls.Config{RootCAs: tc.RootCAs, ServerName: dc1.DNSDomain},
 		DialTimeout: 3 * time.Second, Bind: ad.SimpleBind{Username: dc1.AdminBindName(), Password: dc1.AdminPassword}}
 	c, err := ad.Dial(ctx, cfg)
 	if err != nil {
@@ -662,7 +645,7 @@ func TestTwoDCsConnStaysOnItsDC(t *testing.T) {
 	if _, err := c.ReadNote(ctx, "carol"); err != nil {
 		t.Fatal(err)
 	}
-	relay.switchTo(net.JoinHostPort(dc2.IP, "636"))
+	relay.SwitchTo(net.JoinHostPort(dc2.IP, "636"))
 	// The call that finds the connection cut may fail with the cut
 	// itself; the next dials again, and must not go on on DC2.
 	for i := 0; ; i++ {
@@ -691,55 +674,4 @@ func TestTwoDCsConnStaysOnItsDC(t *testing.T) {
 	if dcs[0].DNSHostName != dc1.HostName || !errors.As(err, &de) || !strings.Contains(de.Tried[0].Err.Error(), "certificate") {
 		t.Fatalf("DialDC(%s) through DC2's address: %v", dcs[0].DNSHostName, err)
 	}
-}
-
-// relay is a TCP relay whose target can be switched; switching cuts the
-// connections it carries.
-type relay struct {
-	addr   string
-	mu     sync.Mutex
-	target string
-	conns  []net.Conn
-}
-
-func newRelay(t *testing.T, target string) *relay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	r := &relay{addr: ln.Addr().String(), target: target}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			r.mu.Lock()
-			target := r.target
-			r.mu.Unlock()
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			r.mu.Lock()
-			r.conns = append(r.conns, c, u)
-			r.mu.Unlock()
-			go func() { io.Copy(u, c); u.Close() }()
-			go func() { io.Copy(c, u); c.Close() }()
-		}
-	}()
-	return r
-}
-
-func (r *relay) switchTo(target string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.target = target
-	for _, c := range r.conns {
-		c.Close()
-	}
-	r.conns = nil
 }

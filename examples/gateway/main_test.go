@@ -54,6 +54,19 @@ type fixture struct {
 	bin      string
 }
 
+// deviceFiles writes user's device certificate and key (deviceCert) to
+// files for curl's --cert and --key.
+func (f *fixture) deviceFiles(t testing.TB, user string) (cert, key string) {
+	t.Helper()
+	d, err := f.deviceCert(t, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ = testpki.WriteFile(f.dir, user+".crt", d.CertPEM)
+	key, _ = testpki.WriteFile(f.dir, user+".key", d.KeyPEM)
+	return cert, key
+}
+
 // deviceCert issues the device certificate of user as an MDM's CA that
 // writes SIDs does: the UPN, and the account's SID (read over LDAP) in the
 // SID extension, which the gateway's default mapping (full) requires.

@@ -40,16 +40,7 @@ func TestGatewayTwoDCs(t *testing.T) {
 	f.conf.Krb5Conf, f.conf.KDCs = "", []string{dc1.KDCAddr(), dc2.KDCAddr()}
 
 	// CAS1, on a WS-Man test host, holds the ASA's password.
-	h := winrstest.NewHost("cas1")
-	h.AddExchangeServer("CAS1", winrstest.Exchange2019)
-	ts := winrstest.StartTest(t, h)
-	sh, err := winrs.New(ts.ClientConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := (&exchange.Org{Shell: sh}).SetASA(ctx, "CAS1", dc1.Domain+`\EXCHASA$`, asaPassword); err != nil {
-		t.Fatal(err)
-	}
+	_, ts := casHost(t, "CAS1", dc1.Domain+`\EXCHASA$`, asaPassword)
 	write := func(name, v string) string {
 		p, err := testpki.WriteFile(f.dir, name, []byte(v+"\n"))
 		if err != nil {
@@ -81,12 +72,7 @@ func TestGatewayTwoDCs(t *testing.T) {
 	}
 
 	pr := f.startCmd(t, exec.Command(f.bin, "-config", path))
-	alice, err := f.deviceCert(t, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, _ := testpki.WriteFile(f.dir, "alice.crt", alice.CertPEM)
-	keyFile, _ := testpki.WriteFile(f.dir, "alice.key", alice.KeyPEM)
+	certFile, keyFile := f.deviceFiles(t, "alice")
 	if code, body := f.curl(t, pr, "Cmd=FolderSync&User=alice&DeviceId=TWODC1&DeviceType=curl", "--cert", certFile, "--key", keyFile); code != 200 || body != "alice" {
 		t.Fatalf("alice with both DCs: %d %q", code, body)
 	}
@@ -126,8 +112,7 @@ func TestGatewayTwoDCs(t *testing.T) {
 		t.Fatal(err)
 	}
 	pr.cmd.Process.Kill()
-	err = <-pr.done
-	pr.done <- err // for the cleanup's wait
+	pr.done <- <-pr.done // seen; left for the cleanup's wait
 	pr2 := f.startCmd(t, exec.Command(f.bin, "-config", path))
 	if err := dc1.Pause(); err != nil {
 		t.Fatal(err)
@@ -184,16 +169,7 @@ func TestGatewayTwoReplicasOnTwoDCs(t *testing.T) {
 		return a.KeyVersion
 	}
 	before := kvno(dc1)
-	h := winrstest.NewHost("cas9")
-	h.AddExchangeServer("CAS9", winrstest.Exchange2019)
-	ts := winrstest.StartTest(t, h)
-	sh, err := winrs.New(ts.ClientConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := (&exchange.Org{Shell: sh}).SetASA(ctx, "CAS9", dc1.Domain+`\GW2ASA$`, asaPW); err != nil {
-		t.Fatal(err)
-	}
+	h, ts := casHost(t, "CAS9", dc1.Domain+`\GW2ASA$`, asaPW)
 	bindPW, _ := testpki.WriteFile(f.dir, "bind2.pw", []byte(dc1.AdminPassword+"\n"))
 	winrmPW, _ := testpki.WriteFile(f.dir, "winrm2.pw", []byte(ts.Password+"\n"))
 	procs := map[string]*process{}
@@ -267,4 +243,21 @@ func TestGatewayTwoReplicasOnTwoDCs(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "roll: CAS9 [TEST HOST: modeled Windows, not a real Exchange]: decrypts (AD's password is its Latest)") {
 		t.Fatalf("-check after the roll: %v\n%s", err, out)
 	}
+}
+
+// casHost starts a WS-Man test host with the Exchange 2019 server name
+// that holds user's ASA credential with password.
+func casHost(t *testing.T, name, user, password string) (*winrstest.Host, *winrstest.Server) {
+	t.Helper()
+	h := winrstest.NewHost(strings.ToLower(name))
+	h.AddExchangeServer(name, winrstest.Exchange2019)
+	ts := winrstest.StartTest(t, h)
+	sh, err := winrs.New(ts.ClientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&exchange.Org{Shell: sh}).SetASA(context.Background(), name, user, password); err != nil {
+		t.Fatal(err)
+	}
+	return h, ts
 }

@@ -17,7 +17,7 @@ import (
 
 	krb5config "github.com/jcmturner/gokrb5/v8/config"
 
-	"github.com/segkcd/segkcd/internal/siteconfig"
+	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/seg"
 )

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/segkcd/segkcd/internal/siteconfig"
+	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 	"github.com/segkcd/segkcd/seg"
 )
 

@@ -54,7 +54,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/segkcd/segkcd/internal/siteconfig"
+	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/seg"
 )

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segkcd/segkcd/internal/siteconfig"
+	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 	"github.com/segkcd/segkcd/internal/testinfra/eastest"
 	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/internal/testinfra/testpki"

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/segkcd/segkcd/deploy"
-	"github.com/segkcd/segkcd/internal/siteconfig"
+	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 )
 
 // rollConfig is the ASA roll the gateway runs (deploy.Roller): the ASA's

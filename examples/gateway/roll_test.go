@@ -17,8 +17,8 @@ import (
 
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/deploy"
+	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 	"github.com/segkcd/segkcd/exchange"
-	"github.com/segkcd/segkcd/internal/siteconfig"
 	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/winrs"

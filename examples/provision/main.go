@@ -31,7 +31,7 @@ import (
 
 	"github.com/segkcd/segkcd"
 	"github.com/segkcd/segkcd/deploy"
-	"github.com/segkcd/segkcd/internal/siteconfig"
+	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 )
 
 // config is the JSON file: how to reach AD and the servers

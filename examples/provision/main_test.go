@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 	"github.com/segkcd/segkcd/exchange"
-	"github.com/segkcd/segkcd/internal/siteconfig"
 	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/winrs"
 	"github.com/segkcd/segkcd/winrs/winrstest"

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/segkcd/segkcd/internal/siteconfig"
+	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 )
 
 // A program's JSON names where the bind identity's secret is, never the

@@ -122,7 +122,7 @@ func TestRefusalsApart(t *testing.T) {
 	if d.calls.Load() != before {
 		t.Error("the flood pushed a real user's answer out")
 	}
-	if n := a.Len(); n > 2+100 {
+	if n := a.size(); n > 2+100 {
 		t.Errorf("%d names remembered, bound 2+100", n)
 	}
 }

@@ -26,7 +26,7 @@ func rewriteAutodiscover(resp *http.Response, public string) error {
 	if len(b) > maxAutodiscover {
 		return errors.New("the Autodiscover answer is larger than 1 MiB")
 	}
-	out, err := RewriteAutodiscover(b, public)
+	out, err := rewriteAutodiscoverDoc(b, public)
 	if err != nil {
 		return err
 	}
@@ -37,15 +37,16 @@ func rewriteAutodiscover(resp *http.Response, public string) error {
 	return nil
 }
 
-// ErrBadAutodiscover is matched by RewriteAutodiscover's errors.
+// ErrBadAutodiscover is matched by the error of an Autodiscover answer the
+// gateway cannot rewrite (it answers 502 then).
 var ErrBadAutodiscover = errors.New("seg: malformed Autodiscover answer")
 
-// RewriteAutodiscover replaces, in an Autodiscover answer of the MobileSync
+// rewriteAutodiscoverDoc replaces, in an Autodiscover answer of the MobileSync
 // schema, the Url and Name of every Server whose Type is MobileSync with
 // url, leaving every other byte of the document as it was (so namespaces
 // and prefixes survive, which re-encoding with encoding/xml would not
 // guarantee). A document that is not well-formed XML is an error.
-func RewriteAutodiscover(doc []byte, url string) ([]byte, error) {
+func rewriteAutodiscoverDoc(doc []byte, url string) ([]byte, error) {
 	type span struct{ from, to int64 }
 	var (
 		dec      = xml.NewDecoder(bytes.NewReader(doc))

@@ -19,7 +19,7 @@ const autodiscoverDoc = `<?xml version="1.0" encoding="utf-8"?>
 </Autodiscover>`
 
 func TestRewriteAutodiscover(t *testing.T) {
-	out, err := RewriteAutodiscover([]byte(autodiscoverDoc), "https://seg.example.test/Microsoft-Server-ActiveSync?a=1&b=2")
+	out, err := rewriteAutodiscoverDoc([]byte(autodiscoverDoc), "https://seg.example.test/Microsoft-Server-ActiveSync?a=1&b=2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestRewriteAutodiscover(t *testing.T) {
 		t.Errorf("other parts changed:\n%s", s)
 	}
 	for _, bad := range []string{"<Autodiscover>", "<a></b>", "<a>&bogus;</a>", "\x00"} {
-		if _, err := RewriteAutodiscover([]byte(bad), "x"); !errors.Is(err, ErrBadAutodiscover) {
+		if _, err := rewriteAutodiscoverDoc([]byte(bad), "x"); !errors.Is(err, ErrBadAutodiscover) {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}
@@ -43,14 +43,14 @@ func FuzzRewriteAutodiscover(f *testing.F) {
 	f.Add([]byte(autodiscoverDoc))
 	f.Add([]byte(`<Server><Type>MobileSync</Type><Url><![CDATA[https://x]]></Url></Server>`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
-		out, err := RewriteAutodiscover(doc, "https://gw/Microsoft-Server-ActiveSync")
+		out, err := rewriteAutodiscoverDoc(doc, "https://gw/Microsoft-Server-ActiveSync")
 		if err != nil {
 			if !errors.Is(err, ErrBadAutodiscover) {
 				t.Fatal(err)
 			}
 			return
 		}
-		if _, err := RewriteAutodiscover(out, "https://gw/Microsoft-Server-ActiveSync"); err != nil {
+		if _, err := rewriteAutodiscoverDoc(out, "https://gw/Microsoft-Server-ActiveSync"); err != nil {
 			t.Fatalf("our output does not parse: %v\n%q", err, out)
 		}
 	})

@@ -595,7 +595,7 @@ func (c *CRL) reload(name string) {
 	b, err := os.ReadFile(name)
 	if err == nil {
 		var l *x509.RevocationList
-		l, err = ParseCRL(b)
+		l, err = parseCRL(b)
 		if err == nil {
 			f.list, f.last, f.err, f.warned = l, st, nil, false
 			f.signed = map[string]bool{}
@@ -609,8 +609,8 @@ func (c *CRL) reload(name string) {
 	f.err = fmt.Errorf("CRL %s: %w", name, err)
 }
 
-// ParseCRL reads a CRL in DER or PEM ("X509 CRL") form.
-func ParseCRL(b []byte) (*x509.RevocationList, error) {
+// parseCRL reads a CRL in DER or PEM ("X509 CRL") form.
+func parseCRL(b []byte) (*x509.RevocationList, error) {
 	if blk, _ := pem.Decode(b); blk != nil {
 		if blk.Type != "X509 CRL" {
 			return nil, fmt.Errorf("PEM block %q, want X509 CRL", printable(blk.Type))

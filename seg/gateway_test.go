@@ -257,14 +257,14 @@ func testBasic(t *testing.T, r *rig) {
 	// and Exchange sees the account as AD spells it.
 	pools := r.handler.Transport.(*seg.UserPools)
 	casey := r.newUser(t, "casey")
-	usersBefore := pools.Users()
+	usersBefore := pools.UsersForTest()
 	for _, login := range []string{casey, strings.ToUpper(casey), "cAsEy" + strings.TrimPrefix(casey, "casey"),
 		r.lab.Domain + `\` + strings.ToUpper(casey), casey + "@" + strings.ToUpper(r.lab.DNSDomain)} {
 		if a := req(login, lab.UserPassword); a.status != http.StatusOK || a.user != casey {
 			t.Errorf("%s: %d, Exchange saw %q", login, a.status, a.user)
 		}
 	}
-	if n := pools.Users() - usersBefore; n != 1 {
+	if n := pools.UsersForTest() - usersBefore; n != 1 {
 		t.Errorf("five spellings of %s opened %d upstream pools", casey, n)
 	}
 	// A refused name that is no account may be a password typed in the
@@ -655,7 +655,7 @@ func testIsolation(t *testing.T, r *rig) {
 	if st := r.exchange.Stats(); st.Mixed != 0 {
 		t.Errorf("%d upstream connections carried more than one user", st.Mixed)
 	}
-	if n := r.handler.Transport.(interface{ Users() int }).Users(); n < isoUsers {
+	if n := r.handler.Transport.(interface{ UsersForTest() int }).UsersForTest(); n < isoUsers {
 		t.Errorf("%d user pools, want at least %d", n, isoUsers)
 	}
 	// Each user cost the KDC exactly three exchanges: naming the account,

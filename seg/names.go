@@ -589,8 +589,8 @@ func (a *Accounts) evict(mem map[string]*accountEntry, bound int, now time.Time)
 	}
 }
 
-// Len reports how many names are remembered, accounts and refusals.
-func (a *Accounts) Len() int {
+// size reports how many names are remembered, accounts and refusals.
+func (a *Accounts) size() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.names) + len(a.refused)

@@ -85,8 +85,8 @@ func TestAccounts(t *testing.T) {
 			t.Fatalf("KDC down: %v", err)
 		}
 	}
-	if n := down.calls.Load(); n != 2 || b.Len() != 0 {
-		t.Errorf("KDC down: %d questions, %d remembered", n, b.Len())
+	if n := down.calls.Load(); n != 2 || b.SizeForTest() != 0 {
+		t.Errorf("KDC down: %d questions, %d remembered", n, b.SizeForTest())
 	}
 	// A waiter whose request ends stops waiting; the question goes on.
 	slow := &countingResolver{dir: testDirectory(), block: make(chan struct{})}
@@ -109,11 +109,11 @@ func TestAccountsBounded(t *testing.T) {
 	for i := 0; i < 5000; i++ {
 		a.Account(context.Background(), fmt.Sprintf("flood%d", i))
 	}
-	if n := a.Len(); n > 200 {
+	if n := a.SizeForTest(); n > 200 {
 		t.Errorf("%d names remembered, bound 100 accounts and 100 refusals", n)
 	}
 	a.Forget()
-	if a.Len() != 0 {
+	if a.SizeForTest() != 0 {
 		t.Error("Forget left names")
 	}
 }

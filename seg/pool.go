@@ -101,8 +101,8 @@ func (p *UserPools) CloseIdleConnections() {
 	}
 }
 
-// Users reports how many users have a pool.
-func (p *UserPools) Users() int {
+// userCount reports how many users have a pool.
+func (p *UserPools) userCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.lru.Len()

@@ -92,7 +92,7 @@ func TestUserPoolsKeepUsersApart(t *testing.T) {
 		}
 	}
 	cu.mu.Unlock()
-	if n := pools.Users(); n != 3 {
+	if n := pools.UsersForTest(); n != 3 {
 		t.Errorf("%d pools", n)
 	}
 }
@@ -113,7 +113,7 @@ func TestUserPoolsBounded(t *testing.T) {
 	for _, u := range []string{"a", "b", "c", "d"} {
 		get(u)
 	}
-	if n := pools.Users(); n != 2 {
+	if n := pools.UsersForTest(); n != 2 {
 		t.Errorf("%d pools with MaxUsers 2", n)
 	}
 	// The pools of users who left are closed with their connections.
@@ -132,7 +132,7 @@ func TestUserPoolsBounded(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := pools.Users(); n != 1 {
+	if n := pools.UsersForTest(); n != 1 {
 		t.Errorf("%d pools after the idle timeout", n)
 	}
 }

@@ -27,29 +27,22 @@ func (c *Conn) DomainControllers(ctx context.Context) ([]DomainController, error
 	if err != nil {
 		return nil, err
 	}
-	pdc, err := c.PDCEmulator(ctx)
+	owner, err := c.pdcOwner(ctx, op)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
 	var out []DomainController
 	for _, e := range ntds {
-		dn, err := ldap.ParseDN(e.DN)
-		if err != nil || len(dn.RDNs) < 5 {
-			continue
-		}
-		serverDN := strings.TrimPrefix(e.DN[strings.IndexByte(e.DN, ',')+1:], " ")
-		srv, err := c.searchFor(ctx, op, serverDN, ldap.NewSearchRequest(serverDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
-			0, 0, false, "(objectClass=server)", []string{"dNSHostName"}, nil))
+		dc, ok, err := c.dcAt(ctx, op, e.DN)
 		if err != nil {
 			return nil, err
 		}
-		if len(srv) != 1 || srv[0].GetAttributeValue("dNSHostName") == "" {
-			continue // a server object without a host name: not one to reach
+		if !ok {
+			continue // no server object with a host name: not one to reach
 		}
-		out = append(out, DomainController{DNSHostName: srv[0].GetAttributeValue("dNSHostName"),
-			Name: dn.RDNs[1].Attributes[0].Value, Site: dn.RDNs[3].Attributes[0].Value, DN: e.DN,
-			PDC:      strings.EqualFold(e.DN, pdc.DN),
-			ReadOnly: strings.EqualFold(e.GetAttributeValue("msDS-isRODC"), "TRUE")})
+		dc.PDC = strings.EqualFold(e.DN, owner)
+		dc.ReadOnly = strings.EqualFold(e.GetAttributeValue("msDS-isRODC"), "TRUE")
+		out = append(out, dc)
 	}
 	slices.SortFunc(out, func(a, b DomainController) int {
 		if a.Site != b.Site {
@@ -217,15 +210,15 @@ func (c *Conn) DialPDC(ctx context.Context) (*Conn, DomainController, error) {
 			down = append(down, d.DNSHostName)
 			continue
 		}
-		theirs, err := o.PDCEmulator(dctx)
+		theirs, err := o.pdcOwner(dctx, op)
 		cancel()
 		isHolder := strings.EqualFold(d.DNSHostName, pdc.DNSHostName)
 		if !isHolder {
 			o.Close()
 		}
-		if err == nil && !strings.EqualFold(theirs.DN, pdc.DN) {
+		if err == nil && !strings.EqualFold(theirs, pdc.DN) {
 			err = fmt.Errorf("the DCs disagree on the PDC emulator: %s names %s, %s names %s (a role seized while its holder was down; replication settles it)",
-				view.info.DCHostName, pdc.DNSHostName, d.DNSHostName, theirs.DNSHostName)
+				view.info.DCHostName, pdc.Name, d.DNSHostName, serverName(theirs))
 		}
 		if err != nil {
 			if isHolder {
@@ -252,4 +245,13 @@ func (c *Conn) DialPDC(ctx context.Context) (*Conn, DomainController, error) {
 			answered, writable, strings.Join(down, ", ")))
 	}
 	return holder, pdc, nil
+}
+
+// serverName is the server (the DC's name) an NTDS Settings DN names, or
+// the DN itself when it is not of that shape.
+func serverName(ntds string) string {
+	if dn, err := ldap.ParseDN(ntds); err == nil && len(dn.RDNs) >= 2 && len(dn.RDNs[1].Attributes) > 0 {
+		return dn.RDNs[1].Attributes[0].Value
+	}
+	return ntds
 }

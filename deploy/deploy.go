@@ -595,7 +595,7 @@ func (d *Deployment) claimForApply(ctx context.Context) (Journal, func(Journal, 
 		return Journal{}, nil, fmt.Errorf("%w (%s's %s attribute); clear it to let the roll claim it", err, sam, ad.NoteAttribute)
 	}
 	now := time.Now()
-	if a := now.Sub(j.Claimed); note != "" && !j.Done && !strings.HasPrefix(j.Owner, "apply ") && a < DefaultLease && a > -5*time.Minute {
+	if a, open := j.open(now, DefaultLease); open && !strings.HasPrefix(j.Owner, "apply ") {
 		return Journal{}, nil, fmt.Errorf("%w: %s claimed it %s ago; apply again once it has finished (a claim is honoured for %s)",
 			ErrRollInProgress, j.Owner, a.Round(time.Second), DefaultLease)
 	}
@@ -613,13 +613,8 @@ func (d *Deployment) claimForApply(ctx context.Context) (Journal, func(Journal, 
 	}
 	release := func(j Journal, done bool) {
 		j.Done = done
-		next, err := marshal(j)
-		if err != nil {
-			return
-		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		_, _ = d.AD.SwapNote(sctx, sam, cur, next)
+		// Unrecorded, an unfinished claim is finished by a Roller after its lease.
+		_ = d.recordJournal(ctx, cur, j)
 	}
 	return claim, release, nil
 }

@@ -345,7 +345,7 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 		// too long, it shows in HeldSince as any claim does.
 		stranger := len(r.Replicas) > 0 && !slices.Contains(r.Replicas, j.Owner) && !strings.HasPrefix(j.Owner, "apply ")
 		own := j.Owner == r.name() && j.Claimed.Before(r.since(now))
-		if a := now.Sub(j.Claimed); a < r.lease() && a > -5*time.Minute && !stranger && !own {
+		if a, open := j.open(now, r.lease()); open && !stranger && !own {
 			sn.rollingBy = j.Owner
 			if age >= r.every() {
 				sn.blocked = "the unfinished claim of " + j.Owner
@@ -417,13 +417,8 @@ func (r *Roller) rollIfDue(ctx context.Context, sn *seen) (segkcd.Change, error)
 	if err != nil {
 		// Keep the claim with what the roll recorded: after Lease another
 		// replica (or this one) takes it over and finishes it.
-		if next, merr := marshal(claim); merr == nil {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			_, serr := d.AD.SwapNote(sctx, sam, cur, next)
-			cancel()
-			if serr != nil {
-				log.Warn("could not record the failed roll's journal", "err", serr)
-			}
+		if serr := d.recordJournal(ctx, cur, claim); serr != nil {
+			log.Warn("could not record the failed roll's journal", "err", serr)
 		}
 		log.Error("ASA roll failed", "err", err)
 		return segkcd.Change{}, err
@@ -528,6 +523,28 @@ func ParseJournal(note string) (Journal, error) {
 		return Journal{}, fmt.Errorf("%w: %d characters of something else", ErrForeignNote, len(note))
 	}
 	return j, nil
+}
+
+// open is how long ago j was claimed, and whether that claim still
+// holds: unfinished, younger than lease, and not from further ahead than
+// clocks drift apart (Kerberos allows 5 minutes).
+func (j Journal) open(now time.Time, lease time.Duration) (time.Duration, bool) {
+	a := now.Sub(j.Claimed)
+	return a, j.Kind != "" && !j.Done && a < lease && a > -5*time.Minute
+}
+
+// recordJournal swaps the ASA's note from cur to j, within 30 seconds even
+// when ctx has ended: a roll cut short leaves its journal for whoever
+// finishes it.
+func (d *Deployment) recordJournal(ctx context.Context, cur string, j Journal) error {
+	next, err := marshal(j)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	_, err = d.AD.SwapNote(sctx, d.asaSAM(), cur, next)
+	return err
 }
 
 func marshal(j Journal) (string, error) {

@@ -511,17 +511,11 @@ func (l *Lab) start(ctx context.Context) error {
 			// A mount namespace of its own, /run/samba bound to the lab's.
 			// Its /etc/hosts is the lab's hosts file, which TrustWith
 			// extends with the other DC's name.
-			own := filepath.Join(l.Dir, "run-samba")
-			cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
-				`mkdir -p /run/samba /etc/samba "$1" && mount --bind "$1" /run/samba && mount --bind "$2" /etc/hosts && mount --bind "$3" /etc/samba && shift 3 && exec "$@"`,
-				"sh", own, l.hostsFile(), l.etcSamba(), "samba", "-s", l.SmbConf, "-i", "--debug-stdout")
+			cmd = l.namespaced(context.Background(), true, "samba", "-s", l.SmbConf, "-i", "--debug-stdout")
 		}
 		if l.multiDC {
 			// Its resolver is its own DNS server (a DC finds its partners
 			// there), and its Kerberos logons go to its own KDC.
-			cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
-				`mkdir -p /run/samba /etc/samba "$1" && mount --bind "$1" /run/samba && mount --bind "$2" /etc/hosts && mount --bind "$3" /etc/samba && mount --bind "$4" /etc/resolv.conf && shift 4 && exec "$@"`,
-				"sh", filepath.Join(l.Dir, "run-samba"), l.hostsFile(), l.etcSamba(), l.resolvConf(), "samba", "-s", l.SmbConf, "-i", "--debug-stdout")
 			cmd.Env = append(os.Environ(), "KRB5_CONFIG="+l.Krb5Conf)
 		}
 		cmd.Stdout, cmd.Stderr = logf, logf

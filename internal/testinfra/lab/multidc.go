@@ -42,9 +42,7 @@ func (l *Lab) nsCommand(ctx context.Context, krb5 string, name string, args ...s
 	if krb5 == "" {
 		krb5 = l.Krb5Conf
 	}
-	cmd := exec.CommandContext(ctx, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c",
-		`mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/samba && mount --bind "$3" /etc/resolv.conf && shift 3 && exec "$@"`,
-		"sh", l.hostsFile(), l.etcSamba(), l.resolvConf(), name}, args...)...)
+	cmd := l.namespaced(ctx, false, name, args...)
 	cmd.Env = append(os.Environ(), "KRB5_CONFIG="+krb5)
 	return cmd
 }

@@ -62,8 +62,7 @@ func (l *Lab) TrustWith(ctx context.Context, other *Lab) error {
 	if err := appendLMHost(other.etcSamba(), l); err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "unshare", "-m", "--propagation", "private", "sh", "-c",
-		`mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/samba && shift 2 && exec "$@"`, "sh", l.hostsFile(), l.etcSamba(),
+	cmd := l.namespaced(ctx, false,
 		"samba-tool", "domain", "trust", "create", other.DNSDomain,
 		"--type=forest", "--direction=both", "--create-location=both",
 		"--ipaddress="+other.IP, "-U", other.Domain+`\`+other.AdminUser+"%"+other.AdminPassword,
@@ -76,6 +75,32 @@ func (l *Lab) TrustWith(ctx context.Context, other *Lab) error {
 	}
 	l.logf("forest trust with %s", other.Realm)
 	return nil
+}
+
+// namespaced is a command that runs in a mount namespace of its own, as
+// this DC sees the machine: its hosts file as /etc/hosts, its /etc/samba,
+// for a multi-DC lab its resolv.conf, and for the DC's own processes
+// (dcProcess) its /run/samba, where winbindd puts its sockets.
+func (l *Lab) namespaced(ctx context.Context, dcProcess bool, name string, args ...string) *exec.Cmd {
+	binds := [][2]string{{l.hostsFile(), "/etc/hosts"}, {l.etcSamba(), "/etc/samba"}}
+	if l.multiDC {
+		binds = append(binds, [2]string{l.resolvConf(), "/etc/resolv.conf"})
+	}
+	if dcProcess {
+		binds = append(binds, [2]string{filepath.Join(l.Dir, "run-samba"), "/run/samba"})
+	}
+	script := `mkdir -p /run/samba /etc/samba`
+	var argv []string
+	for i, b := range binds {
+		if b[1] == "/run/samba" {
+			script += fmt.Sprintf(` && mkdir -p "$%d"`, 2*i+1)
+		}
+		script += fmt.Sprintf(` && mount --bind "$%d" "$%d"`, 2*i+1, 2*i+2)
+		argv = append(argv, b[0], b[1])
+	}
+	script += fmt.Sprintf(` && shift %d && exec "$@"`, 2*len(binds))
+	return exec.CommandContext(ctx, "unshare", append(append([]string{"-m", "--propagation", "private", "sh", "-c", script, "sh"}, argv...),
+		append([]string{name}, args...)...)...)
 }
 
 // hostsFile is the /etc/hosts of a trust lab's mount namespace.

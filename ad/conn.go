@@ -337,7 +337,7 @@ func (c *Conn) conn(ctx context.Context) (*ldap.Conn, error) {
 				"(objectClass=*)", []string{"dnsHostName"}, nil))
 			return err
 		})
-		if err != nil || len(res.Entries) != 1 || !strings.EqualFold(res.Entries[0].GetAttributeValue("dnsHostName"), c.info.DCHostName) {
+		if err != nil || len(res.Entries) != 1 || !sameHost(res.Entries[0].GetAttributeValue("dnsHostName"), c.info.DCHostName) {
 			l.Close()
 			got := "no answer"
 			if err == nil && len(res.Entries) == 1 {

@@ -76,7 +76,7 @@ func (c *Conn) DialDC(ctx context.Context, dc DomainController) (*Conn, error) {
 	all, _ := cfg.urls(ctx) // the Locator's failure leaves the URLs
 	var named, rest []string
 	for _, u := range all {
-		if p, err := url.Parse(u); err == nil && strings.EqualFold(p.Hostname(), host) {
+		if p, err := url.Parse(u); err == nil && sameHost(p.Hostname(), host) {
 			named = append(named, u)
 		} else {
 			rest = append(rest, u)
@@ -100,7 +100,7 @@ func (c *Conn) DialDC(ctx context.Context, dc DomainController) (*Conn, error) {
 			tried = append(tried, DCFailure{URL: u, Err: err})
 			continue
 		}
-		if !strings.EqualFold(strings.TrimSuffix(n.info.DCHostName, "."), host) {
+		if !sameHost(n.info.DCHostName, host) {
 			n.Close()
 			tried = append(tried, DCFailure{URL: u, Err: fmt.Errorf("its certificate names %s, its rootDSE %s", host, n.info.DCHostName)})
 			continue
@@ -198,7 +198,7 @@ func (c *Conn) DialPDC(ctx context.Context) (*Conn, DomainController, error) {
 			if ctx.Err() != nil {
 				return nil, pdc, ctx.Err()
 			}
-			if strings.EqualFold(d.DNSHostName, pdc.DNSHostName) {
+			if sameHost(d.DNSHostName, pdc.DNSHostName) {
 				if holder != nil {
 					holder.Close()
 				}
@@ -212,7 +212,7 @@ func (c *Conn) DialPDC(ctx context.Context) (*Conn, DomainController, error) {
 		}
 		theirs, err := o.pdcOwner(dctx, op)
 		cancel()
-		isHolder := strings.EqualFold(d.DNSHostName, pdc.DNSHostName)
+		isHolder := sameHost(d.DNSHostName, pdc.DNSHostName)
 		if !isHolder {
 			o.Close()
 		}
@@ -254,4 +254,27 @@ func serverName(ntds string) string {
 		return dn.RDNs[1].Attributes[0].Value
 	}
 	return ntds
+}
+
+// sameHost compares DNS host names as DNS does: ASCII letters without
+// regard to case, a trailing dot ignored, and nothing else folded
+// (strings.EqualFold would take the Kelvin sign for a k).
+func sameHost(a, b string) bool {
+	a, b = strings.TrimSuffix(a, "."), strings.TrimSuffix(b, ".")
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }

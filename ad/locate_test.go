@@ -211,3 +211,21 @@ func TestDNSResolverFailsOver(t *testing.T) {
 		t.Fatal("a resolver without servers answered")
 	}
 }
+
+// TestSameHost: host names compare as DNS does, ASCII case only.
+func TestSameHost(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"DC1.Corp.Example.TEST", "dc1.corp.example.test", true},
+		{"dc1.corp.example.test.", "dc1.corp.example.test", true},
+		{"\u212ady.corp.example.test", "ky.corp.example.test", false}, // Kelvin sign
+		{"dc1.corp.example.test\x00", "dc1.corp.example.test", false},
+		{"dc1", "dc2", false},
+	} {
+		if got := sameHost(c.a, c.b); got != c.want {
+			t.Errorf("sameHost(%q, %q) = %v", c.a, c.b, got)
+		}
+	}
+}

@@ -1,15 +1,14 @@
 package seg
 
 import (
-	"container/list"
 	"context"
 	"crypto/tls"
-	"errors"
-	"io"
 	"net"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/segkcd/segkcd/seg/internal/h1"
 )
 
 // UserTransport gives the RoundTripper for one user's upstream requests.
@@ -26,7 +25,7 @@ type UserTransport interface {
 // UserPools is the default UserTransport: HTTP/1.1 connections of its own
 // for each user, created on first use and closed when the user has had no
 // request in flight for IdleTimeout, with at most MaxUsers pools. The zero
-// value is ready to use.
+// value is ready to use; set the fields before the first request.
 //
 // It is not an http.Transport per user, which it was: a request that waits
 // (a Ping held for an hour) waits on the handler's goroutine, where an
@@ -71,171 +70,37 @@ type UserPools struct {
 	// again). The first dial that succeeds ends the pauses.
 	DialBackoff time.Duration
 
-	mu        sync.Mutex
-	hosts     map[string]*hostDials    // upstream host -> its dials
-	users     map[string]*list.Element // of *userPool
-	lru       list.List                // front: most recently used
-	tlsByHost map[string]*tls.Config   // one per upstream host, not one per connection
-	sessions  tls.ClientSessionCache   // shared by the hosts' configurations
+	once  sync.Once
+	pools *h1.Pools
 }
 
-type userPool struct {
-	user    string
-	t       *h1Conns
-	active  int
-	last    time.Time
-	dropped bool
+// h1 is the connections, made from the fields at first use.
+func (p *UserPools) h1() *h1.Pools {
+	p.once.Do(func() {
+		p.pools = h1.New(h1.Config{TLSClientConfig: p.TLSClientConfig, DialContext: p.DialContext,
+			MaxConnsPerUser: p.MaxConnsPerUser, MaxIdlePerUser: p.MaxIdlePerUser, IdleTimeout: p.IdleTimeout,
+			MaxUsers: p.MaxUsers, MaxResponseHeaderBytes: p.MaxResponseHeaderBytes,
+			MaxDialsPerHost: p.MaxDialsPerHost, DialBackoff: p.DialBackoff})
+	})
+	return p.pools
 }
 
 // ForUser implements UserTransport.
 func (p *UserPools) ForUser(user string) http.RoundTripper {
-	return &userRoundTripper{pools: p, user: user}
+	return userRoundTripper{pools: p.h1(), user: user}
 }
 
 // CloseIdleConnections closes every user's idle connections.
-func (p *UserPools) CloseIdleConnections() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for e := p.lru.Front(); e != nil; e = e.Next() {
-		e.Value.(*userPool).t.closeIdle(false)
-	}
-}
+func (p *UserPools) CloseIdleConnections() { p.h1().CloseIdleConnections() }
 
 // userCount reports how many users have a pool.
-func (p *UserPools) userCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.lru.Len()
-}
+func (p *UserPools) userCount() int { return p.h1().Users() }
 
 type userRoundTripper struct {
-	pools *UserPools
+	pools *h1.Pools
 	user  string
 }
 
-func (u *userRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
-	up := u.pools.acquire(u.user)
-	resp, err := up.t.RoundTrip(req)
-	if errors.Is(err, errParked) {
-		// The connection stays busy until the answer that waits is read.
-		hint := req.Context().Value(parkHintKey{}).(*parkHint)
-		hint.pending.release = func() { u.pools.release(up) }
-		return nil, err
-	}
-	if err != nil {
-		u.pools.release(up)
-		return nil, err
-	}
-	// The connection is busy until the body is done with.
-	resp.Body = &releaseOnClose{ReadCloser: resp.Body, release: func() { u.pools.release(up) }}
-	return resp, nil
-}
-
-type releaseOnClose struct {
-	io.ReadCloser
-	once    sync.Once
-	release func()
-}
-
-func (r *releaseOnClose) Close() error {
-	err := r.ReadCloser.Close()
-	r.once.Do(r.release)
-	return err
-}
-
-func (p *UserPools) acquire(user string) *userPool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	if p.users == nil {
-		p.users = map[string]*list.Element{}
-	}
-	p.sweep(now)
-	if e, ok := p.users[user]; ok {
-		up := e.Value.(*userPool)
-		up.active++
-		up.last = now
-		p.lru.MoveToFront(e)
-		return up
-	}
-	up := &userPool{user: user, t: p.newTransport(), active: 1, last: now}
-	p.users[user] = p.lru.PushFront(up)
-	for p.lru.Len() > p.maxUsers() {
-		if !p.dropOldestIdle() {
-			break
-		}
-	}
-	return up
-}
-
-func (p *UserPools) release(up *userPool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	up.active--
-	up.last = time.Now()
-	if up.active == 0 && up.dropped {
-		up.t.closeIdle(true)
-	}
-}
-
-// sweep drops the pools that have been idle for IdleTimeout. The list is in
-// order of last use, so it stops at the first recent one.
-func (p *UserPools) sweep(now time.Time) {
-	for e := p.lru.Back(); e != nil; {
-		up := e.Value.(*userPool)
-		if now.Sub(up.last) < p.idleTimeout() {
-			return
-		}
-		prev := e.Prev()
-		if up.active == 0 {
-			p.drop(e)
-		}
-		e = prev
-	}
-}
-
-func (p *UserPools) dropOldestIdle() bool {
-	for e := p.lru.Back(); e != nil; e = e.Prev() {
-		if e.Value.(*userPool).active == 0 {
-			p.drop(e)
-			return true
-		}
-	}
-	return false
-}
-
-func (p *UserPools) drop(e *list.Element) {
-	up := e.Value.(*userPool)
-	p.lru.Remove(e)
-	delete(p.users, up.user)
-	up.dropped = true
-	if up.active == 0 {
-		up.t.closeIdle(true)
-	}
-}
-
-func (p *UserPools) newTransport() *h1Conns {
-	return &h1Conns{pools: p, idle: map[string][]*h1Conn{}, open: map[string]int{}, changed: make(chan struct{})}
-}
-
-func (p *UserPools) maxConnsPerUser() int { return positiveOr(p.MaxConnsPerUser, 32) }
-
-func (p *UserPools) maxIdlePerUser() int { return positiveOr(p.MaxIdlePerUser, 2) }
-
-func (p *UserPools) maxResponseHeaderBytes() int64 {
-	return positiveOr(p.MaxResponseHeaderBytes, 1<<20)
-}
-
-func (p *UserPools) idleTimeout() time.Duration {
-	if p.IdleTimeout > 0 {
-		return p.IdleTimeout
-	}
-	return 90 * time.Second
-}
-
-func (p *UserPools) maxUsers() int {
-	if p.MaxUsers > 0 {
-		return p.MaxUsers
-	}
-	return 50000
+func (u userRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	return u.pools.RoundTrip(u.user, req)
 }

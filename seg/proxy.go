@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/segkcd/segkcd/kerberos"
+	"github.com/segkcd/segkcd/seg/internal/park"
 )
 
 // Tickets supplies Kerberos tickets from an account to an SPN and forgets
@@ -196,13 +197,13 @@ type ProxyHandler struct {
 	transport   UserTransport
 	redirects   *Redirects
 	initErr     error
-	poller      poller // parked long polls
+	poller      park.Poller // parked long polls, resting connections
 	serversMu   sync.Mutex
-	servers     map[*http.Server]*giveBackListener // that parked polls came from
+	servers     map[*http.Server]*park.Listener // that long polls were taken from
 	parkMu      sync.Mutex
-	live        map[*parkedPoll]struct{} // taken from their servers, not ended
-	liveGone    chan struct{}            // closed when live empties
-	closing     bool                     // Shutdown runs
+	live        map[taken]struct{} // taken from their servers, not ended
+	liveGone    chan struct{}      // closed when live empties
+	closing     bool               // Shutdown runs
 }
 
 // easPath is the ActiveSync virtual directory.
@@ -281,14 +282,7 @@ func (h *ProxyHandler) init() {
 
 func (h *ProxyHandler) reverseProxy(buffers *bufferPool) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			fw := pr.In.Context().Value(ctxKey{}).(*forward)
-			pr.SetURL(fw.upstream.URL)
-			pr.SetXForwarded()
-			// The device's credentials are for the gateway, never for Exchange.
-			pr.Out.Header.Del("Authorization")
-			pr.Out.Header.Del("Proxy-Authorization")
-		},
+		Rewrite:        rewrite,
 		Transport:      &kcdTransport{h: h},
 		BufferPool:     buffers,
 		ModifyResponse: h.modifyResponse,
@@ -310,11 +304,11 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sw.rc = nil
 	}
 	line := &logLine{}
-	// A parked long poll is logged and ended by the goroutine that
-	// finishes it; its connection is no longer the server's.
-	var parked *parkedPoll
+	// A long poll taken from the server is logged and ended by the
+	// goroutine that finishes it; its connection is no longer the server's.
+	var taken bool
 	defer func() {
-		if parked == nil {
+		if !taken {
 			h.log(r, sw, line, start)
 			h.boundRest(w, r)
 		}
@@ -459,7 +453,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		body := &deadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: h.bodyTimeout()}
 		defer func() {
-			if parked == nil {
+			if !taken {
 				body.clear()
 			}
 		}()
@@ -487,60 +481,12 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(bytes.NewReader(b))
 	}
 	line.fw = fw
-	proxy := h.proxy
-	ctx := r.Context()
 	if !params.LongPoll() {
-		fw.ctx = context.WithValue(ctx, ctxKey{}, fw)
-		proxy.ServeHTTP(sw, r.WithContext(fw.ctx))
+		fw.ctx = context.WithValue(r.Context(), ctxKey{}, fw)
+		h.proxy.ServeHTTP(sw, r.WithContext(fw.ctx))
 		return
 	}
-	h.Metrics.longPoll(1)
-	// The poll's context outlives the handler when the poll is parked;
-	// until then the device's hang-up (the server's context) ends it.
-	ctx, end := context.WithCancelCause(context.WithoutCancel(ctx))
-	link := func() (unlink func() bool) {
-		return context.AfterFunc(r.Context(), func() { end(context.Cause(r.Context())) })
-	}
-	unlink := link()
-	device := ""
-	if params.Cmd == "Ping" {
-		device = params.DeviceID // a device holds one Ping; its Syncs may overlap
-	}
-	held := h.polls.hold(id.SID, device, h.maxLongPolls(), end)
-	line.poll = ctx
-	finish := func() {
-		h.polls.release(id.SID, held)
-		end(nil)
-		h.Metrics.longPoll(-1)
-	}
-	defer func() { // also when ReverseProxy aborts a cut answer (panic)
-		if parked == nil {
-			unlink()
-			finish()
-		}
-	}()
-	var hint *parkHint
-	if h.parkable(w, r, fw) {
-		h.serving(r.Context().Value(http.ServerContextKey).(*http.Server)) // its Shutdown hook, before a poll parks
-		hint = &parkHint{wait: parkAfter}
-		ctx = context.WithValue(ctx, parkHintKey{}, hint)
-	}
-	fw.ctx = context.WithValue(ctx, ctxKey{}, fw)
-	pr := r.WithContext(fw.ctx)
-	h.longPoll.ServeHTTP(sw, pr)
-	if hint != nil && hint.waiting() {
-		if unlink() {
-			if parked = h.hijack(w, sw, pr, line, start, hint, end, finish); parked != nil {
-				return
-			}
-			unlink = link()
-		}
-		// Not parked (or the device has gone): held here, as a poll
-		// that cannot be parked is.
-		if err := h.hold(sw, pr, hint); err != nil {
-			panic(http.ErrAbortHandler) // the answer had begun: the device must see it cut, not ended
-		}
-	}
+	taken = h.serveLongPoll(w, sw, r, line, start, fw, params)
 }
 
 // sameUser reports whether the EAS User parameter names the authenticated
@@ -646,14 +592,7 @@ func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 		}
 	}
 	if h.ModifyResponse != nil {
-		body := resp.Body
-		err := h.ModifyResponse(resp)
-		if hint, _ := resp.Request.Context().Value(parkHintKey{}).(*parkHint); hint != nil && hint.body != nil && resp.Body != body {
-			// The hook reads the body itself: an early end would be taken
-			// for the answer's end, so this one is not paused.
-			hint.body.wait = 0
-		}
-		return err
+		return h.ModifyResponse(resp)
 	}
 	return nil
 }
@@ -751,9 +690,6 @@ func isEASPath(p string) bool {
 
 // proxyError is the ReverseProxy's ErrorHandler: the RoundTripper failed.
 func (h *ProxyHandler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, errParked) {
-		return // the answer has not begun: the handler parks the request
-	}
 	fw, _ := r.Context().Value(ctxKey{}).(*forward)
 	var e *Error
 	if !errors.As(err, &e) {
@@ -978,7 +914,7 @@ type kcdTransport struct{ h *ProxyHandler }
 func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	fw, ok := req.Context().Value(ctxKey{}).(*forward)
 	if !ok {
-		return nil, errors.New("seg: upstream request without its user")
+		return nil, errors.New("upstream request without its user")
 	}
 	rt := k.h.transport.ForUser(fw.sid)
 	if fw.body != nil {
@@ -986,43 +922,43 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// sending on it: the body can go again on a new one.
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(fw.body)), nil }
 	}
-	hint, _ := req.Context().Value(parkHintKey{}).(*parkHint)
-	var resp *http.Response
-	var err error
-	if hint != nil && hint.pending != nil {
-		resp, err = k.receive(req, fw, hint)
-	} else {
-		resp, err = k.attempt(rt, req, fw)
+	for again := false; ; again = true {
+		resp, err := k.attempt(rt, req, fw)
+		if err != nil || resp.StatusCode != http.StatusUnauthorized {
+			forget(req, fw)
+			return resp, err
+		}
+		// Exchange refused the ticket: the ASA's key changed since it was
+		// issued (a roll), or the ticket was revoked.
+		drain(resp)
+		if err := k.h.renewTicket(req.Context(), fw, again); err != nil {
+			return nil, err
+		}
+		req = req.Clone(req.Context())
+		if fw.body != nil {
+			req.Body = io.NopCloser(bytes.NewReader(fw.body))
+		}
 	}
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		forget(req, fw)
-		return k.pausing(resp, hint), err
+}
+
+// renewTicket forgets the ticket Exchange refused and gets a new one for the
+// request to go once more. A second refusal (again), or a body that streamed
+// and cannot go again, ends the request (502).
+func (h *ProxyHandler) renewTicket(ctx context.Context, fw *forward, again bool) error {
+	h.Tickets.InvalidateAccount(fw.sid, fw.upstream.TicketSPN())
+	if again {
+		return &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errTicketRefused}
 	}
-	// Exchange refused the ticket: the ASA's key changed since it was issued
-	// (a roll), or the ticket was revoked. Forget it and try once more.
-	drain(resp)
-	k.h.Tickets.InvalidateAccount(fw.sid, fw.upstream.TicketSPN())
 	if !fw.replay {
-		return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errNoReplay}
+		return &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errNoReplay}
 	}
-	t, err := k.h.ticket(req.Context(), fw.account, fw.upstream.TicketSPN())
-	k.h.accountChanged(req.Context(), err, fw.name)
+	t, err := h.ticket(ctx, fw.account, fw.upstream.TicketSPN())
+	h.accountChanged(ctx, err, fw.name)
 	if err != nil {
-		return nil, &Error{Stage: StageTicket, User: fw.user, Err: err}
+		return &Error{Stage: StageTicket, User: fw.user, Err: err}
 	}
 	fw.ticket = t
-	retry := req.Clone(req.Context())
-	if fw.body != nil {
-		retry.Body = io.NopCloser(bytes.NewReader(fw.body))
-	}
-	resp, err = k.attempt(rt, retry, fw)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		forget(retry, fw)
-		return k.pausing(resp, hint), err
-	}
-	drain(resp)
-	k.h.Tickets.InvalidateAccount(fw.sid, fw.upstream.TicketSPN())
-	return nil, &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errTicketRefused}
+	return nil
 }
 
 // attempt sends req once with a new authenticator, bounding the wait for
@@ -1041,23 +977,8 @@ func (k *kcdTransport) attempt(rt http.RoundTripper, req *http.Request, fw *forw
 	if debug {
 		sent = time.Now()
 	}
-	hint, _ := ctx.Value(parkHintKey{}).(*parkHint)
-	if hint != nil {
-		hint.deadline = time.Now().Add(fw.timeout)
-	}
 	resp, err := rt.RoundTrip(req.WithContext(ctx))
 	timer.Stop()
-	if errors.Is(err, errParked) {
-		// Sent; the answer has not begun and is awaited by the poller,
-		// which keeps the rest of the timeout.
-		cancel()
-		if timedOut.Load() {
-			hint.pending.abandon()
-			hint.pending = nil
-			return nil, errUpstreamTime
-		}
-		return nil, err
-	}
 	if debug {
 		status := 0
 		if resp != nil {
@@ -1089,66 +1010,6 @@ func forget(req *http.Request, fw *forward) {
 	if fw.replay {
 		req.Header.Del("Authorization")
 	}
-}
-
-// receive reads the answer to a request sent before its poll was parked:
-// the second half of attempt.
-func (k *kcdTransport) receive(req *http.Request, fw *forward, hint *parkHint) (*http.Response, error) {
-	pend := hint.pending
-	hint.pending = nil
-	if hint.timedOut {
-		pend.abandon()
-		return nil, errUpstreamTime
-	}
-	ctx, cancel := context.WithCancel(fw.ctx)
-	// LongPollTimeout bounds the wait for the answer's headers here too:
-	// a poll the poller does not watch (held on a goroutine: a listener
-	// whose connections have no socket, an epoll failure, a failed Hijack)
-	// waits in this read.
-	var timedOut atomic.Bool
-	var timer *time.Timer
-	if !hint.deadline.IsZero() {
-		timer = time.AfterFunc(time.Until(hint.deadline), func() { timedOut.Store(true); cancel() })
-	}
-	resp, err := pend.receive(ctx)
-	if timer != nil && !timer.Stop() && err == nil {
-		// The deadline passed as the answer came: the timer's cancel
-		// closed its connection under it.
-		resp.Body.Close()
-		err = errUpstreamTime
-	}
-	if err != nil && timedOut.Load() {
-		cancel()
-		return nil, errUpstreamTime
-	}
-	if err == nil && hint.answered != nil && resp.StatusCode != http.StatusUnauthorized {
-		hint.answered() // a 401 is sent again: the device is watched until the real answer
-	}
-	if fw.line != nil && fw.line.debug {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		k.h.debugf(fw.line, "upstream answered", slog.Bool("parked", true), slog.Int("status", status))
-	}
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	resp.Request = req // for ModifyResponse: this request's context
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
-	return resp, nil
-}
-
-// pausing lets a parkable answer's body pause, so that the poll can be
-// parked between its parts.
-func (k *kcdTransport) pausing(resp *http.Response, hint *parkHint) *http.Response {
-	if resp == nil || hint == nil || hint.wait <= 0 || hint.h1 == nil {
-		return resp
-	}
-	hint.body = &pausingBody{ReadCloser: resp.Body, h1: hint.h1, left: resp.ContentLength, wait: hint.wait}
-	resp.Body = hint.body
-	return resp
 }
 
 type cancelOnClose struct {

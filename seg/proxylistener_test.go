@@ -2,6 +2,8 @@ package seg
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/segkcd/segkcd/internal/proxyproto"
+	"github.com/segkcd/segkcd/seg/internal/park"
 )
 
 // serveRemoteAddr serves, through a ProxyProtocolListener trusting
@@ -107,12 +110,18 @@ func TestProxiedConnParks(t *testing.T) {
 		t.Fatalf("RemoteAddr %v", pc.RemoteAddr())
 	}
 	var c net.Conn = pc
-	if _, err := rawConn(c); err != nil {
-		t.Errorf("no socket for the poller: %v", err)
-	}
 	if _, ok := c.(syscall.Conn); !ok {
 		t.Error("not a syscall.Conn")
 	}
+	if !pollerSupported {
+		return
+	}
+	var pl park.Poller
+	w, err := pl.Watch(context.Background(), tls.Server(c, &tls.Config{}), nil, time.Time{}, func(park.Reason) {})
+	if err != nil {
+		t.Fatalf("no socket for the poller: %v", err)
+	}
+	w.Stop()
 }
 
 func tcpPair(t *testing.T) (net.Conn, net.Conn) {

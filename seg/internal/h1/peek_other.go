@@ -1,6 +1,6 @@
 //go:build !linux && !darwin && !freebsd
 
-package seg
+package h1
 
 import "net"
 

@@ -1,6 +1,6 @@
 //go:build linux || darwin || freebsd
 
-package seg
+package h1
 
 import (
 	"net"
@@ -12,7 +12,11 @@ import (
 // non-blocking peek at the socket, so a request is never sent on a
 // connection that is already gone.
 func closedByPeer(raw net.Conn) bool {
-	rc, err := rawConn(raw)
+	sc, ok := raw.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return false
 	}

@@ -113,9 +113,9 @@ type longPoll struct {
 	pw       *park.Writer
 	keep     bool        // the connection can go back to the server
 	watched  bool        // the device's socket is watched (no stray bytes came from it)
-	unwatch  func() bool // a held poll's device watcher (park.WatchHeld)
+	unwatch  func()      // a held poll's device watcher (park.WatchHeld)
 	gone     atomic.Bool // the device hung up while held
-	sentMore bool        // the device sent bytes before its answer: they are lost
+	sentMore atomic.Bool // the device sent bytes before its answer's end: they are lost
 
 	mu        sync.Mutex
 	watch     *park.Watch // while parked
@@ -237,6 +237,12 @@ func (lp *longPoll) advance() (waits bool) {
 			if lp.left > 0 {
 				lp.left -= int64(n)
 			}
+			if lp.left == 0 {
+				// The device has its answer with this part, and may send
+				// its next request at once: a held poll's watcher must
+				// not read it.
+				lp.stopWatchingDevice()
+			}
 			if _, werr := lp.sw.Write(buf[:n]); werr != nil {
 				lp.end(true)
 				return false
@@ -293,9 +299,6 @@ func (lp *longPoll) answer() bool {
 		lp.retried = true
 		return lp.send()
 	}
-	// What the device sends from here is its next request: a held poll
-	// stops watching for its hang-up.
-	lp.stopWatchingDevice()
 	resp.Request = lp.r // for ModifyResponse: this request's context
 	removeHopByHop(resp.Header)
 	body := resp.Body
@@ -318,6 +321,11 @@ func (lp *longPoll) answer() bool {
 	}
 	for k := range resp.Trailer {
 		dst.Add("Trailer", k)
+	}
+	if lp.pw != nil && lp.sentMore.Load() {
+		// The device sent more than its request: the connection ends
+		// with this answer, and the device is told so.
+		lp.keep, lp.pw.Close = false, true
 	}
 	lp.sw.WriteHeader(resp.StatusCode)
 	return true
@@ -385,7 +393,8 @@ func (lp *longPoll) take(w http.ResponseWriter, srv *http.Server) bool {
 		// The device sent more before its answer (pipelining): those
 		// bytes are the server's, lost with its buffers, so the
 		// connection ends with this answer.
-		lp.keep, lp.watched, lp.sentMore = false, false, true
+		lp.keep, lp.watched = false, false
+		lp.sentMore.Store(true)
 	}
 	lp.pw = &park.Writer{Conn: conn, Timeout: lp.h.writeTimeout(), Head: lp.r.Method == http.MethodHead, Close: !lp.keep}
 	if lp.resp != nil {
@@ -480,7 +489,8 @@ func (lp *longPoll) resume(why wake) {
 			return
 		case park.Sent:
 			// Watched no more; the answer is still awaited.
-			lp.keep, lp.watched, lp.sentMore, lp.pw.Close = false, false, true, true
+			lp.keep, lp.watched = false, false
+			lp.sentMore.Store(true)
 		}
 		lp.park()
 		return
@@ -504,26 +514,26 @@ func (lp *longPoll) resume(why wake) {
 }
 
 // hold waits on this goroutine, for as long as it takes, for what a poll
-// taken from its server could not be parked for. Until the answer begins a
+// taken from its server could not be parked for. Until the answer's end a
 // goroutine watches the device, so that its hang-up ends the poll as the
-// poller would have seen it.
+// poller would have seen it (bytes it sends before the answer's end are
+// pipelined, and the connection closes after the answer).
 func (lp *longPoll) hold() {
 	lp.held = true
-	if lp.watched && lp.resp == nil {
+	if lp.watched {
 		lp.unwatch = park.WatchHeld(lp.conn, func() {
 			lp.gone.Store(true)
 			lp.cancel(context.Canceled)
-		})
+		}, func() { lp.sentMore.Store(true) })
 	}
 	lp.advance()
 }
 
-// stopWatchingDevice stops a held poll's device watcher.
+// stopWatchingDevice stops a held poll's device watcher: before the last
+// byte of the answer goes.
 func (lp *longPoll) stopWatchingDevice() {
 	if lp.unwatch != nil {
-		if lp.unwatch() {
-			lp.keep, lp.sentMore, lp.pw.Close = false, true, true
-		}
+		lp.unwatch()
 		lp.unwatch = nil
 	}
 	if lp.gone.Load() {
@@ -559,7 +569,7 @@ func (lp *longPoll) end(cut bool) {
 	lp.h.Metrics.parked(-1)
 	lp.h.log(lp.r, lp.sw, lp.line, lp.start)
 	lp.finish()
-	if whole && lp.keep && !lp.sentMore {
+	if whole && lp.keep && !lp.sentMore.Load() {
 		lp.h.rest(lp.srv, lp.conn)
 		return
 	}

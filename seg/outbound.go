@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
-	"net/url"
 	"strings"
 
 	"github.com/segkcd/segkcd/kerberos"
@@ -31,8 +30,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 
 // outboundRequest is the request to Exchange for the device's request in,
 // as ReverseProxy would send it (hop-by-hop headers dropped, "Te: trailers"
-// kept, the device's forwarding headers replaced, unparsable query
-// parameters dropped, rewrite), with fw's body, which was read whole, and a
+// kept, the device's forwarding headers replaced, rewrite), with fw's body, which was read whole, and a
 // Negotiate header for fw's ticket. A request to switch protocols is not
 // passed on: nothing the gateway serves switches.
 func (h *ProxyHandler) outboundRequest(in *http.Request, fw *forward) (*http.Request, error) {
@@ -58,7 +56,8 @@ func (h *ProxyHandler) outboundRequest(in *http.Request, fw *forward) (*http.Req
 	out.Header.Del("X-Forwarded-For")
 	out.Header.Del("X-Forwarded-Host")
 	out.Header.Del("X-Forwarded-Proto")
-	out.URL.RawQuery = cleanQueryParams(out.URL.RawQuery)
+	// ReverseProxy also drops the query parameters url.ParseQuery cannot
+	// parse; a long poll's query parsed (ParseParams), so it has none.
 	rewrite(&httputil.ProxyRequest{In: in, Out: out})
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header.Set("User-Agent", "") // not Go's
@@ -100,32 +99,4 @@ func tokenIn(values []string, token string) bool {
 		}
 	}
 	return false
-}
-
-// cleanQueryParams drops what url.ParseQuery cannot parse (a semicolon, a
-// bad escape), as ReverseProxy does: Exchange must not read a query the
-// gateway read otherwise.
-func cleanQueryParams(s string) string {
-	reencode := func(s string) string {
-		v, _ := url.ParseQuery(s)
-		return v.Encode()
-	}
-	for i := 0; i < len(s); {
-		switch s[i] {
-		case ';':
-			return reencode(s)
-		case '%':
-			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
-				return reencode(s)
-			}
-			i += 3
-		default:
-			i++
-		}
-	}
-	return s
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

@@ -98,32 +98,31 @@ func CheckDevice(conn net.Conn) DeviceState {
 }
 
 // WatchHeld watches a device's connection on a goroutine while its long
-// poll is held (not parked) and its answer has not begun: hungUp is called
-// when the device hangs up. The returned stop ends the watch, and reports
-// whether the device sent bytes meanwhile (read, and lost: the connection
-// must close after the answer). Stop it before the answer begins: bytes
-// after it are the device's next request.
-func WatchHeld(conn net.Conn, hungUp func()) (stop func() (sent bool)) {
+// poll is held (not parked): hungUp is called when the device hangs up,
+// sent when it sends bytes (read, and lost: the connection must close
+// after the answer); either ends the watch. The returned stop ends it
+// otherwise, and waits for the goroutine. Stop it before the answer's last
+// byte goes: bytes after it are the device's next request.
+func WatchHeld(conn net.Conn, hungUp, sent func()) (stop func()) {
 	done := make(chan struct{})
-	var stopping, sent atomic.Bool
+	var stopping atomic.Bool
 	go func() {
 		defer close(done)
 		var b [1]byte
 		n, err := conn.Read(b[:])
 		switch {
 		case n > 0:
-			sent.Store(true)
+			sent()
 		case stopping.Load() && isTimeout(err):
 		default:
 			hungUp()
 		}
 	}()
-	return func() bool {
+	return func() {
 		stopping.Store(true)
 		conn.SetReadDeadline(time.Unix(1, 0))
 		<-done
 		conn.SetReadDeadline(time.Time{})
-		return sent.Load()
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -121,6 +122,18 @@ func (w *Writer) WriteHeader(code int) {
 	if _, ok := h["Date"]; !ok {
 		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	}
+	for k, vv := range h {
+		if !validName(k) {
+			delete(h, k)
+			continue
+		}
+		for _, v := range vv {
+			if !validValue(v) {
+				delete(h, k) // what net/http's client would refuse to read
+				break
+			}
+		}
+	}
 	bw := w.writer()
 	fmt.Fprintf(bw, "HTTP/1.1 %03d %s\r\n", code, statusText(code))
 	if err := h.Write(bw); err != nil { // sorted; CR and LF in values made spaces
@@ -212,4 +225,32 @@ func (w *Writer) End() bool {
 	}
 	w.Idle()
 	return w.err == nil && (w.noBody || w.chunked || w.left == 0)
+}
+
+// validName reports whether a header name is an RFC 9110 token.
+func validName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validValue reports whether a header value holds no control characters
+// but tabs (CR and LF, which Header.Write makes spaces, aside).
+func validValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' && c != '\r' && c != '\n' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,206 @@
+package seg
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Lab-free tests of a long poll's device side: raw sockets that hang up at
+// each stage, pipeline, or send stray bytes while their poll waits, against
+// a scripted Exchange.
+
+// chunkedThenWait begins a chunked answer and sends nothing more until the
+// gateway closes the connection.
+func chunkedThenWait(conn net.Conn) {
+	io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nalice\n\r\n")
+	io.Copy(io.Discard, conn)
+}
+
+// TestLongPollHangUps: a device that hangs up ends its poll, and the poll's
+// Exchange connection is closed, at every stage: before the poll is
+// parked, parked before the answer, parked between the answer's parts,
+// and held (parked not possible) before and after the answer began.
+func TestLongPollHangUps(t *testing.T) {
+	cases := []struct {
+		name   string
+		bare   bool          // the listener hides its sockets: held
+		wait   time.Duration // before the device hangs up
+		answer func(conn net.Conn)
+	}{
+		{"before parking", false, parkAfter / 4, func(conn net.Conn) { io.Copy(io.Discard, conn) }},
+		{"parked, quiet", false, 2 * parkAfter, func(conn net.Conn) { io.Copy(io.Discard, conn) }},
+		{"parked, begun", false, 2 * parkAfter, chunkedThenWait},
+		{"held, quiet", true, 2 * parkAfter, func(conn net.Conn) { io.Copy(io.Discard, conn) }},
+		{"held, begun", true, 2 * parkAfter, chunkedThenWait},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			x := newScriptedExchange(t, func(n int64, req *http.Request, conn net.Conn) { tc.answer(conn) })
+			addr := pollGateway(t, x, time.Minute, tc.bare, nil)
+			c, _ := dialDevice(t, addr)
+			io.WriteString(c, pingRequest)
+			time.Sleep(tc.wait)
+			c.Close()
+			select {
+			case <-x.eof:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the device hung up; its poll's Exchange connection stayed open")
+			}
+		})
+	}
+}
+
+// TestLongPollStrayBytes: a device that sends more while its poll waits
+// (its next request, pipelined, or bytes that are no request) gets its
+// answer, framed, with "Connection: close", and the connection ends: what
+// it sent was read by the check and cannot be served.
+func TestLongPollStrayBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		bare  bool
+		stray string
+	}{
+		{"parked, pipelined", false, "OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: gw\r\n\r\n"},
+		{"parked, garbage", false, "\x00\x01garbage"},
+		{"held, pipelined", true, "OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: gw\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := newScriptedExchange(t, func(n int64, req *http.Request, conn net.Conn) {
+				answerAfter(conn, 3*parkAfter, http.StatusOK, "pong")
+			})
+			addr := pollGateway(t, x, time.Minute, tc.bare, nil)
+			c, br := dialDevice(t, addr)
+			io.WriteString(c, pingRequest)
+			time.Sleep(3 * parkAfter / 2) // taken from the server
+			io.WriteString(c, tc.stray)
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != 200 || string(body) != "pong" || !resp.Close {
+				t.Fatalf("the poll's answer: %d %q %v, Connection: close %v", resp.StatusCode, body, err, resp.Close)
+			}
+			// Closed: EOF, or a reset for the stray bytes left unread.
+			if b, err := br.ReadByte(); err == nil || isTimeout(err) {
+				t.Errorf("after the answer: %q %v, want the connection closed", b, err)
+			}
+		})
+	}
+}
+
+// TestLongPollKeepAlive: a poll answered after it was parked, before and
+// after its answer began, leaves the device's connection ready for its
+// next request; held, likewise.
+func TestLongPollKeepAlive(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		bare bool
+		ping func(conn net.Conn)
+	}{
+		{"parked, quiet", false, func(conn net.Conn) { answerAfter(conn, 3*parkAfter/2, http.StatusOK, "pong") }},
+		{"parked, begun", false, func(conn net.Conn) {
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\npon\r\n")
+			time.Sleep(3 * parkAfter / 2)
+			io.WriteString(conn, "1\r\ng\r\n0\r\n\r\n")
+		}},
+		{"held, quiet", true, func(conn net.Conn) { answerAfter(conn, 3*parkAfter/2, http.StatusOK, "pong") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := newScriptedExchange(t, func(n int64, req *http.Request, conn net.Conn) {
+				if strings.Contains(req.URL.RawQuery, "Cmd=Ping") {
+					tc.ping(conn)
+					return
+				}
+				answerAfter(conn, 0, http.StatusOK, "folders")
+			})
+			addr := pollGateway(t, x, time.Minute, tc.bare, nil)
+			c, br := dialDevice(t, addr)
+			io.WriteString(c, pingRequest)
+			if status, body, err := readStatus(t, c, br, 20*time.Second); err != nil || status != 200 || body != "pong" {
+				t.Fatalf("Ping: %d %q %v", status, body, err)
+			}
+			io.WriteString(c, strings.Replace(pingRequest, "Cmd=Ping", "Cmd=FolderSync", 1))
+			if status, body, err := readStatus(t, c, br, 20*time.Second); err != nil || body != "folders" {
+				t.Fatalf("the next request on the connection: %d %q %v", status, body, err)
+			}
+		})
+	}
+}
+
+// TestLongPollRequestAsReverseProxy: a long poll's request reaches Exchange
+// with the very headers, path and query an ordinary request's does through
+// ReverseProxy: hop-by-hop headers and those the Connection header names
+// dropped, "Te: trailers" kept, the device's credentials and forwarding
+// headers replaced.
+func TestLongPollRequestAsReverseProxy(t *testing.T) {
+	type seen struct {
+		uri    string
+		header http.Header
+	}
+	got := make(chan seen, 2)
+	x := newScriptedExchange(t, func(n int64, req *http.Request, conn net.Conn) {
+		got <- seen{req.RequestURI, req.Header.Clone()}
+		answerAfter(conn, 0, http.StatusOK, "ok")
+	})
+	addr := pollGateway(t, x, time.Minute, false, nil)
+	headers := "Host: gw\r\nContent-Length: 0\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n" +
+		"Te: trailers, deflate\r\nUpgrade: h2c\r\nProxy-Authorization: Basic eA==\r\nAuthorization: Basic YWxpY2U6cA==\r\n" +
+		"Proxy-Connection: keep-alive\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: evil\r\nForwarded: for=evil\r\n" +
+		"X-Ms-PolicyKey: 123\r\nMS-ASProtocolVersion: 16.1\r\nUser-Agent: Apple-iPhone/1\r\nAccept: */*\r\n\r\n"
+	var list []seen
+	for _, cmd := range []string{"FolderSync", "Ping"} {
+		c, br := dialDevice(t, addr)
+		io.WriteString(c, "POST /Microsoft-Server-ActiveSync?Cmd="+cmd+"&User=alice&DeviceId=dev1&DeviceType=t HTTP/1.1\r\n"+headers)
+		if status, body, err := readStatus(t, c, br, 10*time.Second); err != nil || status != 200 {
+			t.Fatalf("%s: %d %q %v", cmd, status, body, err)
+		}
+		select {
+		case s := <-got:
+			list = append(list, s)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not reach Exchange", cmd)
+		}
+	}
+	ord, lp := list[0], list[1]
+	if want := strings.Replace(ord.uri, "FolderSync", "Ping", 1); lp.uri != want {
+		t.Errorf("the long poll went to %q, the ordinary request to %q", lp.uri, ord.uri)
+	}
+	for _, h := range []http.Header{ord.header, lp.header} {
+		if !strings.HasPrefix(h.Get("Authorization"), "Negotiate ") {
+			t.Errorf("Authorization %q", h.Get("Authorization"))
+		}
+		h.Del("Authorization") // a fresh authenticator each time
+	}
+	if !equalHeaders(ord.header, lp.header) {
+		t.Errorf("headers differ:\nReverseProxy: %v\nlong poll:    %v", ord.header, lp.header)
+	}
+	for _, k := range []string{"X-Hop", "Keep-Alive", "Upgrade", "Proxy-Authorization", "Proxy-Connection", "Forwarded"} {
+		if v := lp.header.Get(k); v != "" {
+			t.Errorf("%s passed on: %q", k, v)
+		}
+	}
+	if lp.header.Get("Te") != "trailers" || lp.header.Get("X-Forwarded-For") != "127.0.0.1" || lp.header.Get("X-Forwarded-Host") != "gw" ||
+		lp.header.Get("X-Ms-Policykey") != "123" {
+		t.Errorf("Te %q, X-Forwarded-For %q, X-Forwarded-Host %q, X-MS-PolicyKey %q", lp.header.Get("Te"),
+			lp.header.Get("X-Forwarded-For"), lp.header.Get("X-Forwarded-Host"), lp.header.Get("X-Ms-Policykey"))
+	}
+}
+
+func equalHeaders(a, b http.Header) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, va := range a {
+		vb := b[k]
+		if strings.Join(va, "\x00") != strings.Join(vb, "\x00") {
+			return false
+		}
+	}
+	return true
+}

@@ -100,5 +100,5 @@
 // an epoll of the handler's own with no goroutine or buffer of its own,
 // and the connection goes back to the server when the answer has gone and
 // the device begins its next request (see
-// the comment at the top of park.go, and README's "Parked long polls").
+// the comment at the top of longpoll.go, and README's "Parked long polls").
 package seg

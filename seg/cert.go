@@ -13,8 +13,8 @@ import (
 	"os"
 	"sync"
 	"time"
-	"unicode/utf8"
 
+	"github.com/segkcd/segkcd/internal/certname"
 	"github.com/segkcd/segkcd/kerberos"
 )
 
@@ -117,13 +117,13 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 		return nil, ErrNoCredentials
 	}
 	if len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
-		return nil, fmt.Errorf("%w: the client certificate's chain was not verified (set tls.Config.ClientCAs and ClientAuth)", ErrBadCredentials)
+		return nil, errorf("%w: the client certificate's chain was not verified (set tls.Config.ClientCAs and ClientAuth)", ErrBadCredentials)
 	}
 	chain := r.TLS.VerifiedChains[0]
 	leaf := chain[0]
 	if a.Revocation != nil {
 		if err := a.Revocation.Check(chain); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadCredentials, err)
+			return nil, errorf("%w: %w", ErrBadCredentials, err)
 		}
 	}
 	sources := a.Sources
@@ -133,14 +133,14 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 	for _, s := range sources {
 		name, err := certName(leaf, s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: certificate %s: %v", ErrBadCredentials, s, err)
+			return nil, errorf("%w: certificate %s: %v", ErrBadCredentials, s, err)
 		}
 		if name == "" {
 			continue
 		}
 		acct, err := a.Names.Resolve(r.Context(), name)
 		if errors.Is(err, ErrBadName) {
-			err = fmt.Errorf("%w: certificate %s: %w", ErrBadCredentials, s, err)
+			err = errorf("%w: certificate %s: %w", ErrBadCredentials, s, err)
 		}
 		if err != nil {
 			return nil, &loginError{who: printable(name), err: err}
@@ -152,7 +152,7 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 		id.Certificate = leaf
 		return id, nil
 	}
-	return nil, fmt.Errorf("%w: the certificate names no user (%v)", ErrBadCredentials, sources)
+	return nil, errorf("%w: the certificate names no user (%v)", ErrBadCredentials, sources)
 }
 
 // bind checks that leaf is bound to acct as Mapping requires, and returns the
@@ -162,12 +162,12 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name string, acct *kerberos.Account) (*kerberos.Account, error) {
 	certSID, err := certificateSID(leaf, !a.SIDExtensionOnly)
 	if err != nil {
-		return nil, a.refuse(ctx, "malformed", leaf, acct, fmt.Errorf("%w: %w", ErrBadCredentials, err))
+		return nil, a.refuse(ctx, "malformed", leaf, acct, errorf("%w: %w", ErrBadCredentials, err))
 	}
 	if certSID != "" && certSID != acct.SID {
 		fresh, ferr := a.Names.Refresh(ctx, name)
 		if ferr != nil || fresh.SID != certSID {
-			return nil, a.refuse(ctx, "sid_mismatch", leaf, acct, fmt.Errorf("%w: %w (the certificate carries %s, its name belongs to %s)",
+			return nil, a.refuse(ctx, "sid_mismatch", leaf, acct, errorf("%w: %w (the certificate carries %s, its name belongs to %s)",
 				ErrBadCredentials, ErrSIDMismatch, certSID, acct.SID))
 		}
 		acct = fresh
@@ -189,7 +189,7 @@ func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name
 				}
 			}
 		}
-		return nil, a.refuse(ctx, "no_strong_mapping", leaf, acct, fmt.Errorf("%w: %w", ErrBadCredentials, ErrNoStrongMapping))
+		return nil, a.refuse(ctx, "no_strong_mapping", leaf, acct, errorf("%w: %w", ErrBadCredentials, ErrNoStrongMapping))
 	}
 	// Compatibility and off: served without a strong mapping, for the
 	// name's holder as the directory said it at most WeakMaxAge ago.
@@ -205,7 +205,7 @@ func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name
 				return nil, fmt.Errorf("seg: reading the account's creation time: %w", err)
 			}
 			if !created.IsZero() && leaf.NotBefore.Before(created.Add(-positiveOr(a.BackdatingCompensation, 10*time.Minute))) {
-				return nil, a.refuse(ctx, "predates_account", leaf, acct, fmt.Errorf("%w: %w (issued %s, account created %s)",
+				return nil, a.refuse(ctx, "predates_account", leaf, acct, errorf("%w: %w (issued %s, account created %s)",
 					ErrBadCredentials, ErrCertificatePredatesAccount, leaf.NotBefore.UTC().Format(time.RFC3339), created.UTC().Format(time.RFC3339)))
 			}
 		}
@@ -238,7 +238,7 @@ func (a *CertificateAuth) log(ctx context.Context, msg, result string, leaf *x50
 // about again: refused by the directory, or not answered.
 func weakNameError(err error) error {
 	if errors.Is(err, ErrBadName) {
-		return fmt.Errorf("%w: certificate: %w", ErrBadCredentials, err)
+		return errorf("%w: certificate: %w", ErrBadCredentials, err)
 	}
 	return err
 }
@@ -262,7 +262,7 @@ func certName(c *x509.Certificate, s NameSource) (string, error) {
 	case FromUPN:
 		for _, e := range c.Extensions {
 			if e.Id.Equal(oidSAN) {
-				upns, err := ParseUPNs(e.Value)
+				upns, err := certname.ParseUPNs(e.Value)
 				if err != nil || len(upns) == 0 {
 					return "", err
 				}
@@ -281,113 +281,8 @@ func certName(c *x509.Certificate, s NameSource) (string, error) {
 	return "", nil
 }
 
-var (
-	oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
-	oidUPN = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2, 3}
-)
-
-// ParseUPNs returns the UPNs in a subjectAltName extension's value (the DER
-// of GeneralNames): the otherName entries of type 1.3.6.1.4.1.311.20.2.3,
-// whose value is a UTF8String. crypto/x509 parses the SAN but drops
-// otherName entries.
-func ParseUPNs(der []byte) ([]string, error) {
-	var names []asn1.RawValue
-	rest, err := asn1.Unmarshal(der, &names)
-	if err != nil {
-		return nil, fmt.Errorf("subjectAltName: %w", err)
-	}
-	if len(rest) != 0 {
-		return nil, errors.New("subjectAltName: trailing data")
-	}
-	var upns []string
-	for _, n := range names {
-		id, rest, ok, err := otherNameID(n)
-		if err != nil {
-			return nil, fmt.Errorf("subjectAltName otherName: %w", err)
-		}
-		if !ok || !id.Equal(oidUPN) {
-			continue
-		}
-		v, err := otherNameValue(rest)
-		if err != nil {
-			return nil, fmt.Errorf("subjectAltName UPN: %w", err)
-		}
-		if v.Class != asn1.ClassUniversal || v.Tag != asn1.TagUTF8String || v.IsCompound {
-			return nil, errors.New("subjectAltName UPN: not a UTF8String")
-		}
-		if !utf8.Valid(v.Bytes) {
-			return nil, errors.New("subjectAltName UPN: invalid UTF-8")
-		}
-		upns = append(upns, string(v.Bytes))
-	}
-	return upns, nil
-}
-
-// MarshalUPN returns a GeneralName otherName of type UPN, for
-// x509.Certificate.ExtraExtensions of device certificates (an MDM's CA, and
-// tests).
-func MarshalUPN(upn string) ([]byte, error) {
-	value, err := asn1.MarshalWithParams(upn, "utf8")
-	if err != nil {
-		return nil, err
-	}
-	return marshalOtherName(oidUPN, value)
-}
-
-// An otherName GeneralName (RFC 5280 4.2.1.6) is
-// [0] IMPLICIT SEQUENCE { type-id OID, value [0] EXPLICIT ANY }: the UPN of
-// the SAN and the SID of the SID extension are both written so.
-
-// otherNameID reads an otherName's type-id; ok is false for a GeneralName
-// of another kind, and rest is what follows the type-id.
-func otherNameID(n asn1.RawValue) (id asn1.ObjectIdentifier, rest []byte, ok bool, err error) {
-	if n.Class != asn1.ClassContextSpecific || n.Tag != 0 || !n.IsCompound {
-		return nil, nil, false, nil
-	}
-	if rest, err = asn1.Unmarshal(n.Bytes, &id); err != nil {
-		return nil, nil, false, err
-	}
-	return id, rest, true, nil
-}
-
-// otherNameValue reads the [0] EXPLICIT value after an otherName's type-id:
-// one element, nothing after it.
-func otherNameValue(rest []byte) (asn1.RawValue, error) {
-	var wrapped, v asn1.RawValue
-	rest, err := asn1.Unmarshal(rest, &wrapped)
-	if err != nil {
-		return v, err
-	}
-	if len(rest) != 0 || wrapped.Class != asn1.ClassContextSpecific || wrapped.Tag != 0 || !wrapped.IsCompound {
-		return v, errors.New("not an explicit [0] value")
-	}
-	if rest, err = asn1.Unmarshal(wrapped.Bytes, &v); err != nil {
-		return v, err
-	}
-	if len(rest) != 0 {
-		return v, errors.New("data after the value")
-	}
-	return v, nil
-}
-
-// marshalOtherName writes an otherName of type id around value (DER).
-func marshalOtherName(id asn1.ObjectIdentifier, value []byte) ([]byte, error) {
-	oid, err := asn1.Marshal(id)
-	if err != nil {
-		return nil, err
-	}
-	explicit, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: value})
-	if err != nil {
-		return nil, err
-	}
-	return asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: append(oid, explicit...)})
-}
-
-// SANExtension wraps GeneralName values (MarshalUPN's and others) into a
-// subjectAltName extension.
-func SANExtension(generalNames ...[]byte) ([]byte, error) {
-	return asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: bytes.Join(generalNames, nil)})
-}
+// oidSAN is subjectAltName's.
+var oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
 
 // CRL refuses certificates listed in certificate revocation lists read from
 // files, each signed by one of the device CAs. Every certificate of the
@@ -449,7 +344,7 @@ var ErrStaleCRL = errors.New("seg: CRL past its nextUpdate")
 // certificate below the chain's last (its trust anchor) likewise.
 func (c *CRL) Check(chain []*x509.Certificate) error {
 	if len(chain) < 2 {
-		return fmt.Errorf("%w: certificate chain too short for a revocation check", ErrBadCredentials)
+		return errorf("%w: certificate chain too short for a revocation check", ErrBadCredentials)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -483,7 +378,7 @@ func (c *CRL) checkOne(files []*crlFile, cert, issuer *x509.Certificate, now tim
 		}
 		found = true
 		if f.serials[cert.SerialNumber.String()] {
-			return fmt.Errorf("%w: serial %s by %s", ErrRevoked, cert.SerialNumber, printable(issuer.Subject.CommonName))
+			return errorf("%w: serial %s by %s", ErrRevoked, cert.SerialNumber, printable(issuer.Subject.CommonName))
 		}
 		if next := f.list.NextUpdate; !next.IsZero() && now.After(next) {
 			c.Metrics.staleCRL(c.AllowStale)
@@ -493,13 +388,13 @@ func (c *CRL) checkOne(files []*crlFile, cert, issuer *x509.Certificate, now tim
 					"next_update", next, "refusing", !c.AllowStale)
 			}
 			if !c.AllowStale {
-				return fmt.Errorf("%w: %s's CRL (%s) was due for renewal at %s", ErrStaleCRL,
+				return errorf("%w: %s's CRL (%s) was due for renewal at %s", ErrStaleCRL,
 					printable(issuer.Subject.CommonName), f.name, next.UTC().Format(time.RFC3339))
 			}
 		}
 	}
 	if !found {
-		return fmt.Errorf("%w: no CRL from %s", ErrRevoked, printable(issuer.Subject.CommonName))
+		return errorf("%w: no CRL from %s", ErrRevoked, printable(issuer.Subject.CommonName))
 	}
 	return nil
 }
@@ -573,7 +468,7 @@ func (c *CRL) current() ([]*crlFile, error) {
 		}
 	}
 	if len(good) == 0 {
-		return nil, fmt.Errorf("%w: no CRL could be read", ErrRevoked)
+		return nil, errorf("%w: no CRL could be read", ErrRevoked)
 	}
 	return good, nil
 }

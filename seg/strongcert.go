@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/segkcd/segkcd/internal/certname"
 	"github.com/segkcd/segkcd/internal/sid"
 )
 
@@ -102,11 +103,11 @@ var (
 
 var (
 	oidSIDExtension = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 25, 2}
-	oidSIDOtherName = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 25, 2, 1}
+	oidSIDOtherName = certname.OIDSIDOtherName
 )
 
 // sidURIPrefix is the SAN URI form of a SID (KB5014754, Intune, ADCS).
-const sidURIPrefix = "tag:microsoft.com,2022-09-14:sid:"
+const sidURIPrefix = certname.SIDURIPrefix
 
 // ParseSIDExtension reads the value of the SID extension (OID
 // 1.3.6.1.4.1.311.25.2, szOID_NTDS_CA_SECURITY_EXT): a SEQUENCE of one
@@ -116,7 +117,7 @@ const sidURIPrefix = "tag:microsoft.com,2022-09-14:sid:"
 // SIDs, a SID not written as the PAC writes it).
 func ParseSIDExtension(der []byte) (string, error) {
 	bad := func(why string) (string, error) {
-		return "", fmt.Errorf("%w: SID extension: %s", ErrBadSIDExtension, why)
+		return "", errorf("%w: SID extension: %s", ErrBadSIDExtension, why)
 	}
 	var seq asn1.RawValue
 	rest, err := asn1.Unmarshal(der, &seq)
@@ -129,14 +130,14 @@ func ParseSIDExtension(der []byte) (string, error) {
 		if b, err = asn1.Unmarshal(b, &on); err != nil {
 			return bad("a malformed entry")
 		}
-		oid, inner, ok, err := otherNameID(on)
+		oid, inner, ok, err := certname.OtherNameID(on)
 		switch {
 		case !ok && err == nil:
 			return bad("an entry that is not an otherName")
 		case err != nil || !oid.Equal(oidSIDOtherName):
 			return bad("an otherName that is not a SID")
 		}
-		v, err := otherNameValue(inner)
+		v, err := certname.OtherNameValue(inner)
 		if err != nil {
 			return bad("the SID's [0] is missing or holds more than one value")
 		}
@@ -162,17 +163,9 @@ func ParseSIDExtension(der []byte) (string, error) {
 // it (for CAs and tests that issue device certificates).
 func MarshalSIDExtension(s string) ([]byte, error) {
 	if _, err := sid.Parse(s); err != nil {
-		return nil, fmt.Errorf("%w: %q", ErrBadSIDExtension, printable(s))
+		return nil, errorf("%w: %q", ErrBadSIDExtension, printable(s))
 	}
-	octets, err := asn1.Marshal([]byte(s))
-	if err != nil {
-		return nil, err
-	}
-	on, err := marshalOtherName(oidSIDOtherName, octets)
-	if err != nil {
-		return nil, err
-	}
-	return asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: on})
+	return certname.MarshalSIDExtension(s)
 }
 
 // SIDURI is the SAN URI that carries s (tag:microsoft.com,2022-09-14:sid:s).
@@ -187,7 +180,7 @@ func SIDFromURI(uri string) (s string, ok bool, err error) {
 	}
 	s, err = sid.Parse(uri[len(sidURIPrefix):])
 	if err != nil {
-		return "", true, fmt.Errorf("%w: SAN URI", ErrBadSIDExtension)
+		return "", true, errorf("%w: SAN URI", ErrBadSIDExtension)
 	}
 	return s, true, nil
 }
@@ -203,7 +196,7 @@ func certificateSID(c *x509.Certificate, uris bool) (string, error) {
 	found := ""
 	add := func(s string) error {
 		if found != "" && found != s {
-			return fmt.Errorf("%w: the certificate carries two different SIDs", ErrBadSIDExtension)
+			return errorf("%w: the certificate carries two different SIDs", ErrBadSIDExtension)
 		}
 		found = s
 		return nil

@@ -4,8 +4,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 
+	"github.com/segkcd/segkcd/internal/certname"
 	"github.com/segkcd/segkcd/internal/testinfra/testpki"
-	"github.com/segkcd/segkcd/seg"
 )
 
 // PKI is a throwaway certificate authority for HTTPS test hosts and
@@ -59,7 +59,7 @@ func certUPN(c *x509.Certificate) string {
 		if ext.Id.String() != "2.5.29.17" {
 			continue
 		}
-		if upns, err := seg.ParseUPNs(ext.Value); err == nil && len(upns) > 0 {
+		if upns, err := certname.ParseUPNs(ext.Value); err == nil && len(upns) > 0 {
 			return upns[0]
 		}
 	}

@@ -3,8 +3,8 @@ package testpki_test
 import (
 	"fmt"
 
+	"github.com/segkcd/segkcd/internal/certname"
 	"github.com/segkcd/segkcd/internal/testinfra/testpki"
-	"github.com/segkcd/segkcd/seg"
 )
 
 // A device certificate with a UPN, read back as the gateway reads it.
@@ -19,7 +19,7 @@ func ExampleCA_Device() {
 	}
 	for _, e := range dev.Cert.Extensions {
 		if e.Id.String() == "2.5.29.17" {
-			upns, _ := seg.ParseUPNs(e.Value)
+			upns, _ := certname.ParseUPNs(e.Value)
 			fmt.Println(upns, dev.Cert.Subject.CommonName)
 		}
 	}

@@ -20,7 +20,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/segkcd/segkcd/seg"
+	"github.com/segkcd/segkcd/internal/certname"
 )
 
 // CA is a certificate authority with an ECDSA P-256 key.
@@ -171,7 +171,7 @@ func (ca *CA) DeviceFor(d DeviceSpec) (*Issued, error) {
 	if d.UPN != "" {
 		// A SAN extension of our own replaces the one x509 would build from
 		// EmailAddresses, so the e-mail goes in as a GeneralName as well.
-		gn, err := seg.MarshalUPN(d.UPN)
+		gn, err := certname.MarshalUPN(d.UPN)
 		if err != nil {
 			return nil, err
 		}
@@ -185,21 +185,21 @@ func (ca *CA) DeviceFor(d DeviceSpec) (*Issued, error) {
 		names = append(names, e)
 	}
 	if d.SIDIn&SIDURI != 0 {
-		u, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(seg.SIDURI(d.SID))})
+		u, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(certname.SIDURIPrefix + d.SID)})
 		if err != nil {
 			return nil, err
 		}
 		names = append(names, u)
 	}
 	if len(names) > 0 {
-		san, err := seg.SANExtension(names...)
+		san, err := certname.SANExtension(names...)
 		if err != nil {
 			return nil, err
 		}
 		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san})
 	}
 	if d.SIDIn&SIDExtension != 0 {
-		ext, err := seg.MarshalSIDExtension(d.SID)
+		ext, err := certname.MarshalSIDExtension(d.SID)
 		if err != nil {
 			return nil, err
 		}

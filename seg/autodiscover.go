@@ -66,7 +66,7 @@ func rewriteAutodiscoverDoc(doc []byte, url string) ([]byte, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadAutodiscover, err)
+			return nil, errorf("%w: %v", ErrBadAutodiscover, err)
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
@@ -98,7 +98,7 @@ func rewriteAutodiscoverDoc(doc []byte, url string) ([]byte, error) {
 		}
 	}
 	if depth != 0 {
-		return nil, fmt.Errorf("%w: unclosed elements", ErrBadAutodiscover)
+		return nil, errorf("%w: unclosed elements", ErrBadAutodiscover)
 	}
 	var esc bytes.Buffer
 	xml.EscapeText(&esc, []byte(url))

@@ -53,7 +53,7 @@ func parseAutodiscoverJSON(r *http.Request) (autodiscoverJSONRequest, error) {
 	var q autodiscoverJSONRequest
 	values, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return q, fmt.Errorf("%w: query: %v", errBadAutodiscoverJSON, err)
+		return q, errorf("%w: query: %v", errBadAutodiscoverJSON, err)
 	}
 	get := func(name string) (string, error) {
 		var found []string
@@ -63,7 +63,7 @@ func parseAutodiscoverJSON(r *http.Request) (autodiscoverJSONRequest, error) {
 			}
 		}
 		if len(found) > 1 {
-			return "", fmt.Errorf("%w: %s given %d times", errBadAutodiscoverJSON, name, len(found))
+			return "", errorf("%w: %s given %d times", errBadAutodiscoverJSON, name, len(found))
 		}
 		if len(found) == 0 {
 			return "", nil
@@ -82,13 +82,13 @@ func parseAutodiscoverJSON(r *http.Request) (autodiscoverJSONRequest, error) {
 	at := strings.LastIndexByte(q.Email, '@')
 	switch {
 	case q.Email == "":
-		return q, fmt.Errorf("%w: no mailbox address", errBadAutodiscoverJSON)
+		return q, errorf("%w: no mailbox address", errBadAutodiscoverJSON)
 	case len(q.Email) > 320 || !utf8.ValidString(q.Email) || strings.ContainsFunc(q.Email, isControl):
-		return q, fmt.Errorf("%w: the mailbox address is not one", errBadAutodiscoverJSON)
+		return q, errorf("%w: the mailbox address is not one", errBadAutodiscoverJSON)
 	case at <= 0 || at == len(q.Email)-1:
-		return q, fmt.Errorf("%w: the mailbox address has no domain", errBadAutodiscoverJSON)
+		return q, errorf("%w: the mailbox address has no domain", errBadAutodiscoverJSON)
 	case q.Protocol == "":
-		return q, fmt.Errorf("%w: no Protocol", errBadAutodiscoverJSON)
+		return q, errorf("%w: no Protocol", errBadAutodiscoverJSON)
 	}
 	return q, nil
 }
@@ -115,7 +115,7 @@ func (h *ProxyHandler) autodiscoverJSON(w *statusWriter, r *http.Request, line *
 		answer.Protocol, answer.URL = "Ews", base+"/EWS/Exchange.asmx"
 	default:
 		line.err = &Error{Stage: StageRequest, Status: http.StatusBadRequest, User: line.user,
-			Err: fmt.Errorf("%w: protocol %q is not served", errBadAutodiscoverJSON, printable(q.Protocol))}
+			Err: errorf("%w: protocol %q is not served", errBadAutodiscoverJSON, printable(q.Protocol))}
 		writeJSON(w, http.StatusBadRequest, map[string]string{"ErrorCode": "InvalidProtocol",
 			"ErrorMessage": fmt.Sprintf("The given protocol value '%s' is invalid. Supported values are '%s'",
 				alphanumeric(q.Protocol), strings.Join(supported, ","))})

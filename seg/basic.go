@@ -156,7 +156,7 @@ func loginNameError(err error) error {
 	switch {
 	case errors.Is(err, ErrBadName):
 		return &opaqueError{msg: ErrBadCredentials.Error() + ": the login name names no account of the domain",
-			err: fmt.Errorf("%w: %w", ErrBadCredentials, err)}
+			err: errorf("%w: %w", ErrBadCredentials, err)}
 	case errors.Is(err, ErrNamesBusy), errors.Is(err, ErrSourceLimited):
 		return err
 	case errors.Is(err, kerberos.ErrNoKDC):
@@ -180,7 +180,7 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 		return nil, loginNameError(err)
 	}
 	if password == "" {
-		return nil, &loginError{acct.User, fmt.Errorf("%w: empty password", ErrBadCredentials)}
+		return nil, &loginError{acct.User, errorf("%w: empty password", ErrBadCredentials)}
 	}
 	if fresh, err := b.check(r.Context(), acct, password); err != nil {
 		// What follows asks the KDC about the name again: only for an
@@ -279,7 +279,7 @@ func (b *BasicAuth) check(ctx context.Context, acct *kerberos.Account, password 
 		}
 		if !b.allow(acct.SID, now) {
 			b.mu.Unlock()
-			return false, fmt.Errorf("%w: %w", ErrBadCredentials, ErrTooManyPasswords)
+			return false, errorf("%w: %w", ErrBadCredentials, ErrTooManyPasswords)
 		}
 		b.checks++
 		e = &basicEntry{done: make(chan struct{})}
@@ -369,7 +369,7 @@ func (b *BasicAuth) sameAccount(ctx context.Context, user *kerberos.Client, acct
 		return err // not remembered: the next try asks again
 	case now.SID != acct.SID:
 		return &opaqueError{msg: "seg: the login name's account changed since it was resolved; try again",
-			err: fmt.Errorf("%w: %s is now %s, not %s", kerberos.ErrAccountChanged, acct.User, now.SID, acct.SID)}
+			err: errorf("%w: %s is now %s, not %s", kerberos.ErrAccountChanged, acct.User, now.SID, acct.SID)}
 	}
 	return nil
 }
@@ -454,7 +454,7 @@ func (b *BasicAuth) exchange(acct *kerberos.Account, password string) error {
 		return b.sameAccount(ctx, c, acct)
 	case errors.Is(err, kerberos.ErrPreauthFailed), errors.Is(err, kerberos.ErrClientUnknown),
 		errors.Is(err, kerberos.ErrPolicy):
-		return fmt.Errorf("%w: %w", ErrBadCredentials, err)
+		return errorf("%w: %w", ErrBadCredentials, err)
 	}
 	return err
 }

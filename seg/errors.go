@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/segkcd/segkcd/kerberos"
 )
@@ -42,8 +43,22 @@ func (e *Error) Error() string {
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}
-	return s
+	return oneSegPrefix(s)
 }
+
+// errorf is fmt.Errorf for seg's errors: when a cause is seg's too, the
+// message says "seg: " once, at its front, not once per layer ("seg:
+// credentials refused: seg: the certificate's SID ..."). errors.Is and
+// errors.As see through it as through fmt.Errorf's.
+func errorf(format string, a ...any) error { return segError{fmt.Errorf(format, a...)} }
+
+type segError struct{ err error }
+
+func (e segError) Error() string { return oneSegPrefix(e.err.Error()) }
+func (e segError) Unwrap() error { return e.err }
+
+// oneSegPrefix drops the "seg: " of causes inside a message.
+func oneSegPrefix(s string) string { return strings.ReplaceAll(s, ": seg: ", ": ") }
 
 // Unwrap returns the cause, for errors.Is and errors.As.
 func (e *Error) Unwrap() error { return e.Err }

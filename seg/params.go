@@ -370,5 +370,5 @@ func printable(s string) string {
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 func badParams(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrBadParams, fmt.Sprintf(format, args...))
+	return errorf("%w: %s", ErrBadParams, fmt.Sprintf(format, args...))
 }

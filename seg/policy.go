@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -89,11 +88,11 @@ const (
 // patterns, durations and versions are errors that name the field.
 func ParsePolicy(b []byte) (*PolicyRules, error) {
 	if len(b) > maxPolicyBytes {
-		return nil, fmt.Errorf("%w: %d bytes", ErrBadPolicy, len(b))
+		return nil, errorf("%w: %d bytes", ErrBadPolicy, len(b))
 	}
 	var r PolicyRules
 	if err := decodeStrict(b, &r); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadPolicy, err)
+		return nil, errorf("%w: %v", ErrBadPolicy, err)
 	}
 	if _, err := compilePolicy(context.Background(), &r, Names{}, nil); err != nil {
 		return nil, err
@@ -172,11 +171,11 @@ func compilePolicy(ctx context.Context, r *PolicyRules, names Names, prev *compi
 		return nil, err
 	}
 	if len(r.Devices) > maxPolicyDevices {
-		return nil, fmt.Errorf("%w: devices: %d entries", ErrBadPolicy, len(r.Devices))
+		return nil, errorf("%w: devices: %d entries", ErrBadPolicy, len(r.Devices))
 	}
 	for id, d := range r.Devices {
 		if id == "" || checkText("device id", id, maxDeviceID) != nil {
-			return nil, fmt.Errorf("%w: devices: bad device id %q", ErrBadPolicy, printable(id))
+			return nil, errorf("%w: devices: bad device id %q", ErrBadPolicy, printable(id))
 		}
 		c.devices[foldDeviceID(id)] = compiledDevice{state: d, sid: c.sids[d.User]}
 		if d.User != "" && (c.sids[d.User] == "" || c.reasons[d.User] != "") && names.Accounts != nil {
@@ -186,7 +185,7 @@ func compilePolicy(ctx context.Context, r *PolicyRules, names Names, prev *compi
 	c.rules = r.Rules
 	if r.Rules.MaxInactive != "" {
 		if c.maxInactive, err = time.ParseDuration(r.Rules.MaxInactive); err != nil || c.maxInactive <= 0 {
-			return nil, fmt.Errorf("%w: rules.max_inactive: %q is not a positive duration", ErrBadPolicy, printable(r.Rules.MaxInactive))
+			return nil, errorf("%w: rules.max_inactive: %q is not a positive duration", ErrBadPolicy, printable(r.Rules.MaxInactive))
 		}
 	}
 	if c.mailClients, err = compilePatterns("rules.mail_clients", r.Rules.MailClients); err != nil {
@@ -195,7 +194,7 @@ func compilePolicy(ctx context.Context, r *PolicyRules, names Names, prev *compi
 	c.types = foldSet(r.Rules.DeviceTypes)
 	if r.Rules.MinProtocol != "" {
 		if c.minProto = protoNumber(r.Rules.MinProtocol); c.minProto == 0 {
-			return nil, fmt.Errorf("%w: rules.min_protocol_version: %q is not like \"14.0\"", ErrBadPolicy, printable(r.Rules.MinProtocol))
+			return nil, errorf("%w: rules.min_protocol_version: %q is not like \"14.0\"", ErrBadPolicy, printable(r.Rules.MinProtocol))
 		}
 	}
 	return c, nil
@@ -354,16 +353,16 @@ func (c *compiled) reason(u string) string {
 
 func compilePatterns(field string, ps []string) ([]*regexp.Regexp, error) {
 	if len(ps) > maxPatterns {
-		return nil, fmt.Errorf("%w: %s: %d patterns", ErrBadPolicy, field, len(ps))
+		return nil, errorf("%w: %s: %d patterns", ErrBadPolicy, field, len(ps))
 	}
 	var out []*regexp.Regexp
 	for _, p := range ps {
 		if len(p) > maxPattern {
-			return nil, fmt.Errorf("%w: %s: a pattern of %d bytes", ErrBadPolicy, field, len(p))
+			return nil, errorf("%w: %s: a pattern of %d bytes", ErrBadPolicy, field, len(p))
 		}
 		re, err := regexp.Compile(p)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrBadPolicy, field, err)
+			return nil, errorf("%w: %s: %v", ErrBadPolicy, field, err)
 		}
 		out = append(out, re)
 	}

@@ -166,7 +166,7 @@ func (h *PolicyHTTP) Poll(ctx context.Context) error {
 func (h *PolicyHTTP) applyDelta(b []byte) error {
 	var d PolicyDelta
 	if err := decodeStrict(b, &d); err != nil {
-		return fmt.Errorf("%w: delta: %v", ErrBadPolicy, err)
+		return errorf("%w: delta: %v", ErrBadPolicy, err)
 	}
 	next := *h.rules
 	next.Devices = make(map[string]DeviceState, len(h.rules.Devices)+len(d.Devices))

@@ -333,7 +333,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var err error
 		params, err = ParseParams(r)
 		if err == nil && r.Method == http.MethodPost && params.Cmd == "" {
-			err = fmt.Errorf("%w: POST without Cmd", ErrBadParams)
+			err = errorf("%w: POST without Cmd", ErrBadParams)
 		}
 		if err != nil {
 			h.fail(sw, r, line, &Error{Stage: StageRequest, Err: err})
@@ -372,7 +372,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.failed.failed(src, time.Now())
 	}
 	if err == nil && (id == nil || id.User == "") {
-		err = fmt.Errorf("%w: the authenticator named no user", ErrBadCredentials)
+		err = errorf("%w: the authenticator named no user", ErrBadCredentials)
 	}
 	if err == nil && id.SID == "" {
 		// Every piece of per-user state is keyed by the account's SID; an

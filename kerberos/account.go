@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/iana/adtype"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
+	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
 )
@@ -79,7 +81,73 @@ func (c *Client) Account(ctx context.Context, name string) (*Account, error) {
 	if !EqualNames(a.Realm, c.realm) {
 		a.User = a.Name + "@" + a.Realm
 	}
+	c.keepEvidence(a, ev)
 	return a, nil
+}
+
+// evidenceMaxAge is how long a resolution's S4U2Self ticket may stand in
+// for ImpersonateAccount's own: the name-to-SID check that the S4U2Self
+// would repeat is then this old at most. evidenceMax bounds how many are
+// held (names resolved and never impersonated, such as refused logins').
+const (
+	evidenceMaxAge = 30 * time.Second
+	evidenceMax    = 4096
+)
+
+// heldEvidence is an S4U2Self ticket whose PAC named an account.
+type heldEvidence struct {
+	ticket *Ticket
+	user   string // Account.User of the account it named
+	at     time.Time
+}
+
+// keepEvidence holds ev, whose PAC named a, for ImpersonateAccount: when
+// it is the ticket ImpersonateAccount's own S4U2Self would get. A ticket
+// for another form of the name (a UPN, which the KDC keeps as the
+// enterprise name asked for, or another case) would make the service
+// ticket name the client so, where Exchange is given the account's name
+// (the Negotiate ticket's cname) on every other path.
+func (c *Client) keepEvidence(a *Account, ev *Ticket) {
+	if a.SID == "" || !ev.Forwardable() {
+		return // S4U2Proxy would refuse it
+	}
+	cn := ev.Client
+	if a.User != a.Name || cn.NameType != nametype.KRB_NT_PRINCIPAL || len(cn.NameString) != 1 ||
+		cn.NameString[0] != a.Name || ev.ClientRealm != c.realm {
+		return
+	}
+	now := c.now()
+	c.evidenceMu.Lock()
+	defer c.evidenceMu.Unlock()
+	if c.evidence == nil {
+		c.evidence = map[string]heldEvidence{}
+	}
+	if len(c.evidence) >= evidenceMax {
+		for sid, e := range c.evidence {
+			if now.Sub(e.at) >= evidenceMaxAge {
+				delete(c.evidence, sid)
+			}
+		}
+		if len(c.evidence) >= evidenceMax {
+			return
+		}
+	}
+	c.evidence[a.SID] = heldEvidence{ticket: ev, user: a.User, at: now}
+}
+
+// takeEvidence returns, once, the S4U2Self ticket that Account read acct
+// from within evidenceMaxAge, keyed by its SID and for the same name; nil
+// when there is none.
+func (c *Client) takeEvidence(acct *Account) *Ticket {
+	c.evidenceMu.Lock()
+	e, ok := c.evidence[acct.SID]
+	delete(c.evidence, acct.SID)
+	c.evidenceMu.Unlock()
+	now := c.now()
+	if !ok || e.user != acct.User || now.Sub(e.at) >= evidenceMaxAge || !now.Before(e.ticket.EndTime) {
+		return nil
+	}
+	return e.ticket
 }
 
 // AccountIn reads the account of a ticket issued to c's own account (a
@@ -114,11 +182,21 @@ func (c *Client) AccountIn(t *Ticket) (*Account, error) {
 // given to another account since it was resolved (a rename, a UPN moved)
 // fails with ErrAccountChanged instead of yielding the other account's
 // ticket. It needs the service account's key to open the PAC
-// (ErrNoServiceKey without one).
+// (ErrNoServiceKey without one). The first impersonation of an account that
+// Account resolved within the last 30 seconds, by its account name, takes
+// the S4U2Self ticket Account got, whose PAC named the same SID, and asks
+// the KDC for S4U2Proxy only: a new user costs two exchanges, not three. An
+// account resolved by its UPN costs three: the KDC names the client of the
+// UPN's S4U2Self ticket by the UPN, as an enterprise name.
 func (c *Client) ImpersonateAccount(ctx context.Context, acct *Account, spn string) (*Ticket, error) {
 	const op = "S4U2Self"
 	if acct == nil || acct.User == "" || acct.SID == "" {
 		return nil, fail(op, "", errors.New("an account without a name or a SID"))
+	}
+	if ev := c.takeEvidence(acct); ev != nil {
+		// Account resolved this account a moment ago: its S4U2Self
+		// ticket's PAC named acct.SID, and serves as the evidence.
+		return c.S4U2Proxy(ctx, ev, spn)
 	}
 	ev, err := c.S4U2Self(ctx, acct.User)
 	if err != nil {

@@ -177,6 +177,13 @@ type Client struct {
 	// noX509: the KDC refused PA-S4U-X509-USER once; send PA-FOR-USER alone.
 	noX509 atomic.Bool
 
+	// evidence holds the S4U2Self tickets Account just read an account
+	// from, by the account's SID, for a moment: ImpersonateAccount's
+	// S4U2Proxy takes one instead of asking for it again, so that a new
+	// user costs the KDC two exchanges, not three.
+	evidenceMu sync.Mutex
+	evidence   map[string]heldEvidence
+
 	mu        sync.Mutex
 	key       types.EncryptionKey  // the long-term key of the last AS exchange
 	keyPAData types.PADataSequence // its AS-REP padata (the KDC's salt)

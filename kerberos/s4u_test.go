@@ -239,3 +239,60 @@ func TestClockSkew(t *testing.T) {
 		t.Fatalf("AS with a skewed clock: %v", err)
 	}
 }
+
+// TestAccountThenImpersonate (issue 29): an account just resolved by its
+// name costs one exchange more for its ticket, S4U2Proxy with the resolution's S4U2Self
+// ticket as evidence, once; the next impersonation of the account asks for
+// S4U2Self again, as does one for an account whose SID the resolution did
+// not name. The ticket is the account's.
+func TestAccountThenImpersonate(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	d := &countingDialer{}
+	c := e.clientVia(&kerberos.Transport{Config: e.cfg, Dialer: d})
+	if _, err := c.TGT(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.n.Store(0)
+	a, err := c.Account(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := c.ImpersonateAccount(ctx, a, e.mailSPN)
+	if err != nil || tk.Client.PrincipalNameString() != "alice" {
+		t.Fatalf("the ticket: %v %v", tk, err)
+	}
+	if n := d.n.Load(); n != 2 {
+		t.Errorf("resolving and impersonating a new account: %d KDC exchanges, want 2", n)
+	}
+	d.n.Store(0)
+	if _, err := c.ImpersonateAccount(ctx, a, e.mailSPN); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.n.Load(); n != 2 {
+		t.Errorf("the second impersonation: %d KDC exchanges, want 2 (S4U2Self again)", n)
+	}
+	// Resolved by its UPN, the account costs three: the KDC names the
+	// client of that S4U2Self ticket by the UPN, and a service ticket
+	// made from it would too.
+	d.n.Store(0)
+	u, err := c.Account(ctx, "alice@"+e.lab.DNSDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk, err := c.ImpersonateAccount(ctx, u, e.mailSPN); err != nil || tk.Client.PrincipalNameString() != "alice" {
+		t.Fatalf("the ticket of an account resolved by UPN: %v %v", tk, err)
+	}
+	if n := d.n.Load(); n != 3 {
+		t.Errorf("resolving by UPN and impersonating: %d KDC exchanges, want 3", n)
+	}
+	// A resolution's evidence serves its own SID only.
+	if _, err := c.Account(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	other := *a
+	other.SID += "9"
+	if _, err := c.ImpersonateAccount(ctx, &other, e.mailSPN); !errors.Is(err, kerberos.ErrAccountChanged) {
+		t.Errorf("an account of another SID under alice's name: %v, want ErrAccountChanged", err)
+	}
+}

@@ -26,7 +26,6 @@ package exchange
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -157,47 +156,15 @@ type Status struct {
 }
 
 // ASAStatus reads a server's credentials
-// (Get-ClientAccessService -IncludeAlternateServiceAccountCredentialStatus).
+// (Get-ClientAccessService -IncludeAlternateServiceAccountCredentialStatus),
+// without their passwords.
 func (o *Org) ASAStatus(ctx context.Context, server string) (*Status, error) {
-	v, err := o.Version(ctx, server)
+	cs, err := o.readCredentials(ctx, "read ASA status", server, false)
 	if err != nil {
 		return nil, err
 	}
-	qs := wsman.MustQuote(server)
-	// Dates through Get-Date -Format 'o': PowerShell 5.1's ConvertTo-Json writes
-	// DateTime as "\/Date(ms)\/". @() keeps one-element lists as lists.
-	script := preamble +
-		"$cfg = Get-" + v.casNoun() + " -Identity " + qs + " -IncludeAlternateServiceAccountCredentialStatus | Select-Object -ExpandProperty AlternateServiceAccountConfiguration\n" +
-		"$creds = @($cfg | Select-Object -ExpandProperty EffectiveCredentials)\n" +
-		"$users = @($creds | Select-Object -ExpandProperty Credential | Select-Object -ExpandProperty UserName)\n" +
-		"$added = @($creds | Select-Object -ExpandProperty WhenAddedUTC | Get-Date -Format 'o')\n" +
-		"ConvertTo-Json -Compress -InputObject ([pscustomobject]@{ users = $users; added = $added })\n"
-	out, err := o.run(ctx, "read ASA status", server, script)
-	if err != nil {
-		return nil, err
-	}
-	var raw struct {
-		Users []string `json:"users"`
-		Added []string `json:"added"`
-	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &raw); err != nil || len(raw.Users) != len(raw.Added) {
-		return nil, unexpected("read ASA status", server, "%v", err)
-	}
-	st := &Status{Server: server}
-	for i := range raw.Users {
-		t, err := time.Parse(time.RFC3339Nano, raw.Added[i])
-		if err != nil {
-			return nil, unexpected("read ASA status", server, "date %q", raw.Added[i])
-		}
-		c := &Credential{UserName: raw.Users[i], WhenAdded: t}
-		switch i {
-		case 0:
-			st.Latest = c
-		case 1:
-			st.Previous = c
-		}
-	}
-	return st, nil
+	st := statusOf(server, cs)
+	return &st, nil
 }
 
 // SetASA gives a server a new ASA credential (user as DOMAIN\NAME$); the

@@ -157,22 +157,37 @@ type stored struct {
 // credentials reads a server's credentials with their passwords, Latest
 // first.
 func (o *Org) credentials(ctx context.Context, server string) ([]stored, error) {
+	return o.readCredentials(ctx, "read ASA credentials", server, true)
+}
+
+// readCredentials reads a server's credentials, Latest first, with their
+// passwords only when asked (status reads never fetch them).
+func (o *Org) readCredentials(ctx context.Context, op, server string, passwords bool) ([]stored, error) {
 	v, err := o.Version(ctx, server)
 	if err != nil {
 		return nil, err
 	}
 	qs, err := wsman.Quote(server)
 	if err != nil {
-		return nil, invalid("read ASA credentials", server, "the server name: %v", err)
+		return nil, invalid(op, server, "the server name: %v", err)
+	}
+	// Dates through Get-Date -Format 'o': PowerShell 5.1's ConvertTo-Json
+	// writes DateTime as "\/Date(ms)\/". @() keeps one-element lists as
+	// lists.
+	include, pws, fields := "Status", "", "users = $users; added = $added"
+	if passwords {
+		include = "Password"
+		pws = "$pws = @($creds | Select-Object -ExpandProperty Credential | ForEach-Object -MemberName GetNetworkCredential | Select-Object -ExpandProperty Password)\n"
+		fields += "; passwords = $pws"
 	}
 	script := preamble +
-		"$cfg = Get-" + v.casNoun() + " -Identity " + qs + " -IncludeAlternateServiceAccountCredentialPassword | Select-Object -ExpandProperty AlternateServiceAccountConfiguration\n" +
+		"$cfg = Get-" + v.casNoun() + " -Identity " + qs + " -IncludeAlternateServiceAccountCredential" + include + " | Select-Object -ExpandProperty AlternateServiceAccountConfiguration\n" +
 		"$creds = @($cfg | Select-Object -ExpandProperty EffectiveCredentials)\n" +
 		"$users = @($creds | Select-Object -ExpandProperty Credential | Select-Object -ExpandProperty UserName)\n" +
 		"$added = @($creds | Select-Object -ExpandProperty WhenAddedUTC | Get-Date -Format 'o')\n" +
-		"$pws = @($creds | Select-Object -ExpandProperty Credential | ForEach-Object -MemberName GetNetworkCredential | Select-Object -ExpandProperty Password)\n" +
-		"ConvertTo-Json -Compress -InputObject ([pscustomobject]@{ users = $users; added = $added; passwords = $pws })\n"
-	out, err := o.run(ctx, "read ASA credentials", server, script)
+		pws +
+		"ConvertTo-Json -Compress -InputObject ([pscustomobject]@{ " + fields + " })\n"
+	out, err := o.run(ctx, op, server, script)
 	if err != nil {
 		return nil, err
 	}
@@ -181,16 +196,21 @@ func (o *Org) credentials(ctx context.Context, server string) ([]stored, error) 
 		Added     []string `json:"added"`
 		Passwords []string `json:"passwords"`
 	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &raw); err != nil || len(raw.Users) != len(raw.Added) || len(raw.Users) != len(raw.Passwords) {
-		return nil, unexpected("read ASA credentials", server, "not the JSON the script writes")
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &raw); err != nil || len(raw.Users) != len(raw.Added) ||
+		passwords && len(raw.Users) != len(raw.Passwords) {
+		return nil, unexpected(op, server, "not the JSON the script writes")
 	}
 	var cs []stored
 	for i := range raw.Users {
 		t, err := time.Parse(time.RFC3339Nano, raw.Added[i])
 		if err != nil {
-			return nil, unexpected("read ASA credentials", server, "date %q", raw.Added[i])
+			return nil, unexpected(op, server, "date %q", raw.Added[i])
 		}
-		cs = append(cs, stored{user: raw.Users[i], password: raw.Passwords[i], added: t})
+		c := stored{user: raw.Users[i], added: t}
+		if passwords {
+			c.password = raw.Passwords[i]
+		}
+		cs = append(cs, c)
 	}
 	return cs, nil
 }

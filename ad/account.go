@@ -260,27 +260,25 @@ func (c *Conn) CreateComputerAccount(ctx context.Context, req ComputerAccountReq
 	if enc == 0 {
 		enc = EncAES
 	}
-	acct, err := c.findSAM(ctx, op, sam)
-	if err == nil {
+	return c.ensureAccount(ctx, op, sam, func(acct *Account) error {
 		if !acct.IsComputer() {
-			return segkcd.Change{}, &Error{Op: op, Object: acct.DN, Kind: ErrExists,
-				Err: fmt.Errorf("%s is not a computer account", acct.SAMAccountName)}
+			return fmt.Errorf("%s is not a computer account", acct.SAMAccountName)
 		}
-		mod := ldap.NewModifyRequest(acct.DN, nil)
-		var details []string
+		return nil
+	}, func(acct *Account, ch *changes) {
 		if !strings.EqualFold(acct.DNSHostName, host) {
-			mod.Replace("dNSHostName", []string{host})
-			details = append(details, fmt.Sprintf("dNSHostName: %q -> %q", acct.DNSHostName, host))
+			ch.replace("dNSHostName", host, fmt.Sprintf("%q -> %q", acct.DNSHostName, host))
 		}
 		if acct.SupportedEncryptionTypes != enc {
-			mod.Replace("msDS-SupportedEncryptionTypes", []string{strconv.FormatUint(uint64(enc), 10)})
-			details = append(details, fmt.Sprintf("msDS-SupportedEncryptionTypes: %v -> %v", acct.SupportedEncryptionTypes, enc))
+			ch.replace("msDS-SupportedEncryptionTypes", strconv.FormatUint(uint64(enc), 10),
+				fmt.Sprintf("%v -> %v", acct.SupportedEncryptionTypes, enc))
 		}
-		return c.apply(ctx, op, mod, details)
-	}
-	if !isKind(err, ErrNotFound) {
-		return segkcd.Change{}, err
-	}
+	}, func() (segkcd.Change, error) { return c.addComputerAccount(ctx, op, req, name, sam, host, enc) })
+}
+
+// addComputerAccount creates the computer account CreateComputerAccount
+// did not find.
+func (c *Conn) addComputerAccount(ctx context.Context, op string, req ComputerAccountRequest, name, sam, host string, enc EncType) (segkcd.Change, error) {
 	container := req.Container
 	if container == "" {
 		container = "CN=Computers," + c.info.DefaultNamingContext
@@ -291,6 +289,7 @@ func (c *Conn) CreateComputerAccount(ctx context.Context, req ComputerAccountReq
 	}
 	pw := req.Password
 	if pw == "" {
+		var err error
 		if pw, err = GeneratePassword(120); err != nil {
 			return segkcd.Change{}, wrap(op, dn, err)
 		}
@@ -375,36 +374,32 @@ func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountReque
 	if enc == 0 {
 		enc = EncAES
 	}
-	acct, err := c.findSAM(ctx, op, name)
-	if err == nil {
+	return c.ensureAccount(ctx, op, name, func(acct *Account) error {
 		if acct.IsComputer() || acct.IsGroup() {
-			return segkcd.Change{}, &Error{Op: op, Object: acct.DN, Kind: ErrExists,
-				Err: fmt.Errorf("%s is not a user account", acct.SAMAccountName)}
+			return fmt.Errorf("%s is not a user account", acct.SAMAccountName)
 		}
-		mod := ldap.NewModifyRequest(acct.DN, nil)
-		var details []string
+		return nil
+	}, func(acct *Account, ch *changes) {
 		if !strings.EqualFold(acct.UserPrincipalName, upn) {
-			mod.Replace("userPrincipalName", []string{upn})
-			details = append(details, fmt.Sprintf("userPrincipalName: %q -> %q", acct.UserPrincipalName, upn))
+			ch.replace("userPrincipalName", upn, fmt.Sprintf("%q -> %q", acct.UserPrincipalName, upn))
 		}
 		if req.Mail != "" && acct.Mail != req.Mail {
-			mod.Replace("mail", []string{req.Mail})
-			details = append(details, fmt.Sprintf("mail: %q -> %q", acct.Mail, req.Mail))
+			ch.replace("mail", req.Mail, fmt.Sprintf("%q -> %q", acct.Mail, req.Mail))
 		}
 		if req.PasswordNeverExpires && !acct.UserAccountControl.Has(UACDontExpirePassword) {
 			next := acct.UserAccountControl | UACDontExpirePassword
-			mod.Replace("userAccountControl", []string{strconv.FormatUint(uint64(next), 10)})
-			details = append(details, fmt.Sprintf("userAccountControl: %v -> %v", acct.UserAccountControl, next))
+			ch.replace("userAccountControl", strconv.FormatUint(uint64(next), 10), fmt.Sprintf("%v -> %v", acct.UserAccountControl, next))
 		}
 		if acct.SupportedEncryptionTypes != enc {
-			mod.Replace("msDS-SupportedEncryptionTypes", []string{strconv.FormatUint(uint64(enc), 10)})
-			details = append(details, fmt.Sprintf("msDS-SupportedEncryptionTypes: %v -> %v", acct.SupportedEncryptionTypes, enc))
+			ch.replace("msDS-SupportedEncryptionTypes", strconv.FormatUint(uint64(enc), 10),
+				fmt.Sprintf("%v -> %v", acct.SupportedEncryptionTypes, enc))
 		}
-		return c.apply(ctx, op, mod, details)
-	}
-	if !isKind(err, ErrNotFound) {
-		return segkcd.Change{}, err
-	}
+	}, func() (segkcd.Change, error) { return c.addServiceAccount(ctx, op, req, name, upn, enc) })
+}
+
+// addServiceAccount creates the user account CreateServiceAccount did not
+// find.
+func (c *Conn) addServiceAccount(ctx context.Context, op string, req ServiceAccountRequest, name, upn string, enc EncType) (segkcd.Change, error) {
 	container := req.Container
 	if container == "" {
 		container = "CN=Users," + c.info.DefaultNamingContext
@@ -441,6 +436,40 @@ func (c *Conn) CreateServiceAccount(ctx context.Context, req ServiceAccountReque
 		return segkcd.Change{}, err
 	}
 	return segkcd.Change{What: op, Action: segkcd.Created, Object: dn, Details: []string{"userPrincipalName=" + upn, "userAccountControl=" + uac.String()}}, nil
+}
+
+// ensureAccount is the skeleton of the Create*Account operations: the
+// account sam is found; one of another kind (wrongKind's error) is
+// ErrExists; one of the kind is brought in line (update lists the
+// replacements, none is a no-op Change); none is created (create).
+func (c *Conn) ensureAccount(ctx context.Context, op, sam string, wrongKind func(*Account) error,
+	update func(*Account, *changes), create func() (segkcd.Change, error)) (segkcd.Change, error) {
+	acct, err := c.findSAM(ctx, op, sam)
+	switch {
+	case err == nil:
+		if err := wrongKind(acct); err != nil {
+			return segkcd.Change{}, &Error{Op: op, Object: acct.DN, Kind: ErrExists, Err: err}
+		}
+		ch := &changes{mod: ldap.NewModifyRequest(acct.DN, nil)}
+		update(acct, ch)
+		return c.apply(ctx, op, ch.mod, ch.details)
+	case isKind(err, ErrNotFound):
+		return create()
+	}
+	return segkcd.Change{}, err
+}
+
+// changes are the replacements that bring an object in line, with a line
+// each for the Change's details.
+type changes struct {
+	mod     *ldap.ModifyRequest
+	details []string
+}
+
+// replace sets attr to value; how says from what to what ("old -> new").
+func (ch *changes) replace(attr, value, how string) {
+	ch.mod.Replace(attr, []string{value})
+	ch.details = append(ch.details, attr+": "+how)
 }
 
 // SetAccountFlags sets and clears userAccountControl bits: it reads the

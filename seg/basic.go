@@ -49,6 +49,8 @@ type BasicAuth struct {
 	// Config. Share the service account's to share its KDC ordering.
 	Transport *kerberos.Transport
 	// Names maps the login name to the account (UPN, DOMAIN\user, bare).
+	// The zero value means the Names of the ProxyHandler it authenticates
+	// for.
 	Names Names
 	// Service, when set, is the gateway's service account (the
 	// kerberos.Client of Names.Accounts): a new password's TGT then gets a
@@ -173,7 +175,8 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 	if !ok {
 		return nil, ErrNoCredentials
 	}
-	acct, err := b.Names.resolveUnproven(r.Context(), name)
+	names := namesFor(r.Context(), &b.Names)
+	acct, err := names.resolveUnproven(r.Context(), name)
 	if err != nil {
 		// The name may be a password typed in the wrong field: the error
 		// keeps its causes for errors.Is but says none of what was typed.
@@ -195,15 +198,15 @@ func (b *BasicAuth) Authenticate(r *http.Request) (*Identity, error) {
 			// rename). Asked about again now, so that the next try is
 			// the name's holder's (a right password is rare enough, and
 			// bounded per account).
-			if p, perr := b.Names.Principal(name); perr == nil && b.Names.Accounts != nil {
-				b.Names.Accounts.lookup(r.Context(), p, time.Nanosecond, false)
+			if p, perr := names.Principal(name); perr == nil && names.Accounts != nil {
+				names.Accounts.lookup(r.Context(), p, time.Nanosecond, false)
 			}
 		case errors.Is(err, kerberos.ErrPreauthFailed):
 			// A wrong password: the name may be remembered for an
 			// account it has left (a UPN moved); asked about again at
 			// most every Accounts.MinRefresh, so that a stale name does
 			// not keep failing logons of its old holder.
-			b.Names.Refresh(r.Context(), name)
+			names.Refresh(r.Context(), name)
 		}
 		return nil, &loginError{acct.User, err}
 	}
@@ -356,13 +359,13 @@ func (b *BasicAuth) sameAccount(ctx context.Context, user *kerberos.Client, acct
 		if t, err = user.ServiceTicket(ctx, b.Service.Principal().PrincipalNameString()); err == nil {
 			now, err = b.Service.AccountIn(t)
 		}
-	} else if b.Names.Accounts == nil {
+	} else if names := namesFor(ctx, &b.Names); names.Accounts == nil {
 		return ErrNoDirectory
 	} else {
 		// Asked now, not MinRefresh ago: new passwords are already bounded
 		// per account (PasswordBurst, PasswordRate), and each costs an AS
 		// exchange.
-		now, err = b.Names.Accounts.lookup(ctx, acct.User, time.Nanosecond, false)
+		now, err = names.Accounts.lookup(ctx, acct.User, time.Nanosecond, false)
 	}
 	switch {
 	case err != nil:

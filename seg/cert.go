@@ -67,7 +67,8 @@ type CertificateAuth struct {
 	// machine or Wi-Fi certificate from the same CA whose CN happens to be
 	// "administrator" would log in as that account.
 	Sources []NameSource
-	// Names maps the certificate's name to the account.
+	// Names maps the certificate's name to the account. The zero value
+	// means the Names of the ProxyHandler it authenticates for.
 	Names Names
 	// Revocation, when set, refuses revoked certificates.
 	Revocation *CRL
@@ -138,7 +139,7 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 		if name == "" {
 			continue
 		}
-		acct, err := a.Names.Resolve(r.Context(), name)
+		acct, err := namesFor(r.Context(), &a.Names).Resolve(r.Context(), name)
 		if errors.Is(err, ErrBadName) {
 			err = errorf("%w: certificate %s: %w", ErrBadCredentials, s, err)
 		}
@@ -165,7 +166,7 @@ func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name
 		return nil, a.refuse(ctx, "malformed", leaf, acct, errorf("%w: %w", ErrBadCredentials, err))
 	}
 	if certSID != "" && certSID != acct.SID {
-		fresh, ferr := a.Names.Refresh(ctx, name)
+		fresh, ferr := namesFor(ctx, &a.Names).Refresh(ctx, name)
 		if ferr != nil || fresh.SID != certSID {
 			return nil, a.refuse(ctx, "sid_mismatch", leaf, acct, errorf("%w: %w (the certificate carries %s, its name belongs to %s)",
 				ErrBadCredentials, ErrSIDMismatch, certSID, acct.SID))
@@ -193,7 +194,7 @@ func (a *CertificateAuth) bind(ctx context.Context, leaf *x509.Certificate, name
 	}
 	// Compatibility and off: served without a strong mapping, for the
 	// name's holder as the directory said it at most WeakMaxAge ago.
-	if acct, err = a.Names.Fresh(ctx, name, positiveOr(a.WeakMaxAge, 5*time.Minute)); err != nil {
+	if acct, err = namesFor(ctx, &a.Names).Fresh(ctx, name, positiveOr(a.WeakMaxAge, 5*time.Minute)); err != nil {
 		return nil, weakNameError(err)
 	}
 	if a.Mapping == MappingCompatibility {

@@ -35,8 +35,9 @@ func ExampleProxyHandler() {
 	// UPN's prefix is no account name.
 	names := seg.Names{Realm: "CORP.EXAMPLE.COM", NetBIOS: "CORP", Suffixes: []string{"example.com"},
 		Accounts: &seg.Accounts{Resolver: svc}}
-	certs := &seg.CertificateAuth{Names: names, Revocation: &seg.CRL{Files: []string{"/etc/seg/devices.crl"}}}
-	basic := &seg.BasicAuth{Realm: "CORP.EXAMPLE.COM", Config: cfg, Transport: kdcs, Names: names, Service: svc, TTL: 5 * time.Minute}
+	// The authenticators use the ProxyHandler's Names.
+	certs := &seg.CertificateAuth{Revocation: &seg.CRL{Files: []string{"/etc/seg/devices.crl"}}}
+	basic := &seg.BasicAuth{Realm: "CORP.EXAMPLE.COM", Config: cfg, Transport: kdcs, Service: svc, TTL: 5 * time.Minute}
 
 	target, _ := url.Parse("https://mail.corp.example.com")
 	gw := &seg.ProxyHandler{

@@ -53,6 +53,23 @@ type Names struct {
 	Accounts *Accounts
 }
 
+// namesKey carries a ProxyHandler's Names in the context of the requests
+// it hands its authenticators.
+type namesKey struct{}
+
+// namesFor is n, or, when n is the zero value, the Names of the
+// ProxyHandler whose request ctx belongs to: the handler keeps the one
+// Names, and its authenticators need not be given it again.
+func namesFor(ctx context.Context, n *Names) *Names {
+	if n.Realm != "" || len(n.Suffixes) > 0 || n.NetBIOS != "" || n.OtherSuffixes || n.Accounts != nil {
+		return n
+	}
+	if hn, ok := ctx.Value(namesKey{}).(*Names); ok {
+		return hn
+	}
+	return n
+}
+
 // ErrBadName is matched by the error for a name that cannot be a user of
 // this domain.
 var ErrBadName = errors.New("seg: not a user name of this domain")

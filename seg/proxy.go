@@ -90,9 +90,10 @@ type ProxyHandler struct {
 	// BasicAuth.Authenticate, AnyOf). Errors matching ErrNoCredentials or
 	// ErrBadCredentials are answered 401 (Basic) or 403 (certificate).
 	Authenticate func(*http.Request) (*Identity, error)
-	// Names reads the EAS User parameter, which must name the authenticated
-	// user (UPN, DOMAIN\user or bare name, compared as AD compares names).
-	// Give it the same value as the authenticator's.
+	// Names maps names to accounts: the EAS User parameter's, which must
+	// name the authenticated user (UPN, DOMAIN\user or bare name, compared
+	// as AD compares names), and, for the authenticators whose own Names
+	// is the zero value (CertificateAuth, BasicAuth), the device's.
 	Names Names
 	// Authorize, when set, decides on each authenticated request (MDM
 	// policy): ActiveSync, Autodiscover and EWS alike, since all three reach
@@ -365,7 +366,7 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			sctx = context.WithValue(sctx, sourceKey{}, st)
 		}
 	}
-	actx, cancel := context.WithTimeout(sctx, h.ticketTimeout())
+	actx, cancel := context.WithTimeout(context.WithValue(sctx, namesKey{}, &h.Names), h.ticketTimeout())
 	id, err := h.Authenticate(r.WithContext(actx))
 	cancel()
 	if limited && err != nil && countsAgainstSource(err) {

@@ -196,7 +196,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		if err := g.crl.Reload(); err != nil {
 			return nil, bad("crl_files", "%v", err)
 		}
-		certs := &seg.CertificateAuth{Sources: c.certNames, Names: names, Revocation: g.crl, Mapping: c.certMapping,
+		certs := &seg.CertificateAuth{Sources: c.certNames, Revocation: g.crl, Mapping: c.certMapping,
 			SIDExtensionOnly: c.CertSIDExtensionOnly,
 			Metrics:          metrics, Logger: g.log}
 		if c.CertDirectory != nil {
@@ -205,7 +205,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		auths = append(auths, certs.Authenticate)
 	}
 	if c.Basic {
-		auths = append(auths, (&seg.BasicAuth{Realm: c.Realm, Config: kcfg, Transport: kdcs, Names: names, Service: svc}).Authenticate)
+		auths = append(auths, (&seg.BasicAuth{Realm: c.Realm, Config: kcfg, Transport: kdcs, Service: svc}).Authenticate)
 	}
 	upstreamTLS := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.ExchangeCAFile != "" {
@@ -235,7 +235,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		Metrics:       metrics,
 		Debug:         &seg.DebugDevices{},
 		Authenticate:  seg.AnyOf(auths...),
-		Names:         names,
+		Names:         names, // the authenticators' too
 		Transport:     &seg.UserPools{TLSClientConfig: upstreamTLS},
 		TicketTimeout: c.ticketTimeout,
 		BodyTimeout:   c.bodyTimeout,

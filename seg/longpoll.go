@@ -147,8 +147,12 @@ func (h *ProxyHandler) serveLongPoll(w http.ResponseWriter, sw *statusWriter, r 
 		cancel(nil)
 		h.Metrics.longPoll(-1)
 	}
+	var lp *longPoll
 	defer func() { // also when a cut answer aborts the handler (panic)
 		if !taken {
+			if lp != nil && lp.ex != nil {
+				lp.ex.Close() // a panic (an ErrorHandler's) past end
+			}
 			unlink()
 			finish()
 		}
@@ -162,7 +166,7 @@ func (h *ProxyHandler) serveLongPoll(w http.ResponseWriter, sw *statusWriter, r 
 		h.longPoll.ServeHTTP(sw, pr)
 		return false
 	}
-	lp := &longPoll{h: h, pools: pools.h1(), r: pr, fw: fw, line: line, start: start, ctx: ctx, cancel: cancel,
+	lp = &longPoll{h: h, pools: pools.h1(), r: pr, fw: fw, line: line, start: start, ctx: ctx, cancel: cancel,
 		finish: finish, sw: sw}
 	srv := lp.takeable(w)
 	if srv != nil {

@@ -1,6 +1,7 @@
 package seg
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -203,4 +204,91 @@ func equalHeaders(a, b http.Header) bool {
 		}
 	}
 	return true
+}
+
+// TestLongPoll401LongBody (review of issue 29): a 401 whose body is longer
+// than what is read of it before the request goes again, and then stops,
+// no longer holds the poll: the refused answer's connection is closed, and
+// the request goes again with a new ticket.
+func TestLongPoll401LongBody(t *testing.T) {
+	x := newScriptedExchange(t, func(n int64, req *http.Request, conn net.Conn) {
+		if n == 1 {
+			time.Sleep(3 * parkAfter / 2) // parked first
+			fmt.Fprintf(conn, "HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", 8<<10, strings.Repeat("x", 8<<10))
+			io.Copy(io.Discard, conn) // and nothing more
+			return
+		}
+		answerAfter(conn, 0, http.StatusOK, "pong")
+	})
+	addr := pollGateway(t, x, time.Minute, false, nil)
+	c, br := dialDevice(t, addr)
+	io.WriteString(c, pingRequest)
+	if status, body, err := readStatus(t, c, br, 10*time.Second); err != nil || status != 200 || body != "pong" {
+		t.Fatalf("the poll after a long 401: %d %q %v", status, body, err)
+	}
+}
+
+// TestLongPollExpectContinue (review of issue 29): a device's "Expect:
+// 100-continue" does not reach Exchange, whose interim 100 was taken for the
+// start of the answer: the poll is parked as any other.
+func TestLongPollExpectContinue(t *testing.T) {
+	var h *ProxyHandler
+	x := newScriptedExchange(t, func(n int64, req *http.Request, conn net.Conn) {
+		if req.Header.Get("Expect") != "" {
+			io.WriteString(conn, "HTTP/1.1 100 Continue\r\n\r\n")
+		}
+		answerAfter(conn, 4*parkAfter, http.StatusOK, "pong")
+	})
+	addr := pollGateway(t, x, time.Minute, false, nil, func(p *ProxyHandler) { h = p })
+	c, br := dialDevice(t, addr)
+	req := strings.Replace(pingRequest, "Content-Length: 0\r\n", "Content-Length: 7\r\nExpect: 100-continue\r\n", 1)
+	io.WriteString(c, req+"<ping/>")
+	time.Sleep(5 * parkAfter / 2)
+	h.parkMu.Lock()
+	taken := len(h.live)
+	h.parkMu.Unlock()
+	if taken != 1 {
+		t.Errorf("%d polls taken from the server, want the one with Expect", taken)
+	}
+	for {
+		status, body, err := readStatus(t, c, br, 10*time.Second)
+		if err == nil && status == http.StatusContinue {
+			continue // the server's own, to the device
+		}
+		if err != nil || body != "pong" {
+			t.Fatalf("%d %q %v", status, body, err)
+		}
+		break
+	}
+}
+
+// TestModifyResponsePanic (review of issue 29): a ModifyResponse hook that
+// panics fails its request (502) and frees the user's connection, long poll
+// or not: with one connection per user, the user's next request is served.
+func TestModifyResponsePanic(t *testing.T) {
+	x := newScriptedExchange(t, func(n int64, req *http.Request, conn net.Conn) {
+		answerAfter(conn, 0, http.StatusOK, "ok")
+	})
+	addr := pollGateway(t, x, time.Minute, false, nil, func(p *ProxyHandler) {
+		p.Transport = &UserPools{MaxConnsPerUser: 1}
+		p.Timeout = 3 * time.Second
+		p.ModifyResponse = func(r *http.Response) error {
+			if !strings.Contains(r.Request.URL.RawQuery, "Cmd=Sync") {
+				panic("a bug of the hook's")
+			}
+			return nil
+		}
+	})
+	for _, cmd := range []string{"Ping", "FolderSync"} {
+		c, br := dialDevice(t, addr)
+		io.WriteString(c, strings.Replace(pingRequest, "Cmd=Ping", "Cmd="+cmd, 1))
+		if status, _, err := readStatus(t, c, br, 10*time.Second); err != nil || status != http.StatusBadGateway {
+			t.Fatalf("%s with a panicking hook: %d %v", cmd, status, err)
+		}
+	}
+	c, br := dialDevice(t, addr)
+	io.WriteString(c, strings.Replace(pingRequest, "Cmd=Ping", "Cmd=Sync", 1))
+	if status, body, err := readStatus(t, c, br, 10*time.Second); err != nil || status != 200 || body != "ok" {
+		t.Fatalf("the user's next request: %d %q %v", status, body, err)
+	}
 }

@@ -26,6 +26,11 @@ func rewrite(pr *httputil.ProxyRequest) {
 	// The device's credentials are for the gateway, never for Exchange.
 	pr.Out.Header.Del("Authorization")
 	pr.Out.Header.Del("Proxy-Authorization")
+	// The server answered the device's Expect; the gateway's client sends
+	// the body without waiting, and an interim 100 from Exchange would be
+	// taken for the start of a long poll's answer, which then could not
+	// be parked.
+	pr.Out.Header.Del("Expect")
 }
 
 // outboundRequest is the request to Exchange for the device's request in,

@@ -593,9 +593,21 @@ func (h *ProxyHandler) modifyResponse(resp *http.Response) error {
 		}
 	}
 	if h.ModifyResponse != nil {
-		return h.ModifyResponse(resp)
+		return h.callModifyResponse(resp)
 	}
 	return nil
+}
+
+// callModifyResponse runs the caller's hook; a panic in it is its error
+// (502), not the handler's: a panic would skip the closing of the answer,
+// and the user's connection would stay taken.
+func (h *ProxyHandler) callModifyResponse(resp *http.Response) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("ModifyResponse panicked: %v", v)
+		}
+	}()
+	return h.ModifyResponse(resp)
 }
 
 func (h *ProxyHandler) ticketTimeout() time.Duration {

@@ -271,6 +271,12 @@ func (b *body) await(until time.Time) bool {
 }
 
 func (b *body) Close() error {
+	if !b.done && b.ReadCloser != http.NoBody {
+		// net/http's Close reads a body to its end, which an upstream
+		// that stops sending never gives: the connection, which cannot
+		// carry another request anyway, goes first.
+		b.c.conn.Close()
+	}
 	err := b.ReadCloser.Close()
 	b.finish(b.ReadCloser == http.NoBody) // an answer without a body is whole
 	return err

@@ -111,11 +111,6 @@ func (x *Exchange) Close() {
 		x.c = nil
 	}
 	if x.body != nil {
-		if !x.body.done {
-			// Closing a body before its end reads it to its end: the
-			// connection goes first.
-			x.body.c.conn.Close()
-		}
 		x.body.Close()
 	}
 	if x.release != nil {

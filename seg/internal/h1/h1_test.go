@@ -379,3 +379,26 @@ func TestAnswerContext(t *testing.T) {
 		t.Fatalf("the body's read across the context's end: %v after %v", err, time.Since(start))
 	}
 }
+
+// TestCloseMidBody (review of issue 29): closing an answer's body before
+// its end, through RoundTrip as through Send, returns at once, where
+// net/http's Close reads the rest, which a stalled upstream never sends.
+func TestCloseMidBody(t *testing.T) {
+	u := newUpstream(t, func(n int, req *http.Request, conn net.Conn) bool {
+		io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		conn.Read(make([]byte, 1))
+		return false
+	})
+	p := h1.New(h1.Config{})
+	resp, err := p.RoundTrip("alice", u.req(t, context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAtLeast(resp.Body, make([]byte, 8), 2)
+	start := time.Now()
+	resp.Body.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close mid-body took %v", d)
+	}
+}

@@ -123,10 +123,15 @@ func pollGateway(t *testing.T, x *scriptedExchange, longPoll time.Duration, bare
 	}
 	srv.Start()
 	t.Cleanup(func() {
-		srv.Close()
+		// As a program shuts down (the server, then the handler): the
+		// server's Shutdown also stops its serving of connections given
+		// back, which httptest's Close alone would race with (a
+		// connection given back as Close waits for the others).
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		srv.Config.Shutdown(ctx)
 		h.Shutdown(ctx)
+		srv.Close()
 	})
 	return srv.Listener.Addr().String()
 }

@@ -117,6 +117,11 @@ type longPoll struct {
 	gone     atomic.Bool // the device hung up while held
 	sentMore atomic.Bool // the device sent bytes before its answer's end: they are lost
 
+	// heldTaken: taken from the server, then held (not parkable);
+	// begun: the answer's head went. Shutdown reads them from its own
+	// goroutine.
+	heldTaken, begun atomic.Bool
+
 	mu        sync.Mutex
 	watch     *park.Watch // while parked
 	closing   bool        // the server shuts down
@@ -331,6 +336,7 @@ func (lp *longPoll) answer() bool {
 		// with this answer, and the device is told so.
 		lp.keep, lp.pw.Close = false, true
 	}
+	lp.begun.Store(true)
 	lp.sw.WriteHeader(resp.StatusCode)
 	return true
 }
@@ -524,6 +530,7 @@ func (lp *longPoll) resume(why wake) {
 // pipelined, and the connection closes after the answer).
 func (lp *longPoll) hold() {
 	lp.held = true
+	lp.heldTaken.Store(true)
 	if lp.watched {
 		lp.unwatch = park.WatchHeld(lp.conn, func() {
 			lp.gone.Store(true)
@@ -584,7 +591,9 @@ func (lp *longPoll) end(cut bool) {
 func (lp *longPoll) server() *http.Server { return lp.srv }
 
 // shutdown tells the poll that its server shuts down: it acts on it now if
-// parked, else when it next parks.
+// parked, else when it next parks. A held one, which never parks again,
+// whose answer has not begun is ended now (503: the device asks another
+// replica), as a parked one is.
 func (lp *longPoll) shutdown() {
 	lp.mu.Lock()
 	lp.closing = true
@@ -593,6 +602,10 @@ func (lp *longPoll) shutdown() {
 	lp.mu.Unlock()
 	if w != nil && w.Stop() {
 		go lp.resume(wakeShutdown)
+		return
+	}
+	if lp.heldTaken.Load() && !lp.begun.Load() {
+		lp.cancel(errShuttingDown)
 	}
 }
 

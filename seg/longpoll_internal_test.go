@@ -1,6 +1,7 @@
 package seg
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -290,5 +291,30 @@ func TestModifyResponsePanic(t *testing.T) {
 	io.WriteString(c, strings.Replace(pingRequest, "Cmd=Ping", "Cmd=Sync", 1))
 	if status, body, err := readStatus(t, c, br, 10*time.Second); err != nil || status != 200 || body != "ok" {
 		t.Fatalf("the user's next request: %d %q %v", status, body, err)
+	}
+}
+
+// TestHeldPollShutdown (review of issue 29): a poll taken from its server
+// but held (its socket cannot be watched) whose answer has not begun is
+// ended by the server's shutdown at once (503), as a parked one is; it used
+// to wait for Shutdown's deadline.
+func TestHeldPollShutdown(t *testing.T) {
+	x := newScriptedExchange(t, func(n int64, req *http.Request, conn net.Conn) { io.Copy(io.Discard, conn) })
+	var h *ProxyHandler
+	var srv *http.Server
+	addr := pollGateway(t, x, time.Minute, true, func(s *http.Server) { srv = s }, func(p *ProxyHandler) { h = p })
+	c, br := dialDevice(t, addr)
+	io.WriteString(c, pingRequest)
+	time.Sleep(2 * parkAfter) // taken, then held
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	srv.Shutdown(ctx)
+	if err := h.Shutdown(ctx); err != nil {
+		t.Errorf("ProxyHandler.Shutdown: %v", err)
+	}
+	status, _, err := readStatus(t, c, br, 5*time.Second)
+	if err != nil || status != http.StatusServiceUnavailable || time.Since(start) > 5*time.Second {
+		t.Fatalf("a held poll at shutdown: %d %v after %v", status, err, time.Since(start))
 	}
 }

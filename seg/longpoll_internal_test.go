@@ -318,3 +318,27 @@ func TestHeldPollShutdown(t *testing.T) {
 		t.Fatalf("a held poll at shutdown: %d %v after %v", status, err, time.Since(start))
 	}
 }
+
+// TestLongPollSplitChunk (review of issue 29): a parked answer whose chunk's
+// CRLF came apart from its data parks again instead of blocking in the
+// chunked reader: the device's hang-up is seen, and Exchange's connection
+// closed.
+func TestLongPollSplitChunk(t *testing.T) {
+	x := newScriptedExchange(t, func(n int64, req *http.Request, conn net.Conn) {
+		time.Sleep(3 * parkAfter / 2) // parked first
+		io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npong")
+		time.Sleep(200 * time.Millisecond)
+		io.WriteString(conn, "\r\n")
+		io.Copy(io.Discard, conn)
+	})
+	addr := pollGateway(t, x, time.Minute, false, nil)
+	c, _ := dialDevice(t, addr)
+	io.WriteString(c, pingRequest)
+	time.Sleep(4 * parkAfter)
+	c.Close()
+	select {
+	case <-x.eof:
+	case <-time.After(6 * time.Second):
+		t.Fatal("the device hung up; its answer's Exchange connection is still held")
+	}
+}

@@ -178,7 +178,7 @@ func (u *conns) readAnswer(ctx context.Context, c *conn, req *http.Request, firs
 		return nil, u.fail(ctx, c, stop, ErrSwitchedProtocols)
 	}
 	resp.Body = &body{ReadCloser: resp.Body, u: u, c: c, br: br, stop: stop, wrote: wrote,
-		reuse: !resp.Close && !req.Close}
+		reuse: !resp.Close && !req.Close, chunked: len(resp.TransferEncoding) > 0}
 	return resp, nil
 }
 
@@ -246,8 +246,11 @@ type body struct {
 	stop  func() bool
 	wrote chan error // the streamed body's writer, nil when written at once
 	reuse bool
-	once  sync.Once
-	done  bool // finished: br is given back
+	// chunked: a chunk's CRLF left buffered is no byte of the body (see
+	// await).
+	chunked bool
+	once    sync.Once
+	done    bool // finished: br is given back
 }
 
 func (b *body) Read(p []byte) (int, error) {
@@ -259,15 +262,35 @@ func (b *body) Read(p []byte) (int, error) {
 }
 
 // await reports whether a byte of the body (or its end, or an error) can
-// be read, waiting until at most.
+// be read, waiting until at most. A chunked body's buffered bytes that are
+// only (part of) the CRLF after a chunk do not count: net/http's chunked
+// reader, given them, goes on to the next chunk's size line and waits
+// there, without a deadline, for a chunk that may come an hour later.
 func (b *body) await(until time.Time) bool {
-	if b.done || b.br.Buffered() > 0 {
+	if b.done {
 		return true
 	}
-	b.c.conn.SetReadDeadline(until)
-	_, err := b.br.Peek(1) // a timeout is not kept by bufio, nor by TLS
-	b.c.conn.SetReadDeadline(time.Time{})
-	return !isTimeout(err)
+	for {
+		n := b.br.Buffered()
+		if n > 0 && !(b.chunked && onlyCRLF(b.br, n)) {
+			return true
+		}
+		b.c.conn.SetReadDeadline(until)
+		_, err := b.br.Peek(n + 1) // a timeout is not kept by bufio, nor by TLS
+		b.c.conn.SetReadDeadline(time.Time{})
+		if err != nil {
+			return !isTimeout(err) // an end or an error is for Read to say
+		}
+	}
+}
+
+// onlyCRLF reports whether the n buffered bytes are "\r", or "\r\n".
+func onlyCRLF(br *bufio.Reader, n int) bool {
+	if n > 2 {
+		return false
+	}
+	p, _ := br.Peek(n)
+	return string(p) == "\r\n"[:n]
 }
 
 func (b *body) Close() error {

@@ -402,3 +402,46 @@ func TestCloseMidBody(t *testing.T) {
 		t.Fatalf("Close mid-body took %v", d)
 	}
 }
+
+// TestAwaitSplitChunk (review of issue 29): a chunk whose CRLF comes apart
+// from its data leaves the CRLF buffered. Await does not take it for the
+// body's next byte: net/http's chunked reader, given it, would wait for the
+// next chunk's size line without a deadline.
+func TestAwaitSplitChunk(t *testing.T) {
+	u := newUpstream(t, func(n int, req *http.Request, conn net.Conn) bool {
+		io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npong")
+		time.Sleep(100 * time.Millisecond)
+		io.WriteString(conn, "\r")
+		time.Sleep(100 * time.Millisecond)
+		io.WriteString(conn, "\n")
+		time.Sleep(700 * time.Millisecond)
+		io.WriteString(conn, "4\r\nmore\r\n0\r\n\r\n")
+		return true
+	})
+	p := h1.New(h1.Config{})
+	x, err := p.Send("alice", u.req(t, context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	resp, err := x.Answer(context.Background(), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if n, err := resp.Body.Read(buf); string(buf[:n]) != "pong" || err != nil {
+		t.Fatalf("the first chunk: %q %v", buf[:n], err)
+	}
+	// The CRLF comes within this wait, the next chunk after it.
+	if x.Await(time.Now().Add(500 * time.Millisecond)) {
+		t.Fatal("Await took the chunk's CRLF for the body's next byte")
+	}
+	if !x.Await(time.Now().Add(5 * time.Second)) {
+		t.Fatal("no next chunk")
+	}
+	start := time.Now()
+	n, err := resp.Body.Read(buf)
+	if string(buf[:n]) != "more" || err != nil && err != io.EOF || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("the next chunk: %q %v after %v", buf[:n], err, time.Since(start))
+	}
+}

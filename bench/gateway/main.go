@@ -188,12 +188,22 @@ func run(out string, users, warmUsers, perUser int, d time.Duration, rounds int,
 		return err
 	}
 	defer stopRP()
+	// The same peer sending a Negotiate header of the size of seg's (an
+	// AES ticket and its authenticator, about 1.7 KB): the backend then
+	// reads what it reads from seg, and the ratio is the proxies' alone.
+	rpnAddr := freeAddr()
+	stopRPN, rpnPID, err := b.child("revproxy", "-addr", rpnAddr, "-target", backendURL, "-dir", b.dir, "-negotiate", "1700")
+	if err != nil {
+		return err
+	}
+	defer stopRPN()
 	targets := []struct {
 		name, url string
 		pid       int
 	}{
 		{"backend directly", backendURL, 0},
 		{"httputil.ReverseProxy", "https://" + rpAddr, rpPID},
+		{"httputil.ReverseProxy + a Negotiate header of seg's size", "https://" + rpnAddr, rpnPID},
 		{"seg gateway", gw.url, gw.cmd.Process.Pid},
 	}
 	results := map[string][]loadResult{}

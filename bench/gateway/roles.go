@@ -94,10 +94,21 @@ func revproxy(args []string) {
 	addr := fs.String("addr", "", "listen address")
 	target := fs.String("target", "", "backend URL")
 	dir := fs.String("dir", "", "files")
+	negotiate := fs.Int("negotiate", 0, "bytes of a made-up Negotiate header sent upstream, as seg sends a ticket's")
 	fs.Parse(args)
 	u, _ := url.Parse(*target)
+	var auth string
+	if *negotiate > 0 {
+		auth = "Negotiate " + strings.Repeat("Y", *negotiate)
+	}
 	rp := &httputil.ReverseProxy{
-		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() },
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.SetXForwarded()
+			if auth != "" {
+				pr.Out.Header.Set("Authorization", auth)
+			}
+		},
 		FlushInterval: -1,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool(*dir)}, MaxIdleConnsPerHost: 1024,
 			IdleConnTimeout: 90 * time.Second, DisableCompression: true},

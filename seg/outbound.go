@@ -3,6 +3,7 @@ package seg
 import (
 	"bytes"
 	"io"
+	"iter"
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
@@ -81,12 +82,8 @@ var hopHeaders = []string{
 // removeHopByHop drops the headers that are one connection's, not the
 // message's: those named in Connection, and hopHeaders.
 func removeHopByHop(h http.Header) {
-	for _, f := range h["Connection"] {
-		for _, name := range strings.Split(f, ",") {
-			if name = textproto.TrimString(name); name != "" {
-				h.Del(name)
-			}
-		}
+	for name := range headerTokens(h["Connection"]) {
+		h.Del(name)
 	}
 	for _, k := range hopHeaders {
 		h.Del(k)
@@ -96,12 +93,24 @@ func removeHopByHop(h http.Header) {
 // tokenIn reports whether a comma-separated header's values hold token,
 // compared as ASCII without case.
 func tokenIn(values []string, token string) bool {
-	for _, v := range values {
-		for _, t := range strings.Split(v, ",") {
-			if t = textproto.TrimString(t); equalASCII(t, token) {
-				return true
-			}
+	for t := range headerTokens(values) {
+		if equalASCII(t, token) {
+			return true
 		}
 	}
 	return false
+}
+
+// headerTokens are the non-empty, trimmed elements of a comma-separated
+// header's values.
+func headerTokens(values []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range values {
+			for _, t := range strings.Split(v, ",") {
+				if t = textproto.TrimString(t); t != "" && !yield(t) {
+					return
+				}
+			}
+		}
+	}
 }

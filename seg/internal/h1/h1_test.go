@@ -67,6 +67,15 @@ func newUpstream(t *testing.T, answer func(n int, req *http.Request, conn net.Co
 	return u
 }
 
+// stalledChunk begins a chunked answer with one chunk and sends nothing
+// more until the client closes the connection (10 s at most).
+func stalledChunk(n int, req *http.Request, conn net.Conn) bool {
+	io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	conn.Read(make([]byte, 1))
+	return false
+}
+
 // slowly writes s a byte at a time, so that the client's reads end
 // anywhere in it.
 func slowly(conn net.Conn, s string) {
@@ -323,12 +332,7 @@ func TestAnswerDeadline(t *testing.T) {
 // coming does not wait for the rest (an hour, for a Ping): the connection
 // is closed at once, and the server sees it.
 func TestExchangeCloseMidBody(t *testing.T) {
-	u := newUpstream(t, func(n int, req *http.Request, conn net.Conn) bool {
-		io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
-		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		conn.Read(make([]byte, 1)) // until the client closes
-		return false
-	})
+	u := newUpstream(t, stalledChunk)
 	p := h1.New(h1.Config{})
 	x, err := p.Send("alice", u.req(t, context.Background()))
 	if err != nil {
@@ -356,11 +360,7 @@ func TestExchangeCloseMidBody(t *testing.T) {
 // TestAnswerContext: the context given to Answer ends the exchange while
 // the body waits.
 func TestAnswerContext(t *testing.T) {
-	u := newUpstream(t, func(n int, req *http.Request, conn net.Conn) bool {
-		io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
-		time.Sleep(10 * time.Second)
-		return false
-	})
+	u := newUpstream(t, stalledChunk)
 	p := h1.New(h1.Config{})
 	x, err := p.Send("alice", u.req(t, context.Background()))
 	if err != nil {
@@ -384,12 +384,7 @@ func TestAnswerContext(t *testing.T) {
 // its end, through RoundTrip as through Send, returns at once, where
 // net/http's Close reads the rest, which a stalled upstream never sends.
 func TestCloseMidBody(t *testing.T) {
-	u := newUpstream(t, func(n int, req *http.Request, conn net.Conn) bool {
-		io.WriteString(conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
-		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		conn.Read(make([]byte, 1))
-		return false
-	})
+	u := newUpstream(t, stalledChunk)
 	p := h1.New(h1.Config{})
 	resp, err := p.RoundTrip("alice", u.req(t, context.Background()))
 	if err != nil {

@@ -27,8 +27,11 @@ check:
 compat:
 	GOTOOLCHAIN=$(GO_MIN) $(GO) vet ./...
 
+# One Samba DC for the whole run: labrun -share starts it, and every test
+# binary attaches to it (internal/testinfra/lab.Shared) instead of
+# provisioning its own.
 test: deps check compat
-	$(GO) test -race -count=1 ./...
+	scripts/lab run -q -share -- $(GO) test -race -count=1 ./...
 
 # Longer fuzzing than the seed corpus run in `make test`.
 fuzz:

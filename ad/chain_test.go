@@ -12,16 +12,16 @@ import (
 // (S4U2Self + S4U2Proxy). Then it takes pieces away and sees the KDC refuse.
 func TestKCDChain(t *testing.T) {
 	l, c, ctx := dial(t)
-	mail := "mail9." + l.DNSDomain
+	mail := "mail9-ad." + l.DNSDomain
 	spn := "http/" + mail
 	const svc, svcPW = "svc_kcd", "Svc-Passw0rd-Kcd!"
 
-	must(t)(c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "EXCHASA9"}))
-	must(t)(c.SetSPN(ctx, "EXCHASA9", spn))
+	must(t)(c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "ADASA9"}))
+	must(t)(c.SetSPN(ctx, "ADASA9", spn))
 	must(t)(c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: svc, Password: svcPW, PasswordNeverExpires: true}))
 	must(t)(c.SetSPN(ctx, svc, "HTTP/"+svc))
 	must(t)(c.SetProtocolTransition(ctx, svc, true))
-	must(t)(c.AddAllowedToDelegateTo(ctx, svc, spn, "http/mail9"))
+	must(t)(c.AddAllowedToDelegateTo(ctx, svc, spn, "http/mail9-ad"))
 
 	n := 0
 	// s4u runs kinit -f for the service account in a fresh ccache, then kvno -U -P.
@@ -72,13 +72,13 @@ func TestKCDChain(t *testing.T) {
 	}
 
 	// Without the SPN on the ASA, the target is unknown (KDC_ERR_S_PRINCIPAL_UNKNOWN).
-	must(t)(c.RemoveSPN(ctx, "EXCHASA9", spn))
+	must(t)(c.RemoveSPN(ctx, "ADASA9", spn))
 	if out, err := s4u("alice"); err == nil || !strings.Contains(out, "not found in Kerberos database") {
 		t.Fatalf("S4U2Proxy to a removed SPN: %v\n%s", err, out)
 	}
 
 	// Without protocol transition the evidence is not forwardable.
-	must(t)(c.SetSPN(ctx, "EXCHASA9", spn))
+	must(t)(c.SetSPN(ctx, "ADASA9", spn))
 	must(t)(c.SetProtocolTransition(ctx, svc, false))
 	if out, err := s4u("alice"); err == nil {
 		t.Fatalf("S4U2Proxy without TRUSTED_TO_AUTH_FOR_DELEGATION succeeded:\n%s", out)

@@ -141,34 +141,34 @@ func TestFindAccount(t *testing.T) {
 
 func TestCreateComputerAccount(t *testing.T) {
 	l, c, ctx := dial(t)
-	req := ad.ComputerAccountRequest{Name: "EXCHASA1", Description: "Exchange ASA (test)"}
+	req := ad.ComputerAccountRequest{Name: "ADASA1", Description: "Exchange ASA (test)"}
 	expect(t, segkcd.Created)(c.CreateComputerAccount(ctx, req))
 	ch, err := c.CreateComputerAccount(ctx, req)
 	wantAction(t, ch, err, segkcd.Unchanged)
 
 	// Our read.
-	a, err := c.FindAccount(ctx, "EXCHASA1")
+	a, err := c.FindAccount(ctx, "ADASA1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.SAMAccountName != "EXCHASA1$" || a.UserAccountControl != ad.UACWorkstationTrustAccount ||
+	if a.SAMAccountName != "ADASA1$" || a.UserAccountControl != ad.UACWorkstationTrustAccount ||
 		a.SupportedEncryptionTypes != ad.EncAES || a.PrimaryGroupID != 515 || len(a.MemberOf) != 0 ||
-		a.DNSHostName != "exchasa1."+l.DNSDomain {
+		a.DNSHostName != "adasa1."+l.DNSDomain {
 		t.Fatalf("ASA: %+v", a)
 	}
 	// sam.ldb's view.
-	if got := ldbAttr(t, l, "EXCHASA1$", "userAccountControl"); len(got) != 1 || got[0] != "4096" {
+	if got := ldbAttr(t, l, "ADASA1$", "userAccountControl"); len(got) != 1 || got[0] != "4096" {
 		t.Fatalf("ldb userAccountControl %v", got)
 	}
-	if got := ldbAttr(t, l, "EXCHASA1$", "msDS-SupportedEncryptionTypes"); len(got) != 1 || got[0] != "24" {
+	if got := ldbAttr(t, l, "ADASA1$", "msDS-SupportedEncryptionTypes"); len(got) != 1 || got[0] != "24" {
 		t.Fatalf("ldb msDS-SupportedEncryptionTypes %v", got)
 	}
-	if got := ldbAttr(t, l, "EXCHASA1$", "primaryGroupID"); len(got) != 1 || got[0] != "515" {
+	if got := ldbAttr(t, l, "ADASA1$", "primaryGroupID"); len(got) != 1 || got[0] != "515" {
 		t.Fatalf("ldb primaryGroupID %v", got)
 	}
 	// It has keys from the start (random password): samba-tool exports AES keys for it.
-	kt := l.Dir + "/exchasa1.keytab"
-	out := sambaTool(t, l, "domain", "exportkeytab", kt, "--principal=EXCHASA1$")
+	kt := l.Dir + "/adasa1.keytab"
+	out := sambaTool(t, l, "domain", "exportkeytab", kt, "--principal=ADASA1$")
 	klist, err := l.Command(ctx, "unused", "klist", "-k", "-e", kt).CombinedOutput()
 	if err != nil || !strings.Contains(string(klist), "aes256-cts") {
 		t.Fatalf("keytab of new computer: %s %s %v", out, klist, err)
@@ -178,7 +178,7 @@ func TestCreateComputerAccount(t *testing.T) {
 	req.EncryptionTypes = ad.EncAES | ad.EncRC4HMAC
 	ch, err = c.CreateComputerAccount(ctx, req)
 	wantAction(t, ch, err, segkcd.Modified)
-	if got := ldbAttr(t, l, "EXCHASA1$", "msDS-SupportedEncryptionTypes"); got[0] != "28" {
+	if got := ldbAttr(t, l, "ADASA1$", "msDS-SupportedEncryptionTypes"); got[0] != "28" {
 		t.Fatalf("after update: %v", got)
 	}
 
@@ -231,22 +231,22 @@ func TestCreateServiceAccount(t *testing.T) {
 
 func TestSPN(t *testing.T) {
 	l, c, ctx := dial(t)
-	must(t)(c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "EXCHASA2"}))
+	must(t)(c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "ADASA2"}))
 	must(t)(c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: "svc_spn", Password: "Svc-Passw0rd-Spn!"}))
-	const spn = "http/mail2." + "corp.example.test"
+	const spn = "http/mail2-ad." + "corp.example.test"
 
-	ch, err := c.SetSPN(ctx, "EXCHASA2", spn)
+	ch, err := c.SetSPN(ctx, "ADASA2", spn)
 	wantAction(t, ch, err, segkcd.Modified)
-	ch, err = c.SetSPN(ctx, "EXCHASA2$", spn)
+	ch, err = c.SetSPN(ctx, "ADASA2$", spn)
 	wantAction(t, ch, err, segkcd.Unchanged)
-	ch, err = c.SetSPN(ctx, "EXCHASA2$", strings.ToUpper(spn)) // SPNs compare case-insensitively
+	ch, err = c.SetSPN(ctx, "ADASA2$", strings.ToUpper(spn)) // SPNs compare case-insensitively
 	wantAction(t, ch, err, segkcd.Unchanged)
 
-	spns, err := c.ListSPNs(ctx, "EXCHASA2")
+	spns, err := c.ListSPNs(ctx, "ADASA2")
 	if err != nil || len(spns) != 1 || spns[0] != spn {
 		t.Fatalf("ListSPNs: %v %v", spns, err)
 	}
-	if out := sambaTool(t, l, "spn", "list", "EXCHASA2$"); !strings.Contains(out, spn) {
+	if out := sambaTool(t, l, "spn", "list", "ADASA2$"); !strings.Contains(out, spn) {
 		t.Fatalf("samba-tool spn list:\n%s", out)
 	}
 
@@ -254,7 +254,7 @@ func TestSPN(t *testing.T) {
 	_, err = c.SetSPN(ctx, "svc_spn", strings.ToUpper(spn))
 	wantKind(t, err, ad.ErrDuplicateSPN)
 	var dup *ad.DuplicateSPNError
-	if !errors.As(err, &dup) || len(dup.Holders) != 1 || !strings.HasPrefix(dup.Holders[0], "CN=EXCHASA2,") {
+	if !errors.As(err, &dup) || len(dup.Holders) != 1 || !strings.HasPrefix(dup.Holders[0], "CN=ADASA2,") {
 		t.Fatalf("duplicate: %#v", dup)
 	}
 	// ... and so is http/X when HOST/X is on another account (the DC here).
@@ -272,11 +272,11 @@ func TestSPN(t *testing.T) {
 	_, err = c.SetSPN(ctx, "svc_spn", "no-slash")
 	wantKind(t, err, ad.ErrInvalidArgument)
 
-	ch, err = c.RemoveSPN(ctx, "EXCHASA2", strings.ToUpper(spn))
+	ch, err = c.RemoveSPN(ctx, "ADASA2", strings.ToUpper(spn))
 	wantAction(t, ch, err, segkcd.Modified)
-	ch, err = c.RemoveSPN(ctx, "EXCHASA2", spn)
+	ch, err = c.RemoveSPN(ctx, "ADASA2", spn)
 	wantAction(t, ch, err, segkcd.Unchanged)
-	if out := sambaTool(t, l, "spn", "list", "EXCHASA2$"); strings.Contains(out, spn) {
+	if out := sambaTool(t, l, "spn", "list", "ADASA2$"); strings.Contains(out, spn) {
 		t.Fatalf("SPN still listed:\n%s", out)
 	}
 }
@@ -284,7 +284,7 @@ func TestSPN(t *testing.T) {
 func TestDelegation(t *testing.T) {
 	l, c, ctx := dial(t)
 	must(t)(c.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: "svc_deleg", Password: "Svc-Passw0rd-Deleg!"}))
-	targets := []string{"http/mail3." + l.DNSDomain, "http/mail3"}
+	targets := []string{"http/mail3-ad." + l.DNSDomain, "http/mail3-ad"}
 
 	expect(t, segkcd.Modified)(c.SetProtocolTransition(ctx, "svc_deleg", true))
 	ch, err := c.SetProtocolTransition(ctx, "svc_deleg", true)
@@ -414,8 +414,13 @@ func TestPasswords(t *testing.T) {
 	} else if strings.Contains(err.Error(), "wrong-old") || strings.Contains(err.Error(), "Third-Passw0rd") {
 		t.Fatalf("password in error: %v", err)
 	}
-	// Samba applies the minimum password age to a user's own change; lift it for the test.
-	sambaTool(t, l, "domain", "passwordsettings", "set", "--min-pwd-age=0")
+	// Samba applies the minimum password age to a user's own change; lift it
+	// for svc_pw alone (a password settings object): the domain is every
+	// test binary's.
+	if out, err := l.SambaTool(ctx, "domain", "passwordsettings", "pso", "create", "ad-pw-age", "10", "--min-pwd-age=0"); err != nil && !strings.Contains(out, "already exists") {
+		t.Fatalf("%v: %s", err, out)
+	}
+	sambaTool(t, l, "domain", "passwordsettings", "pso", "apply", "ad-pw-age", "svc_pw")
 	if _, err := c.ChangePassword(ctx, "svc_pw", second, "Third-Passw0rd!"); err != nil {
 		t.Fatal(err)
 	}
@@ -469,10 +474,10 @@ func TestGroups(t *testing.T) {
 		t.Fatalf("bob still a member:\n%s", out)
 	}
 	// A computer is in Domain Computers through its primary group.
-	must(t)(c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "EXCHASA3"}))
-	ch, err = c.AddGroupMember(ctx, "Domain Computers", "EXCHASA3")
+	must(t)(c.CreateComputerAccount(ctx, ad.ComputerAccountRequest{Name: "ADASA3"}))
+	ch, err = c.AddGroupMember(ctx, "Domain Computers", "ADASA3")
 	wantAction(t, ch, err, segkcd.Unchanged)
-	_, err = c.RemoveGroupMember(ctx, "Domain Computers", "EXCHASA3")
+	_, err = c.RemoveGroupMember(ctx, "Domain Computers", "ADASA3")
 	wantKind(t, err, ad.ErrUnwilling)
 	_, err = c.AddGroupMember(ctx, "alice", "bob")
 	wantKind(t, err, ad.ErrInvalidArgument)

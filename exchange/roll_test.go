@@ -37,8 +37,8 @@ func newRollEnv(t *testing.T) *rollEnv {
 	l := theLab.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	spn := "http/mail." + l.DNSDomain
-	if err := l.ProvisionKCD(ctx, lab.KCD{ASA: "EXCHASA", Service: "svc_awseg", Password: rollSvcPW, SPNs: []string{spn}}); err != nil {
+	spn := "http/mail-exch." + l.DNSDomain
+	if err := l.ProvisionKCD(ctx, lab.KCD{ASA: "EXCHROLLASA", Service: "svc_exch", Password: rollSvcPW, SPNs: []string{spn}}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := l.Dial(context.Background())
@@ -50,10 +50,10 @@ func newRollEnv(t *testing.T) *rollEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	krb := kerberos.NewWithPassword("svc_awseg", l.Realm, rollSvcPW, kcfg)
+	krb := kerberos.NewWithPassword("svc_exch", l.Realm, rollSvcPW, kcfg)
 	_, ts := org(t)
 	e := &rollEnv{l: l, ad: c, krb: krb, spn: spn, ts: ts,
-		roll: exchange.Roll{Servers: []string{"CAS1", "CAS2", "CAS3"}, User: l.Domain + `\EXCHASA$`, AD: c, Kerberos: krb, KeytabRealm: l.Realm}}
+		roll: exchange.Roll{Servers: []string{"CAS1", "CAS2", "CAS3"}, User: l.Domain + `\EXCHROLLASA$`, AD: c, Kerberos: krb, KeytabRealm: l.Realm}}
 	return e
 }
 
@@ -72,18 +72,18 @@ func (e *rollEnv) newOrg(t *testing.T) *exchange.Org {
 func (e *rollEnv) proveAll(t *testing.T, when string) {
 	t.Helper()
 	ctx := context.Background()
-	tk, err := kerberos.NewWithPassword("svc_awseg", e.l.Realm, rollSvcPW, mustConfig(t, e.l)).Impersonate(ctx, "alice", e.spn)
+	tk, err := kerberos.NewWithPassword("svc_exch", e.l.Realm, rollSvcPW, mustConfig(t, e.l)).Impersonate(ctx, "alice", e.spn)
 	if err != nil {
 		t.Fatalf("%s: %v", when, err)
 	}
-	acct, err := e.ad.FindAccount(ctx, "EXCHASA$")
+	acct, err := e.ad.FindAccount(ctx, "EXCHROLLASA$")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range e.roll.Servers {
 		ok := false
 		for _, cred := range e.ts.Host.ASA(s) {
-			kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: e.l.Realm, SAMAccountName: "EXCHASA$",
+			kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: e.l.Realm, SAMAccountName: "EXCHROLLASA$",
 				DNSDomain: e.l.DNSDomain, Principals: []string{e.spn}, Password: cred.Password, KVNO: uint32(acct.KeyVersion)})
 			if err != nil {
 				t.Fatal(err)

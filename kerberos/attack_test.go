@@ -205,7 +205,7 @@ func TestTransportMalformedReplyFailsOver(t *testing.T) {
 // (its key is gone). The client drops it, logs in once more and retries,
 // instead of failing every request until the TGT's own end.
 func TestRejectedTGTIsReplaced(t *testing.T) {
-	e := setup(t)
+	e := setupOn(t, theLab.Own(t)) // krbtgt's new keys would reject every other binary's TGTs
 	ctx := context.Background()
 	d := &countingDialer{}
 	c := e.clientVia(&kerberos.Transport{Config: e.cfg, Dialer: d})

@@ -19,20 +19,24 @@ var theLab lab.Shared
 
 func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
 
-// The KCD setup every test here shares, made with the ad package.
+// The KCD setup every test here shares, made with the ad package. The names
+// are this package's own: other test binaries share the lab's DC.
 const (
-	svcName     = "svc_awseg"
+	svcName     = "svc_krb"
 	svcPassword = "Krb-Svc-Passw0rd!"
 	asaPassword = "Asa-Rolled-Passw0rd-1234567890!" // what an ASA roll would set
 	noPTName    = "svc_nopt"                        // constrained delegation without protocol transition
-	asaName     = "EXCHASA"
+	asaName     = "KRBASA"
 	keylessName = "NOKEYS" // a computer made by samba-tool: no keys
 )
 
-var (
-	setupOnce sync.Once
-	setupErr  error
-)
+// setups are the labs set up so far: *lab.Lab → *setupOnce.
+var setups sync.Map
+
+type setupOnce struct {
+	once sync.Once
+	err  error
+}
 
 type env struct {
 	lab        *lab.Lab
@@ -43,12 +47,18 @@ type env struct {
 	unknownSPN string
 }
 
-func setup(t testing.TB) env {
+// setup is the KCD setup on the test binary's lab.
+func setup(t testing.TB) env { t.Helper(); return setupOn(t, theLab.Get(t)) }
+
+// setupOn makes the KCD setup on l, once per lab.
+func setupOn(t testing.TB, l *lab.Lab) env {
 	t.Helper()
-	l := theLab.Get(t)
-	e := env{lab: l, mailSPN: "http/mail." + l.DNSDomain, otherSPN: "http/other." + l.DNSDomain,
-		keylessSPN: "http/nokeys." + l.DNSDomain, unknownSPN: "http/nobody." + l.DNSDomain}
-	setupOnce.Do(func() {
+	e := env{lab: l, mailSPN: "http/mail-krb." + l.DNSDomain, otherSPN: "http/other-krb." + l.DNSDomain,
+		keylessSPN: "http/nokeys-krb." + l.DNSDomain, unknownSPN: "http/nobody-krb." + l.DNSDomain}
+	v, _ := setups.LoadOrStore(l, &setupOnce{})
+	done := v.(*setupOnce)
+	var setupErr error
+	done.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		c, err := l.Dial(ctx)
@@ -87,7 +97,10 @@ func setup(t testing.TB) env {
 		}
 	})
 	if setupErr != nil {
-		t.Fatalf("KCD setup: %v", setupErr)
+		done.err = setupErr
+	}
+	if done.err != nil {
+		t.Fatalf("KCD setup: %v", done.err)
 	}
 	cfg, err := kerberos.LoadConfig(l.Krb5Conf)
 	if err != nil {

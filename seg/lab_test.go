@@ -34,9 +34,9 @@ var theLab lab.Shared
 func TestMain(m *testing.M) { os.Exit(theLab.Run(m)) }
 
 const (
-	svcName     = "svc_awseg"
+	svcName     = "svc_seg" // names of this package's own: other test binaries share the lab's DC
 	svcPassword = "Seg-Svc-Passw0rd!"
-	asaName     = "EXCHASA"
+	asaName     = "SEGASA"
 	asaPassword = "Seg-Asa-Rolled-Passw0rd-1234567890!"
 	isoUsers    = 60            // users of the identity isolation test
 	altSuffix   = "example.com" // an alternative UPN suffix the gateway lists
@@ -63,20 +63,31 @@ type rig struct {
 	dir      string
 }
 
-var (
-	rigOnce sync.Once
-	theRig  *rig
-	rigErr  error
-)
+// rigs are the gateways made so far, one per lab.
+var rigs sync.Map // *lab.Lab → *rigOnce
 
-func getRig(t testing.TB) *rig {
+type rigOnce struct {
+	once sync.Once
+	r    *rig
+	err  error
+}
+
+// getRig is the gateway on the test binary's lab.
+func getRig(t testing.TB) *rig { t.Helper(); return rigOn(t, theLab.Get(t)) }
+
+// ownRig is a gateway on a lab no other test binary uses, for a test that
+// stops the DC.
+func ownRig(t testing.TB) *rig { t.Helper(); return rigOn(t, theLab.Own(t)) }
+
+func rigOn(t testing.TB, l *lab.Lab) *rig {
 	t.Helper()
-	l := theLab.Get(t)
-	rigOnce.Do(func() { theRig, rigErr = newRig(l) })
-	if rigErr != nil {
-		t.Fatalf("gateway rig: %v", rigErr)
+	v, _ := rigs.LoadOrStore(l, &rigOnce{})
+	o := v.(*rigOnce)
+	o.once.Do(func() { o.r, o.err = newRig(l) })
+	if o.err != nil {
+		t.Fatalf("gateway rig: %v", o.err)
 	}
-	return theRig
+	return o.r
 }
 
 func isoUser(i int) string { return fmt.Sprintf("iso%02d", i) }
@@ -84,7 +95,7 @@ func isoUser(i int) string { return fmt.Sprintf("iso%02d", i) }
 func newRig(l *lab.Lab) (*rig, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	r := &rig{lab: l, spn: "http/mail." + l.DNSDomain, spn2: "http/mail2." + l.DNSDomain, logs: &syncBuffer{}, debug: &seg.DebugDevices{}}
+	r := &rig{lab: l, spn: "http/mail-seg." + l.DNSDomain, spn2: "http/mail2-seg." + l.DNSDomain, logs: &syncBuffer{}, debug: &seg.DebugDevices{}}
 	var err error
 	if r.dir, err = os.MkdirTemp("", "seg-test-"); err != nil {
 		return nil, err
@@ -115,8 +126,11 @@ func newRig(l *lab.Lab) (*rig, error) {
 		}
 	}
 	// A lockout threshold, so that the Basic test can show that a wrong
-	// password does not lock anyone out.
-	if out, err := l.SambaTool(ctx, "domain", "passwordsettings", "set", "--account-lockout-threshold=5"); err != nil {
+	// password does not lock anyone out: a password settings object that
+	// only the test's own users get (lockoutPSO), since other test binaries
+	// share the domain.
+	if out, err := l.SambaTool(ctx, "domain", "passwordsettings", "pso", "create", lockoutPSO, "10",
+		"--account-lockout-threshold=5"); err != nil && !strings.Contains(out, "already exists") {
 		return nil, fmt.Errorf("%v: %s", err, out)
 	}
 
@@ -202,6 +216,19 @@ func (r *rig) newUser(t *testing.T, prefix string) string {
 	t.Helper()
 	name := fmt.Sprintf("%s%d", prefix, userSeq.Add(1))
 	r.newAccount(t, name, name+"@"+r.lab.DNSDomain)
+	return name
+}
+
+// lockoutPSO locks an account out after 5 wrong passwords.
+const lockoutPSO = "seg-lockout"
+
+// newLockableUser is newUser with lockoutPSO applied.
+func (r *rig) newLockableUser(t *testing.T, prefix string) string {
+	t.Helper()
+	name := r.newUser(t, prefix)
+	if out, err := r.lab.SambaTool(context.Background(), "domain", "passwordsettings", "pso", "apply", lockoutPSO, name); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
 	return name
 }
 

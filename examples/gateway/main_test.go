@@ -94,17 +94,17 @@ func newFixture(t *testing.T) *fixture {
 func newFixtureOn(t *testing.T, l *lab.Lab) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	spn := "http/mail." + l.DNSDomain
-	if err := l.ProvisionKCD(ctx, lab.KCD{ASA: "EXCHASA", ASAPassword: asaPassword, Service: "svc_awseg", Password: svcPassword,
+	spn := "http/mail-gw." + l.DNSDomain
+	if err := l.ProvisionKCD(ctx, lab.KCD{ASA: "GWASA", ASAPassword: asaPassword, Service: "svc_gw", Password: svcPassword,
 		SPNs: []string{spn}}); err != nil {
 		t.Fatal(err)
 	}
-	kt, err := l.ExportKeytab(ctx, "EXCHASA$")
+	kt, err := l.ExportKeytab(ctx, "GWASA$")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{lab: l, dir: t.TempDir()}
-	f.exchange = eastest.NewServer(&kerberos.Acceptor{Keytab: kt, Principal: "EXCHASA$"})
+	f.exchange = eastest.NewServer(&kerberos.Acceptor{Keytab: kt, Principal: "GWASA$"})
 	t.Cleanup(f.exchange.Close)
 	if f.ca, err = testpki.New("gateway test device CA"); err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func newFixtureOn(t *testing.T, l *lab.Lab) *fixture {
 	p := func(name string) string { return filepath.Join(f.dir, name) }
 	f.conf = config{Listen: "127.0.0.1:0", TLSCert: p("gateway.crt"), TLSKey: p("gateway.key"),
 		ClientCAFiles: []string{p("devices-ca.pem")}, CRLFiles: []string{p("devices.crl")}, Basic: true,
-		Realm: l.Realm, NetBIOS: l.Domain, Krb5Conf: l.Krb5Conf, ServiceAccount: "svc_awseg", PasswordFile: p("svc.password"),
+		Realm: l.Realm, NetBIOS: l.Domain, Krb5Conf: l.Krb5Conf, ServiceAccount: "svc_gw", PasswordFile: p("svc.password"),
 		ExchangeURL: f.exchange.URL, ExchangeSPN: spn, ExchangeCAFile: p("exchange-ca.pem"), ShutdownTimeout: "20s",
 		Policy: &policyConfig{File: p("policy.json"), Interval: "100ms", BlockStatus: 456},
 		Admin:  &adminConfig{Listen: "127.0.0.1:0", TokenFile: p("admin.token")}}
@@ -426,7 +426,7 @@ func TestGatewayConfigErrors(t *testing.T) {
 func rollSection(f *fixture, mutate func(*rollConfig)) *rollConfig {
 	r := &rollConfig{AD: siteconfig.AD{LDAPURL: f.lab.LDAPSURL(), BindUser: f.lab.AdminBindName(),
 		BindPassword: siteconfig.Secret{File: filepath.Join(f.dir, "svc.password")}},
-		ASA: "EXCHASA", Servers: []siteconfig.Server{{Name: "CAS1"}, {Name: "CAS2"}}, WinRM: siteconfig.WinRM{Address: "cas1:5985"}}
+		ASA: "GWASA", Servers: []siteconfig.Server{{Name: "CAS1"}, {Name: "CAS2"}}, WinRM: siteconfig.WinRM{Address: "cas1:5985"}}
 	mutate(r)
 	return r
 }
@@ -525,7 +525,7 @@ func TestGatewayCheck(t *testing.T) {
 	out, err := check(f.conf, "-check-user", "alice", "-check-cert", aliceFile)
 	// Whether a certificate is near its end (a warning) depends on the CA.
 	for _, want := range []string{"ok   config:", " tls_cert: \"localhost\"", " client_ca_files ", "ok   crl_files: 1 read, none past its nextUpdate",
-		"ok   krb5_conf:", "ok   password_file: set", "ok   service TGT: svc_awseg@" + f.lab.Realm, "ok   ticket " + spn + ": the KDC issues it",
+		"ok   krb5_conf:", "ok   password_file: set", "ok   service TGT: svc_gw@" + f.lab.Realm, "ok   ticket " + spn + ": the KDC issues it",
 		"ok   delegation " + spn + ": as alice@" + f.lab.Realm + " by S4U2Self and S4U2Proxy", "ok   upstream 127.0.0.1:", "ok   policy.file:",
 		"ok   cert_mapping: full", "ok   check-cert: " + aliceFile + " carries the SID S-1-5-21-", "ok   check-cert: maps to alice (S-1-5-21-"} {
 		if !strings.Contains(out, want) {

@@ -61,11 +61,11 @@ func TestReadinessBehindHAProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kt, err := f.lab.ExportKeytab(ctx, "EXCHASA$")
+	kt, err := f.lab.ExportKeytab(ctx, "GWASA$")
 	if err != nil {
 		t.Fatal(err)
 	}
-	eastest.Listen(ln, &kerberos.Acceptor{Keytab: kt, Principal: "EXCHASA$"}, &tls.Config{Certificates: []tls.Certificate{exCert.TLS}})
+	eastest.Listen(ln, &kerberos.Acceptor{Keytab: kt, Principal: "GWASA$"}, &tls.Config{Certificates: []tls.Certificate{exCert.TLS}})
 	t.Cleanup(func() { ln.Close() })
 
 	const token = "admin-token-0123456789"

@@ -93,9 +93,9 @@ func runCmd(t *testing.T, c *config, cmd string) string {
 // the gateway's account.
 func TestPlanApplyVerify(t *testing.T) {
 	l := theLab.Get(t)
-	c, h, _ := testConfig(t, "EXCHASA", "mail."+l.DNSDomain, "svc_awseg")
+	c, h, _ := testConfig(t, "PROVASA", "mail-prov."+l.DNSDomain, "svc_prov")
 	plan := runCmd(t, c, "plan")
-	for _, want := range []string{"1. Alternate Service Account", "created    create computer account EXCHASA$",
+	for _, want := range []string{"1. Alternate Service Account", "created    create computer account PROVASA$",
 		"CAS2: Exchange 2013", "[TEST HOST: modeled Windows, not a real Exchange]", "13 steps to apply"} {
 		if !strings.Contains(plan, want) {
 			t.Fatalf("plan lacks %q:\n%s", want, plan)
@@ -127,12 +127,12 @@ func TestPlanApplyVerify(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	cmd := l.Command(ctx, "svc.cc", "kinit", "-f", "svc_awseg")
+	cmd := l.Command(ctx, "svc.cc", "kinit", "-f", "svc_prov")
 	cmd.Stdin = strings.NewReader(svcPW + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kinit: %s", out)
 	}
-	if out, err := l.Command(ctx, "svc.cc", "kvno", "-U", "alice", "-P", "http/mail."+l.DNSDomain).CombinedOutput(); err != nil {
+	if out, err := l.Command(ctx, "svc.cc", "kvno", "-U", "alice", "-P", "http/mail-prov."+l.DNSDomain).CombinedOutput(); err != nil {
 		t.Fatalf("kvno -U alice: %s", out)
 	}
 
@@ -154,10 +154,10 @@ func TestPlanApplyVerify(t *testing.T) {
 	}
 
 	// A mail SPN already held by another account stops apply, naming its holder.
-	dup, _, _ := testConfig(t, "EXCHASA7", "mail."+l.DNSDomain, "svc_awseg7")
+	dup, _, _ := testConfig(t, "PROVASA7", "mail-prov."+l.DNSDomain, "svc_prov7")
 	var out bytes.Buffer
 	err = run(ctx, &out, dup, "apply")
-	if !errors.Is(err, ad.ErrDuplicateSPN) || !strings.Contains(err.Error(), "CN=EXCHASA,") {
+	if !errors.Is(err, ad.ErrDuplicateSPN) || !strings.Contains(err.Error(), "CN=PROVASA,") {
 		t.Fatalf("duplicate SPN: %v\n%s", err, out.String())
 	}
 }
@@ -166,7 +166,7 @@ func TestPlanApplyVerify(t *testing.T) {
 // plan reads from the next one in ldap_urls.
 func TestPlanWithFirstDCDead(t *testing.T) {
 	l := theLab.Get(t)
-	c, _, _ := testConfig(t, "EXCHASA9", "mail9."+l.DNSDomain, "svc_awseg9")
+	c, _, _ := testConfig(t, "PROVASA9", "mail9-prov."+l.DNSDomain, "svc_prov9")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -218,7 +218,7 @@ func mustPort(t *testing.T, addr string) int {
 // waits for the PDC emulator and says so.
 func TestTwoDCs(t *testing.T) {
 	dc1, dc2 := twoDCs.Get(t)
-	c, h, ts := testConfigOn(t, dc1, "EXCHASA2", "mail2."+dc1.DNSDomain, "svc_two")
+	c, h, ts := testConfigOn(t, dc1, "PROVASA2", "mail2."+dc1.DNSDomain, "svc_two")
 	c.AD = siteconfig.AD{Domain: dc1.DNSDomain, DNSServers: []string{dc1.IP, dc2.IP}, CAFile: dc1.CAFile,
 		BindUser: dc1.AdminBindName(), BindPassword: siteconfig.Secret{Env: "TEST_BIND_PW"}}
 	runCmd(t, c, "apply")

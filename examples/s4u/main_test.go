@@ -21,8 +21,8 @@ const svcPassword = "S4u-Svc-Passw0rd!"
 
 func provision(t *testing.T, l *lab.Lab) string {
 	t.Helper()
-	spn := "http/mail." + l.DNSDomain
-	err := l.ProvisionKCD(context.Background(), lab.KCD{ASA: "EXCHASA", Service: "svc_awseg", Password: svcPassword, SPNs: []string{spn}})
+	spn := "http/mail-s4u." + l.DNSDomain
+	err := l.ProvisionKCD(context.Background(), lab.KCD{ASA: "S4UASA", Service: "svc_s4u", Password: svcPassword, SPNs: []string{spn}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestS4UWritesCCacheKlistReads(t *testing.T) {
 	spn := provision(t, l)
 	out := filepath.Join(t.TempDir(), "alice.ccache")
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), options{user: "svc_awseg", password: svcPassword, krb5conf: l.Krb5Conf,
+	code := run(context.Background(), options{user: "svc_s4u", password: svcPassword, krb5conf: l.Krb5Conf,
 		impersonate: "alice", spn: spn, out: out, timeout: 30 * time.Second}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
@@ -50,7 +50,7 @@ func TestS4UWritesCCacheKlistReads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("klist -c: %v\n%s", err, klist)
 	}
-	for _, want := range []string{"Default principal: alice@" + l.Realm, spn + "@" + l.Realm, "svc_awseg@" + l.Realm} {
+	for _, want := range []string{"Default principal: alice@" + l.Realm, spn + "@" + l.Realm, "svc_s4u@" + l.Realm} {
 		if !strings.Contains(string(klist), want) {
 			t.Fatalf("klist lacks %q:\n%s", want, klist)
 		}
@@ -61,7 +61,7 @@ func TestS4UFromKinitCCacheAndExitCodes(t *testing.T) {
 	l := theLab.Get(t)
 	spn := provision(t, l)
 	ctx := context.Background()
-	cmd := l.Command(ctx, "svc.cc", "kinit", "-f", "svc_awseg")
+	cmd := l.Command(ctx, "svc.cc", "kinit", "-f", "svc_s4u")
 	cmd.Stdin = strings.NewReader(svcPassword + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kinit: %s", out)
@@ -84,7 +84,7 @@ func TestS4UFromKinitCCacheAndExitCodes(t *testing.T) {
 	// No KDC: 3.
 	conf := filepath.Join(t.TempDir(), "krb5.conf")
 	os.WriteFile(conf, []byte("[libdefaults]\n default_realm = "+l.Realm+"\n[realms]\n "+l.Realm+" = {\n  kdc = 127.0.0.1:1\n }\n"), 0o644)
-	o = options{user: "svc_awseg", password: svcPassword, krb5conf: conf, impersonate: "alice", spn: spn, timeout: 5 * time.Second}
+	o = options{user: "svc_s4u", password: svcPassword, krb5conf: conf, impersonate: "alice", spn: spn, timeout: 5 * time.Second}
 	if code := run(ctx, o, &stdout, &stderr); code != 3 {
 		t.Fatalf("no KDC: exit %d: %s", code, stderr.String())
 	}

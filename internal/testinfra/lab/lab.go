@@ -79,7 +79,7 @@ type Lab struct {
 	multiDC       bool   // started with Options.MultiDC, or joined by AddDC
 	first         *Lab   // a DC AddDC joined: the domain's first DC
 	host          string // Options.Host
-	Dir           string // where everything lives
+	Dir           string // where everything lives; an attached lab's files of this process only (Attach)
 	IP            string // the loopback address it binds
 	Realm         string // CORP.EXAMPLE.TEST
 	Domain        string // CORP (NetBIOS)
@@ -92,12 +92,14 @@ type Lab struct {
 	SmbConf       string // path of the DC's smb.conf (samba-tool --configfile)
 	CAFile        string // PEM of the CA that signed the DC's LDAPS certificate
 
-	keep    bool
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	logf    func(string, ...any)
-	once    sync.Once
+	dcDir    string // the DC's own directory (sam.ldb, smb.conf); Dir unless attached
+	attached bool   // made by Attach: another process runs the DC
+	keep     bool
+	cmd      *exec.Cmd
+	done     chan struct{}
+	waitErr  error
+	logf     func(string, ...any)
+	once     sync.Once
 }
 
 // state is what a kept lab remembers between runs.
@@ -299,16 +301,15 @@ func Start(ctx context.Context, opt Options) (*Lab, error) {
 	} else {
 		return nil, err
 	}
-	l.DNSDomain = strings.ToLower(l.Realm)
-	l.HostName = l.host + "." + l.DNSDomain
-	l.BaseDN = "DC=" + strings.Join(strings.Split(l.DNSDomain, "."), ",DC=")
-	l.SmbConf = filepath.Join(l.Dir, "etc", "smb.conf")
-	l.CAFile = filepath.Join(l.Dir, "tls", "ca.pem")
-	l.Krb5Conf = filepath.Join(l.Dir, "krb5.conf")
+	l.dcDir = l.Dir
+	l.derive()
 	if err := l.configure(); err != nil {
 		return nil, err
 	}
 	if err := l.start(ctx); err != nil {
+		return nil, err
+	}
+	if err := l.writeServing(); err != nil {
 		return nil, err
 	}
 	// The DC's own SPNs (ldap/dc1..., GC/...) come from samba_spnupdate, which
@@ -318,6 +319,17 @@ func Start(ctx context.Context, opt Options) (*Lab, error) {
 	}
 	ok = true
 	return l, nil
+}
+
+// derive sets the names and paths that follow from the realm, the host
+// name and the DC's directory.
+func (l *Lab) derive() {
+	l.DNSDomain = strings.ToLower(l.Realm)
+	l.HostName = l.host + "." + l.DNSDomain
+	l.BaseDN = "DC=" + strings.Join(strings.Split(l.DNSDomain, "."), ",DC=")
+	l.SmbConf = filepath.Join(l.dcDir, "etc", "smb.conf")
+	l.CAFile = filepath.Join(l.dcDir, "tls", "ca.pem")
+	l.Krb5Conf = filepath.Join(l.dcDir, "krb5.conf")
 }
 
 func readState(dir string) (state, error) {
@@ -577,10 +589,12 @@ func (l *Lab) ready() bool {
 }
 
 // Close stops samba (SIGTERM, then SIGKILL to its process group) and removes a
-// temporary lab's directory. It is safe to call more than once.
+// temporary lab's directory; an attached lab's Close removes only this
+// process's Dir. It is safe to call more than once.
 func (l *Lab) Close() error {
 	l.once.Do(func() {
 		if l.cmd != nil && l.cmd.Process != nil {
+			_ = os.Remove(filepath.Join(l.dcDir, servingFile))
 			l.stop()
 		}
 		if !l.keep && l.Dir != "" {
@@ -594,6 +608,9 @@ func (l *Lab) Close() error {
 // and starts it again on the same address and database, as a DC reboots;
 // it returns once the KDC and LDAPS serve again.
 func (l *Lab) Restart(ctx context.Context) error {
+	if l.attached {
+		return errAttached
+	}
 	if l.cmd == nil || l.cmd.Process == nil {
 		return errors.New("lab: samba is not running")
 	}
@@ -625,6 +642,9 @@ func (l *Lab) Pause() error { return l.signal(syscall.SIGSTOP) }
 func (l *Lab) Resume() error { return l.signal(syscall.SIGCONT) }
 
 func (l *Lab) signal(sig syscall.Signal) error {
+	if l.attached {
+		return errAttached
+	}
 	if l.cmd == nil || l.cmd.Process == nil {
 		return errors.New("lab: samba is not running")
 	}
@@ -654,7 +674,7 @@ func (l *Lab) SambaTool(ctx context.Context, args ...string) (string, error) {
 
 // Ldbsearch reads the DC's sam.ldb directly, bypassing LDAP altogether.
 func (l *Lab) Ldbsearch(ctx context.Context, base, filter string, attrs ...string) (string, error) {
-	args := []string{"-H", filepath.Join(l.Dir, "private", "sam.ldb"), "-b", base, filter}
+	args := []string{"-H", filepath.Join(l.dcDir, "private", "sam.ldb"), "-b", base, filter}
 	args = append(args, attrs...)
 	return run(ctx, nil, "ldbsearch", args...)
 }
@@ -673,7 +693,7 @@ func (l *Lab) Ldbmodify(ctx context.Context, ldif string) (string, error) {
 		return "", err
 	}
 	f.Close()
-	return run(ctx, nil, "ldbmodify", "-H", filepath.Join(l.Dir, "private", "sam.ldb"), f.Name())
+	return run(ctx, nil, "ldbmodify", "-H", filepath.Join(l.dcDir, "private", "sam.ldb"), f.Name())
 }
 
 // Command builds a command with this lab's Kerberos configuration and a

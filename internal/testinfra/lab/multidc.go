@@ -81,7 +81,7 @@ func (l *Lab) AddDC(ctx context.Context, host string) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.Dir = dir
+	d.Dir, d.dcDir = dir, dir
 	_ = os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o600)
 	ok := false
 	defer func() {
@@ -92,9 +92,7 @@ func (l *Lab) AddDC(ctx context.Context, host string) (*Lab, error) {
 	if d.IP, err = freeLoopback(); err != nil {
 		return nil, err
 	}
-	d.SmbConf = filepath.Join(d.Dir, "etc", "smb.conf")
-	d.CAFile = filepath.Join(d.Dir, "tls", "ca.pem")
-	d.Krb5Conf = filepath.Join(d.Dir, "krb5.conf")
+	d.derive()
 
 	// Names first: the join, and each DC, find the others in their hosts
 	// files; the join's resolver is the first DC's DNS server.

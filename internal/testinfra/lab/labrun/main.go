@@ -1,7 +1,7 @@
 // Command labrun starts a Samba AD lab, runs one command with the lab
 // described in its environment, and tears the lab down when it exits.
 //
-//	labrun [-dir DIR] [-install] -- command [args...]
+//	labrun [-dir DIR] [-install] [-share] -- command [args...]
 //
 // The command sees:
 //
@@ -12,7 +12,10 @@
 //	SEGKCD_LAB_DIR, SEGKCD_LAB_USER_PASSWORD  the lab directory, the seeded users' password
 //	KRB5_CONFIG                        a krb5.conf pointing at the lab's KDC only
 //
-// With -dir the lab is kept in DIR and reused by the next run.
+// With -dir the lab is kept in DIR and reused by the next run. With -share
+// the command also sees SEGKCD_SHARED_LAB (lab.SharedEnv), the lab's
+// directory: every test binary it runs attaches to this one DC instead of
+// provisioning its own (`make test` runs `go test ./...` so).
 package main
 
 import (
@@ -33,8 +36,9 @@ func main() {
 	dir := flag.String("dir", "", "keep the lab in this directory and reuse it next time")
 	install := flag.Bool("install", false, "apt-get install Samba if it is missing (root)")
 	quiet := flag.Bool("q", false, "no progress lines")
+	share := flag.Bool("share", false, "let the command's test binaries attach to this lab ("+lab.SharedEnv+")")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: labrun [-dir DIR] [-install] -- command [args...]")
+		fmt.Fprintln(os.Stderr, "usage: labrun [-dir DIR] [-install] [-share] -- command [args...]")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -42,10 +46,10 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	os.Exit(run(*dir, *install, *quiet, flag.Args()))
+	os.Exit(run(*dir, *install, *quiet, *share, flag.Args()))
 }
 
-func run(dir string, install, quiet bool, argv []string) int {
+func run(dir string, install, quiet, share bool, argv []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	opt := lab.Options{Dir: dir, InstallPackages: install}
@@ -77,6 +81,9 @@ func run(dir string, install, quiet bool, argv []string) int {
 		"SEGKCD_LAB_USER_PASSWORD="+lab.UserPassword,
 		"KRB5_CONFIG="+l.Krb5Conf,
 	)
+	if share {
+		cmd.Env = append(cmd.Env, lab.SharedEnv+"="+l.Dir)
+	}
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

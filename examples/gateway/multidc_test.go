@@ -40,7 +40,7 @@ func TestGatewayTwoDCs(t *testing.T) {
 	f.conf.Krb5Conf, f.conf.KDCs = "", []string{dc1.KDCAddr(), dc2.KDCAddr()}
 
 	// CAS1, on a WS-Man test host, holds the ASA's password.
-	_, ts := casHost(t, "CAS1", dc1.Domain+`\EXCHASA$`, asaPassword)
+	_, ts := casHost(t, "CAS1", dc1.Domain+`\GWASA$`, asaPassword)
 	write := func(name, v string) string {
 		p, err := testpki.WriteFile(f.dir, name, []byte(v+"\n"))
 		if err != nil {
@@ -51,7 +51,7 @@ func TestGatewayTwoDCs(t *testing.T) {
 	c := f.conf
 	c.Roll = &rollConfig{AD: siteconfig.AD{Domain: dc1.DNSDomain, DNSServers: []string{dc1.IP, dc2.IP}, CAFile: dc1.CAFile,
 		BindUser: dc1.AdminBindName(), BindPassword: siteconfig.Secret{File: write("bind.pw", dc1.AdminPassword)}},
-		ASA: "EXCHASA", Servers: []siteconfig.Server{{Name: "CAS1"}},
+		ASA: "GWASA", Servers: []siteconfig.Server{{Name: "CAS1"}},
 		WinRM: siteconfig.WinRM{Address: ts.Addr(), User: ts.User, Password: siteconfig.Secret{File: write("winrm.pw", ts.Password)}, TestHost: true}}
 	path := f.writeConfig(t, c)
 	check := func() string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strconv"
 	"time"
 
 	"github.com/jcmturner/gofork/encoding/asn1"
@@ -17,6 +18,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/iana/flags"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
 	"github.com/jcmturner/gokrb5/v8/iana/msgtype"
+	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/service"
@@ -42,9 +44,16 @@ type Acceptor struct {
 
 // Identity is who a Negotiate header authenticated.
 type Identity struct {
-	User   string // the client principal, e.g. alice
+	User   string // the ticket's client name, e.g. alice, or alice@corp.example.com (an enterprise name)
 	Realm  string
 	Groups []string // group SIDs from the PAC, when the ticket carries one
+	// Account and SID are the account the ticket's PAC names (its logon
+	// information: the account name, and the domain's SID with the user's
+	// RID), which is what Windows builds a logon token from; "" when the
+	// ticket carries no PAC. User may be another form of the same account's
+	// name: an S4U2Self by UPN gives a ticket that Samba's KDC names by the
+	// UPN.
+	Account, SID string
 	// StartTime and EndTime bound the ticket's validity. The AP-REQ is
 	// accepted within MaxClockSkew of them; a server that wants no
 	// tolerance past the end compares EndTime with its own clock.
@@ -150,8 +159,45 @@ func (a *Acceptor) verify(op, authorization string) (*Identity, messages.APReq, 
 	if start.IsZero() {
 		start = part.AuthTime
 	}
-	return &Identity{User: creds.CName().PrincipalNameString(), Realm: creds.Domain(),
-		Groups: creds.GetADCredentials().GroupMembershipSIDs, StartTime: start, EndTime: part.EndTime}, ap, nil
+	logon := creds.GetADCredentials()
+	id := &Identity{User: creds.CName().PrincipalNameString(), Realm: creds.Domain(),
+		Groups: logon.GroupMembershipSIDs, StartTime: start, EndTime: part.EndTime}
+	if acct := a.pacAccount(ap); acct != nil {
+		id.Account, id.SID = acct.Name, acct.SID
+	} else if logon.EffectiveName != "" && logon.LogonDomainID != "" && logon.UserID > 0 {
+		// A PAC without UPN_DNS_INFO's S flag (DCs before the November
+		// 2021 updates): its logon information, as gokrb5 decoded it.
+		id.Account, id.SID = logon.EffectiveName, logon.LogonDomainID+"-"+strconv.Itoa(logon.UserID)
+	}
+	return id, ap, nil
+}
+
+// pacAccount reads the account from the accepted ticket's PAC with our own
+// reader (UPN_DNS_INFO; gokrb5's NDR decoder of the logon information
+// mangles names outside the Basic Multilingual Plane); nil when the ticket
+// has no PAC or it has no UPN_DNS_INFO with the account's name and SID.
+func (a *Acceptor) pacAccount(ap messages.APReq) *Account {
+	pac, ok := pacIn(ap.Ticket.DecryptedEncPart.AuthorizationData)
+	if !ok {
+		return nil
+	}
+	sname := ap.Ticket.SName
+	if a.Principal != "" {
+		sname = types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, a.Principal)
+	}
+	var acct *Account
+	err := safely(func() error {
+		key, _, err := a.Keytab.GetEncryptionKey(sname, ap.Ticket.Realm, ap.Ticket.EncPart.KVNO, ap.Ticket.EncPart.EType)
+		if err != nil {
+			return err
+		}
+		acct, err = accountFromPAC(pac, key)
+		return err
+	})
+	if err != nil || acct.Name == "" || acct.SID == "" {
+		return nil
+	}
+	return acct
 }
 
 func mutualRequested(ap messages.APReq) bool {

@@ -11,7 +11,6 @@ import (
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/iana/adtype"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
-	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
 )
@@ -101,19 +100,17 @@ type heldEvidence struct {
 	at     time.Time
 }
 
-// keepEvidence holds ev, whose PAC named a, for ImpersonateAccount: when
-// it is the ticket ImpersonateAccount's own S4U2Self would get. A ticket
-// for another form of the name (a UPN, which the KDC keeps as the
-// enterprise name asked for, or another case) would make the service
-// ticket name the client so, where Exchange is given the account's name
-// (the Negotiate ticket's cname) on every other path.
+// keepEvidence holds ev, whose PAC named a, for ImpersonateAccount. The
+// PAC is what names the account; the ticket's client name may be the form
+// of the name Account was given (a UPN, which Samba's KDC keeps as an
+// enterprise name, or another case), and the service ticket made from it
+// names the client the same way. Only an account of the service's own
+// realm: another realm's goes through referrals of its own.
 func (c *Client) keepEvidence(a *Account, ev *Ticket) {
 	if a.SID == "" || !ev.Forwardable() {
 		return // S4U2Proxy would refuse it
 	}
-	cn := ev.Client
-	if a.User != a.Name || cn.NameType != nametype.KRB_NT_PRINCIPAL || len(cn.NameString) != 1 ||
-		cn.NameString[0] != a.Name || ev.ClientRealm != c.realm {
+	if a.User != a.Name || len(ev.Client.NameString) != 1 || !EqualNames(ev.ClientRealm, c.realm) {
 		return
 	}
 	now := c.now()
@@ -185,9 +182,11 @@ func (c *Client) AccountIn(t *Ticket) (*Account, error) {
 // (ErrNoServiceKey without one). The first impersonation of an account that
 // Account resolved within the last 30 seconds, by its account name, takes
 // the S4U2Self ticket Account got, whose PAC named the same SID, and asks
-// the KDC for S4U2Proxy only: a new user costs two exchanges, not three. An
-// account resolved by its UPN costs three: the KDC names the client of the
-// UPN's S4U2Self ticket by the UPN, as an enterprise name.
+// the KDC for S4U2Proxy only: a new user costs two exchanges, not three,
+// also when Account was given a UPN. The ticket then names its client as
+// that S4U2Self's did (Samba keeps the UPN as an enterprise name; Windows
+// builds the logon token from the PAC either way), and its SID field says
+// which account the evidence's PAC named.
 func (c *Client) ImpersonateAccount(ctx context.Context, acct *Account, spn string) (*Ticket, error) {
 	const op = "S4U2Self"
 	if acct == nil || acct.User == "" || acct.SID == "" {
@@ -196,7 +195,7 @@ func (c *Client) ImpersonateAccount(ctx context.Context, acct *Account, spn stri
 	if ev := c.takeEvidence(acct); ev != nil {
 		// Account resolved this account a moment ago: its S4U2Self
 		// ticket's PAC named acct.SID, and serves as the evidence.
-		return c.S4U2Proxy(ctx, ev, spn)
+		return c.proxyFor(ctx, acct, ev, spn)
 	}
 	ev, err := c.S4U2Self(ctx, acct.User)
 	if err != nil {
@@ -213,7 +212,18 @@ func (c *Client) ImpersonateAccount(ctx context.Context, acct *Account, spn stri
 	if got.SID != acct.SID {
 		return nil, fail(op, acct.User, fmt.Errorf("%w: the PAC names %s, the account resolved was %s", ErrAccountChanged, got.SID, acct.SID))
 	}
-	return c.S4U2Proxy(ctx, ev, spn)
+	return c.proxyFor(ctx, acct, ev, spn)
+}
+
+// proxyFor is S4U2Proxy with evidence whose PAC named acct; the ticket
+// carries acct's SID.
+func (c *Client) proxyFor(ctx context.Context, acct *Account, ev *Ticket, spn string) (*Ticket, error) {
+	t, err := c.S4U2Proxy(ctx, ev, spn)
+	if err != nil {
+		return nil, err
+	}
+	t.SID = acct.SID
+	return t, nil
 }
 
 // accountFromTicket opens a ticket encrypted to the service account and reads
@@ -228,7 +238,17 @@ func accountFromTicket(t messages.Ticket, key types.EncryptionKey) (*Account, er
 	if err := enc.Unmarshal(b); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoPAC, err)
 	}
-	for _, ad := range enc.AuthorizationData {
+	pac, ok := pacIn(enc.AuthorizationData)
+	if !ok {
+		return nil, ErrNoPAC
+	}
+	return accountFromPAC(pac, key)
+}
+
+// pacIn finds the PAC (AD-WIN2K-PAC inside AD-IF-RELEVANT) in a ticket's
+// authorization data.
+func pacIn(ads types.AuthorizationData) ([]byte, bool) {
+	for _, ad := range ads {
 		if ad.ADType != adtype.ADIfRelevant {
 			continue
 		}
@@ -237,13 +257,12 @@ func accountFromTicket(t messages.Ticket, key types.EncryptionKey) (*Account, er
 			continue
 		}
 		for _, e := range inner {
-			if e.ADType != adtype.ADWin2KPAC {
-				continue
+			if e.ADType == adtype.ADWin2KPAC {
+				return e.ADData, true
 			}
-			return accountFromPAC(e.ADData, key)
 		}
 	}
-	return nil, ErrNoPAC
+	return nil, false
 }
 
 // validName: non-empty UTF-8 without control characters, short enough for AD.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -220,6 +221,18 @@ func (c *Cache) InvalidateAccount(sid, spn string) {
 	c.invalidate(cacheKey{user: sid, spn: spn, sid: true})
 }
 
+// speaksFor reports whether t may be served for k, asked of the KDC for the
+// name user. A ticket keyed by a SID whose evidence's PAC was read
+// (Ticket.SID) is checked by that SID: its client name may be another form
+// of the account's name (an enterprise name). Any other ticket must be for
+// user by name.
+func speaksFor(t *Ticket, k cacheKey, user string) bool {
+	if k.sid && t.SID != "" {
+		return strings.EqualFold(t.SID, k.user)
+	}
+	return t.IsFor(user)
+}
+
 func (c *Cache) ticket(ctx context.Context, k cacheKey, user string) (*Ticket, error) {
 	c.mu.Lock()
 	if c.entries == nil {
@@ -230,7 +243,7 @@ func (c *Cache) ticket(ctx context.Context, k cacheKey, user string) (*Ticket, e
 	if el, ok := c.entries[k]; ok {
 		e := el.Value.(*cacheEntry)
 		switch {
-		case e.ticket != nil && !e.ticket.IsFor(e.name):
+		case e.ticket != nil && !speaksFor(e.ticket, k, e.name):
 			// Never expected with exact keys; a ticket for someone else is never served.
 			c.mismatches.Add(1)
 		case e.ticket != nil && now.Add(c.skew(e.ticket)).Before(e.ticket.EndTime):
@@ -288,7 +301,7 @@ func (c *Cache) run(ctx context.Context, k cacheKey, user string, f *fetch, back
 	default:
 		t, err = c.Source.Impersonate(fctx, user, k.spn)
 	}
-	if err == nil && (t == nil || !t.IsFor(user)) {
+	if err == nil && (t == nil || !speaksFor(t, k, user)) {
 		c.mismatches.Add(1)
 		name := "no ticket"
 		if t != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/types"
 )
 
@@ -532,5 +533,56 @@ func TestCacheAccountTicket(t *testing.T) {
 	}
 	if _, err := c.AccountTicket(ctx, &Account{User: "jsmith"}, "http/mail"); err == nil {
 		t.Error("an account without a SID")
+	}
+}
+
+// enterpriseSource answers as ImpersonateAccount does after an S4U2Self by
+// UPN: the ticket's client is the enterprise name, and its SID the one the
+// evidence's PAC named (pacSID, or the account's when empty).
+type enterpriseSource struct {
+	fakeSource
+	pacSID string
+}
+
+func (e *enterpriseSource) ImpersonateAccount(ctx context.Context, acct *Account, spn string) (*Ticket, error) {
+	t, err := e.Impersonate(ctx, acct.User, spn)
+	if err != nil {
+		return nil, err
+	}
+	t.Client = types.PrincipalName{NameType: nametype.KRB_NT_ENTERPRISE, NameString: []string{acct.User + "@corp.example.com"}}
+	t.SID = acct.SID
+	if e.pacSID != "" {
+		t.SID = e.pacSID
+	}
+	return t, nil
+}
+
+// TestCacheChecksTheEvidenceSID: a ticket keyed by SID whose client is an
+// enterprise name is served when its evidence's PAC named that SID, and
+// refused, never cached, when it named another.
+func TestCacheChecksTheEvidenceSID(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	ctx := context.Background()
+	a := &Account{User: "jsmith", SID: "S-1-5-21-1-1"}
+	src := &enterpriseSource{fakeSource: fakeSource{now: clk.Now, life: time.Hour}}
+	c := &Cache{Source: src, clock: clk.Now}
+	for i := 0; i < 2; i++ {
+		tk, err := c.AccountTicket(ctx, a, "http/mail")
+		if err != nil || tk.IsFor("jsmith") || tk.SID != a.SID {
+			t.Fatalf("call %d: %v %v", i, tk, err)
+		}
+	}
+	if src.calls.Load() != 1 || c.Stats().Mismatches != 0 {
+		t.Fatalf("%d exchanges, %d mismatches; want 1 and 0", src.calls.Load(), c.Stats().Mismatches)
+	}
+	other := &enterpriseSource{fakeSource: fakeSource{now: clk.Now, life: time.Hour}, pacSID: "S-1-5-21-1-2"}
+	c = &Cache{Source: other, clock: clk.Now}
+	for i := 0; i < 2; i++ {
+		if tk, err := c.AccountTicket(ctx, a, "http/mail"); !errors.Is(err, ErrBadReply) || tk != nil {
+			t.Fatalf("a ticket whose evidence named another SID: %v %v", tk, err)
+		}
+	}
+	if other.calls.Load() != 2 || c.Stats().Mismatches != 2 {
+		t.Fatalf("%d exchanges, %d mismatches; want 2 and 2 (never cached)", other.calls.Load(), c.Stats().Mismatches)
 	}
 }

@@ -42,6 +42,12 @@ type Ticket struct {
 	StartTime   time.Time
 	EndTime     time.Time
 	RenewTill   time.Time
+	// SID is the account that the PAC of this ticket's evidence named, read
+	// by ImpersonateAccount (which compared it with the account asked for);
+	// "" for a ticket made otherwise. The ticket's client name may be
+	// another form of the account's name (an enterprise name after an
+	// S4U2Self by UPN); the SID is what a ticket cache keyed by SID checks.
+	SID string
 
 	der   []byte       // Ticket in DER, kept from issue so headers need not re-marshal it
 	state *ticketState // nil for a Ticket built by a caller

@@ -257,7 +257,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.accepted.Add(1)
+		// As IIS does, the user is the account the PAC names (the logon
+		// token's), not the ticket's client name: after an S4U2Self by UPN
+		// that is an enterprise name, alice@corp.example.test.
 		user, how = id.User, "ticket"
+		if id.Account != "" {
+			user = id.Account
+		}
 		w.Header().Set(SPNHeader, ticketSPN(auth))
 		if st != nil {
 			st.mu.Lock()

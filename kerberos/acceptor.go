@@ -18,7 +18,6 @@ import (
 	"github.com/jcmturner/gokrb5/v8/iana/flags"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
 	"github.com/jcmturner/gokrb5/v8/iana/msgtype"
-	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/service"
@@ -183,7 +182,7 @@ func (a *Acceptor) pacAccount(ap messages.APReq) *Account {
 	}
 	sname := ap.Ticket.SName
 	if a.Principal != "" {
-		sname = types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, a.Principal)
+		sname, _ = types.ParseSPNString(a.Principal) // as gokrb5 reads it: "EXCHASA$" or "http/mail@REALM"
 	}
 	var acct *Account
 	err := safely(func() error {

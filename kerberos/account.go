@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -11,6 +12,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/iana/adtype"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
+	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
 )
@@ -97,20 +99,36 @@ const (
 type heldEvidence struct {
 	ticket *Ticket
 	user   string // Account.User of the account it named
+	sid    string // the SID its PAC named
 	at     time.Time
 }
 
-// keepEvidence holds ev, whose PAC named a, for ImpersonateAccount. The
-// PAC is what names the account; the ticket's client name may be the form
-// of the name Account was given (a UPN, which Samba's KDC keeps as an
-// enterprise name, or another case), and the service ticket made from it
-// names the client the same way. Only an account of the service's own
-// realm: another realm's goes through referrals of its own.
+// keepEvidence holds ev, whose PAC named a, for ImpersonateAccount, when
+// the KDC named its client by the account's name, or by the account's UPN
+// as AD spells it with the account's name before the @ (Samba keeps a UPN
+// asked for as an enterprise name). The service ticket made from it names
+// the client the same way: a backend that reads the client name, not the
+// PAC, must never see a form of the name the asker chose (another case,
+// another account's name before an alternative suffix). Only an account of
+// the service's own realm: another realm's goes through referrals.
 func (c *Client) keepEvidence(a *Account, ev *Ticket) {
 	if a.SID == "" || !ev.Forwardable() {
 		return // S4U2Proxy would refuse it
 	}
-	if a.User != a.Name || len(ev.Client.NameString) != 1 || !EqualNames(ev.ClientRealm, c.realm) {
+	cn := ev.Client
+	if a.User != a.Name || len(cn.NameString) != 1 || !EqualNames(ev.ClientRealm, c.realm) {
+		return
+	}
+	switch name := cn.NameString[0]; cn.NameType {
+	case nametype.KRB_NT_PRINCIPAL:
+		if name != a.Name {
+			return
+		}
+	case nametype.KRB_NT_ENTERPRISE:
+		if prefix, _, _ := strings.Cut(name, "@"); name != a.UPN || prefix != a.Name {
+			return
+		}
+	default:
 		return
 	}
 	now := c.now()
@@ -129,22 +147,22 @@ func (c *Client) keepEvidence(a *Account, ev *Ticket) {
 			return
 		}
 	}
-	c.evidence[a.SID] = heldEvidence{ticket: ev, user: a.User, at: now}
+	c.evidence[a.SID] = heldEvidence{ticket: ev, user: a.User, sid: a.SID, at: now}
 }
 
-// takeEvidence returns, once, the S4U2Self ticket that Account read acct
-// from within evidenceMaxAge, keyed by its SID and for the same name; nil
-// when there is none.
-func (c *Client) takeEvidence(acct *Account) *Ticket {
+// takeEvidence returns, once, what Account kept of acct within
+// evidenceMaxAge: its S4U2Self ticket, keyed by its SID and for the same
+// name.
+func (c *Client) takeEvidence(acct *Account) (heldEvidence, bool) {
 	c.evidenceMu.Lock()
 	e, ok := c.evidence[acct.SID]
 	delete(c.evidence, acct.SID)
 	c.evidenceMu.Unlock()
 	now := c.now()
-	if !ok || e.user != acct.User || now.Sub(e.at) >= evidenceMaxAge || !now.Before(e.ticket.EndTime) {
-		return nil
+	if !ok || e.user != acct.User || e.sid != acct.SID || now.Sub(e.at) >= evidenceMaxAge || !now.Before(e.ticket.EndTime) {
+		return heldEvidence{}, false
 	}
-	return e.ticket
+	return e, true
 }
 
 // AccountIn reads the account of a ticket issued to c's own account (a
@@ -180,22 +198,32 @@ func (c *Client) AccountIn(t *Ticket) (*Account, error) {
 // fails with ErrAccountChanged instead of yielding the other account's
 // ticket. It needs the service account's key to open the PAC
 // (ErrNoServiceKey without one). The first impersonation of an account that
-// Account resolved within the last 30 seconds, by its account name, takes
-// the S4U2Self ticket Account got, whose PAC named the same SID, and asks
-// the KDC for S4U2Proxy only: a new user costs two exchanges, not three,
-// also when Account was given a UPN. The ticket then names its client as
-// that S4U2Self's did (Samba keeps the UPN as an enterprise name; Windows
-// builds the logon token from the PAC either way), and its SID field says
-// which account the evidence's PAC named.
+// Account resolved within the last 30 seconds takes the S4U2Self ticket
+// Account got, whose PAC named the same SID, and asks the KDC for S4U2Proxy
+// only: a new user costs two exchanges, not three. That holds when Account
+// was given the account's name, or its UPN as AD spells it with the
+// account's name before the @ (Samba keeps a UPN as the ticket's
+// enterprise client name, and the service ticket names the client so);
+// another form of the name costs three, so that no ticket names its client
+// in a form the asker chose. The ticket's SID field is the SID the
+// evidence's PAC named.
 func (c *Client) ImpersonateAccount(ctx context.Context, acct *Account, spn string) (*Ticket, error) {
 	const op = "S4U2Self"
 	if acct == nil || acct.User == "" || acct.SID == "" {
 		return nil, fail(op, "", errors.New("an account without a name or a SID"))
 	}
-	if ev := c.takeEvidence(acct); ev != nil {
+	if e, ok := c.takeEvidence(acct); ok {
 		// Account resolved this account a moment ago: its S4U2Self
-		// ticket's PAC named acct.SID, and serves as the evidence.
-		return c.proxyFor(ctx, acct, ev, spn)
+		// ticket's PAC named acct.SID, and serves as the evidence. If the
+		// KDC refuses it (the name moved to another account since, which
+		// Samba answers with TGT_REVOKED), the fresh path below says so
+		// as ErrAccountChanged; the service's own TGT is not at fault.
+		if t, err := c.proxyOnce(ctx, e.ticket, spn); err == nil {
+			t.SID = e.sid
+			return t, nil
+		} else if ctx.Err() != nil {
+			return nil, err
+		}
 	}
 	ev, err := c.S4U2Self(ctx, acct.User)
 	if err != nil {
@@ -212,18 +240,26 @@ func (c *Client) ImpersonateAccount(ctx context.Context, acct *Account, spn stri
 	if got.SID != acct.SID {
 		return nil, fail(op, acct.User, fmt.Errorf("%w: the PAC names %s, the account resolved was %s", ErrAccountChanged, got.SID, acct.SID))
 	}
-	return c.proxyFor(ctx, acct, ev, spn)
-}
-
-// proxyFor is S4U2Proxy with evidence whose PAC named acct; the ticket
-// carries acct's SID.
-func (c *Client) proxyFor(ctx context.Context, acct *Account, ev *Ticket, spn string) (*Ticket, error) {
 	t, err := c.S4U2Proxy(ctx, ev, spn)
 	if err != nil {
 		return nil, err
 	}
-	t.SID = acct.SID
+	t.SID = got.SID
 	return t, nil
+}
+
+// proxyOnce is S4U2Proxy with the current TGT and no second try: a refusal
+// is the evidence's, not the TGT's, on the path that calls it.
+func (c *Client) proxyOnce(ctx context.Context, ev *Ticket, spn string) (*Ticket, error) {
+	sname, err := parseSPN(spn)
+	if err != nil {
+		return nil, fail("S4U2Proxy", spn, err)
+	}
+	tgt, err := c.TGT(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.s4u2Proxy(ctx, tgt, ev, spn, sname)
 }
 
 // accountFromTicket opens a ticket encrypted to the service account and reads

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -228,7 +227,7 @@ func (c *Cache) InvalidateAccount(sid, spn string) {
 // user by name.
 func speaksFor(t *Ticket, k cacheKey, user string) bool {
 	if k.sid && t.SID != "" {
-		return strings.EqualFold(t.SID, k.user)
+		return t.SID == k.user
 	}
 	return t.IsFor(user)
 }

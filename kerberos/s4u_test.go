@@ -3,6 +3,7 @@ package kerberos_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
+	"github.com/segkcd/segkcd/ad"
+	"github.com/segkcd/segkcd/internal/testinfra/lab"
 	"github.com/segkcd/segkcd/kerberos"
 )
 
@@ -298,6 +301,57 @@ func TestAccountThenImpersonate(t *testing.T) {
 	id, err := acc.Accept(h)
 	if err != nil || id.Account != "alice" || id.SID != a.SID || !strings.EqualFold(id.User, upn) {
 		t.Fatalf("the acceptor's view of it: %+v %v", id, err)
+	}
+	// Another spelling of the UPN costs three: no ticket names its client
+	// in a form the asker chose.
+	d.n.Store(0)
+	v, err := c.Account(ctx, strings.ToUpper(upn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk, err = c.ImpersonateAccount(ctx, v, e.mailSPN); err != nil || tk.Client.PrincipalNameString() != "alice" || tk.SID != a.SID {
+		t.Fatalf("the ticket of an account resolved by another spelling of its UPN: %v %v", tk, err)
+	}
+	if n := d.n.Load(); n != 3 {
+		t.Errorf("resolving by another spelling of the UPN and impersonating: %d KDC exchanges, want 3", n)
+	}
+	// A UPN that moves to another account within the 30 s: the KDC refuses
+	// the kept evidence, and a fresh S4U2Self for the account's name gets
+	// its ticket, without a new login of the service.
+	admin, err := e.lab.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	base := fmt.Sprintf("kmv%06d", time.Now().UnixNano()%1e6)
+	mover, holder := base+"a", base+"b"
+	for _, r := range []ad.ServiceAccountRequest{{Name: mover, UserPrincipalName: mover + "@example.com"}, {Name: holder}} {
+		r.Password, r.PasswordNeverExpires = lab.UserPassword, true
+		if _, err := admin.CreateServiceAccount(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.n.Store(0)
+	m, err := c.Account(ctx, mover+"@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mv := range [][2]string{{mover, mover + "-old@example.com"}, {holder, mover + "@example.com"}} {
+		acct, err := admin.FindAccount(ctx, mv[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As the DC's system (samba-tool refuses a suffix the forest does not list).
+		ldif := "dn: " + acct.DN + "\nchangetype: modify\nreplace: userPrincipalName\nuserPrincipalName: " + mv[1] + "\n"
+		if out, err := e.lab.Ldbmodify(ctx, ldif); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	if tk, err = c.ImpersonateAccount(ctx, m, e.mailSPN); err != nil || tk.SID != m.SID || tk.Client.PrincipalNameString() != mover {
+		t.Fatalf("after the UPN moved: %v %v", tk, err)
+	}
+	if n := d.n.Load(); n != 4 {
+		t.Errorf("resolving, the UPN moved, impersonating: %d KDC exchanges, want 4 (no new login of the service)", n)
 	}
 	// A resolution's evidence serves its own SID only.
 	if _, err := c.Account(ctx, "alice"); err != nil {

@@ -3,6 +3,7 @@ package kerberos
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/big"
@@ -14,6 +15,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/gssapi"
 	"github.com/jcmturner/gokrb5/v8/iana"
+	"github.com/jcmturner/gokrb5/v8/iana/adtype"
 	"github.com/jcmturner/gokrb5/v8/iana/asnAppTag"
 	"github.com/jcmturner/gokrb5/v8/iana/flags"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
@@ -39,6 +41,14 @@ type Acceptor struct {
 	Principal string
 	// MaxClockSkew defaults to 5 minutes.
 	MaxClockSkew time.Duration
+	// TokenChecking is what the Acceptor requires of a token's channel
+	// binding, as IIS's extendedProtection tokenChecking (None, the zero
+	// value, ignores it). ChannelBinding is the binding of the connection
+	// the tokens come on: TLSServerEndPoint of the acceptor's own
+	// certificate. A token that fails the check fails with
+	// ErrChannelBinding.
+	TokenChecking  TokenChecking
+	ChannelBinding ChannelBinding
 }
 
 // Identity is who a Negotiate header authenticated.
@@ -153,6 +163,9 @@ func (a *Acceptor) verify(op, authorization string) (*Identity, messages.APReq, 
 		}
 		return nil, ap, fail(op, "", err)
 	}
+	if err := a.checkBinding(ap.Authenticator); err != nil {
+		return nil, ap, fail(op, ap.Authenticator.CName.PrincipalNameString(), err)
+	}
 	part := ap.Ticket.DecryptedEncPart
 	start := part.StartTime
 	if start.IsZero() {
@@ -228,4 +241,39 @@ func mutualReply(ap messages.APReq, part messages.EncAPRepPart) (string, error) 
 		return "", err
 	}
 	return "Negotiate " + base64.StdEncoding.EncodeToString(b), nil
+}
+
+// checkBinding applies TokenChecking to the authenticator: the Bnd of its
+// GSS checksum (RFC 4121 4.1.1), zero when it has none, and whether its
+// authorization data says the client binds (KERB_AP_OPTIONS_CBT).
+func (a *Acceptor) checkBinding(auth types.Authenticator) error {
+	if a.TokenChecking == TokenCheckingNone {
+		return nil
+	}
+	bnd := make([]byte, 16)
+	if auth.Cksum.CksumType == gssChecksumType && len(auth.Cksum.Checksum) >= 20 {
+		bnd = auth.Cksum.Checksum[4:20]
+	}
+	return a.TokenChecking.checkBinding(bnd, claimsCBT(auth.AuthorizationData), a.ChannelBinding)
+}
+
+// claimsCBT reports whether authorization data holds
+// AD-AUTH-DATA-AP-OPTIONS with KERB_AP_OPTIONS_CBT, inside AD-IF-RELEVANT
+// (MS-KILE 3.2.5.8).
+func claimsCBT(ads types.AuthorizationData) bool {
+	for _, ad := range ads {
+		if ad.ADType != adtype.ADIfRelevant {
+			continue
+		}
+		var inner types.AuthorizationData
+		if err := inner.Unmarshal(ad.ADData); err != nil {
+			continue
+		}
+		for _, e := range inner {
+			if e.ADType == adAuthDataAPOptions && len(e.ADData) == 4 && binary.LittleEndian.Uint32(e.ADData)&kerbAPOptionsCBT != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -64,10 +64,28 @@ func NegotiateHeader(t *Ticket) (string, error) {
 	return n.Header, nil
 }
 
+// NegotiateHeaderBound is NegotiateHeader bound to a channel: the
+// authenticator's checksum carries cb's hash (RFC 4121 4.1.1.2), and its
+// authorization data KERB_AP_OPTIONS_CBT (MS-KILE 3.2.5.8), as Windows
+// clients send them. For a request over TLS, cb is TLSServerEndPoint of
+// the certificate the server showed on that connection, which IIS checks
+// under Extended Protection. A nil cb gives NegotiateHeader's token.
+func NegotiateHeaderBound(t *Ticket, cb ChannelBinding) (string, error) {
+	n, err := newNegotiation(t, false, cb)
+	if err != nil {
+		return "", err
+	}
+	return n.Header, nil
+}
+
 // NewNegotiation builds the header; with mutual it asks the server to
 // prove it holds the service key, which VerifyReply then checks.
 func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
-	n, err := newInitiation(t, mutual, true)
+	return newNegotiation(t, mutual, nil)
+}
+
+func newNegotiation(t *Ticket, mutual bool, cb ChannelBinding) (*Negotiation, error) {
+	n, err := newInitiation(t, mutual, true, cb)
 	if err != nil {
 		return nil, err
 	}
@@ -85,11 +103,11 @@ func NewNegotiation(t *Ticket, mutual bool) (*Negotiation, error) {
 // without SPNEGO, as a SASL GSSAPI bind (RFC 4752) sends it: Token is the
 // initial context token; AcceptReply checks the acceptor's AP-REP and sets
 // up the Context that unwraps and wraps the security-layer negotiation.
-func NewKerberosInit(t *Ticket) (*Negotiation, error) { return newInitiation(t, true, false) }
+func NewKerberosInit(t *Ticket) (*Negotiation, error) { return newInitiation(t, true, false, nil) }
 
 // newInitiation builds the AP-REQ with a fresh authenticator, framed for
-// SPNEGO or bare.
-func newInitiation(t *Ticket, mutual, withSPNEGO bool) (*Negotiation, error) {
+// SPNEGO or bare, bound to cb when it is not nil.
+func newInitiation(t *Ticket, mutual, withSPNEGO bool, cb ChannelBinding) (*Negotiation, error) {
 	const op = "Negotiate"
 	if t == nil {
 		return nil, fail(op, "", errors.New("no ticket"))
@@ -108,12 +126,14 @@ func newInitiation(t *Ticket, mutual, withSPNEGO bool) (*Negotiation, error) {
 			return nil, fail(op, t.ServerName(), err)
 		}
 	}
-	// Channel bindings length 16, no bindings, then the GSS flags.
+	// The binding's length (16), its hash (zero without one), then the GSS flags.
 	sum := make([]byte, 24)
 	binary.LittleEndian.PutUint32(sum[0:], 16)
+	bnd := bindingHash(cb)
+	copy(sum[4:20], bnd[:])
 	binary.LittleEndian.PutUint32(sum[20:], gssFlags)
 	auth.Cksum = types.Checksum{CksumType: gssChecksumType, Checksum: sum}
-	b, err := negotiateToken(t, auth, mutual, withSPNEGO)
+	b, err := negotiateToken(t, auth, mutual, withSPNEGO, cb != nil)
 	if err != nil {
 		return nil, fail(op, t.ServerName(), err)
 	}
@@ -244,12 +264,12 @@ func tlv(tag byte, parts ...[]byte) []byte {
 // session key (key usage 11). It is written back to front into one
 // buffer: the kilobyte-long ticket sits eight DER levels deep, and nesting
 // by copying copied it once per level.
-func negotiateToken(t *Ticket, auth types.Authenticator, mutual, withSPNEGO bool) ([]byte, error) {
+func negotiateToken(t *Ticket, auth types.Authenticator, mutual, withSPNEGO, cbt bool) ([]byte, error) {
 	tkt, err := t.ticketDER()
 	if err != nil {
 		return nil, err
 	}
-	ab, err := authenticatorDER(&auth)
+	ab, err := authenticatorDER(&auth, cbt)
 	if err != nil {
 		return nil, err
 	}
@@ -337,14 +357,18 @@ func gssUnwrap(tokID, b []byte) ([]byte, error) {
 
 // authenticatorDER encodes an Authenticator (RFC 4120 5.5.1) directly, as
 // gokrb5's reflection-based marshalling would, at a fraction of its cost:
-// the gateway encodes one per request. Authorization data, which we never
-// send, falls back to gokrb5.
-func authenticatorDER(a *types.Authenticator) ([]byte, error) {
+// the gateway encodes one per request. With cbt its authorization data is
+// KERB_AP_OPTIONS_CBT's (adAPOptionsCBT); other authorization data, which
+// we never send, falls back to gokrb5.
+func authenticatorDER(a *types.Authenticator, cbt bool) ([]byte, error) {
 	if len(a.AuthorizationData) > 0 {
 		return a.Marshal()
 	}
-	r := newRevDER(192 + len(a.CRealm) + len(a.Cksum.Checksum) + len(a.SubKey.KeyValue) + 16*len(a.CName.NameString))
+	r := newRevDER(192 + len(adAPOptionsCBT) + len(a.CRealm) + len(a.Cksum.Checksum) + len(a.SubKey.KeyValue) + 16*len(a.CName.NameString))
 	top := r.len()
+	if cbt {
+		r.bytes(adAPOptionsCBT)
+	}
 	if a.SeqNumber != 0 {
 		m := r.len()
 		r.int(a.SeqNumber)

@@ -160,7 +160,7 @@ func TestAuthenticatorDERMatchesGokrb5(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := authenticatorDER(&a)
+			got, err := authenticatorDER(&a, false)
 			if err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("%v mutual=%v:\n got %x\nwant %x", n, mutual, got, want)
 			}

@@ -84,6 +84,10 @@ func (e *Error) Hint() string {
 		return "the gateway's clock is off from the KDC's: run NTP"
 	case errors.Is(e.Err, kerberos.ErrNoKDC), isTimeout(e.Err) && (e.Stage == StageTicket || e.Stage == StageAuthenticate):
 		return "no KDC answered in time: check the KDC list and that port 88 is open from the gateway"
+	case errors.Is(e.Err, errUnboundTokenRefused):
+		return "Exchange refused a fresh ticket sent without channel bindings: with Extended Protection set to Require (IIS tokenChecking), it refuses every such token; bind tokens (ProxyHandler.UnboundTokens off, the default UserPools transport) unless a TLS-inspecting device sits between the gateway and Exchange, or check the ASA credential (exchange.CheckASA)"
+	case errors.Is(e.Err, errNoChannelBinding):
+		return "the certificate Exchange showed has no tls-server-end-point channel binding (RFC 5929: its signature names no single hash, such as Ed25519); give Exchange an RSA or ECDSA certificate, or send unbound tokens (ProxyHandler.UnboundTokens) where Extended Protection is off"
 	case errors.Is(e.Err, errTicketRefused):
 		return "Exchange refused a fresh ticket: check the ASA credential on every server (exchange.CheckASA) and Windows authentication on the ActiveSync virtual directory"
 	case errors.Is(e.Err, errNoReplay):
@@ -106,9 +110,12 @@ var (
 	errUserMismatch  = errors.New("the User parameter names another user")
 	errNoSID         = errors.New("the authenticator named no account SID (give Names an Accounts, which asks the KDC)")
 	errTicketRefused = errors.New("Exchange answered 401 to a fresh ticket")
-	errNoReplay      = errors.New("Exchange answered 401 and the body cannot be sent again")
-	errUpstreamTime  = fmt.Errorf("no answer from Exchange in time: %w", context.DeadlineExceeded)
-	errBodyTimeout   = errors.New("the device stopped sending its request body (BodyTimeout)")
+	// errUnboundTokenRefused is errTicketRefused for a token sent without
+	// channel bindings.
+	errUnboundTokenRefused = errors.New("Exchange answered 401 to a fresh ticket sent without channel bindings")
+	errNoReplay            = errors.New("Exchange answered 401 and the body cannot be sent again")
+	errUpstreamTime        = fmt.Errorf("no answer from Exchange in time: %w", context.DeadlineExceeded)
+	errBodyTimeout         = errors.New("the device stopped sending its request body (BodyTimeout)")
 )
 
 func isTimeout(err error) bool {

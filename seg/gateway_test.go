@@ -59,6 +59,7 @@ func TestGatewayUpstreamHealth(t *testing.T)        { testUpstreamHealth(t, getR
 func TestGatewayAutodiscoverAndEWS(t *testing.T)    { testAutodiscoverAndEWS(t, getRig(t)) }
 func TestGatewayUpstreamFailures(t *testing.T)      { testUpstreamFailures(t, getRig(t)) }
 func TestGatewayKDCOutage(t *testing.T)             { testKDCOutage(t, ownRig(t)) }
+func TestGatewayExtendedProtection(t *testing.T)    { testExtendedProtection(t, getRig(t)) }
 func TestGatewayMetrics(t *testing.T)               { testMetrics(t, getRig(t)) }
 func TestGatewayAdminAPI(t *testing.T)              { testAdmin(t, getRig(t)) }
 func TestGatewayNoSecretsInLogs(t *testing.T)       { testNoSecretsInLogs(t, getRig(t)) }
@@ -1519,5 +1520,33 @@ func testAutodiscoverAndEWS(t *testing.T, r *rig) {
 				t.Errorf("%s under %+v: %d, want %d", p, tc.rules, w.Code, tc.want)
 			}
 		}
+	}
+}
+
+// testExtendedProtection: the stand-in requires channel bindings, as IIS
+// with extendedProtection tokenChecking=Require (every test here runs so).
+// A handler that sends unbound tokens is refused: the stand-in counts both
+// tries (the first ticket, then a fresh one), and the device gets 502 with
+// a hint that names Extended Protection. The rig's handler, bound, is
+// served.
+func testExtendedProtection(t *testing.T, r *rig) {
+	const query = "Cmd=FolderSync&User=alice&DeviceId=ALICEPHONE1&DeviceType=T"
+	before := r.exchange.Stats().UnboundRefused
+	unbound := r.handlerWith(func(h *seg.ProxyHandler) { h.UnboundTokens = true })
+	w := httptest.NewRecorder()
+	unbound.ServeHTTP(w, r.verified(t, "alice", query))
+	if w.Code != http.StatusBadGateway {
+		t.Errorf("unbound tokens against Require: %d", w.Code)
+	}
+	if n := r.exchange.Stats().UnboundRefused - before; n != 2 {
+		t.Errorf("the stand-in refused %d unbound tokens, want 2", n)
+	}
+	if !logHas(r, "without channel bindings", "Extended Protection") {
+		t.Error("no log line with the Extended Protection hint")
+	}
+	w = httptest.NewRecorder()
+	r.handler.ServeHTTP(w, r.verified(t, "alice", query))
+	if w.Code != http.StatusOK || w.Header().Get(eastest.UserHeader) != "alice" {
+		t.Errorf("bound tokens against Require: %d %q", w.Code, w.Header().Get(eastest.UserHeader))
 	}
 }

@@ -138,7 +138,9 @@ func newRig(l *lab.Lab) (*rig, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.asa = &kerberos.Acceptor{Keytab: kt, Principal: asaName + "$"}
+	// Exchange with Extended Protection set to Require, as Exchange 2019
+	// CU14 and later have it: every test here sends bound tokens.
+	r.asa = &kerberos.Acceptor{Keytab: kt, Principal: asaName + "$", TokenChecking: kerberos.TokenCheckingRequire}
 	r.exchange = eastest.NewServer(r.asa)
 
 	cfg, err := kerberos.LoadConfig(l.Krb5Conf)

@@ -205,7 +205,9 @@ func (lp *longPoll) send() bool {
 		lp.fail(err)
 		return false
 	}
-	ctx, cancel := context.WithDeadline(lp.ctx, lp.until)
+	// fw.ctx is lp.ctx with the forward, which the pools' Authorize reads
+	// to make the header on the connection.
+	ctx, cancel := context.WithDeadline(lp.fw.ctx, lp.until)
 	ex, err := lp.pools.Send(lp.fw.sid, out.WithContext(ctx))
 	cancel()
 	if err != nil {

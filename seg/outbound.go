@@ -8,8 +8,6 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"strings"
-
-	"github.com/segkcd/segkcd/kerberos"
 )
 
 // What goes to Exchange of a device's request, and what comes back of
@@ -40,10 +38,6 @@ func rewrite(pr *httputil.ProxyRequest) {
 // Negotiate header for fw's ticket. A request to switch protocols is not
 // passed on: nothing the gateway serves switches.
 func (h *ProxyHandler) outboundRequest(in *http.Request, fw *forward) (*http.Request, error) {
-	auth, err := kerberos.NegotiateHeader(fw.ticket)
-	if err != nil {
-		return nil, &Error{Stage: StageTicket, User: fw.user, Err: err}
-	}
 	out := in.Clone(in.Context())
 	out.RequestURI = ""
 	out.Body, out.GetBody, out.ContentLength = nil, nil, 0
@@ -68,7 +62,9 @@ func (h *ProxyHandler) outboundRequest(in *http.Request, fw *forward) (*http.Req
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header.Set("User-Agent", "") // not Go's
 	}
-	out.Header.Set("Authorization", auth)
+	if err := setNegotiate(out, fw); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 

@@ -80,7 +80,10 @@ func (p *UserPools) h1() *h1.Pools {
 		p.pools = h1.New(h1.Config{TLSClientConfig: p.TLSClientConfig, DialContext: p.DialContext,
 			MaxConnsPerUser: p.MaxConnsPerUser, MaxIdlePerUser: p.MaxIdlePerUser, IdleTimeout: p.IdleTimeout,
 			MaxUsers: p.MaxUsers, MaxResponseHeaderBytes: p.MaxResponseHeaderBytes,
-			MaxDialsPerHost: p.MaxDialsPerHost, DialBackoff: p.DialBackoff})
+			MaxDialsPerHost: p.MaxDialsPerHost, DialBackoff: p.DialBackoff,
+			// A gateway request's Negotiate header is made on the
+			// connection it goes on, bound to its TLS channel.
+			Authorize: authorizeOnConn})
 	})
 	return p.pools
 }

@@ -103,6 +103,17 @@ type ProxyHandler struct {
 	// Transport gives each user's upstream connections (default: UserPools
 	// with system TLS roots).
 	Transport UserTransport
+	// UnboundTokens sends Negotiate tokens without channel bindings. By
+	// default each token is bound to the TLS connection it goes on (RFC
+	// 5929 tls-server-end-point of the certificate Exchange showed on it,
+	// in the authenticator checksum, with KERB_AP_OPTIONS_CBT), as Windows
+	// clients bind: Exchange 2019 CU14 and later turn Extended Protection
+	// on, and with tokenChecking Require, IIS refuses a token without. Set
+	// it only for a TLS-inspecting device between the gateway and Exchange,
+	// whose certificate is not the one Exchange checks against. Bindings
+	// need the default Transport (UserPools), which makes the header on
+	// the connection; another UserTransport gets unbound tokens.
+	UnboundTokens bool
 	// Timeout bounds the wait for Exchange's response headers (default 2m).
 	Timeout time.Duration
 	// LongPollTimeout replaces Timeout for Ping and Sync, which Exchange may
@@ -222,12 +233,16 @@ type forward struct {
 	host     string // the Host the device asked for, for rewritten locations
 	route    string
 	ticket   *kerberos.Ticket
-	body     []byte        // the whole body when it can be sent again
-	body0    *deadlineBody // the device's body, nil when it sent none
-	replay   bool
-	timeout  time.Duration
-	err      *Error   // set by the RoundTripper for the ErrorHandler
-	line     *logLine // for per-device debug lines
+	// onConn: the transport makes the Negotiate header on the connection
+	// (UserPools, authorizeOnConn), bound unless unbound; otherwise the
+	// header is made before the request goes, unbound.
+	onConn, unbound bool
+	body            []byte        // the whole body when it can be sent again
+	body0           *deadlineBody // the device's body, nil when it sent none
+	replay          bool
+	timeout         time.Duration
+	err             *Error   // set by the RoundTripper for the ErrorHandler
+	line            *logLine // for per-device debug lines
 	// ctx is the request's context as the handler made it. Upstream
 	// requests take theirs from it, not from ReverseProxy's outgoing
 	// request, whose context holds an httptrace that refers to the
@@ -450,7 +465,9 @@ func (h *ProxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.debugf(line, "ticket", slog.Duration("took", time.Since(ticketStart)), slog.String("spn", up.TicketSPN()),
 		slog.Time("ticket_end", t.EndTime))
 
-	fw := &forward{user: id.User, sid: id.SID, name: id.Name, account: acct, upstream: up, host: r.Host, ticket: t, timeout: h.timeoutFor(params), route: line.route, line: line}
+	_, onConn := h.transport.(*UserPools)
+	fw := &forward{user: id.User, sid: id.SID, name: id.Name, account: acct, upstream: up, host: r.Host, ticket: t,
+		onConn: onConn, unbound: h.UnboundTokens || !onConn, timeout: h.timeoutFor(params), route: line.route, line: line}
 	if r.Body != nil && r.Body != http.NoBody {
 		body := &deadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: h.bodyTimeout()}
 		defer func() {
@@ -960,7 +977,11 @@ func (k *kcdTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 func (h *ProxyHandler) renewTicket(ctx context.Context, fw *forward, again bool) error {
 	h.Tickets.InvalidateAccount(fw.sid, fw.upstream.TicketSPN())
 	if again {
-		return &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errTicketRefused}
+		err := errTicketRefused
+		if fw.unbound {
+			err = errUnboundTokenRefused
+		}
+		return &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: err}
 	}
 	if !fw.replay {
 		return &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user, Err: errNoReplay}
@@ -977,11 +998,9 @@ func (h *ProxyHandler) renewTicket(ctx context.Context, fw *forward, again bool)
 // attempt sends req once with a new authenticator, bounding the wait for
 // response headers (not the body: a long poll's answer may stream for long).
 func (k *kcdTransport) attempt(rt http.RoundTripper, req *http.Request, fw *forward) (*http.Response, error) {
-	auth, err := kerberos.NegotiateHeader(fw.ticket)
-	if err != nil {
-		return nil, &Error{Stage: StageTicket, User: fw.user, Err: err}
+	if err := setNegotiate(req, fw); err != nil {
+		return nil, err
 	}
-	req.Header.Set("Authorization", auth)
 	ctx, cancel := context.WithCancel(fw.ctx)
 	var timedOut atomic.Bool
 	timer := time.AfterFunc(fw.timeout, func() { timedOut.Store(true); cancel() })

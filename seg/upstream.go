@@ -22,7 +22,8 @@ type Upstream struct {
 	SPN string
 
 	down    atomic.Bool
-	lastErr atomic.Value // string
+	lastErr atomic.Value                       // string
+	bound   atomic.Pointer[certificateBinding] // the last certificate seen, and its channel binding
 }
 
 // TicketSPN is the SPN tickets for this upstream are asked for: SPN, or

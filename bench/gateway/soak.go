@@ -58,7 +58,7 @@ func easRole(args []string) {
 		log.Fatal(err)
 	}
 	ln := &acceptCurve{Listener: raw, start: time.Now()}
-	s := eastest.Listen(ln, &kerberos.Acceptor{Keytab: kt, Principal: "EXCHASA$"},
+	s := eastest.Listen(ln, &kerberos.Acceptor{Keytab: kt, Principal: "EXCHASA$", TokenChecking: kerberos.TokenCheckingRequire},
 		&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
 	sl, err := net.Listen("tcp", *statsAddr)
 	if err != nil {

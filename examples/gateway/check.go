@@ -75,6 +75,7 @@ func (k *checker) check(ctx context.Context) bool {
 		k.tickets(ctx)
 	}
 	k.certMapping(ctx)
+	k.channelBindings()
 	k.upstreams(ctx)
 	k.policy(ctx)
 	if k.c.Roll != nil {
@@ -251,7 +252,24 @@ func (k *checker) upstreams(ctx context.Context) {
 			detail = tls.VersionName(st.Version) + ", " + detail
 		}
 		k.line(name, detail, err, "renew Exchange's certificate")
+		if k.c.ChannelBindings != "off" {
+			_, err := kerberos.TLSServerEndPoint(st.PeerCertificates[0])
+			k.line("channel_bindings "+u.URL.Host, "tokens are bound to this certificate (tls-server-end-point)", err,
+				"Extended Protection needs a certificate signed with RSA or ECDSA and SHA-2; or set channel_bindings off where it is not required")
+		}
 	}
+}
+
+// channelBindings says whether tokens to Exchange carry channel bindings,
+// and warns when they do not.
+func (k *checker) channelBindings() {
+	if k.c.ChannelBindings == "off" {
+		k.line("channel_bindings", "WARN off: Negotiate tokens carry no channel binding, and Exchange with Extended Protection "+
+			"set to Require (tokenChecking, the default of Exchange 2019 CU14 and later) refuses every request; "+
+			"keep it off only for a TLS-inspecting device between the gateway and Exchange", nil, "")
+		return
+	}
+	k.line("channel_bindings", "on: each Negotiate token is bound to its TLS connection to Exchange (Extended Protection)", nil, "")
 }
 
 // policy loads the policy file, or fetches the MDM's once.

@@ -74,6 +74,12 @@ type config struct {
 	ExchangeURL    string `json:"exchange_url"`     // https://mail.corp.example.com
 	ExchangeSPN    string `json:"exchange_spn"`     // default HTTP/<host of exchange_url>
 	ExchangeCAFile string `json:"exchange_ca_file"` // trust for Exchange's certificate; default: system roots
+	// ChannelBindings is "on" (the default): each Negotiate token is bound
+	// to its TLS connection to Exchange, which Extended Protection (IIS
+	// tokenChecking Require, Exchange 2019 CU14 and later) requires; or
+	// "off", only for a TLS-inspecting device between the gateway and
+	// Exchange (-check warns).
+	ChannelBindings string `json:"channel_bindings,omitempty"`
 	// More Exchange servers: users go to the first healthy one, or where a
 	// 451 sent them (the answer's X-MS-Location must name one of these).
 	Upstreams []upstreamConfig `json:"upstreams,omitempty"`
@@ -234,6 +240,11 @@ func loadConfig(path string, plainHTTP bool) (*config, error) {
 func (c *config) check(plainHTTP bool) error {
 	if c.Listen == "" {
 		return bad("listen", "required (e.g. \":443\")")
+	}
+	switch c.ChannelBindings {
+	case "", "on", "off":
+	default:
+		return bad("channel_bindings", "%q: on (the default) or off", c.ChannelBindings)
 	}
 	if !plainHTTP {
 		if c.TLSCert == "" || c.TLSKey == "" {

@@ -237,6 +237,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		Authenticate:  seg.AnyOf(auths...),
 		Names:         names, // the authenticators' too
 		Transport:     &seg.UserPools{TLSClientConfig: upstreamTLS},
+		UnboundTokens: c.ChannelBindings == "off",
 		TicketTimeout: c.ticketTimeout,
 		BodyTimeout:   c.bodyTimeout,
 		WriteTimeout:  c.writeTimeout,

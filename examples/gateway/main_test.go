@@ -104,7 +104,8 @@ func newFixtureOn(t *testing.T, l *lab.Lab) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{lab: l, dir: t.TempDir()}
-	f.exchange = eastest.NewServer(&kerberos.Acceptor{Keytab: kt, Principal: "GWASA$"})
+	// Extended Protection set to Require, as Exchange 2019 CU14 and later have it.
+	f.exchange = eastest.NewServer(&kerberos.Acceptor{Keytab: kt, Principal: "GWASA$", TokenChecking: kerberos.TokenCheckingRequire})
 	t.Cleanup(f.exchange.Close)
 	if f.ca, err = testpki.New("gateway test device CA"); err != nil {
 		t.Fatal(err)
@@ -527,7 +528,8 @@ func TestGatewayCheck(t *testing.T) {
 	for _, want := range []string{"ok   config:", " tls_cert: \"localhost\"", " client_ca_files ", "ok   crl_files: 1 read, none past its nextUpdate",
 		"ok   krb5_conf:", "ok   password_file: set", "ok   service TGT: svc_gw@" + f.lab.Realm, "ok   ticket " + spn + ": the KDC issues it",
 		"ok   delegation " + spn + ": as alice@" + f.lab.Realm + " by S4U2Self and S4U2Proxy", "ok   upstream 127.0.0.1:", "ok   policy.file:",
-		"ok   cert_mapping: full", "ok   check-cert: " + aliceFile + " carries the SID S-1-5-21-", "ok   check-cert: maps to alice (S-1-5-21-"} {
+		"ok   cert_mapping: full", "ok   check-cert: " + aliceFile + " carries the SID S-1-5-21-", "ok   check-cert: maps to alice (S-1-5-21-",
+		"ok   channel_bindings: on", "ok   channel_bindings 127.0.0.1:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
@@ -540,6 +542,12 @@ func TestGatewayCheck(t *testing.T) {
 	if out, err := check(f.conf, "-check-cert", noSIDFile); err == nil || !strings.Contains(out, "WARN check-cert: "+noSIDFile+" carries no SID") ||
 		!strings.Contains(out, "FAIL check-cert: ") || !strings.Contains(out, "not strongly mapped") {
 		t.Errorf("no SID, full: %v\n%s", err, out)
+	}
+	// Channel bindings off: a warning that names Extended Protection.
+	unbound := f.conf
+	unbound.ChannelBindings = "off"
+	if out, err := check(unbound); err != nil || !strings.Contains(out, "WARN channel_bindings: off") || !strings.Contains(out, "Extended Protection") {
+		t.Errorf("channel_bindings off: %v\n%s", err, out)
 	}
 	compat := f.conf
 	compat.CertMapping = "compatibility"

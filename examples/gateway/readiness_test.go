@@ -65,7 +65,7 @@ func TestReadinessBehindHAProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eastest.Listen(ln, &kerberos.Acceptor{Keytab: kt, Principal: "GWASA$"}, &tls.Config{Certificates: []tls.Certificate{exCert.TLS}})
+	eastest.Listen(ln, &kerberos.Acceptor{Keytab: kt, Principal: "GWASA$", TokenChecking: kerberos.TokenCheckingRequire}, &tls.Config{Certificates: []tls.Certificate{exCert.TLS}})
 	t.Cleanup(func() { ln.Close() })
 
 	const token = "admin-token-0123456789"

@@ -15,8 +15,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -66,6 +68,7 @@ type Server struct {
 	cancelled atomic.Int64
 	mixed     atomic.Int64
 	leaked    atomic.Int64
+	unbound   atomic.Int64
 	reject    atomic.Int64
 	held      chan string
 	tokens    []string
@@ -101,27 +104,60 @@ type connState struct {
 type connKey struct{}
 
 // NewServer starts a TLS stand-in (httptest's certificate for 127.0.0.1).
+//
+// Extended Protection: an acc with TokenChecking (Allow or Require, as
+// IIS's tokenChecking) and no ChannelBinding checks each token's binding
+// against the stand-in's own certificate (RFC 5929 tls-server-end-point),
+// as IIS does against the site's; the stand-in works on a copy of acc.
 func NewServer(acc *kerberos.Acceptor) *Server {
 	s := newServer(acc)
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.Server.Config.ConnContext = s.connContext
 	s.Server.StartTLS()
+	s.bindTo(s.Server.Certificate())
 	return s
 }
 
 // Serve runs a stand-in on ln with tlsConf until the listener fails: for
-// programs (the demo) rather than tests.
+// programs (the demo) rather than tests. Extended Protection is as for
+// NewServer, against tlsConf's first certificate.
 func Serve(ln net.Listener, acc *kerberos.Acceptor, tlsConf *tls.Config) error {
-	return newServer(acc).httpServer(tlsConf).ServeTLS(ln, "", "")
+	s := newServer(acc)
+	s.bindTo(firstCertificate(tlsConf))
+	return s.httpServer(tlsConf).ServeTLS(ln, "", "")
 }
 
 // Listen serves a stand-in on ln with tlsConf in the background and
 // returns it, for programs that read its counts (the soak benchmark). Its
-// Server field (httptest's) is nil.
+// Server field (httptest's) is nil. Extended Protection is as for Serve.
 func Listen(ln net.Listener, acc *kerberos.Acceptor, tlsConf *tls.Config) *Server {
 	s := newServer(acc)
+	s.bindTo(firstCertificate(tlsConf))
 	go s.httpServer(tlsConf).ServeTLS(ln, "", "")
 	return s
+}
+
+// bindTo gives the acceptor, when it checks tokens' channel bindings and
+// was given none, the binding of the stand-in's certificate.
+func (s *Server) bindTo(cert *x509.Certificate) {
+	if s.Acceptor == nil || s.Acceptor.TokenChecking == kerberos.TokenCheckingNone || s.Acceptor.ChannelBinding != nil || cert == nil {
+		return
+	}
+	acc := *s.Acceptor
+	acc.ChannelBinding, _ = kerberos.TLSServerEndPoint(cert) // none: every bound token is refused, as IIS would
+	s.Acceptor = &acc
+}
+
+// firstCertificate is the leaf of tlsConf's first certificate.
+func firstCertificate(tlsConf *tls.Config) *x509.Certificate {
+	if tlsConf == nil || len(tlsConf.Certificates) == 0 || len(tlsConf.Certificates[0].Certificate) == 0 {
+		return nil
+	}
+	c, err := x509.ParseCertificate(tlsConf.Certificates[0].Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return c
 }
 
 func (s *Server) httpServer(tlsConf *tls.Config) *http.Server {
@@ -155,6 +191,9 @@ type Stats struct {
 	// for the gateway: Proxy-Authorization, or an Authorization that is not
 	// Negotiate.
 	DeviceCredentials int64
+	// UnboundRefused counts tokens refused for their channel binding (none,
+	// or another connection's) under the acceptor's TokenChecking.
+	UnboundRefused int64
 }
 
 // Stats reports the counts so far.
@@ -170,7 +209,7 @@ func (s *Server) Stats() Stats {
 	}
 	s.mu.Unlock()
 	return Stats{Requests: s.requests.Load(), Accepted: s.accepted.Load(), Cancelled: s.cancelled.Load(), Mixed: mixed,
-		DeviceCredentials: s.leaked.Load()}
+		DeviceCredentials: s.leaked.Load(), UnboundRefused: s.unbound.Load()}
 }
 
 // Tokens returns the Negotiate tokens received (the first 4096), for tests
@@ -251,6 +290,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		s.mu.Unlock()
 		id, err := s.Acceptor.Accept(auth)
+		if errors.Is(err, kerberos.ErrChannelBinding) {
+			s.unbound.Add(1)
+		}
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", "Negotiate")
 			http.Error(w, "bad ticket", http.StatusUnauthorized)

@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -87,6 +88,11 @@ func (u *conns) roundTripOnce(req *http.Request) (*http.Response, error) {
 	// A body in memory is written at once; one that streams from the
 	// device is written beside the wait for the answer, which may come
 	// first (a refusal), so that neither side waits for the other.
+	if err := u.authorize(c, req); err != nil {
+		stop()
+		u.close(c)
+		return nil, err
+	}
 	streamed := req.Body != nil && req.Body != http.NoBody && (req.ContentLength < 0 || req.ContentLength > 64<<10)
 	var wrote chan error
 	if streamed {
@@ -115,6 +121,10 @@ func (u *conns) send(req *http.Request) (*Exchange, error) {
 	ctx := req.Context()
 	c, err := u.get(ctx, req)
 	if err != nil {
+		return nil, err
+	}
+	if err := u.authorize(c, req); err != nil {
+		u.close(c)
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
@@ -183,6 +193,27 @@ func (u *conns) readAnswer(ctx context.Context, c *conn, req *http.Request, firs
 }
 
 // writeRequest writes req in HTTP/1.1 wire format through a pooled buffer.
+// authorize sets req's Authorization header for c, when Config.Authorize
+// is set.
+func (u *conns) authorize(c *conn, req *http.Request) error {
+	if u.pools.cfg.Authorize == nil {
+		return nil
+	}
+	var cs *tls.ConnectionState
+	if tc, ok := c.conn.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		cs = &st
+	}
+	v, err := u.pools.cfg.Authorize(req, cs)
+	if err != nil {
+		return err
+	}
+	if v != "" {
+		req.Header.Set("Authorization", v)
+	}
+	return nil
+}
+
 func writeRequest(conn net.Conn, req *http.Request) error {
 	bw := getWriter(conn)
 	err := req.Write(bw)

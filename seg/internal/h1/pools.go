@@ -45,6 +45,13 @@ type Config struct {
 	MaxResponseHeaderBytes int64         // default 1 MiB
 	MaxDialsPerHost        int           // default 32
 	DialBackoff            time.Duration // default 200ms
+	// Authorize, when set, gives each request's Authorization header once
+	// the connection it goes on is known, from that connection's TLS state
+	// (nil over plain TCP): a header bound to the connection's channel, as
+	// IIS's Extended Protection checks. A value replaces the request's own
+	// header (RoundTrip and Send set it on req); "" keeps it. An error fails
+	// the request before anything is written, and closes the connection.
+	Authorize func(req *http.Request, cs *tls.ConnectionState) (string, error)
 }
 
 // Pools are every user's connections: a pool per user, made on first use

@@ -3,7 +3,10 @@
 // keytab (the ASA's, exported from the lab after the roll). It is a test
 // stand-in, not Exchange.
 //
-//	eastesthost -keytab asa.keytab -principal 'EXCHASA$' -cert c.pem -key k.pem -addr-file addr
+//	eastesthost -keytab asa.keytab -principal 'EXCHASA$' -cert c.pem -key k.pem -addr-file addr [-token-checking Require]
+//
+// Tokens must be bound to its certificate (Extended Protection, IIS's
+// tokenChecking Require) unless -token-checking says otherwise.
 package main
 
 import (
@@ -23,7 +26,13 @@ func main() {
 	certFile := flag.String("cert", "", "TLS certificate (PEM)")
 	keyFile := flag.String("key", "", "TLS key (PEM)")
 	addrFile := flag.String("addr-file", "", "write the listening address here")
+	checking := flag.String("token-checking", "Require", "Extended Protection, as IIS's tokenChecking: None, Allow or Require")
 	flag.Parse()
+	tc, ok := map[string]kerberos.TokenChecking{"None": kerberos.TokenCheckingNone, "Allow": kerberos.TokenCheckingAllow,
+		"Require": kerberos.TokenCheckingRequire}[*checking]
+	if !ok {
+		log.Fatalf("-token-checking %q: None, Allow or Require", *checking)
+	}
 	kt, err := kerberos.LoadKeytab(*ktPath)
 	if err != nil {
 		log.Fatal(err)
@@ -39,6 +48,6 @@ func main() {
 	if err := os.WriteFile(*addrFile, []byte(ln.Addr().String()), 0o600); err != nil {
 		log.Fatal(err)
 	}
-	log.Fatal(eastest.Serve(ln, &kerberos.Acceptor{Keytab: kt, Principal: *principal},
+	log.Fatal(eastest.Serve(ln, &kerberos.Acceptor{Keytab: kt, Principal: *principal, TokenChecking: tc},
 		&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))
 }

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -19,8 +20,9 @@ type Report struct {
 	// the SPN holder's current one (msDS-KeyVersionNumber).
 	KVNO int
 	// AcceptedAs is the client name a keytab made from the ASA's
-	// credential, as the Exchange servers hold it, read from the ticket:
-	// the proof that they decrypt it. Empty in single-server mode, where
+	// credential, as the Exchange servers hold it, read from the ticket in
+	// a Negotiate token bound to a TLS channel, with the binding required
+	// (Extended Protection): the proof that they decrypt it. Empty in single-server mode, where
 	// only the server holds its computer account's key.
 	AcceptedAs string
 	// Servers says, for each server, whether it holds AD's password.
@@ -116,11 +118,17 @@ func (d *Deployment) Verify(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, fail("%w", err)
 	}
-	h, err := kerberos.NegotiateHeader(t)
+	// The token as the gateway sends it to an Exchange with Extended
+	// Protection: bound to its TLS channel (here a certificate hash of
+	// Verify's own, which has no connection to Exchange), and accepted by
+	// the ASA's keys with that binding required (IIS tokenChecking Require).
+	cb := verifyBinding()
+	h, err := kerberos.NegotiateHeaderBound(t, cb)
 	if err != nil {
 		return nil, fail("%w", err)
 	}
-	id, err := (&kerberos.Acceptor{Keytab: kt, Principal: d.asaSAM()}).Accept(h)
+	id, err := (&kerberos.Acceptor{Keytab: kt, Principal: d.asaSAM(),
+		TokenChecking: kerberos.TokenCheckingRequire, ChannelBinding: cb}).Accept(h)
 	if err != nil {
 		return nil, fail("the ASA's credential does not accept the ticket: %w", err)
 	}
@@ -143,3 +151,10 @@ func (d *Deployment) Verify(ctx context.Context) (*Report, error) {
 }
 
 var errCannotDecrypt = errors.New("a server cannot decrypt")
+
+// verifyBinding is a tls-server-end-point channel binding (RFC 5929) for a
+// certificate hash of Verify's own.
+func verifyBinding() kerberos.ChannelBinding {
+	h := sha256.Sum256([]byte("segkcd deploy.Verify: a TLS channel to Exchange"))
+	return append(kerberos.ChannelBinding("tls-server-end-point:"), h[:]...)
+}

@@ -166,7 +166,7 @@ func run(ctx context.Context, out io.Writer, c *config, cmd string) error {
 		}
 		fmt.Fprintf(out, "every step is as it should be\n%s got a ticket as %s to %s (kvno %d)\n", d.ServiceAccount, r.User, r.SPN, r.KVNO)
 		if r.AcceptedAs != "" {
-			fmt.Fprintf(out, "the ASA credential the Exchange servers hold accepts it as %s%s\n", r.AcceptedAs, label[deploy.StageCredential])
+			fmt.Fprintf(out, "the ASA credential the Exchange servers hold accepts it as %s, bound to a TLS channel with bindings required (Extended Protection)%s\n", r.AcceptedAs, label[deploy.StageCredential])
 		} else {
 			fmt.Fprintf(out, "single-server mode: only %s holds the key that decrypts it\n", d.Servers[0].Name)
 		}

@@ -118,7 +118,7 @@ func TestPlanApplyVerify(t *testing.T) {
 		t.Fatalf("second apply:\n%s", second)
 	}
 	verify := runCmd(t, c, "verify")
-	if !strings.Contains(verify, "accepts it as alice@"+l.Realm) {
+	if !strings.Contains(verify, "accepts it as alice@"+l.Realm+", bound to a TLS channel with bindings required") {
 		t.Fatalf("verify:\n%s", verify)
 	}
 	for _, s := range []string{l.AdminPassword, svcPW, winrmPW} {

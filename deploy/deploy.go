@@ -74,6 +74,12 @@ type Deployment struct {
 	EWS bool
 	// KeepNTLM keeps NTLM after Negotiate on the virtual directories.
 	KeepNTLM bool
+	// TokenChecking is the Extended Protection the virtual directories get
+	// (IIS windowsAuthentication/extendedProtection tokenChecking, flags
+	// None): "Require" when empty, as Exchange 2019 CU14 and later set it
+	// and the gateway's bound tokens pass it; "Allow" or "None" only for
+	// other clients of the directories that cannot bind.
+	TokenChecking string
 
 	// TestUser is the user Verify asks a ticket for ("alice"): a mailbox
 	// user who may be delegated.
@@ -126,7 +132,7 @@ func StageName(stage int) string {
 	case StageGateway:
 		return "gateway service account with constrained delegation"
 	case StageIIS:
-		return "IIS: Windows authentication for Kerberos, service account in IIS_IUSRS"
+		return "IIS: Windows authentication for Kerberos, Extended Protection, service account in IIS_IUSRS"
 	}
 	return "stage " + strconv.Itoa(stage)
 }
@@ -207,6 +213,9 @@ func (d *Deployment) check() error {
 		return fmt.Errorf("%w: single-server mode (no ASA) with %d servers: every server but one would fail to decrypt tickets", ErrInvalid, len(d.Servers))
 	case d.ServiceAccount == "":
 		return fmt.Errorf("%w: no service account", ErrInvalid)
+	case d.TokenChecking != "" && !strings.EqualFold(d.TokenChecking, "Require") && !strings.EqualFold(d.TokenChecking, "Allow") &&
+		!strings.EqualFold(d.TokenChecking, "None"):
+		return fmt.Errorf("%w: TokenChecking %q: Require (the default), Allow or None", ErrInvalid, d.TokenChecking)
 	case d.shell() == nil:
 		return fmt.Errorf("%w: no Exchange management shell", ErrInvalid)
 	case d.ResourceBased && len(d.DelegateTo) > 0:
@@ -479,6 +488,20 @@ func (d *Deployment) Plan(ctx context.Context) (*Plan, error) {
 			add(StageIIS, ch, func(ctx context.Context) (segkcd.Change, error) {
 				return srv.ConfigureWindowsAuth(ctx, iis.DefaultSite, vdir, want)
 			})
+			const epWhat = "configure Extended Protection"
+			ep, err := srv.ExtendedProtection(ctx, iis.DefaultSite, vdir)
+			if err != nil {
+				return nil, failed(StageIIS, epWhat, err)
+			}
+			wantEP := d.extendedProtection()
+			ch = segkcd.Change{What: epWhat, Object: s.Name + ": " + iis.DefaultSite + "/" + vdir, Action: segkcd.Unchanged,
+				Details: []string{"tokenChecking " + wantEP.TokenChecking}}
+			if diff := ep.Diff(wantEP); len(diff) > 0 {
+				ch.Action, ch.Details = segkcd.Modified, diff
+			}
+			add(StageIIS, ch, func(ctx context.Context) (segkcd.Change, error) {
+				return srv.ConfigureExtendedProtection(ctx, iis.DefaultSite, vdir, wantEP)
+			})
 		}
 		const what = "add group member"
 		members, err := srv.LocalGroupMembers(ctx, iis.IISUsers)
@@ -672,4 +695,14 @@ func containsFold(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// extendedProtection is what the virtual directories get: TokenChecking,
+// Require when empty, and no flags.
+func (d *Deployment) extendedProtection() iis.ExtendedProtection {
+	tc := d.TokenChecking
+	if tc == "" {
+		tc = "Require"
+	}
+	return iis.ExtendedProtection{TokenChecking: tc, Flags: "None"}
 }

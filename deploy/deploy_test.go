@@ -115,7 +115,7 @@ func TestPlanApplyVerify(t *testing.T) {
 		}
 		stages = append(stages, s.Stage)
 	}
-	if fmt.Sprint(stages) != "[1 2 3 4 4 4 4 5 5 5 5 5 5]" {
+	if fmt.Sprint(stages) != "[1 2 3 4 4 4 4 5 5 5 5 5 5 5 5 5 5]" {
 		t.Fatalf("stages %v\n%s", stages, p)
 	}
 	if !strings.Contains(p.Steps[1].Change.String(), "CAS2: Exchange 2016") {
@@ -157,7 +157,7 @@ func TestPlanApplyVerify(t *testing.T) {
 	}
 	for _, h := range e.hosts {
 		a := h.Host.IIS("Default Web Site/Microsoft-Server-ActiveSync")
-		if a.Basic || !a.KernelMode || !a.AppPoolCredentials || strings.Join(a.Providers, ",") != "Negotiate" {
+		if a.Basic || !a.KernelMode || !a.AppPoolCredentials || strings.Join(a.Providers, ",") != "Negotiate" || a.TokenChecking != "Require" {
 			t.Fatalf("IIS %+v", a)
 		}
 		if m := h.Host.Members(iis.IISUsers); !strings.EqualFold(m[len(m)-1], e.l.Domain+`\svc_pav`) {
@@ -170,12 +170,12 @@ func TestPlanApplyVerify(t *testing.T) {
 // crash would stop it) leaves a state from which a new Plan and Apply
 // finish the deployment, and then nothing is left to do and Verify holds.
 func TestApplyAfterFailureAtEachStep(t *testing.T) {
-	for k := 0; k < 13; k++ {
+	for k := 0; k < 17; k++ {
 		t.Run(fmt.Sprint("before step ", k+1), func(t *testing.T) {
 			e := newEnv(t, fmt.Sprintf("f%d", k))
 			ctx := ctxT(t)
 			p := mustPlan(t, e.d)
-			if n := len(p.Pending()); n != 13 {
+			if n := len(p.Pending()); n != 17 {
 				t.Fatalf("%d steps pending on a fresh domain", n)
 			}
 			actx, cancel := context.WithCancel(ctx)
@@ -195,7 +195,7 @@ func TestApplyAfterFailureAtEachStep(t *testing.T) {
 			}
 			e.d.Progress = nil
 			p = mustPlan(t, e.d)
-			if n := len(p.Pending()); n != 13-k {
+			if n := len(p.Pending()); n != 17-k {
 				t.Fatalf("after %d steps, %d pending:\n%s", k, n, p)
 			}
 			if _, err := e.d.Apply(ctx, p); err != nil {

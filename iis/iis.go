@@ -297,3 +297,174 @@ func (s *Server) AddLocalGroupMember(ctx context.Context, group, member string) 
 	ch.Details = []string{"member += " + member}
 	return ch, nil
 }
+
+// ExtendedProtection is a virtual directory's Extended Protection for
+// Authentication (windowsAuthentication/extendedProtection): whether IIS
+// checks the channel binding inside each Kerberos or NTLM token.
+type ExtendedProtection struct {
+	// TokenChecking is None, Allow (check a binding the client sends) or
+	// Require (refuse a token without the connection's binding). Exchange
+	// 2019 CU14 and later set it; segkcd's gateway binds its tokens, so
+	// Require works with it.
+	TokenChecking string `json:"tokenChecking"`
+	// Flags are IIS's extendedProtection flags, comma-separated: None (the
+	// default), or Proxy, NoServiceNameCheck, AllowDotlessSpn,
+	// ProxyCohosting. Proxy is for TLS that ends before IIS.
+	Flags string `json:"flags"`
+}
+
+// tokenCheckings and epFlags are the values IIS takes, as it spells them.
+var (
+	tokenCheckings = []string{"None", "Allow", "Require"}
+	epFlags        = []string{"None", "Proxy", "NoServiceNameCheck", "AllowDotlessSpn", "ProxyCohosting"}
+)
+
+// normalize spells e as IIS does (empty Flags is None), or fails for a
+// value IIS does not take.
+func (e ExtendedProtection) normalize() (ExtendedProtection, error) {
+	tc, ok := spelled(tokenCheckings, e.TokenChecking)
+	if !ok {
+		return e, fmt.Errorf("%w: tokenChecking %q: None, Allow or Require", ErrInvalid, e.TokenChecking)
+	}
+	var flags []string
+	for _, f := range strings.Split(e.Flags, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		s, ok := spelled(epFlags, f)
+		if !ok {
+			return e, fmt.Errorf("%w: extendedProtection flag %q", ErrInvalid, f)
+		}
+		if s != "None" {
+			flags = append(flags, s)
+		}
+	}
+	if len(flags) == 0 {
+		flags = []string{"None"}
+	}
+	return ExtendedProtection{TokenChecking: tc, Flags: strings.Join(flags, ",")}, nil
+}
+
+// spelled finds v among values, case-insensitively, as values spell it.
+func spelled(values []string, v string) (string, bool) {
+	for _, s := range values {
+		if strings.EqualFold(s, strings.TrimSpace(v)) {
+			return s, true
+		}
+	}
+	return "", false
+}
+
+// Diff lists what differs from want ("tokenChecking: None -> Require");
+// empty when nothing does.
+func (e ExtendedProtection) Diff(want ExtendedProtection) []string {
+	var d []string
+	if !strings.EqualFold(e.TokenChecking, want.TokenChecking) {
+		d = append(d, fmt.Sprintf("extendedProtection tokenChecking: %s -> %s", e.TokenChecking, want.TokenChecking))
+	}
+	if !sameFlags(e.Flags, want.Flags) {
+		d = append(d, fmt.Sprintf("extendedProtection flags: %s -> %s", e.Flags, want.Flags))
+	}
+	return d
+}
+
+// sameFlags compares comma-separated flag sets, in any order and case.
+func sameFlags(a, b string) bool {
+	set := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, f := range strings.Split(s, ",") {
+			if f = strings.ToLower(strings.TrimSpace(f)); f != "" && f != "none" {
+				m[f] = true
+			}
+		}
+		return m
+	}
+	x, y := set(a), set(b)
+	if len(x) != len(y) {
+		return false
+	}
+	for f := range x {
+		if !y[f] {
+			return false
+		}
+	}
+	return true
+}
+
+// ExtendedProtection reads site/vdir's Extended Protection (site "" is
+// the Default Web Site).
+func (s *Server) ExtendedProtection(ctx context.Context, site, vdir string) (*ExtendedProtection, error) {
+	const op = "read Extended Protection"
+	loc, err := location(site, vdir)
+	if err != nil {
+		return nil, s.fail(op, site+"/"+vdir, err)
+	}
+	ql, err := wsman.Quote(loc)
+	if err != nil {
+		return nil, s.fail(op, loc, fmt.Errorf("%w: %v", ErrInvalid, err))
+	}
+	var b strings.Builder
+	b.WriteString(preamble)
+	fmt.Fprintf(&b, "$psp = %s\n$loc = %s\n", wsman.MustQuote(psPath), ql)
+	// Enumerated attributes come back as their names (strings), as
+	// Microsoft's ExchangeExtendedProtectionManagement script reads them.
+	for _, v := range [][2]string{{"tc", "extendedProtection.tokenChecking"}, {"fl", "extendedProtection.flags"}} {
+		fmt.Fprintf(&b, "$%s = Get-WebConfigurationProperty -PSPath $psp -Location $loc -Filter %s -Name %s\n",
+			v[0], wsman.MustQuote(windowsSec), wsman.MustQuote(v[1]))
+	}
+	b.WriteString("ConvertTo-Json -Compress -InputObject ([pscustomobject]@{ tokenChecking = $tc; flags = $fl })\n")
+	out, err := s.Shell.RunPowerShell(ctx, b.String())
+	if err != nil {
+		return nil, s.fail(op, loc, err)
+	}
+	var e ExtendedProtection
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &e); err != nil {
+		return nil, s.fail(op, loc, fmt.Errorf("%w: %v", ErrUnexpectedOutput, err))
+	}
+	return &e, nil
+}
+
+// ConfigureExtendedProtection sets site/vdir's Extended Protection to want
+// (Flags "" is None), as Exchange's own ExchangeExtendedProtectionManagement
+// script does, changing only what differs and reading the result back. With
+// tokenChecking Require, every client of the virtual directory must bind
+// its tokens: segkcd's gateway does (seg.ProxyHandler, by default), as
+// Windows clients do.
+func (s *Server) ConfigureExtendedProtection(ctx context.Context, site, vdir string, want ExtendedProtection) (segkcd.Change, error) {
+	const op = "configure Extended Protection"
+	loc, err := location(site, vdir)
+	if err != nil {
+		return segkcd.Change{}, s.fail(op, site+"/"+vdir, err)
+	}
+	if want, err = want.normalize(); err != nil {
+		return segkcd.Change{}, s.fail(op, loc, err)
+	}
+	have, err := s.ExtendedProtection(ctx, site, vdir)
+	if err != nil {
+		return segkcd.Change{}, err
+	}
+	details := have.Diff(want)
+	ch := segkcd.Change{What: op, Object: s.object(loc), Action: segkcd.Unchanged, Details: details}
+	if len(details) == 0 {
+		return ch, nil
+	}
+	var b strings.Builder
+	b.WriteString(preamble)
+	fmt.Fprintf(&b, "$psp = %s\n$loc = %s\n", wsman.MustQuote(psPath), wsman.MustQuote(loc))
+	for _, v := range [][2]string{{"extendedProtection.tokenChecking", want.TokenChecking}, {"extendedProtection.flags", want.Flags}} {
+		fmt.Fprintf(&b, "Set-WebConfigurationProperty -PSPath $psp -Location $loc -Filter %s -Name %s -Value %s\n",
+			wsman.MustQuote(windowsSec), wsman.MustQuote(v[0]), wsman.MustQuote(v[1]))
+	}
+	if _, err := s.Shell.RunPowerShell(ctx, b.String()); err != nil {
+		return segkcd.Change{}, s.fail(op, loc, err)
+	}
+	ch.Action = segkcd.Modified
+	got, err := s.ExtendedProtection(ctx, site, vdir)
+	if err != nil {
+		return ch, err
+	}
+	if diff := got.Diff(want); len(diff) > 0 {
+		return ch, s.fail(op, loc, fmt.Errorf("%w: %s", ErrNotApplied, strings.Join(diff, "; ")))
+	}
+	return ch, nil
+}

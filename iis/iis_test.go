@@ -170,3 +170,58 @@ func TestGoldenScripts(t *testing.T) {
 		}
 	}
 }
+
+// Extended Protection on ActiveSync and EWS: Require set, then nothing to
+// do; flags compare as sets; a value IIS does not take is refused before
+// anything is sent; the PowerShell is as the golden files say.
+func TestConfigureExtendedProtection(t *testing.T) {
+	s, ts := server(t)
+	ctx := context.Background()
+	before, err := s.ExtendedProtection(ctx, "", iis.ActiveSync)
+	if err != nil || before.TokenChecking != "None" || before.Flags != "None" {
+		t.Fatalf("model default: %+v %v", before, err)
+	}
+	ch, err := s.ConfigureExtendedProtection(ctx, "", iis.ActiveSync, iis.ExtendedProtection{TokenChecking: "require"})
+	if err != nil || !ch.Changed() || len(ch.Details) != 1 || ch.Details[0] != "extendedProtection tokenChecking: None -> Require" {
+		t.Fatalf("first run: %v %v", ch, err)
+	}
+	if got := ts.Host.IIS("Default Web Site/Microsoft-Server-ActiveSync"); got.TokenChecking != "Require" {
+		t.Fatalf("host state: %+v", got)
+	}
+	if ch, err := s.ConfigureExtendedProtection(ctx, iis.DefaultSite, iis.ActiveSync, iis.ExtendedProtection{TokenChecking: "Require", Flags: "None"}); err != nil || ch.Changed() {
+		t.Fatalf("second run: %v %v", ch, err)
+	}
+	want := iis.ExtendedProtection{TokenChecking: "Allow", Flags: "Proxy, NoServiceNameCheck"}
+	if ch, err := s.ConfigureExtendedProtection(ctx, "", iis.EWS, want); err != nil || !ch.Changed() {
+		t.Fatalf("EWS: %v %v", ch, err)
+	}
+	want.Flags = "noservicenamecheck,proxy"
+	if ch, err := s.ConfigureExtendedProtection(ctx, "", iis.EWS, want); err != nil || ch.Changed() {
+		t.Fatalf("EWS, flags in another order: %v %v", ch, err)
+	}
+	n := len(ts.Host.Scripts())
+	for _, bad := range []iis.ExtendedProtection{{TokenChecking: "Always"}, {TokenChecking: "Require", Flags: "Proxy,Everything"}} {
+		if _, err := s.ConfigureExtendedProtection(ctx, "", iis.ActiveSync, bad); !errors.Is(err, iis.ErrInvalid) {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+	if len(ts.Host.Scripts()) != n {
+		t.Error("an invalid value reached the server")
+	}
+	scripts := ts.Host.Scripts()
+	// The first read, then ConfigureExtendedProtection's read and its change.
+	for i, name := range map[int]string{0: "read-extendedprotection", 2: "configure-extendedprotection"} {
+		path := filepath.Join("testdata", name+".ps1")
+		if *update {
+			os.WriteFile(path, []byte(scripts[i]), 0o644)
+			continue
+		}
+		golden, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (run go test ./iis -run ExtendedProtection -update)", err)
+		}
+		if string(golden) != scripts[i] {
+			t.Errorf("%s differs:\n--- want\n%s\n--- got\n%s", name, golden, scripts[i])
+		}
+	}
+}

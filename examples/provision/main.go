@@ -50,9 +50,10 @@ type config struct {
 	ServicePassword siteconfig.Secret `json:"service_password"`
 	EWS             bool              `json:"ews"`
 	KeepNTLM        bool              `json:"keep_ntlm"`
-	ResourceBased   bool              `json:"resource_based"` // RBCD on the ASA instead of msDS-AllowedToDelegateTo
-	TestUser        string            `json:"test_user"`      // for verify
-	Timeout         string            `json:"timeout"`        // default 2m
+	TokenChecking   string            `json:"token_checking,omitempty"` // Extended Protection on the virtual directories: Require (default), Allow, None
+	ResourceBased   bool              `json:"resource_based"`           // RBCD on the ASA instead of msDS-AllowedToDelegateTo
+	TestUser        string            `json:"test_user"`                // for verify
+	Timeout         string            `json:"timeout"`                  // default 2m
 }
 
 func main() {
@@ -225,7 +226,7 @@ func (c *config) deployment(ctx context.Context) (*deploy.Deployment, map[int]st
 	}
 	d := &deploy.Deployment{AD: conn.AD, Kerberos: conn.Kerberos, ASA: c.ASA, MailHosts: c.MailHosts, ShortNames: c.ShortNames,
 		Servers: servers, Exchange: exch, ServiceAccount: c.ServiceAccount, ServiceAccountPassword: svcPW, EWS: c.EWS,
-		KeepNTLM: c.KeepNTLM, TestUser: c.TestUser, ResourceBased: c.ResourceBased}
+		KeepNTLM: c.KeepNTLM, TokenChecking: c.TokenChecking, TestUser: c.TestUser, ResourceBased: c.ResourceBased}
 	label := map[int]string{}
 	if c.WinRM.TestHost {
 		for _, st := range []int{deploy.StageCredential, deploy.StageIIS} {

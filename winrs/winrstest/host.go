@@ -11,6 +11,10 @@ import (
 type IISAuth struct {
 	Basic, Windows, KernelMode, AppPoolCredentials bool
 	Providers                                      []string
+	// TokenChecking and EPFlags are windowsAuthentication's
+	// extendedProtection (None, Allow or Require; flags comma-separated).
+	// Empty reads as None, IIS's default.
+	TokenChecking, EPFlags string
 }
 
 // Host is the model of one Windows server: what segkcd reads and changes
@@ -413,6 +417,20 @@ func (h *Host) iisCmdlets() map[string]cmdlet {
 		return nil, errorf("Property %s is not found on %s%s.", name, authPrefix, sec)
 	}
 	isProviders := func(sec string) bool { return strings.EqualFold(sec, "windowsAuthentication/providers") }
+	// extendedProtection's attributes are enumerations: strings, which IIS
+	// checks against the values it knows.
+	ep := func(a *IISAuth, sec, name string) (*string, []string, bool) {
+		if !strings.EqualFold(sec, "windowsAuthentication") {
+			return nil, nil, false
+		}
+		switch strings.ToLower(name) {
+		case "extendedprotection.tokenchecking":
+			return &a.TokenChecking, []string{"None", "Allow", "Require"}, true
+		case "extendedprotection.flags":
+			return &a.EPFlags, []string{"None", "Proxy", "NoServiceNameCheck", "AllowDotlessSpn", "ProxyCohosting"}, true
+		}
+		return nil, nil, false
+	}
 	m := map[string]cmdlet{
 		"get-webconfigurationproperty": {params: params("PSPath", "Location", "Filter", "Name"), run: func(r *runner, c *call) ([]any, error) {
 			a, sec, name, err := target(c)
@@ -429,6 +447,12 @@ func (h *Host) iisCmdlets() map[string]cmdlet {
 				}
 				return out, nil
 			}
+			if v, _, ok := ep(a, sec, name); ok {
+				if *v == "" {
+					return []any{"None"}, nil
+				}
+				return []any{*v}, nil
+			}
 			b, err := attr(a, sec, name)
 			if err != nil {
 				return nil, err
@@ -440,6 +464,26 @@ func (h *Host) iisCmdlets() map[string]cmdlet {
 			a, sec, name, err := target(c)
 			if err != nil {
 				return nil, err
+			}
+			if p, allowed, ok := ep(a, sec, name); ok {
+				v, ok := c.named["value"].(string)
+				if !ok {
+					return nil, errorf("Set-WebConfigurationProperty: %s expects a string, got %v", name, c.named["value"])
+				}
+				var set []string
+				for _, f := range strings.Split(v, ",") {
+					found := false
+					for _, x := range allowed {
+						if strings.EqualFold(strings.TrimSpace(f), x) {
+							set, found = append(set, x), true
+						}
+					}
+					if !found {
+						return nil, errorf("Set-WebConfigurationProperty: '%s' is not a valid value for %s", f, name)
+					}
+				}
+				*p = strings.Join(set, ",")
+				return nil, nil
 			}
 			b, err := attr(a, sec, name)
 			if err != nil {

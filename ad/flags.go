@@ -1,6 +1,7 @@
 package ad
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -126,4 +127,28 @@ func (e EncType) String() string {
 		return strconv.FormatUint(uint64(e), 10) + " (unset: DC default, RC4 on many)"
 	}
 	return strconv.FormatUint(uint64(e), 10) + " " + strings.Join(names, "|")
+}
+
+// RC4Exposure says why an account's msDS-SupportedEncryptionTypes leaves
+// it exposed to Windows' RC4 cut-off (CVE-2026-20833, KB5073381): from the
+// April 2026 updates DCs issue AES-only tickets to accounts that do not
+// set the attribute, and from July 2026 there is no way back. It returns
+// nil for an account that allows AES and nothing weaker. What the
+// attributes cannot show is whether the account has AES keys at all (a
+// password set before the domain had AES): the etype of a real ticket to
+// it does (kerberos.Client.KeyTypes).
+func (a *Account) RC4Exposure() []string {
+	e := a.SupportedEncryptionTypes
+	var why []string
+	switch {
+	case e&(EncAES|EncRC4HMAC|EncDESCBCCRC|EncDESCBCMD5) == 0:
+		why = append(why, "msDS-SupportedEncryptionTypes allows no encryption type (unset): DCs with the 2026 updates issue it AES tickets only, "+
+			"which fail if its keys predate AES; set it to AES (24) and reset the password")
+	case e&EncRC4HMAC != 0 || e&(EncDESCBCCRC|EncDESCBCMD5) != 0:
+		why = append(why, fmt.Sprintf("msDS-SupportedEncryptionTypes allows %v: DCs with the July 2026 updates refuse RC4 and DES; set it to AES (24)", e))
+	}
+	if e&EncAES == 0 && e != 0 {
+		why = append(why, "msDS-SupportedEncryptionTypes allows no AES: set it to AES (24) and reset the password so that AES keys exist")
+	}
+	return why
 }

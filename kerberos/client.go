@@ -170,6 +170,12 @@ type Client struct {
 	// an AS exchange every 1-2 hours with AD's 10-hour TGTs. (Measured with
 	// bench/gateway storm; BENCHMARKS.md.)
 	RenewBefore time.Duration
+	// AllowRC4 accepts tickets and session keys of RC4-HMAC or DES, and
+	// asks the KDC for them. By default the client asks for AES only and
+	// refuses anything weaker with ErrWeakEncryption: Windows DCs stop
+	// issuing RC4 by default with the 2026 updates (CVE-2026-20833), and a
+	// ticket in RC4 means an account on the path that the cut-off breaks.
+	AllowRC4 bool
 
 	cfg   *config.Config
 	realm string
@@ -481,6 +487,7 @@ func (c *Client) login(ctx context.Context) (*asLogin, error) {
 	if err != nil {
 		return nil, fail(op, target, err)
 	}
+	req.ReqBody.EType = c.etypes(req.ReqBody.EType)
 	types.SetFlag(&req.ReqBody.KDCOptions, flags.Forwardable)
 	types.SetFlag(&req.ReqBody.KDCOptions, flags.Renewable)
 	if req.ReqBody.RTime.IsZero() {
@@ -524,7 +531,28 @@ func (c *Client) login(ctx context.Context) (*asLogin, error) {
 	if err := safely(func() (err error) { ok, err = rep.Verify(c.cfg, c.creds, req); return err }); !ok || err != nil {
 		return nil, failKDC(op, target, kdc, fmt.Errorf("%w: %v", ErrBadReply, err))
 	}
-	return &asLogin{tgt: ticketFrom(rep.KDCRepFields), key: key, padata: rep.PAData}, nil
+	l := &asLogin{tgt: ticketFrom(rep.KDCRepFields), key: key, padata: rep.PAData}
+	if err := c.strongEnough(key.KeyType, "the key of "+target); err != nil {
+		return nil, failKDC(op, target, kdc, err)
+	}
+	if err := c.strongEnough(l.tgt.SessionKey.KeyType, "the TGT's session key"); err != nil {
+		return nil, failKDC(op, target, kdc, err)
+	}
+	return l, nil
+}
+
+// KeyType is the encryption type of the service account's own key as the
+// KDC last used it (its AS reply): AES (17, 18) for an account whose keys
+// are AES, RC4-HMAC (23) for one whose keys predate AES or whose
+// msDS-SupportedEncryptionTypes allows only RC4. It logs in when the client
+// has no TGT yet; zero for a client made from a credential cache.
+func (c *Client) KeyType(ctx context.Context) (int32, error) {
+	if _, err := c.TGT(ctx); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.key.KeyType, nil
 }
 
 // encTimestamp builds PA-ENC-TIMESTAMP with the strongest etype the KDC

@@ -57,6 +57,9 @@ var (
 	ErrNotDelegable = errors.New("delegation refused")
 	// ErrETypeNotSupported: no common encryption type; for S4U2Proxy also an
 	// SPN on an account without keys (14).
+	// ErrWeakEncryption: a ticket, key or session key in RC4-HMAC or DES,
+	// which the client refuses unless AllowRC4 (CVE-2026-20833).
+	ErrWeakEncryption    = errors.New("RC4 or DES encryption refused (AES only since the 2026 Kerberos hardening)")
 	ErrETypeNotSupported = errors.New("no supported encryption type (or the target account has no keys)")
 	// ErrPreauthFailed: wrong password or key (24).
 	ErrPreauthFailed = errors.New("pre-authentication failed: wrong password or key")

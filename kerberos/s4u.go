@@ -463,7 +463,7 @@ func (c *Client) body(sname types.PrincipalName, options ...int) (messages.KDCRe
 		SName:      sname,
 		Till:       now.Add(life).Truncate(time.Second),
 		Nonce:      int(n.Int64()),
-		EType:      c.cfg.LibDefaults.DefaultTGSEnctypeIDs,
+		EType:      c.etypes(c.cfg.LibDefaults.DefaultTGSEnctypeIDs),
 	}
 	for _, o := range options {
 		types.SetFlag(&b.KDCOptions, o)
@@ -539,6 +539,12 @@ func (c *Client) tgsExchangeAt(ctx context.Context, op, target, realm string, tg
 	}
 	t, err := verifyTGSRep(raw, &rep, tgt.SessionKey, body, c.now(), op, target)
 	if err != nil {
+		return nil, nil, failKDC(op, target, kdc, err)
+	}
+	if err := c.strongEnough(t.Ticket.EncPart.EType, "the ticket to "+t.ServerName()); err != nil {
+		return nil, nil, failKDC(op, target, kdc, err)
+	}
+	if err := c.strongEnough(t.SessionKey.KeyType, "the session key of the ticket to "+t.ServerName()); err != nil {
 		return nil, nil, failKDC(op, target, kdc, err)
 	}
 	return t, &rep, nil

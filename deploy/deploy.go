@@ -148,6 +148,44 @@ type Step struct {
 // Plan is the steps of a deployment in the seed's order.
 type Plan struct {
 	Steps []Step
+	// Exposed are the accounts on the gateway's path (the service account,
+	// the ASA or in single-server mode the mail SPN's holder) that exist
+	// and whose encryption types leave them exposed to the 2026 RC4
+	// cut-off. The plan's steps set AES on the accounts deploy manages;
+	// their keys are AES once their password is set again (the roll, the
+	// service account's password).
+	Exposed []Exposure
+}
+
+// Exposure is an account that Windows' RC4 cut-off (CVE-2026-20833,
+// KB5073381: AES-only tickets from April 2026, no way back from July 2026)
+// breaks or may break, and why, each reason with its fix.
+type Exposure struct {
+	Account string
+	Reasons []string
+}
+
+// String is "account: reason; reason".
+func (e Exposure) String() string { return e.Account + ": " + strings.Join(e.Reasons, "; ") }
+
+// rc4Exposure reads the path's accounts that exist and reports those that
+// msDS-SupportedEncryptionTypes leaves exposed (ad.Account.RC4Exposure).
+func (d *Deployment) rc4Exposure(ctx context.Context) ([]Exposure, error) {
+	names := []string{d.ServiceAccount, d.spnHolder()}
+	var out []Exposure
+	for _, n := range names {
+		a, err := d.AD.FindAccount(ctx, n)
+		if errors.Is(err, ad.ErrNotFound) {
+			continue // deploy creates it, AES only
+		}
+		if err != nil {
+			return nil, err
+		}
+		if why := a.RC4Exposure(); len(why) > 0 {
+			out = append(out, Exposure{Account: a.SAMAccountName, Reasons: why})
+		}
+	}
+	return out, nil
 }
 
 // Pending is the steps that have something to do.
@@ -161,11 +199,14 @@ func (p *Plan) Pending() []Step {
 	return out
 }
 
-// String renders the plan, one line per step.
+// String renders the plan, one line per step, then the exposed accounts.
 func (p *Plan) String() string {
 	var b strings.Builder
 	for _, s := range p.Steps {
 		fmt.Fprintf(&b, "%d. %s\n", s.Stage, s.Change)
+	}
+	for _, e := range p.Exposed {
+		fmt.Fprintf(&b, "RC4 exposure: %s\n", e)
 	}
 	return b.String()
 }
@@ -517,6 +558,11 @@ func (d *Deployment) Plan(ctx context.Context) (*Plan, error) {
 			return srv.AddLocalGroupMember(ctx, iis.IISUsers, member)
 		})
 	}
+	exposed, err := d.rc4Exposure(ctx)
+	if err != nil {
+		return nil, failed(StageGateway, "read encryption types", err)
+	}
+	p.Exposed = exposed
 	return p, nil
 }
 

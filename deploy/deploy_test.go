@@ -389,3 +389,30 @@ func TestSingleServerResourceBased(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An existing service account that allows RC4 is reported exposed to the
+// 2026 cut-off by Plan, with the fix; Apply sets it to AES, and then
+// neither Plan nor Verify reports anything.
+func TestRC4Exposure(t *testing.T) {
+	e := newEnv(t, "rc4")
+	ctx := ctxT(t)
+	if _, err := e.d.AD.CreateServiceAccount(ctx, ad.ServiceAccountRequest{Name: e.d.ServiceAccount, Password: e.d.ServiceAccountPassword,
+		EncryptionTypes: ad.EncRC4HMAC | ad.EncAES}); err != nil {
+		t.Fatal(err)
+	}
+	p := mustPlan(t, e.d)
+	if len(p.Exposed) != 1 || !strings.EqualFold(p.Exposed[0].Account, e.d.ServiceAccount) ||
+		!strings.Contains(p.Exposed[0].String(), "set it to AES (24)") || !strings.Contains(p.String(), "RC4 exposure: svc_rc4") {
+		t.Fatalf("exposed: %v\n%s", p.Exposed, p)
+	}
+	if _, err := e.d.Apply(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if p := mustPlan(t, e.d); len(p.Exposed) != 0 {
+		t.Errorf("after apply: %v", p.Exposed)
+	}
+	r, err := e.d.Verify(ctx)
+	if err != nil || len(r.Exposed) != 0 {
+		t.Fatalf("verify: %v, exposed %v", err, r)
+	}
+}

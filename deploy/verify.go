@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
+
 	"github.com/segkcd/segkcd/exchange"
 	"github.com/segkcd/segkcd/kerberos"
 )
@@ -31,6 +33,11 @@ type Report struct {
 	// (Deployment.ASAViews), so that replication lag shows; empty in
 	// single-server mode.
 	DCs []DCView
+	// Exposed are the path's accounts that the 2026 RC4 cut-off exposes
+	// (Plan.Exposed), and the service account when the KDC used an RC4 key
+	// for it (a password older than the domain's AES). The ticket itself is
+	// AES: the Kerberos client refuses RC4 unless AllowRC4.
+	Exposed []Exposure
 }
 
 // VerifyError is a deployment that does not hold: steps still pending, or
@@ -88,7 +95,11 @@ func (d *Deployment) Verify(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, fail("%w", err)
 	}
-	r := &Report{User: t.ClientName(), SPN: spn, Ticket: t.String(), KVNO: t.Ticket.EncPart.KVNO}
+	r := &Report{User: t.ClientName(), SPN: spn, Ticket: t.String(), KVNO: t.Ticket.EncPart.KVNO, Exposed: p.Exposed}
+	if kt, err := svc.KeyType(ctx); err == nil && kt != 0 && kt != etypeID.AES128_CTS_HMAC_SHA1_96 && kt != etypeID.AES256_CTS_HMAC_SHA1_96 {
+		r.Exposed = append(r.Exposed, Exposure{Account: d.ServiceAccount, Reasons: []string{fmt.Sprintf(
+			"the KDC used its key of etype %d, not AES: its password predates the domain's AES keys; set it again", kt)}})
+	}
 	if r.KVNO != holder.KeyVersion {
 		// Another DC's KDC may have issued it before replication brought
 		// it the last roll: that is lag, not a wrong SPN.

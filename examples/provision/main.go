@@ -127,6 +127,7 @@ func run(ctx context.Context, out io.Writer, c *config, cmd string) error {
 			return err
 		}
 		printPlan(out, p, label)
+		printExposed(out, p.Exposed)
 		if n := len(p.Pending()); n > 0 {
 			fmt.Fprintf(out, "%d steps to apply\n", n)
 		} else {
@@ -178,8 +179,21 @@ func run(ctx context.Context, out io.Writer, c *config, cmd string) error {
 		for _, v := range r.DCs {
 			fmt.Fprintf(out, "  DC %s\n", v)
 		}
+		printExposed(out, r.Exposed)
 	}
 	return nil
+}
+
+// printExposed warns of the accounts the 2026 RC4 cut-off exposes, or
+// says there are none.
+func printExposed(out io.Writer, exposed []deploy.Exposure) {
+	if len(exposed) == 0 {
+		fmt.Fprintln(out, "RC4 cut-off (CVE-2026-20833): no account on the path is exposed")
+		return
+	}
+	for _, e := range exposed {
+		fmt.Fprintf(out, "WARN RC4 cut-off (CVE-2026-20833): %s\n", e)
+	}
 }
 
 func printPlan(out io.Writer, p *deploy.Plan, label map[int]string) {

@@ -96,7 +96,8 @@ func TestPlanApplyVerify(t *testing.T) {
 	c, h, _ := testConfig(t, "PROVASA", "mail-prov."+l.DNSDomain, "svc_prov")
 	plan := runCmd(t, c, "plan")
 	for _, want := range []string{"1. Alternate Service Account", "created    create computer account PROVASA$",
-		"CAS2: Exchange 2013", "[TEST HOST: modeled Windows, not a real Exchange]", "17 steps to apply"} {
+		"CAS2: Exchange 2013", "[TEST HOST: modeled Windows, not a real Exchange]", "17 steps to apply",
+		"RC4 cut-off (CVE-2026-20833): no account on the path is exposed"} {
 		if !strings.Contains(plan, want) {
 			t.Fatalf("plan lacks %q:\n%s", want, plan)
 		}

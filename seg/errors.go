@@ -78,8 +78,10 @@ func (e *Error) Hint() string {
 		return "no such user in the domain (check the name mapping: UPN suffixes, NetBIOS name)"
 	case errors.Is(e.Err, kerberos.ErrServerUnknown):
 		return "no account holds the Exchange SPN: register it on the ASA (setspn -S)"
+	case errors.Is(e.Err, kerberos.ErrWeakEncryption):
+		return "a key or ticket on the path is RC4 or DES, which the gateway refuses (the 2026 RC4 cut-off, CVE-2026-20833): set msDS-SupportedEncryptionTypes to AES (24) on the service account and the Exchange SPN's holder (the ASA), and reset their passwords so that AES keys exist"
 	case errors.Is(e.Err, kerberos.ErrETypeNotSupported):
-		return "the ASA has no keys of a common type: roll its credential (exchange.Roll)"
+		return "the ASA has no keys of a common type, or only RC4 ones, which the gateway does not ask for (the 2026 RC4 cut-off): set its msDS-SupportedEncryptionTypes to AES (24) and roll its credential (exchange.Roll)"
 	case errors.Is(e.Err, kerberos.ErrClockSkew):
 		return "the gateway's clock is off from the KDC's: run NTP"
 	case errors.Is(e.Err, kerberos.ErrNoKDC), isTimeout(e.Err) && (e.Stage == StageTicket || e.Stage == StageAuthenticate):

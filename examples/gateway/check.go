@@ -16,6 +16,7 @@ import (
 	"time"
 
 	krb5config "github.com/jcmturner/gokrb5/v8/config"
+	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
 
 	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 	"github.com/segkcd/segkcd/kerberos"
@@ -198,10 +199,20 @@ func (k *checker) tickets(ctx context.Context) {
 	}
 	k.loggedIn = true
 	k.line("service TGT", fmt.Sprintf("%s@%s, valid until %s", k.c.ServiceAccount, k.c.Realm, tgt.EndTime.UTC().Format(time.RFC3339)), nil, "")
+	// The RC4 cut-off (CVE-2026-20833): the gateway takes AES only, so an
+	// RC4 key on the path fails the lines above and below with a hint;
+	// this line says what the path's keys are when they pass.
+	keys := []string{}
+	if kt, err := k.svc.KeyType(tctx); err == nil && kt != 0 {
+		keys = append(keys, "the service account's key "+etypeName(kt))
+	}
 	for _, u := range k.c.upstreams() {
 		spn := u.TicketSPN()
-		_, err := k.svc.ServiceTicket(tctx, spn)
+		t, err := k.svc.ServiceTicket(tctx, spn)
 		k.line("ticket "+spn, "the KDC issues it", err, kerberosHint(err, false))
+		if err == nil {
+			keys = append(keys, "the ticket to "+spn+" "+etypeName(t.Ticket.EncPart.EType))
+		}
 		if k.user != "" {
 			t, err := k.svc.Impersonate(tctx, k.user, spn)
 			d := ""
@@ -211,6 +222,20 @@ func (k *checker) tickets(ctx context.Context) {
 			k.line("delegation "+spn, d, err, kerberosHint(err, false))
 		}
 	}
+	k.line("rc4_cutoff", "AES only: "+strings.Join(keys, ", "), nil, "")
+}
+
+// etypeName names the encryption types a KDC uses with AD.
+func etypeName(e int32) string {
+	switch e {
+	case etypeID.AES256_CTS_HMAC_SHA1_96:
+		return "AES256"
+	case etypeID.AES128_CTS_HMAC_SHA1_96:
+		return "AES128"
+	case etypeID.RC4_HMAC:
+		return "RC4-HMAC"
+	}
+	return fmt.Sprintf("etype %d", e)
 }
 
 // upstreams makes a TLS handshake with each Exchange server, trusting what

@@ -529,7 +529,7 @@ func TestGatewayCheck(t *testing.T) {
 		"ok   krb5_conf:", "ok   password_file: set", "ok   service TGT: svc_gw@" + f.lab.Realm, "ok   ticket " + spn + ": the KDC issues it",
 		"ok   delegation " + spn + ": as alice@" + f.lab.Realm + " by S4U2Self and S4U2Proxy", "ok   upstream 127.0.0.1:", "ok   policy.file:",
 		"ok   cert_mapping: full", "ok   check-cert: " + aliceFile + " carries the SID S-1-5-21-", "ok   check-cert: maps to alice (S-1-5-21-",
-		"ok   channel_bindings: on", "ok   channel_bindings 127.0.0.1:"} {
+		"ok   channel_bindings: on", "ok   channel_bindings 127.0.0.1:", "ok   rc4_cutoff: AES only: the service account's key AES256, the ticket to " + spn + " AES256"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}

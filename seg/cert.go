@@ -72,6 +72,14 @@ type CertificateAuth struct {
 	Names Names
 	// Revocation, when set, refuses revoked certificates.
 	Revocation *CRL
+	// TrustedIssuers, when set, are the only CAs whose certificates log in:
+	// the certificate's issuing CA (its verified chain's second link) must
+	// be one of them, byte for byte. Since 2025 Windows DCs accept a
+	// certificate logon only from a CA in the forest's NTAuthCertificates
+	// (CVE-2025-26647, KB5057784); filled from ad.Conn.NTAuthCertificates,
+	// it holds the gateway to the same rule, where the TLS layer trusts
+	// whatever CA files it was given.
+	TrustedIssuers []*x509.Certificate
 	// Mapping is how strongly the certificate must be bound to its account
 	// (default MappingFull). A certificate whose SID is another account's
 	// is refused in every mode.
@@ -122,6 +130,10 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 	}
 	chain := r.TLS.VerifiedChains[0]
 	leaf := chain[0]
+	if len(a.TrustedIssuers) > 0 && !issuedByOneOf(chain, a.TrustedIssuers) {
+		return nil, errorf("%w: the certificate's CA %q is not among the trusted issuers (NTAuthCertificates)", ErrBadCredentials,
+			printable(issuerName(chain)))
+	}
 	if a.Revocation != nil {
 		if err := a.Revocation.Check(chain); err != nil {
 			return nil, errorf("%w: %w", ErrBadCredentials, err)
@@ -514,4 +526,26 @@ func parseCRL(b []byte) (*x509.RevocationList, error) {
 		b = blk.Bytes
 	}
 	return x509.ParseRevocationList(b)
+}
+
+// issuedByOneOf reports whether chain's issuing CA, the certificate after
+// the leaf, is one of cas.
+func issuedByOneOf(chain []*x509.Certificate, cas []*x509.Certificate) bool {
+	if len(chain) < 2 {
+		return false
+	}
+	for _, ca := range cas {
+		if ca != nil && bytes.Equal(ca.Raw, chain[1].Raw) {
+			return true
+		}
+	}
+	return false
+}
+
+// issuerName is the leaf's issuer as its chain names it.
+func issuerName(chain []*x509.Certificate) string {
+	if len(chain) < 2 {
+		return chain[0].Issuer.String()
+	}
+	return chain[1].Subject.String()
 }

@@ -307,3 +307,22 @@ func TestCRLIntermediate(t *testing.T) {
 		t.Errorf("issuing CA as the anchor: %v", err)
 	}
 }
+
+// With TrustedIssuers (the forest's NTAuthCertificates), a certificate of
+// another CA that the TLS layer verified is refused; one of a listed CA
+// logs in.
+func TestCertificateAuthTrustedIssuers(t *testing.T) {
+	ntauth, _ := testpki.New("enterprise CA")
+	other, _ := testpki.New("another CA")
+	names := seg.Names{Realm: "CORP.EXAMPLE.TEST", Accounts: &seg.Accounts{Resolver: testDirectory()}}
+	a := &seg.CertificateAuth{Names: names, Mapping: seg.MappingOff, TrustedIssuers: []*x509.Certificate{ntauth.Cert}}
+	good, _ := ntauth.Device("alice@corp.example.test", "", "")
+	if id, err := a.Authenticate(verifiedRequest(good.Cert, ntauth.Cert)); err != nil || id.User != "alice" {
+		t.Errorf("a certificate of an NTAuth CA: %+v %v", id, err)
+	}
+	bad, _ := other.Device("alice@corp.example.test", "", "")
+	_, err := a.Authenticate(verifiedRequest(bad.Cert, other.Cert))
+	if !errors.Is(err, seg.ErrBadCredentials) || !strings.Contains(err.Error(), "another CA") {
+		t.Errorf("a certificate of a CA outside NTAuth: %v", err)
+	}
+}

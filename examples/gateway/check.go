@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,6 +19,7 @@ import (
 	krb5config "github.com/jcmturner/gokrb5/v8/config"
 	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
 
+	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 	"github.com/segkcd/segkcd/kerberos"
 	"github.com/segkcd/segkcd/seg"
@@ -393,6 +395,7 @@ func (k *checker) certMapping(ctx context.Context) {
 			defer conn.AD.Close()
 			k.line("cert_directory", k.c.CertDirectory.LDAPURL+": bound", nil, "")
 			dir = conn.AD
+			k.ntauth(ctx, conn.AD)
 		}
 	}
 	if k.cert == "" {
@@ -476,3 +479,54 @@ func readCerts(file string) ([]*x509.Certificate, error) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// ntauth compares the device CAs with AD's NTAuthCertificates: since 2025
+// Windows DCs accept certificate logons only from CAs it lists
+// (KB5057784). A CA outside it is a warning, or with cert_ntauth a
+// failure: the gateway then refuses its devices.
+func (k *checker) ntauth(ctx context.Context, conn *ad.Conn) {
+	const hint = "publish the CA to NTAuth (certutil -dspublish -f ca.crt NTAuthCA) if it issues logon certificates, or stop trusting it"
+	nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cas, err := conn.NTAuthCertificates(nctx)
+	switch {
+	case errors.Is(err, ad.ErrNotFound):
+		k.line("ntauth", "WARN the forest has no NTAuthCertificates object: Windows DCs accept no certificate logon", nil, hint)
+		if k.c.CertNTAuth {
+			k.failed = true
+		}
+		return
+	case err != nil:
+		k.line("ntauth", "", err, "cert_directory's bind identity must read the configuration partition")
+		return
+	}
+	for _, f := range k.c.ClientCAFiles {
+		certs, err := readCerts(f)
+		if err != nil {
+			continue // deviceCAs reported it
+		}
+		for _, c := range certs {
+			in := false
+			for _, n := range cas {
+				in = in || bytes.Equal(n.Raw, c.Raw)
+			}
+			name := "ntauth " + printableName(c)
+			switch {
+			case in:
+				k.line(name, "in NTAuthCertificates", nil, "")
+			case k.c.CertNTAuth:
+				k.line(name, "", errors.New("not in NTAuthCertificates: cert_ntauth refuses its devices"), hint)
+			default:
+				k.line(name, "WARN not in NTAuthCertificates: Windows DCs refuse certificate logons from it since 2025 (KB5057784)", nil, hint)
+			}
+		}
+	}
+}
+
+// printableName is a certificate's subject for a check line.
+func printableName(c *x509.Certificate) string {
+	if c.Subject.CommonName != "" {
+		return fmt.Sprintf("%q", c.Subject.CommonName)
+	}
+	return fmt.Sprintf("%q", c.Subject.String())
+}

@@ -58,6 +58,10 @@ type config struct {
 	// CertDirectory, when set, is the AD connection (LDAPS) the gateway
 	// reads accounts' altSecurityIdentities and whenCreated from.
 	CertDirectory *siteconfig.AD `json:"cert_directory,omitempty"`
+	// CertNTAuth trusts only the device CAs that AD's NTAuthCertificates
+	// lists, as Windows DCs do for certificate logons since 2025
+	// (KB5057784); read through cert_directory when the gateway starts.
+	CertNTAuth bool `json:"cert_ntauth,omitempty"`
 	Basic         bool           `json:"basic"` // accept Basic logins
 
 	Realm       string   `json:"realm"`        // CORP.EXAMPLE.COM
@@ -349,6 +353,9 @@ func (c *config) check(plainHTTP bool) error {
 	}
 	if c.certMapping, err2 = seg.ParseCertificateMapping(c.CertMapping); err2 != nil {
 		return bad("cert_mapping", "want full, compatibility or off")
+	}
+	if c.CertNTAuth && c.CertDirectory == nil {
+		return bad("cert_ntauth", "needs cert_directory, the AD connection it reads NTAuthCertificates through")
 	}
 	if c.CertDirectory != nil {
 		var fe *siteconfig.FieldError

@@ -202,6 +202,13 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		if c.CertDirectory != nil {
 			certs.Directory = &lazyDirectory{ad: *c.CertDirectory}
 		}
+		if c.CertNTAuth {
+			cas, err := readNTAuth(c.CertDirectory)
+			if err != nil {
+				return nil, bad("cert_ntauth", "%v", err)
+			}
+			certs.TrustedIssuers = cas
+		}
 		auths = append(auths, certs.Authenticate)
 	}
 	if c.Basic {
@@ -520,4 +527,22 @@ func (d *lazyDirectory) CertificateMappings(ctx context.Context, sid string) ([]
 	}
 	d.mu.Unlock()
 	return conn.AD.CertificateMappings(ctx, sid)
+}
+
+// readNTAuth reads AD's NTAuthCertificates through a (cert_ntauth): the
+// gateway does not start without them, since it would otherwise trust
+// every CA its files name.
+func readNTAuth(a *siteconfig.AD) ([]*x509.Certificate, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := a.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.AD.Close()
+	cas, err := conn.AD.NTAuthCertificates(ctx)
+	if err == nil && len(cas) == 0 {
+		err = errors.New("NTAuthCertificates lists no CA")
+	}
+	return cas, err
 }

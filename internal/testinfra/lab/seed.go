@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"strings"
 
@@ -151,4 +152,24 @@ func (l *Lab) HTTPHost(ctx context.Context, name, password string) (string, *key
 	kt, err := kerberos.KeytabFromPassword(kerberos.KeytabSpec{Realm: l.Realm, SAMAccountName: strings.ToUpper(name) + "$",
 		Password: password, Principals: []string{spn}, KVNO: uint32(acct.KeyVersion)})
 	return spn, kt, err
+}
+
+// PublishNTAuth adds a CA certificate (DER) to the forest's
+// NTAuthCertificates object, making the object if the forest has none, as
+// `certutil -dspublish -f ca.crt NTAuthCA` does on Windows. It writes as
+// the DC's system (ldbmodify): Samba provisions no such object. The object
+// is the domain's: tests that publish use a CA of their own.
+func (l *Lab) PublishNTAuth(ctx context.Context, der []byte) error {
+	dn := ad.NTAuthContainer + ",CN=Configuration," + l.BaseDN
+	b64 := base64.StdEncoding.EncodeToString(der)
+	add := "dn: " + dn + "\nchangetype: add\nobjectClass: certificationAuthority\ncn: NTAuthCertificates\n" +
+		"cACertificate:: " + b64 + "\nauthorityRevocationList:: AA==\ncertificateRevocationList:: AA==\n"
+	if _, err := l.Ldbmodify(ctx, add); err == nil {
+		return nil
+	}
+	more := "dn: " + dn + "\nchangetype: modify\nadd: cACertificate\ncACertificate:: " + b64 + "\n"
+	if out, err := l.Ldbmodify(ctx, more); err != nil && !strings.Contains(out, "already exists") && !strings.Contains(err.Error(), "already exists") {
+		return fmt.Errorf("lab: publish to NTAuth: %w", err)
+	}
+	return nil
 }

@@ -62,7 +62,7 @@ type config struct {
 	// lists, as Windows DCs do for certificate logons since 2025
 	// (KB5057784); read through cert_directory when the gateway starts.
 	CertNTAuth bool `json:"cert_ntauth,omitempty"`
-	Basic         bool           `json:"basic"` // accept Basic logins
+	Basic      bool `json:"basic"` // accept Basic logins
 
 	Realm       string   `json:"realm"`        // CORP.EXAMPLE.COM
 	NetBIOS     string   `json:"netbios"`      // CORP

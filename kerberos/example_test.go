@@ -2,9 +2,11 @@ package kerberos_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
+	"net/http"
 	"os"
 
 	"github.com/segkcd/segkcd/kerberos"
@@ -51,4 +53,35 @@ func ExampleClient_Account() {
 		log.Fatal(err)
 	}
 	fmt.Println(acct.Name, acct.SID, tkt.ClientName())
+}
+
+// A Negotiate header bound to the TLS connection it goes on, as IIS with
+// Extended Protection requires: the binding is the tls-server-end-point
+// hash of the certificate the server showed on that connection.
+func ExampleNegotiateHeaderBound() {
+	cfg, err := kerberos.NewConfig("CORP.EXAMPLE.COM", "dc1.corp.example.com")
+	if err != nil {
+		log.Fatal(err)
+	}
+	svc := kerberos.NewWithPassword("svc_awseg", "CORP.EXAMPLE.COM", os.Getenv("SVC_PASSWORD"), cfg)
+	tkt, err := svc.Impersonate(context.Background(), "alice", "http/mail.corp.example.com")
+	if err != nil {
+		log.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", "mail.corp.example.com:443", &tls.Config{MinVersion: tls.VersionTLS12})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	cb, err := kerberos.TLSServerEndPoint(conn.ConnectionState().PeerCertificates[0])
+	if err != nil {
+		log.Fatal(err) // an Ed25519 certificate has no binding
+	}
+	h, err := kerberos.NegotiateHeaderBound(tkt, cb)
+	if err != nil {
+		log.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "https://mail.corp.example.com/Microsoft-Server-ActiveSync", nil)
+	req.Header.Set("Authorization", h)
+	_ = req.Write(conn) // on that connection, and no other
 }

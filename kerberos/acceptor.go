@@ -251,7 +251,9 @@ func (a *Acceptor) checkBinding(auth types.Authenticator) error {
 		return nil
 	}
 	bnd := make([]byte, 16)
-	if auth.Cksum.CksumType == gssChecksumType && len(auth.Cksum.Checksum) >= 20 {
+	// The Bnd is there when the checksum says its length is 16 (RFC 4121
+	// 4.1.1: Lgth), as MIT checks it.
+	if auth.Cksum.CksumType == gssChecksumType && len(auth.Cksum.Checksum) >= 20 && binary.LittleEndian.Uint32(auth.Cksum.Checksum[0:4]) == 16 {
 		bnd = auth.Cksum.Checksum[4:20]
 	}
 	return a.TokenChecking.checkBinding(bnd, claimsCBT(auth.AuthorizationData), a.ChannelBinding)

@@ -290,7 +290,7 @@ func NewWithKeytab(user, realm string, kt *keytab.Keytab, cfg *config.Config) *C
 // set up.
 func (c *Client) ForAccount(user, password string) *Client {
 	o := NewWithPassword(user, c.realm, password, c.cfg)
-	o.Transport, o.RenewBefore = c.Transport, c.RenewBefore
+	o.Transport, o.RenewBefore, o.AllowRC4 = c.Transport, c.RenewBefore, c.AllowRC4
 	return o
 }
 
@@ -324,7 +324,7 @@ func (c *Client) AtKDCs(kdcs ...string) (*Client, error) {
 		cfg.Realms = append(cfg.Realms, config.Realm{Realm: c.realm, KDC: addrs})
 	}
 	o := newClient("", c.realm, &cfg)
-	o.cname, o.creds, o.RenewBefore = c.cname, c.creds, c.RenewBefore
+	o.cname, o.creds, o.RenewBefore, o.AllowRC4 = c.cname, c.creds, c.RenewBefore, c.AllowRC4
 	if c.Transport != nil {
 		o.Transport = &Transport{Config: &cfg, Timeout: c.Transport.Timeout, Backoff: c.Transport.Backoff,
 			Dialer: c.Transport.Dialer, MaxInFlight: c.Transport.MaxInFlight, Observe: c.Transport.Observe}
@@ -509,7 +509,7 @@ func (c *Client) login(ctx context.Context) (*asLogin, error) {
 		kdc = from
 		if kerr, ok := asKRBError(raw); ok {
 			if kerr.ErrorCode == CodePreauthRequired && attempt == 0 {
-				pa, err := encTimestamp(keys, &kerr, c.cfg, c.now())
+				pa, err := encTimestamp(keys, &kerr, req.ReqBody.EType, c.now())
 				if err != nil {
 					return nil, failKDC(op, target, kdc, err)
 				}
@@ -555,39 +555,62 @@ func (c *Client) KeyType(ctx context.Context) (int32, error) {
 	return c.key.KeyType, nil
 }
 
-// encTimestamp builds PA-ENC-TIMESTAMP with the strongest etype the KDC
-// offered in its PREAUTH_REQUIRED error.
-func encTimestamp(keys *client.Client, kerr *messages.KRBError, cfg *config.Config, now time.Time) (types.PAData, error) {
-	if len(cfg.LibDefaults.DefaultTktEnctypeIDs) == 0 {
+// encTimestamp builds PA-ENC-TIMESTAMP with the first etype of ours (the
+// AS request's, in our order of preference: AES only unless AllowRC4) that
+// the KDC offered in its PREAUTH_REQUIRED error. The error is not
+// authenticated: whoever answers for the KDC could offer RC4 alone, and a
+// timestamp under the account's RC4 key (its NT hash) would be theirs to
+// crack offline, so nothing outside ours is ever used.
+func encTimestamp(keys *client.Client, kerr *messages.KRBError, ours []int32, now time.Time) (types.PAData, error) {
+	if len(ours) == 0 {
 		return types.PAData{}, errors.New("no supported encryption type in default_tkt_enctypes (gokrb5 knows aes128/256-cts-hmac-sha1-96, aes128-cts-hmac-sha256-128, aes256-cts-hmac-sha384-192, rc4-hmac, des3-cbc-sha1-kd)")
 	}
 	var offered types.PADataSequence
 	if err := safely(func() error { return offered.Unmarshal(kerr.EData) }); err != nil {
 		return types.PAData{}, fmt.Errorf("PREAUTH_REQUIRED e-data: %w", err)
 	}
-	etypeID := int32(0)
+	var info types.ETypeInfo2
+	hasInfo := false
 	for _, pa := range offered {
 		if pa.PADataType != patype.PA_ETYPE_INFO2 {
 			continue
 		}
-		var info types.ETypeInfo2
 		if err := safely(func() error { return info.Unmarshal(pa.PADataValue) }); err != nil {
 			return types.PAData{}, fmt.Errorf("ETYPE-INFO2: %w", err)
 		}
-		for _, e := range info {
-			for _, want := range cfg.LibDefaults.DefaultTktEnctypeIDs {
-				if e.EType == want {
-					etypeID = e.EType
-					break
+		hasInfo = true
+		break
+	}
+	etypeID := ours[0] // no ETYPE-INFO2 (an older KDC): our first
+	if hasInfo {
+		etypeID = 0
+		for _, want := range ours {
+			for _, e := range info {
+				if e.EType == want && etypeID == 0 {
+					etypeID = want
+					// The key is derived with this entry's salt alone:
+					// gokrb5 would take the KDC's first entry's etype.
+					one, err := asn1.Marshal(types.ETypeInfo2{e})
+					if err != nil {
+						return types.PAData{}, err
+					}
+					seq, err := asn1.Marshal(types.PADataSequence{{PADataType: patype.PA_ETYPE_INFO2, PADataValue: one}})
+					if err != nil {
+						return types.PAData{}, err
+					}
+					narrowed := *kerr
+					narrowed.EData = seq
+					kerr = &narrowed
 				}
 			}
-			if etypeID != 0 {
-				break
-			}
 		}
-	}
-	if etypeID == 0 {
-		etypeID = cfg.LibDefaults.DefaultTktEnctypeIDs[0]
+		if etypeID == 0 {
+			var named []string
+			for _, e := range info {
+				named = append(named, etypeName(e.EType))
+			}
+			return types.PAData{}, fmt.Errorf("%w: the KDC offers pre-authentication only in %s", ErrWeakEncryption, strings.Join(named, ", "))
+		}
 	}
 	et, err := crypto.GetEtype(etypeID)
 	if err != nil {

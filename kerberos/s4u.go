@@ -477,6 +477,10 @@ func (c *Client) body(sname types.PrincipalName, options ...int) (messages.KDCRe
 // tgsRequest builds the TGS-REQ: the authenticator's checksum covers the
 // final body (key usage 6), so every body field must be set before this.
 func (c *Client) tgsRequest(tgt *Ticket, body messages.KDCReqBody, extra []types.PAData) (messages.TGSReq, error) {
+	// A TGT from a credential cache was never checked at login.
+	if err := c.strongEnough(tgt.SessionKey.KeyType, "the TGT's session key"); err != nil {
+		return messages.TGSReq{}, err
+	}
 	bodyBytes, err := body.Marshal()
 	if err != nil {
 		return messages.TGSReq{}, err

@@ -56,11 +56,17 @@ func setNegotiate(req *http.Request, fw *forward) error {
 // request's ticket, made for the connection it goes on and bound to that
 // connection's TLS channel (unless the handler sends unbound tokens, or
 // the upstream is plain HTTP). A request that is not the gateway's keeps
-// its own header.
-func authorizeOnConn(req *http.Request, cs *tls.ConnectionState) (string, error) {
+// its own header; one whose forward is another user's than the pool's
+// (a caller reusing the pools with the wrong context) is refused, never
+// given that user's ticket on this user's connection.
+func authorizeOnConn(user string, req *http.Request, cs *tls.ConnectionState) (string, error) {
 	fw, ok := req.Context().Value(ctxKey{}).(*forward)
 	if !ok || fw.ticket == nil || !fw.onConn {
 		return "", nil
+	}
+	if fw.sid != user {
+		return "", &Error{Stage: StageForward, Status: http.StatusBadGateway, User: fw.user,
+			Err: errors.New("a request carrying one user's ticket on another user's connections")}
 	}
 	var cb kerberos.ChannelBinding
 	if !fw.unbound && cs != nil && len(cs.PeerCertificates) > 0 {

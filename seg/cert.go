@@ -129,11 +129,24 @@ func (a *CertificateAuth) Authenticate(r *http.Request) (*Identity, error) {
 		return nil, errorf("%w: the client certificate's chain was not verified (set tls.Config.ClientCAs and ClientAuth)", ErrBadCredentials)
 	}
 	chain := r.TLS.VerifiedChains[0]
-	leaf := chain[0]
-	if len(a.TrustedIssuers) > 0 && !issuedByOneOf(chain, a.TrustedIssuers) {
-		return nil, errorf("%w: the certificate's CA %q is not among the trusted issuers (NTAuthCertificates)", ErrBadCredentials,
-			printable(issuerName(chain)))
+	if len(a.TrustedIssuers) > 0 {
+		// The first verified chain through a trusted issuer: a CA
+		// certificate cross-signed or renewed with the same key gives the
+		// leaf several chains, and the device's order of intermediates
+		// decides which comes first.
+		trusted := false
+		for _, c := range r.TLS.VerifiedChains {
+			if issuedByOneOf(c, a.TrustedIssuers) {
+				chain, trusted = c, true
+				break
+			}
+		}
+		if !trusted {
+			return nil, errorf("%w: the certificate's CA %q is not among the trusted issuers (NTAuthCertificates)", ErrBadCredentials,
+				printable(issuerName(chain)))
+		}
 	}
+	leaf := chain[0]
 	if a.Revocation != nil {
 		if err := a.Revocation.Check(chain); err != nil {
 			return nil, errorf("%w: %w", ErrBadCredentials, err)

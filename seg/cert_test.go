@@ -325,4 +325,12 @@ func TestCertificateAuthTrustedIssuers(t *testing.T) {
 	if !errors.Is(err, seg.ErrBadCredentials) || !strings.Contains(err.Error(), "another CA") {
 		t.Errorf("a certificate of a CA outside NTAuth: %v", err)
 	}
+	// Several verified chains (an issuing CA cross-signed, or renewed with
+	// the same key): the one through a trusted issuer counts, whichever
+	// the TLS layer found first. (Found by review.)
+	r := verifiedRequest(good.Cert, ntauth.Cert)
+	r.TLS.VerifiedChains = [][]*x509.Certificate{{good.Cert, other.Cert}, {good.Cert, ntauth.Cert}}
+	if id, err := a.Authenticate(r); err != nil || id.User != "alice" {
+		t.Errorf("the second verified chain through the NTAuth CA: %+v %v", id, err)
+	}
 }

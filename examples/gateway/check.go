@@ -172,6 +172,7 @@ func (k *checker) serviceAccount() bool {
 			return false
 		}
 		k.svc = kerberos.NewWithKeytab(k.c.ServiceAccount, k.c.Realm, kt, k.kcfg)
+		k.svc.AllowRC4 = k.c.AllowRC4
 		return true
 	}
 	pw, err := k.c.password()
@@ -184,6 +185,7 @@ func (k *checker) serviceAccount() bool {
 		return false
 	}
 	k.svc = kerberos.NewWithPassword(k.c.ServiceAccount, k.c.Realm, pw, k.kcfg)
+	k.svc.AllowRC4 = k.c.AllowRC4
 	return true
 }
 
@@ -223,6 +225,10 @@ func (k *checker) tickets(ctx context.Context) {
 			}
 			k.line("delegation "+spn, d, err, kerberosHint(err, false))
 		}
+	}
+	if k.c.AllowRC4 {
+		k.line("rc4_cutoff", "WARN allow_rc4: RC4 tickets and keys are taken ("+strings.Join(keys, ", ")+"); DCs with the July 2026 updates issue none, so fix the accounts and turn it off", nil, "")
+		return
 	}
 	k.line("rc4_cutoff", "AES only: "+strings.Join(keys, ", "), nil, "")
 }

@@ -68,7 +68,10 @@ type config struct {
 	NetBIOS     string   `json:"netbios"`      // CORP
 	UPNSuffixes []string `json:"upn_suffixes"` // further UPN suffixes of the domain
 	KDCs        []string `json:"kdcs"`         // host or host:port; or krb5_conf
-	Krb5Conf    string   `json:"krb5_conf"`
+	// AllowRC4 takes RC4 tickets and keys (kerberos.Client.AllowRC4) until
+	// the accounts on the path have AES keys; -check warns.
+	AllowRC4 bool   `json:"allow_rc4,omitempty"`
+	Krb5Conf string `json:"krb5_conf"`
 
 	ServiceAccount string `json:"service_account"` // svc_awseg
 	KeytabFile     string `json:"keytab_file"`

@@ -186,6 +186,7 @@ func newGateway(c *config, plain bool, stderr io.Writer) (*gateway, error) {
 		svc = kerberos.NewWithPassword(c.ServiceAccount, c.Realm, pw, kcfg)
 		svc.Transport = kdcs
 	}
+	svc.AllowRC4 = c.AllowRC4
 
 	// Every name a device presents is resolved by the KDC to the account
 	// that holds it (a UPN's prefix is not an account name).

@@ -16,6 +16,7 @@ import (
 // conns are one user's connections to the upstreams.
 type conns struct {
 	pools *Pools
+	user  string // whose connections these are
 
 	mu      sync.Mutex
 	idle    map[string][]*conn // by scheme://host:port, most recent last
@@ -33,8 +34,8 @@ type conn struct {
 	timer  *time.Timer // closes it after IdleTimeout idle
 }
 
-func newConns(p *Pools) *conns {
-	return &conns{pools: p, idle: map[string][]*conn{}, open: map[string]int{}, changed: make(chan struct{})}
+func newConns(p *Pools, user string) *conns {
+	return &conns{pools: p, user: user, idle: map[string][]*conn{}, open: map[string]int{}, changed: make(chan struct{})}
 }
 
 // roundTrip sends req and reads its answer, sending it once more on a new
@@ -204,7 +205,7 @@ func (u *conns) authorize(c *conn, req *http.Request) error {
 		st := tc.ConnectionState()
 		cs = &st
 	}
-	v, err := u.pools.cfg.Authorize(req, cs)
+	v, err := u.pools.cfg.Authorize(u.user, req, cs)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,9 @@ package h1_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -438,5 +440,64 @@ func TestAwaitSplitChunk(t *testing.T) {
 	n, err := resp.Body.Read(buf)
 	if string(buf[:n]) != "more" || err != nil && err != io.EOF || time.Since(start) > 100*time.Millisecond {
 		t.Fatalf("the next chunk: %q %v after %v", buf[:n], err, time.Since(start))
+	}
+}
+
+// Authorize makes each request's header on the connection it goes on, with
+// the pool's user (no TLS here: no state); Send and RoundTrip alike, and a
+// new header for each request on a kept connection. An error fails the
+// request before a byte is written and closes the connection.
+func TestAuthorize(t *testing.T) {
+	var seen []string
+	var mu sync.Mutex
+	u := newUpstream(t, func(n int, req *http.Request, conn net.Conn) bool {
+		mu.Lock()
+		seen = append(seen, req.Header.Get("Authorization"))
+		mu.Unlock()
+		io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	var calls atomic.Int32
+	fail := atomic.Bool{}
+	p := h1.New(h1.Config{Authorize: func(user string, req *http.Request, cs *tls.ConnectionState) (string, error) {
+		if fail.Load() {
+			return "", errors.New("no header for this one")
+		}
+		if user != "alice" || cs != nil {
+			t.Errorf("Authorize for %q, TLS state %v", user, cs)
+		}
+		return fmt.Sprintf("Negotiate %d", calls.Add(1)), nil
+	}})
+	for i := 0; i < 2; i++ {
+		if _, _, err := roundTrip(t, p, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x, err := p.Send("alice", u.req(t, context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := x.Answer(context.Background(), time.Now().Add(5*time.Second)); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	x.Close()
+	mu.Lock()
+	if strings.Join(seen, ",") != "Negotiate 1,Negotiate 2,Negotiate 3" {
+		t.Errorf("headers on the wire: %q", seen)
+	}
+	mu.Unlock()
+	fail.Store(true)
+	before := u.n.Load()
+	if _, _, err := roundTrip(t, p, u); err == nil || !strings.Contains(err.Error(), "no header for this one") {
+		t.Errorf("a failing Authorize: %v", err)
+	}
+	select {
+	case <-u.closed:
+	case <-time.After(5 * time.Second):
+		t.Error("the connection stayed open after a failing Authorize")
+	}
+	if u.n.Load() != before {
+		t.Error("a request went out after a failing Authorize")
 	}
 }

@@ -46,12 +46,13 @@ type Config struct {
 	MaxDialsPerHost        int           // default 32
 	DialBackoff            time.Duration // default 200ms
 	// Authorize, when set, gives each request's Authorization header once
-	// the connection it goes on is known, from that connection's TLS state
-	// (nil over plain TCP): a header bound to the connection's channel, as
-	// IIS's Extended Protection checks. A value replaces the request's own
+	// the connection it goes on is known, from the user whose connection it
+	// is and that connection's TLS state (nil over plain TCP): a header
+	// bound to the connection's channel, as IIS's Extended Protection
+	// checks. A value replaces the request's own
 	// header (RoundTrip and Send set it on req); "" keeps it. An error fails
 	// the request before anything is written, and closes the connection.
-	Authorize func(req *http.Request, cs *tls.ConnectionState) (string, error)
+	Authorize func(user string, req *http.Request, cs *tls.ConnectionState) (string, error)
 }
 
 // Pools are every user's connections: a pool per user, made on first use
@@ -162,7 +163,7 @@ func (p *Pools) acquire(id string) *user {
 		p.lru.MoveToFront(e)
 		return u
 	}
-	u := &user{id: id, conns: newConns(p), active: 1, last: now}
+	u := &user{id: id, conns: newConns(p, id), active: 1, last: now}
 	p.users[id] = p.lru.PushFront(u)
 	for p.lru.Len() > p.cfg.MaxUsers {
 		if !p.evictOldestIdle() {

@@ -402,6 +402,7 @@ func (k *checker) certMapping(ctx context.Context) {
 			k.line("cert_directory", k.c.CertDirectory.LDAPURL+": bound", nil, "")
 			dir = conn.AD
 			k.ntauth(ctx, conn.AD)
+			k.rc4Attributes(ctx, conn.AD)
 		}
 	}
 	if k.cert == "" {
@@ -535,4 +536,22 @@ func printableName(c *x509.Certificate) string {
 		return fmt.Sprintf("%q", c.Subject.CommonName)
 	}
 	return fmt.Sprintf("%q", c.Subject.String())
+}
+
+// rc4Attributes reads the service account's msDS-SupportedEncryptionTypes
+// through cert_directory: a type that leaves it exposed to the 2026 RC4
+// cut-off is a warning with the fix, even while its keys still work.
+func (k *checker) rc4Attributes(ctx context.Context, conn *ad.Conn) {
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	a, err := conn.FindAccount(actx, k.c.ServiceAccount)
+	if err != nil {
+		k.line("rc4_cutoff "+k.c.ServiceAccount, "", err, "cert_directory's bind identity must read the service account")
+		return
+	}
+	if why := a.RC4Exposure(); len(why) > 0 {
+		k.line("rc4_cutoff "+k.c.ServiceAccount, "WARN "+strings.Join(why, "; "), nil, "")
+		return
+	}
+	k.line("rc4_cutoff "+k.c.ServiceAccount, "msDS-SupportedEncryptionTypes "+a.SupportedEncryptionTypes.String(), nil, "")
 }

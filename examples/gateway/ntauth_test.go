@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/examples/internal/siteconfig"
 	"github.com/segkcd/segkcd/internal/testinfra/testpki"
 )
@@ -41,9 +42,29 @@ func TestGatewayNTAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := check(c)
+	if !strings.Contains(out, "ok   rc4_cutoff svc_gw: msDS-SupportedEncryptionTypes ") {
+		t.Errorf("-check with cert_directory: no line on the service account's encryption types\n%s", out)
+	}
 	if err != nil || !strings.Contains(out, `ok   ntauth "gateway test device CA": in NTAuthCertificates`) ||
 		!strings.Contains(out, `WARN ntauth "unpublished device CA": not in NTAuthCertificates`) {
 		t.Fatalf("-check, one CA published: %v\n%s", err, out)
+	}
+	// The service account allowing RC4 as well: a warning with the fix,
+	// though its keys (AES) still work.
+	admin, err := f.lab.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.SetSupportedEncryptionTypes(ctx, "svc_gw", ad.EncRC4HMAC|ad.EncAES); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = check(c)
+	if _, err := admin.SetSupportedEncryptionTypes(ctx, "svc_gw", ad.EncAES); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "WARN rc4_cutoff svc_gw: msDS-SupportedEncryptionTypes allows") || !strings.Contains(out, "set it to AES (24)") {
+		t.Errorf("-check, the service account allowing RC4:\n%s", out)
 	}
 	c.CertNTAuth = true
 	out, err = check(c)

@@ -270,8 +270,17 @@ func TestSingleServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.AcceptedAs != "" {
-		t.Fatalf("single-server Verify claims acceptance: %+v", r)
+	if r.AcceptedAs != "" || len(r.Exposed) != 0 {
+		t.Fatalf("single-server Verify claims acceptance, or exposure: %+v", r)
+	}
+	// The server's account, joined long ago, still allowing RC4: Verify
+	// holds (its keys are AES) and reports it exposed to the cut-off.
+	if _, err := e.d.AD.SetSupportedEncryptionTypes(ctx, "CASONE$", ad.EncRC4HMAC|ad.EncAES); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := e.d.Verify(ctx); err != nil || len(r.Exposed) != 1 || !strings.EqualFold(r.Exposed[0].Account, "CASONE$") ||
+		!strings.Contains(r.Exposed[0].String(), "set it to AES (24)") {
+		t.Fatalf("Verify, the SPN holder allowing RC4: %v %+v", err, r)
 	}
 	kt, err := e.l.ExportKeytab(ctx, "CASONE$")
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/gssapi"
 	"github.com/jcmturner/gokrb5/v8/iana"
-	"github.com/jcmturner/gokrb5/v8/iana/adtype"
 	"github.com/jcmturner/gokrb5/v8/iana/asnAppTag"
 	"github.com/jcmturner/gokrb5/v8/iana/flags"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
@@ -263,18 +262,9 @@ func (a *Acceptor) checkBinding(auth types.Authenticator) error {
 // AD-AUTH-DATA-AP-OPTIONS with KERB_AP_OPTIONS_CBT, inside AD-IF-RELEVANT
 // (MS-KILE 3.2.5.8).
 func claimsCBT(ads types.AuthorizationData) bool {
-	for _, ad := range ads {
-		if ad.ADType != adtype.ADIfRelevant {
-			continue
-		}
-		var inner types.AuthorizationData
-		if err := inner.Unmarshal(ad.ADData); err != nil {
-			continue
-		}
-		for _, e := range inner {
-			if e.ADType == adAuthDataAPOptions && len(e.ADData) == 4 && binary.LittleEndian.Uint32(e.ADData)&kerbAPOptionsCBT != 0 {
-				return true
-			}
+	for _, d := range ifRelevant(ads, adAuthDataAPOptions) {
+		if len(d) == 4 && binary.LittleEndian.Uint32(d)&kerbAPOptionsCBT != 0 {
+			return true
 		}
 	}
 	return false

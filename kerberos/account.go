@@ -284,6 +284,16 @@ func accountFromTicket(t messages.Ticket, key types.EncryptionKey) (*Account, er
 // pacIn finds the PAC (AD-WIN2K-PAC inside AD-IF-RELEVANT) in a ticket's
 // authorization data.
 func pacIn(ads types.AuthorizationData) ([]byte, bool) {
+	if found := ifRelevant(ads, adtype.ADWin2KPAC); len(found) > 0 {
+		return found[0], true
+	}
+	return nil, false
+}
+
+// ifRelevant is the data of every element of type adType inside the
+// AD-IF-RELEVANT elements of ads (RFC 4120 5.2.6.1), in order.
+func ifRelevant(ads types.AuthorizationData, adType int32) [][]byte {
+	var out [][]byte
 	for _, ad := range ads {
 		if ad.ADType != adtype.ADIfRelevant {
 			continue
@@ -293,12 +303,12 @@ func pacIn(ads types.AuthorizationData) ([]byte, bool) {
 			continue
 		}
 		for _, e := range inner {
-			if e.ADType == adtype.ADWin2KPAC {
-				return e.ADData, true
+			if e.ADType == adType {
+				out = append(out, e.ADData)
 			}
 		}
 	}
-	return nil, false
+	return out
 }
 
 // validName: non-empty UTF-8 without control characters, short enough for AD.

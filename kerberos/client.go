@@ -607,7 +607,7 @@ func encTimestamp(keys *client.Client, kerr *messages.KRBError, ours []int32, no
 		if etypeID == 0 {
 			var named []string
 			for _, e := range info {
-				named = append(named, etypeName(e.EType))
+				named = append(named, ETypeName(e.EType))
 			}
 			return types.PAData{}, fmt.Errorf("%w: the KDC offers pre-authentication only in %s", ErrWeakEncryption, strings.Join(named, ", "))
 		}

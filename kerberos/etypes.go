@@ -42,12 +42,21 @@ func (c *Client) strongEnough(e int32, what string) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s is %s: the account's keys or msDS-SupportedEncryptionTypes allow no AES; set them to AES (24) and reset its password (AllowRC4 accepts it until then)",
-		ErrWeakEncryption, what, etypeName(e))
+		ErrWeakEncryption, what, ETypeName(e))
 }
 
-// etypeName names an encryption type.
-func etypeName(e int32) string {
+// ETypeName names an encryption type as an administrator reads it:
+// "AES256", "RC4-HMAC (23)".
+func ETypeName(e int32) string {
 	switch e {
+	case etypeID.AES256_CTS_HMAC_SHA1_96:
+		return "AES256"
+	case etypeID.AES128_CTS_HMAC_SHA1_96:
+		return "AES128"
+	case etypeID.AES128_CTS_HMAC_SHA256_128:
+		return "AES128-SHA256"
+	case etypeID.AES256_CTS_HMAC_SHA384_192:
+		return "AES256-SHA384"
 	case etypeID.RC4_HMAC:
 		return "RC4-HMAC (23)"
 	case etypeID.RC4_HMAC_EXP:

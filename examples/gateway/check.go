@@ -17,7 +17,6 @@ import (
 	"time"
 
 	krb5config "github.com/jcmturner/gokrb5/v8/config"
-	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
 
 	"github.com/segkcd/segkcd/ad"
 	"github.com/segkcd/segkcd/examples/internal/siteconfig"
@@ -208,14 +207,14 @@ func (k *checker) tickets(ctx context.Context) {
 	// this line says what the path's keys are when they pass.
 	keys := []string{}
 	if kt, err := k.svc.KeyType(tctx); err == nil && kt != 0 {
-		keys = append(keys, "the service account's key "+etypeName(kt))
+		keys = append(keys, "the service account's key "+kerberos.ETypeName(kt))
 	}
 	for _, u := range k.c.upstreams() {
 		spn := u.TicketSPN()
 		t, err := k.svc.ServiceTicket(tctx, spn)
 		k.line("ticket "+spn, "the KDC issues it", err, kerberosHint(err, false))
 		if err == nil {
-			keys = append(keys, "the ticket to "+spn+" "+etypeName(t.Ticket.EncPart.EType))
+			keys = append(keys, "the ticket to "+spn+" "+kerberos.ETypeName(t.Ticket.EncPart.EType))
 		}
 		if k.user != "" {
 			t, err := k.svc.Impersonate(tctx, k.user, spn)
@@ -231,19 +230,6 @@ func (k *checker) tickets(ctx context.Context) {
 		return
 	}
 	k.line("rc4_cutoff", "AES only: "+strings.Join(keys, ", "), nil, "")
-}
-
-// etypeName names the encryption types a KDC uses with AD.
-func etypeName(e int32) string {
-	switch e {
-	case etypeID.AES256_CTS_HMAC_SHA1_96:
-		return "AES256"
-	case etypeID.AES128_CTS_HMAC_SHA1_96:
-		return "AES128"
-	case etypeID.RC4_HMAC:
-		return "RC4-HMAC"
-	}
-	return fmt.Sprintf("etype %d", e)
 }
 
 // upstreams makes a TLS handshake with each Exchange server, trusting what

@@ -388,7 +388,7 @@ func (k *checker) certMapping(ctx context.Context) {
 			k.line("cert_directory", k.c.CertDirectory.LDAPURL+": bound", nil, "")
 			dir = conn.AD
 			k.ntauth(ctx, conn.AD)
-			k.rc4Attributes(ctx, conn.AD)
+			k.rc4Attributes(ctx, conn.AD, k.c.ServiceAccount)
 		}
 	}
 	if k.cert == "" {
@@ -524,20 +524,21 @@ func printableName(c *x509.Certificate) string {
 	return fmt.Sprintf("%q", c.Subject.String())
 }
 
-// rc4Attributes reads the service account's msDS-SupportedEncryptionTypes
-// through cert_directory: a type that leaves it exposed to the 2026 RC4
-// cut-off is a warning with the fix, even while its keys still work.
-func (k *checker) rc4Attributes(ctx context.Context, conn *ad.Conn) {
+// rc4Attributes reads an account's msDS-SupportedEncryptionTypes through
+// an AD connection of the gateway's (cert_directory, roll.ad): a type that
+// leaves it exposed to the 2026 RC4 cut-off is a warning with the fix,
+// even while its keys still work.
+func (k *checker) rc4Attributes(ctx context.Context, conn *ad.Conn, account string) {
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	a, err := conn.FindAccount(actx, k.c.ServiceAccount)
+	a, err := conn.FindAccount(actx, account)
 	if err != nil {
-		k.line("rc4_cutoff "+k.c.ServiceAccount, "", err, "cert_directory's bind identity must read the service account")
+		k.line("rc4_cutoff "+account, "", err, "the bind identity must read the account")
 		return
 	}
 	if why := a.RC4Exposure(); len(why) > 0 {
-		k.line("rc4_cutoff "+k.c.ServiceAccount, "WARN "+strings.Join(why, "; "), nil, "")
+		k.line("rc4_cutoff "+account, "WARN "+strings.Join(why, "; "), nil, "")
 		return
 	}
-	k.line("rc4_cutoff "+k.c.ServiceAccount, "msDS-SupportedEncryptionTypes "+a.SupportedEncryptionTypes.String(), nil, "")
+	k.line("rc4_cutoff "+account, "msDS-SupportedEncryptionTypes "+a.SupportedEncryptionTypes.String(), nil, "")
 }

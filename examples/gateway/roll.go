@@ -250,6 +250,15 @@ func (k *checker) roll(ctx context.Context) {
 	}
 	defer closeAD()
 	k.line("roll: AD", fmt.Sprintf("bound to %s (%s) as %s (%s)", d.AD.URL(), d.AD.DomainInfo().DCHostName, rc.BindUser, how), nil, "")
+	// The roll's AD connection also reads what cert_directory's would:
+	// NTAuth and the service account's types (unless it did), and the ASA's.
+	if k.c.CertDirectory == nil {
+		if len(k.c.ClientCAFiles) > 0 {
+			k.ntauth(ctx, d.AD)
+		}
+		k.rc4Attributes(ctx, d.AD, k.c.ServiceAccount)
+	}
+	k.rc4Attributes(ctx, d.AD, rc.ASA+"$")
 	check, err := ro.newRoller(d).Check(ctx)
 	// One line per DC: reachable and bound, its site, whether it holds the
 	// PDC emulator role (where the roll writes), and its view of the ASA.

@@ -148,7 +148,9 @@ func TestGatewayRoll(t *testing.T) {
 		path := f.writeConfig(t, c)
 		out, err := exec.Command(f.bin, "-check", "-config", path).CombinedOutput()
 		for _, want := range []string{"ok   roll: AD: bound to " + l.LDAPSURL(), "ok   roll: ASA: GWRASA$ password set",
-			"ok   roll: journal: last roll finished by apply ", "ok   roll: CAS2 [TEST HOST: modeled Windows, not a real Exchange]: decrypts (AD's password is its Latest)"} {
+			"ok   roll: journal: last roll finished by apply ", "ok   roll: CAS2 [TEST HOST: modeled Windows, not a real Exchange]: decrypts (AD's password is its Latest)",
+			// Through the roll's AD connection: the accounts' types against the RC4 cut-off.
+			"ok   rc4_cutoff GWRASA$: msDS-SupportedEncryptionTypes ", "ok   rc4_cutoff svc_gw: msDS-SupportedEncryptionTypes "} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("-check for %s lacks %q (%v):\n%s", rc.Name, want, err, out)
 			}

@@ -91,7 +91,7 @@ func (e *Error) Hint() string {
 	case errors.Is(e.Err, errNoChannelBinding):
 		return "the certificate Exchange showed has no tls-server-end-point channel binding (RFC 5929: its signature names no single hash, such as Ed25519); give Exchange an RSA or ECDSA certificate, or send unbound tokens (ProxyHandler.UnboundTokens) where Extended Protection is off"
 	case errors.Is(e.Err, errTicketRefused):
-		return "Exchange refused a fresh ticket: check the ASA credential on every server (exchange.CheckASA) and Windows authentication on the ActiveSync virtual directory"
+		return "Exchange refused a fresh ticket: check the ASA credential on every server (exchange.CheckASA) and Windows authentication on the ActiveSync virtual directory; with Extended Protection, a TLS-inspecting device between the gateway and Exchange makes the token's channel binding name the device's certificate, not Exchange's (ProxyHandler.UnboundTokens, channel_bindings off, for such a device)"
 	case errors.Is(e.Err, errNoReplay):
 		return "Exchange refused a cached ticket and the request body was streamed, so it could not be sent again; the device will retry"
 	case errors.Is(e.Err, errBodyTimeout):

@@ -12,6 +12,7 @@ import (
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"strconv"
@@ -60,6 +61,7 @@ func TestGatewayAutodiscoverAndEWS(t *testing.T)    { testAutodiscoverAndEWS(t, 
 func TestGatewayUpstreamFailures(t *testing.T)      { testUpstreamFailures(t, getRig(t)) }
 func TestGatewayKDCOutage(t *testing.T)             { testKDCOutage(t, ownRig(t)) }
 func TestGatewayExtendedProtection(t *testing.T)    { testExtendedProtection(t, getRig(t)) }
+func TestGatewayTLSMiddlebox(t *testing.T)          { testTLSMiddlebox(t, getRig(t)) }
 func TestGatewayMetrics(t *testing.T)               { testMetrics(t, getRig(t)) }
 func TestGatewayAdminAPI(t *testing.T)              { testAdmin(t, getRig(t)) }
 func TestGatewayNoSecretsInLogs(t *testing.T)       { testNoSecretsInLogs(t, getRig(t)) }
@@ -1548,5 +1550,47 @@ func testExtendedProtection(t *testing.T, r *rig) {
 	r.handler.ServeHTTP(w, r.verified(t, "alice", query))
 	if w.Code != http.StatusOK || w.Header().Get(eastest.UserHeader) != "alice" {
 		t.Errorf("bound tokens against Require: %d %q", w.Code, w.Header().Get(eastest.UserHeader))
+	}
+}
+
+// testTLSMiddlebox: a TLS-inspecting device between the gateway and
+// Exchange (here a proxy with a certificate of its own CA) makes the
+// gateway bind its tokens to the device's certificate, which Exchange with
+// Require refuses: the device gets 502, and the hint names such a device
+// and the switch for it.
+func testTLSMiddlebox(t *testing.T, r *rig) {
+	up, _ := url.Parse(r.exchange.URL)
+	device := httputil.NewSingleHostReverseProxy(up)
+	device.Transport = r.exchange.Client().Transport
+	ca, err := testpki.New("inspection device CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Server("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb := httptest.NewUnstartedServer(device)
+	mb.TLS = &tls.Config{Certificates: []tls.Certificate{cert.TLS}}
+	mb.StartTLS()
+	defer mb.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	mbURL, _ := url.Parse(mb.URL)
+	before := r.exchange.Stats().UnboundRefused
+	h := r.handlerWith(func(h *seg.ProxyHandler) {
+		h.Upstreams = []*seg.Upstream{{URL: mbURL, SPN: r.spn}}
+		h.Transport = &seg.UserPools{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r.verified(t, "alice", "Cmd=FolderSync&User=alice&DeviceId=ALICEPHONE1&DeviceType=T"))
+	if w.Code != http.StatusBadGateway {
+		t.Errorf("bound to the device's certificate, against Require: %d", w.Code)
+	}
+	if n := r.exchange.Stats().UnboundRefused - before; n != 2 {
+		t.Errorf("the stand-in refused %d tokens for their binding, want 2", n)
+	}
+	if !logHas(r, "Exchange refused a fresh ticket", "TLS-inspecting device", "channel_bindings off") {
+		t.Error("no log line whose hint names a TLS-inspecting device")
 	}
 }

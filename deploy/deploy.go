@@ -254,8 +254,7 @@ func (d *Deployment) check() error {
 		return fmt.Errorf("%w: single-server mode (no ASA) with %d servers: every server but one would fail to decrypt tickets", ErrInvalid, len(d.Servers))
 	case d.ServiceAccount == "":
 		return fmt.Errorf("%w: no service account", ErrInvalid)
-	case d.TokenChecking != "" && !strings.EqualFold(d.TokenChecking, "Require") && !strings.EqualFold(d.TokenChecking, "Allow") &&
-		!strings.EqualFold(d.TokenChecking, "None"):
+	case d.extendedProtection().Check() != nil:
 		return fmt.Errorf("%w: TokenChecking %q: Require (the default), Allow or None", ErrInvalid, d.TokenChecking)
 	case d.shell() == nil:
 		return fmt.Errorf("%w: no Exchange management shell", ErrInvalid)

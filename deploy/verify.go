@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
-
 	"github.com/segkcd/segkcd/exchange"
 	"github.com/segkcd/segkcd/kerberos"
 )
@@ -96,9 +94,9 @@ func (d *Deployment) Verify(ctx context.Context) (*Report, error) {
 		return nil, fail("%w", err)
 	}
 	r := &Report{User: t.ClientName(), SPN: spn, Ticket: t.String(), KVNO: t.Ticket.EncPart.KVNO, Exposed: p.Exposed}
-	if kt, err := svc.KeyType(ctx); err == nil && kt != 0 && kt != etypeID.AES128_CTS_HMAC_SHA1_96 && kt != etypeID.AES256_CTS_HMAC_SHA1_96 {
+	if kt, err := svc.KeyType(ctx); err == nil && kt != 0 && !kerberos.IsAES(kt) {
 		r.Exposed = append(r.Exposed, Exposure{Account: d.ServiceAccount, Reasons: []string{fmt.Sprintf(
-			"the KDC used its key of etype %d, not AES: its password predates the domain's AES keys; set it again", kt)}})
+			"the KDC used its key of %s, not AES: its password predates the domain's AES keys; set it again", kerberos.ETypeName(kt))}})
 	}
 	if r.KVNO != holder.KeyVersion {
 		// Another DC's KDC may have issued it before replication brought

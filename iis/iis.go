@@ -345,6 +345,13 @@ func (e ExtendedProtection) normalize() (ExtendedProtection, error) {
 	return ExtendedProtection{TokenChecking: tc, Flags: strings.Join(flags, ",")}, nil
 }
 
+// Check reports a value IIS does not take, as an error matching
+// ErrInvalid, before anything is sent to a server.
+func (e ExtendedProtection) Check() error {
+	_, err := e.normalize()
+	return err
+}
+
 // spelled finds v among values, case-insensitively, as values spell it.
 func spelled(values []string, v string) (string, bool) {
 	for _, s := range values {

@@ -99,7 +99,6 @@ const (
 type heldEvidence struct {
 	ticket *Ticket
 	user   string // Account.User of the account it named
-	sid    string // the SID its PAC named
 	at     time.Time
 }
 
@@ -147,22 +146,22 @@ func (c *Client) keepEvidence(a *Account, ev *Ticket) {
 			return
 		}
 	}
-	c.evidence[a.SID] = heldEvidence{ticket: ev, user: a.User, sid: a.SID, at: now}
+	c.evidence[a.SID] = heldEvidence{ticket: ev, user: a.User, at: now}
 }
 
-// takeEvidence returns, once, what Account kept of acct within
-// evidenceMaxAge: its S4U2Self ticket, keyed by its SID and for the same
-// name.
-func (c *Client) takeEvidence(acct *Account) (heldEvidence, bool) {
+// takeEvidence returns, once, the S4U2Self ticket that Account read acct
+// from within evidenceMaxAge, kept under the SID its PAC named and for the
+// same name; nil when there is none.
+func (c *Client) takeEvidence(acct *Account) *Ticket {
 	c.evidenceMu.Lock()
 	e, ok := c.evidence[acct.SID]
 	delete(c.evidence, acct.SID)
 	c.evidenceMu.Unlock()
 	now := c.now()
-	if !ok || e.user != acct.User || e.sid != acct.SID || now.Sub(e.at) >= evidenceMaxAge || !now.Before(e.ticket.EndTime) {
-		return heldEvidence{}, false
+	if !ok || e.user != acct.User || now.Sub(e.at) >= evidenceMaxAge || !now.Before(e.ticket.EndTime) {
+		return nil
 	}
-	return e, true
+	return e.ticket
 }
 
 // AccountIn reads the account of a ticket issued to c's own account (a
@@ -212,16 +211,19 @@ func (c *Client) ImpersonateAccount(ctx context.Context, acct *Account, spn stri
 	if acct == nil || acct.User == "" || acct.SID == "" {
 		return nil, fail(op, "", errors.New("an account without a name or a SID"))
 	}
-	if e, ok := c.takeEvidence(acct); ok {
+	if ev := c.takeEvidence(acct); ev != nil {
 		// Account resolved this account a moment ago: its S4U2Self
-		// ticket's PAC named acct.SID, and serves as the evidence. If the
-		// KDC refuses it (the name moved to another account since, which
-		// Samba answers with TGT_REVOKED), the fresh path below says so
-		// as ErrAccountChanged; the service's own TGT is not at fault.
-		if t, err := c.proxyOnce(ctx, e.ticket, spn); err == nil {
-			t.SID = e.sid
+		// ticket's PAC named acct.SID (the key it was kept under), and
+		// serves as the evidence. If the KDC refuses it (the name moved to
+		// another account since, which Samba answers with TGT_REVOKED),
+		// the fresh path below says so as ErrAccountChanged; the service's
+		// own TGT is not at fault.
+		t, err := c.proxyOnce(ctx, ev, spn)
+		if err == nil {
+			t.SID = acct.SID
 			return t, nil
-		} else if ctx.Err() != nil {
+		}
+		if ctx.Err() != nil {
 			return nil, err
 		}
 	}

@@ -583,34 +583,28 @@ func encTimestamp(keys *client.Client, kerr *messages.KRBError, ours []int32, no
 	}
 	etypeID := ours[0] // no ETYPE-INFO2 (an older KDC): our first
 	if hasInfo {
-		etypeID = 0
-		for _, want := range ours {
-			for _, e := range info {
-				if e.EType == want && etypeID == 0 {
-					etypeID = want
-					// The key is derived with this entry's salt alone:
-					// gokrb5 would take the KDC's first entry's etype.
-					one, err := asn1.Marshal(types.ETypeInfo2{e})
-					if err != nil {
-						return types.PAData{}, err
-					}
-					seq, err := asn1.Marshal(types.PADataSequence{{PADataType: patype.PA_ETYPE_INFO2, PADataValue: one}})
-					if err != nil {
-						return types.PAData{}, err
-					}
-					narrowed := *kerr
-					narrowed.EData = seq
-					kerr = &narrowed
-				}
-			}
-		}
-		if etypeID == 0 {
+		entry, ok := firstOffered(ours, info)
+		if !ok {
 			var named []string
 			for _, e := range info {
 				named = append(named, ETypeName(e.EType))
 			}
 			return types.PAData{}, fmt.Errorf("%w: the KDC offers pre-authentication only in %s", ErrWeakEncryption, strings.Join(named, ", "))
 		}
+		etypeID = entry.EType
+		// The key is derived with this entry's salt alone: given the
+		// KDC's list, gokrb5 would take its first entry's etype.
+		one, err := asn1.Marshal(types.ETypeInfo2{entry})
+		if err != nil {
+			return types.PAData{}, err
+		}
+		seq, err := asn1.Marshal(types.PADataSequence{{PADataType: patype.PA_ETYPE_INFO2, PADataValue: one}})
+		if err != nil {
+			return types.PAData{}, err
+		}
+		narrowed := *kerr
+		narrowed.EData = seq
+		kerr = &narrowed
 	}
 	et, err := crypto.GetEtype(etypeID)
 	if err != nil {
@@ -635,6 +629,19 @@ func encTimestamp(keys *client.Client, kerr *messages.KRBError, ours []int32, no
 		return types.PAData{}, err
 	}
 	return types.PAData{PADataType: patype.PA_ENC_TIMESTAMP, PADataValue: b}, nil
+}
+
+// firstOffered is the ETYPE-INFO2 entry of the first of ours, in our order
+// of preference, that the KDC offered.
+func firstOffered(ours []int32, info types.ETypeInfo2) (types.ETypeInfo2Entry, bool) {
+	for _, want := range ours {
+		for _, e := range info {
+			if e.EType == want {
+				return e, true
+			}
+		}
+	}
+	return types.ETypeInfo2Entry{}, false
 }
 
 // LoadConfig reads a krb5.conf.

@@ -6,10 +6,11 @@ import (
 	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
 )
 
-// strongEType reports the encryption types a client accepts without
-// AllowRC4: AES, as RFC 3962 and RFC 8009 define it.
-func strongEType(e int32) bool {
-	switch e {
+// IsAES reports whether an encryption type is AES (RFC 3962, RFC 8009):
+// what a client accepts without AllowRC4, and what the 2026 RC4 cut-off
+// leaves working.
+func IsAES(etype int32) bool {
+	switch etype {
 	case etypeID.AES128_CTS_HMAC_SHA1_96, etypeID.AES256_CTS_HMAC_SHA1_96,
 		etypeID.AES128_CTS_HMAC_SHA256_128, etypeID.AES256_CTS_HMAC_SHA384_192:
 		return true
@@ -25,7 +26,7 @@ func (c *Client) etypes(configured []int32) []int32 {
 	}
 	var out []int32
 	for _, e := range configured {
-		if strongEType(e) {
+		if IsAES(e) {
 			out = append(out, e)
 		}
 	}
@@ -38,7 +39,7 @@ func (c *Client) etypes(configured []int32) []int32 {
 // strongEnough refuses an encryption type weaker than AES for what,
 // unless AllowRC4.
 func (c *Client) strongEnough(e int32, what string) error {
-	if c.AllowRC4 || strongEType(e) {
+	if c.AllowRC4 || IsAES(e) {
 		return nil
 	}
 	return fmt.Errorf("%w: %s is %s: the account's keys or msDS-SupportedEncryptionTypes allow no AES; set them to AES (24) and reset its password (AllowRC4 accepts it until then)",

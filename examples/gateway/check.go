@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -499,10 +500,7 @@ func (k *checker) ntauth(ctx context.Context, conn *ad.Conn) {
 			continue // deviceCAs reported it
 		}
 		for _, c := range certs {
-			in := false
-			for _, n := range cas {
-				in = in || bytes.Equal(n.Raw, c.Raw)
-			}
+			in := slices.ContainsFunc(cas, func(n *x509.Certificate) bool { return bytes.Equal(n.Raw, c.Raw) })
 			name := "ntauth " + printableName(c)
 			switch {
 			case in:

@@ -24,7 +24,6 @@ const servingFile = "serving.json"
 type serving struct {
 	IP   string `json:"ip"`
 	Host string `json:"host"`
-	PID  int    `json:"pid"` // of the process that started the DC
 }
 
 // errAttached refuses what would disturb the other users of a shared DC.
@@ -32,7 +31,7 @@ var errAttached = errors.New("lab: this DC serves every test binary of the run; 
 	"a test that stops, pauses or restarts its DC needs a lab of its own (Shared.Own)")
 
 func (l *Lab) writeServing() error {
-	b, _ := json.Marshal(serving{IP: l.IP, Host: l.host, PID: os.Getpid()})
+	b, _ := json.Marshal(serving{IP: l.IP, Host: l.host})
 	return os.WriteFile(filepath.Join(l.dcDir, servingFile), b, 0o600)
 }
 
